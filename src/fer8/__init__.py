@@ -1,0 +1,80 @@
+"""fer8: facial expression recognition.
+
+The pipeline is a chain of plain functions, each usable alone::
+
+    image = fer8.load_image("photo.jpg")
+    for box in fer8.detect(image):
+        face = fer8.align(image, box, fer8.landmarks(image, box))
+        probabilities = fer8.classify([face], model)
+
+and :class:`fer8.Predictor` chains them with the models loaded once.
+
+Importing fer8 is cheap: no model is loaded and neither TensorFlow nor OpenCV is imported
+until a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# Public name -> module defining it; resolved on first access (PEP 562), so that
+# `import fer8` and `fer8 --help` stay instant.
+_EXPORTS = {
+    "load_image": "fer8.images",
+    "detect": "fer8.detection",
+    "landmarks": "fer8.landmarking",
+    "align": "fer8.alignment",
+    "crop_square": "fer8.alignment",
+    "AlignedFace": "fer8.alignment",
+    "classify": "fer8.classification",
+    "Predictor": "fer8.predictor",
+    "load_model": "fer8.registry",
+    "ExpressionModel": "fer8.modelfile",
+    "ModelSpec": "fer8.modelfile",
+    "save_model": "fer8.modelfile",
+    "Box": "fer8.results",
+    "Face": "fer8.results",
+    "ImageResult": "fer8.results",
+    "EXPRESSIONS": "fer8.labels",
+    "Fer8Error": "fer8.errors",
+    "InvalidImageError": "fer8.errors",
+    "ModelNotFoundError": "fer8.errors",
+    "ModelFormatError": "fer8.errors",
+    "ChecksumMismatchError": "fer8.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fer8' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from fer8.alignment import AlignedFace, align, crop_square
+    from fer8.classification import classify
+    from fer8.detection import detect
+    from fer8.errors import (ChecksumMismatchError, Fer8Error, InvalidImageError,
+                             ModelFormatError, ModelNotFoundError)
+    from fer8.images import load_image
+    from fer8.labels import EXPRESSIONS
+    from fer8.landmarking import landmarks
+    from fer8.modelfile import ExpressionModel, ModelSpec, save_model
+    from fer8.predictor import Predictor
+    from fer8.registry import load_model
+    from fer8.results import Box, Face, ImageResult

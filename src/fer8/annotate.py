@@ -1,0 +1,74 @@
+"""Drawing results on images: a box per face and its label with the confidence."""
+
+from __future__ import annotations
+
+import colorsys
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.labels import EXPRESSIONS, display_name
+from fer8.results import ImageResult
+
+# Text on photos smaller than this (shorter side) would be a few unreadable pixels high,
+# so small images (FER2013's 48x48 crops) are enlarged before drawing.
+_MIN_CANVAS = 320
+
+
+def label_color(label: str) -> tuple[int, int, int]:
+    """A fixed, distinct RGB colour per expression (stable across images and runs)."""
+    index = EXPRESSIONS.index(label) if label in EXPRESSIONS else sum(map(ord, label))
+    r, g, b = colorsys.hsv_to_rgb((index * 0.13) % 1.0, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def annotate(image: NDArray[np.uint8], result: ImageResult) -> NDArray[np.uint8]:
+    """Return a copy of ``image`` (RGB) with every face's box, label and confidence drawn.
+
+    Line width and text size follow the image size, so labels stay legible on a
+    thumbnail and on a 24-megapixel photo alike.
+    """
+    import cv2
+
+    zoom = max(1.0, _MIN_CANVAS / min(image.shape[:2]))
+    canvas = image.copy() if zoom == 1.0 else cv2.resize(
+        image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    height, width = canvas.shape[:2]
+    unit = max(height, width) / 1000.0
+    thickness = max(2, int(round(3 * unit)))
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, 0.9 * unit)
+    text_thickness = max(1, int(round(2 * unit)))
+    for face in result.faces:
+        x, y, w, h = (int(round(v * zoom)) for v in face.box.to_list())
+        color = label_color(face.label)
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), color, thickness, cv2.LINE_AA)
+        text = f"{display_name(face.label)} {face.confidence:.0%}"
+        (tw, th), baseline = cv2.getTextSize(text, font, font_scale, text_thickness)
+        pad = max(2, th // 4)
+        top = y - th - baseline - 2 * pad
+        if top < 0:  # no room above the box: put the label inside its top edge
+            top = y
+        left = min(max(0, x - thickness // 2), max(0, width - tw - 2 * pad))
+        cv2.rectangle(canvas, (left, top), (left + tw + 2 * pad, top + th + baseline + 2 * pad),
+                      color, cv2.FILLED)
+        cv2.putText(canvas, text, (left + pad, top + pad + th), font, font_scale,
+                    _text_color(color), text_thickness, cv2.LINE_AA)
+    return canvas
+
+
+def save_image(image: NDArray[np.uint8], path: str | os.PathLike) -> Path:
+    """Save an RGB image; the format follows the extension (JPEG quality 92)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(image).save(path, **options)
+    return path
+
+
+def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)

@@ -1,0 +1,191 @@
+"""ResNet50 backbones in two weight layouts, and the classifier built on them.
+
+* ``resnet50``: ``keras.applications.ResNet50``, with ImageNet weights from a local
+  ``.h5`` file or Keras's own download.
+* ``vggface-resnet50``: the RESNET50 of the keras-vggface project (a Caffe ResNet-50
+  trained on VGGFace2). keras-vggface itself no longer imports on Keras 3 and its layer
+  names contain ``/``, which Keras 3 rejects; this module rebuilds the same network with
+  ``/`` replaced by ``_`` and reads keras-vggface's Keras 2 HDF5 weight files by layer name.
+
+Keras and TensorFlow are imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fer8.errors import ModelFormatError
+from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2, Preprocessing
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
+
+#: Backbone name -> the preprocessing its pretrained weights expect.
+BACKBONES: dict[str, Preprocessing] = {
+    "resnet50": IMAGENET_CAFFE,
+    "vggface-resnet50": VGGFACE2,
+}
+
+#: Name of the classifier's output layer (softmax, kept in float32 under mixed precision).
+OUTPUT_LAYER = "probabilities"
+
+
+def build_backbone(
+    name: str, input_size: int, weights: str | os.PathLike | None = None
+) -> keras.Model:
+    """Build a backbone without its top, ending in global average pooling.
+
+    Args:
+        name: ``"resnet50"`` or ``"vggface-resnet50"``.
+        input_size: Side of the square input.
+        weights: ``None`` for random weights; for ``resnet50`` ``"imagenet"`` (Keras
+            downloads them) or a local ``.h5`` path; for ``vggface-resnet50`` the path
+            of a keras-vggface ``rcmalli_vggface_tf_notop_resnet50.h5`` file.
+
+    Raises:
+        ValueError: Unknown backbone name.
+        ModelFormatError: A weight file does not fit the backbone.
+    """
+    if name == "resnet50":
+        import keras
+
+        if weights is not None and weights != "imagenet":
+            weights = os.fspath(weights)
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"{weights}: no such weights file")
+        return keras.applications.ResNet50(
+            include_top=False, weights=weights, input_shape=(input_size, input_size, 3),
+            pooling="avg",
+        )
+    if name == "vggface-resnet50":
+        model = vggface_resnet50(input_size)
+        if weights is not None:
+            load_vggface_weights(model, weights)
+        return model
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def build_classifier(
+    backbone: keras.Model, num_classes: int, *, dropout: float = 0.3
+) -> keras.Model:
+    """Put a dropout + dense softmax head on a pooled backbone, as one flat functional model."""
+    import keras
+
+    x = backbone.output
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Dense(num_classes, name="logits")(x)
+    # Softmax in float32 even under mixed precision: bfloat16 keeps only ~3 digits.
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_LAYER)(x)
+    return keras.Model(backbone.input, outputs, name=f"fer8_{backbone.name}")
+
+
+def vggface_resnet50(input_size: int = 224) -> keras.Model:
+    """keras-vggface's RESNET50 without its top, layer for layer, names with ``_`` for ``/``.
+
+    Caffe's layout: bias-free convolutions, the stride on the first 1x1 convolution of each
+    projection block, Keras 2's BatchNormalization defaults (epsilon 1e-3).
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((input_size, input_size, 3), name="input")
+    x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False,
+                      name=_keras_name("conv1/7x7_s2"))(inputs)
+    x = layers.BatchNormalization(name=_keras_name("conv1/7x7_s2/bn"))(x)
+    x = layers.Activation("relu")(x)
+    x = layers.MaxPooling2D(3, strides=2)(x)
+    stages = [(2, 3, (64, 64, 256)), (3, 4, (128, 128, 512)),
+              (4, 6, (256, 256, 1024)), (5, 3, (512, 512, 2048))]
+    for stage, blocks, filters in stages:
+        for block in range(1, blocks + 1):
+            strides = 1 if stage == 2 or block > 1 else 2
+            x = _vggface_block(x, filters, stage, block, strides, project=block == 1)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name="vggface_resnet50")
+
+
+def _vggface_block(x, filters: Sequence[int], stage: int, block: int, strides: int,
+                   project: bool):
+    from keras import layers
+
+    prefix = f"conv{stage}_{block}"
+    f1, f2, f3 = filters
+    shortcut = x
+    y = layers.Conv2D(f1, 1, strides=strides, use_bias=False, name=f"{prefix}_1x1_reduce")(x)
+    y = layers.BatchNormalization(name=f"{prefix}_1x1_reduce_bn")(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(f2, 3, padding="same", use_bias=False, name=f"{prefix}_3x3")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_3x3_bn")(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(f3, 1, use_bias=False, name=f"{prefix}_1x1_increase")(y)
+    y = layers.BatchNormalization(name=f"{prefix}_1x1_increase_bn")(y)
+    if project:
+        shortcut = layers.Conv2D(f3, 1, strides=strides, use_bias=False,
+                                 name=f"{prefix}_1x1_proj")(x)
+        shortcut = layers.BatchNormalization(name=f"{prefix}_1x1_proj_bn")(shortcut)
+    y = layers.Add()([y, shortcut])
+    return layers.Activation("relu")(y)
+
+
+def load_vggface_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Load a keras-vggface RESNET50 ``.h5`` file (Keras 2 layout) into ``model`` by layer name.
+
+    Layers of the file that the model lacks (the ``classifier`` top of a with-top file)
+    are skipped; a weighted layer of the model that the file lacks is an error, since a
+    half-loaded backbone would silently predict nonsense.
+
+    Raises:
+        ModelFormatError: The file is not a Keras 2 weight file for this network.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        file = h5py.File(path, "r")
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: not an HDF5 weight file ({exc})") from None
+    with file:
+        root = file["model_weights"] if "model_weights" in file else file
+        if "layer_names" not in root.attrs:
+            raise ModelFormatError(f"{path}: no 'layer_names' attribute; not a Keras 2 weight file")
+        stored = {}
+        for raw_name in root.attrs["layer_names"]:
+            name = _decode(raw_name)
+            group = root[name]
+            names = [_decode(w) for w in group.attrs.get("weight_names", [])]
+            if names:
+                stored[_keras_name(name)] = [np.asarray(group[w]) for w in names]
+    loaded = 0
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        arrays = stored.pop(layer.name, None)
+        if arrays is None:
+            raise ModelFormatError(f"{path}: no weights for layer {layer.name!r}")
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != expected:
+            raise ModelFormatError(
+                f"{path}: layer {layer.name!r} has weights of shapes "
+                f"{[a.shape for a in arrays]}, the model needs {expected}"
+            )
+        layer.set_weights(arrays)
+        loaded += 1
+    logger.info("loaded %d layers from %s (%d unused: %s)", loaded, path, len(stored),
+                ", ".join(sorted(stored)) or "none")
+
+
+def _keras_name(vggface_name: str) -> str:
+    return vggface_name.replace("/", "_")
+
+
+def _decode(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,56 @@
+"""Classification: aligned face crops in, class probabilities out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.alignment import AlignedFace
+from fer8.modelfile import ExpressionModel
+
+Crops = Union[NDArray[np.uint8], Sequence[Union[NDArray[np.uint8], AlignedFace]]]
+
+
+def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32) -> NDArray[np.float32]:
+    """Class probabilities for each face crop.
+
+    Args:
+        crops: RGB ``uint8`` crops: an (N, H, W, 3) array, or a sequence of (H, W, 3)
+            arrays or :class:`~fer8.alignment.AlignedFace`. Crops of another size than
+            the model's input are resized.
+        model: A loaded model (:func:`fer8.load_model`).
+        batch_size: Crops per forward pass; bounds memory, not the result.
+
+    Returns:
+        Probabilities (N, C) in ``model.labels`` order; each row sums to 1. (0, C) for
+        no crops.
+    """
+    batch = _stack(crops, model.spec.input_size)
+    if len(batch) == 0:
+        return np.zeros((0, len(model.labels)), np.float32)
+    parts = [
+        model(model.spec.preprocessing.apply(batch[start:start + batch_size]))
+        for start in range(0, len(batch), batch_size)
+    ]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _stack(crops: Crops, size: int) -> NDArray[np.uint8]:
+    import cv2
+
+    images = [c.image if isinstance(c, AlignedFace) else np.asarray(c) for c in crops]
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8)
+    resized = []
+    for image in images:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"crops must be RGB uint8 (H, W, 3), got {image.shape} {image.dtype}")
+        if image.shape[:2] != (size, size):
+            shrink = image.shape[0] > size
+            image = cv2.resize(image, (size, size),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        resized.append(image)
+    return np.stack(resized)

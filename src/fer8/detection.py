@@ -1,0 +1,133 @@
+"""Face detection: OpenCV's Haar cascade, with each candidate confirmed by dlib.
+
+Haar cascades are fast and find faces at any scale, but they also fire on textures (a
+second "face" on the astronaut's suit). Each Haar box is therefore confirmed by dlib's HOG
+face detector on a small crop around it. That is the detector dlib's 68-point landmark
+model was trained with, so a box it confirms is one the landmarks will fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.results import Box
+
+logger = logging.getLogger(__name__)
+
+#: The cascade file inside OpenCV's own data folder (``cv2.data.haarcascades``).
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+# Face width (pixels) that crops are rescaled to before the HOG check: the HOG detector's
+# window is 80 pixels, and faces near that size are found without upsampling.
+_VERIFY_FACE_SIZE = 120
+
+_local = threading.local()  # OpenCV and dlib detectors are not shared across threads
+
+
+def detect(
+    image: NDArray[np.uint8],
+    *,
+    scale_factor: float = 1.1,
+    min_neighbors: int = 5,
+    min_size: int = 30,
+    max_side: int = 400,
+    verify: bool = True,
+    verify_threshold: float = 0.0,
+) -> list[Box]:
+    """Find every face in an RGB image.
+
+    Args:
+        image: RGB ``uint8`` array (H, W, 3), as returned by :func:`fer8.load_image`.
+        scale_factor: How much the Haar search window grows per step; smaller finds
+            more faces and is slower.
+        min_neighbors: How many overlapping Haar hits make a face; higher gives fewer
+            false positives.
+        min_size: Smallest face searched for, in pixels of the search copy (see
+            ``max_side``).
+        max_side: Photos larger than this are searched on a copy downscaled to this
+            longer side (Haar's cost grows with the pixel count), and boxes are mapped
+            back to the original. Raise it to find small faces in large group photos.
+        verify: Confirm each Haar box with dlib's HOG detector, dropping false positives.
+        verify_threshold: The HOG score a confirmation needs (dlib's own default is 0).
+
+    Returns:
+        Every face box in original-image pixels, largest first. An empty list when
+        there is no face.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    search = gray
+    if scale < 1.0:
+        search = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    search = cv2.equalizeHist(search)
+    found = _cascade().detectMultiScale(
+        search,
+        scaleFactor=scale_factor,
+        minNeighbors=min_neighbors,
+        minSize=(min_size, min_size),
+    )
+    boxes = [_clip(_unscale(b, scale), width, height) for b in found]
+    if verify:
+        boxes = [b for b in boxes if _confirmed(gray, b, verify_threshold)]
+    boxes.sort(key=lambda b: b.area, reverse=True)
+    logger.debug("detect: %d Haar candidates, %d faces", len(found), len(boxes))
+    return boxes
+
+
+def _cascade():
+    cascade = getattr(_local, "cascade", None)
+    if cascade is None:
+        import cv2
+
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE_FILE)
+        if cascade.empty():  # pragma: no cover - only with a broken OpenCV install
+            raise RuntimeError(f"OpenCV could not load {CASCADE_FILE} from {cv2.data.haarcascades}")
+        _local.cascade = cascade
+    return cascade
+
+
+def _hog():
+    detector = getattr(_local, "hog", None)
+    if detector is None:
+        import dlib
+
+        detector = _local.hog = dlib.get_frontal_face_detector()
+    return detector
+
+
+def _confirmed(gray: NDArray[np.uint8], box: Box, threshold: float) -> bool:
+    """True when dlib's HOG detector finds a face centred inside ``box``."""
+    import cv2
+
+    margin = box.w // 2
+    x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
+    x1 = min(gray.shape[1], box.x + box.w + margin)
+    y1 = min(gray.shape[0], box.y + box.h + margin)
+    scale = _VERIFY_FACE_SIZE / box.w
+    crop = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+                      if scale < 1 else cv2.INTER_LINEAR)
+    detections, scores, _ = _hog().run(np.ascontiguousarray(crop), 0, threshold)
+    for rect, score in zip(detections, scores):
+        cx = x0 + (rect.left() + rect.right()) / 2 / scale
+        cy = y0 + (rect.top() + rect.bottom()) / 2 / scale
+        if score >= threshold and box.x <= cx <= box.x + box.w and box.y <= cy <= box.y + box.h:
+            return True
+    return False
+
+
+def _unscale(raw, scale: float) -> Box:
+    x, y, w, h = (int(round(float(v) / scale)) for v in raw)
+    return Box(x, y, w, h)
+
+
+def _clip(box: Box, width: int, height: int) -> Box:
+    x0, y0 = max(0, box.x), max(0, box.y)
+    x1, y1 = min(width, box.x + box.w), min(height, box.y + box.h)
+    return Box(x0, y0, x1 - x0, y1 - y0)

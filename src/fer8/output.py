@@ -1,0 +1,111 @@
+"""Writing results as a table, JSON, JSON Lines or CSV.
+
+Every writer reads ``ImageResult.to_dict()``, so the formats cannot disagree. Writers
+stream: each result is written as it arrives (JSON, one array, is written at the end).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from typing import TextIO
+
+from fer8.labels import display_name
+from fer8.results import ImageResult
+
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+class Writer:
+    """Base writer: ``write`` each result, then ``close`` once."""
+
+    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
+        self.stream = stream
+        self.labels = tuple(labels)
+
+    def write(self, result: ImageResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class TableWriter(Writer):
+    """Aligned columns for people: one line per face, one per faceless or failed image."""
+
+    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
+        super().__init__(stream, labels)
+        self._header_written = False
+
+    def write(self, result: ImageResult) -> None:
+        if not self._header_written:
+            self._line("SOURCE", "FACE", "BOX (x, y, w, h)", "EXPRESSION", "CONFIDENCE")
+            self._header_written = True
+        if result.error is not None:
+            self._line(result.source, "-", "-", "error:", result.error)
+        elif not result.faces:
+            self._line(result.source, "-", "-", "no face", "")
+        for index, face in enumerate(result.faces):
+            box = ", ".join(str(v) for v in face.box.to_list())
+            self._line(result.source, str(index), box, display_name(face.label),
+                       f"{face.confidence:.1%}")
+        self.stream.flush()
+
+    def _line(self, source: str, face: str, box: str, label: str, confidence: str) -> None:
+        self.stream.write(f"{source:<32} {face:>4}  {box:<20} {label:<11} {confidence}\n".rstrip()
+                          + "\n")
+
+
+class JsonWriter(Writer):
+    """One JSON array of every image's object, written when the run ends."""
+
+    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
+        super().__init__(stream, labels)
+        self._results: list[dict] = []
+
+    def write(self, result: ImageResult) -> None:
+        self._results.append(result.to_dict())
+
+    def close(self) -> None:
+        json.dump(self._results, self.stream, indent=2)
+        self.stream.write("\n")
+        super().close()
+
+
+class JsonLinesWriter(Writer):
+    """One JSON object per line, flushed per image (for pipes and long runs)."""
+
+    def write(self, result: ImageResult) -> None:
+        self.stream.write(json.dumps(result.to_dict()) + "\n")
+        self.stream.flush()
+
+
+class CsvWriter(Writer):
+    """One row per face; images without faces get one row with an empty face index."""
+
+    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
+        super().__init__(stream, labels)
+        self._csv = csv.writer(stream, lineterminator="\n")
+        self._csv.writerow(["source", "face", "x", "y", "w", "h", "label", "confidence",
+                            *self.labels, "error"])
+
+    def write(self, result: ImageResult) -> None:
+        if not result.faces:
+            self._csv.writerow([result.source, "", "", "", "", "", "", "",
+                                *([""] * len(self.labels)), result.error or ""])
+        for index, face in enumerate(result.faces):
+            probabilities = [f"{face.probabilities[label]:.6f}" for label in self.labels]
+            self._csv.writerow([result.source, index, *face.box.to_list(), face.label,
+                                f"{face.confidence:.6f}", *probabilities, ""])
+        self.stream.flush()
+
+
+def make_writer(format: str, stream: TextIO, labels: Sequence[str]) -> Writer:
+    """The writer for ``format`` (one of :data:`FORMATS`)."""
+    writers = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonLinesWriter,
+               "csv": CsvWriter}
+    try:
+        return writers[format](stream, labels)
+    except KeyError:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}") from None

@@ -1,0 +1,217 @@
+"""``Predictor``: the loaded models, chained as load -> detect -> landmarks -> align -> classify.
+
+It holds no logic of its own beyond ordering and batching: every step is the public
+stage function of its module, so a crop made here is framed exactly like one made by
+training or by a user calling the stages by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.alignment import AlignedFace, align, crop_square, landmarks_fit
+from fer8.classification import classify
+from fer8.detection import detect as detect_faces
+from fer8.errors import Fer8Error, InvalidImageError
+from fer8.images import ImageSource, describe_source, load_image
+from fer8.landmarking import landmarks as fit_landmarks, load_landmark_model
+from fer8.modelfile import ExpressionModel
+from fer8.registry import load_model
+from fer8.results import Box, Face, ImageResult
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Prepared:
+    """One input after the CPU stages, waiting for the classifier."""
+
+    source: str
+    boxes: list[Box] = field(default_factory=list)
+    crops: list[AlignedFace] = field(default_factory=list)
+    error: str | None = None
+    probabilities: NDArray[np.float32] | None = None
+    filled: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.error is not None or self.filled == len(self.crops)
+
+
+class Predictor:
+    """Finds and classifies every face in images, loading the models once.
+
+    Example:
+        >>> predictor = fer8.Predictor("runs/raf/model.fer8")
+        >>> result = predictor.predict("photo.jpg")
+        >>> [(face.label, round(face.confidence, 2)) for face in result.faces]
+        [('happy', 0.93)]
+
+    Args:
+        model: A loaded :class:`~fer8.modelfile.ExpressionModel`, a model file path,
+            a registered name, or ``None`` for the default model.
+        precision: ``"float32"`` or ``"bfloat16"`` (mixed precision; faster in batches on
+            CPUs with AVX512-BF16).
+        max_faces: Keep at most this many faces per image, the largest.
+        batch_size: Faces per forward pass in :meth:`predict_many`.
+        workers: Threads preparing images (decode, detect, align) while the model runs;
+            0 prepares them in the calling thread.
+        detector: Keyword arguments for :func:`fer8.detect`.
+        cache: Folder for downloaded models.
+        warmup: Run the model once now, so the first real call is not slow.
+    """
+
+    def __init__(
+        self,
+        model: ExpressionModel | str | os.PathLike | None = None,
+        *,
+        precision: str = "float32",
+        max_faces: int | None = None,
+        batch_size: int = 16,
+        workers: int = 1,
+        detector: Mapping[str, Any] | None = None,
+        cache: str | os.PathLike | None = None,
+        warmup: bool = True,
+    ) -> None:
+        if max_faces is not None and max_faces < 1:
+            raise ValueError("max_faces must be at least 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.model = (
+            model if isinstance(model, ExpressionModel)
+            else load_model(model, precision=precision, cache=cache)
+        )
+        self.landmark_model = load_landmark_model()
+        self.max_faces = max_faces
+        self.batch_size = batch_size
+        self.workers = workers
+        self.detector = dict(detector or {})
+        if warmup:
+            size = self.model.spec.input_size
+            classify(np.zeros((1, size, size, 3), np.uint8), self.model)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.model.labels
+
+    def predict(self, image: ImageSource, *, detect: bool = True) -> ImageResult:
+        """Classify every face in one image.
+
+        Args:
+            image: Anything :func:`fer8.load_image` reads.
+            detect: When False the whole image is taken as one face (pre-cropped
+                faces such as FER2013's).
+
+        Raises:
+            InvalidImageError: The image cannot be read.
+        """
+        prepared = self._prepare(image, detect)
+        if prepared.error is not None:
+            raise InvalidImageError(prepared.source, prepared.error)
+        prepared.probabilities = classify(prepared.crops, self.model, batch_size=self.batch_size)
+        return self._result(prepared)
+
+    def predict_many(self, images: Iterable[ImageSource], *, detect: bool = True
+                     ) -> Iterator[ImageResult]:
+        """Classify many images, in order, batching faces across images for the model.
+
+        An input that cannot be read gives a result with ``error`` set and the others
+        go on. Images are prepared ahead in ``workers`` threads while the model runs
+        (OpenCV, Pillow and TensorFlow release the GIL), and at most a few batches are
+        held at once, so memory does not grow with the number of images.
+        """
+        pending: deque[_Prepared] = deque()
+        queued: list[tuple[_Prepared, int]] = []  # faces waiting for a forward pass
+        look_ahead = max(2, 2 * self.batch_size)
+        for prepared in _prefetch(lambda s: self._prepare(s, detect), images,
+                                  self.workers, look_ahead):
+            pending.append(prepared)
+            if prepared.error is None:
+                prepared.probabilities = np.zeros((len(prepared.crops), len(self.labels)),
+                                                  np.float32)
+                queued.extend((prepared, i) for i in range(len(prepared.crops)))
+            while len(queued) >= self.batch_size:
+                self._run_batch(queued[:self.batch_size])
+                del queued[:self.batch_size]
+            while pending and pending[0].complete:
+                yield self._result(pending.popleft())
+        if queued:
+            self._run_batch(queued)
+        while pending:
+            yield self._result(pending.popleft())
+
+    def _prepare(self, source: ImageSource, detect: bool) -> _Prepared:
+        """The CPU stages for one input; errors are recorded, never raised."""
+        name = describe_source(source)
+        try:
+            image = load_image(source)
+            if detect:
+                boxes = detect_faces(image, **self.detector)[: self.max_faces]
+                crops = [align(image, box, self._landmarks(image, box)) for box in boxes]
+            else:
+                box = Box(0, 0, image.shape[1], image.shape[0])
+                points = self._landmarks(image, box)
+                crop = (align(image, box, points) if landmarks_fit(points, box)
+                        else crop_square(image, box, margin=0.0))
+                boxes, crops = [box], [crop]
+        except InvalidImageError as exc:
+            return _Prepared(name, error=exc.problem)
+        except Fer8Error as exc:
+            return _Prepared(name, error=str(exc))
+        except Exception as exc:  # one unreadable input must not stop a folder run
+            logger.debug("failed on %s", name, exc_info=True)
+            return _Prepared(name, error=f"{type(exc).__name__}: {exc}")
+        return _Prepared(name, boxes, crops)
+
+    def _landmarks(self, image: NDArray[np.uint8], box: Box) -> NDArray[np.float32]:
+        return fit_landmarks(image, box, predictor=self.landmark_model)
+
+    def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:
+        probabilities = classify([p.crops[i] for p, i in faces], self.model,
+                                 batch_size=self.batch_size)
+        for (prepared, index), row in zip(faces, probabilities):
+            prepared.probabilities[index] = row
+            prepared.filled += 1
+
+    def _result(self, prepared: _Prepared) -> ImageResult:
+        if prepared.error is not None:
+            return ImageResult(prepared.source, (), prepared.error)
+        faces = []
+        for box, crop, row in zip(prepared.boxes, prepared.crops, prepared.probabilities):
+            best = int(np.argmax(row))
+            faces.append(Face(
+                box=box,
+                label=self.labels[best],
+                confidence=float(row[best]),
+                probabilities=dict(zip(self.labels, map(float, row))),
+                landmarks=crop.landmarks,
+                aligned=crop.aligned,
+            ))
+        return ImageResult(prepared.source, tuple(faces), None)
+
+
+def _prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int, depth: int) -> Iterator[R]:
+    """``map(fn, items)`` computed up to ``depth`` items ahead in ``workers`` threads, in order."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="fer8-prepare") as pool:
+        futures: deque[Future[R]] = deque()
+        for item in items:
+            futures.append(pool.submit(fn, item))
+            if len(futures) >= depth:
+                yield futures.popleft().result()
+        while futures:
+            yield futures.popleft().result()

@@ -1,0 +1,179 @@
+"""Finding model files: bundled models, published models (downloaded once), local paths.
+
+Published models are listed with a URL and a SHA-256. A download is verified before it is
+used and a mismatch is an error; a cached file that no longer matches is fetched again.
+Models bundled inside the package are verified the same way on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fer8.errors import ChecksumMismatchError, ModelNotFoundError
+from fer8.modelfile import ExpressionModel, read_model_file
+
+logger = logging.getLogger(__name__)
+
+#: The model used when none is named.
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A named model: a file inside the package (``bundled``) or one to download (``url``).
+
+    Attributes:
+        name: What users type after ``--model``.
+        sha256: Hex digest of the file; checked on every load of a bundled file and
+            after every download.
+        url: Where to download it from (``https://`` or ``file://``).
+        bundled: File name under ``fer8/models/`` when the wheel ships it.
+        description: One line for ``--help`` and error messages.
+    """
+
+    name: str
+    sha256: str
+    url: str | None = None
+    bundled: str | None = None
+    description: str = ""
+
+
+#: Every named model. Empty until a trained model is published or bundled.
+MODELS: dict[str, RegisteredModel] = {}
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where downloaded models live: the argument, ``$FER8_HOME``, or ``$XDG_CACHE_HOME/fer8``."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get("FER8_HOME"):
+        return Path(os.environ["FER8_HOME"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "fer8"
+
+
+def resolve_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    cache: str | os.PathLike | None = None,
+    registry: Mapping[str, RegisteredModel] | None = None,
+) -> Path:
+    """Turn a model name or path into the path of a verified model file.
+
+    Args:
+        name_or_path: A path to a ``.fer8`` file, a registered name, or ``None`` for
+            the default model.
+        cache: Folder for downloads (see :func:`cache_dir`).
+        registry: The named models; :data:`MODELS` when omitted.
+
+    Raises:
+        ModelNotFoundError: Neither an existing file nor a registered name.
+        ChecksumMismatchError: A bundled or downloaded file has the wrong SHA-256.
+    """
+    registry = MODELS if registry is None else registry
+    name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
+    if name in registry:
+        return _fetch(registry[name], cache_dir(cache))
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / "model.fer8").is_file():
+        return path / "model.fer8"  # a training run folder
+    if name_or_path is None:
+        raise ModelNotFoundError(
+            "no model is installed: this fer8 release bundles no trained model yet. "
+            "Train one with `fer8 train --data DIR --out RUN` and pass "
+            "--model RUN/model.fer8 (or model=... in Python)"
+        )
+    known = ", ".join(sorted(registry)) or "none"
+    raise ModelNotFoundError(f"{name}: no such model file, and not a model name (known names: {known})")
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    precision: str = "float32",
+    cache: str | os.PathLike | None = None,
+) -> ExpressionModel:
+    """Load a model by path or registered name (``None``: the default model).
+
+    Args:
+        name_or_path: See :func:`resolve_model`.
+        precision: ``"float32"`` or ``"bfloat16"``.
+        cache: Folder for downloads.
+
+    Raises:
+        ModelNotFoundError: No such file or name.
+        ModelFormatError: The file is not a valid fer8 model.
+        ChecksumMismatchError: A bundled or downloaded file has the wrong SHA-256.
+    """
+    return read_model_file(resolve_model(name_or_path, cache=cache), precision=precision)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, destination: str | os.PathLike, sha256: str) -> Path:
+    """Download ``url`` to ``destination``, verifying its SHA-256 before it takes that name.
+
+    Raises:
+        ChecksumMismatchError: The downloaded bytes have another digest; nothing is kept.
+        OSError: The download failed (``urllib.error.URLError`` is an ``OSError``).
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s", url)
+    digest = hashlib.sha256()
+    fd, partial = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256.lower():
+            raise ChecksumMismatchError(
+                f"{url}: SHA-256 is {digest.hexdigest()}, expected {sha256}; the download "
+                "is corrupt or the file was replaced, so it was not used"
+            )
+        os.replace(partial, destination)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return destination
+
+
+def _fetch(entry: RegisteredModel, cache: Path) -> Path:
+    if entry.bundled:
+        path = Path(str(resources.files("fer8") / "models" / entry.bundled))
+        if not path.is_file():
+            raise ModelNotFoundError(f"bundled model {entry.name} ({path}) is missing from the package")
+        _verify(path, entry.sha256, f"bundled model {entry.name!r}")
+        return path
+    if entry.url is None:
+        raise ModelNotFoundError(f"model {entry.name!r} has neither a bundled file nor a URL")
+    path = cache / f"{entry.name}.fer8"
+    if path.is_file():
+        if sha256_file(path) == entry.sha256.lower():
+            return path
+        logger.warning("cached %s does not match its SHA-256; downloading it again", path)
+    return download(entry.url, path, entry.sha256)
+
+
+def _verify(path: Path, sha256: str, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise ChecksumMismatchError(f"{what} at {path} has SHA-256 {actual}, expected {sha256}")
+

@@ -1,0 +1,98 @@
+"""Result values: what every stage returns and every writer reads.
+
+They are frozen dataclasses rather than dicts so that a typo is an ``AttributeError``, not a
+silent ``None``, and ``to_dict()`` is the one JSON-safe shape that the CLI, the server and
+users' scripts all share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixels of the original image: top-left corner, width and height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def to_list(self) -> list[int]:
+        return [int(self.x), int(self.y), int(self.w), int(self.h)]
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union, 0 for disjoint boxes."""
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One classified face.
+
+    Attributes:
+        box: Where the face is in the original image.
+        label: The most probable class.
+        confidence: Its probability.
+        probabilities: Every class's probability, in the model's label order.
+        landmarks: dlib's 68 points in original-image pixels, or ``None`` when they
+            could not be fitted.
+        aligned: True when the crop was aligned from landmarks, False when it fell
+            back to a square crop of the box.
+    """
+
+    box: Box
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    landmarks: NDArray[np.float32] | None = None
+    aligned: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-safe form used by every output format."""
+        return {
+            "box": self.box.to_list(),
+            "label": self.label,
+            "confidence": float(self.confidence),
+            "probabilities": {k: float(v) for k, v in self.probabilities.items()},
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class ImageResult:
+    """Everything found in one image; an image without faces has an empty ``faces``.
+
+    Attributes:
+        source: The path or a description of the input.
+        faces: Every face found, largest first.
+        error: Why the input could not be processed, or ``None``.
+    """
+
+    source: str
+    faces: tuple[Face, ...] = field(default_factory=tuple)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``fer8 predict --format json`` prints for one image."""
+        return {
+            "source": self.source,
+            "faces": [face.to_dict() for face in self.faces],
+            "error": self.error,
+        }
