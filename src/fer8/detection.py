@@ -31,10 +31,10 @@ _local = threading.local()  # OpenCV and dlib detectors are not shared across th
 def detect(
     image: NDArray[np.uint8],
     *,
-    scale_factor: float = 1.1,
+    scale_factor: float = 1.2,
     min_neighbors: int = 5,
-    min_size: int = 30,
-    max_side: int = 400,
+    min_size: int = 32,
+    max_side: int = 800,
     verify: bool = True,
     verify_threshold: float = 0.0,
 ) -> list[Box]:
@@ -43,11 +43,12 @@ def detect(
     Args:
         image: RGB ``uint8`` array (H, W, 3), as returned by :func:`fer8.load_image`.
         scale_factor: How much the Haar search window grows per step; smaller finds
-            more faces and is slower.
+            more faces and is slower (1.1 costs about twice 1.2's time; with the HOG
+            check both found every face of the test photos and of JAFFE).
         min_neighbors: How many overlapping Haar hits make a face; higher gives fewer
             false positives.
         min_size: Smallest face searched for, in pixels of the search copy (see
-            ``max_side``).
+            ``max_side``): 32 of 800 finds faces down to 4% of a photo's longer side.
         max_side: Photos larger than this are searched on a copy downscaled to this
             longer side (Haar's cost grows with the pixel count), and boxes are mapped
             back to the original. Raise it to find small faces in large group photos.
@@ -62,11 +63,10 @@ def detect(
 
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    gray = _gray(image)
     search = gray
     if scale < 1.0:
         search = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    search = cv2.equalizeHist(search)
     found = _cascade().detectMultiScale(
         search,
         scaleFactor=scale_factor,
@@ -102,17 +102,36 @@ def _hog():
     return detector
 
 
-def _confirmed(gray: NDArray[np.uint8], box: Box, threshold: float) -> bool:
-    """True when dlib's HOG detector finds a face centred inside ``box``."""
+def verify_face(image: NDArray[np.uint8], box: Box, threshold: float = 0.0) -> bool:
+    """True when dlib's HOG detector finds a face centred inside ``box``.
+
+    Used by :func:`detect` to drop Haar's false positives, and by the predictor to
+    decide whether a pre-cropped image holds a face that landmarks can align.
+    """
+    gray = image if image.ndim == 2 else _gray(image)
+    return _confirmed(gray, box, threshold)
+
+
+def _gray(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
     import cv2
 
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def _confirmed(gray: NDArray[np.uint8], box: Box, threshold: float) -> bool:
+    import cv2
+
+    # The face and half its width around it; parts beyond the photo (a face that fills
+    # a pre-cropped image) are filled by repeating the edge, as HOG needs some context.
     margin = box.w // 2
-    x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
-    x1 = min(gray.shape[1], box.x + box.w + margin)
-    y1 = min(gray.shape[0], box.y + box.h + margin)
+    x0, y0, x1, y1 = box.x - margin, box.y - margin, box.x + box.w + margin, box.y + box.h + margin
+    height, width = gray.shape
+    crop = gray[max(0, y0):min(height, y1), max(0, x0):min(width, x1)]
+    crop = cv2.copyMakeBorder(crop, max(0, -y0), max(0, y1 - height), max(0, -x0),
+                              max(0, x1 - width), cv2.BORDER_REPLICATE)
     scale = _VERIFY_FACE_SIZE / box.w
-    crop = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
-                      if scale < 1 else cv2.INTER_LINEAR)
+    crop = cv2.resize(crop, None, fx=scale, fy=scale,
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     detections, scores, _ = _hog().run(np.ascontiguousarray(crop), 0, threshold)
     for rect, score in zip(detections, scores):
         cx = x0 + (rect.left() + rect.right()) / 2 / scale

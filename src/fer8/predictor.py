@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from fer8.alignment import AlignedFace, align, crop_square, landmarks_fit
 from fer8.classification import classify
-from fer8.detection import detect as detect_faces
+from fer8.detection import detect as detect_faces, verify_face
 from fer8.errors import Fer8Error, InvalidImageError
 from fer8.images import ImageSource, describe_source, load_image
 from fer8.landmarking import landmarks as fit_landmarks, load_landmark_model
@@ -162,10 +162,7 @@ class Predictor:
                 crops = [align(image, box, self._landmarks(image, box)) for box in boxes]
             else:
                 box = Box(0, 0, image.shape[1], image.shape[0])
-                points = self._landmarks(image, box)
-                crop = (align(image, box, points) if landmarks_fit(points, box)
-                        else crop_square(image, box, margin=0.0))
-                boxes, crops = [box], [crop]
+                boxes, crops = [box], [self._align_whole(image, box)]
         except InvalidImageError as exc:
             return _Prepared(name, error=exc.problem)
         except Fer8Error as exc:
@@ -174,6 +171,18 @@ class Predictor:
             logger.debug("failed on %s", name, exc_info=True)
             return _Prepared(name, error=f"{type(exc).__name__}: {exc}")
         return _Prepared(name, boxes, crops)
+
+    def _align_whole(self, image: NDArray[np.uint8], box: Box) -> AlignedFace:
+        """Align a pre-cropped face; use it whole when no face is confirmed in it.
+
+        dlib's shape predictor returns 68 points for any input, even a blank image, so
+        the points are trusted only where the HOG detector confirms a face.
+        """
+        if verify_face(image, box):
+            points = self._landmarks(image, box)
+            if landmarks_fit(points, box):
+                return align(image, box, points)
+        return crop_square(image, box, margin=0.0)
 
     def _landmarks(self, image: NDArray[np.uint8], box: Box) -> NDArray[np.float32]:
         return fit_landmarks(image, box, predictor=self.landmark_model)

@@ -1,0 +1,95 @@
+"""Shared fixtures: the public-domain example photos and a tiny random-weight model.
+
+The model is a small CNN in the real ``.fer8`` format, so every pipeline and CLI test
+exercises the real loading and inference code in seconds; the ResNet50 builders have
+their own tests in ``test_backbones.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SHARED = ROOT.parent / "shared"
+LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    return EXAMPLES / "astronaut.png"
+
+
+@pytest.fixture(scope="session")
+def hopper_path() -> Path:
+    return EXAMPLES / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="session")
+def astronaut(astronaut_path) -> np.ndarray:
+    import fer8
+
+    return fer8.load_image(astronaut_path)
+
+
+@pytest.fixture(scope="session")
+def hopper(hopper_path) -> np.ndarray:
+    import fer8
+
+    return fer8.load_image(hopper_path)
+
+
+@pytest.fixture(scope="session")
+def two_faces(astronaut, hopper) -> np.ndarray:
+    """The two portraits side by side (Hopper's face is the larger one)."""
+    return np.ascontiguousarray(np.concatenate([astronaut, hopper[:512]], axis=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    import keras
+
+    from fer8.modelfile import ModelSpec, save_model
+    from fer8.preprocessing import IMAGENET_CAFFE
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((48, 48, 3))
+    x = keras.layers.Rescaling(1 / 64.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(len(LABELS), name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(inputs, outputs)
+    spec = ModelSpec(LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="tiny",
+                     metadata={"purpose": "tests"})
+    return save_model(model, spec, tmp_path_factory.mktemp("models") / "tiny.fer8")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    import fer8
+
+    return fer8.load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_model):
+    import fer8
+
+    return fer8.Predictor(tiny_model, batch_size=4)
+
+
+def save(image: np.ndarray, path: Path) -> Path:
+    """Write an RGB array to ``path`` (format from the extension)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
