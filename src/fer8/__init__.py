@@ -66,6 +66,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    # ruff: noqa: F401  (re-exports, listed in __all__ through _EXPORTS)
     from fer8.alignment import AlignedFace, align, crop_square
     from fer8.classification import classify
     from fer8.detection import detect

@@ -160,7 +160,7 @@ def _writer(fmt: str | None, labels: tuple[str, ...]):
     from fer8.output import make_writer
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
-    return make_writer(fmt, click.get_text_stream("stdout"), labels)
+    return make_writer(fmt, sys.stdout, labels)
 
 
 def _write_annotated(source: Any, result, path: Path) -> None:

@@ -1,0 +1,30 @@
+"""The package itself: cheap to import, a clean public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fer8
+
+
+def test_import_loads_no_model_and_no_heavy_library():
+    code = ("import sys, fer8; heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'dlib') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]" and out.stderr == ""
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom fer8.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\nprint('tensorflow' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.strip() == "False" and "predict" in out.stdout
+
+
+def test_public_names_resolve():
+    for name in fer8.__all__:
+        assert getattr(fer8, name) is not None
+    assert issubclass(fer8.InvalidImageError, (fer8.Fer8Error, ValueError))
+    assert fer8.EXPRESSIONS == ("angry", "disgusted", "fearful", "happy", "neutral", "sad",
+                                "surprised", "worry")
