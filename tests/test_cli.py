@@ -150,6 +150,13 @@ def test_usage_and_model_errors_exit_2(photos, tmp_path):
     assert "Traceback" not in missing.stderr + default.stderr + fake.stderr
 
 
+def test_verbose_adds_a_traceback(tmp_path, photos):
+    (tmp_path / "fake.fer8").write_text("hello")
+    result = run("-v", "predict", photos, "--model", tmp_path / "fake.fer8")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and "not a fer8 model file" in result.stderr
+
+
 def test_empty_folder_is_reported(tmp_path, tiny_model_path):
     (tmp_path / "empty").mkdir()
     result = run("predict", tmp_path / "empty", "--model", tiny_model_path)

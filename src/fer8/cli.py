@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,15 @@ def _handle_errors(command: Callable[..., int]) -> Callable[..., int]:
 
 
 def _fail(exc: BaseException, code: int) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.exception("fer8: error")
+    if _verbosity() > 0:
+        click.echo(traceback.format_exc().rstrip(), err=True)
     click.echo(f"fer8: error: {exc}", err=True)
     sys.exit(code)
+
+
+def _verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return (ctx.obj or {}).get("verbose", 0) if ctx is not None else 0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,8 +67,6 @@ def cli(ctx: click.Context, verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="fer8: %(message)s" if verbose < 2
                         else "%(asctime)s %(name)s %(levelname)s: %(message)s")
-    if verbose > 0:
-        logger.setLevel(logging.DEBUG)  # tracebacks for errors with -v
     ctx.obj = {"verbose": verbose}
 
 
@@ -102,7 +106,8 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True, help="bfloat16 is faster in batches on CPUs with AVX512-BF16.")
 @click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
+              help="Progress bar on stderr (default: when stderr is a terminal and "
+                   "stdout is not).")
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
@@ -115,7 +120,7 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     from fer8.predictor import Predictor
 
     inputs = list(_expand(paths))
-    if click.get_current_context().obj["verbose"] < 2:
+    if _verbosity() < 2:
         _import_tensorflow_quietly()
     if not inputs:
         click.echo("fer8: error: no image files found in " + ", ".join(paths), err=True)
@@ -123,7 +128,11 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     predictor = Predictor(model, precision=precision, max_faces=max_faces,
                           batch_size=batch_size)
     writer = _writer(fmt, predictor.labels)
-    show_progress = progress if progress is not None else sys.stderr.isatty()
+    # By default the bar shows only when results go elsewhere than the terminal
+    # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
+    # on the same screen would be drawn through them.
+    show_progress = progress if progress is not None else (
+        sys.stderr.isatty() and not sys.stdout.isatty())
     failed = 0
     results = predictor.predict_many((source for source, _ in inputs), detect=not no_detect)
     with click.progressbar(length=len(inputs), label="predict", file=sys.stderr,

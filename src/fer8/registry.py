@@ -89,9 +89,8 @@ def resolve_model(
         return path / "model.fer8"  # a training run folder
     if name_or_path is None:
         raise ModelNotFoundError(
-            "no model is installed: this fer8 release bundles no trained model yet. "
-            "Train one with `fer8 train --data DIR --out RUN` and pass "
-            "--model RUN/model.fer8 (or model=... in Python)"
+            "no model is installed: this fer8 release bundles no trained model yet; "
+            "pass --model with a .fer8 model file (model=... in Python)"
         )
     known = ", ".join(sorted(registry)) or "none"
     raise ModelNotFoundError(f"{name}: no such model file, and not a model name (known names: {known})")
