@@ -149,6 +149,41 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--model", "model", metavar="NAME|PATH",
+              help="Model name or .fer8 file (default: the bundled model).")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Larger uploads are refused with 413.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
+              show_default=True)
+@_handle_errors
+def serve(host: str, port: int, model: str | None, max_upload_mb: float, precision: str) -> None:
+    """Serve the HTTP API, the web page and (when configured) the LINE bot.
+
+    The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
+    LINE_CHANNEL_ACCESS_TOKEN are set; FER8_LINE_API_URL and FER8_LINE_DATA_URL
+    override the LINE API's base URLs.
+    """
+    try:
+        from fer8.line import LineSettings
+        from fer8.server import create_app, run
+    except ImportError as exc:
+        click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
+                   "pip install 'fer8[serve]'", err=True)
+        sys.exit(EXIT_USAGE)
+    from fer8.predictor import Predictor
+
+    if _verbosity() < 2:
+        _import_tensorflow_quietly()
+    logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
+    predictor = Predictor(model, precision=precision)
+    app = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                     line=LineSettings.from_env())
+    run(app, host, port, log_level="debug" if _verbosity() > 1 else "info")
+
+
 def _expand(paths: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
     """(source for the predictor, file name for --annotate) for every input."""
     from fer8.images import iter_image_files

@@ -1,0 +1,218 @@
+"""The LINE bot: a user sends a photo, the bot replies with each face's expression.
+
+The webhook (``POST /line/callback``) checks ``X-Line-Signature`` over the raw body,
+answers 200 at once and handles each event in a worker thread: fetch the image
+(``MessagingApiBlob.get_message_content``, or the sender's URL for an external content
+provider), classify it, reply with the reply token. LINE redelivers events that it thinks
+were missed; each ``webhookEventId`` is answered once.
+
+Uses the official line-bot-sdk v3 (``pip install 'fer8[serve]'``); only ``fer8 serve``
+imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import urllib.request
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, HTTPException, Request
+from linebot.v3 import WebhookParser
+from linebot.v3.exceptions import InvalidSignatureError
+from linebot.v3.messaging import (ApiClient, Configuration, MessagingApi, MessagingApiBlob,
+                                  ReplyMessageRequest, TextMessage)
+from linebot.v3.webhooks import ImageMessageContent, MessageEvent
+
+from fer8.errors import InvalidImageError
+from fer8.labels import display_name
+from fer8.results import ImageResult
+
+if TYPE_CHECKING:
+    from fer8.server import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+NO_FACE_REPLY = ("I couldn't find a face in this photo. Try a clear, front-facing photo "
+                 "where the face is not too small.")
+UNREADABLE_REPLY = "Sorry, I couldn't read that image. Please send a JPEG or PNG photo."
+# Images fetched from an external content provider are refused past this size.
+MAX_EXTERNAL_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    """A LINE channel's credentials and the API's base URLs (overridable for proxies and tests)."""
+
+    channel_secret: str
+    access_token: str
+    api_url: str = "https://api.line.me"
+    data_url: str = "https://api-data.line.me"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> LineSettings | None:
+        """Settings from ``LINE_CHANNEL_SECRET``, ``LINE_CHANNEL_ACCESS_TOKEN``,
+        ``FER8_LINE_API_URL`` and ``FER8_LINE_DATA_URL``; ``None`` when either credential
+        is missing."""
+        environ = os.environ if environ is None else environ
+        secret = environ.get("LINE_CHANNEL_SECRET")
+        token = environ.get("LINE_CHANNEL_ACCESS_TOKEN")
+        if not secret or not token:
+            return None
+        return cls(
+            channel_secret=secret,
+            access_token=token,
+            api_url=environ.get("FER8_LINE_API_URL") or cls.api_url,
+            data_url=environ.get("FER8_LINE_DATA_URL") or cls.data_url,
+        )
+
+
+def reply_text(result: ImageResult) -> str:
+    """The bot's answer for one photo: ``Happy 92% (Surprised 5%)``, a line per face."""
+    if result.error is not None:
+        return UNREADABLE_REPLY
+    if not result.faces:
+        return NO_FACE_REPLY
+    lines = []
+    faces = sorted(result.faces, key=lambda face: face.box.x)  # read left to right
+    for number, face in enumerate(faces, start=1):
+        ranked = sorted(face.probabilities.items(), key=lambda item: item[1], reverse=True)
+        text = f"{display_name(face.label)} {face.confidence:.0%}"
+        if len(ranked) > 1:
+            runner_up, probability = ranked[1]
+            text += f" ({display_name(runner_up)} {probability:.0%})"
+        lines.append(f"{number}. {text}" if len(faces) > 1 else text)
+    if len(faces) > 1:
+        lines.insert(0, f"{len(faces)} faces, left to right:")
+    return "\n".join(lines)
+
+
+def usage_text(labels: tuple[str, ...]) -> str:
+    names = ", ".join(display_name(label) for label in labels)
+    return f"Send me a photo of a face and I'll tell you its expression ({names})."
+
+
+class _SeenEvents:
+    """The most recent webhook event ids, to answer each event once."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def first_time(self, event_id: str) -> bool:
+        with self._lock:
+            if event_id in self._ids:
+                return False
+            self._ids[event_id] = None
+            if len(self._ids) > self._capacity:
+                self._ids.popitem(last=False)
+            return True
+
+
+class LineBot:
+    """Handles verified webhook events for one channel."""
+
+    def __init__(self, settings: LineSettings, runner: ModelRunner, *, workers: int = 4) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.parser = WebhookParser(settings.channel_secret)
+        self._api = ApiClient(Configuration(host=settings.api_url,
+                                            access_token=settings.access_token))
+        self._data_api = _HostApiClient(
+            Configuration(host=settings.data_url, access_token=settings.access_token))
+        self._seen = _SeenEvents()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fer8-line")
+        logger.info("LINE bot on: webhook at /line/callback, API %s, content %s",
+                    settings.api_url, settings.data_url)
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.post("/line/callback", summary="LINE Messaging API webhook")
+        async def callback(request: Request) -> dict[str, str]:
+            signature = request.headers.get("x-line-signature")
+            if not signature:
+                raise HTTPException(400, detail="missing X-Line-Signature header")
+            body = await request.body()
+            received = time.perf_counter()
+            try:
+                events = self.parser.parse(body.decode("utf-8"), signature)
+            except (InvalidSignatureError, UnicodeDecodeError):
+                raise HTTPException(400, detail="invalid signature") from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise HTTPException(400, detail=f"malformed webhook body ({exc})") from None
+            for event in events:
+                event_id = getattr(event, "webhook_event_id", None)
+                if event_id is not None and not self._seen.first_time(event_id):
+                    logger.info("LINE event %s already answered; redelivery ignored", event_id)
+                    continue
+                self._pool.submit(self._handle_logged, event, received)
+            return {"status": "ok"}
+
+        return router
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _handle_logged(self, event: Any, received: float) -> None:
+        try:
+            if self.handle(event):
+                logger.info("LINE event %s: replied %.0f ms after the webhook",
+                            getattr(event, "webhook_event_id", "?"),
+                            1000 * (time.perf_counter() - received))
+        except Exception:  # a failed reply must not take the worker down
+            logger.exception("LINE event %s failed", getattr(event, "webhook_event_id", "?"))
+
+    def handle(self, event: Any) -> bool:
+        """Answer one event; returns whether a reply was sent."""
+        if not isinstance(event, MessageEvent) or not event.reply_token:
+            return False  # follows, unfollows, joins...: nothing to answer
+        if not isinstance(event.message, ImageMessageContent):
+            self._reply(event.reply_token, usage_text(self.runner.predictor.labels))
+            return True
+        source = f"line-message-{event.message.id}"
+        try:
+            result = self.runner.predict(self._content(event.message), source)
+        except InvalidImageError as exc:
+            logger.info("LINE message %s: %s", event.message.id, exc)
+            result = ImageResult(source, (), exc.problem)
+        self._reply(event.reply_token, reply_text(result))
+        return True
+
+    def _content(self, message: Any) -> bytes:
+        provider = message.content_provider
+        if provider.type == "external" and provider.original_content_url:
+            return _download(provider.original_content_url, MAX_EXTERNAL_BYTES)
+        return bytes(MessagingApiBlob(self._data_api).get_message_content(message.id))
+
+    def _reply(self, reply_token: str, text: str) -> None:
+        request = ReplyMessageRequest(reply_token=reply_token, messages=[TextMessage(text=text)])
+        MessagingApi(self._api).reply_message(request)
+
+
+class _HostApiClient(ApiClient):
+    """An SDK client that sends every call to its configured host.
+
+    The SDK's ``MessagingApiBlob`` hard-codes ``https://api-data.line.me`` in each call
+    instead of reading ``Configuration.host``; routing it here is what makes
+    ``FER8_LINE_DATA_URL`` (a proxy, a test server) work.
+    """
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["_host"] = self.configuration.host
+        return super().call_api(*args, **kwargs)
+
+
+def _download(url: str, limit: int) -> bytes:
+    """Fetch an external content provider's image, refusing more than ``limit`` bytes."""
+    with urllib.request.urlopen(url, timeout=20) as response:
+        data = response.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidImageError(url, f"image larger than {limit:,} bytes")
+    return data

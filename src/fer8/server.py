@@ -1,0 +1,239 @@
+"""``fer8 serve``: an HTTP API, a web page and (when configured) the LINE bot.
+
+FastAPI on uvicorn. The model is loaded once at start and runs in worker threads, one
+prediction at a time (two cores gain nothing from two concurrent ResNet50 passes),
+so the event loop keeps answering ``/healthz`` and webhooks while a photo is being
+classified. Install with ``pip install 'fer8[serve]'``; only ``fer8 serve`` imports this
+module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from fer8 import __version__
+from fer8.errors import InvalidImageError
+from fer8.results import ImageResult
+
+if TYPE_CHECKING:
+    from fer8.line import LineSettings
+    from fer8.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_MB = 10
+WEB_DIR = Path(str(resources.files("fer8") / "web"))
+
+
+class ModelRunner:
+    """Runs the predictor for every caller of the server, one prediction at a time.
+
+    Both the API's request handlers and the LINE bot's worker threads go through it,
+    so a burst of uploads queues here instead of oversubscribing the two cores.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self._lock = threading.Lock()
+
+    def predict(self, data: bytes, source: str) -> ImageResult:
+        """Classify the image in ``data``; raises ``InvalidImageError`` for bad images."""
+        upload = io.BytesIO(data)
+        upload.name = source  # so results and errors name the upload, not "<N bytes>"
+        with self._lock:
+            return self.predictor.predict(upload)
+
+    def annotated_jpeg(self, data: bytes, result: ImageResult) -> bytes:
+        from fer8.annotate import annotate
+        from fer8.images import load_image
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(annotate(load_image(data), result)).save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 as soon as a request body passes ``max_bytes``.
+
+    A declared ``Content-Length`` over the limit is refused before any of the body is
+    read; a chunked body is counted as it streams and refused when it crosses the
+    limit, so an oversized upload never sits in memory whole.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"upload larger than {self.max_bytes:,} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    predictor: Predictor,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024,
+    line: LineSettings | None = None,
+) -> FastAPI:
+    """Build the application around a loaded predictor.
+
+    Args:
+        predictor: The loaded models; shared by every request.
+        max_upload_bytes: Larger request bodies get 413.
+        line: LINE channel settings; ``None`` leaves ``/line/callback`` unrouted (404).
+    """
+    runner = ModelRunner(predictor)
+    bot = None
+    if line is not None:
+        from fer8.line import LineBot
+
+        bot = LineBot(line, runner)
+    else:
+        logger.info("LINE bot off: set LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN "
+                    "to answer webhooks at /line/callback")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if bot is not None:
+            bot.close()
+
+    app = FastAPI(title="fer8", version=__version__, lifespan=lifespan,
+                  description="Facial expression recognition.", docs_url=None, redoc_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes)
+    app.state.runner = runner
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.mount("/swagger", StaticFiles(directory=_swagger_dir()), name="swagger")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title="fer8 API",
+            swagger_js_url="/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/swagger/swagger-ui.css",
+            swagger_favicon_url="/swagger/favicon-32x32.png",
+        )
+
+    @app.get("/healthz", summary="Liveness: answers while predictions run")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", summary="The loaded model")
+    async def models() -> dict[str, Any]:
+        spec = predictor.model.spec
+        return {"name": spec.name, "labels": list(spec.labels), "input_size": spec.input_size,
+                "backbone": spec.backbone, "precision": predictor.model.precision}
+
+    @app.post(
+        "/v1/predict",
+        summary="Classify every face in one image",
+        description=(
+            "Send the image as multipart field `file`, or as the raw body with an image/* "
+            "or application/octet-stream content type. Returns the same object as "
+            "`fer8 predict --format json` for one image, or with `annotate=true` the image "
+            "with boxes and labels drawn, as JPEG."
+        ),
+        responses={400: {"description": "not an image"}, 413: {"description": "too large"},
+                   415: {"description": "wrong content type"},
+                   200: {"content": {"image/jpeg": {}}}},
+    )
+    async def predict(request: Request, annotate: bool = Query(False)):
+        data, source = await _read_upload(request)
+        try:
+            result = await anyio.to_thread.run_sync(runner.predict, data, source)
+        except InvalidImageError as exc:
+            raise HTTPException(400, detail=str(exc)) from None
+        if annotate:
+            jpeg = await anyio.to_thread.run_sync(runner.annotated_jpeg, data, result)
+            return Response(jpeg, media_type="image/jpeg")
+        return JSONResponse(result.to_dict())
+
+    if bot is not None:
+        app.include_router(bot.router())
+    return app
+
+
+async def _read_upload(request: Request) -> tuple[bytes, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(400, detail="multipart upload needs a file in field 'file'")
+        return await upload.read(), upload.filename or "upload"
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        return await request.body(), "upload"
+    raise HTTPException(
+        415, detail=f"content type {content_type or '(none)'!r} is not accepted: send an image "
+                    "as multipart field 'file' or as a raw image/* body")
+
+
+def _swagger_dir() -> str:
+    """Swagger UI's files from the swagger-ui-bundle package, so /docs needs no CDN."""
+    import swagger_ui_bundle
+
+    return swagger_ui_bundle.swagger_ui_path
+
+
+def run(app: FastAPI, host: str, port: int, *, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

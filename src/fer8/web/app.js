@@ -1,0 +1,145 @@
+// fer8's web page: upload a photo to /v1/predict, draw the faces, show each class's bar.
+"use strict";
+
+const EXPRESSIONS = ["angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised", "worry"];
+const $ = (id) => document.getElementById(id);
+
+// Same colours as fer8.annotate.label_color, so the page matches `fer8 predict --annotate`.
+function labelColor(label) {
+  let index = EXPRESSIONS.indexOf(label);
+  if (index < 0) index = [...label].reduce((sum, ch) => sum + ch.charCodeAt(0), 0);
+  const h = (index * 0.13) % 1, s = 0.85, v = 0.95;
+  const i = Math.floor(h * 6), f = h * 6 - i;
+  const p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
+  const [r, g, b] = [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i % 6];
+  return [Math.trunc(r * 255), Math.trunc(g * 255), Math.trunc(b * 255)];
+}
+
+const css = ([r, g, b]) => `rgb(${r}, ${g}, ${b})`;
+
+// Dark text on light label colours, white on dark ones (as fer8.annotate does).
+const textColor = ([r, g, b]) => (0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff");
+
+const displayName = (label) => label.charAt(0).toUpperCase() + label.slice(1);
+const percent = (p) => `${Math.round(p * 100)}%`;
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+async function showModel() {
+  try {
+    const model = await (await fetch("/v1/models")).json();
+    $("model").textContent = `Model ${model.name} (${model.backbone}, ${model.input_size}px): `
+      + model.labels.map(displayName).join(", ");
+  } catch (error) {
+    $("model").textContent = "";
+  }
+}
+
+function drawFaces(bitmap, faces) {
+  const canvas = $("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  const unit = Math.max(bitmap.width, bitmap.height) / 1000;
+  ctx.lineWidth = Math.max(2, 3 * unit);
+  ctx.font = `600 ${Math.max(12, Math.round(26 * unit))}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  faces.forEach((face, index) => {
+    const [x, y, w, h] = face.box;
+    const color = labelColor(face.label);
+    ctx.strokeStyle = css(color);
+    ctx.strokeRect(x, y, w, h);
+    const text = `${index + 1}. ${displayName(face.label)} ${percent(face.confidence)}`;
+    const pad = 4 * Math.max(1, unit);
+    const height = parseInt(ctx.font.match(/(\d+)px/)[1], 10) + 2 * pad;
+    const width = ctx.measureText(text).width + 2 * pad;
+    const top = y - height >= 0 ? y - height : y;
+    ctx.fillStyle = css(color);
+    ctx.fillRect(x, top, width, height);
+    ctx.fillStyle = textColor(color);
+    ctx.fillText(text, x + pad, top + pad);
+  });
+}
+
+function listFaces(faces) {
+  const list = $("faces");
+  list.replaceChildren();
+  if (faces.length === 0) {
+    setStatus("No face found. Try a clear, front-facing photo.");
+  }
+  faces.forEach((face) => {
+    const item = document.createElement("li");
+    item.className = "face";
+    const title = document.createElement("h2");
+    title.innerHTML = `<span class="label"></span> <span class="confidence"></span>`;
+    title.querySelector(".label").textContent = displayName(face.label);
+    title.querySelector(".confidence").textContent = percent(face.confidence);
+    item.append(title);
+    const ranked = Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]);
+    for (const [label, probability] of ranked) {
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.dataset.label = label;
+      bar.innerHTML = `<span></span><span class="track"><span class="fill"></span></span>`
+        + `<span class="value"></span>`;
+      bar.children[0].textContent = displayName(label);
+      bar.querySelector(".fill").style.width = `${(probability * 100).toFixed(1)}%`;
+      bar.querySelector(".fill").style.background = css(labelColor(label));
+      bar.querySelector(".value").textContent = percent(probability);
+      item.append(bar);
+    }
+    list.append(item);
+  });
+}
+
+async function analyse(file) {
+  if (!file) return;
+  setStatus(`Analysing ${file.name}…`);
+  $("result").hidden = true;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  let response, data;
+  try {
+    response = await fetch("/v1/predict", { method: "POST", body: form });
+    data = await response.json();
+  } catch (error) {
+    setStatus(`The server did not answer: ${error}`, true);
+    return;
+  }
+  if (!response.ok) {
+    setStatus(data.detail || `Error ${response.status}`, true);
+    return;
+  }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);  // applies EXIF orientation, like the server
+  } catch (error) {
+    setStatus("The browser cannot display this image format.", true);
+    return;
+  }
+  drawFaces(bitmap, data.faces);
+  listFaces(data.faces);
+  $("result").hidden = false;
+  if (data.faces.length) {
+    setStatus(`${data.faces.length} face${data.faces.length > 1 ? "s" : ""} in ${file.name}`);
+  }
+  document.body.dataset.state = "done";
+}
+
+$("file").addEventListener("change", (event) => analyse(event.target.files[0]));
+const drop = $("drop");
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  drop.addEventListener(type, () => drop.classList.remove("over"));
+}
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  analyse(event.dataTransfer.files[0]);
+});
+showModel();
