@@ -14,7 +14,8 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'fer8[
 httpx = pytest.importorskip("httpx")
 
 import fer8  # noqa: E402
-from fer8.line import NO_FACE_REPLY, LineSettings, reply_text, usage_text  # noqa: E402
+from fer8.line import (NO_FACE_REPLY, UNREADABLE_REPLY, LineSettings, reply_text,  # noqa: E402
+                       usage_text)
 from fer8.results import Box, Face, ImageResult  # noqa: E402
 from fer8.server import create_app  # noqa: E402
 
@@ -190,14 +191,17 @@ def test_several_faces_no_face_text_and_external_content(bot, predictor, two_fac
     blank = io.BytesIO()
     Image.new("RGB", (200, 200), (128, 128, 128)).save(blank, "PNG")
     line.contents["blank.png"] = blank.getvalue()
+    line.contents["broken"] = b"\xff\xd8 not a jpeg at all"
     body = webhook_body(
+        message_event("ev-1b", "reply-1b", image_message("broken")),
         message_event("ev-2", "reply-2", image_message("group")),
         message_event("ev-3", "reply-3", image_message("x", f"{line.url}/external/blank.png")),
         message_event("ev-4", "reply-4", text_message("t1", "hello?")),
     )
     assert post_webhook(url, body, FakeLine.sign(body)).status_code == 200
     replies = {r["body"]["replyToken"]: r["body"]["messages"][0]["text"]
-               for r in line.wait_for_replies(3)}
+               for r in line.wait_for_replies(4)}
+    assert replies["reply-1b"] == UNREADABLE_REPLY
     group = replies["reply-2"].splitlines()
     assert group[0] == "2 faces, left to right:" and group[1].startswith("1. ")
     assert replies["reply-2"] == reply_text(predictor.predict(buffer.getvalue()))
@@ -270,3 +274,46 @@ def test_line_settings_come_from_the_environment():
     settings = LineSettings.from_env({"LINE_CHANNEL_SECRET": "s", "LINE_CHANNEL_ACCESS_TOKEN": "t",
                                       "FER8_LINE_DATA_URL": "http://127.0.0.1:9"})
     assert settings == LineSettings("s", "t", "https://api.line.me", "http://127.0.0.1:9")
+
+
+# --- the command -------------------------------------------------------------------------
+
+def test_fer8_serve_command(tiny_model_path, astronaut_path, tmp_path):
+    """`fer8 serve` as a user runs it: starts, answers, logs whether the bot is on."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "LINE_CHANNEL_SECRET": "s", "LINE_CHANNEL_ACCESS_TOKEN": "t",
+           "FER8_LINE_API_URL": "http://127.0.0.1:9", "FER8_LINE_DATA_URL": "http://127.0.0.1:9"}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fer8", "serve", "--model", str(tiny_model_path),
+             "--port", str(port), "--max-upload-mb", "1"], stdout=out, stderr=out, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.25)
+        response = httpx.post(f"{url}/v1/predict", files={"file": ("a.png", astronaut_path.read_bytes())})
+        assert response.status_code == 200 and len(response.json()["faces"]) == 1
+        too_big = httpx.post(f"{url}/v1/predict", content=bytes(1_100_000),
+                             headers={"Content-Type": "image/png"})
+        assert too_big.status_code == 413
+        unsigned = httpx.post(f"{url}/line/callback", content=b"{}")
+        assert unsigned.status_code == 400  # the webhook is on, and wants a signature
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "LINE bot on: webhook at /line/callback" in log.read_text()

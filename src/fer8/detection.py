@@ -88,6 +88,17 @@ def detect(
     return boxes
 
 
+def load_detectors() -> None:
+    """Load this thread's Haar cascade and HOG detector now rather than on first use.
+
+    Each thread keeps its own (neither object is documented as thread-safe), and the HOG
+    detector takes about half a second to build, so threads that will detect faces
+    should call this once when they start.
+    """
+    _cascade()
+    _hog()
+
+
 def _cascade():
     cascade = getattr(_local, "cascade", None)
     if cascade is None:

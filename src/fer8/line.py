@@ -178,10 +178,11 @@ class LineBot:
             return True
         source = f"line-message-{event.message.id}"
         try:
-            result = self.runner.predict(self._content(event.message), source)
-        except InvalidImageError as exc:
-            logger.info("LINE message %s: %s", event.message.id, exc)
+            result = self.runner.submit(self._content(event.message), source).result()
+        except InvalidImageError as exc:  # an external image over the size limit
             result = ImageResult(source, (), exc.problem)
+        if result.error is not None:
+            logger.info("LINE message %s: %s", event.message.id, result.error)
         self._reply(event.reply_token, reply_text(result))
         return True
 

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from fer8.alignment import AlignedFace, align, crop_square, landmarks_fit
 from fer8.classification import classify
-from fer8.detection import detect as detect_faces, verify_face
+from fer8.detection import detect as detect_faces, load_detectors, verify_face
 from fer8.errors import Fer8Error, InvalidImageError
 from fer8.images import ImageSource, describe_source, load_image
 from fer8.landmarking import landmarks as fit_landmarks, load_landmark_model
@@ -96,11 +96,29 @@ class Predictor:
         self.landmark_model = load_landmark_model()
         self.max_faces = max_faces
         self.batch_size = batch_size
-        self.workers = workers
         self.detector = dict(detector or {})
+        # One pool for the predictor's life: its threads keep their detectors loaded
+        # (building dlib's HOG detector takes half a second per thread).
+        self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="fer8-prepare",
+                                         initializer=load_detectors) if workers > 0 else None)
         if warmup:
+            load_detectors()
             size = self.model.spec.input_size
             classify(np.zeros((1, size, size, 3), np.uint8), self.model)
+            if self._pool is not None:
+                for future in [self._pool.submit(int) for _ in range(workers)]:
+                    future.result()  # starts the workers, which load their detectors
+
+    def close(self) -> None:
+        """Stop the preparation threads (they also stop when the process exits)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -136,7 +154,7 @@ class Predictor:
         queued: list[tuple[_Prepared, int]] = []  # faces waiting for a forward pass
         look_ahead = max(2, 2 * self.batch_size)
         for prepared in _prefetch(lambda s: self._prepare(s, detect), images,
-                                  self.workers, look_ahead):
+                                  self._pool, look_ahead):
             pending.append(prepared)
             if prepared.error is None:
                 prepared.probabilities = np.zeros((len(prepared.crops), len(self.labels)),
@@ -211,16 +229,20 @@ class Predictor:
         return ImageResult(prepared.source, tuple(faces), None)
 
 
-def _prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int, depth: int) -> Iterator[R]:
-    """``map(fn, items)`` computed up to ``depth`` items ahead in ``workers`` threads, in order."""
-    if workers <= 0:
+def _prefetch(fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None,
+              depth: int) -> Iterator[R]:
+    """``map(fn, items)`` computed up to ``depth`` items ahead in ``pool``, in order."""
+    if pool is None:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="fer8-prepare") as pool:
-        futures: deque[Future[R]] = deque()
+    futures: deque[Future[R]] = deque()
+    try:
         for item in items:
             futures.append(pool.submit(fn, item))
             if len(futures) >= depth:
                 yield futures.popleft().result()
         while futures:
             yield futures.popleft().result()
+    finally:
+        for future in futures:  # the caller stopped early: drop what is still queued
+            future.cancel()

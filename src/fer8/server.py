@@ -1,18 +1,20 @@
 """``fer8 serve``: an HTTP API, a web page and (when configured) the LINE bot.
 
-FastAPI on uvicorn. The model is loaded once at start and runs in worker threads, one
-prediction at a time (two cores gain nothing from two concurrent ResNet50 passes),
-so the event loop keeps answering ``/healthz`` and webhooks while a photo is being
-classified. Install with ``pip install 'fer8[serve]'``; only ``fer8 serve`` imports this
+FastAPI on uvicorn. The model is loaded once at start and runs in its own thread, which
+batches the uploads waiting for it (see :class:`ModelRunner`), so the event loop keeps
+answering ``/healthz`` and webhooks while photos are being classified. Install with ``pip install 'fer8[serve]'``; only ``fer8 serve`` imports this
 module.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import queue
 import threading
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -25,7 +27,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from fer8 import __version__
-from fer8.errors import InvalidImageError
 from fer8.results import ImageResult
 
 if TYPE_CHECKING:
@@ -39,27 +40,72 @@ WEB_DIR = Path(str(resources.files("fer8") / "web"))
 
 
 class ModelRunner:
-    """Runs the predictor for every caller of the server, one prediction at a time.
+    """Runs the predictor for every caller of the server, in batches, first come first served.
 
-    Both the API's request handlers and the LINE bot's worker threads go through it,
-    so a burst of uploads queues here instead of oversubscribing the two cores.
+    Requests join a queue; one thread takes whatever is waiting (up to ``max_batch``
+    images) and runs it through :meth:`Predictor.predict_many`, which puts the faces of
+    several uploads through the network in one pass. On two cores this beats running
+    requests side by side (they would fight over the cores) and one by one (batches of
+    8 run about twice as fast per image as batches of 1), and a queue is fair where a
+    lock is not. The API's handlers await the returned futures; the LINE bot's worker
+    threads wait on them.
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, *, max_batch: int = 16) -> None:
         self.predictor = predictor
-        self._lock = threading.Lock()
+        self.max_batch = max_batch
+        self._queue: queue.Queue[tuple[bytes, str, Future[ImageResult]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="fer8-model", daemon=True)
+        self._thread.start()
 
-    def predict(self, data: bytes, source: str) -> ImageResult:
-        """Classify the image in ``data``; raises ``InvalidImageError`` for bad images."""
-        upload = io.BytesIO(data)
-        upload.name = source  # so results and errors name the upload, not "<N bytes>"
-        with self._lock:
-            return self.predictor.predict(upload)
+    def submit(self, data: bytes, source: str) -> Future[ImageResult]:
+        """Queue one image; the future's result has ``error`` set for unreadable images."""
+        future: Future[ImageResult] = Future()
+        self._queue.put((data, source, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[bytes, str, Future[ImageResult]]]) -> None:
+        uploads = []
+        for data, source, _ in batch:
+            upload = io.BytesIO(data)
+            upload.name = source  # so results name the upload, not "<N bytes>"
+            uploads.append(upload)
+        futures = [future for _, _, future in batch]
+        try:
+            for future, result in zip(futures, self.predictor.predict_many(uploads)):
+                future.set_result(result)
+        except Exception as exc:  # the model itself failed: every waiting caller hears it
+            logger.exception("prediction failed")
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
 
     def annotated_jpeg(self, data: bytes, result: ImageResult) -> bytes:
+        from PIL import Image
+
         from fer8.annotate import annotate
         from fer8.images import load_image
-        from PIL import Image
 
         buffer = io.BytesIO()
         Image.fromarray(annotate(load_image(data), result)).save(buffer, "JPEG", quality=90)
@@ -150,6 +196,7 @@ def create_app(
         yield
         if bot is not None:
             bot.close()
+        runner.close()
 
     app = FastAPI(title="fer8", version=__version__, lifespan=lifespan,
                   description="Facial expression recognition.", docs_url=None, redoc_url=None)
@@ -196,10 +243,9 @@ def create_app(
     )
     async def predict(request: Request, annotate: bool = Query(False)):
         data, source = await _read_upload(request)
-        try:
-            result = await anyio.to_thread.run_sync(runner.predict, data, source)
-        except InvalidImageError as exc:
-            raise HTTPException(400, detail=str(exc)) from None
+        result = await asyncio.wrap_future(runner.submit(data, source))
+        if result.error is not None:
+            raise HTTPException(400, detail=f"{source}: {result.error}")
         if annotate:
             jpeg = await anyio.to_thread.run_sync(runner.annotated_jpeg, data, result)
             return Response(jpeg, media_type="image/jpeg")
