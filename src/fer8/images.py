@@ -137,16 +137,16 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt data through all of these.
         raise InvalidImageError(name, f"corrupt or truncated image ({exc})") from None
-    return _to_rgb(image)
+    return _to_rgb(image, name)
 
 
-def _to_rgb(image) -> NDArray[np.uint8]:
+def _to_rgb(image, name: str) -> NDArray[np.uint8]:
     from PIL import Image
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # Pillow's own convert() clips 16-bit values at 255; scale the range instead.
         array = np.asarray(image)
-        return _from_array(array, "<16-bit image>")
+        return _from_array(array, name)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA"):

@@ -151,8 +151,6 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
     try:
         with zipfile.ZipFile(path) as archive:
             return ModelSpec.from_dict(json.loads(archive.read(SPEC_MEMBER)))
-    except FileNotFoundError:
-        raise
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{path}: not a fer8 model file ({exc})") from None
     except (TypeError, ValueError) as exc:
