@@ -32,6 +32,8 @@ _EXPORTS = {
     "align": "fer8.alignment",
     "crop_square": "fer8.alignment",
     "AlignedFace": "fer8.alignment",
+    "faces_in_photo": "fer8.faces",
+    "face_from_crop": "fer8.faces",
     "classify": "fer8.classification",
     "Predictor": "fer8.predictor",
     "load_model": "fer8.registry",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.alignment import AlignedFace, align, crop_square
     from fer8.classification import classify
     from fer8.detection import detect
+    from fer8.faces import face_from_crop, faces_in_photo
     from fer8.errors import (ChecksumMismatchError, Fer8Error, InvalidImageError,
                              ModelFormatError, ModelNotFoundError)
     from fer8.images import load_image

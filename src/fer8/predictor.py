@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.alignment import AlignedFace, align, crop_square, landmarks_fit
+from fer8.alignment import AlignedFace
 from fer8.classification import classify
-from fer8.detection import detect as detect_faces, load_detectors, verify_face
+from fer8.detection import load_detectors
 from fer8.errors import Fer8Error, InvalidImageError
+from fer8.faces import face_from_crop, faces_in_photo
 from fer8.images import ImageSource, describe_source, load_image
-from fer8.landmarking import landmarks as fit_landmarks, load_landmark_model
+from fer8.landmarking import load_landmark_model
 from fer8.modelfile import ExpressionModel
 from fer8.registry import load_model
 from fer8.results import Box, Face, ImageResult
@@ -176,11 +177,10 @@ class Predictor:
         try:
             image = load_image(source)
             if detect:
-                boxes = detect_faces(image, **self.detector)[: self.max_faces]
-                crops = [align(image, box, self._landmarks(image, box)) for box in boxes]
+                found = faces_in_photo(image, detector=self.detector, max_faces=self.max_faces,
+                                       landmark_model=self.landmark_model)
             else:
-                box = Box(0, 0, image.shape[1], image.shape[0])
-                boxes, crops = [box], [self._align_whole(image, box)]
+                found = [face_from_crop(image, landmark_model=self.landmark_model)]
         except InvalidImageError as exc:
             return _Prepared(name, error=exc.problem)
         except Fer8Error as exc:
@@ -188,22 +188,7 @@ class Predictor:
         except Exception as exc:  # one unreadable input must not stop a folder run
             logger.debug("failed on %s", name, exc_info=True)
             return _Prepared(name, error=f"{type(exc).__name__}: {exc}")
-        return _Prepared(name, boxes, crops)
-
-    def _align_whole(self, image: NDArray[np.uint8], box: Box) -> AlignedFace:
-        """Align a pre-cropped face; use it whole when no face is confirmed in it.
-
-        dlib's shape predictor returns 68 points for any input, even a blank image, so
-        the points are trusted only where the HOG detector confirms a face.
-        """
-        if verify_face(image, box):
-            points = self._landmarks(image, box)
-            if landmarks_fit(points, box):
-                return align(image, box, points)
-        return crop_square(image, box, margin=0.0)
-
-    def _landmarks(self, image: NDArray[np.uint8], box: Box) -> NDArray[np.float32]:
-        return fit_landmarks(image, box, predictor=self.landmark_model)
+        return _Prepared(name, [box for box, _ in found], [crop for _, crop in found])
 
     def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:
         probabilities = classify([p.crops[i] for p, i in faces], self.model,

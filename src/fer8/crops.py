@@ -1,0 +1,191 @@
+"""Training crops: every labelled image framed by :mod:`fer8.faces`, cached on disk.
+
+Detecting and aligning 30,000 images takes minutes, so each crop is written once to a
+content-addressed cache: the key is the SHA-256 of the image's bytes together with
+everything that shapes the crop (framing constants, crop size, photo or crop). A second
+run, or a run with other training settings, reads the PNGs back instead.
+
+An image in which no face is found is remembered as such (an empty ``.none`` file) and
+counted; an unreadable image is reported by name and left out. Neither stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8 import alignment
+from fer8.datasets import Sample
+from fer8.detection import load_detectors
+from fer8.errors import Fer8Error
+from fer8.faces import face_from_crop, faces_in_photo
+from fer8.landmarking import load_landmark_model
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the framing code changes in a way its constants do not show.
+PIPELINE_VERSION = 1
+#: Side of cached crops: the size ``fer8 predict`` aligns to before resizing for the model.
+CROP_SIZE = 224
+
+
+@dataclass(frozen=True)
+class PreparedCrops:
+    """Crops of a sample list, in the same order.
+
+    Attributes:
+        images: ``uint8`` (N, S, S, C) for the samples that gave a face; C is 1 when
+            every crop is grayscale (FER2013), which keeps a 30k-image set in 1.4 GB at 224.
+        kept: Indices into the sample list of the rows of ``images``.
+        status: How each sample went: ``aligned``, ``whole`` (used without landmarks),
+            ``no face``, ``unreadable``.
+    """
+
+    images: NDArray[np.uint8]
+    kept: NDArray[np.int64]
+    status: Counter = field(default_factory=Counter)
+
+
+def settings_key(size: int = CROP_SIZE) -> str:
+    """A digest of everything that decides how a crop looks."""
+    settings = {"pipeline": PIPELINE_VERSION, "size": size, "eye_x": alignment.EYE_X,
+                "eye_y": alignment.EYE_Y, "margin": alignment.FALLBACK_MARGIN}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class CropCache:
+    """Crops on disk under ``root/<settings key>/<2 hex>/<image digest>-<photo|crop>.png``."""
+
+    def __init__(self, root: str | os.PathLike, size: int = CROP_SIZE) -> None:
+        self.root = Path(root) / settings_key(size)
+        self.size = size
+
+    def path(self, sample: Sample, content: bytes) -> Path:
+        digest = hashlib.sha256(content).hexdigest()
+        kind = "crop" if sample.cropped else "photo"
+        return self.root / digest[:2] / f"{digest}-{kind}.png"
+
+    def get(self, path: Path) -> tuple[str, NDArray[np.uint8] | None] | None:
+        """(status, crop) from the cache, or None when this image was never prepared."""
+        if path.with_suffix(".none").exists():
+            return "no face", None
+        if not path.exists():
+            return None
+        from PIL import Image
+
+        with Image.open(path) as image:
+            status = image.info.get("fer8", "aligned")
+            return status, np.asarray(image.convert("RGB"))
+
+    def put(self, path: Path, status: str, crop: NDArray[np.uint8] | None) -> None:
+        from PIL import Image, PngImagePlugin
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if crop is None:
+            path.with_suffix(".none").touch()
+            return
+        info = PngImagePlugin.PngInfo()
+        info.add_text("fer8", status)
+        partial = path.with_name(path.name + ".partial")
+        Image.fromarray(crop).save(partial, format="PNG", pnginfo=info, compress_level=1)
+        os.replace(partial, path)  # a killed run never leaves half a PNG under the real name
+
+
+def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE
+          ) -> tuple[str, NDArray[np.uint8] | None]:
+    """(status, crop) for one sample through the prediction pipeline's framing.
+
+    Photos keep their largest face (the label is the photo's); crops are framed with
+    :func:`~fer8.faces.face_from_crop`.
+    """
+    image = sample.load()
+    if sample.cropped:
+        _, face = face_from_crop(image, landmark_model=landmark_model, size=size)
+    else:
+        faces = faces_in_photo(image, max_faces=1, landmark_model=landmark_model, size=size)
+        if not faces:
+            return "no face", None
+        face = faces[0][1]
+    return ("aligned" if face.aligned else "whole"), face.image
+
+
+def prepare_crops(
+    samples: Sequence[Sample],
+    cache_root: str | os.PathLike | None,
+    *,
+    image_size: int,
+    workers: int = 2,
+    on_progress: Callable[[int], None] | None = None,
+) -> PreparedCrops:
+    """Frame every sample (from the cache where possible) and resize to ``image_size``.
+
+    Args:
+        samples: What to prepare.
+        cache_root: Cache folder, or None for no cache.
+        image_size: Side of the returned crops (the model's input).
+        workers: Threads framing images (OpenCV and dlib release the GIL).
+        on_progress: Called with the number of samples just finished.
+    """
+    cache = CropCache(cache_root) if cache_root is not None else None
+    landmark_model = load_landmark_model()
+
+    def one(sample: Sample) -> tuple[str, NDArray[np.uint8] | None]:
+        try:
+            if cache is None:
+                return frame(sample, landmark_model)
+            path = cache.path(sample, sample.content())
+            hit = cache.get(path)
+            if hit is not None:
+                return hit
+            status, crop = frame(sample, landmark_model)
+            cache.put(path, status, crop)
+            return status, crop
+        except (Fer8Error, OSError) as exc:
+            logger.warning("%s", exc if sample.source in str(exc) else f"{sample.source}: {exc}")
+            return "unreadable", None
+
+    status: Counter[str] = Counter()
+    kept: list[int] = []
+    # Filled in place: gray until the first colour crop, so a gray set (FER2013) takes a
+    # third of the memory and nothing is ever held twice.
+    images = np.zeros((len(samples), image_size, image_size, 1), np.uint8)
+    with ThreadPoolExecutor(max(1, workers), initializer=load_detectors) as pool:
+        for index, (state, crop) in enumerate(pool.map(one, samples)):
+            status[state] += 1
+            if crop is not None:
+                crop = _resize(crop, image_size)
+                if images.shape[-1] == 1 and not _is_gray(crop):
+                    images = np.repeat(images, 3, axis=-1)
+                images[len(kept)] = crop[..., :images.shape[-1]]
+                kept.append(index)
+            if on_progress is not None:
+                on_progress(1)
+    if status["no face"]:
+        logger.warning("no face found in %d of %d images; they are left out",
+                       status["no face"], len(samples))
+    return PreparedCrops(images[:len(kept)], np.asarray(kept, np.int64), status)
+
+
+def _resize(crop: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
+    """Resize like :func:`fer8.classify` does, so training sees the pixels prediction sees."""
+    if crop.shape[0] == size:
+        return crop
+    import cv2
+
+    interpolation = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interpolation)
+
+
+def _is_gray(crop: NDArray[np.uint8]) -> bool:
+    return bool(np.array_equal(crop[..., 0], crop[..., 1])
+                and np.array_equal(crop[..., 0], crop[..., 2]))

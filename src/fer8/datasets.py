@@ -1,0 +1,271 @@
+"""Labelled expression data in the layouts people have: class folders, FER+ and fer2013.csv.
+
+:func:`read_dataset` turns any of them into a :class:`Dataset`: a list of
+:class:`Sample` (where the image is, its class, optionally a vote distribution) and a
+count of everything it left out and why. Nothing is dropped without being counted, and
+a folder whose name is no known class is reported by name.
+
+Layouts:
+
+* **Class folders**: ``DIR/<class>/**/*.jpg``. Class names are matched
+  case-insensitively with synonyms (``anger``, ``AN``, ``happiness``, ``worried`` ...).
+* **FER+**: a folder with ``label.csv`` (no header: file name, face box, then 10 vote
+  counts: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
+  unknown, not-a-face).
+* **FER2013**: ``fer2013.csv`` (columns emotion, pixels, Usage), or a folder holding it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.errors import Fer8Error
+from fer8.images import IMAGE_EXTENSIONS
+from fer8.labels import EXPRESSIONS
+
+logger = logging.getLogger(__name__)
+
+#: Folder-name spellings of each class (compared lower-case).
+SYNONYMS: Mapping[str, tuple[str, ...]] = {
+    "angry": ("angry", "anger", "an", "ang", "mad"),
+    "disgusted": ("disgusted", "disgust", "di", "dis"),
+    "fearful": ("fearful", "fear", "afraid", "scared", "fe"),
+    "happy": ("happy", "happiness", "joy", "ha", "hap"),
+    "neutral": ("neutral", "ne", "neu", "calm"),
+    "sad": ("sad", "sadness", "sa"),
+    "surprised": ("surprised", "surprise", "su", "sur"),
+    "worry": ("worry", "worried", "wo", "anxious"),
+}
+_BY_SYNONYM = {name: label for label, names in SYNONYMS.items() for name in names}
+
+#: FER+ vote columns, in file order.
+FERPLUS_COLUMNS = ("neutral", "happy", "surprised", "sad", "angry", "disgusted", "fearful",
+                   "contempt", "unknown", "not_a_face")
+#: FER2013's ``emotion`` codes.
+FER2013_CODES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
+#: ``Usage`` values of fer2013.csv for each split name.
+FER2013_SPLITS = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+class DatasetError(Fer8Error, ValueError):
+    """A dataset path or file cannot be read as labelled data."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image.
+
+    Attributes:
+        source: The image file, or ``"fer2013.csv:ROW"`` for a row of pixels.
+        label: The class (the majority vote for FER+).
+        cropped: True when the picture is one face already (framed with
+            :func:`fer8.faces.face_from_crop`), False for a photo to detect faces in.
+        votes: FER+ only: vote fractions over :data:`fer8.labels.EXPRESSIONS` after
+            dropping contempt, unknown and not-a-face votes.
+        pixels: fer2013.csv only: the 48x48 grayscale image.
+    """
+
+    source: str
+    label: str
+    cropped: bool
+    votes: tuple[float, ...] | None = None
+    pixels: bytes | None = field(default=None, repr=False)
+
+    def load(self) -> NDArray[np.uint8]:
+        """The RGB image."""
+        if self.pixels is not None:
+            gray = np.frombuffer(self.pixels, np.uint8).reshape(48, 48)
+            return np.repeat(gray[:, :, None], 3, axis=2)
+        from fer8.images import load_image
+
+        return load_image(self.source)
+
+    def content(self) -> bytes:
+        """The raw bytes that identify this image (for cache keys)."""
+        return self.pixels if self.pixels is not None else Path(self.source).read_bytes()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples read from one path, and what was left out of it.
+
+    Attributes:
+        root: The path read.
+        kind: ``"folders"``, ``"ferplus"`` or ``"fer2013"``.
+        samples: The usable samples, in a stable order.
+        skipped: Reason -> number of images left out (contempt, unknown, not a face,
+            a folder that is no class ...).
+    """
+
+    root: Path
+    kind: str
+    samples: tuple[Sample, ...]
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Images per class, in :data:`EXPRESSIONS` order, classes without images left out."""
+        counts = Counter(s.label for s in self.samples)
+        return {label: counts[label] for label in EXPRESSIONS if counts[label]}
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The classes present, in the fixed order."""
+        return tuple(self.counts)
+
+    def summary(self) -> dict:
+        """A JSON-able description (stored in trained models' metadata)."""
+        return {"path": str(self.root), "kind": self.kind, "images": len(self.samples),
+                "per_class": self.counts, "skipped": dict(self.skipped)}
+
+
+def match_class(name: str) -> str | None:
+    """The class a folder name stands for (``"Happiness"`` -> ``"happy"``), or None."""
+    key = re.sub(r"[^a-z]", "", name.lower())
+    return _BY_SYNONYM.get(key)
+
+
+def read_dataset(path: str | os.PathLike, *, split: str = "train",
+                 cropped: bool | None = None) -> Dataset:
+    """Read labelled images from any supported layout.
+
+    Args:
+        path: A class-folder tree, a FER+ folder (with ``label.csv``), ``fer2013.csv``
+            or a folder holding it.
+        split: For fer2013.csv, which ``Usage`` rows: ``"train"``, ``"val"`` or ``"test"``.
+        cropped: Whether the images are single faces already. None decides per layout:
+            FER+ and FER2013 are crops; in class folders, images whose shorter side is
+            at most 128 px are taken as crops and larger ones as photos.
+
+    Raises:
+        DatasetError: Nothing usable at ``path``, or a malformed label file.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such file or folder")
+    if root.is_file() or (root / "fer2013.csv").is_file():
+        csv_path = root if root.is_file() else root / "fer2013.csv"
+        dataset = read_fer2013(csv_path, split=split)
+    elif (root / "label.csv").is_file():
+        dataset = read_ferplus(root)
+    else:
+        dataset = read_class_folders(root, cropped=cropped)
+    if not dataset.samples:
+        raise DatasetError(f"{root}: no labelled images found "
+                           f"(skipped: {dict(dataset.skipped) or 'nothing'})")
+    return dataset
+
+
+def read_class_folders(root: Path, *, cropped: bool | None = None) -> Dataset:
+    """``root/<class>/**/<image>``; folders that name no class are counted and warned about."""
+    samples: list[Sample] = []
+    skipped: Counter[str] = Counter()
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in folder.rglob("*")
+                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        label = match_class(folder.name)
+        if label is None:
+            logger.warning("%s: folder %r is no expression class (known: %s); its %d images "
+                           "are not used", root, folder.name, ", ".join(EXPRESSIONS), len(files))
+            skipped[f"folder {folder.name!r} is no class"] += len(files)
+            continue
+        for file in files:
+            is_crop = cropped if cropped is not None else _looks_cropped(file)
+            samples.append(Sample(str(file), label, is_crop))
+    return Dataset(root, "folders", tuple(samples), dict(skipped))
+
+
+def read_ferplus(root: Path) -> Dataset:
+    """A FER+ split folder: majority labels and vote distributions from ``label.csv``.
+
+    The majority is the class with most votes, ties going to the earlier FER+ column
+    (neutral first), as FER+'s own counts do. Images whose majority is contempt (no
+    fer8 class), unknown or not-a-face are left out and counted; so are images whose
+    file is missing. ``votes`` keeps the seven classes' votes, normalised.
+    """
+    samples: list[Sample] = []
+    skipped: Counter[str] = Counter()
+    fer8_columns = [EXPRESSIONS.index(name) for name in FERPLUS_COLUMNS[:7]]
+    label_file = root / "label.csv"
+    with label_file.open(newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle), 1):
+            if not row:
+                continue
+            try:
+                votes = [float(v) for v in row[2:12]]
+                if len(votes) != 10:
+                    raise ValueError(f"{len(votes)} vote columns, expected 10")
+            except ValueError as exc:
+                raise DatasetError(f"{label_file}:{line_number}: {exc}") from None
+            winner = FERPLUS_COLUMNS[int(np.argmax(votes))]
+            if winner in ("contempt", "unknown", "not_a_face"):
+                skipped[winner] += 1
+                continue
+            image = root / row[0]
+            if not image.is_file():
+                skipped["missing file"] += 1
+                continue
+            distribution = [0.0] * len(EXPRESSIONS)
+            for column, index in enumerate(fer8_columns):
+                distribution[index] = votes[column]
+            total = sum(distribution)
+            samples.append(Sample(str(image), winner, True,
+                                  tuple(v / total for v in distribution)))
+    if skipped["missing file"]:
+        logger.warning("%s: %d files listed in label.csv are missing", root,
+                       skipped["missing file"])
+    return Dataset(root, "ferplus", tuple(samples), dict(skipped))
+
+
+def read_fer2013(csv_path: Path, *, split: str = "train") -> Dataset:
+    """Rows of fer2013.csv whose ``Usage`` is ``split``'s (Training, PublicTest, PrivateTest)."""
+    if split not in FER2013_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(FER2013_SPLITS)}, not {split!r}")
+    usage = FER2013_SPLITS[split]
+    samples: list[Sample] = []
+    skipped: Counter[str] = Counter()
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{csv_path}: not a fer2013.csv (no {', '.join(sorted(missing))} "
+                               "column)")
+        for row_number, row in enumerate(reader, 2):
+            if row.get("Usage", usage) != usage:
+                continue
+            name = f"{csv_path}:{row_number}"
+            try:
+                pixels = bytes(int(v) for v in row["pixels"].split())
+                label = FER2013_CODES[int(row["emotion"])]
+            except (ValueError, IndexError):
+                skipped["malformed row"] += 1
+                logger.warning("%s: malformed row, skipped", name)
+                continue
+            if len(pixels) != 48 * 48:
+                skipped["malformed row"] += 1
+                logger.warning("%s: %d pixels, expected 2304; skipped", name, len(pixels))
+                continue
+            samples.append(Sample(name, label, True, pixels=pixels))
+    return Dataset(csv_path, "fer2013", tuple(samples), dict(skipped))
+
+
+def _looks_cropped(path: Path) -> bool:
+    """Small images are face crops; photos are larger. Unreadable files count as photos
+    (they are reported when loaded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return min(image.size) <= 128
+    except Exception:
+        return False

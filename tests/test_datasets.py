@@ -1,0 +1,151 @@
+"""Reading labelled data: class folders with synonyms, FER+ label.csv, fer2013.csv; crop cache."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from fer8.crops import prepare_crops
+from fer8.datasets import DatasetError, match_class, read_dataset
+
+from conftest import save
+
+
+@pytest.mark.parametrize("name, label", [
+    ("anger", "angry"), ("Angry", "angry"), ("AN", "angry"), ("disgust", "disgusted"),
+    ("DI", "disgusted"), ("afraid", "fearful"), ("Fear", "fearful"), ("happiness", "happy"),
+    ("HA", "happy"), ("NE", "neutral"), ("sadness", "sad"), ("SU", "surprised"),
+    ("surprise", "surprised"), ("worried", "worry"), ("Worry", "worry"), ("contempt", None),
+    ("misc", None),
+])
+def test_folder_names_match_classes_with_synonyms(name, label):
+    assert match_class(name) == label
+
+
+def test_class_folders_report_folders_that_are_no_class(tmp_path, caplog):
+    gray = np.full((48, 48, 3), 128, np.uint8)
+    for folder, count in (("Happiness", 3), ("SA", 2), ("contempt", 4)):
+        for i in range(count):
+            save(gray, tmp_path / folder / f"{i}.png")
+    (tmp_path / "Happiness" / "readme.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING):
+        data = read_dataset(tmp_path)
+    assert data.counts == {"happy": 3, "sad": 2}
+    assert data.labels == ("happy", "sad")  # the fixed order, not the folders' order
+    assert data.skipped == {"folder 'contempt' is no class": 4}
+    assert "'contempt' is no expression class" in caplog.text
+    assert all(s.cropped for s in data.samples)  # 48 px images are face crops
+
+
+def test_large_images_are_photos_and_small_ones_crops(tmp_path, astronaut):
+    save(astronaut, tmp_path / "happy" / "photo.png")
+    save(astronaut[::8, ::8], tmp_path / "happy" / "small.png")
+    cropped = {s.source.rsplit("/", 1)[-1]: s.cropped for s in read_dataset(tmp_path).samples}
+    assert cropped == {"photo.png": False, "small.png": True}
+
+
+FERPLUS_ROWS = [
+    # file, box, neutral happiness surprise sadness anger disgust fear contempt unknown NF
+    ("a.png", 6, 2, 0, 1, 0, 0, 0, 1, 0, 0),   # neutral
+    ("b.png", 0, 4, 4, 0, 0, 0, 0, 0, 2, 0),   # tie happiness/surprise: happiness (column order)
+    ("c.png", 1, 0, 0, 0, 0, 0, 0, 8, 1, 0),   # contempt: left out
+    ("d.png", 2, 0, 0, 0, 0, 0, 0, 0, 8, 0),   # unknown: left out
+    ("e.png", 0, 0, 0, 0, 0, 0, 0, 0, 0, 10),  # not a face: left out
+    ("f.png", 0, 0, 0, 0, 1, 7, 2, 0, 0, 0),   # disgust
+    ("missing.png", 0, 10, 0, 0, 0, 0, 0, 0, 0, 0),
+]
+
+
+def test_ferplus_majority_soft_votes_and_what_is_left_out(tmp_path):
+    lines = []
+    for name, *votes in FERPLUS_ROWS:
+        lines.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+        if name != "missing.png":
+            save(np.full((48, 48), 100, np.uint8), tmp_path / name)
+    (tmp_path / "label.csv").write_text("\n".join(lines) + "\n")
+
+    data = read_dataset(tmp_path)
+    assert data.kind == "ferplus"
+    by_file = {s.source.rsplit("/", 1)[-1]: s for s in data.samples}
+    assert {name: s.label for name, s in by_file.items()} == {
+        "a.png": "neutral", "b.png": "happy", "f.png": "disgusted"}
+    assert data.skipped == {"contempt": 1, "unknown": 1, "not_a_face": 1, "missing file": 1}
+    # Votes over angry, disgusted, fearful, happy, neutral, sad, surprised, worry, without
+    # the contempt / unknown / not-a-face votes.
+    assert by_file["a.png"].votes == pytest.approx([0, 0, 0, 2 / 9, 6 / 9, 1 / 9, 0, 0])
+    assert by_file["b.png"].votes == pytest.approx([0, 0, 0, 0.5, 0, 0, 0.5, 0])
+    assert by_file["f.png"].votes == pytest.approx([0.1, 0.7, 0.2, 0, 0, 0, 0, 0])
+    assert all(s.cropped for s in data.samples)
+
+
+def test_ferplus_malformed_row_names_the_line(tmp_path):
+    (tmp_path / "label.csv").write_text('a.png,"(0, 0, 48, 48)",1,2,x,0,0,0,0,0,0,0\n')
+    with pytest.raises(DatasetError, match=r"label.csv:1"):
+        read_dataset(tmp_path)
+
+
+def test_fer2013_csv_splits_by_usage(tmp_path):
+    pixels = " ".join(["7"] * 2304)
+    rows = ["emotion,pixels,Usage", f"3,{pixels},Training", f"6,{pixels},Training",
+            f"0,{pixels},PublicTest", f"5,{pixels},PrivateTest", "2,1 2 3,Training"]
+    (tmp_path / "fer2013.csv").write_text("\n".join(rows) + "\n")
+    train = read_dataset(tmp_path)
+    assert [s.label for s in train.samples] == ["happy", "neutral"]
+    assert train.skipped == {"malformed row": 1}
+    assert [s.label for s in read_dataset(tmp_path / "fer2013.csv", split="val").samples] == [
+        "angry"]
+    assert [s.label for s in read_dataset(tmp_path, split="test").samples] == ["surprised"]
+    image = train.samples[0].load()
+    assert image.shape == (48, 48, 3) and (image == 7).all()
+
+
+def test_no_labelled_images_is_an_error(tmp_path):
+    (tmp_path / "misc").mkdir()
+    with pytest.raises(DatasetError, match="no labelled images"):
+        read_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no such file"):
+        read_dataset(tmp_path / "nowhere")
+
+
+def test_crops_are_framed_like_predict_and_cached(tmp_path, astronaut, monkeypatch, caplog):
+    import fer8
+    from fer8 import crops
+
+    save(astronaut, tmp_path / "data" / "happy" / "photo.png")
+    save(np.full((300, 300, 3), 200, np.uint8), tmp_path / "data" / "happy" / "wall.png")
+    save(astronaut[::10, ::10], tmp_path / "data" / "happy" / "small.png")
+    (tmp_path / "data" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    data = read_dataset(tmp_path / "data")
+
+    with caplog.at_level(logging.WARNING):
+        first = prepare_crops(data.samples, tmp_path / "cache", image_size=64, workers=1)
+    assert first.status == {"aligned": 1, "whole": 1, "no face": 1, "unreadable": 1}
+    assert "broken.jpg" in caplog.text
+    assert first.images.shape == (2, 64, 64, 3)
+    # The photo's crop is exactly what the prediction pipeline gives for it, resized.
+    expected = fer8.faces_in_photo(astronaut)[0][1].image
+    import cv2
+    expected = cv2.resize(expected, (64, 64), interpolation=cv2.INTER_AREA)
+    photo_row = [data.samples[i].source.endswith("photo.png") for i in first.kept].index(True)
+    assert np.array_equal(first.images[photo_row], expected)
+
+    real_frame = crops.frame
+
+    def no_framing(sample, *args, **kwargs):
+        # Unreadable files are read again (and reported again) on every run.
+        assert sample.source.endswith("broken.jpg"), "a cached crop was framed again"
+        return real_frame(sample, *args, **kwargs)
+
+    monkeypatch.setattr(crops, "frame", no_framing)
+    second = prepare_crops(data.samples, tmp_path / "cache", image_size=64, workers=1)
+    assert second.status == first.status
+    assert np.array_equal(second.images, first.images)
+
+
+def test_gray_crops_are_stored_with_one_channel(tmp_path):
+    for i in range(3):
+        save(np.full((48, 48), 50 * i, np.uint8), tmp_path / "sad" / f"{i}.png")
+    prepared = prepare_crops(read_dataset(tmp_path).samples, None, image_size=32, workers=1)
+    assert prepared.images.shape == (3, 32, 32, 1)

@@ -1,0 +1,189 @@
+"""``fer8 train`` on a tiny dataset made from the fixture photos: artifacts, resume, Ctrl-C,
+no overwriting, augmentation, compact model files.
+
+ResNet50 at 32x32 with random weights keeps each run to seconds of compute (most of
+it TensorFlow building the training graph).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import fer8
+from fer8.cli import cli
+
+from conftest import save
+
+TRAIN_ARGS = ["--image-size", "32", "--batch-size", "2", "--backbone-weights", "none",
+              "--val-fraction", "0.25", "--warmup-epochs", "0", "--precision", "float32"]
+
+
+def variants(image: np.ndarray) -> list[np.ndarray]:
+    """Four training images from one photo: as is, mirrored, darker, cropped closer."""
+    h, w = image.shape[:2]
+    return [image, image[:, ::-1], (image * 0.7).astype(np.uint8),
+            image[h // 10: h - h // 10, w // 10: w - w // 10]]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, astronaut, hopper):
+    root = tmp_path_factory.mktemp("data")
+    for folder, photo in (("happy", astronaut), ("Sadness", hopper)):
+        for i, image in enumerate(variants(photo)):
+            save(np.ascontiguousarray(image), root / folder / f"{i}.png")
+    save(astronaut[::4, ::4], root / "contempt" / "0.png")  # no fer8 class: reported
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_data, tmp_path_factory):
+    """One epoch through the command line, as a user would run it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    cache = tmp_path_factory.mktemp("cache")
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
+                                      "--epochs", "1", "--cache", str(cache), *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    return run_dir, cache, result
+
+
+def test_train_writes_every_artifact(first_run, tiny_data, astronaut_path):
+    run_dir, _, result = first_run
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.json", "state.json", "checkpoint.keras", "model.fer8", "history.csv",
+        "curves.png"}
+    assert "best val_accuracy" in result.stderr
+
+    model = fer8.load_model(run_dir / "model.fer8")
+    spec = model.spec
+    assert spec.labels == ("happy", "sad") and spec.input_size == 32
+    assert spec.backbone == "resnet50" and spec.preprocessing.channel_order == "BGR"
+    meta = spec.metadata
+    assert meta["epoch"] == 1 and 0 <= meta["validation"]["accuracy"] <= 1
+    assert meta["data"]["train"]["per_class"] == {"happy": 3, "sad": 3}
+    assert meta["data"]["val"]["per_class"] == {"happy": 1, "sad": 1}
+    assert meta["data"]["train"]["skipped"] == {"folder 'contempt' is no class": 1}
+    assert meta["training"]["image_size"] == 32
+
+    with open(run_dir / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:6] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+    assert [row["epoch"] for row in rows] == ["1"]
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    # `fer8 predict --model RUN_DIR/model.fer8` uses it as is.
+    predicted = CliRunner().invoke(cli, ["predict", str(astronaut_path), "--model",
+                                         str(run_dir / "model.fer8"), "--format", "json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)[0]["faces"][0]["label"] in ("happy", "sad")
+
+
+def test_an_existing_run_folder_is_never_overwritten(first_run, tiny_data):
+    run_dir, cache, _ = first_run
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
+                                      "--cache", str(cache), *TRAIN_ARGS])
+    assert result.exit_code == 2
+    assert "not empty" in result.stderr and "--resume" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_resume_needs_a_checkpoint(tmp_path, tiny_data):
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
+                                      str(tmp_path / "new"), "--resume", *TRAIN_ARGS])
+    assert result.exit_code == 2 and "nothing to resume" in result.stderr
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
+        first_run, tmp_path, monkeypatch, caplog):
+    import keras
+
+    from fer8 import training
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_run[0], run_dir)
+    cache = first_run[1]
+
+    # Continue to 3 epochs, but press Ctrl-C as epoch 3 starts.
+    real_begin = training._RunRecorder.on_epoch_begin
+
+    def interrupt_third(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real_begin(self, epoch, logs)
+
+    monkeypatch.setattr(training._RunRecorder, "on_epoch_begin", interrupt_third)
+    config = training.TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    result = training.train(training.TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir,
+                            resume=True, cache=cache, verbose=0)
+    assert result.interrupted and result.epochs_done == 2
+    assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 2
+    monkeypatch.undo()
+
+    cli_result = CliRunner().invoke(cli, ["train", "--data", str(first_run[0].parent.parent),
+                                          "--out", str(run_dir), "--resume", "--epochs", "3"])
+    assert cli_result.exit_code == 2 and "was trained on data=" in cli_result.stderr
+
+    data = config.data
+    caplog.clear()
+    cli_result = CliRunner().invoke(cli, ["train", "--data", data, "--out", str(run_dir),
+                                          "--resume", "--epochs", "3", "--cache", str(cache)])
+    assert cli_result.exit_code == 0, cli_result.output
+    assert "epoch 3/3" in caplog.text and "epoch 2/3" not in caplog.text
+    with open(run_dir / "history.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
+    # The optimizer state came back: its step counter covers all three epochs.
+    checkpoint = keras.saving.load_model(run_dir / "checkpoint.keras")
+    assert int(checkpoint.optimizer.iterations) == 3 * 3  # 6 images / batch 2
+
+
+def test_augmentation_keeps_shape_and_range():
+    import tensorflow as tf
+
+    from fer8.augment import Augmentation, augment_batch
+
+    images = tf.random.uniform([8, 32, 32, 3], 0, 255)
+    out = augment_batch(images, Augmentation()).numpy()
+    assert out.shape == (8, 32, 32, 3) and out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, images.numpy())
+
+    flip_only = Augmentation(flip=1.0, rotation=0, scale=0, shift=0, brightness=0, contrast=0,
+                             grayscale=0, low_resolution=0, blur=0)
+    flipped = augment_batch(images, flip_only).numpy()
+    np.testing.assert_allclose(flipped, images.numpy()[:, :, ::-1], atol=1e-3)
+
+
+def test_class_weights_soften_imbalance():
+    from fer8.training import _class_weights
+
+    counts = np.array([100, 25, 1])
+    sqrt = _class_weights(counts, "sqrt")
+    assert sqrt[2] / sqrt[0] == pytest.approx(10.0)
+    assert (sqrt * counts).sum() / counts.sum() == pytest.approx(1.0)
+    assert _class_weights(counts, "balanced")[1] / _class_weights(counts, "balanced")[0] == \
+        pytest.approx(4.0)
+    assert (_class_weights(counts, "none") == 1).all()
+
+
+def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path):
+    from fer8.modelfile import read_model_file, save_model
+
+    model = read_model_file(first_run[0] / "model.fer8")
+    # BatchNorm variances beyond float16's range must survive.
+    bn = next(layer for layer in model.keras_model.layers if "bn" in layer.name)
+    gamma, beta, mean, variance = bn.get_weights()
+    bn.set_weights([gamma, beta, mean, variance + 1e6])
+    compact = save_model(model.keras_model, model.spec, tmp_path / "compact.fer8", compact=True)
+    full = save_model(model.keras_model, model.spec, tmp_path / "full.fer8")
+    assert compact.stat().st_size < 0.6 * full.stat().st_size
+    again = read_model_file(compact)
+    assert again.spec == model.spec
+    np.testing.assert_array_equal(again.keras_model.get_layer(bn.name).get_weights()[3],
+                                  variance + 1e6)
+    crops = np.random.default_rng(1).uniform(-100, 100, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(again(crops), model(crops), atol=2e-2)
