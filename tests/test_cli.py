@@ -137,13 +137,17 @@ def test_missing_files_are_input_errors_not_usage_errors(tmp_path, photos, tiny_
     assert first["error"] == "no such file" and len(second["faces"]) == 1
 
 
-def test_usage_and_model_errors_exit_2(photos, tmp_path):
+def test_usage_and_model_errors_exit_2(photos, tmp_path, monkeypatch):
+    from fer8 import registry
+
     assert run("predict").exit_code == 2
     assert run("predict", photos, "--format", "xml").exit_code == 2
     missing = run("predict", photos, "--model", tmp_path / "none.fer8")
     assert missing.exit_code == 2 and "no such model file" in missing.stderr
+    monkeypatch.setattr(registry, "MODELS", {})  # an installation without its default model
     default = run("predict", photos / "astronaut.png")
     assert default.exit_code == 2 and "no model is installed" in default.stderr
+    monkeypatch.undo()
     (tmp_path / "fake.fer8").write_text("hello")
     fake = run("predict", photos, "--model", tmp_path / "fake.fer8")
     assert fake.exit_code == 2 and "not a fer8 model file" in fake.stderr

@@ -93,6 +93,21 @@ def test_an_existing_run_folder_is_never_overwritten(first_run, tiny_data):
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
+def test_a_run_that_never_started_is_started_afresh(tmp_path, tiny_data):
+    from fer8.datasets import DatasetError
+    from fer8.training import TrainConfig, train
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError):
+        train(TrainConfig(data=str(empty)), tmp_path / "run")
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.json", "state.json"}
+    # The failed start does not block a new one: this one gets as far as the data again.
+    result = CliRunner().invoke(cli, ["train", "--data", str(empty), "--out",
+                                      str(tmp_path / "run"), *TRAIN_ARGS])
+    assert result.exit_code == 1 and "no labelled images" in result.stderr
+
+
 def test_resume_needs_a_checkpoint(tmp_path, tiny_data):
     result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
                                       str(tmp_path / "new"), "--resume", *TRAIN_ARGS])

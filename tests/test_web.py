@@ -49,10 +49,18 @@ def browser():
     driver.quit()
 
 
-def test_upload_a_photo_and_see_its_expression(browser, predictor, astronaut_path):
+@pytest.fixture(scope="module")
+def default_predictor():
+    import fer8
+
+    return fer8.Predictor()  # the bundled model, as `fer8 serve` uses it
+
+
+def test_upload_a_photo_and_see_its_expression(browser, default_predictor, astronaut_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    predictor = default_predictor
     with UvicornThread(create_app(predictor)) as url:
         api = httpx.post(f"{url}/v1/predict",
                          files={"file": ("astronaut.png", astronaut_path.read_bytes())}).json()
@@ -64,12 +72,12 @@ def test_upload_a_photo_and_see_its_expression(browser, predictor, astronaut_pat
         assert len(faces) == len(api["faces"]) == 1
         label = faces[0].find_element(By.CSS_SELECTOR, ".label").text
         confidence = faces[0].find_element(By.CSS_SELECTOR, ".confidence").text
-        assert label == display_name(api["faces"][0]["label"])
+        assert label == display_name(api["faces"][0]["label"]) == "Happy"  # she smiles
         assert confidence == f"{round(api['faces'][0]['confidence'] * 100)}%"
         bars = faces[0].find_elements(By.CSS_SELECTOR, ".bar")
         assert {bar.get_attribute("data-label") for bar in bars} == set(predictor.labels)
         assert "1 face in astronaut.png" in browser.find_element(By.ID, "status").text
-        assert "Model tiny" in browser.find_element(By.ID, "model").text
+        assert f"Model {predictor.model.spec.name}" in browser.find_element(By.ID, "model").text
         # The canvas shows the photo at its own size, with the box drawn on it.
         size = browser.execute_script(
             "const c = document.getElementById('canvas'); return [c.width, c.height];")

@@ -250,10 +250,15 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
 
     if backbone_weights is None:
         backbone_weights = "imagenet" if backbone == "resnet50" else "none"
+    elif backbone_weights not in ("imagenet", "none"):
+        backbone_weights = str(Path(backbone_weights).resolve())
     config = TrainConfig(
-        data=str(data), val=str(val) if val else None, val_fraction=val_fraction,
+        # Absolute paths: a resumed run may be started from another folder.
+        data=str(data.resolve()), val=str(val.resolve()) if val else None,
+        val_fraction=val_fraction,
         epochs=epochs, batch_size=batch_size, image_size=image_size, backbone=backbone,
-        backbone_weights=backbone_weights, init_model=str(init_model) if init_model else None,
+        backbone_weights=backbone_weights,
+        init_model=str(init_model.resolve()) if init_model else None,
         freeze_stages=freeze_stages, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, soft_labels=soft_labels,
         class_weighting=class_weighting, patience=patience, steps_per_epoch=steps_per_epoch,

@@ -46,8 +46,18 @@ class RegisteredModel:
     description: str = ""
 
 
-#: Every named model. Empty until a trained model is published or bundled.
-MODELS: dict[str, RegisteredModel] = {}
+#: Every named model. ``default`` ships inside the package (see MODEL_CARD.md); it is
+#: made by ``scripts/train_default.sh`` and packed by ``scripts/pack_model.py``, which
+#: prints the SHA-256 to put here.
+MODELS: dict[str, RegisteredModel] = {
+    "default": RegisteredModel(
+        name="default",
+        sha256="26d87d979755adf533ea6d68aeaacc07d22c3217f121eaafafd4178d97614067",
+        bundled="default.fer8",
+        description="ResNet50 (ImageNet start) trained on FER+ with fer8 train; 7 classes, "
+                    "no worry; non-commercial research use (see MODEL_CARD.md)",
+    ),
+}
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -89,7 +99,7 @@ def resolve_model(
         return path / "model.fer8"  # a training run folder
     if name_or_path is None:
         raise ModelNotFoundError(
-            "no model is installed: this fer8 release bundles no trained model yet; "
+            "no model is installed: no default model is registered; "
             "pass --model with a .fer8 model file (model=... in Python)"
         )
     known = ", ".join(sorted(registry)) or "none"

@@ -239,7 +239,7 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
     """Check the run folder against ``resume``; return the config and state to go on with."""
     config_path = run_dir / CONFIG_FILE
     if not resume:
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and any(run_dir.iterdir()) and not _never_trained(run_dir):
             raise RunFolderError(f"{run_dir}: run folder exists and is not empty; pass "
                                  "--resume to continue it, or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +260,18 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
         stored = replace(stored, epochs=config.epochs)
         _write_json(config_path, stored.to_dict())
     return stored, json.loads((run_dir / STATE_FILE).read_text())
+
+
+def _never_trained(run_dir: Path) -> bool:
+    """A run folder that a failed start left behind (bad data, no weights): no epoch
+    finished, so starting it afresh loses nothing."""
+    names = {p.name for p in run_dir.iterdir()}
+    if not names <= {CONFIG_FILE, STATE_FILE}:
+        return False
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text())["epochs_done"] == 0
+    except (OSError, ValueError, KeyError):
+        return not (run_dir / STATE_FILE).exists()
 
 
 def _set_precision(precision: str) -> None:

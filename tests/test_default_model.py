@@ -1,0 +1,58 @@
+"""The bundled default model: shipped in the package, verified, and giving real answers."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import fer8
+from fer8.cli import cli
+from fer8.registry import DEFAULT_MODEL, MODELS, sha256_file
+
+
+@pytest.fixture(scope="module")
+def default_predictor():
+    return fer8.Predictor()
+
+
+def test_default_model_ships_in_the_package_and_matches_its_checksum():
+    entry = MODELS[DEFAULT_MODEL]
+    path = Path(str(resources.files("fer8") / "models" / entry.bundled))
+    assert path.is_file()
+    assert path.stat().st_size <= 60 * 1024 * 1024
+    assert sha256_file(path) == entry.sha256
+
+
+def test_default_model_knows_the_seven_classes_with_data(default_predictor):
+    spec = default_predictor.model.spec
+    assert spec.labels == ("angry", "disgusted", "fearful", "happy", "neutral", "sad",
+                           "surprised")  # no public data has "worry"
+    assert spec.backbone == "resnet50"
+    assert spec.metadata["validation"]["accuracy"] > 0.8
+    assert spec.metadata["data"]["train"]["kind"] == "ferplus"
+
+
+def test_predict_without_a_model_gives_real_expressions(astronaut_path, hopper_path):
+    result = CliRunner().invoke(cli, ["predict", str(astronaut_path), str(hopper_path),
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    astronaut, hopper = json.loads(result.stdout)
+    assert [face["label"] for face in astronaut["faces"]] == ["happy"]  # she smiles
+    assert astronaut["faces"][0]["confidence"] > 0.5
+    assert len(hopper["faces"]) == 1
+    assert hopper["faces"][0]["label"] != "happy"  # a composed official portrait
+
+
+def test_a_tampered_bundled_model_is_refused(tmp_path, monkeypatch):
+    from fer8 import registry
+    from fer8.errors import ChecksumMismatchError
+
+    entry = MODELS[DEFAULT_MODEL]
+    monkeypatch.setitem(registry.MODELS, DEFAULT_MODEL,
+                        registry.RegisteredModel(entry.name, "0" * 64, bundled=entry.bundled))
+    with pytest.raises(ChecksumMismatchError, match="bundled model 'default'"):
+        fer8.load_model()
