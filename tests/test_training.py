@@ -202,3 +202,14 @@ def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path
                                   variance + 1e6)
     crops = np.random.default_rng(1).uniform(-100, 100, (4, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(again(crops), model(crops), atol=2e-2)
+
+
+def test_tf_data_preprocessing_matches_prediction_preprocessing():
+    import tensorflow as tf
+
+    from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2
+
+    crops = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    for preprocessing in (IMAGENET_CAFFE, VGGFACE2):
+        in_graph = preprocessing.apply_tensor(tf.constant(crops, tf.float32)).numpy()
+        np.testing.assert_allclose(in_graph, preprocessing.apply(crops), atol=1e-5)

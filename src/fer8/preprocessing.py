@@ -44,6 +44,13 @@ class Preprocessing:
             x /= np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x)
 
+    def apply_tensor(self, crops):
+        """:meth:`apply` as TensorFlow ops on a float32 batch (inside tf.data pipelines)."""
+        import tensorflow as tf
+
+        x = crops[..., ::-1] if self.channel_order == "BGR" else crops
+        return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+
     def to_dict(self) -> dict[str, Any]:
         return {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std)}
 

@@ -371,10 +371,7 @@ def _dataset(split: _Split, config: TrainConfig, *, training: bool):
     from fer8.backbones import BACKBONES
 
     images = split.images
-    preprocessing = BACKBONES[config.backbone] if config.backbone in BACKBONES else None
-    mean = tf.constant(preprocessing.mean if preprocessing else (0.0, 0.0, 0.0), tf.float32)
-    std = tf.constant(preprocessing.std if preprocessing else (1.0, 1.0, 1.0), tf.float32)
-    bgr = preprocessing is not None and preprocessing.channel_order == "BGR"
+    preprocessing = BACKBONES[config.backbone]
     size = config.image_size
 
     def gather(indices):
@@ -389,9 +386,7 @@ def _dataset(split: _Split, config: TrainConfig, *, training: bool):
             batch = tf.image.grayscale_to_rgb(batch)
         if training:
             batch = augment_batch(batch, config.augmentation)
-        if bgr:
-            batch = batch[..., ::-1]
-        batch = (batch - mean) / std
+        batch = preprocessing.apply_tensor(batch)
         return (batch, tf.gather(split.targets, indices), tf.gather(split.weights, indices))
 
     indices = tf.data.Dataset.range(len(images))
