@@ -235,9 +235,9 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
 def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epochs: int,
           batch_size: int, image_size: int, backbone: str, backbone_weights: str | None,
           init_model: Path | None, freeze_stages: int, learning_rate: float,
-          warmup_epochs: float, label_smoothing: float, soft_labels: bool, class_weighting: str, patience: int,
-          steps_per_epoch: int | None, precision: str, seed: int, resume: bool,
-          cache: Path | None, workers: int) -> None:
+          warmup_epochs: float, label_smoothing: float, soft_labels: bool,
+          class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
+          seed: int, resume: bool, cache: Path | None, workers: int) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -263,8 +263,8 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
         label_smoothing=label_smoothing, soft_labels=soft_labels,
         class_weighting=class_weighting, patience=patience, steps_per_epoch=steps_per_epoch,
         precision=precision, seed=seed)
-    logging.getLogger("fer8").setLevel(min(logging.getLogger("fer8").getEffectiveLevel(),
-                                           logging.WARNING))
+    if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
+        logging.getLogger("fer8.training").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
                           verbose=1 if sys.stderr.isatty() else 0, on_prepare=_ProgressBar)
     if result.model_path is None:

@@ -101,14 +101,14 @@ class CropCache:
         os.replace(partial, path)  # a killed run never leaves half a PNG under the real name
 
 
-def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE
-          ) -> tuple[str, NDArray[np.uint8] | None]:
+def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
+          content: bytes | None = None) -> tuple[str, NDArray[np.uint8] | None]:
     """(status, crop) for one sample through the prediction pipeline's framing.
 
     Photos keep their largest face (the label is the photo's); crops are framed with
-    :func:`~fer8.faces.face_from_crop`.
+    :func:`~fer8.faces.face_from_crop`. ``content``: the file's bytes, if already read.
     """
-    image = sample.load()
+    image = sample.load(content)
     if sample.cropped:
         _, face = face_from_crop(image, landmark_model=landmark_model, size=size)
     else:
@@ -143,11 +143,12 @@ def prepare_crops(
         try:
             if cache is None:
                 return frame(sample, landmark_model)
-            path = cache.path(sample, sample.content())
+            content = sample.content()
+            path = cache.path(sample, content)
             hit = cache.get(path)
             if hit is not None:
                 return hit
-            status, crop = frame(sample, landmark_model)
+            status, crop = frame(sample, landmark_model, content=content)
             cache.put(path, status, crop)
             return status, crop
         except (Fer8Error, OSError) as exc:

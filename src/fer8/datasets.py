@@ -18,6 +18,7 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
@@ -81,14 +82,18 @@ class Sample:
     votes: tuple[float, ...] | None = None
     pixels: bytes | None = field(default=None, repr=False)
 
-    def load(self) -> NDArray[np.uint8]:
-        """The RGB image."""
+    def load(self, content: bytes | None = None) -> NDArray[np.uint8]:
+        """The RGB image; from ``content`` (the file's bytes) when the caller has read them."""
         if self.pixels is not None:
             gray = np.frombuffer(self.pixels, np.uint8).reshape(48, 48)
             return np.repeat(gray[:, :, None], 3, axis=2)
         from fer8.images import load_image
 
-        return load_image(self.source)
+        if content is None:
+            return load_image(self.source)
+        named = io.BytesIO(content)
+        named.name = self.source  # errors name the file, not "<N bytes>"
+        return load_image(named)
 
     def content(self) -> bytes:
         """The raw bytes that identify this image (for cache keys)."""

@@ -481,9 +481,7 @@ class _RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = dict(logs or {})
         done = epoch + 1
-        optimizer = self.model.optimizer
-        lr = float(optimizer.learning_rate) if not callable(optimizer.learning_rate) else float(
-            optimizer.learning_rate(optimizer.iterations))
+        lr = float(self.model.optimizer.learning_rate)  # the schedule's value at this step
         row = {"epoch": done, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
                "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
                "lr": lr, "seconds": round(time.monotonic() - self._started, 1)}
@@ -506,12 +504,12 @@ class _RunRecorder(keras.callbacks.Callback):
             plot_curves(read_history(self.run_dir / HISTORY_FILE), self.run_dir / CURVES_FILE)
         except Exception:  # a picture must never cost a run
             logger.warning("could not draw %s", CURVES_FILE, exc_info=True)
-        logger.warning(
+        logger.info(
             "epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.2e, "
             "%.0f s%s", done, self.config.epochs, row["loss"], row["accuracy"], row["val_loss"],
             val_accuracy, lr, row["seconds"], " (best so far, saved)" if improved else "")
         if self.state["epochs_without_improvement"] >= self.config.patience:
-            logger.warning("no better val_accuracy for %d epochs: stopping early",
+            logger.info("no better val_accuracy for %d epochs: stopping early",
                            self.config.patience)
             self.stopped_early = True
             self.model.stop_training = True
