@@ -3,7 +3,8 @@
     python scripts/pack_model.py runs/default/model.fer8 src/fer8/models/default.fer8
 
 Checks that the packed model predicts like the original on random crops, and prints the
-SHA-256 to put into ``fer8.registry.MODELS``.
+SHA-256 to put into ``fer8.registry.MODELS``. The packed model is named after the
+destination file (``default``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,7 +33,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     original = read_model_file(args.source)
-    save_model(original.keras_model, original.spec, args.destination, compact=True)
+    # The shipped model is named after its file (the registry name), not the run folder.
+    spec = replace(original.spec, name=args.destination.stem)
+    save_model(original.keras_model, spec, args.destination, compact=True)
     packed = read_model_file(args.destination)
 
     size = original.spec.input_size
