@@ -25,6 +25,7 @@ import logging
 import os
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -83,9 +84,8 @@ def main() -> None:
         if path is None:
             continue
         data = read_dataset(path, cropped=cropped)
-        data = type(data)(data.root, data.kind,
-                          tuple(s for s in data.samples if s.label in predictor.labels),
-                          data.skipped)
+        data = replace(data, samples=tuple(s for s in data.samples
+                                           if s.label in predictor.labels))
         ours = evaluate(predictor, data)
         entry = {"n": ours.n, "fer8": ours.to_dict()}
         row = [name, ours.n, f"{ours.accuracy_all:.1%}", f"{ours.macro_f1:.3f}",

@@ -68,7 +68,6 @@ class CropCache:
 
     def __init__(self, root: str | os.PathLike, size: int = CROP_SIZE) -> None:
         self.root = Path(root) / settings_key(size)
-        self.size = size
 
     def path(self, sample: Sample, content: bytes) -> Path:
         digest = hashlib.sha256(content).hexdigest()

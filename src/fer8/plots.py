@@ -48,12 +48,12 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
     panels = ((counts, "Counts", "d", "Blues"), (rates, "Row-normalised (recall)", ".2f", "Greens"))
     for axis, (matrix, title, fmt, cmap) in zip(axes, panels):
-        shown = rates  # colour by rate in both, so big classes do not wash out the rest
-        axis.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0)
+        # Both panels are coloured by rate, so big classes do not wash out the rest.
+        axis.imshow(rates, cmap=cmap, vmin=0.0, vmax=1.0)
         for (i, j), value in np.ndenumerate(matrix):
             text = format(int(value), "d") if fmt == "d" else format(value, fmt)
             axis.text(j, i, text, ha="center", va="center", fontsize=9,
-                      color="white" if shown[i, j] > 0.5 else "black")
+                      color="white" if rates[i, j] > 0.5 else "black")
         axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
         axis.set_yticks(range(len(names)), names)
         axis.set_xlabel("predicted")

@@ -23,6 +23,7 @@ import csv
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -453,12 +454,9 @@ def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
 
 def _stage(layer_name: str) -> int | None:
     """ResNet stage (1-5) of a backbone layer, from its name (``conv3_block2_...``,
-    ``conv3_2_1x1_reduce``); None for layers outside the stages."""
-    if layer_name.startswith(("conv", "pool1")):
-        digits = layer_name[4:5] if layer_name.startswith("conv") else "1"
-        if digits.isdigit():
-            return int(digits)
-    return None
+    ``conv3_2_1x1_reduce``, ``pool1_pool``); None for layers outside the stages."""
+    match = re.match(r"(?:conv|pool)(\d)_", layer_name)
+    return int(match.group(1)) if match else None
 
 
 class _RunRecorder(keras.callbacks.Callback):
