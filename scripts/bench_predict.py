@@ -6,6 +6,8 @@ What it measures, for float32 and mixed_bfloat16:
 1. One photo with one face (the astronaut), stage by stage: load (decode the file),
    detect, landmarks, align, classify (batch of 1), and end to end
    (``Predictor.predict(path)``); median and 90th percentile over ``--repeats`` runs.
+   The network alone at batch 1 is also timed with and without BatchNorm folded into
+   the convolutions (``fer8.inference``), interleaved.
 2. A folder of photos (the two example portraits, copied) through ``predict_many`` at
    ``--batch-size``, in images/s, against the bare model's throughput at the same batch
    size (``ExpressionModel`` on preprocessed crops, nothing else).
@@ -84,6 +86,27 @@ def time_stages(model, repeats: int) -> dict[str, dict[str, float]]:
         for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
             stages[name].append(seconds)
     return {name: percentiles(values) for name, values in stages.items()}
+
+
+def time_folding(model, repeats: int) -> dict[str, dict[str, float]]:
+    """The network alone at batch 1, as ``fer8`` runs it (BatchNorm folded into the
+    convolutions) and as Keras built it; interleaved, so both see the same machine."""
+    import numpy as np
+
+    from fer8.inference import inference_function
+
+    size = model.spec.input_size
+    crop = np.random.default_rng(0).integers(0, 255, (1, size, size, 3), np.uint8)
+    batch = model.spec.preprocessing.apply(crop)
+    runs = {"folded": inference_function(model.keras_model, size),
+            "unfolded": inference_function(model.keras_model, size, fold=False)}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(2 * repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(batch)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: percentiles(values[2:]) for name, values in seconds.items()}
 
 
 def make_folder(folder: Path, count: int) -> list[str]:
@@ -168,10 +191,12 @@ def main() -> None:
         for precision in ("float32", "bfloat16"):
             model = load_benchmark_model(args.model, precision)
             stages = time_stages(model, args.repeats)
+            folding = time_folding(model, args.repeats)
             bare = bare_throughput(model, args.batch_size, max(10, args.images // args.batch_size))
             folder = folder_throughput(model, paths, args.batch_size, args.workers)
             report["precisions"][precision] = {
-                "stages": stages, "bare_model_img_s": bare, "folder_img_s": folder,
+                "stages": stages, "network_batch_1": folding,
+                "bare_model_img_s": bare, "folder_img_s": folder,
                 "folder_vs_bare": folder / bare,
             }
             print(f"{precision}: end to end p50 {stages['end_to_end']['p50_ms']:.1f} ms, "
@@ -196,6 +221,14 @@ def print_markdown(report: dict) -> None:
         cells = [f"{r['stages'][stage]['p50_ms']:.1f} / {r['stages'][stage]['p90_ms']:.1f}"
                  for r in report["precisions"].values()]
         print(f"| {stage} | " + " | ".join(cells) + " |")
+    print("\n| network alone, batch 1 | " + " | ".join(
+        f"{p} p50 / p90 ms" for p in report["precisions"]) + " |")
+    print("| --- |" + " --- |" * len(report["precisions"]))
+    for variant in ("folded", "unfolded"):
+        cells = [f"{r['network_batch_1'][variant]['p50_ms']:.1f} / "
+                 f"{r['network_batch_1'][variant]['p90_ms']:.1f}"
+                 for r in report["precisions"].values()]
+        print(f"| BatchNorm {variant} | " + " | ".join(cells) + " |")
     print("\n| precision | folder img/s | bare model img/s | folder / bare |")
     print("| --- | --- | --- | --- |")
     for precision, r in report["precisions"].items():

@@ -264,6 +264,60 @@ def test_resnet50_classifier_round_trips_through_a_model_file(tmp_path):
         build_backbone("resnet18", 32)
 
 
+def _with_trained_statistics(network):
+    """Random BatchNorm statistics and affine terms, as training leaves them (a fresh
+    layer is the identity, which would hide a wrong fold)."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.2, 3, variance.shape)])
+    return network
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "vggface-resnet50"])
+def test_folded_batch_norms_give_the_same_outputs(backbone):
+    import keras
+
+    from fer8.inference import fold_batch_norms, inference_function
+
+    network = _with_trained_statistics(build_classifier(build_backbone(backbone, 32), 3))
+    folded = fold_batch_norms(network)
+    norms = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 53  # every BatchNorm of a ResNet50 follows a convolution
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    batch = BACKBONES[backbone].apply(crops(4, 32))
+    expected = np.asarray(network.predict_on_batch(batch))
+    np.testing.assert_allclose(folded.predict_on_batch(batch), expected, atol=1e-5)
+    np.testing.assert_allclose(inference_function(network, 32)(batch), expected, atol=1e-5)
+    # The original keeps its layers: it is what training and save_model use.
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in network.layers) == 53
+
+
+def test_batch_norm_is_folded_only_where_that_is_exact():
+    import keras
+
+    from fer8.inference import fold_batch_norms
+
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(4, 3, name="shared")(inputs)  # also feeds the skip path
+    normed = keras.layers.BatchNormalization(name="after_shared")(shared)
+    activated = keras.layers.Conv2D(4, 1, activation="relu", name="relu_conv")(normed)
+    normed_again = keras.layers.BatchNormalization(name="after_relu")(activated)
+    plain = keras.layers.Conv2D(4, 1, use_bias=False, name="plain")(normed_again)
+    last = keras.layers.BatchNormalization(name="after_plain")(plain)
+    network = _with_trained_statistics(keras.Model(inputs, keras.layers.Add()([last, shared])))
+    folded = fold_batch_norms(network)
+    kept = {layer.name for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert kept == {"after_shared", "after_relu"}
+    batch = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded.predict_on_batch(batch), network.predict_on_batch(batch),
+                               atol=1e-5)
+
+
 @pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "weights/resnet50_imagenet_notop.h5").is_file(),
                     reason="../shared/weights/resnet50_imagenet_notop.h5 is absent")

@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -117,7 +117,9 @@ class ExpressionModel:
         self.spec = spec
         self.precision = precision
         self.keras_model = with_precision(keras_model, precision)
-        self._run = _inference_function(self.keras_model, spec.input_size)
+        from fer8.inference import inference_function
+
+        self._run = inference_function(self.keras_model, spec.input_size)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -254,27 +256,3 @@ def _without_optimizer(keras_model: keras.Model) -> keras.Model:
     copy = keras_model.__class__.from_config(keras_model.get_config())
     copy.set_weights(keras_model.get_weights())
     return copy
-
-
-def _inference_function(
-    keras_model: keras.Model, input_size: int
-) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
-    """The fastest way to run the network on this backend.
-
-    On TensorFlow, one traced ``tf.function`` with a free batch dimension is ~20% faster
-    per call than ``predict_on_batch`` and is traced once for every batch size.
-    """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return lambda batch: np.asarray(keras_model.predict_on_batch(batch), np.float32)
-    import tensorflow as tf
-
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.float32)],
-        autograph=False,
-    )
-    def run(batch):
-        return tf.cast(keras_model(batch, training=False), tf.float32)
-
-    return lambda batch: run(batch).numpy()
