@@ -12,7 +12,10 @@ The peer runs in its own environment (``scripts/setup_fer_peer.sh`` makes ``.ven
 through ``scripts/peer_fer.py``.
 
     python scripts/bench_accuracy.py --ferplus DIR/FER2013Valid --jaffe DIR/jaffe \\
-        [--model PATH] [--peer-python .venv-fer/bin/python | --no-peer] [--out DIR]
+        [--model PATH] [--peer-python .venv-fer/bin/python | --no-peer] [--flip] [--out DIR]
+
+``--flip`` also scores fer8 with each face averaged with its mirror image
+(``fer8 predict --flip``).
 
 With ``--out`` it writes ``accuracy.json`` and each dataset's fer8 confusion matrix picture.
 """
@@ -66,6 +69,8 @@ def main() -> None:
     parser.add_argument("--model", help="fer8 model (default: the bundled one)")
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-fer" / "bin" / "python"))
     parser.add_argument("--no-peer", action="store_true", help="measure fer8 only")
+    parser.add_argument("--flip", action="store_true",
+                        help="also measure fer8 with mirrored-face averaging (--flip)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -76,6 +81,7 @@ def main() -> None:
     from fer8.plots import plot_confusion
 
     predictor = fer8.Predictor(args.model)
+    flipped = fer8.Predictor(predictor.model, flip=True, warmup=False) if args.flip else None
     report = {"model": args.model or "bundled default",
               "model_name": predictor.model.spec.name, "datasets": {}}
     rows = []
@@ -90,6 +96,10 @@ def main() -> None:
         entry = {"n": ours.n, "fer8": ours.to_dict()}
         row = [name, ours.n, f"{ours.accuracy_all:.1%}", f"{ours.macro_f1:.3f}",
                str(ours.no_face)]
+        if flipped is not None:
+            mirrored = evaluate(flipped, data)
+            entry["fer8_flip"] = mirrored.to_dict()
+            row += [f"{mirrored.accuracy_all:.1%}", f"{mirrored.macro_f1:.3f}"]
         if not args.no_peer:
             truth = [s.label for s in data.samples]
             peer = confusion(truth, run_peer(args.peer_python, data.samples), predictor.labels)
@@ -102,6 +112,8 @@ def main() -> None:
             plot_confusion(ours, args.out / f"confusion_{slug}.png")
 
     header = ["data", "images", "fer8 accuracy", "fer8 macro-F1", "fer8 no face"]
+    if flipped is not None:
+        header += ["fer8 --flip accuracy", "fer8 --flip macro-F1"]
     if not args.no_peer:
         header += ["fer accuracy", "fer macro-F1", "fer no face"]
     print("| " + " | ".join(header) + " |")

@@ -129,6 +129,24 @@ def test_no_detect_and_max_faces(photos, tiny_model_path):
     assert len(one[0]["faces"]) == 1
 
 
+def test_flip_gives_a_picture_and_its_mirror_image_the_same_answer(tmp_path, tiny_model_path):
+    picture = np.random.default_rng(5).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    picture[:, :48] //= 4  # dark on the left: the mirror image looks different
+    save(picture, tmp_path / "a.png")
+    save(np.ascontiguousarray(picture[:, ::-1]), tmp_path / "b.png")
+
+    def probabilities(*options):
+        out = json.loads(run("predict", tmp_path / "a.png", tmp_path / "b.png", "--model",
+                             tiny_model_path, "--no-detect", "--format", "json", *options).stdout)
+        return [list(item["faces"][0]["probabilities"].values()) for item in out]
+
+    plain, mirrored = probabilities()
+    assert np.abs(np.subtract(plain, mirrored)).max() > 0.01
+    plain, mirrored = probabilities("--flip")
+    # Equal up to resampling: the crop is enlarged to 224 and shrunk to the model's 48.
+    np.testing.assert_allclose(plain, mirrored, atol=2e-3)
+
+
 def test_missing_files_are_input_errors_not_usage_errors(tmp_path, photos, tiny_model_path):
     result = run("predict", tmp_path / "nope.jpg", photos / "astronaut.png", "--model",
                  tiny_model_path, "--format", "jsonl")
@@ -184,5 +202,5 @@ def test_version_and_help():
     assert run("--version").stdout.strip() == f"fer8, version {fer8.__version__}"
     help_text = run("predict", "--help").stdout
     for option in ("--format", "--annotate", "--model", "--max-faces", "--no-detect",
-                   "--batch-size"):
+                   "--batch-size", "--flip"):
         assert option in help_text

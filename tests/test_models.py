@@ -47,6 +47,16 @@ def test_classify_gives_probabilities_in_label_order(tiny_model):
     assert fer8.classify([], tiny_model).shape == (0, len(LABELS))
 
 
+def test_flip_averages_each_face_with_its_mirror_image(tiny_model):
+    faces = crops(3)
+    mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+    averaged = fer8.classify(faces, tiny_model, flip=True, batch_size=2)
+    expected = (fer8.classify(faces, tiny_model) + fer8.classify(mirrored, tiny_model)) / 2
+    np.testing.assert_allclose(averaged, expected, atol=1e-6)
+    np.testing.assert_allclose(fer8.classify(mirrored, tiny_model, flip=True), averaged, atol=1e-6)
+    assert not np.allclose(fer8.classify(faces, tiny_model), averaged, atol=1e-3)
+
+
 def test_classify_resizes_crops_and_accepts_aligned_faces(tiny_model, astronaut):
     face = fer8.crop_square(astronaut, fer8.Box(175, 65, 99, 99), size=224)
     big, small = fer8.classify([face], tiny_model), fer8.classify([face.image[::2, ::2]], tiny_model)

@@ -67,6 +67,8 @@ class Predictor:
             CPUs with AVX512-BF16).
         max_faces: Keep at most this many faces per image, the largest.
         batch_size: Faces per forward pass in :meth:`predict_many`.
+        flip: Average each face's probabilities with its mirror image's (see
+            :func:`fer8.classify`): a little more accurate, twice the network's work.
         workers: Threads preparing images (decode, detect, align) while the model runs;
             0 prepares them in the calling thread.
         detector: Keyword arguments for :func:`fer8.detect`.
@@ -81,6 +83,7 @@ class Predictor:
         precision: str = "float32",
         max_faces: int | None = None,
         batch_size: int = 16,
+        flip: bool = False,
         workers: int = 1,
         detector: Mapping[str, Any] | None = None,
         cache: str | os.PathLike | None = None,
@@ -97,6 +100,7 @@ class Predictor:
         self.landmark_model = load_landmark_model()
         self.max_faces = max_faces
         self.batch_size = batch_size
+        self.flip = flip
         self.detector = dict(detector or {})
         # One pool for the predictor's life: its threads keep their detectors loaded
         # (building dlib's HOG detector takes half a second per thread).
@@ -139,7 +143,8 @@ class Predictor:
         prepared = self._prepare(image, detect)
         if prepared.error is not None:
             raise InvalidImageError(prepared.source, prepared.error)
-        prepared.probabilities = classify(prepared.crops, self.model, batch_size=self.batch_size)
+        prepared.probabilities = classify(prepared.crops, self.model, batch_size=self.batch_size,
+                                          flip=self.flip)
         return self._result(prepared)
 
     def predict_many(self, images: Iterable[ImageSource], *, detect: bool = True
@@ -192,7 +197,7 @@ class Predictor:
 
     def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:
         probabilities = classify([p.crops[i] for p, i in faces], self.model,
-                                 batch_size=self.batch_size)
+                                 batch_size=self.batch_size, flip=self.flip)
         for (prepared, index), row in zip(faces, probabilities):
             prepared.probabilities[index] = row
             prepared.filled += 1
