@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -63,6 +64,7 @@ def test_train_writes_every_artifact(first_run, tiny_data, astronaut_path):
     spec = model.spec
     assert spec.labels == ("happy", "sad") and spec.input_size == 32
     assert spec.backbone == "resnet50" and spec.preprocessing.channel_order == "BGR"
+    assert not spec.preprocessing.grayscale  # colour photos: colour stays
     meta = spec.metadata
     assert meta["epoch"] == 1 and 0 <= meta["validation"]["accuracy"] <= 1
     assert meta["data"]["train"]["per_class"] == {"happy": 3, "sad": 3}
@@ -201,7 +203,8 @@ def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path
     np.testing.assert_array_equal(again.keras_model.get_layer(bn.name).get_weights()[3],
                                   variance + 1e6)
     crops = np.random.default_rng(1).uniform(-100, 100, (4, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(again(crops), model(crops), atol=2e-2)
+    modified = fer8.ExpressionModel(model.keras_model, model.spec)  # predicts with the new variance
+    np.testing.assert_allclose(again(crops), modified(crops), atol=2e-2)
 
 
 def test_tf_data_preprocessing_matches_prediction_preprocessing():
@@ -210,6 +213,24 @@ def test_tf_data_preprocessing_matches_prediction_preprocessing():
     from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2
 
     crops = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
-    for preprocessing in (IMAGENET_CAFFE, VGGFACE2):
+    for preprocessing in (IMAGENET_CAFFE, VGGFACE2, replace(IMAGENET_CAFFE, grayscale=True)):
         in_graph = preprocessing.apply_tensor(tf.constant(crops, tf.float32)).numpy()
-        np.testing.assert_allclose(in_graph, preprocessing.apply(crops), atol=1e-5)
+        np.testing.assert_allclose(in_graph, preprocessing.apply(crops), atol=1e-4)
+
+
+def test_a_model_trained_on_gray_faces_sees_colour_faces_in_gray():
+    import cv2
+
+    from fer8.preprocessing import IMAGENET_CAFFE
+    from fer8.training import _preprocessing
+
+    assert _preprocessing("resnet50", gray=False) == IMAGENET_CAFFE
+    gray_model = _preprocessing("resnet50", gray=True)
+    assert gray_model.grayscale and gray_model.mean == IMAGENET_CAFFE.mean
+    colour = np.random.default_rng(4).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    gray = np.stack([cv2.cvtColor(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+                     for c in colour])
+    # The same input as the gray version of the face (up to OpenCV's rounding to uint8).
+    np.testing.assert_allclose(gray_model.apply(colour), gray_model.apply(gray), atol=0.51)
+    # A gray face (FER2013's) is unchanged by the gray step.
+    np.testing.assert_allclose(gray_model.apply(gray), IMAGENET_CAFFE.apply(gray), atol=1e-3)

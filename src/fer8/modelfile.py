@@ -110,6 +110,9 @@ class ExpressionModel:
     """A loaded model: its spec and a network that maps preprocessed crops to probabilities.
 
     Build one with :func:`fer8.load_model` (from a file) or directly from a Keras model.
+    ``keras_model`` is the network as stored (for saving and further training); predictions
+    come from a copy with BatchNorm folded in (:mod:`fer8.inference`), made here, so a
+    change to ``keras_model``'s weights needs a new ``ExpressionModel`` to take effect.
     """
 
     def __init__(self, keras_model: keras.Model, spec: ModelSpec, *, precision: str = "float32"):

@@ -22,11 +22,17 @@ class Preprocessing:
         channel_order: ``"RGB"`` or ``"BGR"``; the order ``mean`` and ``std`` are given in.
         mean: Per-channel mean, in pixel units (0-255).
         std: Per-channel divisor; ones for the Caffe-style models.
+        grayscale: Turn each crop into gray (ITU-R BT.601 luma in all three channels)
+            first. ``fer8 train`` sets it when every training face was gray (FER2013):
+            such a model has never seen colour, and a colour face can fool it (the
+            bundled model reads the astronaut's smile as surprise in colour, as happy in
+            gray).
     """
 
     channel_order: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    grayscale: bool = False
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -37,6 +43,8 @@ class Preprocessing:
     def apply(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Preprocess a batch of RGB crops (N, H, W, 3) into float32 model input."""
         x = crops.astype(np.float32)
+        if self.grayscale:
+            x = np.repeat((x @ _LUMA)[..., None], 3, axis=-1)
         if self.channel_order == "BGR":
             x = x[..., ::-1]
         x -= np.asarray(self.mean, np.float32)
@@ -48,11 +56,15 @@ class Preprocessing:
         """:meth:`apply` as TensorFlow ops on a float32 batch (inside tf.data pipelines)."""
         import tensorflow as tf
 
-        x = crops[..., ::-1] if self.channel_order == "BGR" else crops
+        x = crops
+        if self.grayscale:
+            x = tf.repeat(tf.reduce_sum(x * tf.constant(_LUMA), axis=-1, keepdims=True), 3, axis=-1)
+        x = x[..., ::-1] if self.channel_order == "BGR" else x
         return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std)}
+        return {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std),
+                "grayscale": self.grayscale}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
@@ -60,8 +72,12 @@ class Preprocessing:
             channel_order=str(data["channel_order"]),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data.get("std", (1.0, 1.0, 1.0))),
+            grayscale=bool(data.get("grayscale", False)),
         )
 
+
+# Luma weights of RGB (ITU-R BT.601, as OpenCV's and Pillow's RGB -> gray).
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 #: Keras applications' ResNet50 (``mode="caffe"``): BGR minus the ImageNet means.
 IMAGENET_CAFFE = Preprocessing("BGR", (103.939, 116.779, 123.68))

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from fer8.augment import Augmentation
 from fer8.datasets import Dataset, read_dataset
 from fer8.errors import Fer8Error
+from fer8.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +215,12 @@ def train(
         logger.info("resuming %s after epoch %d", run_dir, state["epochs_done"])
     else:
         model = _build_model(config, labels, steps)
-    train_ds = _dataset(train_split, config, training=True)
-    val_ds = _dataset(val_split, config, training=False)
+    # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
+    preprocessing = _preprocessing(config.backbone, gray=train_split.images.shape[-1] == 1)
+    train_ds = _dataset(train_split, config, preprocessing, training=True)
+    val_ds = _dataset(val_split, config, preprocessing, training=False)
 
-    recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split)
+    recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
     callbacks = [recorder, *callbacks]
     interrupted = False
     with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
@@ -359,7 +362,15 @@ def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
     return weights * counts.sum() / (weights * counts).sum()
 
 
-def _dataset(split: _Split, config: TrainConfig, *, training: bool):
+def _preprocessing(backbone: str, *, gray: bool) -> Preprocessing:
+    """The backbone's preprocessing; gray input too when every training face is gray."""
+    from fer8.backbones import BACKBONES
+
+    return replace(BACKBONES[backbone], grayscale=gray)
+
+
+def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *,
+             training: bool):
     """A tf.data pipeline over the in-memory crops.
 
     Batches of indices are shuffled and gathered from the uint8 array (no decoding per
@@ -369,10 +380,8 @@ def _dataset(split: _Split, config: TrainConfig, *, training: bool):
     import tensorflow as tf
 
     from fer8.augment import augment_batch
-    from fer8.backbones import BACKBONES
 
     images = split.images
-    preprocessing = BACKBONES[config.backbone]
     size = config.image_size
 
     def gather(indices):
@@ -463,9 +472,11 @@ class _RunRecorder(keras.callbacks.Callback):
     """Every epoch: history row, checkpoint, best model, curves, early stopping."""
 
     def __init__(self, run_dir: Path, config: TrainConfig, labels: tuple[str, ...],
-                 state: dict, train_split: _Split, val_split: _Split) -> None:
+                 state: dict, train_split: _Split, val_split: _Split,
+                 preprocessing: Preprocessing) -> None:
         super().__init__()
         self.run_dir = run_dir
+        self.preprocessing = preprocessing
         self.config = config
         self.labels = labels
         self.state = dict(state)
@@ -513,12 +524,12 @@ class _RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _save_model(self, row: Mapping[str, Any]) -> None:
-        from fer8.backbones import BACKBONES
         from fer8.modelfile import ModelSpec, save_model, with_precision
 
         spec = ModelSpec(
             labels=self.labels, input_size=self.config.image_size,
-            preprocessing=BACKBONES[self.config.backbone], backbone=self.config.backbone,
+            preprocessing=self.preprocessing,
+            backbone=self.config.backbone,
             name=self.run_dir.name,
             metadata={"data": self.data_summary, "epoch": row["epoch"],
                       "validation": {"accuracy": row["val_accuracy"], "loss": row["val_loss"]},
