@@ -98,8 +98,8 @@ def time_folding(model, repeats: int) -> dict[str, dict[str, float]]:
     size = model.spec.input_size
     crop = np.random.default_rng(0).integers(0, 255, (1, size, size, 3), np.uint8)
     batch = model.spec.preprocessing.apply(crop)
-    runs = {"folded": inference_function(model.keras_model, size),
-            "unfolded": inference_function(model.keras_model, size, fold=False)}
+    # The model already runs folded; only the unfolded function is built here.
+    runs = {"folded": model, "unfolded": inference_function(model.keras_model, size, fold=False)}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(2 * repeats):
         for name, run in runs.items():
