@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="ba9fcc02858486972663f38e23e971e13428fc89ef25d45c4679b953e78bd3bc",
+        sha256="c38362554ae725cbd50b05ad56acd175fb40fe2cf968b14835f9c5638321e61b",
         bundled="default.fer8",
         description="ResNet50 (ImageNet start) trained on FER+ with fer8 train; 7 classes, "
                     "no worry; non-commercial research use (see MODEL_CARD.md)",
