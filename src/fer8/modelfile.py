@@ -145,7 +145,10 @@ def save_model(keras_model: keras.Model, spec: ModelSpec, path: str | os.PathLik
 
     Args:
         compact: Store kernels as float16 (half the size; for shipping). Predictions
-            change by about 1e-3 in probability.
+            change by about 1e-3 in probability. A compact file is byte-for-byte the
+            same for the same network and spec (its members carry a fixed date), so
+            ``scripts/train_default.sh`` reproduces the bundled model's SHA-256; a full
+            file embeds Keras's save time.
     """
     _check_compatible(keras_model, spec)
     path = Path(path)
@@ -154,19 +157,29 @@ def save_model(keras_model: keras.Model, spec: ModelSpec, path: str | os.PathLik
         keras_model = _without_optimizer(keras_model)
     partial = path.with_name(path.name + ".partial")
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(partial, "w") as archive:
-        archive.writestr(SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2))
+        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
         if compact:
-            archive.writestr(NETWORK_MEMBER, keras_model.to_json())
+            _write_member(archive, NETWORK_MEMBER, keras_model.to_json().encode())
             weights = Path(tmp) / WEIGHTS_MEMBER
             np.savez_compressed(weights, *[_compact(w) for w in keras_model.get_weights()])
-            archive.write(weights, WEIGHTS_MEMBER, compress_type=zipfile.ZIP_STORED)
+            _write_member(archive, WEIGHTS_MEMBER, weights.read_bytes(), stored=True)
         else:
             inner = Path(tmp) / KERAS_MEMBER
             keras_model.save(inner)
             # model.keras is already a compressed zip: store it as is.
-            archive.write(inner, KERAS_MEMBER, compress_type=zipfile.ZIP_STORED)
+            _write_member(archive, KERAS_MEMBER, inner.read_bytes(), stored=True)
     os.replace(partial, path)
     return path
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, data: bytes, *,
+                  stored: bool = False) -> None:
+    """Add ``data`` as ``name`` with a fixed date (zip's earliest), so that the same
+    content always makes the same archive bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16  # rw-r--r--, instead of writestr's default of none
+    archive.writestr(info, data)
 
 
 def _compact(array: NDArray) -> NDArray:

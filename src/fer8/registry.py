@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="c38362554ae725cbd50b05ad56acd175fb40fe2cf968b14835f9c5638321e61b",
+        sha256="d2317b54b0f83f53fedb56a366d12bd0a23fa3fea9663208af631fcce2c80291",
         bundled="default.fer8",
         description="ResNet50 (ImageNet start) trained on FER+ with fer8 train; 7 classes, "
                     "no worry; non-commercial research use (see MODEL_CARD.md)",
