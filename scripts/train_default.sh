@@ -24,6 +24,7 @@ weights=${2:?$usage}
 run=${3:-runs/default}
 
 # fer8 train OUT ARGS...: a new run in OUT, or the run already there continued.
+# ARGS come after the common flags, so a stage's own value of a flag wins.
 train() {
     local out=$1
     shift
