@@ -39,11 +39,11 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
     parts = []
     for start in range(0, len(batch), batch_size):
         chunk = batch[start:start + batch_size]
-        if flip:
-            both = model(model.spec.preprocessing.apply(np.concatenate([chunk, chunk[:, :, ::-1]])))
-            parts.append((both[:len(chunk)] + both[len(chunk):]) / 2)
-        else:
-            parts.append(model(model.spec.preprocessing.apply(chunk)))
+        n = len(chunk)
+        if flip:  # one forward pass over the faces and their mirror images
+            chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
+        out = model(model.spec.preprocessing.apply(chunk))
+        parts.append((out[:n] + out[n:]) / 2 if flip else out)
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 

@@ -27,6 +27,12 @@ logger = logging.getLogger("fer8")
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
+_flip_option = click.option(
+    "--flip", is_flag=True,
+    help="Also classify each face mirrored and average: slightly more accurate, "
+         "twice the network's work.")
+
 
 def _handle_errors(command: Callable[..., int]) -> Callable[..., int]:
     """Turn fer8's errors into one line on stderr (a traceback too with -v)."""
@@ -105,9 +111,7 @@ def _import_tensorflow_quietly() -> None:
               help="Faces per forward pass of the model.")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True, help="bfloat16 is faster in batches on CPUs with AVX512-BF16.")
-@click.option("--flip", is_flag=True,
-              help="Also classify each face mirrored and average: slightly more accurate, "
-                   "twice the network's work.")
+@_flip_option
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal and "
                    "stdout is not).")
@@ -292,9 +296,7 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True)
-@click.option("--flip", is_flag=True,
-              help="Also classify each face mirrored and average: slightly more accurate, "
-                   "twice the network's work.")
+@_flip_option
 @_handle_errors
 def evaluate(data: Path, model: str | None, out_dir: Path | None, fmt: str | None, split: str,
              batch_size: int, precision: str, flip: bool) -> None:

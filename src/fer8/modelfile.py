@@ -147,8 +147,8 @@ def save_model(keras_model: keras.Model, spec: ModelSpec, path: str | os.PathLik
         compact: Store kernels as float16 (half the size; for shipping). Predictions
             change by about 1e-3 in probability. A compact file is byte-for-byte the
             same for the same network and spec (its members carry a fixed date), so
-            ``scripts/train_default.sh`` reproduces the bundled model's SHA-256; a full
-            file embeds Keras's save time.
+            repacking a run reproduces its SHA-256; a full file embeds Keras's save
+            time.
     """
     _check_compatible(keras_model, spec)
     path = Path(path)
