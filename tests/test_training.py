@@ -159,19 +159,59 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
     assert int(checkpoint.optimizer.iterations) == 3 * 3  # 6 images / batch 2
 
 
+def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
+        tiny_data, tmp_path, monkeypatch):
+    """Data order, augmentation and dropout are seeded by step, not by process state, so
+    a run stopped after epoch 1 and resumed equals the same run in one go, weight for
+    weight (and so does a rerun of the same command)."""
+    import keras
+
+    from fer8 import training
+
+    def run(out: str, *extra: str, exit_code: int = 0):
+        result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
+                                          str(tmp_path / out), "--epochs", "2",
+                                          "--cache", str(tmp_path / "cache"), *extra])
+        assert result.exit_code == exit_code, result.output
+        return keras.saving.load_model(tmp_path / out / "checkpoint.keras").get_weights()
+
+    straight = run("straight", *TRAIN_ARGS)
+
+    real_begin = training._RunRecorder.on_epoch_begin
+
+    def stop_before_second(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        real_begin(self, epoch, logs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training._RunRecorder, "on_epoch_begin", stop_before_second)
+        run("resumed", *TRAIN_ARGS, exit_code=130)
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 1
+    resumed = run("resumed", "--resume")
+
+    assert len(resumed) == len(straight)
+    for resumed_array, straight_array in zip(resumed, straight):
+        np.testing.assert_array_equal(resumed_array, straight_array)
+
+
 def test_augmentation_keeps_shape_and_range():
     import tensorflow as tf
 
     from fer8.augment import Augmentation, augment_batch
 
     images = tf.random.uniform([8, 32, 32, 3], 0, 255)
-    out = augment_batch(images, Augmentation()).numpy()
+    seed = tf.constant([0, 5], tf.int64)
+    out = augment_batch(images, Augmentation(), seed).numpy()
     assert out.shape == (8, 32, 32, 3) and out.min() >= 0 and out.max() <= 255
     assert not np.allclose(out, images.numpy())
+    # Stateless: the same seed gives the same batch, another seed another one.
+    np.testing.assert_array_equal(augment_batch(images, Augmentation(), seed).numpy(), out)
+    assert not np.allclose(augment_batch(images, Augmentation(), seed + 1).numpy(), out)
 
     flip_only = Augmentation(flip=1.0, rotation=0, scale=0, shift=0, brightness=0, contrast=0,
                              grayscale=0, low_resolution=0, blur=0)
-    flipped = augment_batch(images, flip_only).numpy()
+    flipped = augment_batch(images, flip_only, seed).numpy()
     np.testing.assert_allclose(flipped, images.numpy()[:, :, ::-1], atol=1e-3)
 
 

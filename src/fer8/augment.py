@@ -5,7 +5,10 @@ Aligned crops already agree on where the eyes are, so geometric changes stay sma
 loss are larger: users' photos range from studio portraits to 48-pixel faces in group
 shots, and FER2013 is low-resolution grayscale, so each side must look like the other.
 
-All functions take and return float32 RGB batches in 0-255.
+All functions take and return float32 RGB batches in 0-255. Every random draw is
+stateless, derived from the seed passed in, so a batch augmented twice with the same
+seed comes out the same bit for bit: that is what makes a training run repeatable, and
+a resumed run identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -41,42 +44,69 @@ class Augmentation:
     blur: float = 0.2
 
 
-def augment_batch(images, augmentation: Augmentation, seed=None):
-    """Augment a batch (N, S, S, 3) of float32 RGB crops; every image gets its own draw."""
+def augment_batch(images, augmentation: Augmentation, seed):
+    """Augment a batch (N, S, S, 3) of float32 RGB crops; every image gets its own draw.
+
+    Args:
+        images: The batch.
+        augmentation: How strongly to augment.
+        seed: A shape (2,) integer tensor; ``fer8 train`` passes (run seed, step), so
+            each step's batch has its own draws and a rerun has the same ones.
+    """
     import tensorflow as tf
 
     a = augmentation
+    draw = _Draws(seed)
     n = tf.shape(images)[0]
     size = images.shape[1]
 
     def chance(p):
-        return tf.random.uniform([n]) < p
+        return draw.uniform([n]) < p
 
     def where(mask, changed, original):
         return tf.where(mask[:, None, None, None], changed, original)
 
     images = where(chance(a.flip), tf.image.flip_left_right(images), images)
-    images = _affine(images, a, n, size)
+    images = _affine(images, a, n, size, draw)
     gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
     images = where(chance(a.grayscale), gray, images)
-    images = where(chance(a.low_resolution), _low_resolution(images, size), images)
-    images = where(chance(a.blur), _blur(images, size), images)
+    images = where(chance(a.low_resolution), _low_resolution(images, size, draw), images)
+    images = where(chance(a.blur), _blur(images, size, draw), images)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    contrast = tf.random.uniform([n, 1, 1, 1], 1 - a.contrast, 1 + a.contrast)
-    brightness = tf.random.uniform([n, 1, 1, 1], -a.brightness, a.brightness) * 255.0
+    contrast = draw.uniform([n, 1, 1, 1], 1 - a.contrast, 1 + a.contrast)
+    brightness = draw.uniform([n, 1, 1, 1], -a.brightness, a.brightness) * 255.0
     images = (images - mean) * contrast + mean + brightness
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
-def _affine(images, a: Augmentation, n, size: int):
+class _Draws:
+    """Stateless uniform draws, each from its own seed folded out of one batch seed.
+
+    The k-th draw made while building the graph always uses ``fold_in(seed, k)``, so the
+    same batch seed gives the same numbers however tf.data schedules the batches.
+    """
+
+    def __init__(self, seed):
+        self._seed = seed
+        self._count = 0
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
+        import tensorflow as tf
+
+        self._count += 1
+        seed = tf.random.experimental.stateless_fold_in(self._seed, self._count)
+        return tf.random.stateless_uniform(shape, seed, low, high)
+
+
+def _affine(images, a: Augmentation, n, size: int, draw: _Draws):
     """Random rotation, zoom and shift about the centre; the outside is black, as in
     aligned crops of faces at a photo's edge."""
     import tensorflow as tf
 
-    angle = tf.random.uniform([n], -a.rotation, a.rotation) * (math.pi / 180.0)
-    zoom = tf.random.uniform([n], 1 - a.scale, 1 + a.scale)
-    dx = tf.random.uniform([n], -a.shift, a.shift) * size
-    dy = tf.random.uniform([n], -a.shift, a.shift) * size
+    angle = draw.uniform([n], -a.rotation, a.rotation) * (math.pi / 180.0)
+    zoom = draw.uniform([n], 1 - a.scale, 1 + a.scale)
+    dx = draw.uniform([n], -a.shift, a.shift) * size
+    dy = draw.uniform([n], -a.shift, a.shift) * size
     c = (size - 1) / 2.0
     # Output pixel p maps to input pixel R(-angle) (p - c - d) / zoom + c.
     cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
@@ -91,20 +121,20 @@ def _affine(images, a: Augmentation, n, size: int):
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
 
 
-def _low_resolution(images, size: int):
+def _low_resolution(images, size: int, draw: _Draws):
     """Shrink to a random 1/5-1/2 of the side (one draw per batch) and enlarge back."""
     import tensorflow as tf
 
-    small = tf.cast(tf.round(size * tf.random.uniform([], 0.2, 0.5)), tf.int32)
+    small = tf.cast(tf.round(size * draw.uniform([], 0.2, 0.5)), tf.int32)
     shrunk = tf.image.resize(images, [small, small], method="area")
     return tf.image.resize(shrunk, [size, size], method="bilinear")
 
 
-def _blur(images, size: int):
+def _blur(images, size: int, draw: _Draws):
     """Gaussian blur with a random sigma (one draw per batch), scaled to the crop size."""
     import tensorflow as tf
 
-    sigma = tf.random.uniform([], 0.5, 1.5) * (size / 224.0)
+    sigma = draw.uniform([], 0.5, 1.5) * (size / 224.0)
     radius = max(1, math.ceil(1.5 * size / 224.0 * 2))
     x = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-(x ** 2) / (2.0 * sigma ** 2))

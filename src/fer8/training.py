@@ -189,7 +189,10 @@ def train(
     run_dir = Path(run_dir)
     config, state = _open_run(config, run_dir, resume)
     _set_precision(config.precision)
-    keras.utils.set_random_seed(config.seed + state["epochs_done"])
+    # The seed fixes the new layers' initial weights; the data order, augmentation and
+    # dropout are seeded by (seed, epoch or step), so a resumed run goes on exactly as
+    # an uninterrupted one would have.
+    keras.utils.set_random_seed(config.seed)
 
     train_data = read_dataset(config.data, split="train")
     val_data = read_dataset(config.val, split="val") if config.val else None
@@ -217,11 +220,12 @@ def train(
         model = _build_model(config, labels, steps)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
     preprocessing = _preprocessing(config.backbone, gray=train_split.images.shape[-1] == 1)
-    train_ds = _dataset(train_split, config, preprocessing, training=True)
+    train_ds = _dataset(train_split, config, preprocessing, training=True,
+                        start_step=state["epochs_done"] * steps)
     val_ds = _dataset(val_split, config, preprocessing, training=False)
 
     recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
-    callbacks = [recorder, *callbacks]
+    callbacks = [recorder, _RepeatableDropout(config.seed, steps), *callbacks]
     interrupted = False
     with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
         try:
@@ -370,12 +374,17 @@ def _preprocessing(backbone: str, *, gray: bool) -> Preprocessing:
 
 
 def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *,
-             training: bool):
+             training: bool, start_step: int = 0):
     """A tf.data pipeline over the in-memory crops.
 
-    Batches of indices are shuffled and gathered from the uint8 array (no decoding per
-    epoch), augmented as whole batches, preprocessed and prefetched, so the input side
-    costs a few percent of a ResNet50 step.
+    Batches of indices are gathered from the uint8 array (no decoding per epoch),
+    augmented as whole batches, preprocessed and prefetched, so the input side costs a
+    few percent of a ResNet50 step.
+
+    For training, the order is a fresh permutation per pass over the data, drawn from
+    (seed, pass), and each batch is augmented with the seed (seed, step): the batch of
+    step k is the same in every run with the same data and config, including a run
+    resumed at ``start_step`` (the steps before it are skipped as indices, uncomputed).
     """
     import tensorflow as tf
 
@@ -383,31 +392,41 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
 
     images = split.images
     size = config.image_size
+    seed = tf.constant(config.seed, tf.int64)
 
     def gather(indices):
         return images[indices]
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops; nothing for AutoGraph to do
-    def load(indices):
+    def load(indices, step=None):
         batch = tf.numpy_function(gather, [indices], tf.uint8, stateful=False)
         batch = tf.reshape(batch, [-1, size, size, images.shape[-1]])
         batch = tf.cast(batch, tf.float32)
         if images.shape[-1] == 1:
             batch = tf.image.grayscale_to_rgb(batch)
-        if training:
-            batch = augment_batch(batch, config.augmentation)
+        if step is not None:
+            batch = augment_batch(batch, config.augmentation, tf.stack([seed, step]))
         batch = preprocessing.apply_tensor(batch)
         return (batch, tf.gather(split.targets, indices), tf.gather(split.weights, indices))
 
-    indices = tf.data.Dataset.range(len(images))
-    if training:
-        indices = indices.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
-        indices = indices.repeat()
-    dataset = indices.batch(config.batch_size, drop_remainder=training)
-    options = tf.data.Options()
-    options.deterministic = False
-    return (dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE).with_options(options))
+    if not training:
+        dataset = tf.data.Dataset.range(len(images)).batch(config.batch_size).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def permutation(epoch):
+        # Random int64 keys: ties, which an unstable sort could order either way, are
+        # all but impossible. Fold-in value 0 keeps these apart from augmentation's seeds.
+        keys_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, epoch]), 0)
+        keys = tf.random.stateless_uniform([len(images)], keys_seed, None, None, tf.int64)
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
+
+    order = tf.data.Dataset.counter().flat_map(permutation)
+    batches = order.batch(config.batch_size, drop_remainder=True).skip(start_step)
+    steps = tf.data.Dataset.counter(start_step)
+    # Parallel but in order (tf.data's default), so the model sees batch k at step k.
+    return (tf.data.Dataset.zip(batches, steps).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int):
@@ -466,6 +485,27 @@ def _stage(layer_name: str) -> int | None:
     ``conv3_2_1x1_reduce``, ``pool1_pool``); None for layers outside the stages."""
     match = re.match(r"(?:conv|pool)(\d)_", layer_name)
     return int(match.group(1)) if match else None
+
+
+class _RepeatableDropout(keras.callbacks.Callback):
+    """Sets each dropout seed generator to where an uninterrupted run has it.
+
+    Keras does not store seed generators in checkpoints, so a resumed run would
+    otherwise draw other dropout masks than the run it continues. Each generator's
+    state is (seed + its index, step); dropout advances the step once per batch.
+    """
+
+    def __init__(self, seed: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.seed = seed
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        generators = [v for v in self.model.non_trainable_variables
+                      if v.name == "seed_generator_state"]
+        for index, state in enumerate(generators):
+            state.assign(np.array([self.seed + index, epoch * self.steps_per_epoch],
+                                  dtype=state.dtype))
 
 
 class _RunRecorder(keras.callbacks.Callback):
