@@ -4,7 +4,10 @@
 
 Checks that the packed model predicts like the original on random crops, and prints the
 SHA-256 to put into ``fer8.registry.MODELS``. The packed model is named after the
-destination file (``default``).
+destination file (``default``), and the training record it carries names the data and
+the model it started from by their last path parts only (``FER2013Train``,
+``stage2/model.fer8``): the shipped file then does not reveal the trainer's folders, and
+its SHA-256 does not depend on where the data and the runs were kept.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def main() -> None:
 
     original = read_model_file(args.source)
     # The shipped model is named after its file (the registry name), not the run folder.
-    spec = replace(original.spec, name=args.destination.stem)
+    spec = replace(original.spec, name=args.destination.stem,
+                   metadata=without_local_paths(original.spec.metadata))
     save_model(original.keras_model, spec, args.destination, compact=True)
     packed = read_model_file(args.destination)
 
@@ -47,6 +51,21 @@ def main() -> None:
     logger.info("largest probability difference on 64 random inputs: %.2e; same class: %.0f%%",
                 difference, 100 * agree)
     logger.info("sha256 %s", sha256_file(args.destination))
+
+
+def without_local_paths(metadata: dict) -> dict:
+    """``metadata`` with every path cut to its last part (the data folders) or last two
+    (``init_model``: the stage and its file)."""
+    keep = {"path": 1, "data": 1, "val": 1, "backbone_weights": 1, "init_model": 2}
+
+    def trim(key, value):
+        if isinstance(value, dict):
+            return {k: trim(k, v) for k, v in value.items()}
+        if key in keep and isinstance(value, str):
+            return "/".join(Path(value).parts[-keep[key]:])
+        return value
+
+    return trim(None, metadata)
 
 
 if __name__ == "__main__":

@@ -414,10 +414,10 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
             load, num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def permutation(epoch):
+    def permutation(data_pass):
         # Random int64 keys: ties, which an unstable sort could order either way, are
         # all but impossible. Fold-in value 0 keeps these apart from augmentation's seeds.
-        keys_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, epoch]), 0)
+        keys_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, data_pass]), 0)
         keys = tf.random.stateless_uniform([len(images)], keys_seed, None, None, tf.int64)
         return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
 
