@@ -23,13 +23,10 @@
 # than replaying the previous stage's draws.
 # Then stage 3's best epoch is packed compactly into MODEL_OUT
 # (default src/fer8/models/default.fer8).
+#
+# The work is one function, parsed whole before it runs, and the line that calls it also
+# exits, so editing this file while a run is under way (hours) cannot derail that run.
 set -euo pipefail
-
-usage="usage: scripts/train_default.sh FERPLUS_DIR IMAGENET_WEIGHTS [RUN_DIR [MODEL_OUT]]"
-data=${1:?$usage}
-weights=${2:?$usage}
-run=${3:-runs/default}
-model_out=${4:-src/fer8/models/default.fer8}
 
 # fer8 train OUT ARGS...: a new run in OUT, or the run already there continued.
 # ARGS come after the common flags, so a stage's own value of a flag wins.
@@ -45,10 +42,29 @@ train() {
         --warmup-epochs 0.3 --patience 3 "$@" "${resume[@]}"
 }
 
-train "$run/stage1" --seed 0 --backbone-weights "$weights" --freeze-stages 2 \
-    --epochs 3 --learning-rate 3e-4
-train "$run/stage2" --seed 1 --init-model "$run/stage1/model.fer8" --freeze-stages 0 \
-    --epochs 4 --learning-rate 1e-4
-train "$run/stage3" --seed 2 --init-model "$run/stage2/model.fer8" --freeze-stages 0 \
-    --epochs 1 --learning-rate 3e-5 --warmup-epochs 0.1
-python "$(dirname "$0")/pack_model.py" "$run/stage3/model.fer8" "$model_out"
+main() {
+    local usage="usage: scripts/train_default.sh FERPLUS_DIR IMAGENET_WEIGHTS [RUN_DIR [MODEL_OUT]]"
+    local data=${1:?$usage}  # read by train(): bash scoping is dynamic
+    local weights=${2:?$usage}
+    local run=${3:-runs/default}
+    local model_out=${4:-src/fer8/models/default.fer8}
+
+    train "$run/stage1" --seed 0 --backbone-weights "$weights" --freeze-stages 2 \
+        --epochs 3 --learning-rate 3e-4
+    train "$run/stage2" --seed 1 --init-model "$run/stage1/model.fer8" --freeze-stages 0 \
+        --epochs 4 --learning-rate 1e-4
+    train "$run/stage3" --seed 2 --init-model "$run/stage2/model.fer8" --freeze-stages 0 \
+        --epochs 1 --learning-rate 3e-5 --warmup-epochs 0.1
+    python "$(dirname "$0")/pack_model.py" "$run/stage3/model.fer8" "$model_out"
+    python - "$model_out" <<'PY'
+import sys
+
+from fer8.registry import MODELS, sha256_file
+
+digest, bundled = sha256_file(sys.argv[1]), MODELS["default"].sha256
+verdict = "the same as" if digest == bundled else "not the same file as"
+print(f"{sys.argv[1]}: sha256 {digest}, {verdict} the bundled default ({bundled[:12]}…)")
+PY
+}
+
+main "$@"; exit
