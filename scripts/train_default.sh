@@ -62,10 +62,8 @@ main() {
 import json
 import sys
 
-# The run with the highest best_val_accuracy; a tie keeps the earlier stage.
-runs = sys.argv[1:]
-scores = [json.load(open(f"{run}/state.json"))["best_val_accuracy"] for run in runs]
-print(runs[max(range(len(runs)), key=lambda i: (scores[i], -i))])
+# The run with the highest best_val_accuracy (max keeps the earlier stage on a tie).
+print(max(sys.argv[1:], key=lambda run: json.load(open(f"{run}/state.json"))["best_val_accuracy"]))
 PY
 )
     echo "packing $best (the best on FER+ Valid of stages 2 and 3)"
