@@ -3,7 +3,8 @@
     python scripts/pack_model.py runs/default/model.fer8 src/fer8/models/default.fer8
 
 Checks that the packed model predicts like the original on random crops, and prints the
-SHA-256 to put into ``fer8.registry.MODELS``. The packed model is named after the
+SHA-256 to put into ``fer8.registry.MODELS`` (and whether it is the file registered
+under that name already). The packed model is named after the
 destination file (``default``), and the training record it carries names the data and
 the model it started from by their last path parts only (``FER2013Train``,
 ``stage2/model.fer8``): the shipped file then does not reveal the trainer's folders, and
@@ -23,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from fer8.modelfile import read_model_file, save_model
-from fer8.registry import sha256_file
+from fer8.registry import MODELS, sha256_file
 
 logger = logging.getLogger("pack_model")
 
@@ -50,7 +51,14 @@ def main() -> None:
                 args.destination, args.destination.stat().st_size / 1e6)
     logger.info("largest probability difference on 64 random inputs: %.2e; same class: %.0f%%",
                 difference, 100 * agree)
-    logger.info("sha256 %s", sha256_file(args.destination))
+    digest = sha256_file(args.destination)
+    registered = MODELS.get(spec.name)
+    if registered is None:
+        logger.info("sha256 %s", digest)
+    else:  # say whether the file is the one the registry (and the package) has
+        verdict = "the same as" if digest == registered.sha256 else "not the same file as"
+        logger.info("sha256 %s, %s the registered %r (%s…)", digest, verdict, spec.name,
+                    registered.sha256[:12])
 
 
 def without_local_paths(metadata: dict) -> dict:

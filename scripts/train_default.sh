@@ -67,16 +67,8 @@ print(max(sys.argv[1:], key=lambda run: json.load(open(f"{run}/state.json"))["be
 PY
 )
     echo "packing $best (the best on FER+ Valid of stages 2 and 3)"
+    # pack_model.py also says whether the packed file is the one registered (bundled)
     python "$(dirname "$0")/pack_model.py" "$best/model.fer8" "$model_out"
-    python - "$model_out" <<'PY'
-import sys
-
-from fer8.registry import MODELS, sha256_file
-
-digest, bundled = sha256_file(sys.argv[1]), MODELS["default"].sha256
-verdict = "the same as" if digest == bundled else "not the same file as"
-print(f"{sys.argv[1]}: sha256 {digest}, {verdict} the bundled default ({bundled[:12]}…)")
-PY
 }
 
 main "$@"; exit
