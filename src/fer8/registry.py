@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="d2317b54b0f83f53fedb56a366d12bd0a23fa3fea9663208af631fcce2c80291",
+        sha256="23036364bb7df833da74a50920a28496b381264e2ce75b629851d9f353593fac",
         bundled="default.fer8",
         description="ResNet50 (ImageNet start) trained on FER+ with fer8 train; 7 classes, "
                     "no worry; non-commercial research use (see MODEL_CARD.md)",
