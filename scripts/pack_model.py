@@ -1,13 +1,13 @@
 """Pack a trained model compactly (float16 kernels) for shipping inside the package.
 
-    python scripts/pack_model.py runs/default/model.fer8 src/fer8/models/default.fer8
+    python scripts/pack_model.py runs/default/stage2/model.fer8 src/fer8/models/default.fer8
 
 Checks that the packed model predicts like the original on random crops, and prints the
 SHA-256 to put into ``fer8.registry.MODELS`` (and whether it is the file registered
 under that name already). The packed model is named after the
 destination file (``default``), and the training record it carries names the data and
 the model it started from by their last path parts only (``FER2013Train``,
-``stage2/model.fer8``): the shipped file then does not reveal the trainer's folders, and
+``stage1/model.fer8``): the shipped file then does not reveal the trainer's folders, and
 its SHA-256 does not depend on where the data and the runs were kept.
 """
 
