@@ -7,9 +7,10 @@
 # IMAGENET_WEIGHTS is resnet50_imagenet_notop.h5 (Keras's ImageNet ResNet50, no top).
 # Run it again after an interruption: each stage resumes at its next epoch, and a
 # finished stage is not trained again. Data order, augmentation and dropout are seeded
-# by step, so an interrupted and resumed run gives the same weights as one in one go,
-# and pack_model.py says whether the packed file is the bundled one. (A from-scratch
-# stage 1 has not yet matched the one the bundled file came from: MODEL_CARD.md.)
+# by step, so a resumed run goes on as one in one go would; pack_model.py says whether
+# the packed file is the bundled one. (TensorFlow's CPU kernels are not deterministic,
+# so a from-scratch stage 1 has not matched the one the bundled file came from:
+# MODEL_CARD.md.)
 #
 # Recipe (2-core CPU, no GPU; about 2.5 hours with bfloat16), two `fer8 train` runs at
 # 112 px (FER2013 faces are 48 px, so 224 adds no detail and costs 4x), both on FER+
