@@ -7,10 +7,9 @@
 # IMAGENET_WEIGHTS is resnet50_imagenet_notop.h5 (Keras's ImageNet ResNet50, no top).
 # Run it again after an interruption: each stage resumes at its next epoch, and a
 # finished stage is not trained again. Data order, augmentation and dropout are seeded
-# by step, so a resumed run goes on as one in one go would; pack_model.py says whether
-# the packed file is the bundled one. (TensorFlow's CPU kernels are not deterministic,
-# so a from-scratch stage 1 has not matched the one the bundled file came from:
-# MODEL_CARD.md.)
+# by step and TensorFlow runs its deterministic kernels, so a resumed run goes on as one
+# in one go would, and a rerun gives the same weights; pack_model.py says whether the
+# packed file is the bundled one (on another CPU the bytes may differ: MODEL_CARD.md).
 #
 # Recipe (2-core CPU, no GPU; about 2.5 hours with bfloat16), two `fer8 train` runs at
 # 112 px (FER2013 faces are 48 px, so 224 adds no detail and costs 4x), both on FER+
