@@ -108,6 +108,73 @@ def test_oversized_uploads_get_413_declared_or_streamed(api, astronaut_path):
     assert ok.status_code == 200
 
 
+class FakeUpload:
+    """An ASGI request body in chunks, recording the order of reads and the answer."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.events: list[str] = []
+
+    async def receive(self) -> dict:
+        body = self.chunks.pop(0)
+        self.events.append(f"read {len(body)}")
+        return {"type": "http.request", "body": body, "more_body": bool(self.chunks)}
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.events.append(f"answer {message['status']}")
+
+
+async def read_whole_body(scope, receive, send):
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize("headers", [[(b"content-length", b"1500000")], []],
+                         ids=["declared", "streamed"])
+def test_an_oversized_body_is_read_to_its_end_before_the_413(headers):
+    """The server closes the connection after a 413; closing it on unread upload bytes
+    makes the kernel send a reset, which once destroyed the 413's body before the client
+    read it (a CI failure: "peer closed connection ... expected 48")."""
+    import asyncio
+
+    from fer8.server import BodySizeLimit
+
+    upload = FakeUpload([bytes(300_000)] * 5)
+    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000)
+    asyncio.run(limit({"type": "http", "headers": headers}, upload.receive, upload.send))
+    assert upload.events == ["read 300000"] * 5 + ["answer 413"]
+
+
+@pytest.mark.parametrize("headers", [[(b"content-length", b"9000000")],
+                                     [(b"content-length", b"1200000"),
+                                      (b"expect", b"100-continue")]],
+                         ids=["beyond-drain", "100-continue"])
+def test_a_body_too_large_to_drain_or_not_yet_sent_is_refused_unread(headers):
+    import asyncio
+
+    from fer8.server import BodySizeLimit
+
+    upload = FakeUpload([bytes(300_000)] * 30)
+    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000, drain_bytes=2_000_000)
+    asyncio.run(limit({"type": "http", "headers": headers}, upload.receive, upload.send))
+    assert upload.events == ["answer 413"]
+
+
+def test_an_endless_stream_is_drained_only_up_to_the_cap():
+    import asyncio
+
+    from fer8.server import BodySizeLimit
+
+    upload = FakeUpload([bytes(300_000)] * 30)
+    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000, drain_bytes=2_000_000)
+    asyncio.run(limit({"type": "http", "headers": []}, upload.receive, upload.send))
+    # 4 reads cross the limit; 7 more pass the 2 MB drain cap; the other 19 stay unread.
+    assert upload.events == ["read 300000"] * 11 + ["answer 413"]
+
+
 def test_health_models_page_and_offline_docs(api):
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
     model = httpx.get(f"{api}/v1/models").json()

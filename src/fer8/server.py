@@ -118,31 +118,44 @@ def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
 class BodySizeLimit:
     """ASGI middleware: answer 413 as soon as a request body passes ``max_bytes``.
 
-    A declared ``Content-Length`` over the limit is refused before any of the body is
-    read; a chunked body is counted as it streams and refused when it crosses the
+    A declared ``Content-Length`` over the limit is refused before the body reaches the
+    application; a chunked body is counted as it streams and refused when it crosses the
     limit, so an oversized upload never sits in memory whole.
+
+    Before answering, the rest of the body is read and dropped, up to ``drain_bytes``
+    more. The server closes the connection after a 413, and closing a socket that still
+    holds unread upload bytes makes the kernel send a reset, which can destroy the 413
+    before the client has read it (Go's net/http drains for the same reason). A body too
+    large to drain, or one the client holds back until ``100 Continue``, is refused unread.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_bytes = 4 * max_bytes if drain_bytes is None else drain_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            holds_back = headers.get(b"expect", b"").lower() == b"100-continue"
+            if not holds_back and int(declared) <= self.max_bytes + self.drain_bytes:
+                await self._drain(receive)
             await self._refuse(send)
             return
         received = 0
+        body_read = False
         started = False
 
         async def limited_receive() -> dict:
-            nonlocal received
+            nonlocal received, body_read
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_read = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise _BodyTooLarge
             return message
@@ -156,7 +169,20 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
+                if not body_read:
+                    await self._drain(receive)
                 await self._refuse(send)
+
+    async def _drain(self, receive: Any) -> None:
+        """Read and drop what is left of the request body, at most ``drain_bytes`` of it."""
+        drained = 0
+        while drained <= self.drain_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client has gone
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _refuse(self, send: Any) -> None:
         body = json.dumps({"detail": f"upload larger than {self.max_bytes:,} bytes"}).encode()
