@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -17,7 +18,7 @@ import fer8  # noqa: E402
 from fer8.line import (NO_FACE_REPLY, UNREADABLE_REPLY, LineSettings, reply_text,  # noqa: E402
                        usage_text)
 from fer8.results import Box, Face, ImageResult  # noqa: E402
-from fer8.server import create_app  # noqa: E402
+from fer8.server import BodySizeLimit, create_app  # noqa: E402
 
 from conftest import LABELS  # noqa: E402
 from servers import (FakeLine, UvicornThread, image_message, message_event,  # noqa: E402
@@ -132,20 +133,21 @@ async def read_whole_body(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+def reads_and_answer(headers: list, chunks: int, **limits) -> list[str]:
+    """What BodySizeLimit does with an upload of ``chunks`` 300 kB chunks, in order."""
+    upload = FakeUpload([bytes(300_000)] * chunks)
+    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000, **limits)
+    asyncio.run(limit({"type": "http", "headers": headers}, upload.receive, upload.send))
+    return upload.events
+
+
 @pytest.mark.parametrize("headers", [[(b"content-length", b"1500000")], []],
                          ids=["declared", "streamed"])
 def test_an_oversized_body_is_read_to_its_end_before_the_413(headers):
     """The server closes the connection after a 413; closing it on unread upload bytes
     makes the kernel send a reset, which once destroyed the 413's body before the client
     read it (a CI failure: "peer closed connection ... expected 48")."""
-    import asyncio
-
-    from fer8.server import BodySizeLimit
-
-    upload = FakeUpload([bytes(300_000)] * 5)
-    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000)
-    asyncio.run(limit({"type": "http", "headers": headers}, upload.receive, upload.send))
-    assert upload.events == ["read 300000"] * 5 + ["answer 413"]
+    assert reads_and_answer(headers, 5) == ["read 300000"] * 5 + ["answer 413"]
 
 
 @pytest.mark.parametrize("headers", [[(b"content-length", b"9000000")],
@@ -153,26 +155,12 @@ def test_an_oversized_body_is_read_to_its_end_before_the_413(headers):
                                       (b"expect", b"100-continue")]],
                          ids=["beyond-drain", "100-continue"])
 def test_a_body_too_large_to_drain_or_not_yet_sent_is_refused_unread(headers):
-    import asyncio
-
-    from fer8.server import BodySizeLimit
-
-    upload = FakeUpload([bytes(300_000)] * 30)
-    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000, drain_bytes=2_000_000)
-    asyncio.run(limit({"type": "http", "headers": headers}, upload.receive, upload.send))
-    assert upload.events == ["answer 413"]
+    assert reads_and_answer(headers, 30, drain_bytes=2_000_000) == ["answer 413"]
 
 
 def test_an_endless_stream_is_drained_only_up_to_the_cap():
-    import asyncio
-
-    from fer8.server import BodySizeLimit
-
-    upload = FakeUpload([bytes(300_000)] * 30)
-    limit = BodySizeLimit(read_whole_body, max_bytes=1_000_000, drain_bytes=2_000_000)
-    asyncio.run(limit({"type": "http", "headers": []}, upload.receive, upload.send))
     # 4 reads cross the limit; 7 more pass the 2 MB drain cap; the other 19 stay unread.
-    assert upload.events == ["read 300000"] * 11 + ["answer 413"]
+    assert reads_and_answer([], 30, drain_bytes=2_000_000) == ["read 300000"] * 11 + ["answer 413"]
 
 
 def test_health_models_page_and_offline_docs(api):

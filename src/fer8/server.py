@@ -140,9 +140,10 @@ class BodySizeLimit:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        if size is not None and size > self.max_bytes:
             holds_back = headers.get(b"expect", b"").lower() == b"100-continue"
-            if not holds_back and int(declared) <= self.max_bytes + self.drain_bytes:
+            if not holds_back and size <= self.max_bytes + self.drain_bytes:
                 await self._drain(receive)
             await self._refuse(send)
             return
@@ -174,7 +175,8 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _drain(self, receive: Any) -> None:
-        """Read and drop what is left of the request body, at most ``drain_bytes`` of it."""
+        """Read and drop what is left of the request body, until it ends or more than
+        ``drain_bytes`` have been dropped."""
         drained = 0
         while drained <= self.drain_bytes:
             message = await receive()
