@@ -159,11 +159,13 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
     assert int(checkpoint.optimizer.iterations) == 3 * 3  # 6 images / batch 2
 
 
+@pytest.mark.parametrize("recipe", [[], ["--ema-momentum", "0.9"]], ids=["plain", "ema"])
 def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
-        tiny_data, tmp_path, monkeypatch):
+        tiny_data, tmp_path, monkeypatch, recipe):
     """Data order, augmentation and dropout are seeded by step, not by process state, so
     a run stopped after epoch 1 and resumed equals the same run in one go, weight for
-    weight (and so does a rerun of the same command)."""
+    weight and optimizer state for state (moments, and the moving average of the
+    weights where there is one); so does a rerun of the same command."""
     import keras
 
     from fer8 import training
@@ -173,9 +175,10 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
                                           str(tmp_path / out), "--epochs", "2",
                                           "--cache", str(tmp_path / "cache"), *extra])
         assert result.exit_code == exit_code, result.output
-        return keras.saving.load_model(tmp_path / out / "checkpoint.keras").get_weights()
+        model = keras.saving.load_model(tmp_path / out / "checkpoint.keras")
+        return model.get_weights() + [v.numpy() for v in model.optimizer.variables]
 
-    straight = run("straight", *TRAIN_ARGS)
+    straight = run("straight", *TRAIN_ARGS, *recipe)
 
     real_begin = training._RunRecorder.on_epoch_begin
 
@@ -186,13 +189,37 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
 
     with monkeypatch.context() as patch:
         patch.setattr(training._RunRecorder, "on_epoch_begin", stop_before_second)
-        run("resumed", *TRAIN_ARGS, exit_code=130)
+        run("resumed", *TRAIN_ARGS, *recipe, exit_code=130)
     assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 1
     resumed = run("resumed", "--resume")
 
     assert len(resumed) == len(straight)
     for resumed_array, straight_array in zip(resumed, straight):
         np.testing.assert_array_equal(resumed_array, straight_array)
+
+
+def test_with_ema_the_saved_model_is_the_moving_average_of_the_weights(tiny_data, tmp_path):
+    """--ema-momentum: validation and the saved model use the optimizer's average of the
+    weights, while the checkpoint keeps training the weights themselves."""
+    import keras
+
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
+                                      "--epochs", "1", "--ema-momentum", "0.5",
+                                      "--cache", str(tmp_path / "cache"), *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+
+    checkpoint = keras.saving.load_model(run_dir / "checkpoint.keras")
+    averages = [v.numpy() for v in checkpoint.optimizer._model_variables_moving_average]
+    trained = [v.numpy() for v in checkpoint.trainable_variables]
+    saved = [v.numpy() for v in fer8.load_model(run_dir / "model.fer8").keras_model
+             .trainable_variables]
+    assert len(saved) == len(averages) == len(trained)
+    for saved_array, average in zip(saved, averages):
+        np.testing.assert_array_equal(saved_array, average)
+    assert any(not np.array_equal(a, t) for a, t in zip(averages, trained))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["ema_momentum"] == 0.5
 
 
 def test_training_runs_on_deterministic_kernels(first_run):

@@ -222,6 +222,10 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Epochs of linear learning-rate warm-up.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.1, show_default=True)
+@click.option("--ema-momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True,
+              help="Validate and save an exponential moving average of the weights with "
+                   "this momentum (e.g. 0.999; 0: the weights themselves).")
 @click.option("--soft-labels", is_flag=True,
               help="Train on FER+ vote distributions instead of majority labels.")
 @click.option("--class-weighting", type=click.Choice(["sqrt", "balanced", "none"]),
@@ -242,7 +246,7 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
 def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epochs: int,
           batch_size: int, image_size: int, backbone: str, backbone_weights: str | None,
           init_model: Path | None, freeze_stages: int, learning_rate: float,
-          warmup_epochs: float, label_smoothing: float, soft_labels: bool,
+          warmup_epochs: float, label_smoothing: float, ema_momentum: float, soft_labels: bool,
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
           seed: int, resume: bool, cache: Path | None, workers: int) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
@@ -267,7 +271,7 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
         backbone_weights=backbone_weights,
         init_model=str(init_model.resolve()) if init_model else None,
         freeze_stages=freeze_stages, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing, soft_labels=soft_labels,
+        label_smoothing=label_smoothing, ema_momentum=ema_momentum, soft_labels=soft_labels,
         class_weighting=class_weighting, patience=patience, steps_per_epoch=steps_per_epoch,
         precision=precision, seed=seed)
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report

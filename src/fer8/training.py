@@ -75,6 +75,10 @@ class TrainConfig:
         learning_rate: Peak AdamW learning rate, reached after a warm-up and cosine-decayed.
         warmup_epochs: Length of the linear warm-up.
         weight_decay: AdamW decoupled weight decay.
+        ema_momentum: Keep an exponential moving average of the weights with this
+            momentum (0: none). Validation, the choice of the best epoch and the saved
+            model then use the average, which is less tied to the last few batches
+            than the weights themselves and so varies less from run to run.
         label_smoothing: For one-hot targets.
         soft_labels: Train on FER+ vote distributions instead of majority labels.
         class_weighting: ``sqrt`` (weights (n_max/n)^0.5), ``balanced`` (n_max/n) or ``none``.
@@ -99,6 +103,7 @@ class TrainConfig:
     learning_rate: float = 3e-4
     warmup_epochs: float = 1.0
     weight_decay: float = 1e-4
+    ema_momentum: float = 0.0
     label_smoothing: float = 0.1
     soft_labels: bool = False
     class_weighting: str = "sqrt"
@@ -115,6 +120,8 @@ class TrainConfig:
                              f"not {self.class_weighting!r}")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, not {self.precision!r}")
+        if not 0 <= self.ema_momentum < 1:
+            raise ValueError("ema_momentum must be at least 0 and below 1")
         if not 0 <= self.freeze_stages <= 5:
             raise ValueError("freeze_stages must be between 0 and 5")
         if self.val is None and not 0 < self.val_fraction < 1:
@@ -227,6 +234,8 @@ def train(
 
     recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
     callbacks = [recorder, _RepeatableDropout(config.seed, steps), *callbacks]
+    if config.ema_momentum:
+        callbacks.insert(0, _ValidateAveraged())
     interrupted = False
     with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
         try:
@@ -468,7 +477,9 @@ def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: 
         initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
         decay_steps=max(1, total_steps - warmup), alpha=0.01,
         warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(
+        schedule, weight_decay=config.weight_decay, use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum)
     smoothing = 0.0 if config.soft_labels else config.label_smoothing
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
@@ -522,6 +533,31 @@ class _RepeatableDropout(keras.callbacks.Callback):
         for index, state in enumerate(generators):
             state.assign(np.array([self.seed + index, epoch * self.steps_per_epoch],
                                   dtype=state.dtype))
+
+
+def _swap_in_average(model) -> None:
+    """Exchange the trained weights with the optimizer's moving average of them.
+
+    Calling it twice restores both exactly. (``keras.callbacks.SwapEMAWeights``, which
+    reads the same two private optimizer lists, swaps through sums and differences on
+    TensorFlow, which round the weights a little every time.)
+    """
+    optimizer = model.optimizer
+    for variable, average in zip(optimizer._trainable_variables,
+                                 optimizer._model_variables_moving_average):
+        value = variable.numpy()
+        variable.assign(average)
+        average.assign(value)
+
+
+class _ValidateAveraged(keras.callbacks.Callback):
+    """Validates the moving average of the weights (``ema_momentum``), not the weights."""
+
+    def on_test_begin(self, logs=None) -> None:
+        _swap_in_average(self.model)
+
+    def on_test_end(self, logs=None) -> None:
+        _swap_in_average(self.model)
 
 
 class _RunRecorder(keras.callbacks.Callback):
@@ -590,7 +626,14 @@ class _RunRecorder(keras.callbacks.Callback):
             metadata={"data": self.data_summary, "epoch": row["epoch"],
                       "validation": {"accuracy": row["val_accuracy"], "loss": row["val_loss"]},
                       "training": self.config.to_dict()})
-        save_model(with_precision(self.model, "float32"), spec, self.run_dir / MODEL_FILE)
+        averaged = bool(self.config.ema_momentum)
+        if averaged:  # the weights that were validated
+            _swap_in_average(self.model)
+        try:
+            save_model(with_precision(self.model, "float32"), spec, self.run_dir / MODEL_FILE)
+        finally:
+            if averaged:
+                _swap_in_average(self.model)
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
