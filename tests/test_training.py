@@ -264,6 +264,16 @@ def test_class_weights_soften_imbalance():
     assert (_class_weights(counts, "none") == 1).all()
 
 
+def test_the_training_step_is_compiled_on_jax_but_not_on_tensorflow(monkeypatch):
+    import keras
+
+    from fer8 import training
+
+    assert training._jit_compile() is False  # XLA makes CPU training slower on TensorFlow
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert training._jit_compile() == "auto"  # uncompiled JAX runs op by op
+
+
 def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path):
     from fer8.modelfile import read_model_file, save_model
 
