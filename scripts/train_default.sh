@@ -8,8 +8,10 @@
 # Run it again after an interruption: each stage resumes at its next epoch, and a
 # finished stage is not trained again. Data order, augmentation and dropout are seeded
 # by step and TensorFlow runs its deterministic kernels, so a resumed run goes on as one
-# in one go would, and a rerun gives the same weights; pack_model.py says whether the
-# packed file is the bundled one (on another CPU the bytes may differ: MODEL_CARD.md).
+# in one go would, and a rerun on the same kind of CPU gives the same weights
+# (scripts/compare_weights.py checks two runs); pack_model.py says whether the packed
+# file is the bundled one. On another kind of CPU the bits differ, and so does the
+# accuracy, within the recipe's run-to-run spread (MODEL_CARD.md).
 #
 # Recipe (2-core CPU, no GPU; about 2.5 hours with bfloat16), two `fer8 train` runs at
 # 112 px (FER2013 faces are 48 px, so 224 adds no detail and costs 4x), both on FER+
