@@ -29,15 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from fer8.modelfile import KERAS_MEMBER, WEIGHTS_MEMBER
+
 
 def read_arrays(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The network's arrays in storage order, and the optimizer's (empty if none)."""
     with zipfile.ZipFile(path) as archive:
         members = set(archive.namelist())
-        if "model.keras" in members:  # a full-precision .fer8: a Keras file inside
-            return read_arrays_from_keras(zipfile.ZipFile(io.BytesIO(archive.read("model.keras"))))
-        if "weights.npz" in members:  # a compact .fer8 (pack_model.py)
-            with np.load(io.BytesIO(archive.read("weights.npz"))) as stored:
+        if KERAS_MEMBER in members:  # a full-precision .fer8: a Keras file inside
+            inner = zipfile.ZipFile(io.BytesIO(archive.read(KERAS_MEMBER)))
+            return read_arrays_from_keras(inner)
+        if WEIGHTS_MEMBER in members:  # a compact .fer8 (pack_model.py)
+            with np.load(io.BytesIO(archive.read(WEIGHTS_MEMBER))) as stored:
                 return [stored[f"arr_{i}"] for i in range(len(stored.files))], []
         return read_arrays_from_keras(archive)  # a checkpoint.keras
 
