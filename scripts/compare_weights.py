@@ -37,8 +37,8 @@ def read_arrays(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     with zipfile.ZipFile(path) as archive:
         members = set(archive.namelist())
         if KERAS_MEMBER in members:  # a full-precision .fer8: a Keras file inside
-            inner = zipfile.ZipFile(io.BytesIO(archive.read(KERAS_MEMBER)))
-            return read_arrays_from_keras(inner)
+            with zipfile.ZipFile(io.BytesIO(archive.read(KERAS_MEMBER))) as inner:
+                return read_arrays_from_keras(inner)
         if WEIGHTS_MEMBER in members:  # a compact .fer8 (pack_model.py)
             with np.load(io.BytesIO(archive.read(WEIGHTS_MEMBER))) as stored:
                 return [stored[f"arr_{i}"] for i in range(len(stored.files))], []
