@@ -61,7 +61,8 @@ def align(
     Args:
         image: RGB ``uint8`` array (H, W, 3).
         box: The face box, in original-image pixels.
-        landmarks: dlib's 68 points for this face; fitted here when omitted.
+        landmarks: dlib's 68 points for this face; fitted here when omitted (taking
+            ``box`` as a box of the default detector, see :func:`fer8.landmarks`).
         size: Side of the square output, in pixels.
 
     Returns:

@@ -11,6 +11,7 @@ import functools
 import io
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -32,6 +33,48 @@ _flip_option = click.option(
     "--flip", is_flag=True,
     help="Also classify each face mirrored and average: slightly more accurate, "
          "twice the network's work.")
+
+
+def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--detector and the detection settings a user needs, for every command that
+    finds faces; the command receives them as one ``detection`` dict argument
+    (``{"detector": name, "detector_options": {...}}``)."""
+    from fer8.detection import DEFAULT_DETECTOR, DETECTORS
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, detector: str, min_face: int | None, detect_threshold: float | None,
+                haar_scale_factor: float | None, haar_min_neighbors: int | None,
+                **kwargs: Any) -> Any:
+        from fer8.detection import detector_options
+
+        try:
+            options = detector_options(detector, min_face=min_face, threshold=detect_threshold,
+                                       scale_factor=haar_scale_factor,
+                                       min_neighbors=haar_min_neighbors)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(*args, detection={"detector": detector, "detector_options": options},
+                       **kwargs)
+
+    options = [
+        click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR,
+                     show_default=True,
+                     help="Face detector: yunet (finds turned, tilted, dark faces) or haar "
+                          "(the original Haar cascade with a HOG check)."),
+        click.option("--min-face", type=click.IntRange(min=8), default=None, metavar="PIXELS",
+                     help="Smallest face searched for, in pixels of the photo (default: yunet 20, "
+                          "haar 48); larger is faster."),
+        click.option("--detect-threshold", type=float, default=None, metavar="SCORE",
+                     help="yunet: smallest face score kept, 0-1 (default 0.6); haar: the "
+                          "score dlib's HOG check needs to confirm a face (default 0)."),
+        click.option("--haar-scale-factor", type=click.FloatRange(min=1, min_open=True),
+                     default=None, help="haar: search window growth per step (default 1.2)."),
+        click.option("--haar-min-neighbors", type=click.IntRange(min=1), default=None,
+                     help="haar: overlapping hits that make a face (default 5)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def _handle_errors(command: Callable[..., int]) -> Callable[..., int]:
@@ -115,10 +158,11 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal and "
                    "stdout is not).")
+@_detector_options
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
-            precision: str, flip: bool, progress: bool | None) -> int:
+            precision: str, flip: bool, progress: bool | None, detection: dict) -> int:
     """Classify the expression of every face in images.
 
     PATHS are image files, folders (searched recursively for images) or - for one
@@ -133,7 +177,7 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         click.echo("fer8: error: no image files found in " + ", ".join(paths), err=True)
         sys.exit(EXIT_INPUT_FAILED)
     predictor = Predictor(model, precision=precision, max_faces=max_faces,
-                          batch_size=batch_size, flip=flip)
+                          batch_size=batch_size, flip=flip, **detection)
     writer = _writer(fmt, predictor.labels)
     # By default the bar shows only when results go elsewhere than the terminal
     # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
@@ -165,8 +209,10 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
               show_default=True, help="Larger uploads are refused with 413.")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True)
+@_detector_options
 @_handle_errors
-def serve(host: str, port: int, model: str | None, max_upload_mb: float, precision: str) -> None:
+def serve(host: str, port: int, model: str | None, max_upload_mb: float, precision: str,
+          detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -185,19 +231,23 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
     if _verbosity() < 2:
         _import_tensorflow_quietly()
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
-    predictor = Predictor(model, precision=precision)
+    predictor = Predictor(model, precision=precision, **detection)
     app = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                      line=LineSettings.from_env())
     run(app, host, port, log_level="debug" if _verbosity() > 1 else "info")
 
 
 @cli.command()
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Training data: class folders, a FER+ folder (label.csv) or fer2013.csv.")
+@click.option("--data", "sources", required=True, multiple=True, metavar="PATH[@SPLIT][:WEIGHT]",
+              help="Training data: class folders, a FER+ folder (label.csv), an ExpW folder "
+                   "(label.lst) or fer2013.csv. Repeat for several sources; @train or @val "
+                   "takes one side of the fixed split (by photo, film or subject); :WEIGHT "
+                   "draws each image that many times per epoch (e.g. expw@train:3).")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: checkpoints, model.fer8, history.csv, curves.png.")
-@click.option("--val", type=click.Path(exists=True, path_type=Path),
-              help="Validation data (default: --val-fraction of --data, per class).")
+@click.option("--val", "val_sources", multiple=True, metavar="PATH[@SPLIT]",
+              help="Validation data; repeat for several (the best epoch has the best mean "
+                   "accuracy over them). Default: --val-fraction of each --data, per class.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.1, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
@@ -242,13 +292,19 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
               help="Crop cache folder (default: crops/ in the fer8 cache, see FER8_HOME).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads detecting and aligning faces while preparing crops.")
+@click.option("--grayscale/--colour", "grayscale", default=None,
+              help="Whether the model sees faces in gray (default: gray when every training "
+                   "face is gray or --init-model's model is gray).")
+@_detector_options
 @_handle_errors
-def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epochs: int,
+def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
+          val_fraction: float, epochs: int,
           batch_size: int, image_size: int, backbone: str, backbone_weights: str | None,
           init_model: Path | None, freeze_stages: int, learning_rate: float,
           warmup_epochs: float, label_smoothing: float, ema_momentum: float, soft_labels: bool,
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
-          seed: int, resume: bool, cache: Path | None, workers: int) -> None:
+          seed: int, resume: bool, cache: Path | None, workers: int, grayscale: bool | None,
+          detection: dict) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -265,8 +321,9 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
         backbone_weights = str(Path(backbone_weights).resolve())
     config = TrainConfig(
         # Absolute paths: a resumed run may be started from another folder.
-        data=str(data.resolve()), val=str(val.resolve()) if val else None,
-        val_fraction=val_fraction,
+        data=tuple(map(_absolute, sources)),
+        val=tuple(map(_absolute, val_sources)) or None,
+        val_fraction=val_fraction, grayscale=grayscale, **detection,
         epochs=epochs, batch_size=batch_size, image_size=image_size, backbone=backbone,
         backbone_weights=backbone_weights,
         init_model=str(init_model.resolve()) if init_model else None,
@@ -287,12 +344,14 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
 
 
 @cli.command()
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Labelled data: class folders, a FER+ folder (label.csv) or fer2013.csv.")
+@click.option("--data", "sources", required=True, multiple=True, metavar="PATH[@SPLIT]",
+              help="Labelled data: class folders, a FER+ folder (label.csv), an ExpW folder "
+                   "(label.lst) or fer2013.csv; @train or @val for one side of the fixed "
+                   "split (by photo, film or subject). Repeat for several datasets.")
 @click.option("--model", "model", metavar="NAME|PATH",
               help="Model name or .fer8 file (default: the bundled model).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write evaluation.json and confusion_matrix.png here.")
+              help="Write evaluation.json and a confusion-matrix picture per dataset here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
               help="Default: table on a terminal, json otherwise.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
@@ -301,56 +360,112 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True)
 @_flip_option
+@_detector_options
 @_handle_errors
-def evaluate(data: Path, model: str | None, out_dir: Path | None, fmt: str | None, split: str,
-             batch_size: int, precision: str, flip: bool) -> None:
+def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
+             fmt: str | None, split: str, batch_size: int, precision: str, flip: bool,
+             detection: dict) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
-    Each image goes through the full fer8 predict pipeline and its largest face is
-    compared with the label; images without a face are counted as no_face.
+    Each image goes through the full fer8 predict pipeline and its largest face (or
+    the detected face matching a labelled box) is compared with the label; a face not
+    found counts as wrong. Datasets with labelled boxes (ExpW) also get a row for the
+    classifier alone on those boxes.
     """
     import json
 
-    from fer8.datasets import read_dataset
-    from fer8.evaluation import evaluate as run_evaluation
+    from fer8.datasets import parse_source
+    from fer8.evaluation import evaluate as run_evaluation, evaluate_labelled_boxes
     from fer8.predictor import Predictor
 
-    dataset = read_dataset(data, split=split)
+    datasets = [(source, source.read(fer2013_split=split))
+                for source in map(parse_source, sources)]
     if _verbosity() < 2:
         _import_tensorflow_quietly()
-    predictor = Predictor(model, precision=precision, batch_size=batch_size, flip=flip)
-    progress = _ProgressBar("evaluate", len(dataset.samples))
-    evaluation = run_evaluation(predictor, dataset, on_progress=progress)
-    progress.close()
-    report = {**evaluation.to_dict(), "model": predictor.model.spec.name,
-              "data": dataset.summary()}
+    predictor = Predictor(model, precision=precision, batch_size=batch_size, flip=flip,
+                          **detection)
+    rows = []  # (dataset name, framing, Evaluation, data summary)
+    for source, dataset in datasets:
+        progress = _ProgressBar(f"evaluate {source.name}", len(dataset.samples))
+        rows.append((source.name, "detected", run_evaluation(predictor, dataset,
+                                                             on_progress=progress),
+                     dataset.summary()))
+        progress.close()
+        if any(s.box is not None for s in dataset.samples):
+            progress = _ProgressBar(f"evaluate {source.name} (labelled boxes)",
+                                    sum(s.box is not None for s in dataset.samples))
+            rows.append((source.name, "labelled boxes",
+                         evaluate_labelled_boxes(predictor, dataset, on_progress=progress),
+                         dataset.summary()))
+            progress.close()
+    reports = [{"dataset": name, "faces": framing, **evaluation.to_dict(), "data": summary}
+               for name, framing, evaluation, summary in rows]
+    report: dict[str, Any] = (
+        {**reports[0], "model": predictor.model.spec.name} if len(reports) == 1
+        else {"model": predictor.model.spec.name, "detector": detection["detector"],
+              "datasets": reports})
     if out_dir is not None:
         from fer8.plots import plot_confusion
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-        plot_confusion(evaluation, out_dir / "confusion_matrix.png")
-        logger.info("wrote %s and %s", out_dir / "evaluation.json",
-                    out_dir / "confusion_matrix.png")
+        for name, framing, evaluation, _ in rows:
+            picture = out_dir / ("confusion_matrix.png" if len(rows) == 1 else
+                                 f"confusion_{_file_name(name, framing)}.png")
+            plot_confusion(evaluation, picture, title=f"{name} ({framing})")
+        logger.info("wrote %s and %d confusion-matrix pictures", out_dir / "evaluation.json",
+                    len(rows))
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(_evaluation_table(evaluation))
-    sys.exit(EXIT_INPUT_FAILED if evaluation.unreadable else EXIT_OK)
+        if len(rows) == 1:
+            click.echo(_per_class_table(rows[0][2]))
+        click.echo(_datasets_table(rows))
+    sys.exit(EXIT_INPUT_FAILED if any(row[2].unreadable for row in rows) else EXIT_OK)
 
 
-def _evaluation_table(evaluation) -> str:
+def _file_name(name: str, framing: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.@-]+", "_", f"{name}_{framing}").strip("_")
+
+
+def _per_class_table(evaluation) -> str:
     from fer8.labels import display_name
 
     lines = [f"{'class':<11} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for label, row in evaluation.per_class().items():
         lines.append(f"{display_name(label):<11} {row['precision']:>9.3f} {row['recall']:>7.3f} "
                      f"{row['f1']:>6.3f} {row['support']:>8d}")
-    lines.append(f"accuracy {evaluation.accuracy:.4f}  macro-F1 {evaluation.macro_f1:.4f}  "
-                 f"n {evaluation.n}  no face {evaluation.no_face}  "
-                 f"unreadable {evaluation.unreadable}")
+    return "\n".join(lines) + "\n"
+
+
+def _datasets_table(rows) -> str:
+    """One row per dataset and framing: the model's headline figures.
+
+    ``accuracy`` counts a face that was not found as wrong (``accuracy_all``)."""
+    width = max(len("dataset"), *(len(name) for name, *_ in rows))
+    lines = [f"{'dataset':<{width}}  {'faces':<14} {'n':>6} {'accuracy':>8} {'macro-F1':>8} "
+             f"{'missed':>6} {'unreadable':>10}"]
+    for name, framing, evaluation, _ in rows:
+        lines.append(f"{name:<{width}}  {framing:<14} {evaluation.n:>6d} "
+                     f"{evaluation.accuracy_all:>8.1%} {evaluation.macro_f1:>8.3f} "
+                     f"{evaluation.no_face:>6d} {evaluation.unreadable:>10d}")
     return "\n".join(lines)
+
+
+def _absolute(spec: str) -> str:
+    """A --data/--val spec with its path absolute; a missing path is a usage error."""
+    from dataclasses import replace
+
+    from fer8.datasets import DatasetError, parse_source
+
+    try:
+        source = parse_source(spec)
+    except DatasetError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not source.path.exists():
+        raise click.BadParameter(f"{source.path}: no such file or folder")
+    return str(replace(source, path=source.path.resolve()))
 
 
 class _ProgressBar:

@@ -2,8 +2,9 @@
 
 Detecting and aligning 30,000 images takes minutes, so each crop is written once to a
 content-addressed cache: the key is the SHA-256 of the image's bytes together with
-everything that shapes the crop (framing constants, crop size, photo or crop). A second
-run, or a run with other training settings, reads the PNGs back instead.
+everything that shapes the crop (framing constants, crop size, photo or crop, and for
+photos the detector and its settings and the labelled box). A second run, or a run with
+other training settings, reads the PNGs back instead.
 
 An image in which no face is found is remembered as such (an empty ``.none`` file) and
 counted; an unreadable image is reported by name and left out. Neither stops the run.
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,9 @@ from numpy.typing import NDArray
 
 from fer8 import alignment
 from fer8.datasets import Sample
-from fer8.detection import load_detectors
+from fer8.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.errors import Fer8Error
-from fer8.faces import face_from_crop, faces_in_photo
+from fer8.faces import face_from_crop, faces_in_photo, labelled_face
 from fer8.landmarking import load_landmark_model
 
 logger = logging.getLogger(__name__)
@@ -56,23 +57,37 @@ class PreparedCrops:
     status: Counter = field(default_factory=Counter)
 
 
-def settings_key(size: int = CROP_SIZE) -> str:
-    """A digest of everything that decides how a crop looks."""
-    settings = {"pipeline": PIPELINE_VERSION, "size": size, "eye_x": alignment.EYE_X,
-                "eye_y": alignment.EYE_Y, "margin": alignment.FALLBACK_MARGIN}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+def settings_key(size: int = CROP_SIZE, detector: Mapping | None = None) -> str:
+    """A digest of everything that decides how a crop looks.
+
+    ``detector`` (name and every setting) shapes photos only; pre-cropped faces are
+    never searched, so their key leaves it out and their crops are shared between
+    detectors.
+    """
+    values = {"pipeline": PIPELINE_VERSION, "size": size, "eye_x": alignment.EYE_X,
+              "eye_y": alignment.EYE_Y, "margin": alignment.FALLBACK_MARGIN}
+    if detector is not None:
+        values["detector"] = dict(detector)
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class CropCache:
-    """Crops on disk under ``root/<settings key>/<2 hex>/<image digest>-<photo|crop>.png``."""
+    """Crops on disk under ``root/<settings key>/<2 hex>/<image digest>-<photo|crop>.png``
+    (photos with a labelled box: ``<digest>-photo-<x>_<y>_<w>_<h>.png``)."""
 
-    def __init__(self, root: str | os.PathLike, size: int = CROP_SIZE) -> None:
-        self.root = Path(root) / settings_key(size)
+    def __init__(self, root: str | os.PathLike, size: int = CROP_SIZE,
+                 detector: str = DEFAULT_DETECTOR,
+                 detector_options: Mapping | None = None) -> None:
+        self.crops = Path(root) / settings_key(size)
+        framing = {"name": detector, **settings(detector, **(detector_options or {}))}
+        self.photos = Path(root) / settings_key(size, framing)
 
     def path(self, sample: Sample, content: bytes) -> Path:
         digest = hashlib.sha256(content).hexdigest()
-        kind = "crop" if sample.cropped else "photo"
-        return self.root / digest[:2] / f"{digest}-{kind}.png"
+        if sample.cropped:
+            return self.crops / digest[:2] / f"{digest}-crop.png"
+        box = "" if sample.box is None else "-" + "_".join(map(str, sample.box.to_list()))
+        return self.photos / digest[:2] / f"{digest}-photo{box}.png"
 
     def get(self, path: Path) -> tuple[str, NDArray[np.uint8] | None] | None:
         """(status, crop) from the cache, or None when this image was never prepared."""
@@ -101,17 +116,23 @@ class CropCache:
 
 
 def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
-          content: bytes | None = None) -> tuple[str, NDArray[np.uint8] | None]:
+          content: bytes | None = None, detector: str = DEFAULT_DETECTOR,
+          detector_options: Mapping | None = None) -> tuple[str, NDArray[np.uint8] | None]:
     """(status, crop) for one sample through the prediction pipeline's framing.
 
-    Photos keep their largest face (the label is the photo's); crops are framed with
+    Photos keep their labelled face (:func:`~fer8.faces.labelled_face`) or, without a
+    box, their largest face (the label is the photo's); crops are framed with
     :func:`~fer8.faces.face_from_crop`. ``content``: the file's bytes, if already read.
     """
     image = sample.load(content)
+    framing = {"detector": detector, "detector_options": detector_options,
+               "landmark_model": landmark_model, "size": size}
     if sample.cropped:
         _, face = face_from_crop(image, landmark_model=landmark_model, size=size)
+    elif sample.box is not None:
+        _, face = labelled_face(image, sample.box, **framing)
     else:
-        faces = faces_in_photo(image, max_faces=1, landmark_model=landmark_model, size=size)
+        faces = faces_in_photo(image, max_faces=1, **framing)
         if not faces:
             return "no face", None
         face = faces[0][1]
@@ -125,6 +146,8 @@ def prepare_crops(
     image_size: int,
     workers: int = 2,
     on_progress: Callable[[int], None] | None = None,
+    detector: str = DEFAULT_DETECTOR,
+    detector_options: Mapping | None = None,
 ) -> PreparedCrops:
     """Frame every sample (from the cache where possible) and resize to ``image_size``.
 
@@ -134,20 +157,25 @@ def prepare_crops(
         image_size: Side of the returned crops (the model's input).
         workers: Threads framing images (OpenCV and dlib release the GIL).
         on_progress: Called with the number of samples just finished.
+        detector: The detector that frames photos (``fer8 predict`` must use the same
+            for its crops to look like the training crops).
+        detector_options: Its settings.
     """
-    cache = CropCache(cache_root) if cache_root is not None else None
+    cache = (CropCache(cache_root, detector=detector, detector_options=detector_options)
+             if cache_root is not None else None)
     landmark_model = load_landmark_model()
+    framing = {"detector": detector, "detector_options": detector_options}
 
     def one(sample: Sample) -> tuple[str, NDArray[np.uint8] | None]:
         try:
             if cache is None:
-                return frame(sample, landmark_model)
+                return frame(sample, landmark_model, **framing)
             content = sample.content()
             path = cache.path(sample, content)
             hit = cache.get(path)
             if hit is not None:
                 return hit
-            status, crop = frame(sample, landmark_model, content=content)
+            status, crop = frame(sample, landmark_model, content=content, **framing)
             cache.put(path, status, crop)
             return status, crop
         except (Fer8Error, OSError) as exc:
@@ -159,7 +187,8 @@ def prepare_crops(
     # Filled in place: gray until the first colour crop, so a gray set (FER2013) takes a
     # third of the memory and nothing is ever held twice.
     images = np.zeros((len(samples), image_size, image_size, 1), np.uint8)
-    with ThreadPoolExecutor(max(1, workers), initializer=load_detectors) as pool:
+    with ThreadPoolExecutor(max(1, workers), initializer=load_detectors,
+                            initargs=(detector,)) as pool:
         for index, (state, crop) in enumerate(pool.map(one, samples)):
             status[state] += 1
             if crop is not None:

@@ -13,18 +13,27 @@ Layouts:
   counts: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
   unknown, not-a-face).
 * **FER2013**: ``fer2013.csv`` (columns emotion, pixels, Usage), or a folder holding it.
+* **ExpW**: a folder with ``label.lst`` (``name face_id top left right bottom
+  confidence label``) and the photos in ``Images/`` (or ``origin/``, as ExpW ships them).
+  Every line is one labelled face of a photo; a photo may have several.
+
+Any dataset can be split into a training and a validation part by a fixed rule
+(:func:`split_of`): by photo for ExpW, by film for SFEW, by subject for JAFFE, so that
+nothing seen in training is validated on. On the command line that is ``PATH@train`` and
+``PATH@val`` (:func:`parse_source`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +42,7 @@ from numpy.typing import NDArray
 from fer8.errors import Fer8Error
 from fer8.images import IMAGE_EXTENSIONS
 from fer8.labels import EXPRESSIONS
+from fer8.results import Box
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +66,13 @@ FERPLUS_COLUMNS = ("neutral", "happy", "surprised", "sad", "angry", "disgusted",
 FER2013_CODES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
 #: ``Usage`` values of fer2013.csv for each split name.
 FER2013_SPLITS = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+#: ExpW's label codes (``label.lst``'s last column).
+EXPW_CODES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
+#: Folders of an ExpW download that hold its photos: this project's layout, ExpW's own.
+EXPW_IMAGE_FOLDERS = ("Images", "images", "origin", "image/origin")
+_GENERIC_NAMES = {"train", "training", "val", "valid", "validation", "test", "images", "data"}
+#: Share of groups (photos, films, subjects) that :func:`split_of` puts in validation.
+VAL_SHARE = 0.2
 
 
 class DatasetError(Fer8Error, ValueError):
@@ -74,6 +91,8 @@ class Sample:
         votes: FER+ only: vote fractions over :data:`fer8.labels.EXPRESSIONS` after
             dropping contempt, unknown and not-a-face votes.
         pixels: fer2013.csv only: the 48x48 grayscale image.
+        box: The labelled face in a photo with several faces (ExpW), in the photo's
+            pixels; None for the photo's largest face.
     """
 
     source: str
@@ -81,6 +100,7 @@ class Sample:
     cropped: bool
     votes: tuple[float, ...] | None = None
     pixels: bytes | None = field(default=None, repr=False)
+    box: Box | None = None
 
     def load(self, content: bytes | None = None) -> NDArray[np.uint8]:
         """The RGB image; from ``content`` (the file's bytes) when the caller has read them."""
@@ -106,7 +126,8 @@ class Dataset:
 
     Attributes:
         root: The path read.
-        kind: ``"folders"``, ``"ferplus"`` or ``"fer2013"``.
+        kind: ``"folders"``, ``"ferplus"``, ``"fer2013"`` or ``"expw"``; with
+            ``@train`` or ``@val`` when it is one part of a split.
         samples: The usable samples, in a stable order.
         skipped: Reason -> number of images left out (contempt, unknown, not a face,
             a folder that is no class ...).
@@ -128,6 +149,12 @@ class Dataset:
         """The classes present, in the fixed order."""
         return tuple(self.counts)
 
+    def part(self, split: str) -> Dataset:
+        """The samples that :func:`split_of` puts in ``split`` (``"train"`` or ``"val"``)."""
+        samples = tuple(s for s in self.samples if split_of(s) == split)
+        return replace(self, samples=samples, kind=f"{self.kind}@{split}",
+                       skipped=dict(self.skipped) if split == "train" else {})
+
     def summary(self) -> dict:
         """A JSON-able description (stored in trained models' metadata)."""
         return {"path": str(self.root), "kind": self.kind, "images": len(self.samples),
@@ -140,31 +167,44 @@ def match_class(name: str) -> str | None:
     return _BY_SYNONYM.get(key)
 
 
-def read_dataset(path: str | os.PathLike, *, split: str = "train",
-                 cropped: bool | None = None) -> Dataset:
+def read_dataset(path: str | os.PathLike, *, split: str | None = None,
+                 fer2013_split: str = "train", cropped: bool | None = None) -> Dataset:
     """Read labelled images from any supported layout.
 
     Args:
-        path: A class-folder tree, a FER+ folder (with ``label.csv``), ``fer2013.csv``
-            or a folder holding it.
-        split: For fer2013.csv, which ``Usage`` rows: ``"train"``, ``"val"`` or ``"test"``.
+        path: A class-folder tree, a FER+ folder (with ``label.csv``), an ExpW folder
+            (with ``label.lst``), ``fer2013.csv`` or a folder holding it.
+        split: ``"train"`` or ``"val"``: only that part of the fixed split
+            (:func:`split_of`); for fer2013.csv, its ``Usage`` rows (``"test"`` too).
+            None: everything (for fer2013.csv: ``fer2013_split``'s rows).
+        fer2013_split: The fer2013.csv rows read when ``split`` is None.
         cropped: Whether the images are single faces already. None decides per layout:
-            FER+ and FER2013 are crops; in class folders, images whose shorter side is
-            at most 128 px are taken as crops and larger ones as photos.
+            FER+ and FER2013 are crops, ExpW photos; in class folders, images whose
+            shorter side is at most 128 px are taken as crops and larger ones as photos.
 
     Raises:
-        DatasetError: Nothing usable at ``path``, or a malformed label file.
+        DatasetError: Nothing usable at ``path``, a malformed label file, or an unknown
+            split.
     """
     root = Path(path)
     if not root.exists():
         raise DatasetError(f"{root}: no such file or folder")
+    if split not in (None, "train", "val", "test"):
+        raise DatasetError(f"{root}: unknown split {split!r}; use train or val")
     if root.is_file() or (root / "fer2013.csv").is_file():
         csv_path = root if root.is_file() else root / "fer2013.csv"
-        dataset = read_fer2013(csv_path, split=split)
-    elif (root / "label.csv").is_file():
-        dataset = read_ferplus(root)
+        dataset = read_fer2013(csv_path, split=split or fer2013_split)
+    elif split == "test":
+        raise DatasetError(f"{root}: only fer2013.csv has a test split; use train or val")
     else:
-        dataset = read_class_folders(root, cropped=cropped)
+        if (root / "label.csv").is_file():
+            dataset = read_ferplus(root)
+        elif (root / "label.lst").is_file():
+            dataset = read_expw(root)
+        else:
+            dataset = read_class_folders(root, cropped=cropped)
+        if split is not None:
+            dataset = dataset.part(split)
     if not dataset.samples:
         raise DatasetError(f"{root}: no labelled images found "
                            f"(skipped: {dict(dataset.skipped) or 'nothing'})")
@@ -262,6 +302,140 @@ def read_fer2013(csv_path: Path, *, split: str = "train") -> Dataset:
                 continue
             samples.append(Sample(name, label, True, pixels=pixels))
     return Dataset(csv_path, "fer2013", tuple(samples), dict(skipped))
+
+
+def read_expw(root: Path) -> Dataset:
+    """ExpW's layout: ``label.lst`` and a folder of photos, one sample per labelled face.
+
+    Boxes in ``label.lst`` are top, left, right, bottom; they become :class:`Box` values
+    clipped to nothing (they are checked against the photo when it is framed). Lines
+    whose photo is missing, or that are malformed, are counted and left out.
+    """
+    images = next((root / name for name in EXPW_IMAGE_FOLDERS if (root / name).is_dir()), None)
+    if images is None:
+        raise DatasetError(f"{root}: label.lst but no photo folder "
+                           f"({' or '.join(EXPW_IMAGE_FOLDERS)})")
+    samples: list[Sample] = []
+    skipped: Counter[str] = Counter()
+    label_file = root / "label.lst"
+    with label_file.open() as handle:
+        for line_number, line in enumerate(handle, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                name = fields[0]
+                top, left, right, bottom = (int(float(v)) for v in fields[2:6])
+                label = EXPW_CODES[int(fields[7])]
+                if right <= left or bottom <= top:
+                    raise ValueError("empty face box")
+            except (ValueError, IndexError) as exc:
+                raise DatasetError(f"{label_file}:{line_number}: malformed line ({exc}); "
+                                   "expected: name face_id top left right bottom confidence "
+                                   "label") from None
+            path = images / name
+            if not path.is_file():
+                skipped["missing file"] += 1
+                continue
+            samples.append(Sample(str(path), label, False,
+                                  box=Box(left, top, right - left, bottom - top)))
+    if skipped["missing file"]:
+        logger.warning("%s: %d photos listed in label.lst are missing", root,
+                       skipped["missing file"])
+    return Dataset(root, "expw", tuple(samples), dict(skipped))
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset named on the command line: ``PATH[@SPLIT][:WEIGHT]``.
+
+    Attributes:
+        path: The dataset.
+        split: ``"train"``, ``"val"`` (:func:`split_of`), ``"test"`` (fer2013.csv), or
+            None for all of it.
+        weight: How often each of its images is drawn per epoch, relative to 1
+            (``expw@train:3``: three times), so that a small source is not drowned by a
+            large one.
+    """
+
+    path: Path
+    split: str | None = None
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """A short name for tables and logs: the folder name and the split (with its
+        parent's name for folders called like a split, such as SFEW's ``sfew/Train``)."""
+        name = self.path.name
+        if name.lower() in _GENERIC_NAMES:
+            name = f"{self.path.parent.name}-{name}"
+        return name + (f"@{self.split}" if self.split else "")
+
+    def __str__(self) -> str:
+        return str(self.path) + (f"@{self.split}" if self.split else "") + (
+            f":{self.weight:g}" if self.weight != 1 else "")
+
+    def read(self, *, fer2013_split: str = "train") -> Dataset:
+        """The samples of this source (:func:`read_dataset`)."""
+        return read_dataset(self.path, split=self.split, fer2013_split=fer2013_split)
+
+
+def parse_source(spec: str | os.PathLike) -> DataSource:
+    """``"expw@train:3"`` -> ``DataSource(Path("expw"), "train", 3.0)``.
+
+    Raises:
+        DatasetError: A weight that is not a positive number, or an unknown split.
+    """
+    text = os.fspath(spec)
+    weight = 1.0
+    head, colon, tail = text.rpartition(":")
+    if colon and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            head = text  # a colon that is part of the path
+        else:
+            if not weight > 0:
+                raise DatasetError(f"{text}: the weight after ':' must be a positive number")
+    else:
+        head = text
+    path, at, split = head.rpartition("@")
+    if not at or not path:
+        return DataSource(Path(head), None, weight)
+    if split not in ("train", "val", "test"):
+        raise DatasetError(f"{text}: unknown split {split!r} after '@'; use train or val")
+    return DataSource(Path(path), split, weight)
+
+
+def group_of(sample: Sample) -> str:
+    """What must stay on one side of a split: the photo, film or person an image shows.
+
+    * ExpW (a face box given): the photo, the name without ``_fN`` (a crop's face index);
+    * SFEW (``<film>_<digits>_<digits>.png``, a few with ``-`` before the first digits): the film;
+    * JAFFE (``KA.AN1.39.tiff``): the subject;
+    * anything else: the file itself.
+    """
+    if sample.pixels is not None:
+        return sample.source
+    stem = Path(sample.source).stem
+    if sample.box is not None:
+        return re.sub(r"_f\d+$", "", stem)
+    if match := re.fullmatch(r"(.+?)[_-]\d+_\d+", stem):
+        return match.group(1)
+    if match := re.fullmatch(r"([A-Z]{2})\.[A-Z]{2}\d*\.\d+", stem):
+        return match.group(1)
+    return stem
+
+
+def split_of(sample: Sample) -> str:
+    """``"val"`` for about a fifth of the groups (:func:`group_of`), ``"train"`` for the rest.
+
+    The rule depends only on the group's name (its SHA-256), not on a seed or on what
+    else is in the dataset, so it is the same in every run, on every machine, and a
+    dataset that grows keeps its earlier images on their side.
+    """
+    digest = hashlib.sha256(group_of(sample).encode()).digest()
+    return "val" if int.from_bytes(digest[:4], "big") % 100 < VAL_SHARE * 100 else "train"
 
 
 def _looks_cropped(path: Path) -> bool:

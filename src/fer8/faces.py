@@ -7,6 +7,8 @@ functions, so a training crop is framed exactly like the crop ``fer8 predict`` m
 * :func:`face_from_crop`: a picture that already is one face (FER2013's 48x48 crops,
   RAF-DB's aligned faces). It is aligned like a detected face when dlib's HOG detector
   confirms a face in it, and otherwise used whole.
+* :func:`labelled_face`: one face of a photo whose box a dataset gives (ExpW), framed
+  as :func:`faces_in_photo` would frame it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.alignment import AlignedFace, align, crop_square, landmarks_fit
-from fer8.detection import detect, verify_face
+from fer8.detection import DEFAULT_DETECTOR, detect, verify_face
 from fer8.landmarking import landmarks as fit_landmarks
 from fer8.results import Box
+
+#: A labelled box and a detected one are the same face from this overlap on (boxes of
+#: different detectors frame a face differently, so the bar is low).
+MATCH_IOU = 0.3
 
 
 def faces_in_photo(
     image: NDArray[np.uint8],
     *,
-    detector: Mapping[str, Any] | None = None,
+    detector: str = DEFAULT_DETECTOR,
+    detector_options: Mapping[str, Any] | None = None,
     max_faces: int | None = None,
     landmark_model: Any = None,
     size: int = 224,
@@ -35,14 +42,48 @@ def faces_in_photo(
 
     Args:
         image: RGB ``uint8`` array.
-        detector: Keyword arguments for :func:`fer8.detect`.
+        detector: ``"yunet"`` or ``"haar"`` (see :func:`fer8.detect`).
+        detector_options: That detector's settings.
         max_faces: Keep only the largest N faces.
         landmark_model: A loaded dlib shape predictor (loaded on first use when None).
         size: Side of the aligned crops.
     """
-    boxes = detect(image, **(detector or {}))[:max_faces]
-    return [(box, align(image, box, fit_landmarks(image, box, predictor=landmark_model), size))
-            for box in boxes]
+    boxes = detect(image, detector, **(detector_options or {}))[:max_faces]
+    return [(box, _align(image, box, detector, landmark_model, size)) for box in boxes]
+
+
+def labelled_face(
+    image: NDArray[np.uint8],
+    box: Box,
+    *,
+    detector: str = DEFAULT_DETECTOR,
+    detector_options: Mapping[str, Any] | None = None,
+    landmark_model: Any = None,
+    size: int = 224,
+) -> tuple[Box, AlignedFace]:
+    """The face a dataset labels with ``box``, framed as :func:`faces_in_photo` frames it.
+
+    A dataset's boxes come from its own detector and frame faces their own way, so the
+    box the chosen detector gives the same face (IoU >= :data:`MATCH_IOU`) is used when
+    it finds one: the crop is then the one ``fer8 predict`` would classify. A face the
+    detector misses is still framed, from the labelled box itself.
+    """
+    found = match(box, detect(image, detector, **(detector_options or {})))
+    if found is None:
+        return box, _align(image, box, None, landmark_model, size)
+    return found, _align(image, found, detector, landmark_model, size)
+
+
+def match(box: Box, candidates: list[Box], min_iou: float = MATCH_IOU) -> Box | None:
+    """The candidate overlapping ``box`` most, if by at least ``min_iou``."""
+    best = max(candidates, key=box.iou, default=None)
+    return best if best is not None and box.iou(best) >= min_iou else None
+
+
+def _align(image: NDArray[np.uint8], box: Box, detector: str | None, landmark_model: Any,
+           size: int) -> AlignedFace:
+    points = fit_landmarks(image, box, detector=detector, predictor=landmark_model)
+    return align(image, box, points, size)
 
 
 def face_from_crop(
@@ -57,7 +98,7 @@ def face_from_crop(
     """
     box = Box(0, 0, image.shape[1], image.shape[0])
     if verify_face(image, box):
-        points = fit_landmarks(image, box, predictor=landmark_model)
+        points = fit_landmarks(image, box, detector=None, predictor=landmark_model)
         if landmarks_fit(points, box):
             return box, align(image, box, points, size)
     return box, crop_square(image, box, size, margin=0.0)

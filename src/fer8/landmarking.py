@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fer8.detection import DEFAULT_DETECTOR, landmark_box
 from fer8.errors import ModelNotFoundError
 from fer8.results import Box
 
@@ -73,13 +74,19 @@ def load_landmark_model(path: str | os.PathLike | None = None):
 
 
 def landmarks(
-    image: NDArray[np.uint8], box: Box, *, predictor: object | None = None
+    image: NDArray[np.uint8], box: Box, *, detector: str | None = DEFAULT_DETECTOR,
+    predictor: object | None = None,
 ) -> NDArray[np.float32]:
     """Fit dlib's 68 landmarks to the face in ``box``.
 
     Args:
         image: RGB ``uint8`` array (H, W, 3).
         box: The face, e.g. from :func:`fer8.detect`.
+        detector: The detector that framed ``box`` (``"yunet"``, ``"haar"``), or None
+            for a box already in dlib's own framing. dlib's model was fitted on its HOG
+            detector's boxes; a YuNet box is first mapped to one of those
+            (:func:`fer8.detection.landmark_box`), which keeps the fit as good as on
+            Haar's boxes.
         predictor: A loaded shape predictor; the default model when omitted.
 
     Returns:
@@ -89,6 +96,7 @@ def landmarks(
     import dlib
 
     predictor = predictor or load_landmark_model()
+    box = landmark_box(box, detector)
     scale = max(1.0, _MIN_FACE_WIDTH / max(box.w, 1))
     if scale > 1.0:
         # Upscale the face and a margin around it, not the whole image.

@@ -37,7 +37,7 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) ->
     return _save(figure, path)
 
 
-def plot_confusion(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+def plot_confusion(evaluation: Evaluation, path: str | os.PathLike, *, title: str = "") -> Path:
     """Counts and row-normalised rates (recall on the diagonal), side by side."""
     plt = _pyplot()
     counts = np.asarray(evaluation.counts, np.float64)
@@ -59,8 +59,9 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike) -> Path:
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
         axis.set_title(title)
-    figure.suptitle(f"accuracy {evaluation.accuracy:.1%}, macro-F1 {evaluation.macro_f1:.3f}, "
-                    f"n={evaluation.n} ({evaluation.no_face} without a face)")
+    figure.suptitle(f"{title + ': ' if title else ''}accuracy {evaluation.accuracy_all:.1%} "
+                    f"(faces not found count as wrong), macro-F1 {evaluation.macro_f1:.3f}, "
+                    f"n={evaluation.n} ({evaluation.no_face} faces not found)")
     return _save(figure, path)
 
 

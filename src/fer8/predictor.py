@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from fer8.alignment import AlignedFace
 from fer8.classification import classify
-from fer8.detection import load_detectors
+from fer8.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.errors import Fer8Error, InvalidImageError
 from fer8.faces import face_from_crop, faces_in_photo
 from fer8.images import ImageSource, describe_source, load_image
@@ -71,7 +71,8 @@ class Predictor:
             :func:`fer8.classify`): a little more accurate, twice the network's work.
         workers: Threads preparing images (decode, detect, align) while the model runs;
             0 prepares them in the calling thread.
-        detector: Keyword arguments for :func:`fer8.detect`.
+        detector: ``"yunet"`` (default) or ``"haar"`` (see :func:`fer8.detect`).
+        detector_options: That detector's settings, e.g. ``{"min_size": 64}``.
         cache: Folder for downloaded models.
         warmup: Run the model once now, so the first real call is not slow.
     """
@@ -85,7 +86,8 @@ class Predictor:
         batch_size: int = 16,
         flip: bool = False,
         workers: int = 1,
-        detector: Mapping[str, Any] | None = None,
+        detector: str = DEFAULT_DETECTOR,
+        detector_options: Mapping[str, Any] | None = None,
         cache: str | os.PathLike | None = None,
         warmup: bool = True,
     ) -> None:
@@ -101,13 +103,15 @@ class Predictor:
         self.max_faces = max_faces
         self.batch_size = batch_size
         self.flip = flip
-        self.detector = dict(detector or {})
+        self.detector = detector
+        self.detector_options = settings(detector, **(detector_options or {}))
         # One pool for the predictor's life: its threads keep their detectors loaded
         # (building dlib's HOG detector takes half a second per thread).
         self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="fer8-prepare",
-                                         initializer=load_detectors) if workers > 0 else None)
+                                         initializer=load_detectors, initargs=(detector,))
+                      if workers > 0 else None)
         if warmup:
-            load_detectors()
+            load_detectors(detector)
             size = self.model.spec.input_size
             classify(np.zeros((1, size, size, 3), np.uint8), self.model)
             if self._pool is not None:
@@ -182,7 +186,9 @@ class Predictor:
         try:
             image = load_image(source)
             if detect:
-                found = faces_in_photo(image, detector=self.detector, max_faces=self.max_faces,
+                found = faces_in_photo(image, detector=self.detector,
+                                       detector_options=self.detector_options,
+                                       max_faces=self.max_faces,
                                        landmark_model=self.landmark_model)
             else:
                 found = [face_from_crop(image, landmark_model=self.landmark_model)]

@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -36,8 +37,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.augment import Augmentation
-from fer8.datasets import Dataset, read_dataset
+from fer8.datasets import Dataset, DataSource, parse_source
 from fer8.errors import Fer8Error
+from fer8.labels import EXPRESSIONS
 from fer8.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -62,15 +64,22 @@ class TrainConfig:
     """Everything that decides a training run (stored in ``config.json``).
 
     Attributes:
-        data: Training data (any layout :func:`fer8.datasets.read_dataset` reads).
-        val: Validation data; None holds out ``val_fraction`` of ``data``, per class.
+        data: Training sources, each ``PATH[@SPLIT][:WEIGHT]``
+            (:func:`fer8.datasets.parse_source`): any layout
+            :func:`fer8.datasets.read_dataset` reads, optionally one side of its fixed
+            split, and how often each of its images is drawn per epoch. A single string
+            is one source.
+        val: Validation sources (``PATH[@SPLIT]``); the best epoch is the one with the
+            best mean of their accuracies. None holds out ``val_fraction`` of each
+            training source, per class.
         epochs: Epochs at most (early stopping may end sooner).
         batch_size: Images per step.
         image_size: Side of the model input.
         backbone: ``resnet50`` or ``vggface-resnet50``.
         backbone_weights: ``imagenet``, a weight file path, or ``none``.
-        init_model: A ``.fer8`` model to start from instead (same labels; any input
-            size): for fine-tuning at a higher resolution.
+        init_model: A ``.fer8`` model to start from instead (any input size): for
+            fine-tuning at a higher resolution or on new data. Classes it shares with
+            the data keep their output weights; other classes start fresh.
         freeze_stages: ResNet stages (1-5) kept frozen, from the input on.
         learning_rate: Peak AdamW learning rate, reached after a warm-up and cosine-decayed.
         warmup_epochs: Length of the linear warm-up.
@@ -89,10 +98,15 @@ class TrainConfig:
             or ``bfloat16``.
         seed: For the split, the shuffling, augmentation and the new layers.
         augmentation: See :class:`fer8.augment.Augmentation`.
+        detector: The face detector that frames photos (``fer8 predict --detector``
+            must match it for prediction crops to look like training crops).
+        detector_options: Its settings (see :func:`fer8.detection.settings`).
+        grayscale: Whether the model sees faces in gray; None: when every training face
+            is gray (FER2013), or when ``init_model``'s model is gray.
     """
 
-    data: str
-    val: str | None = None
+    data: tuple[str, ...]
+    val: tuple[str, ...] | None = None
     epochs: int = 30
     batch_size: int = 32
     image_size: int = 224
@@ -113,8 +127,20 @@ class TrainConfig:
     precision: str = "auto"
     seed: int = 0
     augmentation: Augmentation = field(default_factory=Augmentation)
+    detector: str = "yunet"
+    detector_options: Mapping[str, Any] = field(default_factory=dict)
+    grayscale: bool | None = None
 
     def __post_init__(self) -> None:
+        # One source may be given as a plain string (and was, in runs before 0.2).
+        for name in ("data", "val"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                object.__setattr__(self, name, (os.fspath(value),))
+            elif value is not None:
+                object.__setattr__(self, name, tuple(map(os.fspath, value)))
+        if not self.data:
+            raise ValueError("data needs at least one source")
         if self.class_weighting not in ("sqrt", "balanced", "none"):
             raise ValueError(f"class_weighting must be sqrt, balanced or none, "
                              f"not {self.class_weighting!r}")
@@ -128,13 +154,15 @@ class TrainConfig:
             raise ValueError("val_fraction must be between 0 and 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "detector_options": dict(self.detector_options)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["augmentation"] = Augmentation(**values.get("augmentation", {}))
+        if "detector" not in values:  # runs before YuNet framed photos with Haar
+            values["detector"] = "haar"
         return cls(**values)
 
 
@@ -153,11 +181,25 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class _Split:
-    """Crops and targets of one side of the run (train or validation)."""
+    """Crops and targets of one side of the run (train or validation), from one or more
+    sources.
+
+    Attributes:
+        images: uint8 (N, S, S, C) crops.
+        targets: (N, classes) target distributions.
+        weights: (N,) loss weights against class imbalance.
+        draws: (N,) how often each image is drawn per pass (its source's weight).
+        source: (N,) index into ``names`` of each image's source.
+        names: The sources' short names.
+        summary: What was read and kept, per source.
+    """
 
     images: NDArray[np.uint8]
     targets: NDArray[np.float32]
     weights: NDArray[np.float32]
+    draws: NDArray[np.float32]
+    source: NDArray[np.int32]
+    names: tuple[str, ...]
     summary: dict[str, Any]
 
 
@@ -202,46 +244,56 @@ def train(
     keras.utils.set_random_seed(config.seed)
     _use_deterministic_kernels()
 
-    train_data = read_dataset(config.data, split="train")
-    val_data = read_dataset(config.val, split="val") if config.val else None
-    labels = train_data.labels
+    train_sources = [parse_source(spec) for spec in config.data]
+    train_sets = [(source, source.read(fer2013_split="train")) for source in train_sources]
+    counts = Counter()
+    for _, dataset in train_sets:
+        counts.update(dataset.counts)
+    labels = tuple(label for label in EXPRESSIONS if counts[label])
     if len(labels) < 2:
-        raise Fer8Error(f"{config.data}: needs at least two classes, found {list(labels)}")
-    for label, count in train_data.counts.items():
-        if count < FEW_IMAGES:
-            logger.warning("%s: class %r has only %d images; it will be poorly learnt",
-                           config.data, label, count)
+        raise Fer8Error(f"{', '.join(config.data)}: needs at least two classes, "
+                        f"found {list(labels)}")
+    for label in labels:
+        if counts[label] < FEW_IMAGES:
+            logger.warning("class %r has only %d training images; it will be poorly learnt",
+                           label, counts[label])
     if config.val is None:
-        train_data, val_data = _hold_out(train_data, config.val_fraction, config.seed)
+        held_out = [(source, *_hold_out(dataset, config.val_fraction, config.seed))
+                    for source, dataset in train_sets]
+        train_sets = [(source, train_part) for source, train_part, _ in held_out]
+        val_sets = [(source, val_part) for source, _, val_part in held_out]
+    else:
+        val_sets = [(source, source.read(fer2013_split="val"))
+                    for source in map(parse_source, config.val)]
     cache_root = _cache_root(cache)
-    train_split = _prepare(train_data, labels, config, cache_root, workers, on_prepare, "train")
-    val_split = _prepare(val_data, labels, config, cache_root, workers, on_prepare, "val",
+    train_split = _prepare(train_sets, labels, config, cache_root, workers, on_prepare, "train")
+    val_split = _prepare(val_sets, labels, config, cache_root, workers, on_prepare, "val",
                          for_validation=True)
     logger.info("train: %s", train_split.summary)
     logger.info("val: %s", val_split.summary)
 
-    steps = config.steps_per_epoch or max(1, len(train_split.images) // config.batch_size)
+    steps = config.steps_per_epoch or max(
+        1, int(train_split.draws.sum()) // config.batch_size)
     if resume:
         model = keras.saving.load_model(run_dir / CHECKPOINT_FILE)
         logger.info("resuming %s after epoch %d", run_dir, state["epochs_done"])
     else:
         model = _build_model(config, labels, steps)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
-    preprocessing = _preprocessing(config.backbone, gray=train_split.images.shape[-1] == 1)
+    preprocessing = _preprocessing(config.backbone, gray=_grayscale(config, train_split))
     train_ds = _dataset(train_split, config, preprocessing, training=True,
                         start_step=state["epochs_done"] * steps)
     val_ds = _dataset(val_split, config, preprocessing, training=False)
 
     recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
-    callbacks = [recorder, _RepeatableDropout(config.seed, steps), *callbacks]
-    if config.ema_momentum:
-        callbacks.insert(0, _ValidateAveraged())
+    validation = _Validation(val_ds, val_split, averaged=bool(config.ema_momentum))
+    callbacks = [validation, recorder, _RepeatableDropout(config.seed, steps), *callbacks]
     interrupted = False
     with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
         try:
             model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epochs_done"],
-                      steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
-                      shuffle=False, verbose=verbose)
+                      steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                      verbose=verbose)
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted; %s holds epoch %d; continue with --resume",
@@ -272,12 +324,19 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
     stored = TrainConfig.from_dict(json.loads(config_path.read_text()))
     for name in ("data", "val"):
         given, kept = getattr(config, name), getattr(stored, name)
-        if given and kept and Path(given).resolve() != Path(kept).resolve():
-            raise RunFolderError(f"{run_dir}: the run was trained on {name}={kept}, not {given}")
+        if given and kept and list(map(_resolved, given)) != list(map(_resolved, kept)):
+            raise RunFolderError(f"{run_dir}: the run was trained on {name}="
+                                 f"{' '.join(kept)}, not {' '.join(given)}")
     if config.epochs != stored.epochs:  # the one setting a resumed run may change
         stored = replace(stored, epochs=config.epochs)
         _write_json(config_path, stored.to_dict())
     return stored, json.loads((run_dir / STATE_FILE).read_text())
+
+
+def _resolved(spec: str) -> str:
+    """A source spec with its path made absolute, for comparing two specs."""
+    source = parse_source(spec)
+    return str(replace(source, path=source.path.resolve()))
 
 
 def _never_trained(run_dir: Path) -> bool:
@@ -346,36 +405,56 @@ def _cache_root(cache: str | os.PathLike | None) -> Path | None:
     return cache_dir() / "crops"
 
 
-def _prepare(data: Dataset, labels: tuple[str, ...], config: TrainConfig, cache_root,
-             workers: int, on_prepare, title: str, *, for_validation: bool = False) -> _Split:
+def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, ...],
+             config: TrainConfig, cache_root, workers: int, on_prepare, title: str, *,
+             for_validation: bool = False) -> _Split:
+    """Frame every source's images and put them in one :class:`_Split`."""
     from fer8.crops import prepare_crops
-    from fer8.labels import EXPRESSIONS
 
-    samples = [s for s in data.samples if s.label in labels]
-    if len(samples) < len(data.samples):
-        logger.warning("%s: %d images of classes the training data lacks are left out",
-                       data.root, len(data.samples) - len(samples))
-    progress = on_prepare(f"prepare {title}", len(samples)) if on_prepare else None
-    crops = prepare_crops(samples, cache_root, image_size=config.image_size, workers=workers,
-                          on_progress=progress)
-    kept = [samples[i] for i in crops.kept]
-    if not kept:
-        raise Fer8Error(f"{data.root}: no face found in any image")
     columns = [EXPRESSIONS.index(label) for label in labels]
-    targets = np.zeros((len(kept), len(labels)), np.float32)
-    for row, sample in enumerate(kept):
-        if config.soft_labels and sample.votes is not None and not for_validation:
-            votes = np.asarray(sample.votes, np.float32)[columns]
-            targets[row] = votes / votes.sum()
-        else:
-            targets[row, labels.index(sample.label)] = 1.0
-    counts = np.bincount([labels.index(s.label) for s in kept], minlength=len(labels))
-    weights = _class_weights(counts, "none" if for_validation else config.class_weighting)
-    sample_weights = weights[[labels.index(s.label) for s in kept]].astype(np.float32)
-    summary = {**data.summary(), "images": len(kept),
-               "per_class": dict(zip(labels, map(int, counts))),
-               "crops": dict(crops.status)}
-    return _Split(crops.images, targets, sample_weights, summary)
+    parts, summaries = [], {}
+    for index, (source, data) in enumerate(sources):
+        samples = [s for s in data.samples if s.label in labels]
+        if len(samples) < len(data.samples):
+            logger.warning("%s: %d images of classes the training data lacks are left out",
+                           source, len(data.samples) - len(samples))
+        progress = (on_prepare(f"prepare {title} {source.name}", len(samples))
+                    if on_prepare else None)
+        crops = prepare_crops(samples, cache_root, image_size=config.image_size,
+                              workers=workers, on_progress=progress, detector=config.detector,
+                              detector_options=config.detector_options)
+        kept = [samples[i] for i in crops.kept]
+        if not kept:
+            raise Fer8Error(f"{source}: no face found in any image")
+        targets = np.zeros((len(kept), len(labels)), np.float32)
+        for row, sample in enumerate(kept):
+            if config.soft_labels and sample.votes is not None and not for_validation:
+                votes = np.asarray(sample.votes, np.float32)[columns]
+                targets[row] = votes / votes.sum()
+            else:
+                targets[row, labels.index(sample.label)] = 1.0
+        class_counts = np.bincount([labels.index(s.label) for s in kept], minlength=len(labels))
+        parts.append((crops.images, targets, index, 1.0 if for_validation else source.weight))
+        summaries[source.name] = {**data.summary(), "images": len(kept),
+                                  "weight": source.weight,
+                                  "per_class": dict(zip(labels, map(int, class_counts))),
+                                  "crops": dict(crops.status)}
+    channels = max(images.shape[-1] for images, *_ in parts)
+    images = np.concatenate([np.repeat(i, channels, axis=-1) if i.shape[-1] < channels else i
+                             for i, *_ in parts])
+    targets = np.concatenate([t for _, t, _, _ in parts])
+    source = np.concatenate([np.full(len(t), i, np.int32) for _, t, i, _ in parts])
+    draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, w in parts])
+    # Class weights from how often each class is drawn per pass, all sources together
+    # (a soft target's class is its majority).
+    truth = targets.argmax(axis=1)
+    drawn = np.bincount(truth, weights=draws, minlength=len(labels))
+    weights = _class_weights(drawn, "none" if for_validation else config.class_weighting)
+    names = tuple(source.name for source, _ in sources)
+    summary = summaries[names[0]] if len(names) == 1 else {"sources": summaries,
+                                                           "images": len(images)}
+    return _Split(images, targets, weights[truth].astype(np.float32), draws, source, names,
+                  summary)
 
 
 def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
@@ -384,11 +463,22 @@ def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
     ``sqrt`` is the default: FER+ has 54 neutral faces per disgusted one, and full
     ``balanced`` weighting makes the rare classes' few faces dominate the gradient.
     """
-    counts = np.maximum(counts, 1).astype(np.float64)
+    counts = np.maximum(np.asarray(counts, np.float64), 1)
     if mode == "none":
         return np.ones_like(counts)
     weights = (counts.max() / counts) ** (0.5 if mode == "sqrt" else 1.0)
     return weights * counts.sum() / (weights * counts).sum()
+
+
+def _grayscale(config: TrainConfig, split: _Split) -> bool:
+    if config.grayscale is not None:
+        return config.grayscale
+    if config.init_model:
+        from fer8.modelfile import read_spec
+
+        if read_spec(config.init_model).preprocessing.grayscale:
+            return True
+    return split.images.shape[-1] == 1
 
 
 def _preprocessing(backbone: str, *, gray: bool) -> Preprocessing:
@@ -410,6 +500,8 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
     (seed, pass), and each batch is augmented with the seed (seed, step): the batch of
     step k is the same in every run with the same data and config, including a run
     resumed at ``start_step`` (the steps before it are skipped as indices, uncomputed).
+    A pass draws each image ``draws`` times (its source's weight): the whole part of
+    the weight every pass, the fraction as a chance drawn from (seed, pass).
     """
     import tensorflow as tf
 
@@ -439,12 +531,25 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
             load, num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
+    draws = tf.constant(split.draws, tf.float32)
+    whole = tf.floor(draws)
+    uniform_draws = bool(np.all(split.draws == 1.0))
+
     def permutation(data_pass):
+        pass_seed = tf.stack([seed, data_pass])
+        indices = tf.range(len(images), dtype=tf.int64)
+        if not uniform_draws:
+            # Fold-in value 1: the chance draws of fractional weights.
+            chance_seed = tf.random.experimental.stateless_fold_in(pass_seed, 1)
+            chance = tf.random.stateless_uniform([len(images)], chance_seed)
+            repeats = tf.cast(whole + tf.cast(chance < draws - whole, tf.float32), tf.int64)
+            indices = tf.repeat(indices, repeats)
         # Random int64 keys: ties, which an unstable sort could order either way, are
         # all but impossible. Fold-in value 0 keeps these apart from augmentation's seeds.
-        keys_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, data_pass]), 0)
-        keys = tf.random.stateless_uniform([len(images)], keys_seed, None, None, tf.int64)
-        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
+        keys_seed = tf.random.experimental.stateless_fold_in(pass_seed, 0)
+        keys = tf.random.stateless_uniform(tf.shape(indices), keys_seed, None, None, tf.int64)
+        return tf.data.Dataset.from_tensor_slices(
+            tf.gather(indices, tf.argsort(keys, stable=True)))
 
     order = tf.data.Dataset.counter().flat_map(permutation)
     batches = order.batch(config.batch_size, drop_remainder=True).skip(start_step)
@@ -502,14 +607,31 @@ def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
     from fer8.modelfile import read_model_file
 
     source = read_model_file(config.init_model)
-    if tuple(source.labels) != labels:
-        raise Fer8Error(f"{config.init_model}: labels {list(source.labels)} differ from the "
-                        f"data's {list(labels)}")
     if source.spec.backbone != config.backbone:
         raise Fer8Error(f"{config.init_model}: backbone {source.spec.backbone}, "
                         f"not {config.backbone}")
     model = build_classifier(build_backbone(config.backbone, config.image_size), len(labels))
-    model.set_weights(source.keras_model.get_weights())
+    weights = source.keras_model.get_weights()
+    if tuple(source.labels) == labels:
+        model.set_weights(weights)
+        return model
+    # Another class list: everything but the output layer as it was; each class the
+    # two share keeps its output weights, a new class keeps its fresh initialisation.
+    logits = model.get_layer("logits")
+    head = len(logits.get_weights())
+    model.set_weights(weights[:-head] + logits.get_weights())
+    kernel, bias = logits.get_weights()
+    old_kernel, old_bias = weights[-head:]
+    shared = [label for label in labels if label in source.labels]
+    for label in shared:
+        kernel[:, labels.index(label)] = old_kernel[:, source.labels.index(label)]
+        bias[labels.index(label)] = old_bias[source.labels.index(label)]
+    logits.set_weights([kernel, bias])
+    new = [label for label in labels if label not in source.labels]
+    dropped = [label for label in source.labels if label not in labels]
+    logger.info("%s: %d classes kept their output weights; new: %s; dropped: %s",
+                config.init_model, len(shared), ", ".join(new) or "none",
+                ", ".join(dropped) or "none")
     return model
 
 
@@ -556,14 +678,40 @@ def _swap_in_average(model) -> None:
         average.assign(value)
 
 
-class _ValidateAveraged(keras.callbacks.Callback):
-    """Validates the moving average of the weights (``ema_momentum``), not the weights."""
+class _Validation(keras.callbacks.Callback):
+    """Validates after every epoch, on each validation source separately.
 
-    def on_test_begin(self, logs=None) -> None:
-        _swap_in_average(self.model)
+    ``val_accuracy`` (what selects the best epoch and stops early) is the mean of the
+    sources' accuracies, so a small source counts as much as a large one;
+    ``val_accuracy_<source>`` gives each, and ``val_loss`` is the cross-entropy of the
+    true class over all images. With ``averaged`` the moving average of the weights
+    (``ema_momentum``) is validated instead of the weights.
+    """
 
-    def on_test_end(self, logs=None) -> None:
-        _swap_in_average(self.model)
+    def __init__(self, dataset, split: _Split, *, averaged: bool) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.split = split
+        self.averaged = averaged
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self.averaged:
+            _swap_in_average(self.model)
+        try:
+            probabilities = self.model.predict(self.dataset, verbose=0)
+        finally:
+            if self.averaged:
+                _swap_in_average(self.model)
+        truth = self.split.targets.argmax(axis=1)
+        correct = probabilities.argmax(axis=1) == truth
+        picked = probabilities[np.arange(len(truth)), truth]
+        accuracies = {name: float(correct[self.split.source == i].mean())
+                      for i, name in enumerate(self.split.names)}
+        if logs is not None:
+            logs["val_loss"] = float(-np.log(np.maximum(picked, 1e-7)).mean())
+            logs["val_accuracy"] = float(np.mean(list(accuracies.values())))
+            if len(accuracies) > 1:
+                logs.update({f"val_accuracy_{name}": value for name, value in accuracies.items()})
 
 
 class _RunRecorder(keras.callbacks.Callback):
@@ -591,7 +739,8 @@ class _RunRecorder(keras.callbacks.Callback):
         lr = float(self.model.optimizer.learning_rate)  # the schedule's value at this step
         row = {"epoch": done, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
                "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-               "lr": lr, "seconds": round(time.monotonic() - self._started, 1)}
+               "lr": lr, "seconds": round(time.monotonic() - self._started, 1),
+               **{k: v for k, v in logs.items() if k.startswith("val_accuracy_")}}
         val_accuracy = float(row["val_accuracy"])
         best = self.state["best_val_accuracy"]
         improved = best is None or val_accuracy > best
@@ -611,10 +760,13 @@ class _RunRecorder(keras.callbacks.Callback):
             plot_curves(read_history(self.run_dir / HISTORY_FILE), self.run_dir / CURVES_FILE)
         except Exception:  # a picture must never cost a run
             logger.warning("could not draw %s", CURVES_FILE, exc_info=True)
+        per_source = "".join(f", {k[len('val_accuracy_'):]} {v:.4f}" for k, v in row.items()
+                             if k.startswith("val_accuracy_"))
         logger.info(
-            "epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.2e, "
-            "%.0f s%s", done, self.config.epochs, row["loss"], row["accuracy"], row["val_loss"],
-            val_accuracy, lr, row["seconds"], " (best so far, saved)" if improved else "")
+            "epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f%s, "
+            "lr %.2e, %.0f s%s", done, self.config.epochs, row["loss"], row["accuracy"],
+            row["val_loss"], val_accuracy, per_source, lr, row["seconds"],
+            " (best so far, saved)" if improved else "")
         if self.state["epochs_without_improvement"] >= self.config.patience:
             logger.info("no better val_accuracy for %d epochs: stopping early",
                            self.config.patience)
@@ -653,12 +805,14 @@ def _append_history(path: Path, row: Mapping[str, Any]) -> None:
     rows = []
     if path.exists():  # a resumed run drops rows of epochs it is redoing
         rows = [r for r in read_history(path) if r["epoch"] < row["epoch"]]
+    # Then one column per validation source, when there are several.
+    columns = [*HISTORY_COLUMNS, *(k for k in row if k not in HISTORY_COLUMNS)]
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, HISTORY_COLUMNS)
+        writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         for r in [*rows, row]:
-            writer.writerow({k: _format(r.get(k)) for k in HISTORY_COLUMNS})
+            writer.writerow({k: _format(r.get(k)) for k in columns})
     os.replace(partial, path)
 
 

@@ -1,5 +1,129 @@
-"""Face detection."""
+"""Face detection: YuNet (the default) or the seed's Haar cascade with a HOG check.
 
-from fer8.detection.haar import detect, load_detectors, verify_face
+Both detectors take an RGB image and return face boxes ``(x, y, w, h)`` in original
+pixels, largest first; each has its own settings, as named keyword arguments with
+documented defaults (:func:`fer8.detection.yunet.detect`, :func:`fer8.detection.haar.detect`).
+:func:`detect` picks one by name, so everything above this package (prediction,
+training crops, evaluation, the server) only passes a name and settings along.
 
-__all__ = ["detect", "load_detectors", "verify_face"]
+The two frame a face differently (YuNet from the hairline to the chin, Haar about
+like dlib), so landmarks are fitted on :func:`landmark_box`, the box dlib's 68-point
+model expects for the detector that found the face.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.detection import haar, yunet
+from fer8.detection.haar import verify_face
+from fer8.results import Box
+
+#: Detector names, the default first.
+DETECTORS = ("yunet", "haar")
+DEFAULT_DETECTOR = "yunet"
+
+_MODULES = {"yunet": yunet, "haar": haar}
+
+__all__ = ["DETECTORS", "DEFAULT_DETECTOR", "detect", "detector_options", "landmark_box",
+           "load_detectors", "settings", "verify_face"]
+
+
+def detect(image: NDArray[np.uint8], detector: str = DEFAULT_DETECTOR, **options: Any) -> list[Box]:
+    """Find every face in an RGB image.
+
+    Args:
+        image: RGB ``uint8`` array (H, W, 3), as returned by :func:`fer8.load_image`.
+        detector: ``"yunet"`` (default) or ``"haar"``.
+        **options: That detector's settings, e.g. ``min_size=64``, ``score_threshold=0.8``
+            (YuNet) or ``scale_factor=1.1`` (Haar); see :func:`settings`.
+
+    Returns:
+        Every face box in original-image pixels, largest first; empty when there is none.
+
+    Raises:
+        ValueError: An unknown detector or setting.
+    """
+    return _module(detector).detect(image, **_checked(detector, options))
+
+
+def settings(detector: str = DEFAULT_DETECTOR, **options: Any) -> dict[str, Any]:
+    """Every setting of ``detector`` with its default, updated by ``options``.
+
+    The full set is what crop caches are keyed on, so a changed default changes the key.
+    """
+    parameters = inspect.signature(_module(detector).detect).parameters
+    values = {name: p.default for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    values.update(_checked(detector, options))
+    return values
+
+
+def detector_options(detector: str = DEFAULT_DETECTOR, *, min_face: int | None = None,
+                     threshold: float | None = None, scale_factor: float | None = None,
+                     min_neighbors: int | None = None) -> dict[str, Any]:
+    """The settings the command line offers, named for ``detector``'s function.
+
+    ``threshold`` is YuNet's score threshold, or for Haar the score dlib's HOG check
+    needs to confirm a face. ``scale_factor`` and ``min_neighbors`` are Haar's own.
+    Options left as None keep the detector's defaults.
+
+    Raises:
+        ValueError: A Haar-only option given for YuNet.
+    """
+    options: dict[str, Any] = {"min_size": min_face}
+    if detector == "haar":
+        options.update(verify_threshold=threshold, scale_factor=scale_factor,
+                       min_neighbors=min_neighbors)
+    else:
+        if scale_factor is not None or min_neighbors is not None:
+            raise ValueError(f"--haar-scale-factor and --haar-min-neighbors are settings of the "
+                             f"haar detector, not of {detector}")
+        options["score_threshold"] = threshold
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def landmark_box(box: Box, detector: str | None = DEFAULT_DETECTOR) -> Box:
+    """The box to fit dlib's 68 landmarks on, for a face that ``detector`` framed as ``box``.
+
+    Haar boxes (and boxes of None, meaning "already in dlib's framing", such as a whole
+    pre-cropped face) are used as they are.
+    """
+    if detector == "yunet":
+        return yunet.landmark_box(box)
+    return box
+
+
+def load_detectors(detector: str = DEFAULT_DETECTOR) -> None:
+    """Build this thread's detectors now rather than on first use.
+
+    Each thread keeps its own (neither OpenCV's nor dlib's detectors are documented as
+    thread-safe). dlib's HOG detector is always built, as it also checks pre-cropped
+    faces (:func:`verify_face`); it takes about half a second.
+    """
+    _module(detector)
+    if detector == "yunet":
+        yunet.load_detector()
+    haar.load_detectors()
+
+
+def _module(detector: str):
+    try:
+        return _MODULES[detector]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown detector {detector!r}; choose one of "
+                         f"{', '.join(DETECTORS)}") from None
+
+
+def _checked(detector: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    parameters = inspect.signature(_module(detector).detect).parameters
+    known = [name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"the {detector} detector has no setting {', '.join(unknown)}; "
+                         f"its settings: {', '.join(known)}")
+    return dict(options)
