@@ -5,7 +5,8 @@ What it measures, for float32 and mixed_bfloat16:
 
 1. One photo with one face (the astronaut), stage by stage: load (decode the file),
    detect, landmarks, align, classify (batch of 1), and end to end
-   (``Predictor.predict(path)``); median and 90th percentile over ``--repeats`` runs.
+   (``Predictor.predict(path)``); median and 90th percentile over ``--repeats`` runs,
+   for each face detector (``--detectors``, YuNet and Haar by default).
    The network alone at batch 1 is also timed with and without BatchNorm folded into
    the convolutions (``fer8.inference``), interleaved.
 2. A folder of photos (the two example portraits, copied) through ``predict_many`` at
@@ -62,10 +63,10 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
             "p90_ms": 1000 * ordered[int(0.9 * (len(ordered) - 1))]}
 
 
-def time_stages(model, repeats: int) -> dict[str, dict[str, float]]:
+def time_stages(model, repeats: int, detector: str) -> dict[str, dict[str, float]]:
     import fer8
 
-    predictor = fer8.Predictor(model)
+    predictor = fer8.Predictor(model, detector=detector)
     path = EXAMPLES[0]
     stages = {name: [] for name in ("load", "detect", "landmarks", "align", "classify",
                                     "end_to_end")}
@@ -73,9 +74,10 @@ def time_stages(model, repeats: int) -> dict[str, dict[str, float]]:
         t0 = time.perf_counter()
         image = fer8.load_image(path)
         t1 = time.perf_counter()
-        (box,) = fer8.detect(image)
+        (box,) = fer8.detect(image, detector)
         t2 = time.perf_counter()
-        points = fer8.landmarks(image, box, predictor=predictor.landmark_model)
+        points = fer8.landmarks(image, box, detector=detector,
+                                predictor=predictor.landmark_model)
         t3 = time.perf_counter()
         crop = fer8.align(image, box, points)
         t4 = time.perf_counter()
@@ -179,6 +181,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--memory-counts", default="100,2000")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--detectors", default="yunet,haar",
+                        help="face detectors to time the stages with, comma-separated")
+    parser.add_argument("--precisions", default="float32,bfloat16")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -188,9 +193,10 @@ def main() -> None:
               "batch_size": args.batch_size, "precisions": {}}
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_folder(Path(tmp) / "folder", args.images)
-        for precision in ("float32", "bfloat16"):
+        for precision in args.precisions.split(","):
             model = load_benchmark_model(args.model, precision)
-            stages = time_stages(model, args.repeats)
+            stages = {detector: time_stages(model, args.repeats, detector)
+                      for detector in args.detectors.split(",")}
             folding = time_folding(model, args.repeats)
             bare = bare_throughput(model, args.batch_size, max(10, args.images // args.batch_size))
             folder = folder_throughput(model, paths, args.batch_size, args.workers)
@@ -199,7 +205,8 @@ def main() -> None:
                 "bare_model_img_s": bare, "folder_img_s": folder,
                 "folder_vs_bare": folder / bare,
             }
-            print(f"{precision}: end to end p50 {stages['end_to_end']['p50_ms']:.1f} ms, "
+            ends = ", ".join(f"{d} {s['end_to_end']['p50_ms']:.1f} ms" for d, s in stages.items())
+            print(f"{precision}: end to end p50 {ends}, "
                   f"folder {folder:.1f} img/s vs bare {bare:.1f} img/s", file=sys.stderr)
     counts = [int(c) for c in args.memory_counts.split(",") if c]
     report["peak_rss_mb"] = {str(c): peak_memory_mb(c, args.batch_size, args.model) for c in counts}
@@ -213,13 +220,12 @@ def print_markdown(report: dict) -> None:
     machine = report["machine"]
     print(f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
           f"TensorFlow {machine['tensorflow']}; batch size {report['batch_size']}\n")
+    columns = [(p, d, s) for p, r in report["precisions"].items() for d, s in r["stages"].items()]
     print("| stage (one photo, one face) | " + " | ".join(
-        f"{p} p50 / p90 ms" for p in report["precisions"]) + " |")
-    print("| --- |" + " --- |" * len(report["precisions"]))
-    stage_names = next(iter(report["precisions"].values()))["stages"]
-    for stage in stage_names:
-        cells = [f"{r['stages'][stage]['p50_ms']:.1f} / {r['stages'][stage]['p90_ms']:.1f}"
-                 for r in report["precisions"].values()]
+        f"{p}, {d}: p50 / p90 ms" for p, d, _ in columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
+    for stage in columns[0][2]:
+        cells = [f"{s[stage]['p50_ms']:.1f} / {s[stage]['p90_ms']:.1f}" for _, _, s in columns]
         print(f"| {stage} | " + " | ".join(cells) + " |")
     print("\n| network alone, batch 1 | " + " | ".join(
         f"{p} p50 / p90 ms" for p in report["precisions"]) + " |")

@@ -69,6 +69,8 @@ def without_local_paths(metadata: dict) -> dict:
     def trim(key, value):
         if isinstance(value, dict):
             return {k: trim(k, v) for k, v in value.items()}
+        if isinstance(value, list):  # several --data / --val sources
+            return [trim(key, v) for v in value]
         if key in keep and isinstance(value, str):
             return "/".join(Path(value).parts[-keep[key]:])
         return value

@@ -204,3 +204,38 @@ def test_version_and_help():
     for option in ("--format", "--annotate", "--model", "--max-faces", "--no-detect",
                    "--batch-size", "--flip"):
         assert option in help_text
+
+
+def test_the_detector_and_its_settings_are_options(photos, tiny_model_path, astronaut):
+    from fer8.detection import detect
+
+    def boxes(*options):
+        result = run("predict", photos / "astronaut.png", "--model", tiny_model_path,
+                     "--format", "json", *options)
+        assert result.exit_code == 0, result.output
+        return [face["box"] for face in json.loads(result.stdout)[0]["faces"]]
+
+    assert boxes() == [detect(astronaut)[0].to_list()]
+    assert boxes("--detector", "haar") == [detect(astronaut, "haar")[0].to_list()]
+    assert boxes("--min-face", "100") == []  # YuNet's box is 90 pixels wide
+    assert boxes("--detect-threshold", "0.99") == []
+    assert boxes("--detector", "haar", "--haar-scale-factor", "1.1",
+                 "--haar-min-neighbors", "3") == [
+        detect(astronaut, "haar", scale_factor=1.1, min_neighbors=3)[0].to_list()]
+    wrong = run("predict", photos / "astronaut.png", "--model", tiny_model_path,
+                "--haar-min-neighbors", "3")
+    assert wrong.exit_code == 2
+    assert "--haar-scale-factor and --haar-min-neighbors are settings of the haar detector" \
+        in wrong.stderr
+
+
+def test_a_broken_detector_model_is_a_one_line_error(photos, tiny_model_path, monkeypatch):
+    from fer8.detection import yunet
+
+    monkeypatch.setattr(yunet, "MODEL_SHA256", "0" * 64)
+    monkeypatch.setattr(yunet, "_verified", set())
+    monkeypatch.setattr(yunet, "_local", __import__("threading").local())
+    result = run("predict", photos / "astronaut.png", "--model", tiny_model_path)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("fer8: error: YuNet face detector at ") and "SHA-256" in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,120 @@ def test_gray_crops_are_stored_with_one_channel(tmp_path):
         save(np.full((48, 48), 50 * i, np.uint8), tmp_path / "sad" / f"{i}.png")
     prepared = prepare_crops(read_dataset(tmp_path).samples, None, image_size=32, workers=1)
     assert prepared.images.shape == (3, 32, 32, 1)
+
+
+def test_expw_layout_gives_one_sample_per_labelled_face(tmp_path, astronaut):
+    from fer8.results import Box
+
+    save(astronaut, tmp_path / "Images" / "happy_actor_1_f0.jpg")
+    save(astronaut, tmp_path / "Images" / "group_7.jpg")
+    (tmp_path / "label.lst").write_text(
+        "happy_actor_1_f0.jpg 0 63 178 268 176 22.9 3\n"
+        "group_7.jpg 0 10 20 60 70 50.1 6\n"
+        "group_7.jpg 1 100 120 150 170 48.0 1\n"
+        "gone_1_f0.jpg 0 1 2 3 4 1.0 0\n")
+    data = read_dataset(tmp_path)
+    assert data.kind == "expw" and data.skipped == {"missing file": 1}
+    assert [(Path(s.source).name, s.label, s.box, s.cropped) for s in data.samples] == [
+        ("happy_actor_1_f0.jpg", "happy", Box(178, 63, 90, 113), False),
+        ("group_7.jpg", "neutral", Box(20, 10, 40, 60), False),
+        ("group_7.jpg", "disgusted", Box(120, 100, 30, 70), False)]
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("a.jpg 0 10 10 5 20 1.0 3", "empty face box"),
+    ("a.jpg 0 10 10 20 20 1.0 9", "tuple index out of range"),
+    ("a.jpg 0 top 10 20 20 1.0 3", "could not convert"),
+])
+def test_malformed_expw_lines_name_the_line(tmp_path, line, problem):
+    (tmp_path / "Images").mkdir()
+    (tmp_path / "label.lst").write_text("\n" + line + "\n")
+    with pytest.raises(DatasetError, match=f"label.lst:2: malformed line .*{problem}"):
+        read_dataset(tmp_path)
+
+
+def test_expw_without_its_photo_folder_is_an_error(tmp_path):
+    (tmp_path / "label.lst").write_text("a.jpg 0 10 10 20 20 1.0 3\n")
+    with pytest.raises(DatasetError, match="label.lst but no photo folder"):
+        read_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("name, box, group", [
+    ("Images/angry_actor_104_f0.jpg", True, "angry_actor_104"),
+    ("Images/angry_actor_104_f2.jpg", True, "angry_actor_104"),
+    ("Train/Angry/HarryPotter_Deathly_Hallows_1_000522120_00000011.png", False,
+     "HarryPotter_Deathly_Hallows_1"),
+    ("Train/Fear/OceansTwelve-001817760_00000010.png", False, "OceansTwelve"),
+    ("jaffe/angry/KA.AN1.39.tiff", False, "KA"),
+    ("raf/happy/test_0001_aligned.jpg", False, "test_0001_aligned"),
+])
+def test_groups_keep_a_photo_film_or_person_on_one_side(name, box, group):
+    from fer8.datasets import Sample, group_of
+    from fer8.results import Box
+
+    assert group_of(Sample(name, "happy", False, box=Box(0, 0, 9, 9) if box else None)) == group
+
+
+def test_the_split_is_fixed_by_group_and_parts_are_disjoint(tmp_path):
+    from fer8.datasets import group_of, split_of
+
+    for film in ("Amelie", "Borat", "Casablanca", "Dune", "Elf", "Fargo", "Gravity", "Heat",
+                 "Inception", "Jaws", "Kes", "Logan"):
+        for frame in range(3):
+            save(np.zeros((150, 150, 3), np.uint8),
+                 tmp_path / "Happy" / f"{film}_00000{frame}_0000001{frame}.png")
+    data = read_dataset(tmp_path)
+    train, val = read_dataset(tmp_path, split="train"), read_dataset(tmp_path, split="val")
+    assert train.kind == "folders@train" and val.kind == "folders@val"
+    assert len(train.samples) + len(val.samples) == 36 and val.samples
+    assert not {group_of(s) for s in train.samples} & {group_of(s) for s in val.samples}
+    # The rule is the group name's digest: the same on every run and machine.
+    assert [split_of(s) for s in data.samples] == [split_of(s) for s in data.samples]
+    # (SHA-256 of the film's name, first 4 bytes, mod 100, below 20; a change of the
+    # rule moves images between training and validation, so it must be noticed.)
+    assert {Path(s.source).name.split("_")[0] for s in val.samples} == {
+        "Amelie", "Casablanca", "Fargo", "Gravity", "Heat", "Jaws", "Kes", "Logan"}
+    with pytest.raises(DatasetError, match="only fer2013.csv has a test split"):
+        read_dataset(tmp_path, split="test")
+
+
+@pytest.mark.parametrize("spec, path, split, weight", [
+    ("expw", "expw", None, 1.0),
+    ("data/expw@train:3", "data/expw", "train", 3.0),
+    ("sfew/Train@val", "sfew/Train", "val", 1.0),
+    ("FER2013Train:0.25", "FER2013Train", None, 0.25),
+    ("odd:name", "odd:name", None, 1.0),
+])
+def test_source_specs(spec, path, split, weight):
+    from fer8.datasets import parse_source
+
+    source = parse_source(spec)
+    assert (source.path, source.split, source.weight) == (Path(path), split, weight)
+    assert str(source) == spec.replace(":1.0", "")
+
+
+@pytest.mark.parametrize("spec, problem", [("expw:0", "positive"), ("expw:-2", "positive"),
+                                            ("expw@dev", "unknown split 'dev'")])
+def test_bad_source_specs_are_refused(spec, problem):
+    from fer8.datasets import parse_source
+
+    with pytest.raises(DatasetError, match=problem):
+        parse_source(spec)
+
+
+def test_photo_crops_are_cached_per_detector_and_box(tmp_path):
+    from fer8.crops import CropCache
+    from fer8.datasets import Sample
+    from fer8.results import Box
+
+    yunet, haar = CropCache(tmp_path), CropCache(tmp_path, detector="haar")
+    stricter = CropCache(tmp_path, detector_options={"score_threshold": 0.9})
+    photo, crop = Sample("a.jpg", "happy", False), Sample("a.png", "happy", True)
+    boxed = Sample("a.jpg", "happy", False, box=Box(1, 2, 30, 40))
+    content = b"the same bytes"
+    paths = {cache.path(photo, content) for cache in (yunet, haar, stricter)}
+    assert len(paths) == 3  # the detector and its settings shape a photo's crop
+    # A pre-cropped face is never searched: one crop whatever the detector.
+    assert len({cache.path(crop, content) for cache in (yunet, haar, stricter)}) == 1
+    assert yunet.path(boxed, content).name.endswith("-photo-1_2_30_40.png")
+    assert yunet.path(boxed, content) != yunet.path(photo, content)

@@ -90,4 +90,81 @@ def test_evaluate_table(labelled, brightness_model):
                                       str(brightness_model), "--format", "table"])
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["class", "precision", "recall", "f1", "support"]
-    assert lines[1].split()[0] == "Happy" and lines[-1].startswith("accuracy 0.5714")
+    assert lines[1].split()[0] == "Happy"
+    assert lines[-2].split() == ["dataset", "faces", "n", "accuracy", "macro-F1", "missed",
+                                 "unreadable"]
+    # 4 right of 8 labelled images: the photo without a face counts as wrong.
+    assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "1", "1"]
+
+
+@pytest.fixture()
+def expw_layout(tmp_path_factory):
+    """ExpW's layout: label.lst and Images/, one photo with two labelled faces (one of
+    them where no detector finds a face) and one corrupt photo."""
+    from fer8.detection import detect
+
+    folder = tmp_path_factory.mktemp("web") / "expw"
+    photo = np.full((300, 600, 3), 220, np.uint8)  # bright: "happy" for brightness_model
+    canvas = np.ascontiguousarray(photo)
+    save(canvas, folder / "Images" / "happy_people_1.jpg")
+    (folder / "Images" / "sad_people_2.jpg").write_bytes(b"not a jpeg")
+    assert detect(canvas) == []
+    lines = ["happy_people_1.jpg 0 10 10 110 110 50.0 3",     # happy, not found
+             "happy_people_1.jpg 1 100 300 400 200 50.0 4",   # sad, not found
+             "sad_people_2.jpg 0 10 10 60 60 50.0 4"]         # unreadable
+    (folder / "label.lst").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_labelled_boxes_and_the_full_pipeline_are_both_reported(expw_layout, labelled,
+                                                                brightness_model, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(expw_layout), "--data",
+                                      str(labelled), "--model", str(brightness_model),
+                                      "--format", "json", "--out", str(out)])
+    assert result.exit_code == 1, result.output  # unreadable photos
+    report = json.loads(result.stdout)
+    assert report["detector"] == "yunet"
+    rows = {(row["dataset"], row["faces"]): row for row in report["datasets"]}
+    assert set(rows) == {("expw", "detected"), ("expw", "labelled boxes"),
+                         (labelled.name, "detected")}
+    detected, boxes = rows["expw", "detected"], rows["expw", "labelled boxes"]
+    # No detector finds a face on a blank photo: both labelled faces count as wrong.
+    assert detected["n"] == 2 and detected["no_face"] == 2 and detected["accuracy_all"] == 0
+    assert detected["unreadable"] == 1
+    # On its labelled boxes the classifier still answers: both crops are bright.
+    assert boxes["n"] == 2 and boxes["no_face"] == 0 and boxes["unreadable"] == 1
+    assert boxes["confusion_matrix"]["counts"] == [[1, 0], [1, 0]]
+    assert rows[labelled.name, "detected"]["n"] == 8
+    pictures = sorted(p.name for p in out.glob("confusion_*.png"))
+    assert pictures == sorted([f"confusion_{labelled.name}_detected.png",
+                               "confusion_expw_detected.png", "confusion_expw_labelled_boxes.png"])
+    table = CliRunner().invoke(cli, ["evaluate", "--data", f"{expw_layout}", "--model",
+                                     str(brightness_model), "--format", "table"])
+    assert [line.split()[:3] for line in table.stdout.splitlines()[-2:]] == [
+        ["expw", "detected", "2"], ["expw", "labelled", "boxes"]]
+
+
+def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(tmp_path, astronaut, hopper,
+                                                                 brightness_model):
+    from fer8.detection import detect
+    from fer8.evaluation import evaluate, evaluate_labelled_boxes
+    from fer8.predictor import Predictor
+
+    pair = np.ascontiguousarray(np.concatenate([astronaut, hopper[:512]], axis=1))
+    save(pair, tmp_path / "expw" / "Images" / "pair.png")
+    faces = detect(pair)
+    assert len(faces) == 2
+    lines = [f"pair.png {i} {b.y} {b.x} {b.x + b.w} {b.y + b.h} 1.0 {label}"
+             for i, (b, label) in enumerate(zip(faces, (3, 4)))]  # happy, sad
+    (tmp_path / "expw" / "label.lst").write_text("\n".join(lines) + "\n")
+    from fer8.datasets import read_dataset
+
+    data = read_dataset(tmp_path / "expw")
+    predictor = Predictor(brightness_model)
+    probabilities = [predictor.predict(pair).faces[i].label for i in range(2)]
+    truth = ["happy", "sad"]
+    expected = sum(p == t for p, t in zip(probabilities, truth))
+    for evaluation in (evaluate(predictor, data), evaluate_labelled_boxes(predictor, data)):
+        assert evaluation.n == 2 and evaluation.no_face == 0
+        assert int(np.trace(evaluation.counts)) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,8 +16,14 @@ from fer8.results import Box
 
 # Where the faces are (measured once by hand on the photos; a detector change that
 # moves a box by more than a few pixels should be looked at, not silently accepted).
+# Haar frames a face about like dlib does (a square from the eyebrows to the chin),
+# YuNet from the hairline to the chin, narrower.
 ASTRONAUT_FACE = Box(175, 65, 99, 99)
 HOPPER_FACE = Box(150, 104, 231, 231)
+FACES = {
+    "haar": {"astronaut": ASTRONAUT_FACE, "hopper": HOPPER_FACE},
+    "yunet": {"astronaut": Box(178, 63, 90, 113), "hopper": Box(183, 120, 170, 213)},
+}
 
 
 def roll(points: np.ndarray) -> float:
@@ -24,19 +31,27 @@ def roll(points: np.ndarray) -> float:
     return math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
 
 
-@pytest.mark.parametrize("photo, face", [("astronaut", ASTRONAUT_FACE), ("hopper", HOPPER_FACE)])
-def test_one_face_on_each_portrait(request, photo, face):
-    boxes = fer8.detect(request.getfixturevalue(photo))
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+@pytest.mark.parametrize("photo", ["astronaut", "hopper"])
+def test_one_face_on_each_portrait(request, photo, detector):
+    boxes = fer8.detect(request.getfixturevalue(photo), detector)
     assert len(boxes) == 1
-    assert boxes[0].iou(face) > 0.8
+    assert boxes[0].iou(FACES[detector][photo]) > 0.8
 
 
-def test_two_people_give_exactly_two_faces_largest_first(two_faces):
-    boxes = fer8.detect(two_faces)
+def test_yunet_is_the_default_detector(astronaut):
+    assert fer8.detect(astronaut) == fer8.detect(astronaut, "yunet")
+    assert fer8.detect(astronaut) != fer8.detect(astronaut, "haar")
+
+
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_two_people_give_exactly_two_faces_largest_first(two_faces, detector):
+    boxes = fer8.detect(two_faces, detector)
     assert len(boxes) == 2
     assert boxes[0].area > boxes[1].area
-    hopper = Box(HOPPER_FACE.x + 512, HOPPER_FACE.y, HOPPER_FACE.w, HOPPER_FACE.h)
-    assert boxes[0].iou(hopper) > 0.7 and boxes[1].iou(ASTRONAUT_FACE) > 0.7
+    face = FACES[detector]["hopper"]
+    hopper = Box(face.x + 512, face.y, face.w, face.h)
+    assert boxes[0].iou(hopper) > 0.7 and boxes[1].iou(FACES[detector]["astronaut"]) > 0.7
 
 
 def test_haar_false_positive_on_the_suit_is_filtered(astronaut):
@@ -45,27 +60,73 @@ def test_haar_false_positive_on_the_suit_is_filtered(astronaut):
     canvas = np.full((1500, 2000, 3), 128, np.uint8)
     canvas[400:912, 700:1212] = astronaut
     face = Box(ASTRONAUT_FACE.x + 700, ASTRONAUT_FACE.y + 400, ASTRONAUT_FACE.w, ASTRONAUT_FACE.h)
-    unverified = fer8.detect(canvas, scale_factor=1.05, verify=False)
+    unverified = fer8.detect(canvas, "haar", scale_factor=1.05, verify=False)
     assert len(unverified) == 2
-    boxes = fer8.detect(canvas, scale_factor=1.05)
+    boxes = fer8.detect(canvas, "haar", scale_factor=1.05)
     assert len(boxes) == 1 and boxes[0].iou(face) > 0.7
+    # YuNet sees no face on the suit in the first place.
+    assert len(fer8.detect(canvas)) == 1
 
 
-def test_large_photos_are_searched_downscaled_and_boxes_mapped_back(astronaut):
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_large_photos_are_searched_downscaled_and_boxes_mapped_back(astronaut, detector):
     big = cv2.resize(astronaut, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)  # 2048 px
-    boxes = fer8.detect(big)
-    scaled = Box(*(4 * v for v in ASTRONAUT_FACE.to_list()))
+    boxes = fer8.detect(big, detector)
+    scaled = Box(*(4 * v for v in FACES[detector]["astronaut"].to_list()))
     assert len(boxes) == 1 and boxes[0].iou(scaled) > 0.75
 
 
-def test_no_face_on_blank_or_noise():
-    assert fer8.detect(np.full((300, 400, 3), 200, np.uint8)) == []
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_no_face_on_blank_noise_or_tiny_images(detector):
+    assert fer8.detect(np.full((300, 400, 3), 200, np.uint8), detector) == []
     noise = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
-    assert fer8.detect(noise) == []
+    assert fer8.detect(noise, detector) == []
+    for shape in [(1, 1, 3), (1, 500, 3), (7, 5, 3)]:
+        assert fer8.detect(np.zeros(shape, np.uint8), detector) == []
+    # The largest photo load_image accepts (100 megapixels) is searched shrunk.
+    assert fer8.detect(np.zeros((10_000, 10_000, 3), np.uint8), detector) == []
+
+
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_no_face_on_face_free_pictures(detector):
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    for name in ("chelsea.png", "coffee.png", "rocket.jpg", "horse.png", "moon.png",
+                 "brick.png", "grass.png", "gravel.png"):
+        assert fer8.detect(fer8.load_image(folder / name), detector) == [], name
+
+
+def test_smallest_face_and_threshold_are_settings(astronaut):
+    assert fer8.detect(astronaut, min_size=100) == []  # YuNet's box is 90 wide
+    assert len(fer8.detect(astronaut, min_size=80)) == 1
+    assert fer8.detect(astronaut, score_threshold=0.99) == []
+    assert fer8.detect(astronaut, "haar", min_size=120) == []
+
+
+def test_unknown_detectors_and_settings_are_refused(astronaut):
+    with pytest.raises(ValueError, match="unknown detector 'mtcnn'; choose one of yunet, haar"):
+        fer8.detect(astronaut, "mtcnn")
+    with pytest.raises(ValueError, match="the yunet detector has no setting scale_factor; "
+                                         "its settings: score_threshold, nms_threshold"):
+        fer8.detect(astronaut, scale_factor=1.1)
+
+
+def test_landmarks_on_yunet_boxes_fit_as_well_as_on_haar_boxes(astronaut, hopper):
+    from fer8.detection import yunet
+
+    for image in (astronaut, hopper):
+        (face,) = yunet.detect_faces(image)
+        eyes = face.keypoints[:2]  # YuNet's own eye keypoints, the image's left first
+        distance = np.linalg.norm(eyes[1] - eyes[0])
+        for box, detector in ((face.box, "yunet"), (fer8.detect(image, "haar")[0], "haar")):
+            left, right = eye_centers(fer8.landmarks(image, box, detector=detector))
+            assert np.linalg.norm(left - eyes[0]) < 0.12 * distance
+            assert np.linalg.norm(right - eyes[1]) < 0.12 * distance
 
 
 def test_landmarks_fall_inside_the_face(astronaut):
-    points = fer8.landmarks(astronaut, ASTRONAUT_FACE)
+    points = fer8.landmarks(astronaut, ASTRONAUT_FACE, detector="haar")
     assert points.shape == (68, 2) and points.dtype == np.float32
     b = ASTRONAUT_FACE
     margin = 0.15 * b.w
@@ -87,7 +148,7 @@ def test_alignment_levels_the_eyes(astronaut, angle):
     assert face.aligned and face.image.shape == (224, 224, 3) and face.image.dtype == np.uint8
     # Fit the landmarks again on the aligned crop: the eye line must be level and the
     # eyes at their fixed positions.
-    again = fer8.landmarks(face.image, Box(22, 22, 180, 180))
+    again = fer8.landmarks(face.image, Box(22, 22, 180, 180), detector=None)
     assert abs(roll(again)) < 2.0
     left, right = eye_centers(again)
     assert abs(left[0] - EYE_X * 224) < 8 and abs(right[0] - (1 - EYE_X) * 224) < 8
@@ -122,6 +183,6 @@ def test_tiny_faces_are_upscaled_for_landmarks(astronaut):
     b = ASTRONAUT_FACE
     small = cv2.resize(astronaut[b.y:b.y + b.h, b.x:b.x + b.w], (48, 48),
                        interpolation=cv2.INTER_AREA)
-    points = fer8.landmarks(small, Box(0, 0, 48, 48))
+    points = fer8.landmarks(small, Box(0, 0, 48, 48), detector=None)
     assert landmarks_fit(points, Box(0, 0, 48, 48))
     assert abs(roll(points)) < 10

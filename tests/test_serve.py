@@ -79,6 +79,34 @@ def test_annotate_returns_the_drawn_jpeg(api, astronaut_path, astronaut):
     assert np.abs(drawn.astype(int) - astronaut).mean() > 0.5  # something was drawn
 
 
+def test_the_api_and_the_bot_answer_with_either_detector(tiny_model, astronaut_path):
+    from fer8.detection import detect
+
+    image = fer8.load_image(astronaut_path)
+    for detector in ("yunet", "haar"):
+        predictor = fer8.Predictor(tiny_model, detector=detector, warmup=False)
+        with FakeLine() as line:
+            settings = LineSettings(FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url,
+                                    data_url=line.url)
+            with UvicornThread(create_app(predictor, line=settings)) as url:
+                response = httpx.post(f"{url}/v1/predict",
+                                      files={"file": ("a.png", astronaut_path.read_bytes(),
+                                                      "image/png")})
+                assert response.status_code == 200
+                (face,) = response.json()["faces"]
+                assert face["box"] == detect(image, detector)[0].to_list()
+                drawn = httpx.post(f"{url}/v1/predict?annotate=true",
+                                   files={"file": ("a.png", astronaut_path.read_bytes(),
+                                                   "image/png")})
+                assert drawn.status_code == 200 and drawn.content[:2] == b"\xff\xd8"
+                line.contents["m1"] = astronaut_path.read_bytes()
+                body = webhook_body(message_event("e1", "r1", image_message("m1")))
+                assert post_webhook(url, body, FakeLine.sign(body)).status_code == 200
+                (reply,) = line.wait_for_replies(1)
+                assert reply["body"]["messages"][0]["text"] == reply_text(
+                    predictor.predict(astronaut_path))
+
+
 def test_bad_uploads_are_refused_with_the_right_status(api, astronaut_path):
     not_image = httpx.post(f"{api}/v1/predict", files={"file": ("a.png", b"hello", "image/png")})
     assert not_image.status_code == 400 and "not an image" in not_image.json()["detail"]

@@ -146,7 +146,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
                                           "--out", str(run_dir), "--resume", "--epochs", "3"])
     assert cli_result.exit_code == 2 and "was trained on data=" in cli_result.stderr
 
-    data = config.data
+    (data,) = config.data
     caplog.clear()
     cli_result = CliRunner().invoke(cli, ["train", "--data", data, "--out", str(run_dir),
                                           "--resume", "--epochs", "3", "--cache", str(cache)])
@@ -324,3 +324,74 @@ def test_a_model_trained_on_gray_faces_sees_colour_faces_in_gray():
     np.testing.assert_allclose(gray_model.apply(colour), gray_model.apply(gray), atol=0.51)
     # A gray face (FER2013's) is unchanged by the gray step.
     np.testing.assert_allclose(gray_model.apply(gray), IMAGENET_CAFFE.apply(gray), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def gray_data(tmp_path_factory, astronaut, hopper):
+    """A second source: the same two people, gray and smaller."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("gray")
+    for folder, photo in (("happy", astronaut), ("sad", hopper)):
+        gray = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        for i, image in enumerate(variants(gray[::2, ::2])):
+            save(np.ascontiguousarray(image), root / folder / f"{i}.png")
+    return root
+
+
+def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fer8.training")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--data", f"{tiny_data}:2", "--data", f"{gray_data}:0.5",
+        "--val", str(tiny_data), "--val", str(gray_data), "--out", str(run_dir),
+        "--epochs", "1", "--cache", str(tmp_path / "cache"),
+        *[a for a in TRAIN_ARGS if a not in ("--val-fraction", "0.25")]])
+    assert result.exit_code == 0, result.output
+    # 8 + 8 images drawn 2 and 0.5 times per pass: 20 a pass, 10 steps of 2.
+    assert "10/10" in result.stderr or "epoch 1/1" in caplog.text
+    checkpoint = __import__("keras").saving.load_model(run_dir / "checkpoint.keras")
+    assert int(checkpoint.optimizer.iterations) == 10
+    with open(run_dir / "history.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    names = (f"val_accuracy_{tiny_data.name}", f"val_accuracy_{gray_data.name}")
+    assert set(names) <= set(row)
+    # The run is selected on the mean of the sources' accuracies.
+    assert float(row["val_accuracy"]) == pytest.approx(
+        (float(row[names[0]]) + float(row[names[1]])) / 2, abs=1e-5)
+    meta = fer8.load_model(run_dir / "model.fer8").spec.metadata
+    sources = meta["data"]["train"]["sources"]
+    assert {s["weight"] for s in sources.values()} == {2.0, 0.5}
+    assert meta["training"]["data"] == [f"{tiny_data}:2", f"{gray_data}:0.5"]
+    assert meta["training"]["detector"] == "yunet"
+
+
+def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
+        first_run, tiny_data, tmp_path, hopper):
+    """How a user adds *worry* to a model: --init-model with data that has the class."""
+    from fer8 import training
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for i, image in enumerate(variants(hopper[::-1])):  # a new class, from flipped photos
+        save(np.ascontiguousarray(image), data / "worried" / f"{i}.png")
+    old = fer8.load_model(first_run[0] / "model.fer8")
+    config = training.TrainConfig(data=str(data), image_size=32,
+                                  init_model=str(first_run[0] / "model.fer8"))
+    model = training._from_model_file(config, ("happy", "sad", "worry"))
+    kernel, bias = model.get_layer("logits").get_weights()
+    old_kernel, old_bias = old.keras_model.get_layer("logits").get_weights()
+    np.testing.assert_array_equal(kernel[:, :2], old_kernel)
+    np.testing.assert_array_equal(bias[:2], old_bias)
+    assert not np.allclose(kernel[:, 2], old_kernel[:, 0]) and bias[2] == 0
+    for new, kept in zip(model.get_weights()[:-2], old.keras_model.get_weights()[:-2]):
+        np.testing.assert_array_equal(new, kept)
+
+    result = CliRunner().invoke(cli, [
+        "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+        "--init-model", str(first_run[0] / "model.fer8"), "--cache", str(first_run[1]),
+        *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    assert fer8.load_model(tmp_path / "run" / "model.fer8").labels == ("happy", "sad", "worry")

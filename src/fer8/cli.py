@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from fer8 import __version__
-from fer8.errors import Fer8Error, ModelFormatError, ModelNotFoundError
+from fer8.errors import ChecksumMismatchError, Fer8Error, ModelFormatError, ModelNotFoundError
 from fer8.output import FORMATS
 
 logger = logging.getLogger("fer8")
@@ -84,7 +84,8 @@ def _handle_errors(command: Callable[..., int]) -> Callable[..., int]:
     def wrapper(*args: Any, **kwargs: Any) -> int:
         try:
             return command(*args, **kwargs)
-        except (ModelNotFoundError, ModelFormatError, FileNotFoundError, FileExistsError) as exc:
+        except (ModelNotFoundError, ModelFormatError, ChecksumMismatchError, FileNotFoundError,
+                FileExistsError) as exc:
             _fail(exc, EXIT_USAGE)
         except (Fer8Error, OSError) as exc:
             _fail(exc, EXIT_INPUT_FAILED)

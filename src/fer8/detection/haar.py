@@ -69,6 +69,8 @@ def detect(
     import cv2
 
     height, width = image.shape[:2]
+    if min(height, width) < min_size:  # no face of min_size fits (and a 1x1 search copy
+        return []                     # would be empty)
     scale = min(1.0, _WINDOW / min_size, max_side / max(height, width))
     gray = _gray(image)
     search = gray

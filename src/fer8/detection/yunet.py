@@ -112,6 +112,8 @@ def detect_faces(
     import cv2
 
     height, width = image.shape[:2]
+    if min(height, width) < min_size:  # no face of min_size fits
+        return []
     scale = min(1.0, _SEARCH_FACE / max(min_size, 1), max_side / max(height, width))
     search = image
     if scale < 1.0:
