@@ -23,7 +23,7 @@ from fer8.classification import classify
 from fer8.detection import load_detectors
 from fer8.errors import Fer8Error, InvalidImageError
 from fer8.faces import face_from_crop, faces_in_photo
-from fer8.images import ImageSource, describe_source, load_image
+from fer8.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.landmarking import load_landmark_model
 from fer8.modelfile import ExpressionModel
 from fer8.registry import load_model
@@ -74,6 +74,8 @@ class Predictor:
         detector: Keyword arguments for :func:`fer8.detect`.
         cache: Folder for downloaded models.
         warmup: Run the model once now, so the first real call is not slow.
+        max_pixels: Larger images are refused (see :func:`fer8.load_image`); raise it
+            for panoramas.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Predictor:
         detector: Mapping[str, Any] | None = None,
         cache: str | os.PathLike | None = None,
         warmup: bool = True,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if max_faces is not None and max_faces < 1:
             raise ValueError("max_faces must be at least 1")
@@ -99,6 +102,7 @@ class Predictor:
         )
         self.landmark_model = load_landmark_model()
         self.max_faces = max_faces
+        self.max_pixels = max_pixels
         self.batch_size = batch_size
         self.flip = flip
         self.detector = dict(detector or {})
@@ -180,7 +184,7 @@ class Predictor:
         """The CPU stages for one input; errors are recorded, never raised."""
         name = describe_source(source)
         try:
-            image = load_image(source)
+            image = load_image(source, max_pixels=self.max_pixels)
             if detect:
                 found = faces_in_photo(image, detector=self.detector, max_faces=self.max_faces,
                                        landmark_model=self.landmark_model)
