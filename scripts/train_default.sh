@@ -28,6 +28,8 @@ set -euo pipefail
 
 # fer8 train OUT ARGS...: a new run in OUT, or the run already there continued.
 # ARGS come after the common flags, so a stage's own value of a flag wins.
+# --keep-checkpoint: a finished stage keeps its checkpoint, which is how a rerun of
+# this script knows to resume it (and so not train it again).
 train() {
     local out=$1
     shift
@@ -37,7 +39,7 @@ train() {
     fi
     fer8 train --data "$data/FER2013Train" --val "$data/FER2013Valid" --out "$out" \
         --backbone resnet50 --image-size 112 --soft-labels --batch-size 32 \
-        --warmup-epochs 0.3 --patience 3 "$@" "${resume[@]}"
+        --warmup-epochs 0.3 --patience 3 --keep-checkpoint "$@" "${resume[@]}"
 }
 
 main() {

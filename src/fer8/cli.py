@@ -77,23 +77,14 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up chatter hidden.
-
-    TensorFlow 2.21 writes half a dozen lines (oneDNN, CUDA probing) straight to file
-    descriptor 2 on import, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; on a command line
-    they bury the one line that matters. A failed import is re-raised with stderr back.
+    """Import TensorFlow with its start-up chatter hidden (see :mod:`fer8.backend`) and
+    its later C++ errors too: on a command line they bury the one line that matters.
     Only called by commands that need a model; ``-vv`` keeps the chatter.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras  # noqa: F401  (imports TensorFlow, the configured backend)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    from fer8.backend import import_keras
+
+    import_keras()
 
 
 @cli.command()
@@ -209,9 +200,11 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
 @click.option("--backbone", type=click.Choice(["resnet50", "vggface-resnet50"]),
               default="resnet50", show_default=True)
 @click.option("--backbone-weights", default=None, metavar="imagenet|PATH|none",
-              help="Starting weights: 'imagenet' (resnet50 only; downloaded by Keras), a "
-                   "weight file (a keras-vggface .h5 for vggface-resnet50), or 'none'. "
-                   "Default: imagenet for resnet50, none for vggface-resnet50.")
+              help="Starting weights instead of a model: 'imagenet' (resnet50 only; "
+                   "downloaded once by Keras), a weight file (a keras-vggface .h5 for "
+                   "vggface-resnet50), or 'none'. Default: resnet50 starts from the "
+                   "bundled model (no download; data with its classes), "
+                   "vggface-resnet50 from none.")
 @click.option("--init-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Start from a trained .fer8 model (same classes), e.g. to fine-tune "
                    "at a larger --image-size.")
@@ -242,13 +235,17 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
               help="Crop cache folder (default: crops/ in the fer8 cache, see FER8_HOME).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads detecting and aligning faces while preparing crops.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep checkpoint.keras when the run ends, to extend it later with "
+                   "--resume --epochs N (by default only model.fer8 is kept).")
 @_handle_errors
 def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epochs: int,
           batch_size: int, image_size: int, backbone: str, backbone_weights: str | None,
           init_model: Path | None, freeze_stages: int, learning_rate: float,
           warmup_epochs: float, label_smoothing: float, ema_momentum: float, soft_labels: bool,
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
-          seed: int, resume: bool, cache: Path | None, workers: int) -> None:
+          seed: int, resume: bool, cache: Path | None, workers: int,
+          keep_checkpoint: bool) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -259,9 +256,7 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
         _import_tensorflow_quietly()
     from fer8.training import TrainConfig, train as run_training
 
-    if backbone_weights is None:
-        backbone_weights = "imagenet" if backbone == "resnet50" else "none"
-    elif backbone_weights not in ("imagenet", "none"):
+    if backbone_weights not in (None, "imagenet", "none"):
         backbone_weights = str(Path(backbone_weights).resolve())
     config = TrainConfig(
         # Absolute paths: a resumed run may be started from another folder.
@@ -277,7 +272,8 @@ def train(data: Path, run_dir: Path, val: Path | None, val_fraction: float, epoc
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
-                          verbose=1 if sys.stderr.isatty() else 0, on_prepare=_ProgressBar)
+                          on_prepare=_ProgressBar, on_epoch=_ProgressBar,
+                          keep_checkpoint=keep_checkpoint)
     if result.model_path is None:
         click.echo(f"fer8: no epoch finished; nothing saved in {run_dir}", err=True)
         sys.exit(130 if result.interrupted else EXIT_INPUT_FAILED)
