@@ -21,6 +21,7 @@ import click
 
 from fer8 import __version__
 from fer8.errors import Fer8Error, ModelFormatError, ModelNotFoundError
+from fer8.images import MAX_PIXELS
 from fer8.output import FORMATS
 
 logger = logging.getLogger("fer8")
@@ -138,7 +139,7 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal and "
                    "stdout is not).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=100_000_000,
+@click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
               show_default=True, help="Refuse larger images (raise it for panoramas).")
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
