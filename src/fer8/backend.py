@@ -12,10 +12,12 @@ since it is what one needs to see when TensorFlow itself misbehaves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from types import ModuleType
 
 logger = logging.getLogger(__name__)
@@ -55,24 +57,18 @@ def import_keras() -> ModuleType:
     return keras
 
 
-class _stderr_silenced:
+@contextlib.contextmanager
+def _stderr_silenced(active: bool) -> Iterator[None]:
     """Points file descriptor 2 at /dev/null for the duration (when ``active``)."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-        self._saved: int | None = None
-
-    def __enter__(self) -> None:
-        if not self.active:
-            return
-        sys.stderr.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        self._saved = os.dup(2)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-            self._saved = None
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
