@@ -51,7 +51,7 @@ main() {
         --val "$data/FER2013Valid" --val "$data/expw@val" --val "$data/sfew/Train@val" \
         --init-model "$start" --image-size 112 --soft-labels --batch-size 32 --epochs 4 \
         --learning-rate 1e-4 --warmup-epochs 0.2 --patience 3 --seed 0 \
-        --out "$run/train" "${resume[@]}"
+        --keep-checkpoint --out "$run/train" "${resume[@]}"
     # pack_model.py also says whether the packed file is the one registered (bundled)
     python "$here/pack_model.py" "$run/train/model.fer8" "$model_out"
 }

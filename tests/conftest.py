@@ -86,6 +86,26 @@ def predictor(tiny_model):
     return fer8.Predictor(tiny_model, batch_size=4)
 
 
+@pytest.fixture(scope="session")
+def default_predictor():
+    """The bundled model, loaded once for every test that only reads it."""
+    import fer8
+
+    return fer8.Predictor()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_keras_state():
+    """After each test file, drop Keras's global state and TensorFlow's kernel caches and
+    collect garbage: the ResNet50s a file builds would otherwise stay in memory for the
+    rest of the run (models the session's fixtures hold are kept, and keep working)."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+
+
 def save(image: np.ndarray, path: Path) -> Path:
     """Write an RGB array to ``path`` (format from the extension)."""
     from PIL import Image

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import fer8
 from fer8.cli import cli
 
-from conftest import LABELS, save
+from conftest import LABELS, ROOT, save
 
 
 @pytest.fixture()
@@ -100,7 +100,7 @@ def test_annotate_writes_readable_images(photos, tiny_model_path, tmp_path, astr
     result = run("predict", photos, "--model", tiny_model_path, "--annotate", out,
                  "--format", "jsonl")
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == ["astronaut.png", "blank.png", "group/two.jpg"]
+    assert written == ["astronaut.png", "blank.png", "group/two.jpg", "sources.csv"]
     drawn = fer8.load_image(out / "astronaut.png")
     assert drawn.shape == astronaut.shape
     face = json.loads(result.stdout.splitlines()[0])["faces"][0]
@@ -239,3 +239,142 @@ def test_a_broken_detector_model_is_a_one_line_error(photos, tiny_model_path, mo
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("fer8: error: YuNet face detector at ") and "SHA-256" in line
+
+
+def test_annotated_pictures_with_the_same_name_are_all_kept(tmp_path, tiny_model_path,
+                                                            astronaut, hopper):
+    """Two cameras' IMG_0001.jpg, in two folders: each gets its own annotated picture,
+    in its own folder, and sources.csv says which input each came from."""
+    first = save(astronaut, tmp_path / "a" / "IMG_0001.png")
+    second = save(hopper, tmp_path / "b" / "IMG_0001.png")
+
+    def annotate(out, *inputs):
+        result = run("predict", *inputs, "--model", tiny_model_path, "--annotate",
+                     tmp_path / out, "--format", "json")
+        assert result.exit_code == 0, result.output
+        with open(tmp_path / out / "sources.csv", newline="") as handle:
+            return {row["annotated"]: row["source"] for row in csv.DictReader(handle)}
+
+    for out, inputs in (("files", (first, second)), ("folders", (first.parent, second.parent))):
+        assert annotate(out, *inputs) == {"a/IMG_0001.png": str(first),
+                                          "b/IMG_0001.png": str(second)}
+        assert fer8.load_image(tmp_path / out / "a" / "IMG_0001.png").shape == astronaut.shape
+        assert fer8.load_image(tmp_path / out / "b" / "IMG_0001.png").shape == hopper.shape
+    # The same file twice: two pictures, the second numbered.
+    assert annotate("twice", first, first) == {"IMG_0001.png": str(first),
+                                               "IMG_0001-2.png": str(first)}
+
+
+def test_annotate_never_draws_over_an_input(tmp_path, tiny_model_path, astronaut):
+    photo = save(astronaut, tmp_path / "photos" / "me.png")
+    before = photo.read_bytes()
+    result = run("predict", photo.parent, "--model", tiny_model_path, "--annotate", photo.parent)
+    assert result.exit_code == 2 and "would draw over the input" in result.stderr
+    assert photo.read_bytes() == before
+
+
+def test_table_columns_line_up_whatever_the_path_length(tmp_path, tiny_model_path, astronaut):
+    short = save(astronaut, tmp_path / "a.png")
+    long = save(astronaut, tmp_path / ("a-folder-name-well-over-thirty-two-characters" * 2)
+                / "portrait-with-a-long-name.png")
+    lines = run("predict", short, long, "--model", tiny_model_path, "--format",
+                "table").stdout.splitlines()
+    assert len(lines) == 3 and len(str(long)) > 80
+    header = lines[0]
+    for line in lines[1:]:
+        # The face index ends under FACE's last letter; the label starts under EXPRESSION.
+        assert line[header.index("FACE") + 3] == "0" and line[header.index("FACE") + 4] == " "
+        assert line[header.index("EXPRESSION"):].split()[0] in {n.capitalize() for n in LABELS}
+
+
+def test_on_a_terminal_each_failure_is_reported_once(tmp_path, tiny_model_path, astronaut):
+    """stdout and stderr on one terminal: the table's error row is the report; a line on
+    stderr as well would show the failure twice."""
+    import os
+    import pty
+
+    save(astronaut, tmp_path / "ok.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "predict", str(tmp_path), "--model", str(tiny_model_path)],
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 1
+    text = screen.decode()
+    assert "SOURCE" in text  # a terminal gets the table
+    assert text.count("broken.jpg") == 1 and "corrupt or truncated" in text
+
+
+def test_max_pixels_lets_a_panorama_in(tmp_path, tiny_model_path):
+    wide = save(np.full((200, 2000, 3), 128, np.uint8), tmp_path / "wide.png")
+    refused = run("predict", wide, "--model", tiny_model_path, "--format", "json",
+                  "--max-pixels", "100000")
+    assert refused.exit_code == 1
+    assert "too large" in json.loads(refused.stdout)[0]["error"]
+    assert "--max-pixels" in refused.stderr
+    allowed = run("predict", wide, "--model", tiny_model_path, "--format", "json",
+                  "--max-pixels", "400000")
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout)[0]["error"] is None
+
+
+def test_help_says_what_the_bundled_model_predicts():
+    from fer8.labels import display_name
+    from fer8.modelfile import read_spec
+    from fer8.registry import resolve_model
+
+    labels = read_spec(resolve_model(None)).labels
+    help_text = " ".join(run("--help").stdout.split())
+    assert "predicts " + ", ".join(map(display_name, labels)) + "." in help_text
+    assert "worry" not in help_text.lower()  # the bundled model cannot predict it
+
+
+def test_serve_without_its_extra_names_the_install_command_for_this_checkout(monkeypatch):
+    from fer8.cli import install_command
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
+    for module in ("fer8.server", "fer8.line"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert "fastapi is missing" in result.stderr
+    command = install_command("serve")
+    assert command in result.stderr
+    # These tests run from a source checkout: pip must install that checkout with its
+    # extra (``fer8[serve]`` would fetch another fer8 from an index).
+    assert command.startswith(f"{sys.executable} -m pip install -e ")
+    assert command.endswith(f"{ROOT}[serve]'")
+    assert 'serve = [' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    from fer8 import cli as cli_module
+
+    class Installed:
+        def __init__(self, direct_url):
+            self.direct_url = direct_url
+
+        def read_text(self, name):
+            return self.direct_url if name == "direct_url.json" else None
+
+    site = tmp_path / "site-packages" / "fer8" / "cli.py"
+    monkeypatch.setattr(cli_module, "__file__", str(site))
+    monkeypatch.setattr(metadata, "distribution", lambda name: Installed(None))
+    assert cli_module.install_command("serve").endswith(" -m pip install 'fer8[serve]'")
+    checkout = tmp_path / "fer8 checkout"
+    checkout.mkdir()
+    monkeypatch.setattr(metadata, "distribution", lambda name: Installed(json.dumps(
+        {"url": checkout.as_uri(), "dir_info": {}})))
+    assert cli_module.install_command("serve").endswith(f" -m pip install '{checkout}[serve]'")

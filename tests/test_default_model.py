@@ -14,11 +14,6 @@ from fer8.cli import cli
 from fer8.registry import DEFAULT_MODEL, MODELS, sha256_file
 
 
-@pytest.fixture(scope="module")
-def default_predictor():
-    return fer8.Predictor()
-
-
 def test_default_model_ships_in_the_package_and_matches_its_checksum():
     entry = MODELS[DEFAULT_MODEL]
     path = Path(str(resources.files("fer8") / "models" / entry.bundled))

@@ -138,8 +138,23 @@ def test_missing_file_and_directory(tmp_path):
 
 
 def test_limit_is_configurable(astronaut_path):
-    with pytest.raises(InvalidImageError, match="too large"):
+    with pytest.raises(InvalidImageError, match="too large.*--max-pixels"):
         fer8.load_image(astronaut_path, max_pixels=512 * 511)
+
+
+def test_a_panorama_beyond_pillows_own_limit_opens_when_the_limit_is_raised(tmp_path):
+    """Pillow refuses more than 178,956,970 pixels in Image.open, whatever fer8 allows;
+    max_pixels above that lets it through (to the decoder, which then finds this
+    header-only file truncated), and Pillow's own limit is left as it was."""
+    from PIL import Image
+
+    panorama = tmp_path / "panorama.png"
+    panorama.write_bytes(_png_header_only(20_000, 10_000))  # 200 megapixels
+    with pytest.raises(InvalidImageError, match="too large.*--max-pixels"):
+        fer8.load_image(panorama)
+    with pytest.raises(InvalidImageError, match="corrupt or truncated"):
+        fer8.load_image(panorama, max_pixels=250_000_000)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default, restored
 
 
 def test_bad_arrays():

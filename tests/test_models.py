@@ -21,6 +21,15 @@ from fer8.registry import RegisteredModel, cache_dir, resolve_model
 from conftest import LABELS, SHARED
 
 
+@pytest.fixture(autouse=True)
+def release_networks():
+    """Each test's ResNet50s (95 MB of weights each, and their graphs) go when it ends."""
+    yield
+    import keras
+
+    keras.backend.clear_session()
+
+
 def crops(n: int = 3, size: int = 48) -> np.ndarray:
     return np.random.default_rng(1).integers(0, 255, (n, size, size, 3), dtype=np.uint8)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,3 +29,18 @@ def test_public_names_resolve():
     assert issubclass(fer8.InvalidImageError, (fer8.Fer8Error, ValueError))
     assert fer8.EXPRESSIONS == ("angry", "disgusted", "fearful", "happy", "neutral", "sad",
                                 "surprised", "worry")
+
+
+def test_first_use_prints_nothing(tiny_model_path, astronaut_path):
+    """TensorFlow writes its start-up notices (absl, CUDA probing, CPU features) and a
+    cuInit error straight to file descriptor 2; a library that logs through `logging`
+    must not pass them on to its caller's terminal."""
+    code = ("import fer8\n"
+            f"result = fer8.Predictor({str(tiny_model_path)!r}).predict({str(astronaut_path)!r})\n"
+            "assert len(result.faces) == 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
+

@@ -1,13 +1,18 @@
 """``fer8 train`` on a tiny dataset made from the fixture photos: artifacts, resume, Ctrl-C,
 no overwriting, augmentation, compact model files.
 
-ResNet50 at 32x32 with random weights keeps each run to seconds of compute (most of
-it TensorFlow building the training graph).
+These tests are about what a run does (files, resuming, seeding, averaging), not about
+how well it learns, so the runs here train a stand-in backbone of a few layers named
+like ResNet50's (:func:`small_backbone`), at 32x32: a ResNet50 run holds 1.5-2.5 GB
+of memory in the test process and takes minutes on 2 cores. The real ResNet50 is
+trained by the README's training example (tests/test_readme.py, in its own process),
+starts from the bundled model below, and is built and checked in test_models.py.
 """
 
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import shutil
 from dataclasses import replace
@@ -17,12 +22,48 @@ import pytest
 from click.testing import CliRunner
 
 import fer8
+from fer8 import backbones
 from fer8.cli import cli
 
 from conftest import save
 
 TRAIN_ARGS = ["--image-size", "32", "--batch-size", "2", "--backbone-weights", "none",
               "--val-fraction", "0.25", "--warmup-epochs", "0", "--precision", "float32"]
+RESNET50 = backbones.build_backbone
+
+
+def small_backbone(name: str, input_size: int, weights=None):
+    """Two convolutions with BatchNorm, named like ResNet50's stages 1 and 2 (so that
+    --freeze-stages, BatchNorm folding and compact files see what they expect)."""
+    import keras
+
+    assert name == "resnet50" and weights is None
+    inputs = keras.Input((input_size, input_size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, name="conv1_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="conv1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, name="conv2_block1_1_conv")(x)
+    x = keras.layers.BatchNormalization(name="conv2_block1_1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv2_block1_1_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name="resnet50")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_backbones():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backbones, "build_backbone", small_backbone)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def release_models():
+    """Each run's graphs and models go when its test ends, not when the process does."""
+    yield
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def variants(image: np.ndarray) -> list[np.ndarray]:
@@ -44,11 +85,13 @@ def tiny_data(tmp_path_factory, astronaut, hopper):
 
 @pytest.fixture(scope="module")
 def first_run(tiny_data, tmp_path_factory):
-    """One epoch through the command line, as a user would run it."""
+    """One epoch through the command line, as a user would run it (keeping the
+    checkpoint, which the tests of resuming continue from)."""
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     cache = tmp_path_factory.mktemp("cache")
     result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
-                                      "--epochs", "1", "--cache", str(cache), *TRAIN_ARGS])
+                                      "--epochs", "1", "--cache", str(cache), "--keep-checkpoint",
+                                      *TRAIN_ARGS])
     assert result.exit_code == 0, result.output
     return run_dir, cache, result
 
@@ -95,7 +138,7 @@ def test_an_existing_run_folder_is_never_overwritten(first_run, tiny_data):
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
-def test_a_run_that_never_started_is_started_afresh(tmp_path, tiny_data):
+def test_a_run_that_cannot_start_leaves_out_as_it_was(tmp_path, tiny_data):
     from fer8.datasets import DatasetError
     from fer8.training import TrainConfig, train
 
@@ -103,11 +146,85 @@ def test_a_run_that_never_started_is_started_afresh(tmp_path, tiny_data):
     empty.mkdir()
     with pytest.raises(DatasetError):
         train(TrainConfig(data=str(empty)), tmp_path / "run")
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.json", "state.json"}
-    # The failed start does not block a new one: this one gets as far as the data again.
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "given").mkdir()
     result = CliRunner().invoke(cli, ["train", "--data", str(empty), "--out",
-                                      str(tmp_path / "run"), *TRAIN_ARGS])
+                                      str(tmp_path / "given"), *TRAIN_ARGS])
     assert result.exit_code == 1 and "no labelled images" in result.stderr
+    assert list((tmp_path / "given").iterdir()) == []
+    # What an older fer8 left after a failed start does not block a new run.
+    (tmp_path / "given" / "config.json").write_text("{}")
+    (tmp_path / "given" / "state.json").write_text('{"epochs_done": 0}')
+    result = CliRunner().invoke(cli, ["train", "--data", str(empty), "--out",
+                                      str(tmp_path / "given"), *TRAIN_ARGS])
+    assert result.exit_code == 1 and "no labelled images" in result.stderr
+
+
+def test_without_the_network_imagenet_weights_fail_in_one_line(tmp_path, tiny_data, monkeypatch):
+    """`--backbone-weights imagenet` offline: one line that says what to pass instead,
+    before any crop is prepared, and --out as it was."""
+    from fer8 import backbones
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # nothing cached there
+    monkeypatch.setattr(backbones, "IMAGENET_RESNET50_URL", "http://127.0.0.1:9/resnet50.h5")
+    args = ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
+            "--backbone-weights", "imagenet", "--cache", str(tmp_path / "crops")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("fer8: error: could not download ImageNet weights (")
+    assert "pass --backbone-weights PATH to a local resnet50 .h5, or --init-model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "crops").exists()
+    # A download that does not match Keras's checksum is refused the same way.
+    fake = tmp_path / "fake.h5"
+    fake.write_bytes(b"not the ImageNet weights")
+    monkeypatch.setattr(backbones, "IMAGENET_RESNET50_URL", fake.as_uri())
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "could not download ImageNet weights" in result.stderr
+    assert "hash does not match" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, monkeypatch):
+    """No download: a resnet50 run starts from the bundled model's weights; on other
+    classes the shared ones keep their outputs and new ones start fresh."""
+    from fer8.training import TrainConfig, _build_model, _starting_weights
+
+    monkeypatch.setattr(backbones, "build_backbone", RESNET50)
+    bundled = fer8.load_model()
+    labels = bundled.labels
+    config = TrainConfig(data="faces", image_size=32)
+    assert config.init_model == "default" and config.backbone_weights == "none"
+    assert TrainConfig(data="faces", backbone="vggface-resnet50").init_model is None
+    assert _starting_weights(config, labels) is None
+    network = _build_model(config, labels, steps_per_epoch=1)
+    for layer in ("conv1_conv", "conv5_block3_3_conv", "logits"):
+        for ours, theirs in zip(network.get_layer(layer).get_weights(),
+                                bundled.keras_model.get_layer(layer).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+
+    network = _build_model(config, ("happy", "sad", "worry"), steps_per_epoch=1)
+    kernel, bias = network.get_layer("logits").get_weights()
+    old_kernel, old_bias = bundled.keras_model.get_layer("logits").get_weights()
+    for new, old in ((0, labels.index("happy")), (1, labels.index("sad"))):
+        np.testing.assert_array_equal(kernel[:, new], old_kernel[:, old])
+        assert bias[new] == old_bias[old]
+    assert bias[2] == 0  # worry: fresh
+
+
+def test_a_finished_run_keeps_one_copy_of_the_weights(tiny_data, tmp_path):
+    """A run that ended keeps model.fer8 and not the checkpoint (weights and optimizer
+    moments, three times the model) unless --keep-checkpoint asks for it."""
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
+                                      "--epochs", "1", "--cache", str(tmp_path / "cache"),
+                                      *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {"config.json", "state.json", "model.fer8", "history.csv", "curves.png"}
+    resumed = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
+                                       "--resume", "--epochs", "2"])
+    assert resumed.exit_code == 2 and "checkpoint.keras was not kept" in resumed.stderr
+    assert "--init-model" in resumed.stderr
 
 
 def test_resume_needs_a_checkpoint(tmp_path, tiny_data):
@@ -136,9 +253,16 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
 
     monkeypatch.setattr(training._RunRecorder, "on_epoch_begin", interrupt_third)
     config = training.TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    progress: dict[str, list[int]] = {}  # one progress display per epoch, step by step
+
+    def on_epoch(title, steps):
+        progress[title] = []
+        return lambda step: progress[title].append(step)
+
     result = training.train(training.TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir,
-                            resume=True, cache=cache, verbose=0)
+                            resume=True, cache=cache, on_epoch=on_epoch)
     assert result.interrupted and result.epochs_done == 2
+    assert progress == {"epoch 2/3": [1, 1, 1], "epoch 3/3": []}  # 6 images, batch 2
     assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 2
     monkeypatch.undo()
 
@@ -149,7 +273,8 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
     (data,) = config.data
     caplog.clear()
     cli_result = CliRunner().invoke(cli, ["train", "--data", data, "--out", str(run_dir),
-                                          "--resume", "--epochs", "3", "--cache", str(cache)])
+                                          "--resume", "--epochs", "3", "--cache", str(cache),
+                                          "--keep-checkpoint"])
     assert cli_result.exit_code == 0, cli_result.output
     assert "epoch 3/3" in caplog.text and "epoch 2/3" not in caplog.text
     with open(run_dir / "history.csv", newline="") as handle:
@@ -173,7 +298,8 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
     def run(out: str, *extra: str, exit_code: int = 0):
         result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
                                           str(tmp_path / out), "--epochs", "2",
-                                          "--cache", str(tmp_path / "cache"), *extra])
+                                          "--cache", str(tmp_path / "cache"),
+                                          "--keep-checkpoint", *extra])
         assert result.exit_code == exit_code, result.output
         model = keras.saving.load_model(tmp_path / out / "checkpoint.keras")
         return model.get_weights() + [v.numpy() for v in model.optimizer.variables]
@@ -206,7 +332,8 @@ def test_with_ema_the_saved_model_is_the_moving_average_of_the_weights(tiny_data
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
                                       "--epochs", "1", "--ema-momentum", "0.5",
-                                      "--cache", str(tmp_path / "cache"), *TRAIN_ARGS])
+                                      "--cache", str(tmp_path / "cache"), "--keep-checkpoint",
+                                      *TRAIN_ARGS])
     assert result.exit_code == 0, result.output
 
     checkpoint = keras.saving.load_model(run_dir / "checkpoint.keras")

@@ -49,6 +49,7 @@ _EXPORTS = {
     "ModelNotFoundError": "fer8.errors",
     "ModelFormatError": "fer8.errors",
     "ChecksumMismatchError": "fer8.errors",
+    "DownloadError": "fer8.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -73,8 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.classification import classify
     from fer8.detection import detect
     from fer8.faces import face_from_crop, faces_in_photo
-    from fer8.errors import (ChecksumMismatchError, Fer8Error, InvalidImageError,
-                             ModelFormatError, ModelNotFoundError)
+    from fer8.errors import (ChecksumMismatchError, DownloadError, Fer8Error,
+                             InvalidImageError, ModelFormatError, ModelNotFoundError)
     from fer8.images import load_image
     from fer8.labels import EXPRESSIONS
     from fer8.landmarking import landmarks

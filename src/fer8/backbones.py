@@ -12,6 +12,8 @@ Keras and TensorFlow are imported inside the functions, so importing this module
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer8.errors import ModelFormatError
+from fer8.errors import DownloadError, ModelFormatError
 from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2, Preprocessing
 
 if TYPE_CHECKING:
@@ -37,6 +39,13 @@ BACKBONES: dict[str, Preprocessing] = {
 #: Name of the classifier's output layer (softmax, kept in float32 under mixed precision).
 OUTPUT_LAYER = "probabilities"
 
+#: Keras's ImageNet ResNet50 weights without the top, and the MD5 Keras checks them with
+#: (``keras.src.applications.resnet``), so fer8 fetches exactly what Keras would.
+IMAGENET_RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_RESNET50_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+                         + IMAGENET_RESNET50_FILE)
+IMAGENET_RESNET50_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+
 
 def build_backbone(
     name: str, input_size: int, weights: str | os.PathLike | None = None
@@ -46,18 +55,22 @@ def build_backbone(
     Args:
         name: ``"resnet50"`` or ``"vggface-resnet50"``.
         input_size: Side of the square input.
-        weights: ``None`` for random weights; for ``resnet50`` ``"imagenet"`` (Keras
-            downloads them) or a local ``.h5`` path; for ``vggface-resnet50`` the path
-            of a keras-vggface ``rcmalli_vggface_tf_notop_resnet50.h5`` file.
+        weights: ``None`` for random weights; for ``resnet50`` ``"imagenet"`` (see
+            :func:`imagenet_weights`) or a local ``.h5`` path; for ``vggface-resnet50``
+            the path of a keras-vggface ``rcmalli_vggface_tf_notop_resnet50.h5`` file.
 
     Raises:
         ValueError: Unknown backbone name.
         ModelFormatError: A weight file does not fit the backbone.
+        DownloadError: The ImageNet weights are not cached and cannot be downloaded.
     """
     if name == "resnet50":
-        import keras
+        from fer8.backend import import_keras
 
-        if weights is not None and weights != "imagenet":
+        keras = import_keras()
+        if weights == "imagenet":
+            weights = imagenet_weights()
+        if weights is not None:
             weights = os.fspath(weights)
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"{weights}: no such weights file")
@@ -71,6 +84,35 @@ def build_backbone(
             load_vggface_weights(model, weights)
         return model
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def imagenet_weights() -> Path:
+    """The local path of Keras's ImageNet ResNet50 weights, downloaded on first use.
+
+    Keras's own cache (``$KERAS_HOME``, else ``~/.keras``, under ``models/``) and
+    checksum are used, so a file Keras fetched before is reused. Fetched here rather
+    than by ``keras.applications.ResNet50`` so that ``fer8 train`` can fail in one line
+    before it prepares any data, and so that Keras's download messages stay off stdout.
+
+    Raises:
+        DownloadError: The file is not cached and the download failed or did not
+            match its checksum.
+    """
+    from fer8.backend import import_keras
+
+    keras = import_keras()
+    logger.info("ImageNet weights: %s (downloaded once)", IMAGENET_RESNET50_URL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its progress bar
+            path = keras.utils.get_file(
+                IMAGENET_RESNET50_FILE, IMAGENET_RESNET50_URL, cache_subdir="models",
+                file_hash=IMAGENET_RESNET50_MD5, cache_dir=os.environ.get("KERAS_HOME"))
+    except Exception as exc:  # Keras raises a bare Exception for network failures
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DownloadError(
+            f"could not download ImageNet weights ({reason}); pass --backbone-weights PATH "
+            "to a local resnet50 .h5, or --init-model") from None
+    return Path(path)
 
 
 def build_classifier(
@@ -94,7 +136,9 @@ def vggface_resnet50(input_size: int = 224) -> keras.Model:
     Caffe's layout: bias-free convolutions, the stride on the first 1x1 convolution of each
     projection block, Keras 2's BatchNormalization defaults (epsilon 1e-3).
     """
-    import keras
+    from fer8.backend import import_keras
+
+    keras = import_keras()
     from keras import layers
 
     inputs = keras.Input((input_size, input_size, 3), name="input")

@@ -22,11 +22,14 @@ import click
 
 from fer8 import __version__
 from fer8.errors import ChecksumMismatchError, Fer8Error, ModelFormatError, ModelNotFoundError
+from fer8.images import MAX_PIXELS
 from fer8.output import FORMATS
 
 logger = logging.getLogger("fer8")
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+#: In an --annotate folder: which input each annotated picture came from.
+ANNOTATION_INDEX = "sources.csv"
 
 # Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
 _flip_option = click.option(
@@ -105,14 +108,44 @@ def _verbosity() -> int:
     return (ctx.obj or {}).get("verbose", 0) if ctx is not None else 0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """fer8's command group: its help names the classes the bundled model predicts,
+    read from the model file's spec when help is shown (a few milliseconds), so it
+    always says what ``fer8 predict`` without ``--model`` can answer."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        template = self.help or ""
+        self.help = template.replace("{classes}", _bundled_classes())
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = template
+
+
+def _bundled_classes() -> str:
+    from fer8.labels import display_name
+    from fer8.modelfile import read_spec
+    from fer8.registry import resolve_model
+
+    try:
+        labels = read_spec(resolve_model(None)).labels
+    except Fer8Error:
+        return "(no bundled model is installed)"
+    return ", ".join(display_name(label) for label in labels)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="fer8")
 @click.option("-v", "--verbose", count=True,
               help="More logging: -v for progress details and tracebacks, -vv for debug.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
-    """fer8: facial expression recognition (angry, disgusted, fearful, happy, neutral, sad,
-    surprised, worry) with face detection, landmark alignment and a ResNet50 classifier."""
+    """fer8: facial expression recognition with face detection, landmark alignment and a
+    ResNet50 classifier.
+
+    The bundled model (used without --model) predicts {classes}. A model trained with
+    fer8 train predicts the classes of its data.
+    """
     level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="fer8: %(message)s" if verbose < 2
@@ -121,23 +154,14 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up chatter hidden.
-
-    TensorFlow 2.21 writes half a dozen lines (oneDNN, CUDA probing) straight to file
-    descriptor 2 on import, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; on a command line
-    they bury the one line that matters. A failed import is re-raised with stderr back.
+    """Import TensorFlow with its start-up chatter hidden (see :mod:`fer8.backend`) and
+    its later C++ errors too: on a command line they bury the one line that matters.
     Only called by commands that need a model; ``-vv`` keeps the chatter.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras  # noqa: F401  (imports TensorFlow, the configured backend)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    from fer8.backend import import_keras
+
+    import_keras()
 
 
 @cli.command()
@@ -159,45 +183,59 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal and "
                    "stdout is not).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
+              show_default=True, help="Refuse larger images (raise it for panoramas).")
 @_detector_options
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
-            precision: str, flip: bool, progress: bool | None, detection: dict) -> int:
+            precision: str, flip: bool, progress: bool | None, max_pixels: int,
+            detection: dict) -> int:
     """Classify the expression of every face in images.
 
     PATHS are image files, folders (searched recursively for images) or - for one
     image's bytes on stdin.
     """
+    from fer8.images import describe_source
     from fer8.predictor import Predictor
 
     inputs = list(_expand(paths))
-    if _verbosity() < 2:
-        _import_tensorflow_quietly()
     if not inputs:
         click.echo("fer8: error: no image files found in " + ", ".join(paths), err=True)
         sys.exit(EXIT_INPUT_FAILED)
+    if annotate_dir is not None:
+        _check_annotations(inputs, annotate_dir)
+    if _verbosity() < 2:
+        _import_tensorflow_quietly()
     predictor = Predictor(model, precision=precision, max_faces=max_faces,
-                          batch_size=batch_size, flip=flip, **detection)
-    writer = _writer(fmt, predictor.labels)
+                          batch_size=batch_size, flip=flip, max_pixels=max_pixels, **detection)
+    writer = _writer(fmt, predictor.labels, [describe_source(source) for source, _ in inputs])
+    # Each failure is in the results too; on a terminal that shows both streams, a line
+    # on stderr would report it twice.
+    report_failures = not _same_terminal()
     # By default the bar shows only when results go elsewhere than the terminal
     # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
     # on the same screen would be drawn through them.
     show_progress = progress if progress is not None else (
         sys.stderr.isatty() and not sys.stdout.isatty())
     failed = 0
+    annotated: dict[str, str] = {}
     results = predictor.predict_many((source for source, _ in inputs), detect=not no_detect)
     with click.progressbar(length=len(inputs), label="predict", file=sys.stderr,
                            hidden=not show_progress or len(inputs) < 2) as bar:
         for (source, annotated_name), result in zip(inputs, results):
             if result.error is not None:
                 failed += 1
-                click.echo(f"fer8: {result.source}: {result.error}", err=True)
+                if report_failures:
+                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
             elif annotate_dir is not None:
-                _write_annotated(source, result, annotate_dir / annotated_name)
+                _write_annotated(source, result, annotate_dir / annotated_name, max_pixels)
+                annotated[annotated_name] = result.source
             writer.write(result)
             bar.update(1)
     writer.close()
+    if annotated:
+        _write_annotation_index(annotate_dir, annotated)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
@@ -225,7 +263,7 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
         from fer8.server import create_app, run
     except ImportError as exc:
         click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
-                   "pip install 'fer8[serve]'", err=True)
+                   f"{install_command('serve')}", err=True)
         sys.exit(EXIT_USAGE)
     from fer8.predictor import Predictor
 
@@ -260,12 +298,13 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
 @click.option("--backbone", type=click.Choice(["resnet50", "vggface-resnet50"]),
               default="resnet50", show_default=True)
 @click.option("--backbone-weights", default=None, metavar="imagenet|PATH|none",
-              help="Starting weights: 'imagenet' (resnet50 only; downloaded by Keras), a "
-                   "weight file (a keras-vggface .h5 for vggface-resnet50), or 'none'. "
-                   "Default: imagenet for resnet50, none for vggface-resnet50.")
+              help="Starting weights instead of a model: 'imagenet' (resnet50 only; "
+                   "downloaded once by Keras), a weight file (a keras-vggface .h5 for "
+                   "vggface-resnet50), or 'none'. Default: resnet50 starts from the "
+                   "bundled model (no download), vggface-resnet50 from none.")
 @click.option("--init-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Start from a trained .fer8 model (same classes), e.g. to fine-tune "
-                   "at a larger --image-size.")
+              help="Start from a trained .fer8 model, e.g. to fine-tune on your faces or "
+                   "at a larger --image-size; classes it lacks (say worry) start fresh.")
 @click.option("--freeze-stages", type=click.IntRange(0, 5), default=0, show_default=True,
               help="Keep the first N ResNet stages frozen (faster, less overfitting).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=3e-4,
@@ -293,6 +332,9 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
               help="Crop cache folder (default: crops/ in the fer8 cache, see FER8_HOME).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads detecting and aligning faces while preparing crops.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep checkpoint.keras when the run ends, to extend it later with "
+                   "--resume --epochs N (by default only model.fer8 is kept).")
 @click.option("--grayscale/--colour", "grayscale", default=None,
               help="Whether the model sees faces in gray (default: gray when every training "
                    "face is gray or --init-model's model is gray).")
@@ -304,8 +346,8 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
           init_model: Path | None, freeze_stages: int, learning_rate: float,
           warmup_epochs: float, label_smoothing: float, ema_momentum: float, soft_labels: bool,
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
-          seed: int, resume: bool, cache: Path | None, workers: int, grayscale: bool | None,
-          detection: dict) -> None:
+          seed: int, resume: bool, cache: Path | None, workers: int,
+          keep_checkpoint: bool, grayscale: bool | None, detection: dict) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -316,9 +358,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
         _import_tensorflow_quietly()
     from fer8.training import TrainConfig, train as run_training
 
-    if backbone_weights is None:
-        backbone_weights = "imagenet" if backbone == "resnet50" else "none"
-    elif backbone_weights not in ("imagenet", "none"):
+    if backbone_weights not in (None, "imagenet", "none"):
         backbone_weights = str(Path(backbone_weights).resolve())
     config = TrainConfig(
         # Absolute paths: a resumed run may be started from another folder.
@@ -335,7 +375,8 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
-                          verbose=1 if sys.stderr.isatty() else 0, on_prepare=_ProgressBar)
+                          on_prepare=_ProgressBar, on_epoch=_ProgressBar,
+                          keep_checkpoint=keep_checkpoint)
     if result.model_path is None:
         click.echo(f"fer8: no epoch finished; nothing saved in {run_dir}", err=True)
         sys.exit(130 if result.interrupted else EXIT_INPUT_FAILED)
@@ -489,36 +530,125 @@ class _ProgressBar:
             self._bar.__exit__(None, None, None)
 
 
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to this very installation of fer8.
+
+    ``pip install 'fer8[serve]'`` only works for fer8 from a package index: for a source
+    checkout (run in place, or installed with ``pip install -e .`` or ``pip install .``)
+    it fetches another fer8 or fails. The command names this interpreter's pip, so it
+    installs into the environment that runs fer8.
+    """
+    import shlex
+    from importlib import metadata
+
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    package_dir = Path(__file__).resolve().parent
+    checkout = package_dir.parent.parent
+    if package_dir.parent.name == "src" and (checkout / "pyproject.toml").is_file():
+        return f"{pip} -e {shlex.quote(f'{checkout}[{extra}]')}"  # runs from its source
+    try:
+        direct_url = metadata.distribution("fer8").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        direct_url = None
+    if direct_url:  # installed from a folder or URL, not an index (PEP 610)
+        import json
+        from urllib.parse import unquote, urlparse
+
+        url = json.loads(direct_url).get("url", "")
+        if url.startswith("file://") and Path(unquote(urlparse(url).path)).is_dir():
+            return f"{pip} {shlex.quote(f'{unquote(urlparse(url).path)}[{extra}]')}"
+    return f"{pip} 'fer8[{extra}]'"
+
+
 def _expand(paths: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
-    """(source for the predictor, file name for --annotate) for every input."""
+    """(source for the predictor, its path under --annotate) for every input.
+
+    Annotated pictures keep the inputs' folders, relative to the deepest folder that
+    holds every input (one folder given: that folder), so ``a/IMG_1.jpg`` and
+    ``b/IMG_1.jpg`` stay apart; a name that still repeats (the same file given twice)
+    gets ``-2``, ``-3`` before its extension. Nothing a user gave is drawn over.
+    """
     from fer8.images import iter_image_files
 
+    folders = [os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
+               for arg in paths if arg != "-"]
+    base = os.path.commonpath(folders) if folders else os.getcwd()
+    taken: set[str] = set()
     for arg in paths:
         if arg == "-":
             stdin = io.BytesIO(sys.stdin.buffer.read())
             stdin.name = "-"
-            yield stdin, "stdin.png"
+            yield stdin, _unique("stdin.png", taken)
             continue
-        root = Path(arg)
-        for path in iter_image_files([root]):
-            relative = path.relative_to(root) if root.is_dir() else Path(path.name)
-            yield str(path), str(relative)
+        for path in iter_image_files([Path(arg)]):
+            yield str(path), _unique(os.path.relpath(os.path.abspath(path), base), taken)
 
 
-def _writer(fmt: str | None, labels: tuple[str, ...]):
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name`` with ``-2``, ``-3``... before its extension if taken (compared
+    case-insensitively, as some file systems do)."""
+    stem, suffix = os.path.splitext(name)
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{stem}-{number}{suffix}"
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _check_annotations(inputs: list[tuple[Any, str]], annotate_dir: Path) -> None:
+    """Refuse an --annotate folder where an annotated picture would replace an input."""
+    for source, name in inputs:
+        if isinstance(source, str) and os.path.exists(source) and \
+                os.path.abspath(annotate_dir / name) == os.path.abspath(source):
+            click.echo(f"fer8: error: --annotate {annotate_dir} would draw over the input "
+                       f"{source}; choose another folder", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+def _write_annotation_index(annotate_dir: Path, annotated: dict[str, str]) -> None:
+    """Write (or update) ``sources.csv`` in the --annotate folder: which input each
+    annotated picture came from."""
+    import csv
+
+    index = annotate_dir / ANNOTATION_INDEX
+    rows: dict[str, str] = {}
+    if index.is_file():
+        with open(index, newline="") as handle:
+            rows = {row["annotated"]: row["source"] for row in csv.DictReader(handle)
+                    if (annotate_dir / row.get("annotated", "")).is_file()}
+    rows.update(annotated)
+    with open(index, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["annotated", "source"])
+        writer.writerows(sorted(rows.items()))
+    logger.info("wrote %d annotated pictures to %s; %s says where each came from",
+                len(annotated), annotate_dir, index)
+
+
+def _writer(fmt: str | None, labels: tuple[str, ...], sources: list[str]):
     from fer8.output import make_writer
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
-    return make_writer(fmt, sys.stdout, labels)
+    return make_writer(fmt, sys.stdout, labels, sources=sources)
 
 
-def _write_annotated(source: Any, result, path: Path) -> None:
+def _same_terminal() -> bool:
+    """Whether stdout and stderr are the same terminal."""
+    try:
+        return (sys.stdout.isatty() and sys.stderr.isatty()
+                and os.ttyname(sys.stdout.fileno()) == os.ttyname(sys.stderr.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _write_annotated(source: Any, result, path: Path, max_pixels: int) -> None:
     from fer8.annotate import annotate, save_image
     from fer8.images import load_image
 
     if isinstance(source, io.BytesIO):
         source.seek(0)
-    save_image(annotate(load_image(source), result), path)
+    save_image(annotate(load_image(source, max_pixels=max_pixels), result), path)
     logger.info("annotated %s -> %s", result.source, path)
 
 

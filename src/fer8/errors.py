@@ -35,3 +35,7 @@ class ModelFormatError(Fer8Error, ValueError):
 
 class ChecksumMismatchError(Fer8Error, ValueError):
     """A downloaded or cached file does not have the published SHA-256."""
+
+
+class DownloadError(Fer8Error, OSError):
+    """A file that is fetched on first use (e.g. ImageNet weights) could not be downloaded."""

@@ -6,9 +6,11 @@ representation, so colour conversions and orientation fixes happen exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +29,9 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], N
 #: Largest image accepted, in pixels. A 100-megapixel photo decodes to 300 MB of RGB; a
 #: "decompression bomb" (a small file declaring a huge canvas) is refused before decoding.
 MAX_PIXELS = 100_000_000
+
+#: Raising Pillow's own limit is a change to a global; one decode at a time does it.
+_pillow_limit_lock = threading.Lock()
 
 #: File extensions that folder walks treat as images.
 IMAGE_EXTENSIONS = frozenset(
@@ -57,7 +62,9 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> NDArray[
         source: A path, the encoded bytes of an image, a binary file object, or an
             array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or floats
             in [0, 1].
-        max_pixels: Images with more pixels are refused before they are decoded.
+        max_pixels: Images with more pixels are refused before they are decoded
+            (``fer8 predict --max-pixels``). Pillow's own limit (about 179 megapixels)
+            is raised to this for the decode when it is higher.
 
     Returns:
         A C-contiguous RGB ``uint8`` array of shape (H, W, 3).
@@ -115,14 +122,15 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_limit(max_pixels):
             # Pillow only warns below twice its own limit; fer8 has its own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
             raise InvalidImageError(
-                name, f"image is too large ({width}x{height} pixels, limit {max_pixels:,})"
+                name, f"image is too large ({width}x{height} pixels, limit {max_pixels:,}; "
+                      "raise it with --max-pixels, or max_pixels=)"
             )
         if width == 0 or height == 0:
             raise InvalidImageError(name, "image has no pixels")
@@ -131,13 +139,37 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
-        raise InvalidImageError(name, "not an image, or a format Pillow cannot read") from None
-    except Image.DecompressionBombError as exc:
-        raise InvalidImageError(name, f"image is too large ({exc})") from None
+        raise InvalidImageError(name, "not an image, or an image format fer8 cannot read "
+                                      "(it reads JPEG, PNG, GIF, BMP, TIFF, WebP and PPM)") from None
+    except Image.DecompressionBombError:
+        raise InvalidImageError(name, f"image is too large (over {max_pixels:,} pixels; "
+                                      "raise the limit with --max-pixels, or max_pixels=)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt data through all of these.
         raise InvalidImageError(name, f"corrupt or truncated image ({exc})") from None
     return _to_rgb(image, name)
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int):
+    """Let Pillow open images up to ``max_pixels`` (fer8 checks that limit itself).
+
+    Pillow refuses images over twice ``Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels by
+    default) in ``Image.open``, with no per-call setting. Only when ``max_pixels`` is
+    above that is the global raised, for the ``open`` alone, under a lock.
+    """
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is None or max_pixels <= 2 * Image.MAX_IMAGE_PIXELS:
+        yield
+        return
+    with _pillow_limit_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_rgb(image, name: str) -> NDArray[np.uint8]:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-import keras
 import numpy as np
 from numpy.typing import NDArray
 
+from fer8.backend import import_keras
+
+keras = import_keras()
 logger = logging.getLogger(__name__)
 
 

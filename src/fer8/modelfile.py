@@ -205,7 +205,9 @@ def read_model_file(path: str | os.PathLike, *, precision: str = "float32") -> E
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     path = Path(path)
     spec = read_spec(path)
-    import keras
+    from fer8.backend import import_keras
+
+    keras = import_keras()
 
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as archive:
         members = set(archive.namelist())

@@ -32,10 +32,17 @@ class Writer:
 
 
 class TableWriter(Writer):
-    """Aligned columns for people: one line per face, one per faceless or failed image."""
+    """Aligned columns for people: one line per face, one per faceless or failed image.
 
-    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
+    Rows are written as results arrive, so the SOURCE column cannot be sized from them:
+    pass ``source_width``, the longest source name of the run (the CLI knows its inputs
+    before it starts), or long paths push the other columns out of line.
+    """
+
+    def __init__(self, stream: TextIO, labels: Sequence[str], *,
+                 source_width: int | None = None) -> None:
         super().__init__(stream, labels)
+        self.source_width = max(len("SOURCE"), source_width or 32)
         self._header_written = False
 
     def write(self, result: ImageResult) -> None:
@@ -53,8 +60,8 @@ class TableWriter(Writer):
         self.stream.flush()
 
     def _line(self, source: str, face: str, box: str, label: str, confidence: str) -> None:
-        self.stream.write(f"{source:<32} {face:>4}  {box:<20} {label:<11} {confidence}\n".rstrip()
-                          + "\n")
+        self.stream.write(f"{source:<{self.source_width}} {face:>4}  {box:<20} {label:<11} "
+                          f"{confidence}".rstrip() + "\n")
 
 
 class JsonWriter(Writer):
@@ -101,11 +108,14 @@ class CsvWriter(Writer):
         self.stream.flush()
 
 
-def make_writer(format: str, stream: TextIO, labels: Sequence[str]) -> Writer:
-    """The writer for ``format`` (one of :data:`FORMATS`)."""
+def make_writer(format: str, stream: TextIO, labels: Sequence[str], *,
+                sources: Sequence[str] = ()) -> Writer:
+    """The writer for ``format`` (one of :data:`FORMATS`); ``sources``, the names of the
+    results to come, size the table's SOURCE column."""
     writers = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonLinesWriter,
                "csv": CsvWriter}
-    try:
-        return writers[format](stream, labels)
-    except KeyError:
-        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}") from None
+    if format not in writers:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if format == "table":
+        return TableWriter(stream, labels, source_width=max(map(len, sources), default=None))
+    return writers[format](stream, labels)

@@ -23,7 +23,7 @@ from fer8.classification import classify
 from fer8.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.errors import Fer8Error, InvalidImageError
 from fer8.faces import face_from_crop, faces_in_photo
-from fer8.images import ImageSource, describe_source, load_image
+from fer8.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.landmarking import load_landmark_model
 from fer8.modelfile import ExpressionModel
 from fer8.registry import load_model
@@ -75,6 +75,8 @@ class Predictor:
         detector_options: That detector's settings, e.g. ``{"min_size": 64}``.
         cache: Folder for downloaded models.
         warmup: Run the model once now, so the first real call is not slow.
+        max_pixels: Larger images are refused (see :func:`fer8.load_image`); raise it
+            for panoramas.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Predictor:
         detector_options: Mapping[str, Any] | None = None,
         cache: str | os.PathLike | None = None,
         warmup: bool = True,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if max_faces is not None and max_faces < 1:
             raise ValueError("max_faces must be at least 1")
@@ -101,6 +104,7 @@ class Predictor:
         )
         self.landmark_model = load_landmark_model()
         self.max_faces = max_faces
+        self.max_pixels = max_pixels
         self.batch_size = batch_size
         self.flip = flip
         self.detector = detector
@@ -184,7 +188,7 @@ class Predictor:
         """The CPU stages for one input; errors are recorded, never raised."""
         name = describe_source(source)
         try:
-            image = load_image(source)
+            image = load_image(source, max_pixels=self.max_pixels)
             if detect:
                 found = faces_in_photo(image, detector=self.detector,
                                        detector_options=self.detector_options,

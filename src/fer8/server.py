@@ -2,8 +2,9 @@
 
 FastAPI on uvicorn. The model is loaded once at start and runs in its own thread, which
 batches the uploads waiting for it (see :class:`ModelRunner`), so the event loop keeps
-answering ``/healthz`` and webhooks while photos are being classified. Install with ``pip install 'fer8[serve]'``; only ``fer8 serve`` imports this
-module.
+answering ``/healthz`` and webhooks while photos are being classified. It needs the
+``serve`` extra (``fer8 serve`` says how to install it); only ``fer8 serve`` imports
+this module.
 """
 
 from __future__ import annotations
@@ -239,6 +240,10 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # browsers and bots ask for it at the root
+        return FileResponse(WEB_DIR / "favicon.ico", media_type="image/x-icon")
 
     @app.get("/docs", include_in_schema=False)
     async def docs():

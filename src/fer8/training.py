@@ -32,15 +32,17 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from numpy.typing import NDArray
 
 from fer8.augment import Augmentation
+from fer8.backend import import_keras
 from fer8.datasets import Dataset, DataSource, parse_source
 from fer8.errors import Fer8Error
 from fer8.labels import EXPRESSIONS
 from fer8.preprocessing import Preprocessing
+
+keras = import_keras()
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"
 
 class RunFolderError(Fer8Error, FileExistsError):
     """The run folder holds another run, or has nothing to resume."""
+
+
+class StartError(Fer8Error, ValueError):
+    """The starting weights or model do not fit the backbone or the data."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,14 @@ class TrainConfig:
         batch_size: Images per step.
         image_size: Side of the model input.
         backbone: ``resnet50`` or ``vggface-resnet50``.
-        backbone_weights: ``imagenet``, a weight file path, or ``none``.
-        init_model: A ``.fer8`` model to start from instead (any input size): for
-            fine-tuning at a higher resolution or on new data. Classes it shares with
-            the data keep their output weights; other classes start fresh.
+        backbone_weights: ``imagenet`` (Keras's download), a weight file path, or
+            ``none``. Left out (None) together with ``init_model``, a ``resnet50``
+            starts from the bundled model, which needs no download and already knows
+            faces; a ``vggface-resnet50`` from random weights.
+        init_model: A ``.fer8`` model file or registered model name to start from
+            instead (any input size): to fine-tune the bundled model on one's own
+            faces or new data, or at a higher resolution. Classes it shares with the
+            data keep their output weights; other classes (say *worry*) start fresh.
         freeze_stages: ResNet stages (1-5) kept frozen, from the input on.
         learning_rate: Peak AdamW learning rate, reached after a warm-up and cosine-decayed.
         warmup_epochs: Length of the linear warm-up.
@@ -111,7 +121,7 @@ class TrainConfig:
     batch_size: int = 32
     image_size: int = 224
     backbone: str = "resnet50"
-    backbone_weights: str = "imagenet"
+    backbone_weights: str | None = None
     init_model: str | None = None
     freeze_stages: int = 0
     learning_rate: float = 3e-4
@@ -152,6 +162,12 @@ class TrainConfig:
             raise ValueError("freeze_stages must be between 0 and 5")
         if self.val is None and not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be between 0 and 1")
+        if self.backbone_weights is None:  # the default start, spelled out in config.json
+            if self.init_model is None and self.backbone == "resnet50":
+                from fer8.registry import DEFAULT_MODEL
+
+                object.__setattr__(self, "init_model", DEFAULT_MODEL)
+            object.__setattr__(self, "backbone_weights", "none")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "detector_options": dict(self.detector_options)}
@@ -210,11 +226,19 @@ def train(
     resume: bool = False,
     cache: str | os.PathLike | None = None,
     workers: int = 2,
-    verbose: int = 1,
+    verbose: int = 0,
     on_prepare: Callable[[str, int], Callable[[int], None]] | None = None,
+    on_epoch: Callable[[str, int], Callable[[int], None]] | None = None,
+    keep_checkpoint: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Train (or continue training) a model in ``run_dir``.
+
+    Nothing is written to ``run_dir`` until the data is read, the starting weights are
+    at hand and the network is built, so a run that cannot start leaves it as it was.
+    When the run ends (its last epoch, or early stopping), ``checkpoint.keras`` is
+    removed unless ``keep_checkpoint``: the folder then holds one copy of the weights,
+    ``model.fer8``, instead of three times as much (weights and optimizer moments).
 
     Args:
         config: The recipe. On ``resume`` the stored one is used and this one must name
@@ -224,16 +248,23 @@ def train(
         cache: Crop cache folder (default ``<fer8 cache>/crops``); None-like ``""``
             disables it.
         workers: Threads preparing crops.
-        verbose: Keras's progress: 1 a bar per epoch, 2 one line per epoch, 0 none
-            (a summary line per epoch is logged whatever this says).
+        verbose: Keras's own progress output on stdout: 0 none (the default; a library
+            prints nothing), 1 a bar per epoch, 2 one line per epoch. A summary line
+            per epoch is logged whatever this says.
         on_prepare: ``on_prepare(title, total)`` returns a progress callback for crop
             preparation (the CLI draws a bar with it).
+        on_epoch: ``on_epoch(title, steps)`` returns a progress callback that is called
+            with 1 after each training step of an epoch (the CLI draws a bar with it).
+        keep_checkpoint: Keep ``checkpoint.keras`` after the run ends, so that a later
+            ``resume`` with more ``epochs`` can extend it.
         callbacks: More Keras callbacks (benchmarks time the steps with one).
 
     Raises:
         RunFolderError: ``run_dir`` holds a run and ``resume`` was not given, or
             ``resume`` was given and there is nothing to resume.
         DatasetError: The data cannot be read.
+        DownloadError: The starting weights cannot be downloaded.
+        StartError: ImageNet weights asked for another backbone than resnet50.
     """
     run_dir = Path(run_dir)
     config, state = _open_run(config, run_dir, resume)
@@ -265,6 +296,7 @@ def train(
     else:
         val_sets = [(source, source.read(fer2013_split="val"))
                     for source in map(parse_source, config.val)]
+    weights = None if resume else _starting_weights(config, labels)
     cache_root = _cache_root(cache)
     train_split = _prepare(train_sets, labels, config, cache_root, workers, on_prepare, "train")
     val_split = _prepare(val_sets, labels, config, cache_root, workers, on_prepare, "val",
@@ -278,7 +310,10 @@ def train(
         model = keras.saving.load_model(run_dir / CHECKPOINT_FILE)
         logger.info("resuming %s after epoch %d", run_dir, state["epochs_done"])
     else:
-        model = _build_model(config, labels, steps)
+        model = _build_model(config, labels, steps, weights)
+    created = not run_dir.exists()
+    if not resume:
+        _begin_run(run_dir, config, state)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
     preprocessing = _preprocessing(config.backbone, gray=_grayscale(config, train_split))
     train_ds = _dataset(train_split, config, preprocessing, training=True,
@@ -288,17 +323,31 @@ def train(
     recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
     validation = _Validation(val_ds, val_split, averaged=bool(config.ema_momentum))
     callbacks = [validation, recorder, _RepeatableDropout(config.seed, steps), *callbacks]
+    if on_epoch is not None:  # first, so its bar is finished before the epoch's line
+        callbacks.insert(0, _EpochProgress(on_epoch, config.epochs, steps))
     interrupted = False
-    with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
-        try:
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
             model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epochs_done"],
                       steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                       verbose=verbose)
-        except KeyboardInterrupt:
-            interrupted = True
+    except KeyboardInterrupt:
+        interrupted = True
+        if recorder.state["epochs_done"]:
             logger.warning("interrupted; %s holds epoch %d; continue with --resume",
                            run_dir / CHECKPOINT_FILE, recorder.state["epochs_done"])
+    finally:
+        for callback in callbacks:
+            if isinstance(callback, _EpochProgress):
+                callback.on_train_end()  # a bar cut short by Ctrl-C ends its line
+        if not resume and recorder.state["epochs_done"] == 0:
+            _undo_begin(run_dir, created)  # no epoch ended: leave --out as it was
     state = recorder.state
+    finished = state["epochs_done"] >= config.epochs or recorder.stopped_early
+    if finished and not interrupted and not keep_checkpoint:
+        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        logger.info("run finished: %s removed (%s holds the best epoch; keep the checkpoint "
+                    "with --keep-checkpoint to extend a run later)", CHECKPOINT_FILE, MODEL_FILE)
     model_path = run_dir / MODEL_FILE
     return TrainResult(run_dir, model_path if model_path.exists() else None,
                        state["epochs_done"], state["best_epoch"], state["best_val_accuracy"],
@@ -312,12 +361,15 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
         if run_dir.exists() and any(run_dir.iterdir()) and not _never_trained(run_dir):
             raise RunFolderError(f"{run_dir}: run folder exists and is not empty; pass "
                                  "--resume to continue it, or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(config_path, config.to_dict())
         state = {"epochs_done": 0, "best_val_accuracy": None, "best_epoch": None,
                  "epochs_without_improvement": 0}
-        _write_json(run_dir / STATE_FILE, state)
-        return config, state
+        return config, state  # written by _begin_run once the run can start
+    if (config_path.exists() and (run_dir / MODEL_FILE).exists()
+            and not (run_dir / CHECKPOINT_FILE).exists()):
+        raise RunFolderError(f"{run_dir}: the run has ended and its {CHECKPOINT_FILE} was not "
+                             "kept; start a new run with --init-model "
+                             f"{run_dir / MODEL_FILE}, or pass --keep-checkpoint to be able "
+                             "to extend runs")
     if not (run_dir / CHECKPOINT_FILE).exists() or not config_path.exists():
         raise RunFolderError(f"{run_dir}: nothing to resume (no {CHECKPOINT_FILE}; "
                              "a run writes it after its first epoch)")
@@ -339,9 +391,24 @@ def _resolved(spec: str) -> str:
     return str(replace(source, path=source.path.resolve()))
 
 
+def _begin_run(run_dir: Path, config: TrainConfig, state: dict) -> None:
+    """Create the run folder with its recipe and state, when the run is about to start."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / CONFIG_FILE, config.to_dict())
+    _write_json(run_dir / STATE_FILE, state)
+
+
+def _undo_begin(run_dir: Path, created: bool) -> None:
+    """Remove what :func:`_begin_run` wrote (and the folder, if this run made it)."""
+    for name in (CONFIG_FILE, STATE_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 def _never_trained(run_dir: Path) -> bool:
-    """A run folder that a failed start left behind (bad data, no weights): no epoch
-    finished, so starting it afresh loses nothing."""
+    """A run folder whose run stopped before its first epoch ended (or one that an
+    older fer8 left after a failed start): starting it afresh loses nothing."""
     names = {p.name for p in run_dir.iterdir()}
     if not names <= {CONFIG_FILE, STATE_FILE}:
         return False
@@ -475,8 +542,9 @@ def _grayscale(config: TrainConfig, split: _Split) -> bool:
         return config.grayscale
     if config.init_model:
         from fer8.modelfile import read_spec
+        from fer8.registry import resolve_model
 
-        if read_spec(config.init_model).preprocessing.grayscale:
+        if read_spec(resolve_model(config.init_model)).preprocessing.grayscale:
             return True
     return split.images.shape[-1] == 1
 
@@ -559,13 +627,38 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int):
+def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | None:
+    """The backbone's weight file, fetched and checked before any data is prepared or
+    anything written (None: an ``init_model`` or random weights).
+
+    Raises:
+        DownloadError: The ImageNet weights cannot be downloaded.
+        FileNotFoundError: A weight file does not exist.
+        StartError: ImageNet weights asked for another backbone than resnet50.
+    """
+    if config.init_model:
+        return None
+    if config.backbone_weights == "none":
+        return None
+    if config.backbone_weights == "imagenet":
+        if config.backbone != "resnet50":
+            raise StartError(f"ImageNet weights exist for resnet50, not {config.backbone}; "
+                             "pass --backbone-weights PATH or none")
+        from fer8.backbones import imagenet_weights
+
+        return str(imagenet_weights())
+    if not Path(config.backbone_weights).is_file():
+        raise FileNotFoundError(f"{config.backbone_weights}: no such weights file")
+    return config.backbone_weights
+
+
+def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int,
+                 weights: str | None = None):
     from fer8.backbones import build_backbone, build_classifier
 
     if config.init_model:
         model = _from_model_file(config, labels)
     else:
-        weights = None if config.backbone_weights == "none" else config.backbone_weights
         backbone = build_backbone(config.backbone, config.image_size, weights)
         model = build_classifier(backbone, len(labels))
     frozen = 0
@@ -604,9 +697,9 @@ def _jit_compile() -> bool | str:
 def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
     """A trained fer8 model rebuilt at ``config.image_size`` with its weights."""
     from fer8.backbones import build_backbone, build_classifier
-    from fer8.modelfile import read_model_file
+    from fer8.registry import load_model
 
-    source = read_model_file(config.init_model)
+    source = load_model(config.init_model)  # a file, or a name such as the bundled model's
     if source.spec.backbone != config.backbone:
         raise Fer8Error(f"{config.init_model}: backbone {source.spec.backbone}, "
                         f"not {config.backbone}")
@@ -676,6 +769,37 @@ def _swap_in_average(model) -> None:
         value = variable.numpy()
         variable.assign(average)
         average.assign(value)
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """Reports each training step to a progress callback made per epoch (``on_epoch``)."""
+
+    def __init__(self, on_epoch: Callable[[str, int], Callable[[int], None]], epochs: int,
+                 steps: int) -> None:
+        super().__init__()
+        self.on_epoch = on_epoch
+        self.epochs = epochs
+        self.steps = steps
+        self._progress: Callable[[int], None] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._progress = self.on_epoch(f"epoch {epoch + 1}/{self.epochs}", self.steps)
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        if self._progress is not None:
+            self._progress(1)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self._finish()
+
+    def on_train_end(self, logs=None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        close = getattr(self._progress, "close", None)
+        if close is not None:
+            close()
+        self._progress = None
 
 
 class _Validation(keras.callbacks.Callback):

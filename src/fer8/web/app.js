@@ -38,30 +38,43 @@ async function showModel() {
   }
 }
 
+// Photos smaller than this (shorter side) are drawn enlarged, so labels stay legible
+// (as fer8.annotate does for `fer8 predict --annotate`).
+const MIN_CANVAS = 320;
+
 function drawFaces(bitmap, faces) {
   const canvas = $("canvas");
-  canvas.width = bitmap.width;
-  canvas.height = bitmap.height;
+  const zoom = Math.max(1, MIN_CANVAS / Math.min(bitmap.width, bitmap.height));
+  canvas.width = Math.round(bitmap.width * zoom);
+  canvas.height = Math.round(bitmap.height * zoom);
   const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0);
-  const unit = Math.max(bitmap.width, bitmap.height) / 1000;
+  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  const unit = Math.max(canvas.width, canvas.height) / 1000;
   ctx.lineWidth = Math.max(2, 3 * unit);
-  ctx.font = `600 ${Math.max(12, Math.round(26 * unit))}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
   faces.forEach((face, index) => {
-    const [x, y, w, h] = face.box;
+    const [x, y, w, h] = face.box.map((v) => v * zoom);
     const color = labelColor(face.label);
     ctx.strokeStyle = css(color);
     ctx.strokeRect(x, y, w, h);
     const text = `${index + 1}. ${displayName(face.label)} ${percent(face.confidence)}`;
     const pad = 4 * Math.max(1, unit);
-    const height = parseInt(ctx.font.match(/(\d+)px/)[1], 10) + 2 * pad;
+    // A label wider than the picture gets a smaller font; then it is kept inside the
+    // canvas, moved left from the box's edge where the box is near the right side.
+    let size = Math.max(12, Math.round(26 * unit));
+    ctx.font = `600 ${size}px system-ui, sans-serif`;
+    while (size > 8 && ctx.measureText(text).width + 2 * pad > canvas.width) {
+      size -= 1;
+      ctx.font = `600 ${size}px system-ui, sans-serif`;
+    }
+    const height = size + 2 * pad;
     const width = ctx.measureText(text).width + 2 * pad;
+    const left = Math.max(0, Math.min(x, canvas.width - width));
     const top = y - height >= 0 ? y - height : y;
     ctx.fillStyle = css(color);
-    ctx.fillRect(x, top, width, height);
+    ctx.fillRect(left, top, width, height);
     ctx.fillStyle = textColor(color);
-    ctx.fillText(text, x + pad, top + pad);
+    ctx.fillText(text, left + pad, top + pad);
   });
 }
 
@@ -100,6 +113,7 @@ async function analyse(file) {
   if (!file) return;
   setStatus(`Analysing ${file.name}…`);
   $("result").hidden = true;
+  document.body.dataset.state = "busy";
   const form = new FormData();
   form.append("file", file, file.name);
   let response, data;
@@ -108,10 +122,12 @@ async function analyse(file) {
     data = await response.json();
   } catch (error) {
     setStatus(`The server did not answer: ${error}`, true);
+    document.body.dataset.state = "error";
     return;
   }
   if (!response.ok) {
     setStatus(data.detail || `Error ${response.status}`, true);
+    document.body.dataset.state = "error";
     return;
   }
   let bitmap;
@@ -119,6 +135,7 @@ async function analyse(file) {
     bitmap = await createImageBitmap(file);  // applies EXIF orientation, like the server
   } catch (error) {
     setStatus("The browser cannot display this image format.", true);
+    document.body.dataset.state = "error";
     return;
   }
   drawFaces(bitmap, data.faces);
