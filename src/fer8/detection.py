@@ -70,6 +70,8 @@ def detect(
 
     height, width = image.shape[:2]
     scale = min(1.0, _WINDOW / min_size, max_side / max(height, width))
+    if min(height, width) * scale < _WINDOW:
+        return []  # no face fits; and a 1-pixel side would shrink to 0, which OpenCV refuses
     gray = _gray(image)
     search = gray
     if scale < 1.0:
