@@ -28,11 +28,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: slowest legitimate input, a 100-megapixel bomb below the limit, takes about 2 s).
 TIME_LIMIT_S = 10.0
 
-#: Decoding one input may raise the process's peak memory by at most this much. The
-#: largest image fer8 accepts is ``MAX_PIXELS`` (100 MP): Pillow holds it as 4 bytes per
-#: pixel and the RGB array takes 3, so about 700 MB; anything well past that is a leak or
-#: a bomb that got through.
-MEMORY_LIMIT_MB = 1024
+#: Decoding one input may raise the process's peak memory by at most this much: 16 bytes
+#: for each of the ``MAX_PIXELS`` (100 MP) an image may have. Measured at 10000 x 10000:
+#: JPEG, PNG, GIF, TIFF about 7.7 bytes a pixel (Pillow's copy at 4 and the RGB array at
+#: 3; 4 for gray and palette images), lossless WebP 15.3 (libwebp's canvas, the frame
+#: Pillow copies out of it and Pillow's image). Anything past this is a leak or a bomb
+#: that got through.
+MEMORY_LIMIT_MB = 16 * 100_000_000 // 2**20
 
 
 # --- seeds -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ random and coverage-guided versions.
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -30,10 +31,13 @@ from fer8.images import MAX_JPEG_SCANS, MAX_PIXELS, MAX_SIDE  # noqa: E402
 SEEDS = fuzzing.make_seeds()
 HOSTILE = fuzzing.hostile_files()
 
-# Deterministic (the same inputs on every run, so CI does not fail on a new random find:
-# that is scripts/fuzz.sh's job), no example database, no Hypothesis deadline (the rule's
-# own time limit applies, and a loaded CI machine must not turn a slow run into a failure).
-bounded = settings(derandomize=True, database=None, deadline=None, print_blob=True,
+#: scripts/fuzz.sh sets FER8_FUZZ_SCALE to multiply the examples and draw them at random.
+SCALE = int(os.environ.get("FER8_FUZZ_SCALE", "1"))
+
+# Deterministic in the normal suite (the same inputs on every run, so CI does not fail on
+# a new random find: that is scripts/fuzz.sh's job), no example database, no Hypothesis
+# deadline (the rule's own time limit applies; a loaded machine must not fail a slow run).
+bounded = settings(derandomize=SCALE == 1, database=None, deadline=None, print_blob=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -53,21 +57,21 @@ def test_seeds_are_valid_files_of_every_format():
     assert len(formats) == 18
 
 
-@settings(bounded, max_examples=300)
+@settings(bounded, max_examples=300 * SCALE)
 @given(case=fuzzing.mutated_files(SEEDS))
 def test_mutated_files_give_an_image_or_a_clear_error(case):
     _, data = case
     fuzzing.check_load(data)
 
 
-@settings(bounded, max_examples=40)
+@settings(bounded, max_examples=40 * SCALE)
 @given(case=fuzzing.mutated_files(SEEDS, max_mutations=2), detect=st.booleans())
 def test_mutated_files_through_the_predictor(predictor, case, detect):
     _, data = case
     fuzzing.check_predict(predictor, data, detect=detect)
 
 
-@settings(bounded, max_examples=100)
+@settings(bounded, max_examples=100 * SCALE)
 @given(array=hnp.arrays(
     dtype=st.one_of(hnp.scalar_dtypes(), st.just(np.dtype(object))),
     shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -29,7 +30,10 @@ from fer8.server import create_app  # noqa: E402
 from servers import FakeLine, UvicornThread, image_message, message_event, text_message, webhook_body  # noqa: E402,E501
 
 MAX_UPLOAD = 1_000_000
-bounded = settings(derandomize=True, database=None, deadline=None,
+#: scripts/fuzz.sh sets FER8_FUZZ_SCALE to multiply the examples and draw them at random;
+#: the normal suite draws the same ones on every run.
+SCALE = int(os.environ.get("FER8_FUZZ_SCALE", "1"))
+bounded = settings(derandomize=SCALE == 1, database=None, deadline=None,
                    suppress_health_check=list(HealthCheck))
 
 
@@ -120,7 +124,7 @@ def test_api_against_its_openapi_schema(api, server_errors, mode):
     assert {op.path for op in operations} >= {"/healthz", "/v1/models", "/v1/predict"}
     calls = []
     for operation in operations:
-        @settings(bounded, max_examples=15)
+        @settings(bounded, max_examples=15 * SCALE)
         @given(case=operation.as_strategy(GenerationMode(mode)))
         def check(case):
             case.call_and_validate(excluded_checks=[positive_data_acceptance], timeout=60)
@@ -468,7 +472,7 @@ def fuzzed_events(draw):
     return event
 
 
-@settings(bounded, max_examples=25)
+@settings(bounded, max_examples=25 * SCALE)
 @given(events=st.lists(fuzzed_events(), min_size=1, max_size=3))
 def test_fuzzed_webhooks_are_refused_or_ignored(line_server, events):
     """Signed bodies of mangled events: 400, or 200 with a reply only to events that the
