@@ -33,7 +33,7 @@ FER8_FUZZ_SCALE="$scale" "$python" -m pytest -q -p no:cacheprovider \
     > "$out/pytest.log" 2>&1 || status=1
 tail -n 1 "$out/pytest.log"
 # Hypothesis' statistics: how many inputs each property test tried (Schemathesis draws
-# its cases inside one test, up to 15 x FUZZ_SCALE per operation and mode, not listed).
+# its cases inside one test, up to 10 x FUZZ_SCALE per operation and mode, not listed).
 awk '/^tests\/.*::/ {test = $1} /passing, .* failing/ {print "  " test " " $2 " passing, " $4 " failing"; n += $2}
      END {print "  " n " inputs in the listed property tests"}' "$out/pytest.log"
 

@@ -85,8 +85,10 @@ def test_arrays_give_an_image_or_a_clear_error(array):
         assert image.shape[:2] == array.shape[:2]
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.parametrize("name", sorted(set(HOSTILE) - {"bomb-png-10000x10000"}))
 def test_hostile_files_give_an_image_or_a_clear_error(name):
+    """Each of the issue's hostile files (the bomb at the limit is decoded in
+    test_decoding_stays_under_the_memory_cap, in a process of its own)."""
     data = HOSTILE[name]()
     outcome = fuzzing.check_load(data)
     refused = {"empty", "one-byte", "jpeg-soi-only", "png-signature-only", "jpeg-truncated-half",

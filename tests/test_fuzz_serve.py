@@ -124,7 +124,7 @@ def test_api_against_its_openapi_schema(api, server_errors, mode):
     assert {op.path for op in operations} >= {"/healthz", "/v1/models", "/v1/predict"}
     calls = []
     for operation in operations:
-        @settings(bounded, max_examples=15 * SCALE)
+        @settings(bounded, max_examples=10 * SCALE)
         @given(case=operation.as_strategy(GenerationMode(mode)))
         def check(case):
             case.call_and_validate(excluded_checks=[positive_data_acceptance], timeout=60)
@@ -472,7 +472,7 @@ def fuzzed_events(draw):
     return event
 
 
-@settings(bounded, max_examples=25 * SCALE)
+@settings(bounded, max_examples=20 * SCALE)
 @given(events=st.lists(fuzzed_events(), min_size=1, max_size=3))
 def test_fuzzed_webhooks_are_refused_or_ignored(line_server, events):
     """Signed bodies of mangled events: 400, or 200 with a reply only to events that the
