@@ -92,7 +92,7 @@ class FakeLine:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(b'{"sentMessages": []}')
+                self.wfile.write(b'{"sentMessages": [{"id": "1", "quoteToken": "q"}]}')
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"

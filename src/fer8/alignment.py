@@ -120,11 +120,38 @@ def _warp(image: NDArray[np.uint8], matrix: NDArray[np.float64], size: int) -> N
     import cv2
 
     zoom = math.hypot(matrix[0, 0], matrix[1, 0])
-    if zoom < 0.5:
-        # Shrinking a large face by bilinear sampling aliases; pre-shrink with area averaging.
-        pre = 1.0 / math.floor(1.0 / zoom)
-        image = cv2.resize(image, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
-        matrix = matrix.copy()
-        matrix[:, :2] /= pre
+    # Shrinking a large face by bilinear sampling aliases; pre-shrink by an integer step
+    # with area averaging.
+    step = math.floor(1.0 / zoom) if zoom < 0.5 else 1
+    # Only the part of the image that the crop shows is warped (with a margin for the
+    # interpolation): OpenCV's warpAffine refuses images with a side of 32,767 pixels or
+    # more, a panorama's face included, and a small part is less work. The part starts
+    # on a multiple of the step, so area averaging sees the pixel blocks it would see
+    # on the whole image.
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    points = corners @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image.shape[:2]
+    margin = 2 * step
+    x0 = max(0, (math.floor(points[:, 0].min()) - margin) // step * step)
+    y0 = max(0, (math.floor(points[:, 1].min()) - margin) // step * step)
+    x1 = min(width, math.ceil(points[:, 0].max()) + margin)
+    y1 = min(height, math.ceil(points[:, 1].max()) + margin)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((size, size, 3), np.uint8)  # the crop lies outside the image
+    image = image[y0:y1, x0:x1]
+    matrix = matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    if step > 1:
+        part_height, part_width = image.shape[:2]
+        if round(part_width / step) >= 1 and round(part_height / step) >= 1:
+            image = cv2.resize(image, None, fx=1.0 / step, fy=1.0 / step,
+                               interpolation=cv2.INTER_AREA)
+            matrix[:, :2] *= step
+        else:  # a strip (a 65535 x 30 picture) would shrink to nothing on one side
+            shrunk = (max(1, round(part_width / step)), max(1, round(part_height / step)))
+            image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
+            matrix[:, 0] *= part_width / shrunk[0]
+            matrix[:, 1] *= part_height / shrunk[1]
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

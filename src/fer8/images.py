@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,24 @@ MAX_PIXELS = 100_000_000
 
 #: Raising Pillow's own limit is a change to a global; one decode at a time does it.
 _pillow_limit_lock = threading.Lock()
+
+#: Longest side accepted, in pixels: the most a JPEG or GIF can declare. A 97 kB PNG of
+#: 1 x 100,000,000 pixels is within ``MAX_PIXELS`` but costs Pillow a row pointer and a
+#: decoder call per row (12 s, 1.2 GB); 100,000,000 x 1 made Pillow raise MemoryError.
+MAX_SIDE = 65_535
+
+#: The decoders tried, by Pillow's format names: the formats of ``IMAGE_EXTENSIONS`` (JPEG
+#: includes MPO, the multi-picture JPEG of phones, which Pillow opens through JPEG).
+#: Pillow has forty more, each more code reading strangers' bytes, and one (EPS) hands
+#: the file to Ghostscript; a file in any other format is "not an image" to fer8.
+FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP", "PPM")
+
+#: Most scans a JPEG may have. A progressive JPEG is decoded scan by scan over the whole
+#: image, and a scan of nothing but end-of-band runs takes 14 bytes whatever the image
+#: size, so a 440 kB file of 2,000 such scans over 8000 x 8000 pixels decoded for 33 s
+#: (libjpeg-turbo's "LJT-01-003"; the library leaves the limit to its callers). libjpeg's
+#: own progressive scripts use 10 scans (6 for gray), optimisers a few dozen at most.
+MAX_JPEG_SCANS = 100
 
 #: File extensions that folder walks treat as images.
 IMAGE_EXTENSIONS = frozenset(
@@ -71,7 +90,10 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> NDArray[
 
     Raises:
         InvalidImageError: The source is missing, empty, truncated, corrupt, not an
-            image, or larger than ``max_pixels``. The message names the source.
+            image in a format of ``FORMATS``, larger than ``max_pixels`` or ``MAX_SIDE``,
+            or a JPEG of more than ``MAX_JPEG_SCANS`` scans. The message is one line
+            and starts with the source's name. No other exception escapes for any
+            content of a file, bytes or file object (the fuzz tests hold it to that).
     """
     name = describe_source(source)
     if isinstance(source, np.ndarray):
@@ -111,7 +133,10 @@ def _read_bytes(source: ImageSource, name: str) -> bytes:
         except OSError as exc:
             raise InvalidImageError(name, f"cannot read file ({exc.strerror or exc})") from None
     if hasattr(source, "read"):
-        data = source.read()
+        try:
+            data = source.read()
+        except OSError as exc:
+            raise InvalidImageError(name, f"cannot read file ({exc.strerror or exc})") from None
         if isinstance(data, str):
             raise InvalidImageError(name, "file object is in text mode; open it with 'rb'")
         return bytes(data)
@@ -122,32 +147,90 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings(), _pillow_limit(max_pixels):
-            # Pillow only warns below twice its own limit; fer8 has its own limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > max_pixels:
-            raise InvalidImageError(
-                name, f"image is too large ({width}x{height} pixels, limit {max_pixels:,}; "
-                      "raise it with --max-pixels, or max_pixels=)"
-            )
-        if width == 0 or height == 0:
-            raise InvalidImageError(name, "image has no pixels")
-        image.load()  # decodes the first frame of animations
-        image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            # Pillow warns about corrupt metadata ("Corrupt EXIF data", "Truncated File
+            # Read") and below twice its own pixel limit (fer8 has its own): the image
+            # either decodes or raises, and under ``-W error`` a warning would escape as
+            # an exception of its own.
+            warnings.simplefilter("ignore")
+            with _pillow_limit(max_pixels):
+                image = Image.open(io.BytesIO(data), formats=FORMATS)
+            width, height = image.size
+            if width * height > max_pixels or max(width, height) > MAX_SIDE:
+                raise InvalidImageError(
+                    name, f"image is too large ({width}x{height} pixels, limit "
+                          f"{max_pixels:,} pixels and {MAX_SIDE:,} a side; raise the pixel "
+                          "limit with --max-pixels, or max_pixels=)")
+            if width == 0 or height == 0:
+                raise InvalidImageError(name, "image has no pixels")
+            if image.format in ("JPEG", "MPO") and _jpeg_scans(data) > MAX_JPEG_SCANS:
+                raise InvalidImageError(
+                    name, f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
+                          "them could take minutes")
+            image.load()  # decodes the first frame of animations
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image, name)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
-        raise InvalidImageError(name, "not an image, or an image format fer8 cannot read "
-                                      "(it reads JPEG, PNG, GIF, BMP, TIFF, WebP and PPM)") from None
-    except Image.DecompressionBombError:
-        raise InvalidImageError(name, f"image is too large (over {max_pixels:,} pixels; "
-                                      "raise the limit with --max-pixels, or max_pixels=)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated and corrupt data through all of these.
-        raise InvalidImageError(name, f"corrupt or truncated image ({exc})") from None
-    return _to_rgb(image, name)
+        raise InvalidImageError(
+            name, f"not an image, or not a format fer8 reads ({', '.join(FORMATS)})") from None
+    except Image.DecompressionBombError as exc:
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)):,} pixels, " if declared else ""
+        raise InvalidImageError(name, f"image is too large ({size}limit {max_pixels:,}; raise "
+                                      "it with --max-pixels, or max_pixels=)") from None
+    except MemoryError:
+        raise InvalidImageError(name, "not enough memory to decode the image") from None
+    except Exception as exc:
+        # Pillow reports truncated and corrupt data mostly as OSError, SyntaxError,
+        # ValueError or EOFError, but fuzzing found more (a TIFF strip offset typed as a
+        # float raised TypeError); whatever a file's bytes make a decoder raise means
+        # the file cannot be read.
+        logger.debug("decoding %s failed", name, exc_info=True)
+        kind = "" if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)) else (
+            f"{type(exc).__name__}: ")
+        raise InvalidImageError(name, f"corrupt or truncated image ({kind}{_one_line(exc)})"
+                                ) from None
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: A JPEG marker: 0xFF (and fill bytes) then a code that is neither a stuffed zero nor 0xFF.
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS markers) the first image of a JPEG file has.
+
+    Walks the markers as libjpeg does: segments are skipped by their length, and after
+    each scan the entropy-coded data is searched for the next marker (stuffed 0xFF00
+    bytes and restart markers are part of the data). Counting stops past the limit.
+    """
+    scans, position = 0, 2
+    while scans <= MAX_JPEG_SCANS:
+        marker = _JPEG_MARKER.search(data, position)
+        if marker is None:
+            break
+        code, position = marker.group(1)[0], marker.end()
+        if code == 0xD9:  # end of image
+            break
+        if code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:  # markers without a segment
+            continue
+        if code == 0xDA:
+            scans += 1
+        position += int.from_bytes(data[position:position + 2], "big")
+    return scans
+
+
+#: Pixels converted at a time. The RGB array is filled band by band, so a 100-megapixel
+#: image costs Pillow's decoded copy plus the result (7 bytes a pixel, 700 MB), not also
+#: a converted copy and the bytes numpy reads it from (11 bytes a pixel).
+_BAND_PIXELS = 1 << 20
 
 
 @contextlib.contextmanager
@@ -173,12 +256,24 @@ def _pillow_limit(max_pixels: int):
 
 
 def _to_rgb(image, name: str) -> NDArray[np.uint8]:
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # Pillow's own convert() clips 16-bit values at 255; scale the range instead.
         array = np.asarray(image)
         return _from_array(array, name)
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // width)
+    if height <= rows:
+        return np.ascontiguousarray(_band_to_rgb(image))
+    rgb = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        rgb[top:bottom] = _band_to_rgb(image.crop((0, top, width, bottom)))
+    return rgb
+
+
+def _band_to_rgb(image) -> NDArray[np.uint8]:
+    from PIL import Image
+
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -187,7 +282,7 @@ def _to_rgb(image, name: str) -> NDArray[np.uint8]:
         image = Image.alpha_composite(background, image)
     if image.mode != "RGB":
         image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _from_array(array: NDArray, name: str) -> NDArray[np.uint8]:

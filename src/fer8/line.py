@@ -16,12 +16,14 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request
 from linebot.v3 import WebhookParser
 from linebot.v3.exceptions import InvalidSignatureError
@@ -142,11 +144,18 @@ class LineBot:
             body = await request.body()
             received = time.perf_counter()
             try:
-                events = self.parser.parse(body.decode("utf-8"), signature)
+                # In a thread: a few megabytes of events take the SDK seconds to parse,
+                # and the event loop must keep answering meanwhile.
+                events = await anyio.to_thread.run_sync(self.parser.parse, body.decode("utf-8"),
+                                                        signature)
             except (InvalidSignatureError, UnicodeDecodeError):
                 raise HTTPException(400, detail="invalid signature") from None
-            except (ValueError, KeyError, TypeError) as exc:
-                raise HTTPException(400, detail=f"malformed webhook body ({exc})") from None
+            except Exception as exc:
+                # Signed, but not a body the SDK can read. Its parser raises whatever the
+                # JSON makes it raise: fuzzing found RecursionError (deep nesting), which
+                # escaped as a 500 with a traceback, besides ValueError, KeyError, TypeError.
+                problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+                raise HTTPException(400, detail=f"malformed webhook body ({problem})") from None
             for event in events:
                 event_id = getattr(event, "webhook_event_id", None)
                 if event_id is not None and not self._seen.first_time(event_id):
@@ -178,9 +187,14 @@ class LineBot:
             return True
         source = f"line-message-{event.message.id}"
         try:
-            result = self.runner.submit(self._content(event.message), source).result()
-        except InvalidImageError as exc:  # an external image over the size limit
+            data = self._content(event.message)
+        except InvalidImageError as exc:  # an external image: too large, not http(s)...
             result = ImageResult(source, (), exc.problem)
+        except Exception as exc:  # LINE's content API failed (expired, missing): say so
+            logger.warning("LINE message %s: content not fetched (%s)", event.message.id, exc)
+            result = ImageResult(source, (), f"content not fetched ({type(exc).__name__})")
+        else:
+            result = self.runner.submit(data, source).result()
         if result.error is not None:
             logger.info("LINE message %s: %s", event.message.id, result.error)
         self._reply(event.reply_token, reply_text(result))
@@ -211,9 +225,19 @@ class _HostApiClient(ApiClient):
 
 
 def _download(url: str, limit: int) -> bytes:
-    """Fetch an external content provider's image, refusing more than ``limit`` bytes."""
-    with urllib.request.urlopen(url, timeout=20) as response:
-        data = response.read(limit + 1)
+    """Fetch an external content provider's image, refusing more than ``limit`` bytes.
+
+    Only http(s): urllib also opens ``file:`` and ``ftp:`` URLs, and a ``file:`` URL in
+    a webhook would have been read from the server's own disk. A failed download is an
+    unreadable image, so the sender still gets an answer.
+    """
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise InvalidImageError(url, "not an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            data = response.read(limit + 1)
+    except OSError as exc:  # URLError, HTTPError, timeouts
+        raise InvalidImageError(url, f"download failed ({exc})") from None
     if len(data) > limit:
         raise InvalidImageError(url, f"image larger than {limit:,} bytes")
     return data

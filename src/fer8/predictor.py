@@ -202,7 +202,9 @@ class Predictor:
             return _Prepared(name, error=str(exc))
         except Exception as exc:  # one unreadable input must not stop a folder run
             logger.debug("failed on %s", name, exc_info=True)
-            return _Prepared(name, error=f"{type(exc).__name__}: {exc}")
+            # On one line: OpenCV's messages end with a newline, and results and the
+            # CLI give one line per error.
+            return _Prepared(name, error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         return _Prepared(name, [box for box, _ in found], [crop for _, crop in found])
 
     def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:

@@ -26,6 +26,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from fer8 import __version__
 from fer8.results import ImageResult
@@ -276,9 +277,22 @@ def create_app(
         responses={400: {"description": "not an image"}, 413: {"description": "too large"},
                    415: {"description": "wrong content type"},
                    200: {"content": {"image/jpeg": {}}}},
+        # The handler reads the body itself (either form), so the schema says what it takes.
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        }}},
     )
     async def predict(request: Request, annotate: bool = Query(False)):
-        data, source = await _read_upload(request)
+        try:
+            data, source = await _read_upload(request)
+        except ClientDisconnect:
+            # The client went away mid-upload, or sent a broken chunk that uvicorn has
+            # already answered: there is no one to answer (this was logged as an error
+            # with a traceback, "Exception in ASGI application").
+            return Response(status_code=400)
         result = await asyncio.wrap_future(runner.submit(data, source))
         if result.error is not None:
             raise HTTPException(400, detail=f"{source}: {result.error}")
@@ -295,11 +309,14 @@ def create_app(
 async def _read_upload(request: Request) -> tuple[bytes, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(400, detail="multipart upload needs a file in field 'file'")
-        return await upload.read(), upload.filename or "upload"
+        async with request.form() as form:  # closes the uploads' temporary files
+            uploads = [item for item in form.getlist("file") if not isinstance(item, str)]
+            if not uploads:
+                raise HTTPException(400, detail="multipart upload needs a file in field 'file'")
+            if len(uploads) > 1:  # the last one was taken without a word
+                raise HTTPException(400, detail=f"multipart upload has {len(uploads)} files in "
+                                                "field 'file'; send one")
+            return await uploads[0].read(), uploads[0].filename or "upload"
     if content_type.startswith("image/") or content_type == "application/octet-stream":
         return await request.body(), "upload"
     raise HTTPException(

@@ -69,9 +69,9 @@ def detect(
     import cv2
 
     height, width = image.shape[:2]
-    if min(height, width) < min_size:  # no face of min_size fits (and a 1x1 search copy
-        return []                     # would be empty)
     scale = min(1.0, _WINDOW / min_size, max_side / max(height, width))
+    if min(height, width) * scale < _WINDOW:
+        return []  # no face fits; and a 1-pixel side would shrink to 0, which OpenCV refuses
     gray = _gray(image)
     search = gray
     if scale < 1.0:

@@ -43,6 +43,8 @@ _LANDMARK_SHIFT_Y = 0.05
 # its 20-pixel faces at 12 pixels lost 4 points of recall), so a larger smallest face
 # lets a photo be searched smaller, at a fraction of the cost.
 _SEARCH_FACE = 20
+# The smallest face YuNet finds at all, in pixels of its input.
+_SMALLEST = 10
 
 _local = threading.local()  # cv2.FaceDetectorYN keeps per-call state: one per thread
 _verified: set[Path] = set()
@@ -115,6 +117,8 @@ def detect_faces(
     if min(height, width) < min_size:  # no face of min_size fits
         return []
     scale = min(1.0, _SEARCH_FACE / max(min_size, 1), max_side / max(height, width))
+    if min(height, width) * scale < _SMALLEST:
+        return []  # a panorama's short side shrunk below any face (or to 0, which OpenCV refuses)
     search = image
     if scale < 1.0:
         search = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
