@@ -27,8 +27,12 @@ def test_default_model_knows_the_seven_classes_with_data(default_predictor):
     assert spec.labels == ("angry", "disgusted", "fearful", "happy", "neutral", "sad",
                            "surprised")  # no public data has "worry"
     assert spec.backbone == "resnet50"
-    assert spec.metadata["validation"]["accuracy"] > 0.8
-    assert spec.metadata["data"]["train"]["kind"] == "ferplus"
+    # The mean of FER+ Valid, ExpW@val and SFEW@val accuracies (model card: 83%, 41%, 40%).
+    assert spec.metadata["validation"]["accuracy"] > 0.5
+    sources = spec.metadata["data"]["train"]["sources"]  # FER+, ExpW and SFEW
+    assert {s["kind"] for s in sources.values()} == {"ferplus", "expw@train", "folders@train"}
+    assert spec.preprocessing.grayscale
+    assert spec.metadata["interpolation"]["alpha"] == 0.5
 
 
 def test_predict_without_a_model_gives_real_expressions(astronaut_path, hopper_path):

@@ -474,7 +474,7 @@ def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_p
     result = CliRunner().invoke(cli, [
         "train", "--data", f"{tiny_data}:2", "--data", f"{gray_data}:0.5",
         "--val", str(tiny_data), "--val", str(gray_data), "--out", str(run_dir),
-        "--epochs", "1", "--cache", str(tmp_path / "cache"),
+        "--epochs", "1", "--cache", str(tmp_path / "cache"), "--keep-checkpoint",
         *[a for a in TRAIN_ARGS if a not in ("--val-fraction", "0.25")]])
     assert result.exit_code == 0, result.output
     # 8 + 8 images drawn 2 and 0.5 times per pass: 20 a pass, 10 steps of 2.
@@ -489,6 +489,7 @@ def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_p
     assert float(row["val_accuracy"]) == pytest.approx(
         (float(row[names[0]]) + float(row[names[1]])) / 2, abs=1e-5)
     meta = fer8.load_model(run_dir / "model.fer8").spec.metadata
+    assert meta["validation"][names[0][4:]] == pytest.approx(float(row[names[0]]), abs=1e-5)
     sources = meta["data"]["train"]["sources"]
     assert {s["weight"] for s in sources.values()} == {2.0, 0.5}
     assert meta["training"]["data"] == [f"{tiny_data}:2", f"{gray_data}:0.5"]

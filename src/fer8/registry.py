@@ -52,9 +52,9 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="23036364bb7df833da74a50920a28496b381264e2ce75b629851d9f353593fac",
+        sha256="35b26cf7f2e1fd04c4a92a07b62c72777c26757d40559bbf2d92dc2824db5f70",
         bundled="default.fer8",
-        description="ResNet50 (ImageNet start) trained on FER+ with fer8 train; 7 classes, "
+        description="ResNet50 trained by fer8 train on FER+, ExpW and SFEW; 7 classes, "
                     "no worry; non-commercial research use (see MODEL_CARD.md)",
     ),
 }

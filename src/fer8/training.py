@@ -906,7 +906,9 @@ class _RunRecorder(keras.callbacks.Callback):
             backbone=self.config.backbone,
             name=self.run_dir.name,
             metadata={"data": self.data_summary, "epoch": row["epoch"],
-                      "validation": {"accuracy": row["val_accuracy"], "loss": row["val_loss"]},
+                      "validation": {"accuracy": row["val_accuracy"], "loss": row["val_loss"],
+                                     **{k[4:]: v for k, v in row.items()
+                                        if k.startswith("val_accuracy_")}},
                       "training": self.config.to_dict()})
         averaged = bool(self.config.ema_momentum)
         if averaged:  # the weights that were validated
