@@ -57,8 +57,9 @@ def main() -> None:
             if eye_distance < 10:
                 continue
 
-            def error(box: Box) -> float:
-                left, right = eye_centers(landmarks(image, box, detector=None, predictor=predictor))
+            def error(box: Box, image=image, eyes=eyes, eye_distance=eye_distance) -> float:
+                left, right = eye_centers(landmarks(image, box, detector=None,
+                                                    predictor=predictor))
                 return float(max(np.linalg.norm(left - eyes[0]),
                                  np.linalg.norm(right - eyes[1])) / eye_distance)
 
