@@ -186,3 +186,14 @@ def test_tiny_faces_are_upscaled_for_landmarks(astronaut):
     points = fer8.landmarks(small, Box(0, 0, 48, 48), detector=None)
     assert landmarks_fit(points, Box(0, 0, 48, 48))
     assert abs(roll(points)) < 10
+
+
+def test_the_yunet_model_ships_with_its_licence_and_checksum():
+    from fer8.detection import yunet
+    from fer8.registry import sha256_file
+
+    path = yunet.model_path()
+    assert path.stat().st_size == 232_589 and sha256_file(path) == yunet.MODEL_SHA256
+    assert "Apache License" in (path.parent / "face_detection_yunet.LICENSE").read_text()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"models/*.onnx", "models/*.LICENSE"' in pyproject  # in the wheel too
