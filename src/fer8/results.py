@@ -30,6 +30,12 @@ class Box:
     def to_list(self) -> list[int]:
         return [int(self.x), int(self.y), int(self.w), int(self.h)]
 
+    def clip(self, width: int, height: int) -> Box:
+        """The part of this box inside a ``width`` x ``height`` image (empty: w or h 0)."""
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
     def iou(self, other: Box) -> float:
         """Intersection over union, 0 for disjoint boxes."""
         ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))

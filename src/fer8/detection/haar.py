@@ -82,7 +82,7 @@ def detect(
         minNeighbors=min_neighbors,
         minSize=(_WINDOW, _WINDOW),
     )
-    boxes = [_clip(_unscale(b, scale), width, height) for b in found]
+    boxes = [_unscale(b, scale).clip(width, height) for b in found]
     if verify:
         boxes = [b for b in boxes if _confirmed(gray, b, verify_threshold)]
     boxes.sort(key=lambda b: b.area, reverse=True)
@@ -164,9 +164,3 @@ def _confirmed(gray: NDArray[np.uint8], box: Box, threshold: float) -> bool:
 def _unscale(raw, scale: float) -> Box:
     x, y, w, h = (int(round(float(v) / scale)) for v in raw)
     return Box(x, y, w, h)
-
-
-def _clip(box: Box, width: int, height: int) -> Box:
-    x0, y0 = max(0, box.x), max(0, box.y)
-    x1, y1 = min(width, box.x + box.w), min(height, box.y + box.h)
-    return Box(x0, y0, x1 - x0, y1 - y0)
