@@ -77,9 +77,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import fer8
-    from fer8.datasets import parse_source
-    from fer8.evaluation import confusion, evaluate, evaluate_labelled_boxes
-    from fer8.plots import plot_confusion
+    from fer8.training.datasets import parse_source
+    from fer8.training.evaluation import confusion, evaluate, evaluate_labelled_boxes
+    from fer8.training.plots import plot_confusion
 
     models = args.model or [None]
     predictors = [fer8.Predictor(model) for model in models]

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import fer8
-from fer8.datasets import read_dataset
-from fer8.detection import DETECTORS, load_detectors
-from fer8.faces import match
-from fer8.images import iter_image_files
+from fer8.pipeline.detection import DETECTORS, load_detectors
+from fer8.pipeline.faces import match
+from fer8.pipeline.images import iter_image_files
+from fer8.training.datasets import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: scikit-image's sample pictures without a face (its "camera" and "astronaut" have one).

@@ -47,8 +47,8 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def network_ms(size: int, repeats: int) -> float:
     import numpy as np
 
-    from fer8.backbones import build_backbone, build_classifier
-    from fer8.inference import inference_function
+    from fer8.training.backbones import build_backbone, build_classifier
+    from fer8.training.inference import inference_function
 
     run = inference_function(build_classifier(build_backbone("resnet50", size), 7), size)
     batch = np.random.default_rng(0).uniform(-100, 100, (1, size, size, 3)).astype(np.float32)
@@ -63,8 +63,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import fer8
-    from fer8.detection import load_detectors
-    from fer8.landmarking import load_landmark_model
+    from fer8.pipeline.detection import load_detectors
+    from fer8.pipeline.landmarking import load_landmark_model
 
     load_detectors()
     landmark_model = load_landmark_model()

@@ -8,7 +8,7 @@ What it measures, for float32 and mixed_bfloat16:
    (``Predictor.predict(path)``); median and 90th percentile over ``--repeats`` runs,
    for each face detector (``--detectors``, YuNet and Haar by default).
    The network alone at batch 1 is also timed with and without BatchNorm folded into
-   the convolutions (``fer8.inference``), interleaved.
+   the convolutions (``fer8.training.inference``), interleaved.
 2. A folder of photos (the two example portraits, copied) through ``predict_many`` at
    ``--batch-size``, in images/s, against the bare model's throughput at the same batch
    size (``ExpressionModel`` on preprocessed crops, nothing else).
@@ -47,8 +47,8 @@ LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised
 def load_benchmark_model(model_path: str | None, precision: str):
     """The model to time: a trained file, or a random-weight ResNet50 classifier at 224."""
     import fer8
-    from fer8.backbones import BACKBONES, build_backbone, build_classifier
-    from fer8.modelfile import ExpressionModel, ModelSpec
+    from fer8.models.modelfile import ExpressionModel, ModelSpec
+    from fer8.training.backbones import BACKBONES, build_backbone, build_classifier
 
     if model_path:
         return fer8.load_model(model_path, precision=precision)
@@ -95,7 +95,7 @@ def time_folding(model, repeats: int) -> dict[str, dict[str, float]]:
     convolutions) and as Keras built it; interleaved, so both see the same machine."""
     import numpy as np
 
-    from fer8.inference import inference_function
+    from fer8.training.inference import inference_function
 
     size = model.spec.input_size
     crop = np.random.default_rng(0).integers(0, 255, (1, size, size, 3), np.uint8)

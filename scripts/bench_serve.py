@@ -146,7 +146,8 @@ def main() -> None:
         model_path = args.model
         if model_path is None:
             from bench_predict import load_benchmark_model
-            from fer8.modelfile import save_model
+
+            from fer8.models.modelfile import save_model
 
             model = load_benchmark_model(None, "float32")
             model_path = str(save_model(model.keras_model, model.spec, Path(tmp) / "bench.fer8"))

@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def run_fer8_train(args) -> dict:
     import keras
 
-    from fer8.training import TrainConfig, train
+    from fer8.training.loop import TrainConfig, train
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -70,7 +70,7 @@ def run_bare(args) -> dict:
     import keras
     import numpy as np
 
-    from fer8.training import TrainConfig, _build_model, _set_precision
+    from fer8.training.loop import TrainConfig, _build_model, _set_precision
 
     config = TrainConfig(data=args.data, batch_size=args.batch_size, image_size=args.image_size,
                          backbone_weights="none", freeze_stages=args.freeze_stages,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer8.modelfile import KERAS_MEMBER, WEIGHTS_MEMBER
+from fer8.models.modelfile import KERAS_MEMBER, WEIGHTS_MEMBER
 
 
 def read_arrays(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:

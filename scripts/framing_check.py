@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 
 import fer8
-from fer8.alignment import EYE_X, EYE_Y
-from fer8.datasets import read_dataset
-from fer8.landmarking import eye_centers, load_landmark_model
+from fer8.pipeline.alignment import EYE_X, EYE_Y
+from fer8.pipeline.landmarking import eye_centers, load_landmark_model
+from fer8.training.datasets import read_dataset
 
 logger = logging.getLogger("framing_check")
 SIZE = 224

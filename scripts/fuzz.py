@@ -128,7 +128,7 @@ def _atheris_child(argv: list[str]) -> int:
         from PIL import Image, ImageOps  # noqa: F401
 
         Image.init()  # imports every plugin, inside the instrumented block
-        import fer8.images  # noqa: F401
+        import fer8.pipeline.images  # noqa: F401
 
     def one_input(data: bytes) -> None:
         # Any exception (InvalidImageError is not one: check_load takes it) is a crash;

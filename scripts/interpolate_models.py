@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from fer8.modelfile import ExpressionModel, read_model_file, save_model
+from fer8.models.modelfile import ExpressionModel, read_model_file, save_model
 
 logger = logging.getLogger("interpolate_models")
 
@@ -73,10 +73,10 @@ def main() -> None:
 def score(start: ExpressionModel, tuned_path: Path, sources: list[str],
           alphas: list[float]) -> None:
     """Accuracy on each validation source, and their mean, for each ``alpha``."""
-    from fer8.classification import classify
-    from fer8.crops import prepare_crops
-    from fer8.datasets import parse_source
-    from fer8.registry import cache_dir
+    from fer8.models.registry import cache_dir
+    from fer8.pipeline.classification import classify
+    from fer8.training.crops import prepare_crops
+    from fer8.training.datasets import parse_source
 
     tuned = read_model_file(tuned_path)
     size = tuned.spec.input_size

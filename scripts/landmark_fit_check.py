@@ -4,7 +4,7 @@ dlib's shape predictor was fitted on the boxes of dlib's own HOG detector. This 
 
 1. matches each YuNet face to the HOG detector's box of the same face and reports the
    median offset and size of the HOG box relative to the YuNet box (the constants of
-   ``fer8.detection.yunet.landmark_box``);
+   ``fer8.pipeline.detection.yunet.landmark_box``);
 2. fits the 68 points on the raw YuNet box, on the mapped box, on the Haar box and on
    the HOG box itself, and measures how far the eye centres of the 68 points are from
    YuNet's own eye keypoints, as a fraction of the distance between the eyes.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer8.detection import haar, yunet
-from fer8.images import iter_image_files, load_image
-from fer8.landmarking import eye_centers, landmarks, load_landmark_model
+from fer8.pipeline.detection import haar, yunet
+from fer8.pipeline.images import iter_image_files, load_image
+from fer8.pipeline.landmarking import eye_centers, landmarks, load_landmark_model
 from fer8.results import Box
 
 

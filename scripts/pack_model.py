@@ -3,7 +3,7 @@
     python scripts/pack_model.py runs/default/stage2/model.fer8 src/fer8/models/default.fer8
 
 Checks that the packed model predicts like the original on random crops, and prints the
-SHA-256 to put into ``fer8.registry.MODELS`` (and whether it is the file registered
+SHA-256 to put into ``fer8.models.registry.MODELS`` (and whether it is the file registered
 under that name already). The packed model is named after the
 destination file (``default``), and the training record it carries names the data and
 the model it started from by their last path parts only (``FER2013Train``,
@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from fer8.modelfile import read_model_file, save_model
-from fer8.registry import MODELS, sha256_file
+from fer8.models.modelfile import read_model_file, save_model
+from fer8.models.registry import MODELS, sha256_file
 
 logger = logging.getLogger("pack_model")
 

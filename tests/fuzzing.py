@@ -287,7 +287,7 @@ def png_with_chunk(png: bytes, kind: bytes, payload: bytes) -> bytes:
 
 def hostile_files() -> dict[str, Callable[[], bytes]]:
     """The issue's list, by hand: each recipe makes a file a stranger could send."""
-    from fer8.images import MAX_PIXELS
+    from fer8.pipeline.images import MAX_PIXELS
 
     seeds = make_seeds()
     jpeg, png = seeds["jpeg"], seeds["png"]
@@ -403,7 +403,7 @@ def check_load(data: bytes, *, max_pixels: int | None = None,
                time_limit: float = TIME_LIMIT_S) -> Outcome:
     """``fer8.load_image(data)`` obeys the rule; other exceptions propagate to the caller."""
     import fer8
-    from fer8.images import MAX_PIXELS
+    from fer8.pipeline.images import MAX_PIXELS
 
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     outcome = _run(lambda: fer8.load_image(data, max_pixels=limit))

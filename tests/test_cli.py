@@ -11,11 +11,10 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import LABELS, ROOT, save
 
 import fer8
 from fer8.cli import cli
-
-from conftest import LABELS, ROOT, save
 
 
 @pytest.fixture()
@@ -156,7 +155,7 @@ def test_missing_files_are_input_errors_not_usage_errors(tmp_path, photos, tiny_
 
 
 def test_usage_and_model_errors_exit_2(photos, tmp_path, monkeypatch):
-    from fer8 import registry
+    from fer8.models import registry
 
     assert run("predict").exit_code == 2
     assert run("predict", photos, "--format", "xml").exit_code == 2
@@ -207,7 +206,7 @@ def test_version_and_help():
 
 
 def test_the_detector_and_its_settings_are_options(photos, tiny_model_path, astronaut):
-    from fer8.detection import detect
+    from fer8.pipeline.detection import detect
 
     def boxes(*options):
         result = run("predict", photos / "astronaut.png", "--model", tiny_model_path,
@@ -230,7 +229,7 @@ def test_the_detector_and_its_settings_are_options(photos, tiny_model_path, astr
 
 
 def test_a_broken_detector_model_is_a_one_line_error(photos, tiny_model_path, monkeypatch):
-    from fer8.detection import yunet
+    from fer8.pipeline.detection import yunet
 
     monkeypatch.setattr(yunet, "MODEL_SHA256", "0" * 64)
     monkeypatch.setattr(yunet, "_verified", set())
@@ -330,8 +329,8 @@ def test_max_pixels_lets_a_panorama_in(tmp_path, tiny_model_path):
 
 def test_help_says_what_the_bundled_model_predicts():
     from fer8.labels import display_name
-    from fer8.modelfile import read_spec
-    from fer8.registry import resolve_model
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
 
     labels = read_spec(resolve_model(None)).labels
     help_text = " ".join(run("--help").stdout.split())
@@ -343,7 +342,7 @@ def test_serve_without_its_extra_names_the_install_command_for_this_checkout(mon
     from fer8.cli import install_command
 
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
-    for module in ("fer8.server", "fer8.line"):
+    for module in ("fer8.serving.server", "fer8.serving.line"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     result = run("serve")
     assert result.exit_code == 2

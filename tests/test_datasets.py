@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fer8.crops import prepare_crops
-from fer8.datasets import DatasetError, match_class, read_dataset
-
 from conftest import save
+
+from fer8.training.crops import prepare_crops
+from fer8.training.datasets import DatasetError, match_class, read_dataset
 
 
 @pytest.mark.parametrize("name, label", [
@@ -112,7 +111,7 @@ def test_no_labelled_images_is_an_error(tmp_path):
 
 def test_crops_are_framed_like_predict_and_cached(tmp_path, astronaut, monkeypatch, caplog):
     import fer8
-    from fer8 import crops
+    from fer8.training import crops
 
     save(astronaut, tmp_path / "data" / "happy" / "photo.png")
     save(np.full((300, 300, 3), 200, np.uint8), tmp_path / "data" / "happy" / "wall.png")
@@ -198,14 +197,14 @@ def test_expw_without_its_photo_folder_is_an_error(tmp_path):
     ("raf/happy/test_0001_aligned.jpg", False, "test_0001_aligned"),
 ])
 def test_groups_keep_a_photo_film_or_person_on_one_side(name, box, group):
-    from fer8.datasets import Sample, group_of
     from fer8.results import Box
+    from fer8.training.datasets import Sample, group_of
 
     assert group_of(Sample(name, "happy", False, box=Box(0, 0, 9, 9) if box else None)) == group
 
 
 def test_the_split_is_fixed_by_group_and_parts_are_disjoint(tmp_path):
-    from fer8.datasets import group_of, split_of
+    from fer8.training.datasets import group_of, split_of
 
     for film in ("Amelie", "Borat", "Casablanca", "Dune", "Elf", "Fargo", "Gravity", "Heat",
                  "Inception", "Jaws", "Kes", "Logan"):
@@ -235,7 +234,7 @@ def test_the_split_is_fixed_by_group_and_parts_are_disjoint(tmp_path):
     ("odd:name", "odd:name", None, 1.0),
 ])
 def test_source_specs(spec, path, split, weight):
-    from fer8.datasets import parse_source
+    from fer8.training.datasets import parse_source
 
     source = parse_source(spec)
     assert (source.path, source.split, source.weight) == (Path(path), split, weight)
@@ -245,16 +244,16 @@ def test_source_specs(spec, path, split, weight):
 @pytest.mark.parametrize("spec, problem", [("expw:0", "positive"), ("expw:-2", "positive"),
                                             ("expw@dev", "unknown split 'dev'")])
 def test_bad_source_specs_are_refused(spec, problem):
-    from fer8.datasets import parse_source
+    from fer8.training.datasets import parse_source
 
     with pytest.raises(DatasetError, match=problem):
         parse_source(spec)
 
 
 def test_photo_crops_are_cached_per_detector_and_box(tmp_path):
-    from fer8.crops import CropCache
-    from fer8.datasets import Sample
     from fer8.results import Box
+    from fer8.training.crops import CropCache
+    from fer8.training.datasets import Sample
 
     yunet, haar = CropCache(tmp_path), CropCache(tmp_path, detector="haar")
     stricter = CropCache(tmp_path, detector_options={"score_threshold": 0.9})

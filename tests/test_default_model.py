@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import fer8
 from fer8.cli import cli
-from fer8.registry import DEFAULT_MODEL, MODELS, sha256_file
+from fer8.models.registry import DEFAULT_MODEL, MODELS, sha256_file
 
 
 def test_default_model_ships_in_the_package_and_matches_its_checksum():
@@ -47,8 +47,8 @@ def test_predict_without_a_model_gives_real_expressions(astronaut_path, hopper_p
 
 
 def test_a_tampered_bundled_model_is_refused(tmp_path, monkeypatch):
-    from fer8 import registry
     from fer8.errors import ChecksumMismatchError
+    from fer8.models import registry
 
     entry = MODELS[DEFAULT_MODEL]
     monkeypatch.setitem(registry.MODELS, DEFAULT_MODEL,

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import save
 
 from fer8.cli import cli
-from fer8.evaluation import confusion
-
-from conftest import save
+from fer8.training.evaluation import confusion
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,8 @@ def brightness_model(tmp_path_factory):
     """A model whose answer is known: bright crops are 'happy', dark ones 'sad'."""
     import keras
 
-    from fer8.modelfile import ModelSpec, save_model
-    from fer8.preprocessing import IMAGENET_CAFFE
+    from fer8.models.modelfile import ModelSpec, save_model
+    from fer8.models.preprocessing import IMAGENET_CAFFE
 
     inputs = keras.Input((48, 48, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)  # about brightness - 115 per channel
@@ -101,7 +100,7 @@ def test_evaluate_table(labelled, brightness_model):
 def expw_layout(tmp_path_factory):
     """ExpW's layout: label.lst and Images/, one photo with two labelled faces (one of
     them where no detector finds a face) and one corrupt photo."""
-    from fer8.detection import detect
+    from fer8.pipeline.detection import detect
 
     folder = tmp_path_factory.mktemp("web") / "expw"
     photo = np.full((300, 600, 3), 220, np.uint8)  # bright: "happy" for brightness_model
@@ -147,9 +146,9 @@ def test_labelled_boxes_and_the_full_pipeline_are_both_reported(expw_layout, lab
 
 def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(tmp_path, astronaut, hopper,
                                                                  brightness_model):
-    from fer8.detection import detect
-    from fer8.evaluation import evaluate, evaluate_labelled_boxes
-    from fer8.predictor import Predictor
+    from fer8.pipeline.detection import detect
+    from fer8.pipeline.predictor import Predictor
+    from fer8.training.evaluation import evaluate, evaluate_labelled_boxes
 
     pair = np.ascontiguousarray(np.concatenate([astronaut, hopper[:512]], axis=1))
     save(pair, tmp_path / "expw" / "Images" / "pair.png")
@@ -158,7 +157,7 @@ def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(tmp_path, astr
     lines = [f"pair.png {i} {b.y} {b.x} {b.x + b.w} {b.y + b.h} 1.0 {label}"
              for i, (b, label) in enumerate(zip(faces, (3, 4)))]  # happy, sad
     (tmp_path / "expw" / "label.lst").write_text("\n".join(lines) + "\n")
-    from fer8.datasets import read_dataset
+    from fer8.training.datasets import read_dataset
 
     data = read_dataset(tmp_path / "expw")
     predictor = Predictor(brightness_model)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import fer8
-from fer8.alignment import EYE_X, EYE_Y, landmarks_fit
-from fer8.landmarking import eye_centers
+from fer8.pipeline.alignment import EYE_X, EYE_Y, landmarks_fit
+from fer8.pipeline.landmarking import eye_centers
 from fer8.results import Box
 
 # Where the faces are (measured once by hand on the photos; a detector change that
@@ -113,7 +113,7 @@ def test_unknown_detectors_and_settings_are_refused(astronaut):
 
 
 def test_landmarks_on_yunet_boxes_fit_as_well_as_on_haar_boxes(astronaut, hopper):
-    from fer8.detection import yunet
+    from fer8.pipeline.detection import yunet
 
     for image in (astronaut, hopper):
         (face,) = yunet.detect_faces(image)
@@ -189,8 +189,8 @@ def test_tiny_faces_are_upscaled_for_landmarks(astronaut):
 
 
 def test_the_yunet_model_ships_with_its_licence_and_checksum():
-    from fer8.detection import yunet
-    from fer8.registry import sha256_file
+    from fer8.models.registry import sha256_file
+    from fer8.pipeline.detection import yunet
 
     path = yunet.model_path()
     assert path.stat().st_size == 232_589 and sha256_file(path) == yunet.MODEL_SHA256

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+import fuzzing  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import fer8  # noqa: E402
-import fuzzing  # noqa: E402
 from fer8.errors import InvalidImageError  # noqa: E402
-from fer8.images import MAX_JPEG_SCANS, MAX_PIXELS, MAX_SIDE  # noqa: E402
+from fer8.pipeline.images import MAX_JPEG_SCANS, MAX_PIXELS, MAX_SIDE  # noqa: E402
 
 SEEDS = fuzzing.make_seeds()
 HOSTILE = fuzzing.hostile_files()
@@ -241,19 +241,19 @@ def test_regression_a_face_in_a_panorama_is_aligned(astronaut):
 def test_regression_unexpected_errors_are_reported_on_one_line(predictor, monkeypatch):
     """Whatever a stage raises, the predictor's message is one line (OpenCV's end in a
     newline and once went into results and the CLI's output as is)."""
-    import fer8.predictor
+    import fer8.pipeline.predictor
 
     def broken(*args, **kwargs):
         raise RuntimeError("first line\nsecond line\n")
 
-    monkeypatch.setattr(fer8.predictor, "faces_in_photo", broken)
+    monkeypatch.setattr(fer8.pipeline.predictor, "faces_in_photo", broken)
     with pytest.raises(InvalidImageError) as error:
         predictor.predict(SEEDS["png"])
     assert str(error.value) == f"<{len(SEEDS['png'])} bytes>: RuntimeError: first line second line"
 
 
 def test_jpeg_scan_count_follows_the_markers():
-    from fer8.images import _jpeg_scans
+    from fer8.pipeline.images import _jpeg_scans
 
     assert _jpeg_scans(SEEDS["jpeg"]) == 1
     assert _jpeg_scans(SEEDS["jpeg-progressive-exif"]) == 10

@@ -21,13 +21,19 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'fer8[
 httpx = pytest.importorskip("httpx")
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
+from servers import (  # noqa: E402,E501
+    FakeLine,
+    UvicornThread,
+    image_message,
+    message_event,
+    text_message,
+    webhook_body,
+)
 
-from fer8.line import UNREADABLE_REPLY, LineSettings  # noqa: E402
-from fer8.server import create_app  # noqa: E402
-
-from servers import FakeLine, UvicornThread, image_message, message_event, text_message, webhook_body  # noqa: E402,E501
+from fer8.serving.line import UNREADABLE_REPLY, LineSettings  # noqa: E402
+from fer8.serving.server import create_app  # noqa: E402
 
 MAX_UPLOAD = 1_000_000
 #: scripts/fuzz.sh sets FER8_FUZZ_SCALE to multiply the examples and draw them at random;
@@ -477,7 +483,12 @@ def fuzzed_events(draw):
 def test_fuzzed_webhooks_are_refused_or_ignored(line_server, events):
     """Signed bodies of mangled events: 400, or 200 with a reply only to events that the
     SDK reads as a text or image message; never a 5xx, never an error in the log."""
-    from linebot.v3.webhooks import Event, ImageMessageContent, MessageEvent, TextMessageContent
+    from linebot.v3.webhooks import (
+        Event,
+        ImageMessageContent,
+        MessageEvent,
+        TextMessageContent,
+    )
 
     url, line = line_server
     line.replies.clear()

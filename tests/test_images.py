@@ -12,7 +12,7 @@ from PIL import Image
 
 import fer8
 from fer8.errors import InvalidImageError
-from fer8.images import iter_image_files
+from fer8.pipeline.images import iter_image_files
 
 
 def encode(image: Image.Image, format: str, **options) -> bytes:

@@ -9,16 +9,20 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
+from conftest import LABELS, SHARED
 
 import fer8
-from fer8.backbones import (BACKBONES, build_backbone, build_classifier, load_vggface_weights,
-                            vggface_resnet50)
 from fer8.errors import ChecksumMismatchError, ModelFormatError, ModelNotFoundError
-from fer8.modelfile import ModelSpec, read_spec, save_model
-from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2
-from fer8.registry import RegisteredModel, cache_dir, resolve_model
-
-from conftest import LABELS, SHARED
+from fer8.models.modelfile import ModelSpec, read_spec, save_model
+from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2
+from fer8.models.registry import RegisteredModel, cache_dir, resolve_model
+from fer8.training.backbones import (
+    BACKBONES,
+    build_backbone,
+    build_classifier,
+    load_vggface_weights,
+    vggface_resnet50,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +188,7 @@ def test_download_with_the_wrong_checksum_is_refused_and_not_kept(tiny_model_pat
 
 
 def test_bundled_model_is_checked_at_load(tmp_path, monkeypatch, tiny_model_path):
-    import fer8.registry as registry_module
+    import fer8.models.registry as registry_module
 
     models = tmp_path / "fer8" / "models"
     models.mkdir(parents=True)
@@ -301,7 +305,7 @@ def _with_trained_statistics(network):
 def test_folded_batch_norms_give_the_same_outputs(backbone):
     import keras
 
-    from fer8.inference import fold_batch_norms, inference_function
+    from fer8.training.inference import fold_batch_norms, inference_function
 
     network = _with_trained_statistics(build_classifier(build_backbone(backbone, 32), 3))
     folded = fold_batch_norms(network)
@@ -319,7 +323,7 @@ def test_folded_batch_norms_give_the_same_outputs(backbone):
 def test_batch_norm_is_folded_only_where_that_is_exact():
     import keras
 
-    from fer8.inference import fold_batch_norms
+    from fer8.training.inference import fold_batch_norms
 
     inputs = keras.Input((8, 8, 3))
     shared = keras.layers.Conv2D(4, 3, name="shared")(inputs)  # also feeds the skip path

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import LABELS, save
 
 import fer8
 from fer8.errors import InvalidImageError
-
-from conftest import LABELS, save
 
 
 def test_one_face_with_probabilities_in_label_order(predictor, astronaut_path):

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, save
 
 README = (ROOT / "README.md").read_text()

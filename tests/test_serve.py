@@ -14,15 +14,26 @@ import pytest
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'fer8[serve]'")
 httpx = pytest.importorskip("httpx")
 
-import fer8  # noqa: E402
-from fer8.line import (NO_FACE_REPLY, UNREADABLE_REPLY, LineSettings, reply_text,  # noqa: E402
-                       usage_text)
-from fer8.results import Box, Face, ImageResult  # noqa: E402
-from fer8.server import BodySizeLimit, create_app  # noqa: E402
-
 from conftest import LABELS  # noqa: E402
-from servers import (FakeLine, UvicornThread, image_message, message_event,  # noqa: E402
-                     text_message, webhook_body)
+from servers import (  # noqa: E402
+    FakeLine,
+    UvicornThread,
+    image_message,
+    message_event,
+    text_message,
+    webhook_body,
+)
+
+import fer8  # noqa: E402
+from fer8.results import Box, Face, ImageResult  # noqa: E402
+from fer8.serving.line import (  # noqa: E402
+    NO_FACE_REPLY,
+    UNREADABLE_REPLY,
+    LineSettings,
+    reply_text,
+    usage_text,
+)
+from fer8.serving.server import BodySizeLimit, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +91,7 @@ def test_annotate_returns_the_drawn_jpeg(api, astronaut_path, astronaut):
 
 
 def test_the_api_and_the_bot_answer_with_either_detector(tiny_model, astronaut_path):
-    from fer8.detection import detect
+    from fer8.pipeline.detection import detect
 
     image = fer8.load_image(astronaut_path)
     for detector in ("yunet", "haar"):

@@ -20,12 +20,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import save
 
 import fer8
-from fer8 import backbones
 from fer8.cli import cli
-
-from conftest import save
+from fer8.training import backbones
 
 TRAIN_ARGS = ["--image-size", "32", "--batch-size", "2", "--backbone-weights", "none",
               "--val-fraction", "0.25", "--warmup-epochs", "0", "--precision", "float32"]
@@ -139,8 +138,8 @@ def test_an_existing_run_folder_is_never_overwritten(first_run, tiny_data):
 
 
 def test_a_run_that_cannot_start_leaves_out_as_it_was(tmp_path, tiny_data):
-    from fer8.datasets import DatasetError
-    from fer8.training import TrainConfig, train
+    from fer8.training.datasets import DatasetError
+    from fer8.training.loop import TrainConfig, train
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -163,7 +162,7 @@ def test_a_run_that_cannot_start_leaves_out_as_it_was(tmp_path, tiny_data):
 def test_without_the_network_imagenet_weights_fail_in_one_line(tmp_path, tiny_data, monkeypatch):
     """`--backbone-weights imagenet` offline: one line that says what to pass instead,
     before any crop is prepared, and --out as it was."""
-    from fer8 import backbones
+    from fer8.training import backbones
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # nothing cached there
     monkeypatch.setattr(backbones, "IMAGENET_RESNET50_URL", "http://127.0.0.1:9/resnet50.h5")
@@ -187,7 +186,7 @@ def test_without_the_network_imagenet_weights_fail_in_one_line(tmp_path, tiny_da
 def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, monkeypatch):
     """No download: a resnet50 run starts from the bundled model's weights; on other
     classes the shared ones keep their outputs and new ones start fresh."""
-    from fer8.training import TrainConfig, _build_model, _starting_weights
+    from fer8.training.loop import TrainConfig, _build_model, _starting_weights
 
     monkeypatch.setattr(backbones, "build_backbone", RESNET50)
     bundled = fer8.load_model()
@@ -237,7 +236,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
         first_run, tmp_path, monkeypatch, caplog):
     import keras
 
-    from fer8 import training
+    from fer8.training import loop as training
 
     run_dir = tmp_path / "run"
     shutil.copytree(first_run[0], run_dir)
@@ -293,7 +292,7 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
     weights where there is one); so does a rerun of the same command."""
     import keras
 
-    from fer8 import training
+    from fer8.training import loop as training
 
     def run(out: str, *extra: str, exit_code: int = 0):
         result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
@@ -362,7 +361,7 @@ def test_training_runs_on_deterministic_kernels(first_run):
 def test_augmentation_keeps_shape_and_range():
     import tensorflow as tf
 
-    from fer8.augment import Augmentation, augment_batch
+    from fer8.training.augment import Augmentation, augment_batch
 
     images = tf.random.uniform([8, 32, 32, 3], 0, 255)
     seed = tf.constant([0, 5], tf.int64)
@@ -380,7 +379,7 @@ def test_augmentation_keeps_shape_and_range():
 
 
 def test_class_weights_soften_imbalance():
-    from fer8.training import _class_weights
+    from fer8.training.loop import _class_weights
 
     counts = np.array([100, 25, 1])
     sqrt = _class_weights(counts, "sqrt")
@@ -394,7 +393,7 @@ def test_class_weights_soften_imbalance():
 def test_the_training_step_is_compiled_on_jax_but_not_on_tensorflow(monkeypatch):
     import keras
 
-    from fer8 import training
+    from fer8.training import loop as training
 
     assert training._jit_compile() is False  # XLA makes CPU training slower on TensorFlow
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
@@ -402,7 +401,7 @@ def test_the_training_step_is_compiled_on_jax_but_not_on_tensorflow(monkeypatch)
 
 
 def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path):
-    from fer8.modelfile import read_model_file, save_model
+    from fer8.models.modelfile import read_model_file, save_model
 
     model = read_model_file(first_run[0] / "model.fer8")
     # BatchNorm variances beyond float16's range must survive.
@@ -427,7 +426,7 @@ def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path
 def test_tf_data_preprocessing_matches_prediction_preprocessing():
     import tensorflow as tf
 
-    from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2
+    from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2
 
     crops = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
     for preprocessing in (IMAGENET_CAFFE, VGGFACE2, replace(IMAGENET_CAFFE, grayscale=True)):
@@ -438,8 +437,8 @@ def test_tf_data_preprocessing_matches_prediction_preprocessing():
 def test_a_model_trained_on_gray_faces_sees_colour_faces_in_gray():
     import cv2
 
-    from fer8.preprocessing import IMAGENET_CAFFE
-    from fer8.training import _preprocessing
+    from fer8.models.preprocessing import IMAGENET_CAFFE
+    from fer8.training.loop import _preprocessing
 
     assert _preprocessing("resnet50", gray=False) == IMAGENET_CAFFE
     gray_model = _preprocessing("resnet50", gray=True)
@@ -469,7 +468,7 @@ def gray_data(tmp_path_factory, astronaut, hopper):
 def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_path, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="fer8.training")
+    caplog.set_level(logging.INFO, logger="fer8.training.loop")
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(cli, [
         "train", "--data", f"{tiny_data}:2", "--data", f"{gray_data}:0.5",
@@ -499,7 +498,7 @@ def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_p
 def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
         first_run, tiny_data, tmp_path, hopper):
     """How a user adds *worry* to a model: --init-model with data that has the class."""
-    from fer8 import training
+    from fer8.training import loop as training
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

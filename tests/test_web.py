@@ -19,13 +19,13 @@ import pytest
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'fer8[serve]'")
 webdriver = pytest.importorskip("selenium.webdriver")
 
+from conftest import ROOT, save  # noqa: E402
+from servers import UvicornThread  # noqa: E402
+
 import fer8  # noqa: E402
 from fer8.labels import display_name  # noqa: E402
 from fer8.results import Box, Face, ImageResult  # noqa: E402
-from fer8.server import create_app  # noqa: E402
-
-from conftest import ROOT, save  # noqa: E402
-from servers import UvicornThread  # noqa: E402
+from fer8.serving.server import create_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

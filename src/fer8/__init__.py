@@ -26,20 +26,20 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 # Public name -> module defining it; resolved on first access (PEP 562), so that
 # `import fer8` and `fer8 --help` stay instant.
 _EXPORTS = {
-    "load_image": "fer8.images",
-    "detect": "fer8.detection",
-    "landmarks": "fer8.landmarking",
-    "align": "fer8.alignment",
-    "crop_square": "fer8.alignment",
-    "AlignedFace": "fer8.alignment",
-    "faces_in_photo": "fer8.faces",
-    "face_from_crop": "fer8.faces",
-    "classify": "fer8.classification",
-    "Predictor": "fer8.predictor",
-    "load_model": "fer8.registry",
-    "ExpressionModel": "fer8.modelfile",
-    "ModelSpec": "fer8.modelfile",
-    "save_model": "fer8.modelfile",
+    "load_image": "fer8.pipeline.images",
+    "detect": "fer8.pipeline.detection",
+    "landmarks": "fer8.pipeline.landmarking",
+    "align": "fer8.pipeline.alignment",
+    "crop_square": "fer8.pipeline.alignment",
+    "AlignedFace": "fer8.pipeline.alignment",
+    "faces_in_photo": "fer8.pipeline.faces",
+    "face_from_crop": "fer8.pipeline.faces",
+    "classify": "fer8.pipeline.classification",
+    "Predictor": "fer8.pipeline.predictor",
+    "load_model": "fer8.models.registry",
+    "ExpressionModel": "fer8.models.modelfile",
+    "ModelSpec": "fer8.models.modelfile",
+    "save_model": "fer8.models.modelfile",
     "Box": "fer8.results",
     "Face": "fer8.results",
     "ImageResult": "fer8.results",
@@ -70,16 +70,22 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     # ruff: noqa: F401  (re-exports, listed in __all__ through _EXPORTS)
-    from fer8.alignment import AlignedFace, align, crop_square
-    from fer8.classification import classify
-    from fer8.detection import detect
-    from fer8.faces import face_from_crop, faces_in_photo
-    from fer8.errors import (ChecksumMismatchError, DownloadError, Fer8Error,
-                             InvalidImageError, ModelFormatError, ModelNotFoundError)
-    from fer8.images import load_image
+    from fer8.errors import (
+        ChecksumMismatchError,
+        DownloadError,
+        Fer8Error,
+        InvalidImageError,
+        ModelFormatError,
+        ModelNotFoundError,
+    )
     from fer8.labels import EXPRESSIONS
-    from fer8.landmarking import landmarks
-    from fer8.modelfile import ExpressionModel, ModelSpec, save_model
-    from fer8.predictor import Predictor
-    from fer8.registry import load_model
+    from fer8.models.modelfile import ExpressionModel, ModelSpec, save_model
+    from fer8.models.registry import load_model
+    from fer8.pipeline.alignment import AlignedFace, align, crop_square
+    from fer8.pipeline.classification import classify
+    from fer8.pipeline.detection import detect
+    from fer8.pipeline.faces import face_from_crop, faces_in_photo
+    from fer8.pipeline.images import load_image
+    from fer8.pipeline.landmarking import landmarks
+    from fer8.pipeline.predictor import Predictor
     from fer8.results import Box, Face, ImageResult

@@ -21,9 +21,14 @@ from typing import Any
 import click
 
 from fer8 import __version__
-from fer8.errors import ChecksumMismatchError, Fer8Error, ModelFormatError, ModelNotFoundError
-from fer8.images import MAX_PIXELS
+from fer8.errors import (
+    ChecksumMismatchError,
+    Fer8Error,
+    ModelFormatError,
+    ModelNotFoundError,
+)
 from fer8.output import FORMATS
+from fer8.pipeline.images import MAX_PIXELS
 
 logger = logging.getLogger("fer8")
 
@@ -42,13 +47,13 @@ def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--detector and the detection settings a user needs, for every command that
     finds faces; the command receives them as one ``detection`` dict argument
     (``{"detector": name, "detector_options": {...}}``)."""
-    from fer8.detection import DEFAULT_DETECTOR, DETECTORS
+    from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS
 
     @functools.wraps(command)
     def wrapper(*args: Any, detector: str, min_face: int | None, detect_threshold: float | None,
                 haar_scale_factor: float | None, haar_min_neighbors: int | None,
                 **kwargs: Any) -> Any:
-        from fer8.detection import detector_options
+        from fer8.pipeline.detection import detector_options
 
         try:
             options = detector_options(detector, min_face=min_face, threshold=detect_threshold,
@@ -124,8 +129,8 @@ class _Group(click.Group):
 
 def _bundled_classes() -> str:
     from fer8.labels import display_name
-    from fer8.modelfile import read_spec
-    from fer8.registry import resolve_model
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
 
     try:
         labels = read_spec(resolve_model(None)).labels
@@ -154,12 +159,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its start-up chatter hidden (see :mod:`fer8.backend`) and
+    """Import TensorFlow with its start-up chatter hidden (see :mod:`fer8.training.backend`) and
     its later C++ errors too: on a command line they bury the one line that matters.
     Only called by commands that need a model; ``-vv`` keeps the chatter.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from fer8.backend import import_keras
+    from fer8.training.backend import import_keras
 
     import_keras()
 
@@ -196,8 +201,8 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     PATHS are image files, folders (searched recursively for images) or - for one
     image's bytes on stdin.
     """
-    from fer8.images import describe_source
-    from fer8.predictor import Predictor
+    from fer8.pipeline.images import describe_source
+    from fer8.pipeline.predictor import Predictor
 
     inputs = list(_expand(paths))
     if not inputs:
@@ -259,13 +264,13 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
     override the LINE API's base URLs.
     """
     try:
-        from fer8.line import LineSettings
-        from fer8.server import create_app, run
+        from fer8.serving.line import LineSettings
+        from fer8.serving.server import create_app, run
     except ImportError as exc:
         click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
                    f"{install_command('serve')}", err=True)
         sys.exit(EXIT_USAGE)
-    from fer8.predictor import Predictor
+    from fer8.pipeline.predictor import Predictor
 
     if _verbosity() < 2:
         _import_tensorflow_quietly()
@@ -356,7 +361,8 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
     """
     if _verbosity() < 2:
         _import_tensorflow_quietly()
-    from fer8.training import TrainConfig, train as run_training
+    from fer8.training.loop import TrainConfig
+    from fer8.training.loop import train as run_training
 
     if backbone_weights not in (None, "imagenet", "none"):
         backbone_weights = str(Path(backbone_weights).resolve())
@@ -373,7 +379,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
         class_weighting=class_weighting, patience=patience, steps_per_epoch=steps_per_epoch,
         precision=precision, seed=seed)
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
-        logging.getLogger("fer8.training").setLevel(logging.INFO)
+        logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
                           on_prepare=_ProgressBar, on_epoch=_ProgressBar,
                           keep_checkpoint=keep_checkpoint)
@@ -416,9 +422,10 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
     """
     import json
 
-    from fer8.datasets import parse_source
-    from fer8.evaluation import evaluate as run_evaluation, evaluate_labelled_boxes
-    from fer8.predictor import Predictor
+    from fer8.pipeline.predictor import Predictor
+    from fer8.training.datasets import parse_source
+    from fer8.training.evaluation import evaluate as run_evaluation
+    from fer8.training.evaluation import evaluate_labelled_boxes
 
     datasets = [(source, source.read(fer2013_split=split))
                 for source in map(parse_source, sources)]
@@ -447,7 +454,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
         else {"model": predictor.model.spec.name, "detector": detection["detector"],
               "datasets": reports})
     if out_dir is not None:
-        from fer8.plots import plot_confusion
+        from fer8.training.plots import plot_confusion
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -499,7 +506,7 @@ def _absolute(spec: str) -> str:
     """A --data/--val spec with its path absolute; a missing path is a usage error."""
     from dataclasses import replace
 
-    from fer8.datasets import DatasetError, parse_source
+    from fer8.training.datasets import DatasetError, parse_source
 
     try:
         source = parse_source(spec)
@@ -568,7 +575,7 @@ def _expand(paths: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
     ``b/IMG_1.jpg`` stay apart; a name that still repeats (the same file given twice)
     gets ``-2``, ``-3`` before its extension. Nothing a user gave is drawn over.
     """
-    from fer8.images import iter_image_files
+    from fer8.pipeline.images import iter_image_files
 
     folders = [os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
                for arg in paths if arg != "-"]
@@ -643,8 +650,8 @@ def _same_terminal() -> bool:
 
 
 def _write_annotated(source: Any, result, path: Path, max_pixels: int) -> None:
-    from fer8.annotate import annotate, save_image
-    from fer8.images import load_image
+    from fer8.pipeline.annotate import annotate, save_image
+    from fer8.pipeline.images import load_image
 
     if isinstance(source, io.BytesIO):
         source.seek(0)

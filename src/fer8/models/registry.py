@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from fer8.errors import ChecksumMismatchError, ModelNotFoundError
-from fer8.modelfile import ExpressionModel, read_model_file
+from fer8.models.modelfile import ExpressionModel, read_model_file
 
 logger = logging.getLogger(__name__)
 

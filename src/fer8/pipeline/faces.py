@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.alignment import AlignedFace, align, crop_square, landmarks_fit
-from fer8.detection import DEFAULT_DETECTOR, detect, verify_face
-from fer8.landmarking import landmarks as fit_landmarks
+from fer8.pipeline.alignment import AlignedFace, align, crop_square, landmarks_fit
+from fer8.pipeline.detection import DEFAULT_DETECTOR, detect, verify_face
+from fer8.pipeline.landmarking import landmarks as fit_landmarks
 from fer8.results import Box
 
 #: A labelled box and a detected one are the same face from this overlap on (boxes of

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.landmarking import eye_centers, landmarks as fit_landmarks
+from fer8.pipeline.landmarking import eye_centers
+from fer8.pipeline.landmarking import landmarks as fit_landmarks
 from fer8.results import Box
 
 #: Where the eye centres land in the aligned crop, as fractions of its side: the left eye

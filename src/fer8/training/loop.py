@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.augment import Augmentation
-from fer8.backend import import_keras
-from fer8.datasets import Dataset, DataSource, parse_source
 from fer8.errors import Fer8Error
 from fer8.labels import EXPRESSIONS
-from fer8.preprocessing import Preprocessing
+from fer8.models.preprocessing import Preprocessing
+from fer8.training.augment import Augmentation
+from fer8.training.backend import import_keras
+from fer8.training.datasets import Dataset, DataSource, parse_source
 
 keras = import_keras()
 
@@ -71,8 +71,8 @@ class TrainConfig:
 
     Attributes:
         data: Training sources, each ``PATH[@SPLIT][:WEIGHT]``
-            (:func:`fer8.datasets.parse_source`): any layout
-            :func:`fer8.datasets.read_dataset` reads, optionally one side of its fixed
+            (:func:`fer8.training.datasets.parse_source`): any layout
+            :func:`fer8.training.datasets.read_dataset` reads, optionally one side of its fixed
             split, and how often each of its images is drawn per epoch. A single string
             is one source.
         val: Validation sources (``PATH[@SPLIT]``); the best epoch is the one with the
@@ -107,10 +107,10 @@ class TrainConfig:
         precision: ``auto`` (bfloat16 where the CPU has AVX512-BF16 or AMX), ``float32``
             or ``bfloat16``.
         seed: For the split, the shuffling, augmentation and the new layers.
-        augmentation: See :class:`fer8.augment.Augmentation`.
+        augmentation: See :class:`fer8.training.augment.Augmentation`.
         detector: The face detector that frames photos (``fer8 predict --detector``
             must match it for prediction crops to look like training crops).
-        detector_options: Its settings (see :func:`fer8.detection.settings`).
+        detector_options: Its settings (see :func:`fer8.pipeline.detection.settings`).
         grayscale: Whether the model sees faces in gray; None: when every training face
             is gray (FER2013), or when ``init_model``'s model is gray.
     """
@@ -164,7 +164,7 @@ class TrainConfig:
             raise ValueError("val_fraction must be between 0 and 1")
         if self.backbone_weights is None:  # the default start, spelled out in config.json
             if self.init_model is None and self.backbone == "resnet50":
-                from fer8.registry import DEFAULT_MODEL
+                from fer8.models.registry import DEFAULT_MODEL
 
                 object.__setattr__(self, "init_model", DEFAULT_MODEL)
             object.__setattr__(self, "backbone_weights", "none")
@@ -467,7 +467,7 @@ def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Datas
 def _cache_root(cache: str | os.PathLike | None) -> Path | None:
     if cache is not None:
         return Path(cache) if os.fspath(cache) else None
-    from fer8.registry import cache_dir
+    from fer8.models.registry import cache_dir
 
     return cache_dir() / "crops"
 
@@ -476,7 +476,7 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
              config: TrainConfig, cache_root, workers: int, on_prepare, title: str, *,
              for_validation: bool = False) -> _Split:
     """Frame every source's images and put them in one :class:`_Split`."""
-    from fer8.crops import prepare_crops
+    from fer8.training.crops import prepare_crops
 
     columns = [EXPRESSIONS.index(label) for label in labels]
     parts, summaries = [], {}
@@ -541,8 +541,8 @@ def _grayscale(config: TrainConfig, split: _Split) -> bool:
     if config.grayscale is not None:
         return config.grayscale
     if config.init_model:
-        from fer8.modelfile import read_spec
-        from fer8.registry import resolve_model
+        from fer8.models.modelfile import read_spec
+        from fer8.models.registry import resolve_model
 
         if read_spec(resolve_model(config.init_model)).preprocessing.grayscale:
             return True
@@ -551,7 +551,7 @@ def _grayscale(config: TrainConfig, split: _Split) -> bool:
 
 def _preprocessing(backbone: str, *, gray: bool) -> Preprocessing:
     """The backbone's preprocessing; gray input too when every training face is gray."""
-    from fer8.backbones import BACKBONES
+    from fer8.training.backbones import BACKBONES
 
     return replace(BACKBONES[backbone], grayscale=gray)
 
@@ -573,7 +573,7 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
     """
     import tensorflow as tf
 
-    from fer8.augment import augment_batch
+    from fer8.training.augment import augment_batch
 
     images = split.images
     size = config.image_size
@@ -644,7 +644,7 @@ def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | Non
         if config.backbone != "resnet50":
             raise StartError(f"ImageNet weights exist for resnet50, not {config.backbone}; "
                              "pass --backbone-weights PATH or none")
-        from fer8.backbones import imagenet_weights
+        from fer8.training.backbones import imagenet_weights
 
         return str(imagenet_weights())
     if not Path(config.backbone_weights).is_file():
@@ -654,7 +654,7 @@ def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | Non
 
 def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int,
                  weights: str | None = None):
-    from fer8.backbones import build_backbone, build_classifier
+    from fer8.training.backbones import build_backbone, build_classifier
 
     if config.init_model:
         model = _from_model_file(config, labels)
@@ -696,8 +696,8 @@ def _jit_compile() -> bool | str:
 
 def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
     """A trained fer8 model rebuilt at ``config.image_size`` with its weights."""
-    from fer8.backbones import build_backbone, build_classifier
-    from fer8.registry import load_model
+    from fer8.models.registry import load_model
+    from fer8.training.backbones import build_backbone, build_classifier
 
     source = load_model(config.init_model)  # a file, or a name such as the bundled model's
     if source.spec.backbone != config.backbone:
@@ -879,7 +879,7 @@ class _RunRecorder(keras.callbacks.Callback):
         _append_history(self.run_dir / HISTORY_FILE, row)
         _write_json(self.run_dir / STATE_FILE, self.state)
         try:
-            from fer8.plots import plot_curves
+            from fer8.training.plots import plot_curves
 
             plot_curves(read_history(self.run_dir / HISTORY_FILE), self.run_dir / CURVES_FILE)
         except Exception:  # a picture must never cost a run
@@ -898,7 +898,7 @@ class _RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _save_model(self, row: Mapping[str, Any]) -> None:
-        from fer8.modelfile import ModelSpec, save_model, with_precision
+        from fer8.models.modelfile import ModelSpec, save_model, with_precision
 
         spec = ModelSpec(
             labels=self.labels, input_size=self.config.image_size,

@@ -164,7 +164,7 @@ def model_path() -> Path:
         if not path.is_file():
             raise ModelNotFoundError(f"YuNet face detector {path} is missing from the package; "
                                      "reinstall fer8")
-        from fer8.registry import sha256_file
+        from fer8.models.registry import sha256_file
 
         actual = sha256_file(path)
         if actual != MODEL_SHA256:

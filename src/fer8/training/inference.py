@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.backend import import_keras
+from fer8.training.backend import import_keras
 
 keras = import_keras()
 logger = logging.getLogger(__name__)

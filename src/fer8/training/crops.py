@@ -1,4 +1,4 @@
-"""Training crops: every labelled image framed by :mod:`fer8.faces`, cached on disk.
+"""Training crops: every labelled image framed by :mod:`fer8.pipeline.faces`, cached on disk.
 
 Detecting and aligning 30,000 images takes minutes, so each crop is written once to a
 content-addressed cache: the key is the SHA-256 of the image's bytes together with
@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8 import alignment
-from fer8.datasets import Sample
-from fer8.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.errors import Fer8Error
-from fer8.faces import face_from_crop, faces_in_photo, labelled_face
-from fer8.landmarking import load_landmark_model
+from fer8.pipeline import alignment
+from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
+from fer8.pipeline.faces import face_from_crop, faces_in_photo, labelled_face
+from fer8.pipeline.landmarking import load_landmark_model
+from fer8.training.datasets import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,9 @@ def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
           detector_options: Mapping | None = None) -> tuple[str, NDArray[np.uint8] | None]:
     """(status, crop) for one sample through the prediction pipeline's framing.
 
-    Photos keep their labelled face (:func:`~fer8.faces.labelled_face`) or, without a
+    Photos keep their labelled face (:func:`~fer8.pipeline.faces.labelled_face`) or, without a
     box, their largest face (the label is the photo's); crops are framed with
-    :func:`~fer8.faces.face_from_crop`. ``content``: the file's bytes, if already read.
+    :func:`~fer8.pipeline.faces.face_from_crop`. ``content``: the file's bytes, if already read.
     """
     image = sample.load(content)
     framing = {"detector": detector, "detector_options": detector_options,

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.detection import DEFAULT_DETECTOR, landmark_box
 from fer8.errors import ModelNotFoundError
+from fer8.pipeline.detection import DEFAULT_DETECTOR, landmark_box
 from fer8.results import Box
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def landmarks(
         detector: The detector that framed ``box`` (``"yunet"``, ``"haar"``), or None
             for a box already in dlib's own framing. dlib's model was fitted on its HOG
             detector's boxes; a YuNet box is first mapped to one of those
-            (:func:`fer8.detection.landmark_box`), which keeps the fit as good as on
+            (:func:`fer8.pipeline.detection.landmark_box`), which keeps the fit as good as on
             Haar's boxes.
         predictor: A loaded shape predictor; the default model when omitted.
 

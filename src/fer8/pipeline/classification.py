@@ -8,8 +8,8 @@ from typing import Union
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.alignment import AlignedFace
-from fer8.modelfile import ExpressionModel
+from fer8.models.modelfile import ExpressionModel
+from fer8.pipeline.alignment import AlignedFace
 
 Crops = Union[NDArray[np.uint8], Sequence[Union[NDArray[np.uint8], AlignedFace]]]
 
@@ -20,7 +20,7 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
 
     Args:
         crops: RGB ``uint8`` crops: an (N, H, W, 3) array, or a sequence of (H, W, 3)
-            arrays or :class:`~fer8.alignment.AlignedFace`. Crops of another size than
+            arrays or :class:`~fer8.pipeline.alignment.AlignedFace`. Crops of another size than
             the model's input are resized.
         model: A loaded model (:func:`fer8.load_model`).
         batch_size: Crops per forward pass; bounds memory, not the result.

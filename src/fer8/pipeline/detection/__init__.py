@@ -2,7 +2,7 @@
 
 Both detectors take an RGB image and return face boxes ``(x, y, w, h)`` in original
 pixels, largest first; each has its own settings, as named keyword arguments with
-documented defaults (:func:`fer8.detection.yunet.detect`, :func:`fer8.detection.haar.detect`).
+documented defaults (:func:`fer8.pipeline.detection.yunet.detect`, :func:`fer8.pipeline.detection.haar.detect`).
 :func:`detect` picks one by name, so everything above this package (prediction,
 training crops, evaluation, the server) only passes a name and settings along.
 
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.detection import haar, yunet
-from fer8.detection.haar import verify_face
+from fer8.pipeline.detection import haar, yunet
+from fer8.pipeline.detection.haar import verify_face
 from fer8.results import Box
 
 #: Detector names, the default first.

@@ -32,13 +32,13 @@ from fer8 import __version__
 from fer8.results import ImageResult
 
 if TYPE_CHECKING:
-    from fer8.line import LineSettings
-    from fer8.predictor import Predictor
+    from fer8.pipeline.predictor import Predictor
+    from fer8.serving.line import LineSettings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 10
-WEB_DIR = Path(str(resources.files("fer8") / "web"))
+WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
 
 
 class ModelRunner:
@@ -109,8 +109,8 @@ def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
     pixels, which keeps memory flat, and a decode costs ~5 ms against ~90 ms of model)."""
     from PIL import Image
 
-    from fer8.annotate import annotate
-    from fer8.images import load_image
+    from fer8.pipeline.annotate import annotate
+    from fer8.pipeline.images import load_image
 
     buffer = io.BytesIO()
     Image.fromarray(annotate(load_image(data), result)).save(buffer, "JPEG", quality=90)
@@ -217,7 +217,7 @@ def create_app(
     runner = ModelRunner(predictor)
     bot = None
     if line is not None:
-        from fer8.line import LineBot
+        from fer8.serving.line import LineBot
 
         bot = LineBot(line, runner)
     else:

@@ -18,15 +18,15 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.alignment import AlignedFace
-from fer8.classification import classify
-from fer8.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.errors import Fer8Error, InvalidImageError
-from fer8.faces import face_from_crop, faces_in_photo
-from fer8.images import MAX_PIXELS, ImageSource, describe_source, load_image
-from fer8.landmarking import load_landmark_model
-from fer8.modelfile import ExpressionModel
-from fer8.registry import load_model
+from fer8.models.modelfile import ExpressionModel
+from fer8.models.registry import load_model
+from fer8.pipeline.alignment import AlignedFace
+from fer8.pipeline.classification import classify
+from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
+from fer8.pipeline.faces import face_from_crop, faces_in_photo
+from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_image
+from fer8.pipeline.landmarking import load_landmark_model
 from fer8.results import Box, Face, ImageResult
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Predictor:
         [('happy', 0.93)]
 
     Args:
-        model: A loaded :class:`~fer8.modelfile.ExpressionModel`, a model file path,
+        model: A loaded :class:`~fer8.models.modelfile.ExpressionModel`, a model file path,
             a registered name, or ``None`` for the default model.
         precision: ``"float32"`` or ``"bfloat16"`` (mixed precision; faster in batches on
             CPUs with AVX512-BF16).

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer8.errors import DownloadError, ModelFormatError
-from fer8.preprocessing import IMAGENET_CAFFE, VGGFACE2, Preprocessing
+from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2, Preprocessing
 
 if TYPE_CHECKING:
     import keras
@@ -65,7 +65,7 @@ def build_backbone(
         DownloadError: The ImageNet weights are not cached and cannot be downloaded.
     """
     if name == "resnet50":
-        from fer8.backend import import_keras
+        from fer8.training.backend import import_keras
 
         keras = import_keras()
         if weights == "imagenet":
@@ -98,7 +98,7 @@ def imagenet_weights() -> Path:
         DownloadError: The file is not cached and the download failed or did not
             match its checksum.
     """
-    from fer8.backend import import_keras
+    from fer8.training.backend import import_keras
 
     keras = import_keras()
     logger.info("ImageNet weights: %s (downloaded once)", IMAGENET_RESNET50_URL)
@@ -136,7 +136,7 @@ def vggface_resnet50(input_size: int = 224) -> keras.Model:
     Caffe's layout: bias-free convolutions, the stride on the first 1x1 convolution of each
     projection block, Keras 2's BatchNormalization defaults (epsilon 1e-3).
     """
-    from fer8.backend import import_keras
+    from fer8.training.backend import import_keras
 
     keras = import_keras()
     from keras import layers

@@ -1,7 +1,7 @@
 """Measuring a model on labelled data through the full prediction pipeline.
 
 :func:`evaluate` runs exactly what ``fer8 predict`` runs (detect -> landmarks -> align
--> classify for photos; :func:`fer8.faces.face_from_crop` for pre-cropped faces) and
+-> classify for photos; :func:`fer8.pipeline.faces.face_from_crop` for pre-cropped faces) and
 compares the largest face's label with the truth; where the dataset gives each face's
 box (ExpW), the detected face that overlaps it (IoU >= 0.3) is compared instead, and a
 face the detector missed counts as wrong. :func:`evaluate_labelled_boxes` measures the
@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.datasets import Dataset, Sample
 from fer8.labels import EXPRESSIONS
+from fer8.training.datasets import Dataset, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def evaluate(predictor, dataset: Dataset, *,
     photo is run once however many of its faces are labelled. Unreadable images are
     reported (one log line each) and counted, never fatal.
     """
-    from fer8.faces import match
+    from fer8.pipeline.faces import match
 
     truth: list[str] = []
     predicted: list[str | None] = []
@@ -157,11 +157,11 @@ def evaluate(predictor, dataset: Dataset, *,
 def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
                             on_progress: Callable[[int], None] | None = None) -> Evaluation:
     """The classifier alone: every sample with a labelled box is framed from it
-    (:func:`fer8.faces.labelled_face`, as training frames it) and classified, so faces
+    (:func:`fer8.pipeline.faces.labelled_face`, as training frames it) and classified, so faces
     the detector misses are measured too. Samples without a box are left out."""
-    from fer8.classification import classify
     from fer8.errors import Fer8Error
-    from fer8.faces import labelled_face
+    from fer8.pipeline.classification import classify
+    from fer8.pipeline.faces import labelled_face
 
     truth: list[str] = []
     predicted: list[str | None] = []

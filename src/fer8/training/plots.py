@@ -16,7 +16,7 @@ import numpy as np
 from fer8.labels import display_name
 
 if TYPE_CHECKING:
-    from fer8.evaluation import Evaluation
+    from fer8.training.evaluation import Evaluation
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) -> Path:

@@ -27,8 +27,14 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request
 from linebot.v3 import WebhookParser
 from linebot.v3.exceptions import InvalidSignatureError
-from linebot.v3.messaging import (ApiClient, Configuration, MessagingApi, MessagingApiBlob,
-                                  ReplyMessageRequest, TextMessage)
+from linebot.v3.messaging import (
+    ApiClient,
+    Configuration,
+    MessagingApi,
+    MessagingApiBlob,
+    ReplyMessageRequest,
+    TextMessage,
+)
 from linebot.v3.webhooks import ImageMessageContent, MessageEvent
 
 from fer8.errors import InvalidImageError
@@ -36,7 +42,7 @@ from fer8.labels import display_name
 from fer8.results import ImageResult
 
 if TYPE_CHECKING:
-    from fer8.server import ModelRunner
+    from fer8.serving.server import ModelRunner
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ModelFormatError
-from fer8.preprocessing import Preprocessing
+from fer8.models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     import keras
@@ -111,7 +111,7 @@ class ExpressionModel:
 
     Build one with :func:`fer8.load_model` (from a file) or directly from a Keras model.
     ``keras_model`` is the network as stored (for saving and further training); predictions
-    come from a copy with BatchNorm folded in (:mod:`fer8.inference`), made here, so a
+    come from a copy with BatchNorm folded in (:mod:`fer8.training.inference`), made here, so a
     change to ``keras_model``'s weights needs a new ``ExpressionModel`` to take effect.
     """
 
@@ -120,7 +120,7 @@ class ExpressionModel:
         self.spec = spec
         self.precision = precision
         self.keras_model = with_precision(keras_model, precision)
-        from fer8.inference import inference_function
+        from fer8.training.inference import inference_function
 
         self._run = inference_function(self.keras_model, spec.input_size)
 
@@ -205,7 +205,7 @@ def read_model_file(path: str | os.PathLike, *, precision: str = "float32") -> E
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     path = Path(path)
     spec = read_spec(path)
-    from fer8.backend import import_keras
+    from fer8.training.backend import import_keras
 
     keras = import_keras()
 

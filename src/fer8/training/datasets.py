@@ -40,8 +40,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error
-from fer8.images import IMAGE_EXTENSIONS
 from fer8.labels import EXPRESSIONS
+from fer8.pipeline.images import IMAGE_EXTENSIONS
 from fer8.results import Box
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Sample:
         source: The image file, or ``"fer2013.csv:ROW"`` for a row of pixels.
         label: The class (the majority vote for FER+).
         cropped: True when the picture is one face already (framed with
-            :func:`fer8.faces.face_from_crop`), False for a photo to detect faces in.
+            :func:`fer8.pipeline.faces.face_from_crop`), False for a photo to detect faces in.
         votes: FER+ only: vote fractions over :data:`fer8.labels.EXPRESSIONS` after
             dropping contempt, unknown and not-a-face votes.
         pixels: fer2013.csv only: the 48x48 grayscale image.
@@ -107,7 +107,7 @@ class Sample:
         if self.pixels is not None:
             gray = np.frombuffer(self.pixels, np.uint8).reshape(48, 48)
             return np.repeat(gray[:, :, None], 3, axis=2)
-        from fer8.images import load_image
+        from fer8.pipeline.images import load_image
 
         if content is None:
             return load_image(self.source)
