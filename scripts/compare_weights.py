@@ -29,17 +29,26 @@ from pathlib import Path
 
 import numpy as np
 
-from fer8.models.modelfile import KERAS_MEMBER, WEIGHTS_MEMBER
+from fer8.models.modelfile import KERAS_MEMBER, ONNX_MEMBER, WEIGHTS_MEMBER
 
 
 def read_arrays(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The network's arrays in storage order, and the optimizer's (empty if none)."""
     with zipfile.ZipFile(path) as archive:
         members = set(archive.namelist())
-        if KERAS_MEMBER in members:  # a full-precision .fer8: a Keras file inside
+        if ONNX_MEMBER in members:  # a .fer8 file: the graph's weights, in Keras's order
+            import json
+
+            import onnx
+
+            from fer8.models.onnx_graph import keras_weights
+
+            config = json.loads(archive.read("network.json"))["config"]
+            return keras_weights(onnx.load_from_string(archive.read(ONNX_MEMBER)), config), []
+        if KERAS_MEMBER in members:  # an older .fer8 (format 1)  # a full-precision .fer8: a Keras file inside
             with zipfile.ZipFile(io.BytesIO(archive.read(KERAS_MEMBER))) as inner:
                 return read_arrays_from_keras(inner)
-        if WEIGHTS_MEMBER in members:  # a compact .fer8 (pack_model.py)
+        if WEIGHTS_MEMBER in members:  # an older compact .fer8
             with np.load(io.BytesIO(archive.read(WEIGHTS_MEMBER))) as stored:
                 return [stored[f"arr_{i}"] for i in range(len(stored.files))], []
         return read_arrays_from_keras(archive)  # a checkpoint.keras

@@ -28,19 +28,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from fer8.models.modelfile import ExpressionModel, read_model_file, save_model
+from fer8.models.modelfile import read_model_file
+from fer8.training.keras_models import (
+    keras_expression_model,
+    load_keras_model,
+    save_model,
+)
 
 logger = logging.getLogger("interpolate_models")
 
 
-def interpolate(start: ExpressionModel, tuned: ExpressionModel, alpha: float):
-    """The Keras network of ``tuned`` with every weight moved to the blend."""
-    if start.labels != tuned.labels:
-        raise SystemExit(f"labels differ: {start.labels} and {tuned.labels}")
-    a, b = start.keras_model.get_weights(), tuned.keras_model.get_weights()
+def interpolate(start: tuple, tuned_path: Path, alpha: float):
+    """The Keras network of ``tuned_path`` with every weight moved to the blend with
+    ``start`` (a Keras network and its spec)."""
+    (start_network, start_spec), (network, spec) = start, load_keras_model(tuned_path)
+    if start_spec.labels != spec.labels:
+        raise SystemExit(f"labels differ: {start_spec.labels} and {spec.labels}")
+    a, b = start_network.get_weights(), network.get_weights()
     if [w.shape for w in a] != [w.shape for w in b]:
         raise SystemExit("the two networks differ in their weights' shapes")
-    network = tuned.keras_model
     network.set_weights([(1 - alpha) * x + alpha * y for x, y in zip(a, b)])
     return network
 
@@ -56,13 +62,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    start, tuned = read_model_file(args.start), read_model_file(args.tuned)
+    start, tuned = load_keras_model(args.start), read_model_file(args.tuned)
     if args.val:
         score(start, args.tuned, args.val, [float(a) for a in args.alphas.split(",")])
         return
     if args.out is None:
         parser.error("OUT is needed unless --val is given")
-    network = interpolate(start, tuned, args.alpha)
+    network = interpolate(start, args.tuned, args.alpha)
     metadata = {**tuned.spec.metadata,
                 "interpolation": {"alpha": args.alpha, "start": args.start.name,
                                   "tuned": "/".join(args.tuned.parts[-2:])}}
@@ -70,7 +76,7 @@ def main() -> None:
     logger.info("wrote %s (alpha %.2f)", args.out, args.alpha)
 
 
-def score(start: ExpressionModel, tuned_path: Path, sources: list[str],
+def score(start: tuple, tuned_path: Path, sources: list[str],
           alphas: list[float]) -> None:
     """Accuracy on each validation source, and their mean, for each ``alpha``."""
     from fer8.models.registry import cache_dir
@@ -95,8 +101,7 @@ def score(start: ExpressionModel, tuned_path: Path, sources: list[str],
     print("| alpha | " + " | ".join(name for name, _, _ in data) + " | mean |")
     print("|---|" + "---|" * (len(data) + 1))
     for alpha in alphas:
-        model = ExpressionModel(interpolate(start, read_model_file(tuned_path), alpha),
-                                tuned.spec)
+        model = keras_expression_model(interpolate(start, tuned_path, alpha), tuned.spec)
         accuracies = [float(np.mean(classify(images, model).argmax(1) == truth))
                       for _, images, truth in data]
         print(f"| {alpha:g} | " + " | ".join(f"{a:.1%}" for a in accuracies)

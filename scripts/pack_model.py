@@ -23,8 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from fer8.models.modelfile import read_model_file, save_model
+from fer8.models.modelfile import read_model_file
 from fer8.models.registry import MODELS, sha256_file
+from fer8.training.keras_models import load_keras_model, save_model
 
 logger = logging.getLogger("pack_model")
 
@@ -36,11 +37,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    keras_model, source_spec = load_keras_model(args.source)
     original = read_model_file(args.source)
     # The shipped model is named after its file (the registry name), not the run folder.
-    spec = replace(original.spec, name=args.destination.stem,
-                   metadata=without_local_paths(original.spec.metadata))
-    save_model(original.keras_model, spec, args.destination, compact=True)
+    spec = replace(source_spec, name=args.destination.stem,
+                   metadata=without_local_paths(source_spec.metadata))
+    save_model(keras_model, spec, args.destination, compact=True)
     packed = read_model_file(args.destination)
 
     size = original.spec.input_size

@@ -55,8 +55,9 @@ def two_faces(astronaut, hopper) -> np.ndarray:
 def tiny_model_path(tmp_path_factory) -> Path:
     import keras
 
-    from fer8.models.modelfile import ModelSpec, save_model
+    from fer8.models.modelfile import ModelSpec
     from fer8.models.preprocessing import IMAGENET_CAFFE
+    from fer8.training.keras_models import save_model
 
     keras.utils.set_random_seed(7)
     inputs = keras.Input((48, 48, 3))

@@ -18,8 +18,9 @@ def brightness_model(tmp_path_factory):
     """A model whose answer is known: bright crops are 'happy', dark ones 'sad'."""
     import keras
 
-    from fer8.models.modelfile import ModelSpec, save_model
+    from fer8.models.modelfile import ModelSpec
     from fer8.models.preprocessing import IMAGENET_CAFFE
+    from fer8.training.keras_models import save_model
 
     inputs = keras.Input((48, 48, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)  # about brightness - 115 per channel

@@ -13,15 +13,21 @@ from conftest import LABELS, SHARED
 
 import fer8
 from fer8.errors import ChecksumMismatchError, ModelFormatError, ModelNotFoundError
-from fer8.models.modelfile import ModelSpec, read_spec, save_model
+from fer8.models.modelfile import ModelSpec, read_graph, read_spec
 from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2
 from fer8.models.registry import RegisteredModel, cache_dir, resolve_model
+from fer8.models.runtime import OnnxNetwork
 from fer8.training.backbones import (
     BACKBONES,
     build_backbone,
     build_classifier,
     load_vggface_weights,
     vggface_resnet50,
+)
+from fer8.training.keras_models import (
+    keras_expression_model,
+    load_keras_model,
+    save_model,
 )
 
 
@@ -79,30 +85,33 @@ def test_classify_resizes_crops_and_accepts_aligned_faces(tiny_model, astronaut)
         fer8.classify([np.zeros((48, 48), np.uint8)], tiny_model)
 
 
-def test_save_and_load_round_trip(tmp_path, tiny_model):
-    path = save_model(tiny_model.keras_model, tiny_model.spec, tmp_path / "copy.fer8")
+def test_save_and_load_round_trip(tmp_path, tiny_model_path, tiny_model):
+    network, spec = load_keras_model(tiny_model_path)
+    path = save_model(network, spec, tmp_path / "copy.fer8")
     again = fer8.load_model(path)
     assert again.spec == tiny_model.spec
     np.testing.assert_allclose(fer8.classify(crops(), again), fer8.classify(crops(), tiny_model),
                                atol=1e-6)
+    assert path.read_bytes() == save_model(network, spec, tmp_path / "again.fer8").read_bytes()
 
 
-def test_bfloat16_is_close_to_float32(tiny_model_path, tiny_model):
-    fast = fer8.load_model(tiny_model_path, precision="bfloat16")
-    assert fast.precision == "bfloat16"
-    result = fer8.classify(crops(), fast)
-    assert result.dtype == np.float32
-    np.testing.assert_allclose(result, fer8.classify(crops(), tiny_model), atol=0.03)
+def test_onnx_runtime_computes_what_keras_computes(tiny_model_path, tiny_model):
+    network, spec = load_keras_model(tiny_model_path)
+    on_keras = keras_expression_model(network, spec)
+    assert tiny_model.runtime == "onnxruntime" and on_keras.runtime == "tensorflow (float32)"
+    np.testing.assert_allclose(fer8.classify(crops(), tiny_model), fer8.classify(crops(), on_keras),
+                               atol=1e-5)
     with pytest.raises(ValueError, match="precision"):
-        fer8.load_model(tiny_model_path, precision="float16")
+        keras_expression_model(network, spec, precision="float16")
 
 
-def test_spec_must_match_the_network(tiny_model):
+def test_spec_must_match_the_network(tiny_model_path):
+    network = OnnxNetwork(read_graph(tiny_model_path))
     wrong = ModelSpec(LABELS[:3], 48, IMAGENET_CAFFE, "test-cnn")
     with pytest.raises(ValueError, match="3 labels"):
-        fer8.ExpressionModel(tiny_model.keras_model, wrong)
-    with pytest.raises(ValueError, match="input_size"):
-        fer8.ExpressionModel(tiny_model.keras_model, ModelSpec(LABELS, 64, IMAGENET_CAFFE, "x"))
+        fer8.ExpressionModel(network, wrong)
+    with pytest.raises(ValueError, match="input"):
+        fer8.ExpressionModel(network, ModelSpec(LABELS, 64, IMAGENET_CAFFE, "x"))
     with pytest.raises(ValueError, match="unique"):
         ModelSpec(("happy", "happy"), 48, IMAGENET_CAFFE, "x")
 
@@ -116,11 +125,11 @@ def test_files_that_are_not_models_are_refused(tmp_path, content):
 
 
 def test_model_file_without_a_valid_spec_is_refused(tmp_path, tiny_model_path):
-    keras_only = tmp_path / "keras-only.fer8"
-    with zipfile.ZipFile(tiny_model_path) as src, zipfile.ZipFile(keras_only, "w") as dst:
-        dst.writestr("model.keras", src.read("model.keras"))
+    graph_only = tmp_path / "graph-only.fer8"
+    with zipfile.ZipFile(tiny_model_path) as src, zipfile.ZipFile(graph_only, "w") as dst:
+        dst.writestr("model.onnx", src.read("model.onnx"))
     with pytest.raises(ModelFormatError, match="not a fer8 model file"):
-        fer8.load_model(keras_only)
+        fer8.load_model(graph_only)
     future = tmp_path / "future.fer8"
     with zipfile.ZipFile(tiny_model_path) as src, zipfile.ZipFile(future, "w") as dst:
         spec = json.loads(src.read("fer8.json"))
@@ -275,14 +284,21 @@ def test_incomplete_or_foreign_weight_files_are_refused(tmp_path):
         load_vggface_weights(model, tmp_path / "text.h5")
 
 
-def test_resnet50_classifier_round_trips_through_a_model_file(tmp_path):
-    backbone = build_backbone("resnet50", 32)
-    network = build_classifier(backbone, len(LABELS))
-    spec = ModelSpec(LABELS, 32, BACKBONES["resnet50"], "resnet50")
+@pytest.mark.parametrize("backbone", ["resnet50", "vggface-resnet50"])
+def test_both_resnet50_layouts_run_on_onnx_runtime_as_on_keras(tmp_path, backbone):
+    """The model file's ONNX graph computes what Keras computes, for either weight layout
+    (their padding, strides and biases differ), with trained-looking BatchNorm."""
+    network = _with_trained_statistics(build_classifier(build_backbone(backbone, 32),
+                                                        len(LABELS)))
+    spec = ModelSpec(LABELS, 32, BACKBONES[backbone], backbone)
     model = fer8.load_model(save_model(network, spec, tmp_path / "resnet.fer8"))
-    assert model.spec.backbone == "resnet50"
-    probabilities = fer8.classify(crops(2, 32), model)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert model.spec.backbone == backbone
+    batch = BACKBONES[backbone].apply(crops(4, 32))
+    np.testing.assert_allclose(model(batch), network.predict_on_batch(batch), atol=1e-5)
+    # and back: Keras reads the graph's weights as they were
+    again, _ = load_keras_model(tmp_path / "resnet.fer8")
+    for before, after in zip(network.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(before, after)
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("resnet18", 32)
 

@@ -206,7 +206,7 @@ def test_health_models_page_and_offline_docs(api):
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
     model = httpx.get(f"{api}/v1/models").json()
     assert model == {"name": "tiny", "labels": list(LABELS), "input_size": 48,
-                     "backbone": "test-cnn", "precision": "float32"}
+                     "backbone": "test-cnn", "runtime": "onnxruntime"}
     page = httpx.get(f"{api}/")
     assert page.status_code == 200 and '<script src="/static/app.js">' in page.text
     for asset in ("/static/app.js", "/static/style.css"):

@@ -25,6 +25,7 @@ from conftest import save
 import fer8
 from fer8.cli import cli
 from fer8.training import backbones
+from fer8.training.keras_models import load_keras_model
 
 TRAIN_ARGS = ["--image-size", "32", "--batch-size", "2", "--backbone-weights", "none",
               "--val-fraction", "0.25", "--warmup-epochs", "0", "--precision", "float32"]
@@ -189,8 +190,11 @@ def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, 
     from fer8.training.loop import TrainConfig, _build_model, _starting_weights
 
     monkeypatch.setattr(backbones, "build_backbone", RESNET50)
-    bundled = fer8.load_model()
-    labels = bundled.labels
+    from fer8.models.registry import resolve_model
+    from fer8.training.keras_models import load_keras_model
+
+    bundled, bundled_spec = load_keras_model(resolve_model(None))
+    labels = bundled_spec.labels
     config = TrainConfig(data="faces", image_size=32)
     assert config.init_model == "default" and config.backbone_weights == "none"
     assert TrainConfig(data="faces", backbone="vggface-resnet50").init_model is None
@@ -198,12 +202,12 @@ def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, 
     network = _build_model(config, labels, steps_per_epoch=1)
     for layer in ("conv1_conv", "conv5_block3_3_conv", "logits"):
         for ours, theirs in zip(network.get_layer(layer).get_weights(),
-                                bundled.keras_model.get_layer(layer).get_weights()):
+                                bundled.get_layer(layer).get_weights()):
             np.testing.assert_array_equal(ours, theirs)
 
     network = _build_model(config, ("happy", "sad", "worry"), steps_per_epoch=1)
     kernel, bias = network.get_layer("logits").get_weights()
-    old_kernel, old_bias = bundled.keras_model.get_layer("logits").get_weights()
+    old_kernel, old_bias = bundled.get_layer("logits").get_weights()
     for new, old in ((0, labels.index("happy")), (1, labels.index("sad"))):
         np.testing.assert_array_equal(kernel[:, new], old_kernel[:, old])
         assert bias[new] == old_bias[old]
@@ -338,8 +342,7 @@ def test_with_ema_the_saved_model_is_the_moving_average_of_the_weights(tiny_data
     checkpoint = keras.saving.load_model(run_dir / "checkpoint.keras")
     averages = [v.numpy() for v in checkpoint.optimizer._model_variables_moving_average]
     trained = [v.numpy() for v in checkpoint.trainable_variables]
-    saved = [v.numpy() for v in fer8.load_model(run_dir / "model.fer8").keras_model
-             .trainable_variables]
+    saved = [v.numpy() for v in load_keras_model(run_dir / "model.fer8")[0].trainable_variables]
     assert len(saved) == len(averages) == len(trained)
     for saved_array, average in zip(saved, averages):
         np.testing.assert_array_equal(saved_array, average)
@@ -401,25 +404,26 @@ def test_the_training_step_is_compiled_on_jax_but_not_on_tensorflow(monkeypatch)
 
 
 def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path):
-    from fer8.models.modelfile import read_model_file, save_model
+    from fer8.models.modelfile import read_model_file
+    from fer8.training.keras_models import keras_expression_model, save_model
 
-    model = read_model_file(first_run[0] / "model.fer8")
+    network, spec = load_keras_model(first_run[0] / "model.fer8")
     # BatchNorm variances beyond float16's range must survive.
-    bn = next(layer for layer in model.keras_model.layers if "bn" in layer.name)
+    bn = next(layer for layer in network.layers if "bn" in layer.name)
     gamma, beta, mean, variance = bn.get_weights()
     bn.set_weights([gamma, beta, mean, variance + 1e6])
-    compact = save_model(model.keras_model, model.spec, tmp_path / "compact.fer8", compact=True)
-    full = save_model(model.keras_model, model.spec, tmp_path / "full.fer8")
+    compact = save_model(network, spec, tmp_path / "compact.fer8", compact=True)
+    full = save_model(network, spec, tmp_path / "full.fer8")
     assert compact.stat().st_size < 0.6 * full.stat().st_size
     # Packing is reproducible: the same network and spec give the same bytes.
-    twice = save_model(model.keras_model, model.spec, tmp_path / "twice.fer8", compact=True)
+    twice = save_model(network, spec, tmp_path / "twice.fer8", compact=True)
     assert twice.read_bytes() == compact.read_bytes()
     again = read_model_file(compact)
-    assert again.spec == model.spec
-    np.testing.assert_array_equal(again.keras_model.get_layer(bn.name).get_weights()[3],
+    assert again.spec == spec
+    np.testing.assert_array_equal(load_keras_model(compact)[0].get_layer(bn.name).get_weights()[3],
                                   variance + 1e6)
     crops = np.random.default_rng(1).uniform(-100, 100, (4, 32, 32, 3)).astype(np.float32)
-    modified = fer8.ExpressionModel(model.keras_model, model.spec)  # predicts with the new variance
+    modified = keras_expression_model(network, spec)  # predicts with the new variance
     np.testing.assert_allclose(again(crops), modified(crops), atol=2e-2)
 
 
@@ -504,16 +508,16 @@ def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
     shutil.copytree(tiny_data, data)
     for i, image in enumerate(variants(hopper[::-1])):  # a new class, from flipped photos
         save(np.ascontiguousarray(image), data / "worried" / f"{i}.png")
-    old = fer8.load_model(first_run[0] / "model.fer8")
+    old, _ = load_keras_model(first_run[0] / "model.fer8")
     config = training.TrainConfig(data=str(data), image_size=32,
                                   init_model=str(first_run[0] / "model.fer8"))
     model = training._from_model_file(config, ("happy", "sad", "worry"))
     kernel, bias = model.get_layer("logits").get_weights()
-    old_kernel, old_bias = old.keras_model.get_layer("logits").get_weights()
+    old_kernel, old_bias = old.get_layer("logits").get_weights()
     np.testing.assert_array_equal(kernel[:, :2], old_kernel)
     np.testing.assert_array_equal(bias[:2], old_bias)
     assert not np.allclose(kernel[:, 2], old_kernel[:, 0]) and bias[2] == 0
-    for new, kept in zip(model.get_weights()[:-2], old.keras_model.get_weights()[:-2]):
+    for new, kept in zip(model.get_weights()[:-2], old.get_weights()[:-2]):
         np.testing.assert_array_equal(new, kept)
 
     result = CliRunner().invoke(cli, [

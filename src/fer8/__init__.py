@@ -9,8 +9,9 @@ The pipeline is a chain of plain functions, each usable alone::
 
 and :class:`fer8.Predictor` chains them with the models loaded once.
 
-Importing fer8 is cheap: no model is loaded and neither TensorFlow nor OpenCV is imported
-until a function that needs them is called.
+Importing fer8 is cheap: no model is loaded and neither ONNX Runtime nor OpenCV is
+imported until a function that needs them is called. Prediction never imports
+TensorFlow; only training (``fer8.training``) does.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _EXPORTS = {
     "load_model": "fer8.models.registry",
     "ExpressionModel": "fer8.models.modelfile",
     "ModelSpec": "fer8.models.modelfile",
-    "save_model": "fer8.models.modelfile",
+    "save_model": "fer8.training.keras_models",
     "Box": "fer8.results",
     "Face": "fer8.results",
     "ImageResult": "fer8.results",
@@ -79,7 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         ModelNotFoundError,
     )
     from fer8.labels import EXPRESSIONS
-    from fer8.models.modelfile import ExpressionModel, ModelSpec, save_model
+    from fer8.models.modelfile import ExpressionModel, ModelSpec
     from fer8.models.registry import load_model
     from fer8.pipeline.alignment import AlignedFace, align, crop_square
     from fer8.pipeline.classification import classify
@@ -89,3 +90,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.pipeline.landmarking import landmarks
     from fer8.pipeline.predictor import Predictor
     from fer8.results import Box, Face, ImageResult
+    from fer8.training.keras_models import save_model

@@ -159,14 +159,22 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its start-up chatter hidden (see :mod:`fer8.training.backend`) and
-    its later C++ errors too: on a command line they bury the one line that matters.
-    Only called by commands that need a model; ``-vv`` keeps the chatter.
+    """Import TensorFlow with its start-up chatter hidden (see :mod:`fer8.training.backend`)
+    and its later C++ errors too: on a command line they bury the one line that matters.
+    ``-vv`` keeps the chatter. Without the train extra, exits with a one-line message
+    saying what to install.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if _verbosity() < 2:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from fer8.training.backend import import_keras
 
-    import_keras()
+    try:
+        import_keras()
+        import onnx  # noqa: F401  (model files are written as ONNX graphs)
+    except ImportError as exc:
+        click.echo(f"fer8: error: fer8 train needs the train extra ({exc.name} is missing): "
+                   f"{install_command('train')}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @cli.command()
@@ -182,8 +190,6 @@ def _import_tensorflow_quietly() -> None:
               help="Take each whole image as one face (pre-cropped faces).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Faces per forward pass of the model.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
-              show_default=True, help="bfloat16 is faster in batches on CPUs with AVX512-BF16.")
 @_flip_option
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal and "
@@ -194,7 +200,7 @@ def _import_tensorflow_quietly() -> None:
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
-            precision: str, flip: bool, progress: bool | None, max_pixels: int,
+            flip: bool, progress: bool | None, max_pixels: int,
             detection: dict) -> int:
     """Classify the expression of every face in images.
 
@@ -210,9 +216,7 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         sys.exit(EXIT_INPUT_FAILED)
     if annotate_dir is not None:
         _check_annotations(inputs, annotate_dir)
-    if _verbosity() < 2:
-        _import_tensorflow_quietly()
-    predictor = Predictor(model, precision=precision, max_faces=max_faces,
+    predictor = Predictor(model, max_faces=max_faces,
                           batch_size=batch_size, flip=flip, max_pixels=max_pixels, **detection)
     writer = _writer(fmt, predictor.labels, [describe_source(source) for source, _ in inputs])
     # Each failure is in the results too; on a terminal that shows both streams, a line
@@ -251,11 +255,9 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
               help="Model name or .fer8 file (default: the bundled model).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Larger uploads are refused with 413.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
-              show_default=True)
 @_detector_options
 @_handle_errors
-def serve(host: str, port: int, model: str | None, max_upload_mb: float, precision: str,
+def serve(host: str, port: int, model: str | None, max_upload_mb: float,
           detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
@@ -272,10 +274,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float, precisi
         sys.exit(EXIT_USAGE)
     from fer8.pipeline.predictor import Predictor
 
-    if _verbosity() < 2:
-        _import_tensorflow_quietly()
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
-    predictor = Predictor(model, precision=precision, **detection)
+    predictor = Predictor(model, **detection)
     app = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                      line=LineSettings.from_env())
     run(app, host, port, log_level="debug" if _verbosity() > 1 else "info")
@@ -359,8 +359,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
     pre-cropped faces (FER+, fer2013.csv, small images) are framed like predict frames
     them. Crops are cached, so a second run starts training at once.
     """
-    if _verbosity() < 2:
-        _import_tensorflow_quietly()
+    _import_tensorflow_quietly()
     from fer8.training.loop import TrainConfig
     from fer8.training.loop import train as run_training
 
@@ -405,13 +404,11 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
               show_default=True, help="Which rows of a fer2013.csv to evaluate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
-              show_default=True)
 @_flip_option
 @_detector_options
 @_handle_errors
 def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
-             fmt: str | None, split: str, batch_size: int, precision: str, flip: bool,
+             fmt: str | None, split: str, batch_size: int, flip: bool,
              detection: dict) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
@@ -429,9 +426,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
 
     datasets = [(source, source.read(fer2013_split=split))
                 for source in map(parse_source, sources)]
-    if _verbosity() < 2:
-        _import_tensorflow_quietly()
-    predictor = Predictor(model, precision=precision, batch_size=batch_size, flip=flip,
+    predictor = Predictor(model, batch_size=batch_size, flip=flip,
                           **detection)
     rows = []  # (dataset name, framing, Evaluation, data summary)
     for source, dataset in datasets:
@@ -472,6 +467,38 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
             click.echo(_per_class_table(rows[0][2]))
         click.echo(_datasets_table(rows))
     sys.exit(EXIT_INPUT_FAILED if any(row[2].unreadable for row in rows) else EXIT_OK)
+
+
+@cli.command()
+@click.option("--model", help="Model file or registered name (default: the bundled model).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "fer8"]), default="onnx",
+              show_default=True,
+              help="onnx: the network alone, for other runtimes; fer8: a model file in "
+                   "this fer8's format (converts files from older versions).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="File to write.")
+@_handle_errors
+def export(model: str | None, fmt: str, out_path: Path) -> None:
+    """Write a model for other runtimes, or convert an older model file.
+
+    The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
+    probabilities (N, C); its metadata (fer8.labels, fer8.input_size,
+    fer8.preprocessing) says how to prepare the input and read the output.
+    """
+    from fer8.models.export import export_fer8, export_onnx
+    from fer8.models.registry import resolve_model
+
+    source = resolve_model(model)
+    if fmt == "onnx":
+        export_onnx(source, out_path)
+    else:
+        try:
+            export_fer8(source, out_path)
+        except ImportError as exc:
+            click.echo(f"fer8: error: converting a model file needs the train extra "
+                       f"({exc.name} is missing): {install_command('train')}", err=True)
+            sys.exit(EXIT_USAGE)
+    click.echo(out_path)
 
 
 def _file_name(name: str, framing: str) -> str:

@@ -1,14 +1,20 @@
 """The fer8 model file: a trained network plus everything needed to use it.
 
-A ``.fer8`` file is a zip archive with two members:
+A ``.fer8`` file is a zip archive:
 
 * ``fer8.json``: the :class:`ModelSpec` (labels in output order, input size, the exact
   preprocessing, backbone name, free-form metadata such as training figures);
-* ``model.keras``: the network in Keras 3's native format; or, in a *compact* file,
-  ``network.json`` (the Keras model config) and ``weights.npz``, where convolution and
-  dense kernels are stored as float16 and everything else (BatchNorm statistics,
-  biases) as float32. That halves a ResNet50 (95 -> 47 MB) so it can ship inside the
-  package; float16 would overflow BatchNorm's moving variances, hence the split.
+* ``model.onnx``: the network as an ONNX graph, which ONNX Runtime runs to predict
+  (no TensorFlow needed) and from which ``fer8 train --init-model`` reads the weights
+  back into Keras; its layers and weights are named as in Keras;
+* ``network.json``: the Keras model config, so that Keras can rebuild the network to
+  train it further.
+
+The weights are stored once, in the graph: a *compact* file (the bundled one) keeps
+kernels as float16 (95 -> 47 MB), everything else as float32. Files written by fer8
+before the graph existed (format version 1: ``model.keras``, or ``network.json`` with
+``weights.npz``) still load when the ``train`` extra is installed, and ``fer8 export
+--format fer8`` converts them once.
 
 Loading never guesses labels or preprocessing from a file name: a file without a valid
 ``fer8.json`` is refused.
@@ -19,12 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,18 +37,17 @@ from numpy.typing import NDArray
 from fer8.errors import ModelFormatError
 from fer8.models.preprocessing import Preprocessing
 
-if TYPE_CHECKING:
-    import keras
-
 logger = logging.getLogger(__name__)
 
 FORMAT = "fer8-model"
-FORMAT_VERSION = 1
+#: 2: the network as an ONNX graph (``model.onnx``); 1: Keras weights only.
+FORMAT_VERSION = 2
 SPEC_MEMBER = "fer8.json"
-KERAS_MEMBER = "model.keras"
+ONNX_MEMBER = "model.onnx"
 NETWORK_MEMBER = "network.json"
+#: Members of format version 1 files, read through Keras (the ``train`` extra).
+KERAS_MEMBER = "model.keras"
 WEIGHTS_MEMBER = "weights.npz"
-PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -109,20 +113,28 @@ class ModelSpec:
 class ExpressionModel:
     """A loaded model: its spec and a network that maps preprocessed crops to probabilities.
 
-    Build one with :func:`fer8.load_model` (from a file) or directly from a Keras model.
-    ``keras_model`` is the network as stored (for saving and further training); predictions
-    come from a copy with BatchNorm folded in (:mod:`fer8.training.inference`), made here, so a
-    change to ``keras_model``'s weights needs a new ``ExpressionModel`` to take effect.
+    Build one with :func:`fer8.load_model` (from a file). ``network`` is any callable
+    from a preprocessed batch (N, S, S, 3) to probabilities (N, C): ONNX Runtime
+    (:class:`~fer8.models.runtime.OnnxNetwork`) when loaded from a file, or a Keras
+    model wrapped by :func:`fer8.training.keras_models.keras_expression_model`.
+
+    Raises:
+        ValueError: The network's input or output does not fit ``spec``.
     """
 
-    def __init__(self, keras_model: keras.Model, spec: ModelSpec, *, precision: str = "float32"):
-        _check_compatible(keras_model, spec)
+    def __init__(self, network: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+                 spec: ModelSpec, *, runtime: str = "onnxruntime"):
         self.spec = spec
-        self.precision = precision
-        self.keras_model = with_precision(keras_model, precision)
-        from fer8.training.inference import inference_function
-
-        self._run = inference_function(self.keras_model, spec.input_size)
+        self.runtime = runtime
+        self._run = network
+        size = spec.input_size
+        shape = tuple(getattr(network, "input_shape", None) or (size, size, 3))
+        if shape != (size, size, 3):
+            raise ValueError(f"network input {shape} does not match input_size {size}")
+        probe = self(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
+        if probe.shape != (1, len(spec.labels)):
+            raise ValueError(f"network gives {probe.shape[-1]} outputs for an input of "
+                             f"{spec.input_size} px, but the spec has {len(spec.labels)} labels")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -130,61 +142,12 @@ class ExpressionModel:
 
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Probabilities (N, C) for a preprocessed batch (N, S, S, 3)."""
-        return self._run(batch)
+        return np.asarray(self._run(batch), np.float32)
 
     def __repr__(self) -> str:
         return (f"ExpressionModel(name={self.spec.name!r}, backbone={self.spec.backbone!r}, "
                 f"labels={list(self.labels)}, input_size={self.spec.input_size}, "
-                f"precision={self.precision!r})")
-
-
-def save_model(keras_model: keras.Model, spec: ModelSpec, path: str | os.PathLike, *,
-               compact: bool = False) -> Path:
-    """Write ``keras_model`` and ``spec`` as a ``.fer8`` file (written to a temporary name
-    first, so an interrupted save never leaves a truncated model behind).
-
-    Args:
-        compact: Store kernels as float16 (half the size; for shipping). Predictions
-            change by about 1e-3 in probability. A compact file is byte-for-byte the
-            same for the same network and spec (its members carry a fixed date), so
-            repacking a run reproduces its SHA-256; a full file embeds Keras's save
-            time.
-    """
-    _check_compatible(keras_model, spec)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if getattr(keras_model, "optimizer", None) is not None:
-        keras_model = _without_optimizer(keras_model)
-    partial = path.with_name(path.name + ".partial")
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(partial, "w") as archive:
-        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
-        if compact:
-            _write_member(archive, NETWORK_MEMBER, keras_model.to_json().encode())
-            weights = Path(tmp) / WEIGHTS_MEMBER
-            np.savez_compressed(weights, *[_compact(w) for w in keras_model.get_weights()])
-            _write_member(archive, WEIGHTS_MEMBER, weights.read_bytes(), stored=True)
-        else:
-            inner = Path(tmp) / KERAS_MEMBER
-            keras_model.save(inner)
-            # model.keras is already a compressed zip: store it as is.
-            _write_member(archive, KERAS_MEMBER, inner.read_bytes(), stored=True)
-    os.replace(partial, path)
-    return path
-
-
-def _write_member(archive: zipfile.ZipFile, name: str, data: bytes, *,
-                  stored: bool = False) -> None:
-    """Add ``data`` as ``name`` with a fixed date (zip's earliest), so that the same
-    content always makes the same archive bytes."""
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-    info.external_attr = 0o644 << 16  # rw-r--r--, instead of writestr's default of none
-    archive.writestr(info, data)
-
-
-def _compact(array: NDArray) -> NDArray:
-    """Kernels (2-D and up) as float16; vectors (biases, BatchNorm) stay float32."""
-    return array.astype(np.float16) if array.ndim >= 2 else array.astype(np.float32)
+                f"runtime={self.runtime!r})")
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
@@ -199,78 +162,95 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
         raise ModelFormatError(f"{path}: invalid {SPEC_MEMBER}: {exc}") from None
 
 
-def read_model_file(path: str | os.PathLike, *, precision: str = "float32") -> ExpressionModel:
-    """Load a ``.fer8`` file from disk (see :func:`fer8.load_model` for names and caching)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+def read_graph(path: str | os.PathLike) -> bytes:
+    """The network of a model file as a serialized ONNX graph.
+
+    A format version 1 file (Keras weights only) is translated through Keras, which
+    needs the ``train`` extra; without it the error says how to convert the file.
+
+    Raises:
+        ModelFormatError: Not a model file, or no network fer8 can read inside.
+    """
+    path = Path(path)
+    read_spec(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            if ONNX_MEMBER in members:
+                return archive.read(ONNX_MEMBER)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFormatError(f"{path}: cannot read the network ({exc})") from None
+    if not (KERAS_MEMBER in members or {NETWORK_MEMBER, WEIGHTS_MEMBER} <= members):
+        raise ModelFormatError(f"{path}: no network inside (no {ONNX_MEMBER})")
+    try:
+        from fer8.training.keras_models import graph_from_keras, load_keras_model
+    except ImportError:
+        raise ModelFormatError(
+            f"{path}: written by an older fer8 (Keras weights, no {ONNX_MEMBER}); install "
+            "the train extra (pip install 'fer8[train]') to read it, and convert it once "
+            "with: fer8 export --model OLD.fer8 --format fer8 --out NEW.fer8") from None
+    logger.warning("%s has no ONNX graph (an older fer8 wrote it); building one through "
+                   "Keras. Convert it once to load faster: fer8 export --model %s "
+                   "--format fer8 --out NEW.fer8", path, path)
+    keras_model, spec = load_keras_model(path)
+    return graph_from_keras(keras_model, spec).SerializeToString()
+
+
+def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionModel:
+    """Load a ``.fer8`` file to predict with ONNX Runtime (see :func:`fer8.load_model`
+    for names and caching).
+
+    Args:
+        threads: ONNX Runtime threads per operator; 0 uses every core.
+    """
+    from fer8.models.runtime import OnnxNetwork
+
     path = Path(path)
     spec = read_spec(path)
-    from fer8.training.backend import import_keras
-
-    keras = import_keras()
-
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as archive:
-        members = set(archive.namelist())
-        try:
-            if KERAS_MEMBER in members:
-                inner = archive.extract(KERAS_MEMBER, tmp)
-                keras_model = keras.saving.load_model(inner, compile=False)
-            elif {NETWORK_MEMBER, WEIGHTS_MEMBER} <= members:
-                keras_model = keras.models.model_from_json(archive.read(NETWORK_MEMBER))
-                with np.load(archive.open(WEIGHTS_MEMBER)) as stored:
-                    keras_model.set_weights([stored[f"arr_{i}"].astype(np.float32)
-                                             for i in range(len(stored.files))])
-            else:
-                raise ModelFormatError(f"{path}: no network inside (neither {KERAS_MEMBER} "
-                                       f"nor {NETWORK_MEMBER} and {WEIGHTS_MEMBER})")
-        except ModelFormatError:
-            raise
-        except Exception as exc:  # Keras raises many kinds on a damaged archive
-            raise ModelFormatError(f"{path}: cannot load the network ({exc})") from exc
+    network = OnnxNetwork(read_graph(path), threads=threads, source=str(path))
     try:
-        return ExpressionModel(keras_model, spec, precision=precision)
+        return ExpressionModel(network, spec)
     except ValueError as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
 
 
-def _check_compatible(keras_model: keras.Model, spec: ModelSpec) -> None:
-    input_shape = tuple(keras_model.input_shape[1:])
-    if input_shape != (spec.input_size, spec.input_size, 3):
-        raise ValueError(f"network input {input_shape} does not match input_size {spec.input_size}")
-    outputs = keras_model.output_shape[-1]
-    if outputs != len(spec.labels):
-        raise ValueError(f"network has {outputs} outputs but {len(spec.labels)} labels")
+def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
+    """What a standalone ONNX file needs to be used right, as ``metadata_props``:
+    the labels in output order, the input size and the preprocessing (the graph's input
+    is the preprocessed NHWC batch), and the whole spec."""
+    return {
+        "fer8.labels": json.dumps(list(spec.labels)),
+        "fer8.input_size": str(spec.input_size),
+        "fer8.input_layout": "NHWC float32, preprocessed as fer8.preprocessing says",
+        "fer8.preprocessing": json.dumps(spec.preprocessing.to_dict()),
+        "fer8.spec": json.dumps(spec.to_dict()),
+    }
 
 
-def with_precision(keras_model: keras.Model, precision: str) -> keras.Model:
-    """The network computing in ``precision`` (``"float32"`` or ``"bfloat16"``).
-
-    bfloat16 means mixed precision: variables stay float32 and the output layer
-    computes in float32. A model already in the wanted precision is returned as is;
-    otherwise a copy with the same weights.
-    """
-    import keras
-
-    policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
-    layers = [layer for layer in keras_model.layers if layer.name not in keras_model.output_names]
-    if all(layer.dtype_policy.name == policy for layer in layers if layer.weights):
-        return keras_model
-
-    def clone(layer):
-        config = layer.get_config()
-        if layer.name not in keras_model.output_names:
-            config["dtype"] = policy
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(keras_model, clone_function=clone)
-    copy.set_weights(keras_model.get_weights())
-    return copy
+def write_model_file(path: str | os.PathLike, spec: ModelSpec, network_json: str,
+                     graph: bytes) -> Path:
+    """Write a ``.fer8`` file from its parts (to a temporary name first, so an
+    interrupted save never leaves a truncated model behind). The same parts always make
+    the same bytes (the members carry a fixed date), so repacking a run reproduces its
+    SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(partial, "w") as archive:
+        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
+        _write_member(archive, NETWORK_MEMBER, network_json.encode())
+        # Stored, not deflated: ONNX Runtime then reads it at disk speed, and float
+        # weights hardly compress.
+        _write_member(archive, ONNX_MEMBER, graph, stored=True)
+    os.replace(partial, path)
+    return path
 
 
-def _without_optimizer(keras_model: keras.Model) -> keras.Model:
-    """An uncompiled copy: Keras 3 saves a compiled model's optimizer state too, which
-    triples the file (Adam keeps two moments per weight) and is useless for prediction.
-    (``clone_model`` would keep the optimizer; rebuilding from the config does not.)"""
-    copy = keras_model.__class__.from_config(keras_model.get_config())
-    copy.set_weights(keras_model.get_weights())
-    return copy
+def _write_member(archive: zipfile.ZipFile, name: str, data: bytes, *,
+                  stored: bool = False) -> None:
+    """Add ``data`` as ``name`` with a fixed date (zip's earliest), so that the same
+    content always makes the same archive bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16  # rw-r--r--, instead of writestr's default of none
+    archive.writestr(info, data)

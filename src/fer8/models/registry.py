@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="35b26cf7f2e1fd04c4a92a07b62c72777c26757d40559bbf2d92dc2824db5f70",
+        sha256="1568ca585ac34fccbd677e5a2c7fa45a6516db664157857837e020dc25f63b12",
         bundled="default.fer8",
         description="ResNet50 trained by fer8 train on FER+, ExpW and SFEW; 7 classes, "
                     "no worry; non-commercial research use (see MODEL_CARD.md)",
@@ -109,22 +109,22 @@ def resolve_model(
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
-    precision: str = "float32",
     cache: str | os.PathLike | None = None,
+    threads: int = 0,
 ) -> ExpressionModel:
     """Load a model by path or registered name (``None``: the default model).
 
     Args:
         name_or_path: See :func:`resolve_model`.
-        precision: ``"float32"`` or ``"bfloat16"``.
         cache: Folder for downloads.
+        threads: ONNX Runtime threads per operator; 0 uses every core.
 
     Raises:
         ModelNotFoundError: No such file or name.
         ModelFormatError: The file is not a valid fer8 model.
         ChecksumMismatchError: A bundled or downloaded file has the wrong SHA-256.
     """
-    return read_model_file(resolve_model(name_or_path, cache=cache), precision=precision)
+    return read_model_file(resolve_model(name_or_path, cache=cache), threads=threads)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -63,8 +63,6 @@ class Predictor:
     Args:
         model: A loaded :class:`~fer8.models.modelfile.ExpressionModel`, a model file path,
             a registered name, or ``None`` for the default model.
-        precision: ``"float32"`` or ``"bfloat16"`` (mixed precision; faster in batches on
-            CPUs with AVX512-BF16).
         max_faces: Keep at most this many faces per image, the largest.
         batch_size: Faces per forward pass in :meth:`predict_many`.
         flip: Average each face's probabilities with its mirror image's (see
@@ -83,7 +81,6 @@ class Predictor:
         self,
         model: ExpressionModel | str | os.PathLike | None = None,
         *,
-        precision: str = "float32",
         max_faces: int | None = None,
         batch_size: int = 16,
         flip: bool = False,
@@ -100,7 +97,7 @@ class Predictor:
             raise ValueError("batch_size must be at least 1")
         self.model = (
             model if isinstance(model, ExpressionModel)
-            else load_model(model, precision=precision, cache=cache)
+            else load_model(model, cache=cache)
         )
         self.landmark_model = load_landmark_model()
         self.max_faces = max_faces
@@ -110,7 +107,7 @@ class Predictor:
         self.detector = detector
         self.detector_options = settings(detector, **(detector_options or {}))
         # One pool for the predictor's life: its threads keep their detectors loaded
-        # (building dlib's HOG detector takes half a second per thread).
+        # (building dlib's HOG detector, which Haar uses, takes half a second per thread).
         self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="fer8-prepare",
                                          initializer=load_detectors, initargs=(detector,))
                       if workers > 0 else None)
@@ -161,7 +158,7 @@ class Predictor:
 
         An input that cannot be read gives a result with ``error`` set and the others
         go on. Images are prepared ahead in ``workers`` threads while the model runs
-        (OpenCV, Pillow and TensorFlow release the GIL), and at most a few batches are
+        (OpenCV, Pillow and ONNX Runtime release the GIL), and at most a few batches are
         held at once, so memory does not grow with the number of images.
         """
         pending: deque[_Prepared] = deque()

@@ -263,7 +263,7 @@ def create_app(
     async def models() -> dict[str, Any]:
         spec = predictor.model.spec
         return {"name": spec.name, "labels": list(spec.labels), "input_size": spec.input_size,
-                "backbone": spec.backbone, "precision": predictor.model.precision}
+                "backbone": spec.backbone, "runtime": predictor.model.runtime}
 
     @app.post(
         "/v1/predict",

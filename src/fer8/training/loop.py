@@ -696,16 +696,17 @@ def _jit_compile() -> bool | str:
 
 def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
     """A trained fer8 model rebuilt at ``config.image_size`` with its weights."""
-    from fer8.models.registry import load_model
+    from fer8.models.registry import resolve_model
     from fer8.training.backbones import build_backbone, build_classifier
+    from fer8.training.keras_models import load_keras_model
 
-    source = load_model(config.init_model)  # a file, or a name such as the bundled model's
-    if source.spec.backbone != config.backbone:
-        raise Fer8Error(f"{config.init_model}: backbone {source.spec.backbone}, "
-                        f"not {config.backbone}")
+    # a file, or a name such as the bundled model's
+    source, spec = load_keras_model(resolve_model(config.init_model))
+    if spec.backbone != config.backbone:
+        raise Fer8Error(f"{config.init_model}: backbone {spec.backbone}, not {config.backbone}")
     model = build_classifier(build_backbone(config.backbone, config.image_size), len(labels))
-    weights = source.keras_model.get_weights()
-    if tuple(source.labels) == labels:
+    weights = source.get_weights()
+    if tuple(spec.labels) == labels:
         model.set_weights(weights)
         return model
     # Another class list: everything but the output layer as it was; each class the
@@ -715,13 +716,13 @@ def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
     model.set_weights(weights[:-head] + logits.get_weights())
     kernel, bias = logits.get_weights()
     old_kernel, old_bias = weights[-head:]
-    shared = [label for label in labels if label in source.labels]
+    shared = [label for label in labels if label in spec.labels]
     for label in shared:
-        kernel[:, labels.index(label)] = old_kernel[:, source.labels.index(label)]
-        bias[labels.index(label)] = old_bias[source.labels.index(label)]
+        kernel[:, labels.index(label)] = old_kernel[:, spec.labels.index(label)]
+        bias[labels.index(label)] = old_bias[spec.labels.index(label)]
     logits.set_weights([kernel, bias])
-    new = [label for label in labels if label not in source.labels]
-    dropped = [label for label in source.labels if label not in labels]
+    new = [label for label in labels if label not in spec.labels]
+    dropped = [label for label in spec.labels if label not in labels]
     logger.info("%s: %d classes kept their output weights; new: %s; dropped: %s",
                 config.init_model, len(shared), ", ".join(new) or "none",
                 ", ".join(dropped) or "none")
@@ -898,7 +899,8 @@ class _RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _save_model(self, row: Mapping[str, Any]) -> None:
-        from fer8.models.modelfile import ModelSpec, save_model, with_precision
+        from fer8.models.modelfile import ModelSpec
+        from fer8.training.keras_models import save_model
 
         spec = ModelSpec(
             labels=self.labels, input_size=self.config.image_size,
@@ -914,7 +916,7 @@ class _RunRecorder(keras.callbacks.Callback):
         if averaged:  # the weights that were validated
             _swap_in_average(self.model)
         try:
-            save_model(with_precision(self.model, "float32"), spec, self.run_dir / MODEL_FILE)
+            save_model(self.model, spec, self.run_dir / MODEL_FILE)
         finally:
             if averaged:
                 _swap_in_average(self.model)

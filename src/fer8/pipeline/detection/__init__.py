@@ -102,13 +102,15 @@ def load_detectors(detector: str = DEFAULT_DETECTOR) -> None:
     """Build this thread's detectors now rather than on first use.
 
     Each thread keeps its own (neither OpenCV's nor dlib's detectors are documented as
-    thread-safe). dlib's HOG detector is always built, as it also checks pre-cropped
-    faces (:func:`verify_face`); it takes about half a second.
+    thread-safe). With YuNet, dlib's HOG detector, which only checks pre-cropped faces
+    (:func:`verify_face`), is left to be built on first use: it takes about half a
+    second, most of a one-photo run's detection set-up.
     """
     _module(detector)
     if detector == "yunet":
         yunet.load_detector()
-    haar.load_detectors()
+    else:
+        haar.load_detectors()
 
 
 def _module(detector: str):

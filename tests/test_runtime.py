@@ -1,0 +1,180 @@
+"""Prediction on ONNX Runtime: the same answers as Keras, without TensorFlow.
+
+The model file stores the network once, as an ONNX graph; these tests check that it
+computes what the Keras network computes (the bundled model on the example photos and
+on FER+ faces), that prediction never imports TensorFlow, that the exported ONNX file
+is usable alone, and that older Keras-only files still load or convert.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import LABELS, SHARED
+
+import fer8
+from fer8.cli import cli
+from fer8.errors import ModelFormatError
+from fer8.models.modelfile import (
+    NETWORK_MEMBER,
+    ONNX_MEMBER,
+    SPEC_MEMBER,
+    WEIGHTS_MEMBER,
+)
+from fer8.models.registry import resolve_model
+from fer8.training.keras_models import keras_expression_model, load_keras_model
+
+FERPLUS = SHARED / "data" / "ferplus.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def bundled_on_keras():
+    return keras_expression_model(*load_keras_model(resolve_model(None)))
+
+
+def _ferplus_valid_faces(count: int) -> list[np.ndarray]:
+    """The first ``count`` faces of FER+ Valid (48x48 grayscale PNGs), as RGB arrays."""
+    faces = []
+    with tarfile.open(FERPLUS) as archive:
+        for member in archive:
+            if member.name.startswith("FER2013Valid/") and member.name.endswith(".png"):
+                faces.append(fer8.load_image(archive.extractfile(member).read()))
+                if len(faces) == count:
+                    break
+    return faces
+
+
+def test_bundled_model_on_onnx_runtime_equals_keras_on_the_example_photos(
+        default_predictor, bundled_on_keras, astronaut, hopper, two_faces):
+    crops = [crop for image in (astronaut, hopper, two_faces)
+             for _, crop in fer8.faces_in_photo(image, landmark_model=default_predictor.landmark_model)]
+    assert len(crops) == 4
+    np.testing.assert_allclose(fer8.classify(crops, default_predictor.model),
+                               fer8.classify(crops, bundled_on_keras), atol=1e-4)
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not FERPLUS.is_file(), reason="needs ../shared/data/ferplus.tar.gz")
+def test_bundled_model_on_onnx_runtime_equals_keras_on_200_ferplus_faces(
+        default_predictor, bundled_on_keras):
+    faces = _ferplus_valid_faces(200)
+    assert len(faces) == 200
+    on_onnx = fer8.classify(faces, default_predictor.model)
+    on_keras = fer8.classify(faces, bundled_on_keras)
+    np.testing.assert_allclose(on_onnx, on_keras, atol=1e-4)
+    assert np.mean(on_onnx.argmax(1) == on_keras.argmax(1)) == 1.0
+
+
+def test_predicting_imports_neither_tensorflow_nor_keras(astronaut_path):
+    code = ("import sys, fer8\n"
+            f"result = fer8.Predictor().predict({str(astronaut_path)!r})\n"
+            "assert result.faces, result\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'onnx', 'h5py'))\n"
+            "print(heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_train_without_the_train_extra_says_what_to_install(tmp_path):
+    code = ("import sys\n"
+            "sys.modules['tensorflow'] = sys.modules['keras'] = None  # not installed\n"
+            "from fer8.cli import main\n"
+            f"main(['train', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "fer8 train needs the train extra" in done.stderr and "[train]" in done.stderr
+
+
+def test_export_writes_an_onnx_file_that_runs_alone(tmp_path, tiny_model_path, tiny_model):
+    import onnxruntime as ort
+
+    out = tmp_path / "tiny.onnx"
+    result = CliRunner().invoke(cli, ["export", "--model", str(tiny_model_path),
+                                      "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["fer8.labels"]) == list(LABELS)
+    assert int(metadata["fer8.input_size"]) == 48
+    preprocessing = fer8.ModelSpec.from_dict(json.loads(metadata["fer8.spec"])).preprocessing
+    assert json.loads(metadata["fer8.preprocessing"]) == preprocessing.to_dict()
+    crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    (probabilities,) = session.run(None, {"input": preprocessing.apply(crops)})
+    np.testing.assert_allclose(probabilities, fer8.classify(crops, tiny_model), atol=1e-6)
+
+
+def _version_1_file(tiny_model_path, path, *, compact: bool):
+    """The tiny model as fer8 wrote model files before the ONNX graph (format 1)."""
+    network, spec = load_keras_model(tiny_model_path)
+    spec_json = {**spec.to_dict(), "format_version": 1}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(SPEC_MEMBER, json.dumps(spec_json))
+        if compact:
+            archive.writestr(NETWORK_MEMBER, network.to_json())
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, *[w.astype(np.float16) if w.ndim >= 2 else w
+                                          for w in network.get_weights()])
+            archive.writestr(WEIGHTS_MEMBER, buffer.getvalue())
+        else:
+            network.save(path.with_suffix(".keras"))
+            archive.write(path.with_suffix(".keras"), "model.keras")
+    return path
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_older_model_files_load_and_convert(tmp_path, tiny_model_path, tiny_model, compact,
+                                            caplog):
+    old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=compact)
+    crops = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    expected = fer8.classify(crops, tiny_model)
+    np.testing.assert_allclose(fer8.classify(crops, fer8.load_model(old)), expected,
+                               atol=2e-3 if compact else 1e-6)
+    assert "fer8 export --model" in caplog.text  # says how to convert it once
+
+    new = tmp_path / "new.fer8"
+    result = CliRunner().invoke(cli, ["export", "--model", str(old), "--format", "fer8",
+                                      "--out", str(new)])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(new) as archive:
+        assert ONNX_MEMBER in archive.namelist()
+    np.testing.assert_allclose(fer8.classify(crops, fer8.load_model(new)), expected,
+                               atol=2e-3 if compact else 1e-6)
+
+
+def test_older_model_files_without_the_train_extra_say_how_to_convert(
+        tmp_path, tiny_model_path, monkeypatch):
+    old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=True)
+    monkeypatch.setitem(sys.modules, "fer8.training.keras_models", None)
+    with pytest.raises(ModelFormatError, match=r"pip install 'fer8\[train\]'.*fer8 export"):
+        fer8.load_model(old)
+    result = CliRunner().invoke(cli, ["predict", "--model", str(old), str(tiny_model_path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "fer8 export" in result.stderr
+
+
+def test_a_graph_fer8_cannot_translate_is_named(tmp_path):
+    import keras
+
+    from fer8.models.onnx_graph import build_graph, split_weights
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.LayerNormalization(name="odd")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    network = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    config = network.get_config()
+    with pytest.raises(ModelFormatError, match="'odd' is a LayerNormalization"):
+        build_graph(config, split_weights(config, network.get_weights()))
