@@ -42,7 +42,7 @@ from fer8.labels import display_name
 from fer8.results import ImageResult
 
 if TYPE_CHECKING:
-    from fer8.serving.server import ModelRunner
+    from fer8.serving.runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 

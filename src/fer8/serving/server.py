@@ -1,7 +1,7 @@
 """``fer8 serve``: an HTTP API, a web page and (when configured) the LINE bot.
 
 FastAPI on uvicorn. The model is loaded once at start and runs in its own thread, which
-batches the uploads waiting for it (see :class:`ModelRunner`), so the event loop keeps
+batches the uploads waiting for it (:class:`~fer8.serving.runner.ModelRunner`), so the event loop keeps
 answering ``/healthz`` and webhooks while photos are being classified. It needs the
 ``serve`` extra (``fer8 serve`` says how to install it); only ``fer8 serve`` imports
 this module.
@@ -13,9 +13,6 @@ import asyncio
 import io
 import json
 import logging
-import queue
-import threading
-from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -30,6 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from fer8 import __version__
 from fer8.results import ImageResult
+from fer8.serving.runner import ModelRunner
 
 if TYPE_CHECKING:
     from fer8.pipeline.predictor import Predictor
@@ -39,69 +37,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 10
 WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
-
-
-class ModelRunner:
-    """Runs the predictor for every caller of the server, in batches, first come first served.
-
-    Requests join a queue; one thread takes whatever is waiting (up to ``max_batch``
-    images) and runs it through :meth:`Predictor.predict_many`, which puts the faces of
-    several uploads through the network in one pass. On two cores this beats running
-    requests side by side (they would fight over the cores) and one by one (batches of
-    8 run about twice as fast per image as batches of 1), and a queue is fair where a
-    lock is not. The API's handlers await the returned futures; the LINE bot's worker
-    threads wait on them.
-    """
-
-    def __init__(self, predictor: Predictor, *, max_batch: int = 16) -> None:
-        self.predictor = predictor
-        self.max_batch = max_batch
-        self._queue: queue.Queue[tuple[bytes, str, Future[ImageResult]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="fer8-model", daemon=True)
-        self._thread.start()
-
-    def submit(self, data: bytes, source: str) -> Future[ImageResult]:
-        """Queue one image; the future's result has ``error`` set for unreadable images."""
-        future: Future[ImageResult] = Future()
-        self._queue.put((data, source, future))
-        return future
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-
-    def _serve(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(item)
-            self._run(batch)
-
-    def _run(self, batch: list[tuple[bytes, str, Future[ImageResult]]]) -> None:
-        uploads = []
-        for data, source, _ in batch:
-            upload = io.BytesIO(data)
-            upload.name = source  # so results name the upload, not "<N bytes>"
-            uploads.append(upload)
-        futures = [future for _, _, future in batch]
-        try:
-            for future, result in zip(futures, self.predictor.predict_many(uploads)):
-                future.set_result(result)
-        except Exception as exc:  # the model itself failed: every waiting caller hears it
-            logger.exception("prediction failed")
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
 
 
 def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
