@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark fer8's prediction path: per-stage latency, folder throughput, peak memory.
 
-What it measures, for float32 and mixed_bfloat16:
+What it measures, for each runtime (``--runtimes``): ``onnxruntime``, how fer8 predicts,
+and ``tensorflow``, the same weights run by Keras with BatchNorm folded (how fer8
+predicted before ONNX Runtime; needs the train extra), in the same run:
 
 1. One photo with one face (the astronaut), stage by stage: load (decode the file),
    detect, landmarks, align, classify (batch of 1), and end to end
    (``Predictor.predict(path)``); median and 90th percentile over ``--repeats`` runs,
    for each face detector (``--detectors``, YuNet and Haar by default).
-   The network alone at batch 1 is also timed with and without BatchNorm folded into
-   the convolutions (``fer8.training.inference``), interleaved.
 2. A folder of photos (the two example portraits, copied) through ``predict_many`` at
    ``--batch-size``, in images/s, against the bare model's throughput at the same batch
    size (``ExpressionModel`` on preprocessed crops, nothing else).
@@ -44,17 +44,29 @@ EXAMPLES = [ROOT / "examples" / "astronaut.png", ROOT / "examples" / "grace_hopp
 LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 
 
-def load_benchmark_model(model_path: str | None, precision: str):
-    """The model to time: a trained file, or a random-weight ResNet50 classifier at 224."""
-    import fer8
-    from fer8.models.modelfile import ExpressionModel, ModelSpec
-    from fer8.training.backbones import BACKBONES, build_backbone, build_classifier
-
+def benchmark_model_file(model_path: str | None, folder: Path) -> str:
+    """The model file to time: ``model_path``, or a random-weight ResNet50 classifier at
+    224 written into ``folder`` (speed does not depend on the weights)."""
     if model_path:
-        return fer8.load_model(model_path, precision=precision)
+        return model_path
+    from fer8.models.modelfile import ModelSpec
+    from fer8.training.backbones import BACKBONES, build_backbone, build_classifier
+    from fer8.training.keras_models import save_model
+
     network = build_classifier(build_backbone("resnet50", 224), len(LABELS))
     spec = ModelSpec(LABELS, 224, BACKBONES["resnet50"], "resnet50", name="random-resnet50")
-    return ExpressionModel(network, spec, precision=precision)
+    return str(save_model(network, spec, folder / "random-resnet50.fer8"))
+
+
+def load_benchmark_model(model_path: str, runtime: str):
+    """The model in ``runtime``: ``onnxruntime`` (fer8's) or ``tensorflow`` (Keras)."""
+    import fer8
+
+    if runtime == "onnxruntime":
+        return fer8.load_model(model_path)
+    from fer8.training.keras_models import keras_expression_model, load_keras_model
+
+    return keras_expression_model(*load_keras_model(model_path))
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -63,52 +75,37 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
             "p90_ms": 1000 * ordered[int(0.9 * (len(ordered) - 1))]}
 
 
-def time_stages(model, repeats: int, detector: str) -> dict[str, dict[str, float]]:
+def time_stages(models: dict, repeats: int, detector: str) -> dict[str, dict]:
+    """Stage timings per runtime; the runtimes take turns, so that both see the same
+    machine (this shared 2-core machine's speed changes from minute to minute)."""
     import fer8
 
-    predictor = fer8.Predictor(model, detector=detector)
+    predictors = {runtime: fer8.Predictor(model, detector=detector)
+                  for runtime, model in models.items()}
     path = EXAMPLES[0]
-    stages = {name: [] for name in ("load", "detect", "landmarks", "align", "classify",
-                                    "end_to_end")}
+    names = ("load", "detect", "landmarks", "align", "classify", "end_to_end")
+    stages = {runtime: {name: [] for name in names} for runtime in models}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        image = fer8.load_image(path)
-        t1 = time.perf_counter()
-        (box,) = fer8.detect(image, detector)
-        t2 = time.perf_counter()
-        points = fer8.landmarks(image, box, detector=detector,
-                                predictor=predictor.landmark_model)
-        t3 = time.perf_counter()
-        crop = fer8.align(image, box, points)
-        t4 = time.perf_counter()
-        fer8.classify([crop], model)
-        t5 = time.perf_counter()
-        predictor.predict(path)
-        t6 = time.perf_counter()
-        for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
-            stages[name].append(seconds)
-    return {name: percentiles(values) for name, values in stages.items()}
-
-
-def time_folding(model, repeats: int) -> dict[str, dict[str, float]]:
-    """The network alone at batch 1, as ``fer8`` runs it (BatchNorm folded into the
-    convolutions) and as Keras built it; interleaved, so both see the same machine."""
-    import numpy as np
-
-    from fer8.training.inference import inference_function
-
-    size = model.spec.input_size
-    crop = np.random.default_rng(0).integers(0, 255, (1, size, size, 3), np.uint8)
-    batch = model.spec.preprocessing.apply(crop)
-    # The model already runs folded; only the unfolded function is built here.
-    runs = {"folded": model, "unfolded": inference_function(model.keras_model, size, fold=False)}
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(2 * repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run(batch)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: percentiles(values[2:]) for name, values in seconds.items()}
+        for runtime, predictor in predictors.items():
+            t0 = time.perf_counter()
+            image = fer8.load_image(path)
+            t1 = time.perf_counter()
+            (box,) = fer8.detect(image, detector)
+            t2 = time.perf_counter()
+            points = fer8.landmarks(image, box, detector=detector,
+                                    predictor=predictor.landmark_model)
+            t3 = time.perf_counter()
+            crop = fer8.align(image, box, points)
+            t4 = time.perf_counter()
+            fer8.classify([crop], predictor.model)
+            t5 = time.perf_counter()
+            predictor.predict(path)
+            t6 = time.perf_counter()
+            for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4,
+                                             t6 - t5)):
+                stages[runtime][name].append(seconds)
+    return {runtime: {name: percentiles(values) for name, values in timings.items()}
+            for runtime, timings in stages.items()}
 
 
 def make_folder(folder: Path, count: int) -> list[str]:
@@ -157,17 +154,17 @@ def folder_throughput(model, paths: list[str], batch_size: int, workers: int) ->
     return max(rates)
 
 
-def peak_memory_mb(count: int, batch_size: int, model_path: str | None) -> float:
+def peak_memory_mb(count: int, batch_size: int, model_path: str, runtime: str) -> float:
     """Peak RSS of a fresh process predicting ``count`` images from a folder."""
     code = (
         "import sys, resource; sys.path.insert(0, %r)\n"
         "from bench_predict import load_benchmark_model, make_folder\n"
         "import fer8, tempfile, pathlib\n"
-        "model = load_benchmark_model(%r, 'float32')\n"
+        "model = load_benchmark_model(%r, %r)\n"
         "paths = make_folder(pathlib.Path(tempfile.mkdtemp()), %d)\n"
         "n = sum(1 for _ in fer8.Predictor(model, batch_size=%d).predict_many(paths))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    ) % (str(Path(__file__).parent), model_path, count, batch_size)
+    ) % (str(Path(__file__).parent), model_path, runtime, count, batch_size)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -183,33 +180,38 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--detectors", default="yunet,haar",
                         help="face detectors to time the stages with, comma-separated")
-    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--runtimes", default="onnxruntime,tensorflow")
     args = parser.parse_args()
 
-    import tensorflow as tf
+    import onnxruntime
 
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "tensorflow": tf.__version__, "processor": platform.processor()},
-              "batch_size": args.batch_size, "precisions": {}}
+                          "onnxruntime": onnxruntime.__version__,
+                          "processor": platform.processor()},
+              "batch_size": args.batch_size, "runtimes": {}}
+    runtimes = args.runtimes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
+        model_path = benchmark_model_file(args.model, Path(tmp))
         paths = make_folder(Path(tmp) / "folder", args.images)
-        for precision in args.precisions.split(","):
-            model = load_benchmark_model(args.model, precision)
-            stages = {detector: time_stages(model, args.repeats, detector)
-                      for detector in args.detectors.split(",")}
-            folding = time_folding(model, args.repeats)
+        models = {runtime: load_benchmark_model(model_path, runtime) for runtime in runtimes}
+        timings = {detector: time_stages(models, args.repeats, detector)
+                   for detector in args.detectors.split(",")}
+        for runtime, model in models.items():
+            stages = {detector: timings[detector][runtime] for detector in timings}
             bare = bare_throughput(model, args.batch_size, max(10, args.images // args.batch_size))
             folder = folder_throughput(model, paths, args.batch_size, args.workers)
-            report["precisions"][precision] = {
-                "stages": stages, "network_batch_1": folding,
-                "bare_model_img_s": bare, "folder_img_s": folder,
+            report["runtimes"][runtime] = {
+                "stages": stages, "bare_model_img_s": bare, "folder_img_s": folder,
                 "folder_vs_bare": folder / bare,
             }
             ends = ", ".join(f"{d} {s['end_to_end']['p50_ms']:.1f} ms" for d, s in stages.items())
-            print(f"{precision}: end to end p50 {ends}, "
+            print(f"{runtime}: end to end p50 {ends}, "
                   f"folder {folder:.1f} img/s vs bare {bare:.1f} img/s", file=sys.stderr)
-    counts = [int(c) for c in args.memory_counts.split(",") if c]
-    report["peak_rss_mb"] = {str(c): peak_memory_mb(c, args.batch_size, args.model) for c in counts}
+        counts = [int(c) for c in args.memory_counts.split(",") if c]
+        report["peak_rss_mb"] = {runtime: {str(c): peak_memory_mb(c, args.batch_size,
+                                                                  model_path, runtime)
+                                           for c in counts}
+                                 for runtime in runtimes}
 
     print_markdown(report)
     if args.json:
@@ -219,31 +221,24 @@ def main() -> None:
 def print_markdown(report: dict) -> None:
     machine = report["machine"]
     print(f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
-          f"TensorFlow {machine['tensorflow']}; batch size {report['batch_size']}\n")
-    columns = [(p, d, s) for p, r in report["precisions"].items() for d, s in r["stages"].items()]
+          f"ONNX Runtime {machine['onnxruntime']}; batch size {report['batch_size']}\n")
+    columns = [(r, d, s) for r, v in report["runtimes"].items() for d, s in v["stages"].items()]
     print("| stage (one photo, one face) | " + " | ".join(
-        f"{p}, {d}: p50 / p90 ms" for p, d, _ in columns) + " |")
+        f"{r}, {d}: p50 / p90 ms" for r, d, _ in columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for stage in columns[0][2]:
         cells = [f"{s[stage]['p50_ms']:.1f} / {s[stage]['p90_ms']:.1f}" for _, _, s in columns]
         print(f"| {stage} | " + " | ".join(cells) + " |")
-    print("\n| network alone, batch 1 | " + " | ".join(
-        f"{p} p50 / p90 ms" for p in report["precisions"]) + " |")
-    print("| --- |" + " --- |" * len(report["precisions"]))
-    for variant in ("folded", "unfolded"):
-        cells = [f"{r['network_batch_1'][variant]['p50_ms']:.1f} / "
-                 f"{r['network_batch_1'][variant]['p90_ms']:.1f}"
-                 for r in report["precisions"].values()]
-        print(f"| BatchNorm {variant} | " + " | ".join(cells) + " |")
-    print("\n| precision | folder img/s | bare model img/s | folder / bare |")
+    print("\n| runtime | folder img/s | bare model img/s | folder / bare |")
     print("| --- | --- | --- | --- |")
-    for precision, r in report["precisions"].items():
-        print(f"| {precision} | {r['folder_img_s']:.1f} | {r['bare_model_img_s']:.1f} | "
+    for runtime, r in report["runtimes"].items():
+        print(f"| {runtime} | {r['folder_img_s']:.1f} | {r['bare_model_img_s']:.1f} | "
               f"{r['folder_vs_bare']:.0%} |")
-    print("\n| images in folder run | peak RSS MB |")
-    print("| --- | --- |")
-    for count, mb in report["peak_rss_mb"].items():
-        print(f"| {count} | {mb:.0f} |")
+    print("\n| runtime | images in folder run | peak RSS MB |")
+    print("| --- | --- | --- |")
+    for runtime, counts in report["peak_rss_mb"].items():
+        for count, mb in counts.items():
+            print(f"| {runtime} | {count} | {mb:.0f} |")
 
 
 if __name__ == "__main__":

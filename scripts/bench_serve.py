@@ -145,12 +145,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = args.model
         if model_path is None:
-            from bench_predict import load_benchmark_model
+            from bench_predict import benchmark_model_file
 
-            from fer8.models.modelfile import save_model
-
-            model = load_benchmark_model(None, "float32")
-            model_path = str(save_model(model.keras_model, model.spec, Path(tmp) / "bench.fer8"))
+            model_path = benchmark_model_file(None, Path(tmp))
         report = {"bare_predict": bare(model_path, args.requests // 2)}
         process, url = start_server(model_path, {})
         try:

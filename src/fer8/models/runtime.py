@@ -41,6 +41,10 @@ class OnnxNetwork:
         options.log_severity_level = 3  # errors only; no start-up notices on stderr
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: fer8 shares the cores with its own
+        # detection threads (and often with other work), where spinning threads took
+        # 20-40% longer per batch (scripts/bench_predict.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         providers = [p for p in PREFERRED_PROVIDERS if p in available] or available
         try:
