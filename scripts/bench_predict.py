@@ -157,13 +157,16 @@ def folder_throughput(model, paths: list[str], batch_size: int, workers: int) ->
 def peak_memory_mb(count: int, batch_size: int, model_path: str, runtime: str) -> float:
     """Peak RSS of a fresh process predicting ``count`` images from a folder."""
     code = (
-        "import sys, resource; sys.path.insert(0, %r)\n"
+        "import sys; sys.path.insert(0, %r)\n"
         "from bench_predict import load_benchmark_model, make_folder\n"
         "import fer8, tempfile, pathlib\n"
         "model = load_benchmark_model(%r, %r)\n"
         "paths = make_folder(pathlib.Path(tempfile.mkdtemp()), %d)\n"
         "n = sum(1 for _ in fer8.Predictor(model, batch_size=%d).predict_many(paths))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child
+        # of this (large) process would report this process's size.
+        "status = open('/proc/self/status').read()\n"
+        "print(int(status.split('VmHWM:')[1].split()[0]) / 1024)\n"
     ) % (str(Path(__file__).parent), model_path, runtime, count, batch_size)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

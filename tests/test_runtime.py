@@ -86,6 +86,33 @@ def test_predicting_imports_neither_tensorflow_nor_keras(astronaut_path):
     assert done.stdout.strip() == "[]"
 
 
+def test_evaluate_and_export_run_without_the_train_extra(tmp_path, astronaut, hopper,
+                                                        tiny_model_path):
+    """The light install: TensorFlow, Keras, onnx and h5py are absent."""
+    from conftest import save
+
+    save(astronaut, tmp_path / "data" / "happy" / "astronaut.png")
+    save(hopper, tmp_path / "data" / "neutral" / "hopper.png")
+    code = ("import sys\n"
+            "for name in ('tensorflow', 'keras', 'onnx', 'h5py'):\n"
+            "    sys.modules[name] = None  # not installed\n"
+            "from fer8.cli import main\n"
+            "main(sys.argv[1:])\n")
+    evaluate = subprocess.run(
+        [sys.executable, "-c", code, "evaluate", "--data", str(tmp_path / "data"),
+         "--model", str(tiny_model_path), "--format", "json", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert json.loads(evaluate.stdout)["n"] == 2
+    assert (tmp_path / "out" / "confusion_matrix.png").is_file()
+    export = subprocess.run(
+        [sys.executable, "-c", code, "export", "--model", str(tiny_model_path),
+         "--out", str(tmp_path / "tiny.onnx")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert export.returncode == 0, export.stderr
+    assert (tmp_path / "tiny.onnx").stat().st_size > 1000
+
+
 def test_train_without_the_train_extra_says_what_to_install(tmp_path):
     code = ("import sys\n"
             "sys.modules['tensorflow'] = sys.modules['keras'] = None  # not installed\n"
