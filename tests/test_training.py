@@ -442,10 +442,11 @@ def test_tf_data_preprocessing_matches_prediction_preprocessing():
     import tensorflow as tf
 
     from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2
+    from fer8.training.loop import preprocess_tensor
 
     crops = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
     for preprocessing in (IMAGENET_CAFFE, VGGFACE2, replace(IMAGENET_CAFFE, grayscale=True)):
-        in_graph = preprocessing.apply_tensor(tf.constant(crops, tf.float32)).numpy()
+        in_graph = preprocess_tensor(preprocessing, tf.constant(crops, tf.float32)).numpy()
         np.testing.assert_allclose(in_graph, preprocessing.apply(crops), atol=1e-4)
 
 

@@ -44,23 +44,13 @@ class Preprocessing:
         """Preprocess a batch of RGB crops (N, H, W, 3) into float32 model input."""
         x = crops.astype(np.float32)
         if self.grayscale:
-            x = np.repeat((x @ _LUMA)[..., None], 3, axis=-1)
+            x = np.repeat((x @ LUMA)[..., None], 3, axis=-1)
         if self.channel_order == "BGR":
             x = x[..., ::-1]
         x -= np.asarray(self.mean, np.float32)
         if self.std != (1.0, 1.0, 1.0):
             x /= np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x)
-
-    def apply_tensor(self, crops):
-        """:meth:`apply` as TensorFlow ops on a float32 batch (inside tf.data pipelines)."""
-        import tensorflow as tf
-
-        x = crops
-        if self.grayscale:
-            x = tf.repeat(tf.reduce_sum(x * tf.constant(_LUMA), axis=-1, keepdims=True), 3, axis=-1)
-        x = x[..., ::-1] if self.channel_order == "BGR" else x
-        return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std),
@@ -77,7 +67,7 @@ class Preprocessing:
 
 
 # Luma weights of RGB (ITU-R BT.601, as OpenCV's and Pillow's RGB -> gray).
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 #: Keras applications' ResNet50 (``mode="caffe"``): BGR minus the ImageNet means.
 IMAGENET_CAFFE = Preprocessing("BGR", (103.939, 116.779, 123.68))

@@ -591,7 +591,7 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
             batch = tf.image.grayscale_to_rgb(batch)
         if step is not None:
             batch = augment_batch(batch, config.augmentation, tf.stack([seed, step]))
-        batch = preprocessing.apply_tensor(batch)
+        batch = preprocess_tensor(preprocessing, batch)
         return (batch, tf.gather(split.targets, indices), tf.gather(split.weights, indices))
 
     if not training:
@@ -920,6 +920,21 @@ class _RunRecorder(keras.callbacks.Callback):
         finally:
             if averaged:
                 _swap_in_average(self.model)
+
+
+def preprocess_tensor(preprocessing: Preprocessing, crops):
+    """:meth:`Preprocessing.apply` as TensorFlow ops on a float32 batch (inside tf.data),
+    so training feeds the network exactly what prediction feeds it."""
+    import tensorflow as tf
+
+    from fer8.models.preprocessing import LUMA
+
+    x = crops
+    if preprocessing.grayscale:
+        x = tf.repeat(tf.reduce_sum(x * tf.constant(LUMA), axis=-1, keepdims=True), 3, axis=-1)
+    x = x[..., ::-1] if preprocessing.channel_order == "BGR" else x
+    return ((x - tf.constant(preprocessing.mean, tf.float32))
+            / tf.constant(preprocessing.std, tf.float32))
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
