@@ -340,10 +340,11 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
                 waiting.popleft()
             if show and waiting:
                 if not _show(name, waiting.popleft().image, result):
+                    logger.warning("no window can be opened here; printing rows instead")
+                    if not print_rows:
+                        writer.write(result)
                     show, print_rows = False, True
                     waiting.clear()
-                    logger.warning("no window can be opened here; printing rows instead")
-                    writer.write(result)
                 elif _closed():
                     break
     except KeyboardInterrupt:
@@ -391,10 +392,13 @@ def _closed() -> bool:
               help="Model name or .fer8 file (default: the bundled model).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Larger uploads are refused with 413.")
+@click.option("--max-video-mb", type=click.FloatRange(min=0, min_open=True), default=100.0,
+              show_default=True,
+              help="The same for videos (a video/* body, or a file declared a video).")
 @_detector_options
 @_handle_errors
 def serve(host: str, port: int, model: str | None, max_upload_mb: float,
-          detection: dict) -> None:
+          max_video_mb: float, detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -413,6 +417,7 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
     predictor = Predictor(model, **detection)
     app = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                     max_video_bytes=int(max_video_mb * 1024 * 1024),
                      line=LineSettings.from_env())
     run(app, host, port, log_level="debug" if _verbosity() > 1 else "info")
 
