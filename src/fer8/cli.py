@@ -313,7 +313,9 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
     from fer8.pipeline.video import describe_video, read_frames
 
     source: int | str = int(camera) if camera.isdigit() else camera
-    predictor = Predictor(model, max_faces=max_faces, **detection)
+    # Small batches: frames are read ahead by two batches, and on a camera each frame
+    # read ahead is that much delay between the picture and its result.
+    predictor = Predictor(model, max_faces=max_faces, batch_size=2, **detection)
     frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
     name = describe_video(source)
     show = _display_available() if window is None else window
@@ -825,6 +827,9 @@ class _VideoAnnotation:
         if self.video is None:
             return {}
         self.video.close()
+        if self.video.frames_written == 0:  # no frame could be read: nothing to show
+            self.video.path.unlink(missing_ok=True)
+            return {}
         self.timeline.plot(self.timeline_path, title=os.path.basename(self.item.source))
         logger.info("annotated %s -> %s, %s", self.item.source, self.video_path,
                     self.timeline_path)

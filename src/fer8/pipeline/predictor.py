@@ -216,7 +216,14 @@ class Predictor:
             frames = read_frames(source, fps=fps, every_frame=every_frame)
         except InvalidVideoError as exc:
             return iter([FrameResult(name, (), exc.problem)])
-        return self.predict_frames(frames, name, smooth=smooth)
+
+        def results() -> Iterator[FrameResult]:
+            try:
+                yield from self.predict_frames(frames, name, smooth=smooth)
+            finally:  # also when the caller stops early: the file is released now
+                frames.close()
+
+        return results()
 
     def predict_frames(self, frames: Iterable[Frame], source: str, *, smooth: float = 0.0
                        ) -> Iterator[FrameResult]:

@@ -94,7 +94,7 @@ def read_frames(
     *,
     fps: float | None = DEFAULT_FPS,
     every_frame: bool = False,
-) -> Iterator[Frame]:
+) -> VideoFrames:
     """Decode a video's frames, keeping about ``fps`` per second of video.
 
     The video is opened when this is called, so a file that is not a video fails here
@@ -115,6 +115,7 @@ def read_frames(
         InvalidVideoError: Here when the source cannot be opened as a video; from the
             iterator, after the frames before the damage, when a file breaks off before
             the number of frames its header declares (truncated or corrupt).
+        ValueError: ``fps`` is not above 0.
     """
     if not every_frame and (fps is None or not fps > 0):
         raise ValueError(f"fps must be above 0, got {fps}")
@@ -179,7 +180,8 @@ def _frames(capture, name: str, fps: float | None, rate: float, *, live: bool
     # Cameras and some streams report no frame rate; their frames are then timed by
     # the clock, as they arrive.
     timed_by_clock = live or rate == 0
-    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not timed_by_clock else 0
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # negative or NaN when it cannot tell
+    declared = int(count) if math.isfinite(count) and not timed_by_clock else 0
     started = time.monotonic()
     next_time = 0.0
     index = -1
