@@ -109,6 +109,11 @@ def test_videos_have_an_upload_limit_of_their_own(api, videos, astronaut_path):
         assert response.status_code == 413, headers
     ok = httpx.post(f"{api}/v1/predict", files={"file": ("a.png", astronaut_path.read_bytes())})
     assert ok.status_code == 200 and len(ok.json()["faces"]) == 1
+    # Only the prediction endpoint takes videos: elsewhere (the LINE webhook, say) a
+    # body declared a video gets the ordinary limit.
+    elsewhere = httpx.post(f"{api}/line/callback", content=large,
+                           headers={"Content-Type": "video/mp4"})
+    assert elsewhere.status_code == 413
 
 
 def test_bad_videos(api, videos):

@@ -68,14 +68,20 @@ class BodySizeLimit:
     holds unread upload bytes makes the kernel send a reset, which can destroy the 413
     before the client has read it (Go's net/http drains for the same reason). A body too
     large to drain, or one the client holds back until ``100 Continue``, is refused unread.
+
+    On ``video_paths``, a video may be up to ``video_max_bytes``: a raw body of type
+    ``video/*``, or a multipart upload whose first part declares a video (its type, or
+    its file name's extension), which is read ahead (4 kB) to decide and then handed on.
     """
 
     def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None,
-                 video_max_bytes: int | None = None) -> None:
+                 video_max_bytes: int | None = None,
+                 video_paths: tuple[str, ...] = ("/v1/predict",)) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = 4 * max_bytes if drain_bytes is None else drain_bytes
         self.video_max_bytes = max(max_bytes, video_max_bytes or 0)
+        self.video_paths = video_paths
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -85,7 +91,8 @@ class BodySizeLimit:
         declared = headers.get(b"content-length")
         size = int(declared) if declared is not None and declared.isdigit() else None
         limit = self.max_bytes
-        if self.video_max_bytes > self.max_bytes and (size is None or size > self.max_bytes):
+        if self.video_max_bytes > self.max_bytes and scope.get("path") in self.video_paths \
+                and (size is None or size > self.max_bytes):
             # A video has a limit of its own: the raw body's type says so, or the first
             # part's headers of a multipart upload do (read ahead, and given back, unless
             # the body is over either limit anyway).
