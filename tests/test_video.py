@@ -291,6 +291,11 @@ def test_a_file_that_is_neither_gives_one_line(clips, folder, tiny_model_path):
     assert len(lines) == 2 and "broken.mp4: not a video" in lines[0] and "notes.txt" in lines[1]
 
 
+def test_no_detect_is_for_photos(clips, tiny_model_path):
+    result = run("predict", clips["moving"], "--no-detect", "--model", tiny_model_path)
+    assert result.exit_code == 2 and "--no-detect takes pre-cropped photos" in result.stderr
+
+
 def test_annotate_writes_the_video_and_a_timeline(folder, tiny_model_path, tmp_path):
     out = tmp_path / "annotated"
     result = run("predict", folder, "--model", tiny_model_path, "--annotate", out,

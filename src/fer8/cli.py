@@ -241,6 +241,8 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         click.echo("fer8: error: no image or video files found in " + ", ".join(paths),
                    err=True)
         sys.exit(EXIT_INPUT_FAILED)
+    if no_detect and any(item.video for item in inputs):
+        raise click.UsageError("--no-detect takes pre-cropped photos, not videos")
     if annotate_dir is not None:
         _check_annotations(inputs, annotate_dir)
     predictor = Predictor(model, max_faces=max_faces,
