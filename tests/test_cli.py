@@ -181,7 +181,7 @@ def test_verbose_adds_a_traceback(tmp_path, photos):
 def test_empty_folder_is_reported(tmp_path, tiny_model_path):
     (tmp_path / "empty").mkdir()
     result = run("predict", tmp_path / "empty", "--model", tiny_model_path)
-    assert result.exit_code == 1 and "no image files found" in result.stderr
+    assert result.exit_code == 1 and "no image or video files found" in result.stderr
 
 
 def test_console_script_keeps_stdout_clean(photos, tiny_model_path):

@@ -44,9 +44,13 @@ _EXPORTS = {
     "Box": "fer8.results",
     "Face": "fer8.results",
     "ImageResult": "fer8.results",
+    "FrameResult": "fer8.results",
+    "TrackedFace": "fer8.results",
+    "read_frames": "fer8.pipeline.video",
     "EXPRESSIONS": "fer8.labels",
     "Fer8Error": "fer8.errors",
     "InvalidImageError": "fer8.errors",
+    "InvalidVideoError": "fer8.errors",
     "ModelNotFoundError": "fer8.errors",
     "ModelFormatError": "fer8.errors",
     "ChecksumMismatchError": "fer8.errors",
@@ -76,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         DownloadError,
         Fer8Error,
         InvalidImageError,
+        InvalidVideoError,
         ModelFormatError,
         ModelNotFoundError,
     )
@@ -89,5 +94,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.pipeline.images import load_image
     from fer8.pipeline.landmarking import landmarks
     from fer8.pipeline.predictor import Predictor
-    from fer8.results import Box, Face, ImageResult
+    from fer8.pipeline.video import read_frames
+    from fer8.results import Box, Face, FrameResult, ImageResult, TrackedFace
     from fer8.training.keras_models import save_model

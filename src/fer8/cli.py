@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import os
 import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,28 @@ def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      default=None, help="haar: search window growth per step (default 1.2)."),
         click.option("--haar-min-neighbors", type=click.IntRange(min=1), default=None,
                      help="haar: overlapping hits that make a face (default 5)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--fps, --every-frame and --smooth, for the commands that read video; the command
+    receives them as one ``sampling`` dict of :meth:`Predictor.predict_video` arguments."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, fps: float, every_frame: bool, smooth: float, **kwargs: Any) -> Any:
+        return command(*args, sampling={"fps": fps, "every_frame": every_frame,
+                                        "smooth": smooth}, **kwargs)
+
+    options = [
+        click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=5.0,
+                     show_default=True, help="Video frames analysed per second of video."),
+        click.option("--every-frame", is_flag=True, help="Analyse every frame of a video."),
+        click.option("--smooth", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+                     help="Average each face's probabilities over this many seconds of "
+                          "video (that frame and those before), for steadier labels."),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -196,29 +220,35 @@ def _import_tensorflow_quietly() -> None:
                    "stdout is not).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
               show_default=True, help="Refuse larger images (raise it for panoramas).")
+@_video_options
 @_detector_options
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
-            flip: bool, progress: bool | None, max_pixels: int,
+            flip: bool, progress: bool | None, max_pixels: int, sampling: dict,
             detection: dict) -> int:
-    """Classify the expression of every face in images.
+    """Classify the expression of every face in images and videos.
 
-    PATHS are image files, folders (searched recursively for images) or - for one
-    image's bytes on stdin.
+    PATHS are image or video files, folders (searched recursively for images and
+    videos) or - for one image's bytes on stdin. Videos give a row per face per sampled
+    frame, with the frame, its time and the face's track id.
     """
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
 
     inputs = list(_expand(paths))
     if not inputs:
-        click.echo("fer8: error: no image files found in " + ", ".join(paths), err=True)
+        click.echo("fer8: error: no image or video files found in " + ", ".join(paths),
+                   err=True)
         sys.exit(EXIT_INPUT_FAILED)
+    if no_detect and any(item.video for item in inputs):
+        raise click.UsageError("--no-detect takes pre-cropped photos, not videos")
     if annotate_dir is not None:
         _check_annotations(inputs, annotate_dir)
     predictor = Predictor(model, max_faces=max_faces,
                           batch_size=batch_size, flip=flip, max_pixels=max_pixels, **detection)
-    writer = _writer(fmt, predictor.labels, [describe_source(source) for source, _ in inputs])
+    writer = _writer(fmt, predictor.labels, [describe_source(item.source) for item in inputs],
+                     video=any(item.video for item in inputs))
     # Each failure is in the results too; on a terminal that shows both streams, a line
     # on stderr would report it twice.
     report_failures = not _same_terminal()
@@ -229,23 +259,134 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         sys.stderr.isatty() and not sys.stdout.isatty())
     failed = 0
     annotated: dict[str, str] = {}
-    results = predictor.predict_many((source for source, _ in inputs), detect=not no_detect)
+    video_annotation = None
+    results = _results(predictor, inputs, detect=not no_detect, sampling=sampling)
     with click.progressbar(length=len(inputs), label="predict", file=sys.stderr,
                            hidden=not show_progress or len(inputs) < 2) as bar:
-        for (source, annotated_name), result in zip(inputs, results):
+        for item, result, last in results:
             if result.error is not None:
                 failed += 1
                 if report_failures:
                     click.echo(f"fer8: {result.source}: {result.error}", err=True)
-            elif annotate_dir is not None:
-                _write_annotated(source, result, annotate_dir / annotated_name, max_pixels)
-                annotated[annotated_name] = result.source
+            if annotate_dir is not None and item.video:
+                if video_annotation is None:
+                    video_annotation = _VideoAnnotation(item, annotate_dir, predictor.labels)
+                video_annotation.add(result)
+                if last:
+                    annotated.update(video_annotation.close())
+                    video_annotation = None
+            elif annotate_dir is not None and result.error is None:
+                _write_annotated(item.source, result, annotate_dir / item.annotated, max_pixels)
+                annotated[item.annotated] = result.source
             writer.write(result)
-            bar.update(1)
+            if last:
+                bar.update(1)
     writer.close()
     if annotated:
         _write_annotation_index(annotate_dir, annotated)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
+
+
+@cli.command()
+@click.option("--camera", default="0", show_default=True, metavar="INDEX|FILE|URL",
+              help="A camera's index, or a video file or stream URL (anything FFmpeg opens).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Format of the printed rows. Default: table on a terminal, jsonl otherwise.")
+@click.option("--window/--no-window", default=None,
+              help="Show the frames with boxes and labels in a window (default: when there "
+                   "is a display). Without one, rows are printed.")
+@click.option("--model", "model", metavar="NAME|PATH",
+              help="Model name or .fer8 file (default: the bundled model).")
+@click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces.")
+@_video_options
+@_detector_options
+@_handle_errors
+def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
+         max_faces: int | None, sampling: dict, detection: dict) -> None:
+    """Classify the faces of a camera's picture as it comes, following each face.
+
+    Draws into a window where there is a display (q or Esc closes it), and prints a row
+    per face per analysed frame otherwise, or when stdout is not a terminal. Ends with
+    the video, the stream, or Ctrl-C.
+    """
+    from collections import deque
+
+    from fer8.pipeline.predictor import Predictor
+    from fer8.pipeline.video import describe_video, read_frames
+
+    source: int | str = int(camera) if camera.isdigit() else camera
+    # Small batches: frames are read ahead by two batches, and on a camera each frame
+    # read ahead is that much delay between the picture and its result.
+    predictor = Predictor(model, max_faces=max_faces, batch_size=2, **detection)
+    frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+    name = describe_video(source)
+    show = _display_available() if window is None else window
+    print_rows = not show or not sys.stdout.isatty()
+    writer = _writer(fmt, predictor.labels, [name], video=True)
+    waiting: deque = deque()  # frames read, until their results come, to draw them
+
+    def remember(frames):
+        for frame in frames:
+            if show:
+                waiting.append(frame)
+            yield frame
+
+    failed = False
+    try:
+        for result in predictor.predict_frames(remember(frames), name,
+                                               smooth=sampling["smooth"]):
+            if result.error is not None:
+                failed = True
+                click.echo(f"fer8: {result.source}: {result.error}", err=True)
+            if print_rows:
+                writer.write(result)
+            while show and waiting and waiting[0].index != result.frame:
+                waiting.popleft()
+            if show and waiting:
+                if not _show(name, waiting.popleft().image, result):
+                    logger.warning("no window can be opened here; printing rows instead")
+                    if not print_rows:
+                        writer.write(result)
+                    show, print_rows = False, True
+                    waiting.clear()
+                elif _closed():
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        frames.close()
+        writer.close()
+    sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
+
+
+def _display_available() -> bool:
+    """Whether a window can be shown: on Linux and the BSDs only with an X11 or Wayland
+    display (OpenCV's headless wheel, fer8's own, cannot show one anywhere; that shows
+    when the first frame is drawn)."""
+    if sys.platform.startswith(("linux", "freebsd", "openbsd")):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def _show(name: str, image, result) -> bool:
+    """Draw one frame's result in the window; False when no window can be shown."""
+    import cv2
+
+    from fer8.pipeline.annotate import annotate
+
+    try:
+        cv2.imshow(f"fer8 live: {name}", cv2.cvtColor(annotate(image, result),
+                                                    cv2.COLOR_RGB2BGR))
+    except cv2.error:  # a headless OpenCV, or no display after all
+        return False
+    return True
+
+
+def _closed() -> bool:
+    """Whether q or Esc was pressed in the window (this also lets it redraw)."""
+    import cv2
+
+    return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
 
 
 @cli.command()
@@ -255,10 +396,13 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
               help="Model name or .fer8 file (default: the bundled model).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Larger uploads are refused with 413.")
+@click.option("--max-video-mb", type=click.FloatRange(min=0, min_open=True), default=100.0,
+              show_default=True,
+              help="The same for videos (a video/* body, or a file declared a video).")
 @_detector_options
 @_handle_errors
 def serve(host: str, port: int, model: str | None, max_upload_mb: float,
-          detection: dict) -> None:
+          max_video_mb: float, detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -277,6 +421,7 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
     predictor = Predictor(model, **detection)
     app = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                     max_video_bytes=int(max_video_mb * 1024 * 1024),
                      line=LineSettings.from_env())
     run(app, host, port, log_level="debug" if _verbosity() > 1 else "info")
 
@@ -594,15 +739,26 @@ def install_command(extra: str) -> str:
     return f"{pip} 'fer8[{extra}]'"
 
 
-def _expand(paths: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
-    """(source for the predictor, its path under --annotate) for every input.
+@dataclass(frozen=True)
+class _Input:
+    """One input of ``fer8 predict``: the source for the predictor, its path under
+    --annotate (a video's is its ``.mp4``), and whether it is a video."""
+
+    source: Any
+    annotated: str
+    video: bool = False
+
+
+def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
+    """Every input, with its path under --annotate.
 
     Annotated pictures keep the inputs' folders, relative to the deepest folder that
     holds every input (one folder given: that folder), so ``a/IMG_1.jpg`` and
     ``b/IMG_1.jpg`` stay apart; a name that still repeats (the same file given twice)
     gets ``-2``, ``-3`` before its extension. Nothing a user gave is drawn over.
     """
-    from fer8.pipeline.images import iter_image_files
+    from fer8.pipeline.images import IMAGE_EXTENSIONS, iter_image_files
+    from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
 
     folders = [os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
                for arg in paths if arg != "-"]
@@ -612,10 +768,74 @@ def _expand(paths: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
         if arg == "-":
             stdin = io.BytesIO(sys.stdin.buffer.read())
             stdin.name = "-"
-            yield stdin, _unique("stdin.png", taken)
+            yield _Input(stdin, _unique("stdin.png", taken))
             continue
-        for path in iter_image_files([Path(arg)]):
-            yield str(path), _unique(os.path.relpath(os.path.abspath(path), base), taken)
+        for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
+            name = os.path.relpath(os.path.abspath(path), base)
+            if is_video(path):
+                yield _Input(str(path), _unique(str(Path(name).with_suffix(".mp4")), taken),
+                             video=True)
+            else:
+                yield _Input(str(path), _unique(name, taken))
+
+
+def _results(predictor, inputs: list[_Input], *, detect: bool, sampling: dict
+             ) -> Iterator[tuple[_Input, Any, bool]]:
+    """(input, result, whether it is the input's last) for every photo and every sampled
+    video frame, in the order of the inputs. Consecutive photos go through
+    ``predict_many`` together, so their faces share batches."""
+    for video, group in itertools.groupby(inputs, key=lambda item: item.video):
+        group = list(group)
+        if not video:
+            photos = predictor.predict_many((item.source for item in group), detect=detect)
+            for item, result in zip(group, photos):
+                yield item, result, True
+            continue
+        for item in group:
+            previous = None
+            for result in predictor.predict_video(item.source, **sampling):
+                if previous is not None:
+                    yield item, previous, False
+                previous = result
+            yield item, previous, True
+
+
+class _VideoAnnotation:
+    """The --annotate files of one video: the video with results drawn (mp4) and the
+    timeline picture (``NAME.timeline.png``)."""
+
+    def __init__(self, item: _Input, annotate_dir: Path, labels: tuple[str, ...]) -> None:
+        from fer8.pipeline.timeline import Timeline
+
+        self.item = item
+        self.video_path = annotate_dir / item.annotated
+        self.timeline_name = str(Path(item.annotated).with_suffix(".timeline.png"))
+        self.timeline_path = annotate_dir / self.timeline_name
+        self.timeline = Timeline(labels)
+        self.video = None
+
+    def add(self, result) -> None:
+        from fer8.pipeline.annotate import AnnotatedVideo
+
+        if result.error is not None and result.frame is None:
+            return  # not a video at all: nothing to draw on
+        if self.video is None:
+            self.video = AnnotatedVideo(self.item.source, self.video_path)
+        self.video.add(result)
+        self.timeline.add(result)
+
+    def close(self) -> dict[str, str]:
+        """Finish both files; returns {annotated name: source} for sources.csv."""
+        if self.video is None:
+            return {}
+        self.video.close()
+        if self.video.frames_written == 0:  # no frame could be read: nothing to show
+            self.video.path.unlink(missing_ok=True)
+            return {}
+        self.timeline.plot(self.timeline_path, title=os.path.basename(self.item.source))
+        logger.info("annotated %s -> %s, %s", self.item.source, self.video_path,
+                    self.timeline_path)
+        return {self.item.annotated: self.item.source, self.timeline_name: self.item.source}
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -630,13 +850,16 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _check_annotations(inputs: list[tuple[Any, str]], annotate_dir: Path) -> None:
+def _check_annotations(inputs: list[_Input], annotate_dir: Path) -> None:
     """Refuse an --annotate folder where an annotated picture would replace an input."""
-    for source, name in inputs:
-        if isinstance(source, str) and os.path.exists(source) and \
-                os.path.abspath(annotate_dir / name) == os.path.abspath(source):
+    written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
+    written |= {os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
+                for item in inputs if item.video}
+    for item in inputs:
+        if isinstance(item.source, str) and os.path.exists(item.source) and \
+                os.path.abspath(item.source) in written:
             click.echo(f"fer8: error: --annotate {annotate_dir} would draw over the input "
-                       f"{source}; choose another folder", err=True)
+                       f"{item.source}; choose another folder", err=True)
             sys.exit(EXIT_USAGE)
 
 
@@ -660,11 +883,12 @@ def _write_annotation_index(annotate_dir: Path, annotated: dict[str, str]) -> No
                 len(annotated), annotate_dir, index)
 
 
-def _writer(fmt: str | None, labels: tuple[str, ...], sources: list[str]):
+def _writer(fmt: str | None, labels: tuple[str, ...], sources: list[str], *,
+            video: bool = False):
     from fer8.output import make_writer
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
-    return make_writer(fmt, sys.stdout, labels, sources=sources)
+    return make_writer(fmt, sys.stdout, labels, sources=sources, video=video)
 
 
 def _same_terminal() -> bool:

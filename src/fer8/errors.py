@@ -39,3 +39,18 @@ class ChecksumMismatchError(Fer8Error, ValueError):
 
 class DownloadError(Fer8Error, OSError):
     """A file that is fetched on first use (e.g. ImageNet weights) could not be downloaded."""
+
+
+class InvalidVideoError(Fer8Error, ValueError):
+    """A video could not be opened, or broke off part-way (truncated, corrupt).
+
+    Like :class:`InvalidImageError`, the message starts with the name of the source;
+    ``frame`` is the first frame that could not be read, or ``None`` when the file could
+    not be opened at all.
+    """
+
+    def __init__(self, source: str, problem: str, frame: int | None = None) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+        self.frame = frame

@@ -1,7 +1,11 @@
 """Writing results as a table, JSON, JSON Lines or CSV.
 
-Every writer reads ``ImageResult.to_dict()``, so the formats cannot disagree. Writers
-stream: each result is written as it arrives (JSON, one array, is written at the end).
+Every writer reads ``to_dict()`` of an ``ImageResult`` (a photo) or a ``FrameResult``
+(a sampled video frame: the same object with ``frame``, ``time`` and each face's
+``track``), so the formats cannot disagree. Writers stream: each result is written as
+it arrives (JSON, one array, is written at the end). A run with videos gives the table
+and the CSV three more columns, frame, time and track, which photos leave empty; a run
+of photos alone prints exactly what it printed before videos were read.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ FORMATS = ("table", "json", "jsonl", "csv")
 class Writer:
     """Base writer: ``write`` each result, then ``close`` once."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
+    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
         self.stream = stream
         self.labels = tuple(labels)
+        self.video = video
 
     def write(self, result: ImageResult) -> None:
         raise NotImplementedError
@@ -40,35 +45,42 @@ class TableWriter(Writer):
     """
 
     def __init__(self, stream: TextIO, labels: Sequence[str], *,
-                 source_width: int | None = None) -> None:
-        super().__init__(stream, labels)
+                 source_width: int | None = None, video: bool = False) -> None:
+        super().__init__(stream, labels, video=video)
         self.source_width = max(len("SOURCE"), source_width or 32)
         self._header_written = False
 
     def write(self, result: ImageResult) -> None:
+        item = result.to_dict()
         if not self._header_written:
-            self._line("SOURCE", "FACE", "BOX (x, y, w, h)", "EXPRESSION", "CONFIDENCE")
+            self._line(("SOURCE", "FRAME", "TIME", "TRACK"), "FACE", "BOX (x, y, w, h)",
+                       "EXPRESSION", "CONFIDENCE")
             self._header_written = True
-        if result.error is not None:
-            self._line(result.source, "-", "-", "error:", result.error)
-        elif not result.faces:
-            self._line(result.source, "-", "-", "no face", "")
-        for index, face in enumerate(result.faces):
-            box = ", ".join(str(v) for v in face.box.to_list())
-            self._line(result.source, str(index), box, display_name(face.label),
-                       f"{face.confidence:.1%}")
+        when = (item["source"], _text(item.get("frame")),
+                "-" if item.get("time") is None else f"{item['time']:.2f}")
+        if item["error"] is not None:
+            self._line((*when, "-"), "-", "-", "error:", item["error"])
+        elif not item["faces"]:
+            self._line((*when, "-"), "-", "-", "no face", "")
+        for index, face in enumerate(item["faces"]):
+            box = ", ".join(str(v) for v in face["box"])
+            self._line((*when, _text(face.get("track"))), str(index), box,
+                       display_name(face["label"]), f"{face['confidence']:.1%}")
         self.stream.flush()
 
-    def _line(self, source: str, face: str, box: str, label: str, confidence: str) -> None:
-        self.stream.write(f"{source:<{self.source_width}} {face:>4}  {box:<20} {label:<11} "
-                          f"{confidence}".rstrip() + "\n")
+    def _line(self, where: tuple[str, str, str, str], face: str, box: str, label: str,
+              confidence: str) -> None:
+        source, frame, time, track = where
+        video = f"{frame:>6} {time:>7} {track:>5} " if self.video else ""
+        self.stream.write(f"{source:<{self.source_width}} {video}{face:>4}  {box:<20} "
+                          f"{label:<11} {confidence}".rstrip() + "\n")
 
 
 class JsonWriter(Writer):
     """One JSON array of every image's object, written when the run ends."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
-        super().__init__(stream, labels)
+    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
+        super().__init__(stream, labels, video=video)
         self._results: list[dict] = []
 
     def write(self, result: ImageResult) -> None:
@@ -89,33 +101,43 @@ class JsonLinesWriter(Writer):
 
 
 class CsvWriter(Writer):
-    """One row per face; images without faces get one row with an empty face index."""
+    """One row per face; images and frames without faces get one row with an empty face
+    index. With ``video``, the columns frame, time (seconds) and track follow source."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
-        super().__init__(stream, labels)
+    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
+        super().__init__(stream, labels, video=video)
         self._csv = csv.writer(stream, lineterminator="\n")
-        self._csv.writerow(["source", "face", "x", "y", "w", "h", "label", "confidence",
-                            *self.labels, "error"])
+        self._csv.writerow(["source", *(("frame", "time", "track") if video else ()), "face",
+                            "x", "y", "w", "h", "label", "confidence", *self.labels, "error"])
 
     def write(self, result: ImageResult) -> None:
-        if not result.faces:
-            self._csv.writerow([result.source, "", "", "", "", "", "", "",
-                                *([""] * len(self.labels)), result.error or ""])
-        for index, face in enumerate(result.faces):
-            probabilities = [f"{face.probabilities[label]:.6f}" for label in self.labels]
-            self._csv.writerow([result.source, index, *face.box.to_list(), face.label,
-                                f"{face.confidence:.6f}", *probabilities, ""])
+        item = result.to_dict()
+        when = [_text(item.get("frame"), ""), _text(item.get("time"), "")] if self.video else []
+        if not item["faces"]:
+            self._csv.writerow([item["source"], *when, *([""] * (self.video + 7)),
+                                *([""] * len(self.labels)), item["error"] or ""])
+        for index, face in enumerate(item["faces"]):
+            track = [_text(face.get("track"), "")] if self.video else []
+            probabilities = [f"{face['probabilities'][label]:.6f}" for label in self.labels]
+            self._csv.writerow([item["source"], *when, *track, index, *face["box"],
+                                face["label"], f"{face['confidence']:.6f}", *probabilities, ""])
         self.stream.flush()
 
 
+def _text(value: object, missing: str = "-") -> str:
+    return missing if value is None else str(value)
+
+
 def make_writer(format: str, stream: TextIO, labels: Sequence[str], *,
-                sources: Sequence[str] = ()) -> Writer:
+                sources: Sequence[str] = (), video: bool = False) -> Writer:
     """The writer for ``format`` (one of :data:`FORMATS`); ``sources``, the names of the
-    results to come, size the table's SOURCE column."""
+    results to come, size the table's SOURCE column; ``video`` (some results will be
+    video frames) adds the frame, time and track columns to the table and the CSV."""
     writers = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonLinesWriter,
                "csv": CsvWriter}
     if format not in writers:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "table":
-        return TableWriter(stream, labels, source_width=max(map(len, sources), default=None))
-    return writers[format](stream, labels)
+        return TableWriter(stream, labels, source_width=max(map(len, sources), default=None),
+                           video=video)
+    return writers[format](stream, labels, video=video)

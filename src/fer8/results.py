@@ -102,3 +102,43 @@ class ImageResult:
             "faces": [face.to_dict() for face in self.faces],
             "error": self.error,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class TrackedFace(Face):
+    """A face in a video frame, with the id of the track that follows it across frames.
+
+    Attributes:
+        track: The same number for the same face while it stays in view (from 1).
+    """
+
+    track: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"track": int(self.track), **super().to_dict()}
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult(ImageResult):
+    """Everything found in one sampled frame of a video: an image result with its place
+    in time, whose faces carry track ids.
+
+    Attributes:
+        frame: The frame's index in the video (0 for the first frame), or ``None`` when
+            the video could not be opened at all (``error`` says why).
+        time: The frame's time in seconds from the start.
+    """
+
+    faces: tuple[TrackedFace, ...] = field(default_factory=tuple)
+    frame: int | None = None
+    time: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``fer8 predict --format json`` prints for one sampled frame."""
+        return {
+            "source": self.source,
+            "frame": self.frame,
+            "time": None if self.time is None else round(float(self.time), 3),
+            "faces": [face.to_dict() for face in self.faces],
+            "error": self.error,
+        }

@@ -1,4 +1,5 @@
-"""Drawing results on images: a box per face and its label with the confidence."""
+"""Drawing results on images: a box per face and its label with the confidence (and, in
+a video, the face's track id)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def annotate(image: NDArray[np.uint8], result: ImageResult) -> NDArray[np.uint8]
         color = label_color(face.label)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), color, thickness, cv2.LINE_AA)
         text = f"{display_name(face.label)} {face.confidence:.0%}"
+        track = getattr(face, "track", None)  # a video's faces carry their track id
+        if track is not None:
+            text = f"#{track} {text}"
         (tw, th), baseline = cv2.getTextSize(text, font, font_scale, text_thickness)
         pad = max(2, th // 4)
         top = y - th - baseline - 2 * pad
@@ -72,3 +76,71 @@ def save_image(image: NDArray[np.uint8], path: str | os.PathLike) -> Path:
 def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
     luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+class AnnotatedVideo:
+    """Writes a video back with each sampled frame's result drawn, as MPEG-4 (``mp4v``).
+
+    Every frame of the input is written, at its frame rate: a frame between two sampled
+    ones shows the boxes of the sampled frame before it, so the output is as long as the
+    input and plays at its speed. The input is read a second time, alongside the
+    analysis, a frame at a time, so memory does not grow with the video's length.
+
+    Args:
+        source: The video the results are of.
+        path: The ``.mp4`` file to write.
+    """
+
+    def __init__(self, source: str | os.PathLike, path: str | os.PathLike) -> None:
+        from fer8.pipeline.video import read_frames
+
+        self.path = Path(path)
+        self._frames = read_frames(source, every_frame=True)
+        self._writer = None
+        self._last = None
+        self.frames_written = 0
+
+    def add(self, result: ImageResult) -> None:
+        """Draw the frames up to this result's frame with the previous result, then keep
+        this one (results come in frame order)."""
+        frame = getattr(result, "frame", None)
+        if frame is None or result.error is not None:
+            return
+        self._write_until(frame)
+        self._last = result
+
+    def close(self) -> Path:
+        """Write the frames after the last result and finish the file."""
+        self._write_until(None)
+        self._frames.close()
+        if self._writer is not None:
+            self._writer.release()
+        return self.path
+
+    def _write_until(self, stop: int | None) -> None:
+        import cv2
+
+        from fer8.errors import InvalidVideoError
+
+        while stop is None or self.frames_written < stop:
+            try:
+                frame = next(self._frames)
+            except (StopIteration, InvalidVideoError):  # the damage is reported elsewhere
+                return
+            image = frame.image if self._last is None else annotate(frame.image, self._last)
+            if image.shape != frame.image.shape:  # a small video, enlarged to draw on
+                image = cv2.resize(image, frame.image.shape[1::-1], interpolation=cv2.INTER_AREA)
+            if self._writer is None:
+                self._writer = self._open(frame.image.shape, self._frames.rate or 25.0)
+            self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            self.frames_written += 1
+
+    def _open(self, shape: tuple[int, ...], rate: float):
+        import cv2
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), rate,
+                                 (shape[1], shape[0]))
+        if not writer.isOpened():
+            raise OSError(f"{self.path}: cannot write an mp4 video here")
+        return writer

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Union
 
@@ -104,17 +104,19 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> NDArray[
     return _decode(data, name, max_pixels)
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+def iter_image_files(paths: Iterable[str | os.PathLike],
+                     extensions: Collection[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
     """Expand files and folders into image files, folders recursively and in sorted order.
 
     Files named explicitly are yielded whatever their extension, so that a mistyped or
     corrupt file gets a clear error later instead of being skipped without a word;
-    inside folders only files with an image extension are taken.
+    inside folders only files with one of ``extensions`` are taken (``fer8 predict``
+    adds the video extensions).
     """
     for path in map(Path, paths):
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
+                if child.is_file() and child.suffix.lower() in extensions:
                     yield child
         else:
             yield path

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.errors import Fer8Error, InvalidImageError
+from fer8.errors import Fer8Error, InvalidImageError, InvalidVideoError
 from fer8.models.modelfile import ExpressionModel
 from fer8.models.registry import load_model
 from fer8.pipeline.alignment import AlignedFace
@@ -27,12 +27,21 @@ from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.pipeline.faces import face_from_crop, faces_in_photo
 from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.pipeline.landmarking import load_landmark_model
-from fer8.results import Box, Face, ImageResult
+from fer8.pipeline.tracking import Smoother, Tracker
+from fer8.pipeline.video import (
+    DEFAULT_FPS,
+    Frame,
+    VideoSource,
+    describe_video,
+    read_frames,
+)
+from fer8.results import Box, Face, FrameResult, ImageResult, TrackedFace
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+F = TypeVar("F", bound=Face)
 
 
 @dataclass
@@ -45,6 +54,8 @@ class _Prepared:
     error: str | None = None
     probabilities: NDArray[np.float32] | None = None
     filled: int = 0
+    frame: int | None = None  # a video frame's index and time
+    time: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -161,11 +172,102 @@ class Predictor:
         (OpenCV, Pillow and ONNX Runtime release the GIL), and at most a few batches are
         held at once, so memory does not grow with the number of images.
         """
+        prepared = _prefetch(lambda s: self._prepare(s, detect), images, self._pool,
+                             self._look_ahead)
+        for item in self._classified(prepared):
+            yield self._result(item)
+
+    def predict_video(
+        self,
+        source: VideoSource,
+        *,
+        fps: float | None = DEFAULT_FPS,
+        every_frame: bool = False,
+        smooth: float = 0.0,
+    ) -> Iterator[FrameResult]:
+        """Classify every face of a video's sampled frames, following each face with a
+        track id.
+
+        Example:
+            >>> for frame in predictor.predict_video("interview.mp4", fps=5):
+            ...     print(frame.time, [(f.track, f.label) for f in frame.faces])
+
+        Frames are decoded, searched and classified as they come, with faces of
+        several frames batched for the network, so memory does not grow with the
+        video's length (see :meth:`predict_frames`).
+
+        Args:
+            source: A video file, a stream URL or a camera index (see
+                :func:`fer8.pipeline.video.read_frames`).
+            fps: Frames analysed per second of video.
+            every_frame: Analyse every frame.
+            smooth: Average each track's probabilities over this many seconds (the
+                frame and those before it); the label and confidence follow the
+                average. 0 keeps each frame's own.
+
+        Returns:
+            One :class:`~fer8.results.FrameResult` per sampled frame, in order. A video
+            that cannot be opened gives one result with ``error`` set and ``frame``
+            ``None``; one that breaks off gives the frames before the damage, then a
+            result with ``error`` naming the first frame that could not be read.
+        """
+        name = describe_video(source)
+        try:
+            frames = read_frames(source, fps=fps, every_frame=every_frame)
+        except InvalidVideoError as exc:
+            return iter([FrameResult(name, (), exc.problem)])
+
+        def results() -> Iterator[FrameResult]:
+            try:
+                yield from self.predict_frames(frames, name, smooth=smooth)
+            finally:  # also when the caller stops early: the file is released now
+                frames.close()
+
+        return results()
+
+    def predict_frames(self, frames: Iterable[Frame], source: str, *, smooth: float = 0.0
+                       ) -> Iterator[FrameResult]:
+        """:meth:`predict_video` for frames read elsewhere (a camera loop that also
+        shows them, say): each :class:`~fer8.pipeline.video.Frame` gives one result.
+
+        Frames are prepared (detect, landmarks, align) ahead in the ``workers``
+        threads, and at most a few batches of them are in flight, each holding its face
+        crops but not its pixels. An :class:`~fer8.errors.InvalidVideoError` from
+        ``frames`` ends the results with one whose ``error`` is set.
+        """
+        tracker, smoother = Tracker(), Smoother(smooth) if smooth > 0 else None
+
+        def prepare(frame: Frame | InvalidVideoError) -> _Prepared:
+            if isinstance(frame, InvalidVideoError):
+                return _Prepared(source, error=frame.problem, frame=frame.frame)
+            prepared = self._prepare(frame.image, detect=True)
+            prepared.source, prepared.frame, prepared.time = source, frame.index, frame.time
+            return prepared
+
+        prepared = _prefetch(prepare, _until_broken(frames), self._pool, self._look_ahead)
+        for item in self._classified(prepared):
+            if item.error is not None:
+                yield FrameResult(source, (), item.error, frame=item.frame, time=item.time)
+                continue
+            tracks = tracker.update(item.boxes, item.time)
+            rows = item.probabilities
+            if smoother is not None:
+                rows = [smoother.update(track, item.time, row) for track, row in zip(tracks, rows)]
+            faces = tuple(self._face(box, crop, row, TrackedFace, track=track)
+                          for box, crop, row, track in zip(item.boxes, item.crops, rows, tracks))
+            yield FrameResult(source, faces, None, frame=item.frame, time=item.time)
+
+    @property
+    def _look_ahead(self) -> int:
+        """Inputs prepared ahead of the classifier: enough to fill two batches."""
+        return max(2, 2 * self.batch_size)
+
+    def _classified(self, inputs: Iterable[_Prepared]) -> Iterator[_Prepared]:
+        """The inputs again, in order, each with its faces' probabilities, the faces of
+        several inputs going through the network together."""
         pending: deque[_Prepared] = deque()
         queued: list[tuple[_Prepared, int]] = []  # faces waiting for a forward pass
-        look_ahead = max(2, 2 * self.batch_size)
-        for prepared in _prefetch(lambda s: self._prepare(s, detect), images,
-                                  self._pool, look_ahead):
+        for prepared in inputs:
             pending.append(prepared)
             if prepared.error is None:
                 prepared.probabilities = np.zeros((len(prepared.crops), len(self.labels)),
@@ -175,11 +277,10 @@ class Predictor:
                 self._run_batch(queued[:self.batch_size])
                 del queued[:self.batch_size]
             while pending and pending[0].complete:
-                yield self._result(pending.popleft())
+                yield pending.popleft()
         if queued:
             self._run_batch(queued)
-        while pending:
-            yield self._result(pending.popleft())
+        yield from pending
 
     def _prepare(self, source: ImageSource, detect: bool) -> _Prepared:
         """The CPU stages for one input; errors are recorded, never raised."""
@@ -214,18 +315,31 @@ class Predictor:
     def _result(self, prepared: _Prepared) -> ImageResult:
         if prepared.error is not None:
             return ImageResult(prepared.source, (), prepared.error)
-        faces = []
-        for box, crop, row in zip(prepared.boxes, prepared.crops, prepared.probabilities):
-            best = int(np.argmax(row))
-            faces.append(Face(
-                box=box,
-                label=self.labels[best],
-                confidence=float(row[best]),
-                probabilities=dict(zip(self.labels, map(float, row))),
-                landmarks=crop.landmarks,
-                aligned=crop.aligned,
-            ))
-        return ImageResult(prepared.source, tuple(faces), None)
+        faces = tuple(self._face(box, crop, row) for box, crop, row in
+                      zip(prepared.boxes, prepared.crops, prepared.probabilities))
+        return ImageResult(prepared.source, faces, None)
+
+    def _face(self, box: Box, crop: AlignedFace, row: NDArray[np.float32],
+              kind: type[F] = Face, **extra: Any) -> F:
+        best = int(np.argmax(row))
+        return kind(
+            box=box,
+            label=self.labels[best],
+            confidence=float(row[best]),
+            probabilities=dict(zip(self.labels, map(float, row))),
+            landmarks=crop.landmarks,
+            aligned=crop.aligned,
+            **extra,
+        )
+
+
+def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError]:
+    """The frames, then the error that ended them, if any, as a last item: raised inside
+    :func:`_prefetch` it would drop the frames already read but not yet classified."""
+    try:
+        yield from frames
+    except InvalidVideoError as exc:
+        yield exc
 
 
 def _prefetch(fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None,

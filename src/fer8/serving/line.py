@@ -1,4 +1,5 @@
-"""The LINE bot: a user sends a photo, the bot replies with each face's expression.
+"""The LINE bot: a user sends a photo, the bot replies with each face's expression; a
+video, and it replies with each face's expression over time.
 
 The webhook (``POST /line/callback``) checks ``X-Line-Signature`` over the raw body,
 answers 200 at once and handles each event in a worker thread: fetch the image
@@ -35,11 +36,11 @@ from linebot.v3.messaging import (
     ReplyMessageRequest,
     TextMessage,
 )
-from linebot.v3.webhooks import ImageMessageContent, MessageEvent
+from linebot.v3.webhooks import ImageMessageContent, MessageEvent, VideoMessageContent
 
 from fer8.errors import InvalidImageError
 from fer8.labels import display_name
-from fer8.results import ImageResult
+from fer8.results import FrameResult, ImageResult
 
 if TYPE_CHECKING:
     from fer8.serving.runner import ModelRunner
@@ -49,6 +50,14 @@ logger = logging.getLogger(__name__)
 NO_FACE_REPLY = ("I couldn't find a face in this photo. Try a clear, front-facing photo "
                  "where the face is not too small.")
 UNREADABLE_REPLY = "Sorry, I couldn't read that image. Please send a JPEG or PNG photo."
+NO_FACE_IN_VIDEO_REPLY = ("I couldn't find a face in this video. Try one where a face is "
+                          "clearly visible and not too small.")
+UNREADABLE_VIDEO_REPLY = "Sorry, I couldn't read that video. Please send an MP4 video."
+#: How the bot samples a video: every 0.2 s, each face's probabilities averaged over half
+#: a second, so that a blink is not a change of expression.
+VIDEO_SAMPLING = {"fps": 5.0, "every_frame": False, "smooth": 0.5}
+#: Faces described in a video reply, at most (in order of appearance).
+MAX_VIDEO_FACES = 5
 # Images fetched from an external content provider are refused past this size.
 MAX_EXTERNAL_BYTES = 20 * 1024 * 1024
 
@@ -100,9 +109,33 @@ def reply_text(result: ImageResult) -> str:
     return "\n".join(lines)
 
 
+def video_reply_text(results: list[FrameResult], labels: tuple[str, ...]) -> str:
+    """The bot's answer for a video: each face's expression and how it changed, one line
+    per face in order of appearance: ``Face 1: Neutral, then Happy from 2.4 s (mostly
+    Happy)``."""
+    from fer8.pipeline.timeline import Timeline
+
+    if not results or (results[0].error is not None and results[0].frame is None):
+        return UNREADABLE_VIDEO_REPLY
+    timeline = Timeline(labels).extend(results)
+    broken = results[-1].error is not None
+    if not timeline.tracks:
+        return UNREADABLE_VIDEO_REPLY if broken and len(results) == 1 else NO_FACE_IN_VIDEO_REPLY
+    tracks = timeline.tracks
+    lines = [f"Face {number}: {timeline.summary(track)}"
+             for number, track in enumerate(tracks[:MAX_VIDEO_FACES], start=1)]
+    if len(tracks) > MAX_VIDEO_FACES:
+        lines.append(f"... and {len(tracks) - MAX_VIDEO_FACES} more faces")
+    if broken:
+        readable = max((r.time or 0.0) for r in results[:-1]) if len(results) > 1 else 0.0
+        lines.append(f"(The video is damaged: I could read only its first {readable:.1f} s.)")
+    return "\n".join(lines)
+
+
 def usage_text(labels: tuple[str, ...]) -> str:
     names = ", ".join(display_name(label) for label in labels)
-    return f"Send me a photo of a face and I'll tell you its expression ({names})."
+    return (f"Send me a photo or a video of a face and I'll tell you its expression "
+            f"({names}).")
 
 
 class _SeenEvents:
@@ -188,6 +221,9 @@ class LineBot:
         """Answer one event; returns whether a reply was sent."""
         if not isinstance(event, MessageEvent) or not event.reply_token:
             return False  # follows, unfollows, joins...: nothing to answer
+        if isinstance(event.message, VideoMessageContent):
+            self._reply(event.reply_token, self._video_reply(event.message))
+            return True
         if not isinstance(event.message, ImageMessageContent):
             self._reply(event.reply_token, usage_text(self.runner.predictor.labels))
             return True
@@ -205,6 +241,21 @@ class LineBot:
             logger.info("LINE message %s: %s", event.message.id, result.error)
         self._reply(event.reply_token, reply_text(result))
         return True
+
+    def _video_reply(self, message: Any) -> str:
+        source = f"line-message-{message.id}"
+        try:
+            data = self._content(message)
+        except InvalidImageError as exc:  # an external video: too large, not http(s)...
+            logger.info("LINE message %s: %s", message.id, exc.problem)
+            return UNREADABLE_VIDEO_REPLY
+        except Exception as exc:  # LINE's content API failed (expired, missing): say so
+            logger.warning("LINE message %s: content not fetched (%s)", message.id, exc)
+            return UNREADABLE_VIDEO_REPLY
+        results = self.runner.submit_video(data, source, VIDEO_SAMPLING).result()
+        if results and results[-1].error is not None:
+            logger.info("LINE message %s: %s", message.id, results[-1].error)
+        return video_reply_text(results, self.runner.predictor.labels)
 
     def _content(self, message: Any) -> bytes:
         provider = message.content_provider

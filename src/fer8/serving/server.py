@@ -13,6 +13,8 @@ import asyncio
 import io
 import json
 import logging
+import os
+import re
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -26,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
 from fer8 import __version__
+from fer8.pipeline.video import DEFAULT_FPS, VIDEO_EXTENSIONS, looks_like_video
 from fer8.results import ImageResult
 from fer8.serving.runner import ModelRunner
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 10
+DEFAULT_MAX_VIDEO_MB = 100
 WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
 
 
@@ -64,12 +68,20 @@ class BodySizeLimit:
     holds unread upload bytes makes the kernel send a reset, which can destroy the 413
     before the client has read it (Go's net/http drains for the same reason). A body too
     large to drain, or one the client holds back until ``100 Continue``, is refused unread.
+
+    On ``video_paths``, a video may be up to ``video_max_bytes``: a raw body of type
+    ``video/*``, or a multipart upload whose first part declares a video (its type, or
+    its file name's extension), which is read ahead (4 kB) to decide and then handed on.
     """
 
-    def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None) -> None:
+    def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None,
+                 video_max_bytes: int | None = None,
+                 video_paths: tuple[str, ...] = ("/v1/predict",)) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = 4 * max_bytes if drain_bytes is None else drain_bytes
+        self.video_max_bytes = max(max_bytes, video_max_bytes or 0)
+        self.video_paths = video_paths
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -78,11 +90,19 @@ class BodySizeLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         size = int(declared) if declared is not None and declared.isdigit() else None
-        if size is not None and size > self.max_bytes:
+        limit = self.max_bytes
+        if self.video_max_bytes > self.max_bytes and scope.get("path") in self.video_paths \
+                and (size is None or size > self.max_bytes):
+            # A video has a limit of its own: the raw body's type says so, or the first
+            # part's headers of a multipart upload do (read ahead, and given back, unless
+            # the body is over either limit anyway).
+            limit, receive = await self._video_limit(
+                headers, receive, peek=size is None or size <= self.video_max_bytes)
+        if size is not None and size > limit:
             holds_back = headers.get(b"expect", b"").lower() == b"100-continue"
-            if not holds_back and size <= self.max_bytes + self.drain_bytes:
+            if not holds_back and size <= limit + self.drain_bytes:
                 await self._drain(receive)
-            await self._refuse(send)
+            await self._refuse(send, limit)
             return
         received = 0
         body_read = False
@@ -94,7 +114,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_read = not message.get("more_body", False)
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
@@ -109,7 +129,32 @@ class BodySizeLimit:
             if not started:
                 if not body_read:
                     await self._drain(receive)
-                await self._refuse(send)
+                await self._refuse(send, limit)
+
+    async def _video_limit(self, headers: dict, receive: Any, *, peek: bool
+                           ) -> tuple[int, Any]:
+        """The limit for this request, and a ``receive`` that replays what was read ahead."""
+        content_type = headers.get(b"content-type", b"").lower()
+        if content_type.startswith(b"video/"):
+            return self.video_max_bytes, receive
+        if not peek or not content_type.startswith(b"multipart/form-data"):
+            return self.max_bytes, receive
+        ahead: list[dict] = []
+        head = b""
+        while len(head) < _HEAD_BYTES:
+            message = await receive()
+            ahead.append(message)
+            if message["type"] != "http.request":
+                break
+            head += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> dict:
+            return ahead.pop(0) if ahead else await receive()
+
+        video = _VIDEO_PART.search(head[:_HEAD_BYTES]) is not None
+        return (self.video_max_bytes if video else self.max_bytes), replay
 
     async def _drain(self, receive: Any) -> None:
         """Read and drop what is left of the request body, until it ends or more than
@@ -123,8 +168,9 @@ class BodySizeLimit:
             if not message.get("more_body", False):
                 return
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"upload larger than {self.max_bytes:,} bytes"}).encode()
+    async def _refuse(self, send: Any, limit: int) -> None:
+        what = "video upload" if limit > self.max_bytes else "upload"
+        body = json.dumps({"detail": f"{what} larger than {limit:,} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
@@ -136,10 +182,20 @@ class _BodyTooLarge(Exception):
     pass
 
 
+#: How much of a multipart body is read ahead to find its first part's headers.
+_HEAD_BYTES = 4096
+#: A multipart part that declares a video: its type, or its file name's extension.
+_VIDEO_PART = re.compile(
+    rb"content-type:[ \t]*video/|filename=\"[^\"\r\n]*\.(?:"
+    + b"|".join(ext[1:].encode() for ext in sorted(VIDEO_EXTENSIONS)) + rb")\"",
+    re.IGNORECASE)
+
+
 def create_app(
     predictor: Predictor,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024,
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_MB * 1024 * 1024,
     line: LineSettings | None = None,
 ) -> FastAPI:
     """Build the application around a loaded predictor.
@@ -147,6 +203,8 @@ def create_app(
     Args:
         predictor: The loaded models; shared by every request.
         max_upload_bytes: Larger request bodies get 413.
+        max_video_bytes: The same for videos: a raw body of type ``video/*``, or a
+            multipart file declared as a video (its type or its extension).
         line: LINE channel settings; ``None`` leaves ``/line/callback`` unrouted (404).
     """
     runner = ModelRunner(predictor)
@@ -168,7 +226,8 @@ def create_app(
 
     app = FastAPI(title="fer8", version=__version__, lifespan=lifespan,
                   description="Facial expression recognition.", docs_url=None, redoc_url=None)
-    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes,
+                       video_max_bytes=max_video_bytes)
     app.state.runner = runner
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.mount("/swagger", StaticFiles(directory=_swagger_dir()), name="swagger")
@@ -202,14 +261,18 @@ def create_app(
 
     @app.post(
         "/v1/predict",
-        summary="Classify every face in one image",
+        summary="Classify every face in one image or video",
         description=(
-            "Send the image as multipart field `file`, or as the raw body with an image/* "
-            "or application/octet-stream content type. Returns the same object as "
-            "`fer8 predict --format json` for one image, or with `annotate=true` the image "
-            "with boxes and labels drawn, as JPEG."
+            "Send the image or video as multipart field `file`, or as the raw body with an "
+            "image/*, video/* or application/octet-stream content type. Returns the same "
+            "object as `fer8 predict --format json` for one image, or with `annotate=true` "
+            "the image with boxes and labels drawn, as JPEG. A video returns the array "
+            "`fer8 predict --format json` prints for it: an object per sampled frame "
+            "(`fps`, `every_frame`, `smooth` as on the command line); a video that breaks "
+            "off ends with an object whose `error` names the frame."
         ),
-        responses={400: {"description": "not an image"}, 413: {"description": "too large"},
+        responses={400: {"description": "not an image or video"},
+                   413: {"description": "too large"},
                    415: {"description": "wrong content type"},
                    200: {"content": {"image/jpeg": {}}}},
         # The handler reads the body itself (either form), so the schema says what it takes.
@@ -220,14 +283,28 @@ def create_app(
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         }}},
     )
-    async def predict(request: Request, annotate: bool = Query(False)):
+    async def predict(request: Request, annotate: bool = Query(False),
+                      fps: float = Query(DEFAULT_FPS, gt=0, le=1000),
+                      every_frame: bool = Query(False),
+                      smooth: float = Query(0.0, ge=0, le=3600)):
         try:
-            data, source = await _read_upload(request)
+            data, source, declared_video = await _read_upload(request)
         except ClientDisconnect:
             # The client went away mid-upload, or sent a broken chunk that uvicorn has
             # already answered: there is no one to answer (this was logged as an error
             # with a traceback, "Exception in ASGI application").
             return Response(status_code=400)
+        if declared_video or looks_like_video(data[:16]):
+            if annotate:
+                raise HTTPException(400, detail="annotate=true takes photos; for a video, "
+                                                "use fer8 predict --annotate")
+            sampling = {"fps": fps, "every_frame": every_frame, "smooth": smooth}
+            frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
+            if len(frames) == 1 and frames[0].frame is None:
+                raise HTTPException(400, detail=f"{source}: {frames[0].error}")
+            return JSONResponse([frame.to_dict() for frame in frames])
+        if len(data) > max_upload_bytes:  # declared a video, sent an image
+            raise HTTPException(413, detail=f"upload larger than {max_upload_bytes:,} bytes")
         result = await asyncio.wrap_future(runner.submit(data, source))
         if result.error is not None:
             raise HTTPException(400, detail=f"{source}: {result.error}")
@@ -241,7 +318,9 @@ def create_app(
     return app
 
 
-async def _read_upload(request: Request) -> tuple[bytes, str]:
+async def _read_upload(request: Request) -> tuple[bytes, str, bool]:
+    """The upload's bytes, its name, and whether it is declared a video (by its type or
+    its file name)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         async with request.form() as form:  # closes the uploads' temporary files
@@ -251,12 +330,16 @@ async def _read_upload(request: Request) -> tuple[bytes, str]:
             if len(uploads) > 1:  # the last one was taken without a word
                 raise HTTPException(400, detail=f"multipart upload has {len(uploads)} files in "
                                                 "field 'file'; send one")
-            return await uploads[0].read(), uploads[0].filename or "upload"
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
-        return await request.body(), "upload"
+            upload = uploads[0]
+            name = upload.filename or "upload"
+            video = (upload.content_type or "").lower().startswith("video/") or \
+                os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+            return await upload.read(), name, video
+    if content_type.startswith(("image/", "video/")) or content_type == "application/octet-stream":
+        return await request.body(), "upload", content_type.startswith("video/")
     raise HTTPException(
         415, detail=f"content type {content_type or '(none)'!r} is not accepted: send an image "
-                    "as multipart field 'file' or as a raw image/* body")
+                    "or a video as multipart field 'file' or as a raw image/* or video/* body")
 
 
 def _swagger_dir() -> str:

@@ -1,0 +1,132 @@
+"""Following faces from frame to frame: a track id per face, and probabilities smoothed
+along each track.
+
+Matching is by box overlap and position only, not by appearance: between sampled frames
+a fifth of a second apart a face moves little, and a tracker that needs no embedding
+network costs nothing next to the classifier. A face that leaves the picture and comes
+back after ``max_gap`` seconds gets a new id.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.results import Box
+
+#: Boxes in consecutive samples overlapping at least this much are the same face.
+MIN_IOU = 0.3
+#: Boxes overlapping less are still the same face when their centres are within this
+#: many face widths (a fast head turn, a frame skipped by the detector).
+MAX_SHIFT = 1.0
+#: A track not seen for longer than this (seconds) ends; its face, if it comes back, gets
+#: a new id.
+MAX_GAP = 1.0
+
+
+@dataclass
+class _Track:
+    id: int
+    box: Box
+    seen: float
+
+
+class Tracker:
+    """Gives each face box a track id that stays the same while the face stays in view.
+
+    Call :meth:`update` once per sampled frame, in order. Each new box is matched to the
+    live track whose last box overlaps it most (IoU at least ``min_iou``) or, failing
+    that, whose centre is nearest (within ``max_shift`` face widths); pairs are taken
+    best first, so two faces side by side never swap ids for a better total. An
+    unmatched box starts a new track.
+
+    Args:
+        min_iou: See :data:`MIN_IOU`.
+        max_shift: See :data:`MAX_SHIFT`.
+        max_gap: See :data:`MAX_GAP`.
+    """
+
+    def __init__(self, *, min_iou: float = MIN_IOU, max_shift: float = MAX_SHIFT,
+                 max_gap: float = MAX_GAP) -> None:
+        self.min_iou = min_iou
+        self.max_shift = max_shift
+        self.max_gap = max_gap
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    def update(self, boxes: Sequence[Box], time: float) -> list[int]:
+        """The track id of each box of one frame at ``time`` seconds, in the boxes' order."""
+        self._tracks = [t for t in self._tracks if time - t.seen <= self.max_gap]
+        pairs = []
+        for b, box in enumerate(boxes):
+            for t, track in enumerate(self._tracks):
+                score = self._score(track.box, box)
+                if score is not None:
+                    pairs.append((score, b, t))
+        ids: list[int | None] = [None] * len(boxes)
+        taken: set[int] = set()
+        for _, b, t in sorted(pairs, reverse=True):
+            if ids[b] is None and t not in taken:
+                ids[b] = self._tracks[t].id
+                taken.add(t)
+                self._tracks[t].box, self._tracks[t].seen = boxes[b], time
+        for b, box in enumerate(boxes):
+            if ids[b] is None:
+                ids[b] = self._next_id
+                self._tracks.append(_Track(self._next_id, box, time))
+                self._next_id += 1
+        return ids  # type: ignore[return-value]  (every entry is set above)
+
+    def _score(self, old: Box, new: Box) -> float | None:
+        """How well two boxes match: an overlap scores above any shift; ``None`` if
+        they are not the same face."""
+        iou = old.iou(new)
+        if iou >= self.min_iou:
+            return 1.0 + iou
+        width = (old.w + new.w) / 2
+        shift = math.dist((old.x + old.w / 2, old.y + old.h / 2),
+                          (new.x + new.w / 2, new.y + new.h / 2)) / max(width, 1)
+        # Also about the same size: a small face passing in front of a large one is
+        # another face.
+        similar = 0.5 <= new.w / max(old.w, 1) <= 2.0
+        return 1.0 - shift / self.max_shift if shift <= self.max_shift and similar else None
+
+
+@dataclass
+class _History:
+    times: deque[float] = field(default_factory=deque)
+    rows: deque[NDArray[np.float32]] = field(default_factory=deque)
+    seen: float = 0.0
+
+
+class Smoother:
+    """Averages each track's probabilities over the last ``window`` seconds.
+
+    The window trails the frame (the frame itself and those before it), so smoothing
+    works on a live camera and needs only the last ``window`` seconds of each track;
+    tracks not seen for longer are forgotten.
+    """
+
+    def __init__(self, window: float) -> None:
+        if window < 0:
+            raise ValueError(f"the smoothing window must be 0 or more seconds, got {window}")
+        self.window = window
+        self._tracks: dict[int, _History] = {}
+
+    def update(self, track: int, time: float, row: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Record one face's probabilities and return the track's average over the window."""
+        history = self._tracks.setdefault(track, _History())
+        history.times.append(time)
+        history.rows.append(np.asarray(row, np.float32))
+        history.seen = time
+        while history.times and history.times[0] < time - self.window - 1e-6:
+            history.times.popleft()
+            history.rows.popleft()
+        for other in [k for k, h in self._tracks.items() if time - h.seen > self.window]:
+            del self._tracks[other]
+        return np.mean(history.rows, axis=0).astype(np.float32)

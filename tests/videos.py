@@ -1,0 +1,75 @@
+"""Test videos made from the example photos, written with OpenCV as a user's camera would.
+
+Each scene is a list of RGB frames on a plain 640x360 background; :func:`write_video`
+writes them as MPEG-4 (``mp4v``, .mp4) or Motion JPEG (``MJPG``, .avi).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+WIDTH, HEIGHT = 640, 360
+RATE = 10.0  # frames per second of every test video
+BACKGROUND = 60
+
+
+def write_video(path: Path, frames: list[np.ndarray], rate: float = RATE) -> Path:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), rate, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def face_of(photo: np.ndarray, which: str) -> np.ndarray:
+    """The head and shoulders of an example photo, about 200 pixels a side."""
+    import cv2
+
+    if which == "astronaut":  # face at about (178, 63, 90, 113) of 512x512
+        crop = photo[20:260, 110:340]
+    else:  # grace_hopper: face at about (183, 120, 170, 213) of 512x600
+        crop = photo[60:400, 120:410]
+    scale = 220 / crop.shape[0]
+    return cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def blank() -> np.ndarray:
+    return np.full((HEIGHT, WIDTH, 3), BACKGROUND, np.uint8)
+
+
+def place(frame: np.ndarray, face: np.ndarray, x: int, y: int = 70) -> np.ndarray:
+    h, w = face.shape[:2]
+    frame[y:y + h, x:x + w] = face[:HEIGHT - y, :WIDTH - x]
+    return frame
+
+
+def moving(face: np.ndarray, frames: int = 20, step: int = 12) -> list[np.ndarray]:
+    """One face moving left to right, ``step`` pixels a frame."""
+    return [place(blank(), face, 20 + step * i) for i in range(frames)]
+
+
+def two_faces(left: np.ndarray, right: np.ndarray, frames: int = 12) -> list[np.ndarray]:
+    """Two faces side by side, each drifting slowly towards the middle."""
+    return [place(place(blank(), left, 10 + 3 * i), right, WIDTH - right.shape[1] - 10 - 3 * i)
+            for i in range(frames)]
+
+
+def cut(face: np.ndarray) -> list[np.ndarray]:
+    """A face for 1 s, a face-free picture for 2 s, then the face again, elsewhere, 1 s."""
+    return ([place(blank(), face, 40) for _ in range(10)] + [blank() for _ in range(20)]
+            + [place(blank(), face, 380) for _ in range(10)])
+
+
+def truncate(path: Path) -> Path:
+    """Cut a written video's bytes in half."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path
