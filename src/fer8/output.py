@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from fer8.labels import display_name
 from fer8.results import ImageResult
@@ -88,23 +88,45 @@ class JsonLinesWriter(Writer):
         self.stream.flush()
 
 
+def row_columns(labels: Sequence[str]) -> list[str]:
+    """The columns of :func:`face_rows`, in order: CSV's header and Ray's schema."""
+    return ["source", "face", "x", "y", "w", "h", "label", "confidence", *labels, "error"]
+
+
+def face_rows(result: ImageResult, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """One flat row per face; an image without faces (or unreadable) gives one row with
+    ``face`` and the face's columns ``None``, so every input is in the output.
+
+    Tables (CSV, Parquet) want one row per face rather than one nested object per image;
+    the CSV writer and ``--engine ray`` share this so their rows cannot differ.
+    """
+    if not result.faces:
+        return [{**dict.fromkeys(row_columns(labels)), "source": result.source,
+                 "error": result.error}]
+    rows = []
+    for index, face in enumerate(result.faces):
+        x, y, w, h = face.box.to_list()
+        rows.append({"source": result.source, "face": index, "x": x, "y": y, "w": w, "h": h,
+                     "label": face.label, "confidence": float(face.confidence),
+                     **{label: float(face.probabilities[label]) for label in labels},
+                     "error": None})
+    return rows
+
+
 class CsvWriter(Writer):
-    """One row per face; images without faces get one row with an empty face index."""
+    """One row per face (:func:`face_rows`); images without faces get one row with an
+    empty face index."""
 
     def __init__(self, stream: TextIO, labels: Sequence[str]) -> None:
         super().__init__(stream, labels)
         self._csv = csv.writer(stream, lineterminator="\n")
-        self._csv.writerow(["source", "face", "x", "y", "w", "h", "label", "confidence",
-                            *self.labels, "error"])
+        self._csv.writerow(row_columns(self.labels))
 
     def write(self, result: ImageResult) -> None:
-        if not result.faces:
-            self._csv.writerow([result.source, "", "", "", "", "", "", "",
-                                *([""] * len(self.labels)), result.error or ""])
-        for index, face in enumerate(result.faces):
-            probabilities = [f"{face.probabilities[label]:.6f}" for label in self.labels]
-            self._csv.writerow([result.source, index, *face.box.to_list(), face.label,
-                                f"{face.confidence:.6f}", *probabilities, ""])
+        for row in face_rows(result, self.labels):
+            self._csv.writerow(["" if value is None else f"{value:.6f}"
+                                if isinstance(value, float) else value
+                                for value in row.values()])
         self.stream.flush()
 
 
