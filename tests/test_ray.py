@@ -11,12 +11,14 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
@@ -42,9 +44,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Cluster(NamedTuple):
+    address: str
+    pid: int  # of `ray start --block`, whose descendants are the cluster's processes
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """The address of a Ray head node with two CPUs, stopped after the module.
+    """A Ray head node with two CPUs, stopped after the module.
 
     ``ray start --block`` stays in the foreground and takes the cluster's processes
     down when it is terminated, so stopping it stops exactly this cluster (``ray
@@ -68,7 +75,7 @@ def ray_cluster():
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the Ray head did not start: {head.stderr.read()[-2000:]}")
             time.sleep(1)
-        yield address
+        yield Cluster(address, head.pid)
     finally:
         head.terminate()
         try:
@@ -142,7 +149,7 @@ def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_mod
     assert sum(row["error"] is not None for row in expected.values()) == 3
     out = tmp_path / "results.parquet"
     run = _run_on_ray(str(forty_photos), "--model", str(tiny_model_path),
-                      "--ray-address", ray_cluster, "--out", str(out))
+                      "--ray-address", ray_cluster.address, "--out", str(out))
     assert run.returncode == 1, run.stderr  # like plain predict: some input failed
     assert run.stdout == ""
     assert f"{forty_photos / 'empty.jpg'}: empty file" in run.stderr
@@ -159,7 +166,7 @@ def test_jsonl_output_and_globs(ray_cluster, forty_photos, tiny_model_path, tmp_
         forty_photos, tiny_model_path).items() if "/part1/" in key[0]}
     out = tmp_path / "rows.jsonl"
     run = _run_on_ray(str(forty_photos / "part1" / "*"), "--model", str(tiny_model_path),
-                      "--ray-address", ray_cluster, "--out", str(out))
+                      "--ray-address", ray_cluster.address, "--out", str(out))
     assert run.returncode == 0, run.stderr
     _assert_same_rows([json.loads(line) for line in out.read_text().splitlines()], expected)
 
@@ -176,7 +183,7 @@ def test_predict_dataset_reads_rows_of_paths_and_decoded_images(
     good = sorted(str(path) for path in (forty_photos / "part0").iterdir())
     for name, value in RAY_ENV.items():
         monkeypatch.setenv(name, value)
-    ray.init(address=ray_cluster, logging_level=logging.ERROR)
+    ray.init(address=ray_cluster.address, logging_level=logging.ERROR)
     try:
         by_path = predict_dataset(ray.data.from_items([{"path": p} for p in good]),
                                   tiny_model_path, concurrency=1).take_all()
@@ -187,6 +194,60 @@ def test_predict_dataset_reads_rows_of_paths_and_decoded_images(
     want = {key: row for key, row in expected.items() if key[0] in good}
     _assert_same_rows(by_path, want)
     _assert_same_rows(decoded, want)
+
+
+def _actor_pids(root: int) -> list[int]:
+    """The fer8 actors among the descendants of process ``root``."""
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text()
+                                    .rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    actors = []
+    for pid in found:
+        try:
+            if b"_PredictBatch" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                actors.append(pid)
+        except OSError:
+            continue
+    return actors
+
+
+def test_a_worker_that_dies_loses_and_doubles_no_row(ray_cluster, forty_photos,
+                                                     tiny_model_path, tmp_path, monkeypatch):
+    """An actor killed when the first rows arrive, while batches are in flight: Ray
+    restarts it and reruns its batch, and the file still has every row exactly once."""
+    import logging
+
+    import ray
+
+    from fer8.distributed.ray_data import predict_files
+
+    expected = _rows_of_plain_predict(forty_photos, tiny_model_path)
+    killed: list[int] = []
+
+    def kill_an_actor(row: dict) -> None:
+        if not killed:
+            pid = _actor_pids(ray_cluster.pid)[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    for name, value in RAY_ENV.items():
+        monkeypatch.setenv(name, value)
+    ray.init(address=ray_cluster.address, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        failed = predict_files(list_inputs([str(forty_photos)]), tmp_path / "rows.parquet",
+                               tiny_model_path, on_image=kill_an_actor, images_per_batch=2)
+    finally:
+        ray.shutdown()
+    assert killed and failed == 3
+    _assert_same_rows(pq.read_table(tmp_path / "rows.parquet").to_pylist(), expected)
 
 
 def test_usage_errors_need_no_cluster(forty_photos, tmp_path, tiny_model_path):

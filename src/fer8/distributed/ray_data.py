@@ -163,9 +163,10 @@ def predict_dataset(ds: ray.data.Dataset, model: str | os.PathLike | None = None
         concurrency = _default_actors(num_cpus)
     pool = (ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
             if isinstance(concurrency, tuple) else ActorPoolStrategy(size=concurrency))
-    # Ray Data restarts an actor that dies (max_restarts=-1) and runs its batch again
-    # (max_task_retries=-1); it takes a batch's rows only from a run that finished, so
-    # none is lost or doubled.
+    # Ray Data's actors are restarted when they die and their batch is run again
+    # (its defaults, max_restarts=-1 and max_task_retries=-1). A rerun's output blocks
+    # that the first attempt already delivered are dropped by Ray (a streaming task is
+    # replayed), which holds because a batch gives the same rows every time.
     return ds.map_batches(
         _PredictBatch,
         fn_constructor_kwargs={"model": _model_for_workers(model),
