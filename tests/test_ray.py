@@ -148,7 +148,8 @@ def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_mod
     expected = _rows_of_plain_predict(forty_photos, tiny_model_path)
     assert sum(row["error"] is not None for row in expected.values()) == 3
     out = tmp_path / "results.parquet"
-    run = _run_on_ray(str(forty_photos), "--model", str(tiny_model_path),
+    missing = str(forty_photos / "missing.jpg")
+    run = _run_on_ray(str(forty_photos), missing, "--model", str(tiny_model_path),
                       "--ray-address", ray_cluster.address, "--out", str(out))
     assert run.returncode == 1, run.stderr  # like plain predict: some input failed
     assert run.stdout == ""
@@ -156,6 +157,8 @@ def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_mod
     table = pq.read_table(out)
     assert table.column_names == ["source", "face", "x", "y", "w", "h", "label",
                                   "confidence", *LABELS, "error"]
+    # A file named but absent is an error row too, as in plain predict.
+    expected[missing, None] = {"source": missing, "face": None, "error": "no such file"}
     _assert_same_rows(table.to_pylist(), expected)
     assert not list(tmp_path.glob(".*partial"))
 
@@ -262,6 +265,20 @@ def test_usage_errors_need_no_cluster(forty_photos, tmp_path, tiny_model_path):
                "--format", "csv").exit_code == 2
     missing = run("--engine", "ray", "--out", tmp_path / "x.parquet", "--model", "nope")
     assert missing.exit_code == 2 and not (tmp_path / "x.parquet").exists()
+
+
+def test_without_the_extra_the_install_command_is_named(forty_photos, tmp_path,
+                                                       monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    result = CliRunner().invoke(cli, ["predict", str(forty_photos), "--engine", "ray",
+                                      "--out", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2
+    assert "needs the ray extra (ray is missing)" in result.output
+    assert "pip install" in result.output and "[ray]" in result.output
 
 
 def test_list_inputs_follows_plain_predict(tmp_path, monkeypatch):

@@ -273,25 +273,28 @@ def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str 
                                "results.parquet (or .jsonl)")
     if fmt is not None or annotate_dir is not None or "-" in paths:
         raise click.UsageError("--engine ray takes neither --format, --annotate nor - (stdin)")
+    from importlib.util import find_spec
+
+    from fer8.distributed.inputs import list_inputs
+    from fer8.distributed.ray_data import connect, predict_files
     from fer8.distributed.rows import row_format
+    from fer8.models.registry import resolve_model
 
     try:
         row_format(out_path)
-        from fer8.distributed.inputs import list_inputs
-        from fer8.distributed.ray_data import connect, predict_files
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    except ImportError as exc:
-        click.echo(f"fer8: error: --engine ray needs the ray extra ({exc.name} is missing): "
-                   f"{install_command('ray')}", err=True)
+    # Looked up, not imported: importing Ray takes seconds, and connect() does it.
+    missing = [name for name in ("ray", "pyarrow") if find_spec(name) is None]
+    if missing:
+        click.echo(f"fer8: error: --engine ray needs the ray extra ({missing[0]} is "
+                   f"missing): {install_command('ray')}", err=True)
         sys.exit(EXIT_USAGE)
-    from fer8.models.registry import resolve_model
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
     files = list_inputs(paths)
     # Ray logs each run's plan and its own notices at INFO and WARNING; -v shows them.
-    logging.getLogger("ray").setLevel(logging.ERROR if _verbosity() == 0 else logging.INFO)
-    connect(address)
+    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO)
     show_progress = progress if progress is not None else sys.stderr.isatty()
     with click.progressbar(length=len(files), label="predict", file=sys.stderr,
                            hidden=not show_progress) as bar:

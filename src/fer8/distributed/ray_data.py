@@ -15,10 +15,11 @@ fer8`` never pulls Ray in and the name never shadows the ``ray`` package.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ import numpy as np
 from fer8.distributed.inputs import InputFile
 from fer8.distributed.rows import RowFileWriter, rows_table
 from fer8.models.registry import MODELS, resolve_model
+from fer8.results import ImageResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -192,16 +194,24 @@ def _model_for_workers(model: str | os.PathLike | None) -> str | bytes | None:
 
 
 def connect(address: str | None, *, object_store_memory: int = LOCAL_OBJECT_STORE_BYTES,
-            num_cpus: int | None = None) -> None:
+            num_cpus: int | None = None, ray_log_level: int | None = None) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``host:port``, ``ray://...``), or
     start a local instance with a small object store when it is ``None``.
 
     A local instance that fer8 starts gets ``object_store_memory`` rather than Ray's
     default of 30% of the machine's memory, which on a shared machine takes memory
     others need; a cluster's own settings are left alone.
+
+    Args:
+        ray_log_level: The level of Ray's own Python loggers, which Ray sets when it
+            is imported (so a caller cannot set it before); ``None`` leaves Ray's.
     """
     import ray
+    import ray.data
 
+    if ray_log_level is not None:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(ray_log_level)
     if ray.is_initialized():
         return
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -237,24 +247,36 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
     """
     import ray
 
-    # Ray reports each path as it was given to it, with a URI's scheme dropped.
-    names = {}
-    for file in files:
-        names[file.path] = file.source
-        names[file.path.split("://", 1)[-1]] = file.source
-    actors = options.pop("concurrency", None) or _default_actors(options.get("num_cpus", 1))
-    # Reads hold no CPU (see READ_CPUS), so Ray would start a worker process per read
-    # task; as many reads in flight as actors keeps each actor fed without that.
-    most = actors[1] if isinstance(actors, tuple) else actors
-    ds = ray.data.read_binary_files([file.path for file in files], include_paths=True,
-                                    num_cpus=READ_CPUS, concurrency=most)
-    rows = predict_dataset(ds, model, concurrency=actors, **options)
     labels = resolve_labels(model)
+    # A missing local file would fail Ray's whole read; plain predict gives it an
+    # error row, and so does this run, without sending it to Ray.
+    missing, present = [], []
+    for file in files:
+        local = "://" not in file.path
+        (missing if local and not os.path.exists(file.path) else present).append(file)
+    batches: Iterable[pa.Table] = [rows_table(
+        [ImageResult(file.source, (), "no such file") for file in missing], labels)]
+    if present:
+        # Ray reports each path as it was given to it, with a URI's scheme dropped.
+        names = {}
+        for file in present:
+            names[file.path] = file.source
+            names[file.path.split("://", 1)[-1]] = file.source
+        actors = (options.pop("concurrency", None)
+                  or _default_actors(options.get("num_cpus", 1)))
+        # Reads hold no CPU (see READ_CPUS), so Ray would start a worker process per
+        # read task; as many reads in flight as actors keeps each actor fed without that.
+        most = actors[1] if isinstance(actors, tuple) else actors
+        ds = ray.data.read_binary_files([file.path for file in present], include_paths=True,
+                                        num_cpus=READ_CPUS, concurrency=most)
+        rows = predict_dataset(ds, model, concurrency=actors, **options)
+        batches = itertools.chain(batches, (
+            _rename_sources(table, names)
+            for table in rows.iter_batches(batch_format="pyarrow", batch_size=None)))
     writer = RowFileWriter(out, labels)
     failed = 0
     try:
-        for table in rows.iter_batches(batch_format="pyarrow", batch_size=None):
-            table = _rename_sources(table, names)
+        for table in batches:
             writer.write(table)
             for row in table.to_pylist():
                 if row["face"] is None or row["face"] == 0:
