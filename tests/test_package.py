@@ -10,7 +10,8 @@ import fer8
 
 
 def test_import_loads_no_model_and_no_heavy_library():
-    code = ("import sys, fer8; heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'dlib') "
+    code = ("import sys, fer8; heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'dlib', "
+            "'ray', 'pyarrow') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]" and out.stderr == ""

@@ -221,21 +221,38 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
               show_default=True, help="Refuse larger images (raise it for panoramas).")
 @_video_options
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: this process; ray: a Ray cluster (the ray extra), writing --out.")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="--engine ray: the cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+                   "default: start a local Ray instance.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="--engine ray: write one row per face to this .parquet or .jsonl file.")
 @_detector_options
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
             flip: bool, progress: bool | None, max_pixels: int, sampling: dict,
+            engine: str, ray_address: str | None, out_path: Path | None,
             detection: dict) -> int:
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
     videos) or - for one image's bytes on stdin. Videos give a row per face per sampled
-    frame, with the frame, its time and the face's track id.
+    frame, with the frame, its time and the face's track id. With --engine ray (photos)
+    they can also be globs and URIs that pyarrow reads (s3://bucket/photos/, gs://...).
     """
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
 
+    if engine == "ray":
+        _predict_on_ray(paths, out_path, ray_address, fmt=fmt, annotate_dir=annotate_dir,
+                        progress=progress, model=model, detect=not no_detect,
+                        max_faces=max_faces, batch_size=batch_size, flip=flip,
+                        max_pixels=max_pixels, **detection)
+    if out_path is not None or ray_address is not None:
+        raise click.UsageError("--out and --ray-address go with --engine ray")
     inputs = list(_expand(paths))
     if not inputs:
         click.echo("fer8: error: no image or video files found in " + ", ".join(paths),
@@ -284,6 +301,50 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     writer.close()
     if annotated:
         _write_annotation_index(annotate_dir, annotated)
+    sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
+
+
+def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str | None, *,
+                    fmt: str | None, annotate_dir: Path | None, progress: bool | None,
+                    model: str | None, **options: Any) -> None:
+    """``fer8 predict --engine ray``: the rows go to ``--out``; exits like plain predict."""
+    if out_path is None:
+        raise click.UsageError("--engine ray writes its rows to a file: give --out "
+                               "results.parquet (or .jsonl)")
+    if fmt is not None or annotate_dir is not None or "-" in paths:
+        raise click.UsageError("--engine ray takes neither --format, --annotate nor - (stdin)")
+    from importlib.util import find_spec
+
+    from fer8.distributed.inputs import list_inputs
+    from fer8.distributed.ray_data import connect, predict_files
+    from fer8.distributed.rows import row_format
+    from fer8.models.registry import resolve_model
+
+    try:
+        row_format(out_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    # Looked up, not imported: importing Ray takes seconds, and connect() does it.
+    missing = [name for name in ("ray", "pyarrow") if find_spec(name) is None]
+    if missing:
+        click.echo(f"fer8: error: --engine ray needs the ray extra ({missing[0]} is "
+                   f"missing): {install_command('ray')}", err=True)
+        sys.exit(EXIT_USAGE)
+
+    resolve_model(model)  # a wrong --model is a usage error before the cluster starts
+    files = list_inputs(paths)
+    # Ray logs each run's plan and its own notices at INFO and WARNING; -v shows them.
+    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO)
+    show_progress = progress if progress is not None else sys.stderr.isatty()
+    with click.progressbar(length=len(files), label="predict", file=sys.stderr,
+                           hidden=not show_progress) as bar:
+        def on_image(row: dict) -> None:
+            if row["error"] is not None:
+                click.echo(f"fer8: {row['source']}: {row['error']}", err=True)
+            bar.update(1)
+
+        failed = predict_files(files, out_path, model, on_image=on_image, **options)
+    logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from fer8.labels import display_name
 from fer8.results import ImageResult
@@ -100,28 +100,63 @@ class JsonLinesWriter(Writer):
         self.stream.flush()
 
 
+def row_columns(labels: Sequence[str], *, video: bool = False) -> list[str]:
+    """The columns of :func:`face_rows`, in order: CSV's header and Ray's schema."""
+    return ["source", *(("frame", "time", "track") if video else ()), "face",
+            "x", "y", "w", "h", "label", "confidence", *labels, "error"]
+
+
+def face_rows(result: ImageResult, labels: Sequence[str], *,
+              video: bool = False) -> list[dict[str, Any]]:
+    """One flat row per face; an image or frame without faces (or unreadable) gives one
+    row with ``face`` and the face's columns ``None``, so every input is in the output.
+
+    Tables (CSV, Parquet) want one row per face rather than one nested object per image;
+    the CSV writer and ``--engine ray`` share this so their rows cannot differ. With
+    ``video`` the rows also have the frame, its time and the face's track (``None`` for
+    photos).
+    """
+    item = result.to_dict()
+    when = {"frame": item.get("frame"), "time": item.get("time")} if video else {}
+    if not item["faces"]:
+        return [{**dict.fromkeys(row_columns(labels, video=video)), "source": result.source,
+                 **when, "error": result.error}]
+    rows = []
+    for index, face in enumerate(item["faces"]):
+        x, y, w, h = face["box"]
+        track = {"track": face.get("track")} if video else {}
+        rows.append({"source": result.source, **when, **track, "face": index,
+                     "x": x, "y": y, "w": w, "h": h,
+                     "label": face["label"], "confidence": float(face["confidence"]),
+                     **{label: float(face["probabilities"][label]) for label in labels},
+                     "error": None})
+    return rows
+
+
 class CsvWriter(Writer):
-    """One row per face; images and frames without faces get one row with an empty face
-    index. With ``video``, the columns frame, time (seconds) and track follow source."""
+    """One row per face (:func:`face_rows`); images and frames without faces get one
+    row with an empty face index. With ``video``, the columns frame, time (seconds) and
+    track follow source."""
 
     def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
         super().__init__(stream, labels, video=video)
         self._csv = csv.writer(stream, lineterminator="\n")
-        self._csv.writerow(["source", *(("frame", "time", "track") if video else ()), "face",
-                            "x", "y", "w", "h", "label", "confidence", *self.labels, "error"])
+        self._csv.writerow(row_columns(self.labels, video=video))
 
     def write(self, result: ImageResult) -> None:
-        item = result.to_dict()
-        when = [_text(item.get("frame"), ""), _text(item.get("time"), "")] if self.video else []
-        if not item["faces"]:
-            self._csv.writerow([item["source"], *when, *([""] * (self.video + 7)),
-                                *([""] * len(self.labels)), item["error"] or ""])
-        for index, face in enumerate(item["faces"]):
-            track = [_text(face.get("track"), "")] if self.video else []
-            probabilities = [f"{face['probabilities'][label]:.6f}" for label in self.labels]
-            self._csv.writerow([item["source"], *when, *track, index, *face["box"],
-                                face["label"], f"{face['confidence']:.6f}", *probabilities, ""])
+        for row in face_rows(result, self.labels, video=self.video):
+            self._csv.writerow([_cell(name, value) for name, value in row.items()])
         self.stream.flush()
+
+
+def _cell(name: str, value: object) -> object:
+    """A CSV cell: empty for None, probabilities and confidence to 6 decimals, the
+    frame's time as given."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and name != "time":
+        return f"{value:.6f}"
+    return value
 
 
 def _text(value: object, missing: str = "-") -> str:
