@@ -32,7 +32,7 @@ def test_default_model_knows_the_seven_classes_with_data(default_predictor):
     sources = spec.metadata["data"]["train"]["sources"]  # FER+, ExpW and SFEW
     assert {s["kind"] for s in sources.values()} == {"ferplus", "expw@train", "folders@train"}
     assert spec.preprocessing.grayscale
-    assert spec.metadata["interpolation"]["alpha"] == 0.5
+    assert spec.metadata["interpolation"]["alpha"] == 0.4
 
 
 def test_predict_without_a_model_gives_real_expressions(astronaut_path, hopper_path):

@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="1568ca585ac34fccbd677e5a2c7fa45a6516db664157857837e020dc25f63b12",
+        sha256="5cf60c82e47492d3ee4184ac9bc8fb34c3376356939a90a722cc9e4166bd7a92",
         bundled="default.fer8",
         description="ResNet50 trained by fer8 train on FER+, ExpW and SFEW; 7 classes, "
                     "no worry; non-commercial research use (see MODEL_CARD.md)",
