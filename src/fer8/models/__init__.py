@@ -1,1 +1,2 @@
-"""Model files, the registry of named models, and the runtimes that run them; also the bundled model files."""
+"""Model files, the registry of named models, and the runtimes that run them; also the
+bundled model files."""

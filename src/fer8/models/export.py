@@ -7,7 +7,12 @@ import os
 import zipfile
 from pathlib import Path
 
-from fer8.models.modelfile import ONNX_MEMBER, WEIGHTS_MEMBER, read_graph
+from fer8.models.modelfile import (
+    ONNX_MEMBER,
+    WEIGHTS_MEMBER,
+    read_graph,
+    replaced_atomically,
+)
 
 
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -39,8 +44,6 @@ def export_fer8(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def _write_atomically(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    with replaced_atomically(path) as partial:
+        partial.write_bytes(data)
     return path

@@ -22,11 +22,12 @@ Loading never guesses labels or preprocessing from a file name: a file without a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,13 +172,17 @@ def read_graph(path: str | os.PathLike) -> bytes:
     Raises:
         ModelFormatError: Not a model file, or no network fer8 can read inside.
     """
-    path = Path(path)
-    read_spec(path)
+    return _read_parts(Path(path))[1]
+
+
+def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
+    """The spec and the ONNX graph of a model file (see :func:`read_graph`)."""
+    spec = read_spec(path)
     try:
         with zipfile.ZipFile(path) as archive:
             members = set(archive.namelist())
             if ONNX_MEMBER in members:
-                return archive.read(ONNX_MEMBER)
+                return spec, archive.read(ONNX_MEMBER)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelFormatError(f"{path}: cannot read the network ({exc})") from None
     if not (KERAS_MEMBER in members or {NETWORK_MEMBER, WEIGHTS_MEMBER} <= members):
@@ -193,7 +198,7 @@ def read_graph(path: str | os.PathLike) -> bytes:
                    "Keras. Convert it once to load faster: fer8 export --model %s "
                    "--format fer8 --out NEW.fer8", path, path)
     keras_model, spec = load_keras_model(path)
-    return graph_from_keras(keras_model, spec).SerializeToString()
+    return spec, graph_from_keras(keras_model, spec).SerializeToString()
 
 
 def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionModel:
@@ -206,8 +211,8 @@ def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionM
     from fer8.models.runtime import OnnxNetwork
 
     path = Path(path)
-    spec = read_spec(path)
-    network = OnnxNetwork(read_graph(path), threads=threads, source=str(path))
+    spec, graph = _read_parts(path)
+    network = OnnxNetwork(graph, threads=threads, source=str(path))
     try:
         return ExpressionModel(network, spec)
     except ValueError as exc:
@@ -233,17 +238,27 @@ def write_model_file(path: str | os.PathLike, spec: ModelSpec, network_json: str
     interrupted save never leaves a truncated model behind). The same parts always make
     the same bytes (the members carry a fixed date), so repacking a run reproduces its
     SHA-256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w") as archive:
+    with replaced_atomically(path) as partial, zipfile.ZipFile(partial, "w") as archive:
         _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
         _write_member(archive, NETWORK_MEMBER, network_json.encode())
         # Stored, not deflated: ONNX Runtime then reads it at disk speed, and float
         # weights hardly compress.
         _write_member(archive, ONNX_MEMBER, graph, stored=True)
-    os.replace(partial, path)
-    return path
+    return Path(path)
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary name beside ``path`` to write to; it takes ``path``'s name
+    only when the block ends without an error, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _write_member(archive: zipfile.ZipFile, name: str, data: bytes, *,
