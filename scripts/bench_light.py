@@ -3,6 +3,10 @@
 whole ``fer8 predict examples/astronaut.png`` process, fer8 on ONNX Runtime against the
 last fer8 that predicted on TensorFlow, in the same run.
 
+fer8 caches ONNX Runtime's optimised graph after the first load (``fer8.models.runtime``),
+so the new path is measured both ways: with the graph cached, as every run after a
+machine's first, and with an empty cache.
+
 The old fer8 is checked out from git (``--old-rev``, default ``89a97a1``: the package
 layout of today, prediction on TensorFlow) into a temporary worktree and run with this
 interpreter, which therefore needs the train extra (TensorFlow). The two take turns,
@@ -31,9 +35,11 @@ PHOTO = "examples/astronaut.png"
 logger = logging.getLogger("bench_light")
 
 
-def run_once(src: Path, cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of one ``fer8 predict`` process."""
-    env = {**os.environ, "PYTHONPATH": str(src), "TF_CPP_MIN_LOG_LEVEL": "3"}
+def run_once(src: Path, cwd: Path, home: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one ``fer8 predict`` process with its cache
+    in ``home``."""
+    env = {**os.environ, "PYTHONPATH": str(src), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "FER8_HOME": str(home)}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "fer8", "predict", PHOTO,
                                 "--format", "json"],
@@ -60,14 +66,18 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old),
                         args.old_rev], check=True, capture_output=True)
         try:
-            checkouts = {"onnxruntime (this checkout)": ROOT,
-                         f"tensorflow ({args.old_rev})": old}
-            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in checkouts}
-            for name, root in checkouts.items():
-                run_once(root / "src", root)  # warm the page cache
+            # name: (checkout, whether each run starts with an empty fer8 cache)
+            variants = {"onnxruntime (this checkout)": (ROOT, False),
+                        "onnxruntime, empty cache (a machine's first run)": (ROOT, True),
+                        f"tensorflow ({args.old_rev})": (old, False)}
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+            home = Path(tmp) / "home"
+            for root, _ in variants.values():
+                run_once(root / "src", root, home)  # warm the page cache and fer8's cache
             for repeat in range(args.repeats):
-                for name, root in checkouts.items():
-                    runs[name].append(run_once(root / "src", root))
+                for name, (root, empty) in variants.items():
+                    run_home = Path(tempfile.mkdtemp(dir=tmp)) if empty else home
+                    runs[name].append(run_once(root / "src", root, run_home))
                     logger.info("%d %s: %.2f s, %.0f MB", repeat, name, *runs[name][-1])
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],

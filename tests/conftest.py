@@ -8,12 +8,16 @@ their own tests in ``test_backbones.py``.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# fer8's cache (downloads, crops, optimised ONNX graphs) in a folder of this test run,
+# for the tests and the fer8 processes they start, never in the user's own.
+os.environ["FER8_HOME"] = tempfile.mkdtemp(prefix="fer8-tests-")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import LABELS, SHARED
+from conftest import EXAMPLES, LABELS, SHARED
 
 import fer8
 from fer8.cli import cli
@@ -71,6 +71,48 @@ def test_bundled_model_on_onnx_runtime_equals_keras_on_200_ferplus_faces(
     on_keras = fer8.classify(faces, bundled_on_keras)
     np.testing.assert_allclose(on_onnx, on_keras, atol=1e-4)
     assert np.mean(on_onnx.argmax(1) == on_keras.argmax(1)) == 1.0
+
+
+def test_the_optimised_graph_is_cached_and_predicts_the_same(
+        tmp_path, monkeypatch, caplog, default_predictor):
+    """The first load saves ONNX Runtime's optimised graph; later loads read it (not the
+    model's own graph) and give the same probabilities. A damaged cache file is
+    rebuilt, and an unusable cache or FER8_GRAPH_CACHE=0 only means no caching."""
+    from fer8.models import modelfile
+    from fer8.models.registry import resolve_model
+
+    faces = _ferplus_valid_faces(20) if FERPLUS.is_file() else []
+    faces += [crop for _, crop in fer8.faces_in_photo(
+        fer8.load_image(EXAMPLES / "astronaut.png"),
+        landmark_model=default_predictor.landmark_model)]
+    path = resolve_model(None)
+    monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FER8_GRAPH_CACHE", raising=False)
+    expected = fer8.classify(faces, modelfile.read_model_file(path))
+    (cached,) = (tmp_path / "home" / "onnx").iterdir()
+
+    def no_graph(_):
+        raise AssertionError("the model's graph was read despite the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(modelfile, "read_graph", no_graph)
+        np.testing.assert_allclose(fer8.classify(faces, modelfile.read_model_file(path)),
+                                   expected, atol=1e-5)
+
+    cached.write_bytes(b"not a graph")
+    np.testing.assert_allclose(fer8.classify(faces, modelfile.read_model_file(path)),
+                               expected, atol=1e-5)
+    assert "damaged cached graph" in caplog.text
+    assert cached.stat().st_size > 1_000_000  # saved again
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no partial files
+
+    monkeypatch.setenv("FER8_HOME", str(cached))  # a file: no cache folder can be made
+    np.testing.assert_allclose(fer8.classify(faces, modelfile.read_model_file(path)),
+                               expected, atol=1e-5)
+    monkeypatch.setenv("FER8_HOME", str(tmp_path / "off"))
+    monkeypatch.setenv("FER8_GRAPH_CACHE", "0")
+    modelfile.read_model_file(path)
+    assert not (tmp_path / "off").exists()
 
 
 def test_predicting_imports_neither_tensorflow_nor_keras(astronaut_path):

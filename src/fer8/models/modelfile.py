@@ -211,12 +211,29 @@ def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionM
     from fer8.models.runtime import OnnxNetwork
 
     path = Path(path)
-    spec, graph = _read_parts(path)
-    network = OnnxNetwork(graph, threads=threads, source=str(path))
+    fingerprint = _fingerprint(path)
+    if fingerprint is None:  # an older file: its graph is built through Keras
+        spec, graph = _read_parts(path)
+        network = OnnxNetwork(graph, threads=threads, source=str(path))
+    else:
+        spec = read_spec(path)
+        network = OnnxNetwork.cached(lambda: read_graph(path), fingerprint, threads=threads,
+                                     source=str(path))
     try:
         return ExpressionModel(network, spec)
     except ValueError as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
+
+
+def _fingerprint(path: Path) -> str | None:
+    """Identifies a format 2 file's graph and spec by the CRC-32s and sizes its zip
+    directory records, without reading either; None for other files."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            graph, spec = archive.getinfo(ONNX_MEMBER), archive.getinfo(SPEC_MEMBER)
+    except (zipfile.BadZipFile, KeyError, OSError):
+        return None
+    return f"{graph.CRC:08x}{spec.CRC:08x}-{graph.file_size:x}"
 
 
 def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
