@@ -211,14 +211,10 @@ def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionM
     from fer8.models.runtime import OnnxNetwork
 
     path = Path(path)
-    fingerprint = _fingerprint(path)
-    if fingerprint is None:  # an older file: its graph is built through Keras
-        spec, graph = _read_parts(path)
-        network = OnnxNetwork(graph, threads=threads, source=str(path))
-    else:
-        spec = read_spec(path)
-        network = OnnxNetwork.cached(lambda: read_graph(path), fingerprint, threads=threads,
-                                     source=str(path))
+    spec = read_spec(path)
+    # Older files (no fingerprint) have their graph built through Keras, and not cached.
+    network = OnnxNetwork.cached(lambda: read_graph(path), _fingerprint(path),
+                                 threads=threads, source=str(path))
     try:
         return ExpressionModel(network, spec)
     except ValueError as exc:
