@@ -538,3 +538,61 @@ def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
         *TRAIN_ARGS])
     assert result.exit_code == 0, result.output
     assert fer8.load_model(tmp_path / "run" / "model.fer8").labels == ("happy", "sad", "worry")
+
+
+def test_teachers_probabilities_are_blended_into_the_training_targets(first_run, tiny_data):
+    """--teacher: each training target is (1 - w) * label + w * the teachers' mean
+    probabilities on the clean crop; validation keeps the labels."""
+    from fer8.pipeline.classification import classify
+    from fer8.training import loop as training
+    from fer8.training.datasets import parse_source
+
+    run_dir, cache, _ = first_run
+    teacher = str(run_dir / "model.fer8")
+    config = training.TrainConfig(data=str(tiny_data), image_size=32, teachers=(teacher,) * 2,
+                                  teacher_weight=0.75)
+    source = parse_source(str(tiny_data))
+    sources = [(source, source.read())]
+    labels = ("happy", "sad")
+    taught = training._prepare(sources, labels, config, cache, 1, None, "train")
+    plain = training._prepare(sources, labels, replace(config, teachers=()), cache, 1, None,
+                              "train")
+    probabilities = classify(plain.images, fer8.load_model(teacher))
+    np.testing.assert_allclose(taught.targets, 0.25 * plain.targets + 0.75 * probabilities,
+                               atol=1e-5)
+    np.testing.assert_array_equal(taught.weights, plain.weights)  # classes from the labels
+    agreement = taught.summary["teachers"]["agreement"]
+    assert agreement == pytest.approx(
+        np.mean(probabilities.argmax(1) == plain.targets.argmax(1)), abs=1e-4)
+    val = training._prepare(sources, labels, config, cache, 1, None, "val", for_validation=True)
+    assert set(np.unique(val.targets)) == {0.0, 1.0}
+
+
+def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refused(
+        first_run, tiny_data, tmp_path, hopper):
+    run_dir, cache, _ = first_run
+    teacher = run_dir / "model.fer8"
+    result = CliRunner().invoke(cli, [
+        "train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1",
+        "--teacher", str(teacher), "--teacher-weight", "0.6", "--cache", str(cache),
+        *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["teachers"] == [str(teacher)] and config["teacher_weight"] == 0.6
+    meta = fer8.load_model(tmp_path / "run" / "model.fer8").spec.metadata
+    assert meta["data"]["train"]["teachers"]["read"] == 6
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for i, image in enumerate(variants(hopper[::-1])):
+        save(np.ascontiguousarray(image), data / "worried" / f"{i}.png")
+    refused = CliRunner().invoke(cli, [
+        "train", "--data", str(data), "--out", str(tmp_path / "run2"), "--epochs", "1",
+        "--teacher", str(teacher), "--cache", str(cache), *TRAIN_ARGS])
+    assert refused.exit_code == 1
+    assert f"{teacher}: teacher has no class worry" in refused.stderr
+    assert not (tmp_path / "run2").exists()
+    missing = CliRunner().invoke(cli, [
+        "train", "--data", str(data), "--out", str(tmp_path / "run3"),
+        "--teacher", str(tmp_path / "nope.fer8"), *TRAIN_ARGS])
+    assert missing.exit_code == 2 and "nope.fer8: no such model file" in missing.output

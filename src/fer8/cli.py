@@ -549,6 +549,12 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
 @click.option("--grayscale/--colour", "grayscale", default=None,
               help="Whether the model sees faces in gray (default: gray when every training "
                    "face is gray or --init-model's model is gray).")
+@click.option("--teacher", "teachers", multiple=True, metavar="NAME|PATH",
+              help="A trained model whose probabilities on each training face are blended "
+                   "into its target (knowledge distillation); repeat for several, whose "
+                   "mean is used.")
+@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The teachers' share of each target; the label keeps the rest.")
 @_detector_options
 @_handle_errors
 def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
@@ -558,7 +564,8 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
           warmup_epochs: float, label_smoothing: float, ema_momentum: float, soft_labels: bool,
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
           seed: int, resume: bool, cache: Path | None, workers: int,
-          keep_checkpoint: bool, grayscale: bool | None, detection: dict) -> None:
+          keep_checkpoint: bool, grayscale: bool | None, teachers: tuple[str, ...],
+          teacher_weight: float, detection: dict) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -582,7 +589,8 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
         freeze_stages=freeze_stages, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, ema_momentum=ema_momentum, soft_labels=soft_labels,
         class_weighting=class_weighting, patience=patience, steps_per_epoch=steps_per_epoch,
-        precision=precision, seed=seed)
+        precision=precision, seed=seed, teachers=tuple(map(_teacher, teachers)),
+        teacher_weight=teacher_weight)
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
@@ -733,6 +741,20 @@ def _datasets_table(rows) -> str:
                      f"{evaluation.accuracy_all:>8.1%} {evaluation.macro_f1:>8.3f} "
                      f"{evaluation.no_face:>6d} {evaluation.unreadable:>10d}")
     return "\n".join(lines)
+
+
+def _teacher(name: str) -> str:
+    """A --teacher model: a path made absolute (resumed runs may start elsewhere), or a
+    registered name as it is."""
+    from fer8.models.registry import MODELS
+
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if name in MODELS:
+        return name
+    raise click.BadParameter(f"{name}: no such model file, and not a model name",
+                             param_hint="--teacher")
 
 
 def _absolute(spec: str) -> str:

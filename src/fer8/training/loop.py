@@ -113,6 +113,11 @@ class TrainConfig:
         detector_options: Its settings (see :func:`fer8.pipeline.detection.settings`).
         grayscale: Whether the model sees faces in gray; None: when every training face
             is gray (FER2013), or when ``init_model``'s model is gray.
+        teachers: Trained models (``.fer8`` files or names) whose mean probabilities on
+            each clean training crop are blended into its target: one network learns
+            what several read together (:mod:`fer8.training.distillation`).
+        teacher_weight: The teachers' share of each training target; the label (or
+            FER+ votes) keeps the rest.
     """
 
     data: tuple[str, ...]
@@ -140,6 +145,8 @@ class TrainConfig:
     detector: str = "yunet"
     detector_options: Mapping[str, Any] = field(default_factory=dict)
     grayscale: bool | None = None
+    teachers: tuple[str, ...] = ()
+    teacher_weight: float = 0.5
 
     def __post_init__(self) -> None:
         # One source may be given as a plain string (and was, in runs before 0.2).
@@ -149,8 +156,11 @@ class TrainConfig:
                 object.__setattr__(self, name, (os.fspath(value),))
             elif value is not None:
                 object.__setattr__(self, name, tuple(map(os.fspath, value)))
+        object.__setattr__(self, "teachers", tuple(map(os.fspath, self.teachers)))
         if not self.data:
             raise ValueError("data needs at least one source")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError("teacher_weight must be between 0 and 1")
         if self.class_weighting not in ("sqrt", "balanced", "none"):
             raise ValueError(f"class_weighting must be sqrt, balanced or none, "
                              f"not {self.class_weighting!r}")
@@ -500,21 +510,25 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                 targets[row] = votes / votes.sum()
             else:
                 targets[row, labels.index(sample.label)] = 1.0
+        truth = targets.argmax(axis=1)  # a soft target's class is its majority
         class_counts = np.bincount([labels.index(s.label) for s in kept], minlength=len(labels))
-        parts.append((crops.images, targets, index, 1.0 if for_validation else source.weight))
         summaries[source.name] = {**data.summary(), "images": len(kept),
                                   "weight": source.weight,
                                   "per_class": dict(zip(labels, map(int, class_counts))),
                                   "crops": dict(crops.status)}
+        if config.teachers and not for_validation:
+            targets, summaries[source.name]["teachers"] = _taught(
+                targets, kept, labels, config, cache_root, workers, source)
+        parts.append((crops.images, targets, truth, index,
+                      1.0 if for_validation else source.weight))
     channels = max(images.shape[-1] for images, *_ in parts)
     images = np.concatenate([np.repeat(i, channels, axis=-1) if i.shape[-1] < channels else i
                              for i, *_ in parts])
-    targets = np.concatenate([t for _, t, _, _ in parts])
-    source = np.concatenate([np.full(len(t), i, np.int32) for _, t, i, _ in parts])
-    draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, w in parts])
-    # Class weights from how often each class is drawn per pass, all sources together
-    # (a soft target's class is its majority).
-    truth = targets.argmax(axis=1)
+    targets = np.concatenate([t for _, t, _, _, _ in parts])
+    truth = np.concatenate([c for _, _, c, _, _ in parts])
+    source = np.concatenate([np.full(len(t), i, np.int32) for _, t, _, i, _ in parts])
+    draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, _, w in parts])
+    # Class weights from how often each class is drawn per pass, all sources together.
     drawn = np.bincount(truth, weights=draws, minlength=len(labels))
     weights = _class_weights(drawn, "none" if for_validation else config.class_weighting)
     names = tuple(source.name for source, _ in sources)
@@ -522,6 +536,25 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                                                            "images": len(images)}
     return _Split(images, targets, weights[truth].astype(np.float32), draws, source, names,
                   summary)
+
+
+def _taught(targets: NDArray[np.float32], kept: Sequence, labels: tuple[str, ...],
+            config: TrainConfig, cache_root, workers: int,
+            source: DataSource) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    """``targets`` blended with the teachers' probabilities, and how the teachers read
+    the source (their agreement with its labels is a measure of label noise)."""
+    from fer8.training.distillation import blend, teacher_probabilities
+
+    taught = teacher_probabilities(kept, labels, config.teachers, cache_root,
+                                   detector=config.detector,
+                                   detector_options=config.detector_options, workers=workers)
+    read = ~np.isnan(taught).any(axis=1)
+    agreement = (float(np.mean(taught[read].argmax(1) == targets[read].argmax(1)))
+                 if read.any() else 0.0)
+    logger.info("%s: the teachers read %d of %d faces and agree with %.1f%% of their labels",
+                source, int(read.sum()), len(kept), 100 * agreement)
+    return (blend(targets, taught, config.teacher_weight),
+            {"read": int(read.sum()), "agreement": round(agreement, 4)})
 
 
 def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:

@@ -1,0 +1,79 @@
+"""Teachers' predictions as training targets (knowledge distillation).
+
+Averaging the probabilities of several trained models (an ensemble) reads faces better
+than any one of them, but costs each of their networks at prediction time. Training one
+network on the ensemble's probabilities (Hinton et al., "Distilling the knowledge in a
+neural network", 2015) keeps much of the ensemble's gain at one network's cost. On
+noisy labels (ExpW's are: several of its "happy" faces do not smile) the teachers'
+probabilities also say how sure a label is, where a one-hot target cannot.
+
+Teachers read the clean (unaugmented) training crops once, when a run starts, each at
+its own input size and colour, on its own runtime (ONNX Runtime for format-2 files);
+the blend is fixed for the run, so a resumed run sees the same targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.errors import Fer8Error
+from fer8.training.datasets import Sample
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherError(Fer8Error, ValueError):
+    """A teacher model cannot teach this run (it lacks one of the run's classes)."""
+
+
+def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
+                          teachers: Sequence[str], cache_root, *, detector: str,
+                          detector_options, workers: int = 2) -> NDArray[np.float32]:
+    """The teachers' mean probabilities over ``labels`` for each sample.
+
+    Each teacher's probabilities are renormalised over ``labels`` (a teacher may know
+    more classes than the run). A sample a teacher could not frame gets a NaN row;
+    framing is the run's own (``detector``), so it fails for the same samples.
+
+    Raises:
+        TeacherError: A teacher lacks one of ``labels``.
+    """
+    from fer8.models.registry import load_model
+    from fer8.pipeline.classification import classify
+    from fer8.training.crops import prepare_crops
+
+    total = np.zeros((len(samples), len(labels)), np.float64)
+    for name in teachers:
+        started = time.perf_counter()
+        model = load_model(name)
+        missing = [label for label in labels if label not in model.labels]
+        if missing:
+            raise TeacherError(f"{name}: teacher has no class {', '.join(missing)}; "
+                               f"it knows {', '.join(model.labels)}")
+        crops = prepare_crops(samples, cache_root, image_size=model.spec.input_size,
+                              workers=workers, detector=detector,
+                              detector_options=detector_options)
+        probabilities = np.full((len(samples), len(labels)), np.nan)
+        if len(crops.kept):
+            columns = [model.labels.index(label) for label in labels]
+            read = classify(crops.images, model)[:, columns].astype(np.float64)
+            probabilities[crops.kept] = read / np.maximum(read.sum(1, keepdims=True), 1e-12)
+        total += probabilities
+        logger.info("teacher %s read %d faces in %.0f s", name, len(crops.kept),
+                    time.perf_counter() - started)
+    return (total / len(teachers)).astype(np.float32)
+
+
+def blend(targets: NDArray[np.float32], taught: NDArray[np.float32],
+          weight: float) -> NDArray[np.float32]:
+    """``(1 - weight) * targets + weight * taught``, row by row; rows the teachers could
+    not read (NaN) keep their targets."""
+    read = ~np.isnan(taught).any(axis=1)
+    out = targets.copy()
+    out[read] = (1 - weight) * targets[read] + weight * taught[read]
+    return out
