@@ -540,7 +540,9 @@ def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
     assert fer8.load_model(tmp_path / "run" / "model.fer8").labels == ("happy", "sad", "worry")
 
 
-def test_teachers_probabilities_are_blended_into_the_training_targets(first_run, tiny_data):
+@pytest.mark.parametrize("faces", ["colour", "gray"])
+def test_teachers_probabilities_are_blended_into_the_training_targets(
+        first_run, tiny_data, gray_data, faces):
     """--teacher: each training target is (1 - w) * label + w * the teachers' mean
     probabilities on the clean crop; validation keeps the labels."""
     from fer8.pipeline.classification import classify
@@ -551,13 +553,15 @@ def test_teachers_probabilities_are_blended_into_the_training_targets(first_run,
     teacher = str(run_dir / "model.fer8")
     config = training.TrainConfig(data=str(tiny_data), image_size=32, teachers=(teacher,) * 2,
                                   teacher_weight=0.75)
-    source = parse_source(str(tiny_data))
+    source = parse_source(str(tiny_data if faces == "colour" else gray_data))
     sources = [(source, source.read())]
     labels = ("happy", "sad")
     taught = training._prepare(sources, labels, config, cache, 1, None, "train")
     plain = training._prepare(sources, labels, replace(config, teachers=()), cache, 1, None,
                               "train")
-    probabilities = classify(plain.images, fer8.load_model(teacher))
+    assert plain.images.shape[-1] == (3 if faces == "colour" else 1)
+    probabilities = classify(np.repeat(plain.images, 3 // plain.images.shape[-1], axis=-1),
+                             fer8.load_model(teacher))
     np.testing.assert_allclose(taught.targets, 0.25 * plain.targets + 0.75 * probabilities,
                                atol=1e-5)
     np.testing.assert_array_equal(taught.weights, plain.weights)  # classes from the labels

@@ -61,7 +61,10 @@ def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
         probabilities = np.full((len(samples), len(labels)), np.nan)
         if len(crops.kept):
             columns = [model.labels.index(label) for label in labels]
-            read = classify(crops.images, model)[:, columns].astype(np.float64)
+            images = crops.images  # gray crops are cached with one channel
+            if images.shape[-1] == 1:
+                images = np.repeat(images, 3, axis=-1)
+            read = classify(images, model)[:, columns].astype(np.float64)
             probabilities[crops.kept] = read / np.maximum(read.sum(1, keepdims=True), 1e-12)
         total += probabilities
         logger.info("teacher %s read %d faces in %.0f s", name, len(crops.kept),
