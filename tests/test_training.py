@@ -592,10 +592,11 @@ def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refuse
         save(np.ascontiguousarray(image), data / "worried" / f"{i}.png")
     refused = CliRunner().invoke(cli, [
         "train", "--data", str(data), "--out", str(tmp_path / "run2"), "--epochs", "1",
-        "--teacher", str(teacher), "--cache", str(cache), *TRAIN_ARGS])
+        "--teacher", str(teacher), "--cache", str(tmp_path / "crops"), *TRAIN_ARGS])
     assert refused.exit_code == 1
     assert f"{teacher}: teacher has no class worry" in refused.stderr
     assert not (tmp_path / "run2").exists()
+    assert not any((tmp_path / "crops").rglob("*.*"))  # refused before framing any face
     missing = CliRunner().invoke(cli, [
         "train", "--data", str(data), "--out", str(tmp_path / "run3"),
         "--teacher", str(tmp_path / "nope.fer8"), *TRAIN_ARGS])

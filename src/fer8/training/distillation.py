@@ -31,6 +31,28 @@ class TeacherError(Fer8Error, ValueError):
     """A teacher model cannot teach this run (it lacks one of the run's classes)."""
 
 
+def check_teachers(teachers: Sequence[str], labels: tuple[str, ...]) -> None:
+    """Refuse, from the model files' specs alone (before any face is framed), a teacher
+    that lacks one of ``labels``.
+
+    Raises:
+        TeacherError: A teacher lacks one of ``labels``.
+        ModelNotFoundError: A teacher is neither a file nor a model name.
+    """
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+
+    for name in teachers:
+        _check_labels(name, read_spec(resolve_model(name)).labels, labels)
+
+
+def _check_labels(name: str, known: Sequence[str], labels: tuple[str, ...]) -> None:
+    missing = [label for label in labels if label not in known]
+    if missing:
+        raise TeacherError(f"{name}: teacher has no class {', '.join(missing)}; "
+                           f"it knows {', '.join(known)}")
+
+
 def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
                           teachers: Sequence[str], cache_root, *, detector: str,
                           detector_options, workers: int = 2) -> NDArray[np.float32]:
@@ -51,10 +73,7 @@ def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
     for name in teachers:
         started = time.perf_counter()
         model = load_model(name)
-        missing = [label for label in labels if label not in model.labels]
-        if missing:
-            raise TeacherError(f"{name}: teacher has no class {', '.join(missing)}; "
-                               f"it knows {', '.join(model.labels)}")
+        _check_labels(name, model.labels, labels)
         crops = prepare_crops(samples, cache_root, image_size=model.spec.input_size,
                               workers=workers, detector=detector,
                               detector_options=detector_options)

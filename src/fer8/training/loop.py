@@ -307,6 +307,10 @@ def train(
         val_sets = [(source, source.read(fer2013_split="val"))
                     for source in map(parse_source, config.val)]
     weights = None if resume else _starting_weights(config, labels)
+    if config.teachers:  # before the crops, which may take minutes to prepare
+        from fer8.training.distillation import check_teachers
+
+        check_teachers(config.teachers, labels)
     cache_root = _cache_root(cache)
     train_split = _prepare(train_sets, labels, config, cache_root, workers, on_prepare, "train")
     val_split = _prepare(val_sets, labels, config, cache_root, workers, on_prepare, "val",
