@@ -17,12 +17,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error
 from fer8.training.datasets import Sample
+
+if TYPE_CHECKING:
+    from fer8.models.modelfile import ExpressionModel
 
 logger = logging.getLogger(__name__)
 
@@ -31,49 +35,42 @@ class TeacherError(Fer8Error, ValueError):
     """A teacher model cannot teach this run (it lacks one of the run's classes)."""
 
 
-def check_teachers(teachers: Sequence[str], labels: tuple[str, ...]) -> None:
-    """Refuse, from the model files' specs alone (before any face is framed), a teacher
-    that lacks one of ``labels``.
+def load_teachers(names: Sequence[str], labels: tuple[str, ...]) -> list[ExpressionModel]:
+    """The teacher models, loaded once for the whole run.
 
     Raises:
         TeacherError: A teacher lacks one of ``labels``.
         ModelNotFoundError: A teacher is neither a file nor a model name.
     """
-    from fer8.models.modelfile import read_spec
-    from fer8.models.registry import resolve_model
+    from fer8.models.registry import load_model
 
-    for name in teachers:
-        _check_labels(name, read_spec(resolve_model(name)).labels, labels)
-
-
-def _check_labels(name: str, known: Sequence[str], labels: tuple[str, ...]) -> None:
-    missing = [label for label in labels if label not in known]
-    if missing:
-        raise TeacherError(f"{name}: teacher has no class {', '.join(missing)}; "
-                           f"it knows {', '.join(known)}")
+    teachers = []
+    for name in names:
+        model = load_model(name)
+        missing = [label for label in labels if label not in model.labels]
+        if missing:
+            raise TeacherError(f"{name}: teacher has no class {', '.join(missing)}; "
+                               f"it knows {', '.join(model.labels)}")
+        teachers.append(model)
+    return teachers
 
 
 def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
-                          teachers: Sequence[str], cache_root, *, detector: str,
+                          teachers: Sequence[ExpressionModel], cache_root, *, detector: str,
                           detector_options, workers: int = 2) -> NDArray[np.float32]:
     """The teachers' mean probabilities over ``labels`` for each sample.
 
     Each teacher's probabilities are renormalised over ``labels`` (a teacher may know
-    more classes than the run). A sample a teacher could not frame gets a NaN row;
-    framing is the run's own (``detector``), so it fails for the same samples.
-
-    Raises:
-        TeacherError: A teacher lacks one of ``labels``.
+    more classes than the run; :func:`load_teachers` checks it knows these). A sample a
+    teacher could not frame gets a NaN row; framing is the run's own (``detector``),
+    so it fails for the same samples.
     """
-    from fer8.models.registry import load_model
     from fer8.pipeline.classification import classify
     from fer8.training.crops import prepare_crops
 
     total = np.zeros((len(samples), len(labels)), np.float64)
-    for name in teachers:
+    for model in teachers:
         started = time.perf_counter()
-        model = load_model(name)
-        _check_labels(name, model.labels, labels)
         crops = prepare_crops(samples, cache_root, image_size=model.spec.input_size,
                               workers=workers, detector=detector,
                               detector_options=detector_options)
@@ -86,7 +83,7 @@ def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
             read = classify(images, model)[:, columns].astype(np.float64)
             probabilities[crops.kept] = read / np.maximum(read.sum(1, keepdims=True), 1e-12)
         total += probabilities
-        logger.info("teacher %s read %d faces in %.0f s", name, len(crops.kept),
+        logger.info("a teacher read %d faces in %.0f s", len(crops.kept),
                     time.perf_counter() - started)
     return (total / len(teachers)).astype(np.float32)
 

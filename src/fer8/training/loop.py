@@ -307,12 +307,14 @@ def train(
         val_sets = [(source, source.read(fer2013_split="val"))
                     for source in map(parse_source, config.val)]
     weights = None if resume else _starting_weights(config, labels)
+    teachers = []
     if config.teachers:  # before the crops, which may take minutes to prepare
-        from fer8.training.distillation import check_teachers
+        from fer8.training.distillation import load_teachers
 
-        check_teachers(config.teachers, labels)
+        teachers = load_teachers(config.teachers, labels)
     cache_root = _cache_root(cache)
-    train_split = _prepare(train_sets, labels, config, cache_root, workers, on_prepare, "train")
+    train_split = _prepare(train_sets, labels, config, cache_root, workers, on_prepare, "train",
+                           teachers=teachers)
     val_split = _prepare(val_sets, labels, config, cache_root, workers, on_prepare, "val",
                          for_validation=True)
     logger.info("train: %s", train_split.summary)
@@ -488,8 +490,9 @@ def _cache_root(cache: str | os.PathLike | None) -> Path | None:
 
 def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, ...],
              config: TrainConfig, cache_root, workers: int, on_prepare, title: str, *,
-             for_validation: bool = False) -> _Split:
-    """Frame every source's images and put them in one :class:`_Split`."""
+             for_validation: bool = False, teachers: Sequence = ()) -> _Split:
+    """Frame every source's images and put them in one :class:`_Split`; with
+    ``teachers`` (loaded models) their probabilities are blended into the targets."""
     from fer8.training.crops import prepare_crops
 
     columns = [EXPRESSIONS.index(label) for label in labels]
@@ -520,9 +523,9 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                                   "weight": source.weight,
                                   "per_class": dict(zip(labels, map(int, class_counts))),
                                   "crops": dict(crops.status)}
-        if config.teachers and not for_validation:
+        if teachers:
             targets, summaries[source.name]["teachers"] = _taught(
-                targets, kept, labels, config, cache_root, workers, source)
+                targets, kept, labels, teachers, config, cache_root, workers, source)
         parts.append((crops.images, targets, truth, index,
                       1.0 if for_validation else source.weight))
     channels = max(images.shape[-1] for images, *_ in parts)
@@ -543,13 +546,13 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
 
 
 def _taught(targets: NDArray[np.float32], kept: Sequence, labels: tuple[str, ...],
-            config: TrainConfig, cache_root, workers: int,
+            teachers: Sequence, config: TrainConfig, cache_root, workers: int,
             source: DataSource) -> tuple[NDArray[np.float32], dict[str, Any]]:
     """``targets`` blended with the teachers' probabilities, and how the teachers read
     the source (their agreement with its labels is a measure of label noise)."""
     from fer8.training.distillation import blend, teacher_probabilities
 
-    taught = teacher_probabilities(kept, labels, config.teachers, cache_root,
+    taught = teacher_probabilities(kept, labels, teachers, cache_root,
                                    detector=config.detector,
                                    detector_options=config.detector_options, workers=workers)
     read = ~np.isnan(taught).any(axis=1)
