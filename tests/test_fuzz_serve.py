@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import threading
 import time
 
@@ -425,7 +426,11 @@ def test_a_huge_body_within_the_limit_is_parsed_off_the_event_loop(line_server, 
     poller.join()
     assert response.status_code == 200
     assert no_reply_after(line)
-    assert took > 0.5 and len(health) >= 3 and max(health) < took / 2, (took, health)
+    # Were the parser on the event loop, no health check could finish while it ran: one
+    # would wait for the whole request. In a thread, one check may still wait a while
+    # for the GIL (0.49 s of 0.98 s once, on 2 busy cores), so the typical one counts.
+    assert took > 0.5 and len(health) >= 3, (took, health)
+    assert statistics.median(health) < took / 4, (took, health)
 
 
 def test_external_content_is_fetched_over_http_only(bot, tmp_path):
