@@ -96,8 +96,7 @@ def score(start: tuple, tuned_path: Path, sources: list[str],
                               detector=detection.get("detector", "yunet"),
                               detector_options=detection.get("detector_options"))
         truth = np.array([tuned.labels.index(samples[i].label) for i in crops.kept])
-        images = crops.images if crops.images.shape[-1] == 3 else np.repeat(crops.images, 3, -1)
-        data.append((source.name, images, truth))
+        data.append((source.name, crops.rgb(), truth))
     print("| alpha | " + " | ".join(name for name, _, _ in data) + " | mean |")
     print("|---|" + "---|" * (len(data) + 1))
     for alpha in alphas:

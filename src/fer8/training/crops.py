@@ -56,6 +56,10 @@ class PreparedCrops:
     kept: NDArray[np.int64]
     status: Counter = field(default_factory=Counter)
 
+    def rgb(self) -> NDArray[np.uint8]:
+        """``images`` with three channels, as :func:`fer8.classify` takes them."""
+        return self.images if self.images.shape[-1] == 3 else np.repeat(self.images, 3, -1)
+
 
 def settings_key(size: int = CROP_SIZE, detector: Mapping | None = None) -> str:
     """A digest of everything that decides how a crop looks.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +27,7 @@ from fer8.training.datasets import Sample
 
 if TYPE_CHECKING:
     from fer8.models.modelfile import ExpressionModel
+    from fer8.training.crops import PreparedCrops
 
 logger = logging.getLogger(__name__)
 
@@ -57,30 +58,35 @@ def load_teachers(names: Sequence[str], labels: tuple[str, ...]) -> list[Express
 
 def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
                           teachers: Sequence[ExpressionModel], cache_root, *, detector: str,
-                          detector_options, workers: int = 2) -> NDArray[np.float32]:
+                          detector_options, workers: int = 2,
+                          framed: Mapping[int, PreparedCrops] | None = None
+                          ) -> NDArray[np.float32]:
     """The teachers' mean probabilities over ``labels`` for each sample.
 
     Each teacher's probabilities are renormalised over ``labels`` (a teacher may know
     more classes than the run; :func:`load_teachers` checks it knows these). A sample a
     teacher could not frame gets a NaN row; framing is the run's own (``detector``),
-    so it fails for the same samples.
+    so it fails for the same samples. ``framed`` holds crops of ``samples`` already
+    made, by input size (the run's own): a teacher of that size reads them instead of
+    the cache, and teachers of one size share their crops.
     """
     from fer8.pipeline.classification import classify
     from fer8.training.crops import prepare_crops
 
+    framed = dict(framed or {})
     total = np.zeros((len(samples), len(labels)), np.float64)
     for model in teachers:
         started = time.perf_counter()
-        crops = prepare_crops(samples, cache_root, image_size=model.spec.input_size,
-                              workers=workers, detector=detector,
-                              detector_options=detector_options)
+        size = model.spec.input_size
+        if size not in framed:
+            framed[size] = prepare_crops(samples, cache_root, image_size=size,
+                                         workers=workers, detector=detector,
+                                         detector_options=detector_options)
+        crops = framed[size]
         probabilities = np.full((len(samples), len(labels)), np.nan)
         if len(crops.kept):
             columns = [model.labels.index(label) for label in labels]
-            images = crops.images  # gray crops are cached with one channel
-            if images.shape[-1] == 1:
-                images = np.repeat(images, 3, axis=-1)
-            read = classify(images, model)[:, columns].astype(np.float64)
+            read = classify(crops.rgb(), model)[:, columns].astype(np.float64)
             probabilities[crops.kept] = read / np.maximum(read.sum(1, keepdims=True), 1e-12)
         total += probabilities
         logger.info("a teacher read %d faces in %.0f s", len(crops.kept),

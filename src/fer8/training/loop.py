@@ -493,7 +493,7 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
              for_validation: bool = False, teachers: Sequence = ()) -> _Split:
     """Frame every source's images and put them in one :class:`_Split`; with
     ``teachers`` (loaded models) their probabilities are blended into the targets."""
-    from fer8.training.crops import prepare_crops
+    from fer8.training.crops import PreparedCrops, prepare_crops
 
     columns = [EXPRESSIONS.index(label) for label in labels]
     parts, summaries = [], {}
@@ -524,8 +524,9 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                                   "per_class": dict(zip(labels, map(int, class_counts))),
                                   "crops": dict(crops.status)}
         if teachers:
+            own = PreparedCrops(crops.images, np.arange(len(kept)))  # in the order of kept
             targets, summaries[source.name]["teachers"] = _taught(
-                targets, kept, labels, teachers, config, cache_root, workers, source)
+                targets, kept, own, labels, teachers, config, cache_root, workers, source)
         parts.append((crops.images, targets, truth, index,
                       1.0 if for_validation else source.weight))
     channels = max(images.shape[-1] for images, *_ in parts)
@@ -545,16 +546,18 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                   summary)
 
 
-def _taught(targets: NDArray[np.float32], kept: Sequence, labels: tuple[str, ...],
+def _taught(targets: NDArray[np.float32], kept: Sequence, crops, labels: tuple[str, ...],
             teachers: Sequence, config: TrainConfig, cache_root, workers: int,
             source: DataSource) -> tuple[NDArray[np.float32], dict[str, Any]]:
     """``targets`` blended with the teachers' probabilities, and how the teachers read
-    the source (their agreement with its labels is a measure of label noise)."""
+    the source (their agreement with its labels is a measure of label noise).
+    ``crops`` are the run's own crops of ``kept``, which teachers of its input size read."""
     from fer8.training.distillation import blend, teacher_probabilities
 
     taught = teacher_probabilities(kept, labels, teachers, cache_root,
                                    detector=config.detector,
-                                   detector_options=config.detector_options, workers=workers)
+                                   detector_options=config.detector_options, workers=workers,
+                                   framed={config.image_size: crops})
     read = ~np.isnan(taught).any(axis=1)
     agreement = (float(np.mean(taught[read].argmax(1) == targets[read].argmax(1)))
                  if read.any() else 0.0)
