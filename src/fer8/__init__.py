@@ -37,6 +37,10 @@ _EXPORTS = {
     "face_from_crop": "fer8.pipeline.faces",
     "classify": "fer8.pipeline.classification",
     "Predictor": "fer8.pipeline.predictor",
+    "explain": "fer8.pipeline.explain",
+    "Explanation": "fer8.pipeline.explain",
+    "head_pose": "fer8.pipeline.pose",
+    "HeadPose": "fer8.results",
     "load_model": "fer8.models.registry",
     "ExpressionModel": "fer8.models.modelfile",
     "ModelSpec": "fer8.models.modelfile",
@@ -53,6 +57,7 @@ _EXPORTS = {
     "InvalidVideoError": "fer8.errors",
     "ModelNotFoundError": "fer8.errors",
     "ModelFormatError": "fer8.errors",
+    "ExplanationError": "fer8.errors",
     "ChecksumMismatchError": "fer8.errors",
     "DownloadError": "fer8.errors",
 }
@@ -78,6 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.errors import (
         ChecksumMismatchError,
         DownloadError,
+        ExplanationError,
         Fer8Error,
         InvalidImageError,
         InvalidVideoError,
@@ -90,10 +96,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.pipeline.alignment import AlignedFace, align, crop_square
     from fer8.pipeline.classification import classify
     from fer8.pipeline.detection import detect
+    from fer8.pipeline.explain import Explanation, explain
     from fer8.pipeline.faces import face_from_crop, faces_in_photo
     from fer8.pipeline.images import load_image
     from fer8.pipeline.landmarking import landmarks
+    from fer8.pipeline.pose import head_pose
     from fer8.pipeline.predictor import Predictor
     from fer8.pipeline.video import read_frames
-    from fer8.results import Box, Face, FrameResult, ImageResult, TrackedFace
+    from fer8.results import Box, Face, FrameResult, HeadPose, ImageResult, TrackedFace
     from fer8.training.keras_models import save_model

@@ -54,3 +54,9 @@ class InvalidVideoError(Fer8Error, ValueError):
         self.source = source
         self.problem = problem
         self.frame = frame
+
+
+class ExplanationError(Fer8Error, ValueError):
+    """A model's predictions cannot be explained with class activation maps: its head
+    is not global average pooling followed by dense layers, or its network cannot give
+    its last feature map (a Keras model in training)."""

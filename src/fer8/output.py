@@ -19,15 +19,21 @@ from fer8.labels import display_name
 from fer8.results import ImageResult
 
 FORMATS = ("table", "json", "jsonl", "csv")
+#: Head pose columns of the CSV (degrees, see fer8.pipeline.pose for the signs).
+POSE_COLUMNS = ("yaw", "pitch", "roll")
+#: Landmarks as CSV columns (``--landmarks``): x_0..x_67, then y_0..y_67, as py-feat.
+LANDMARK_COLUMNS = tuple(f"{axis}_{i}" for axis in "xy" for i in range(68))
 
 
 class Writer:
     """Base writer: ``write`` each result, then ``close`` once."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
+    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False,
+                 landmarks: bool = False) -> None:
         self.stream = stream
         self.labels = tuple(labels)
         self.video = video
+        self.landmarks = landmarks  # the table and the CSV show them only when asked
 
     def write(self, result: ImageResult) -> None:
         raise NotImplementedError
@@ -45,8 +51,9 @@ class TableWriter(Writer):
     """
 
     def __init__(self, stream: TextIO, labels: Sequence[str], *,
-                 source_width: int | None = None, video: bool = False) -> None:
-        super().__init__(stream, labels, video=video)
+                 source_width: int | None = None, video: bool = False,
+                 landmarks: bool = False) -> None:
+        super().__init__(stream, labels, video=video, landmarks=landmarks)
         self.source_width = max(len("SOURCE"), source_width or 32)
         self._header_written = False
 
@@ -66,6 +73,8 @@ class TableWriter(Writer):
             box = ", ".join(str(v) for v in face["box"])
             self._line((*when, _text(face.get("track"))), str(index), box,
                        display_name(face["label"]), f"{face['confidence']:.1%}")
+            if self.landmarks:
+                self.stream.write(f"    {_points_text(face)}\n")
         self.stream.flush()
 
     def _line(self, where: tuple[str, str, str, str], face: str, box: str, label: str,
@@ -76,11 +85,24 @@ class TableWriter(Writer):
                           f"{label:<11} {confidence}".rstrip() + "\n")
 
 
+def _points_text(face: dict[str, Any]) -> str:
+    """The table's line under a face with ``--landmarks``: its pose, then its 68 points
+    in whole pixels."""
+    if face.get("landmarks") is None:
+        return "no landmarks (classified from the box)"
+    pose = face.get("pose")
+    angles = "" if pose is None else \
+        f"yaw {pose['yaw']:.1f} pitch {pose['pitch']:.1f} roll {pose['roll']:.1f}; "
+    points = " ".join(f"{x:.0f},{y:.0f}" for x, y in face["landmarks"])
+    return f"{angles}landmarks {points}"
+
+
 class JsonWriter(Writer):
     """One JSON array of every image's object, written when the run ends."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
-        super().__init__(stream, labels, video=video)
+    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False,
+                 landmarks: bool = False) -> None:
+        super().__init__(stream, labels, video=video, landmarks=landmarks)
         self._results: list[dict] = []
 
     def write(self, result: ImageResult) -> None:
@@ -100,14 +122,16 @@ class JsonLinesWriter(Writer):
         self.stream.flush()
 
 
-def row_columns(labels: Sequence[str], *, video: bool = False) -> list[str]:
+def row_columns(labels: Sequence[str], *, video: bool = False,
+                landmarks: bool = False) -> list[str]:
     """The columns of :func:`face_rows`, in order: CSV's header and Ray's schema."""
     return ["source", *(("frame", "time", "track") if video else ()), "face",
-            "x", "y", "w", "h", "label", "confidence", *labels, "error"]
+            "x", "y", "w", "h", "label", "confidence", *labels, *POSE_COLUMNS,
+            *(LANDMARK_COLUMNS if landmarks else ()), "error"]
 
 
 def face_rows(result: ImageResult, labels: Sequence[str], *,
-              video: bool = False) -> list[dict[str, Any]]:
+              video: bool = False, landmarks: bool = False) -> list[dict[str, Any]]:
     """One flat row per face; an image or frame without faces (or unreadable) gives one
     row with ``face`` and the face's columns ``None``, so every input is in the output.
 
@@ -119,8 +143,8 @@ def face_rows(result: ImageResult, labels: Sequence[str], *,
     item = result.to_dict()
     when = {"frame": item.get("frame"), "time": item.get("time")} if video else {}
     if not item["faces"]:
-        return [{**dict.fromkeys(row_columns(labels, video=video)), "source": result.source,
-                 **when, "error": result.error}]
+        return [{**dict.fromkeys(row_columns(labels, video=video, landmarks=landmarks)),
+                 "source": result.source, **when, "error": result.error}]
     rows = []
     for index, face in enumerate(item["faces"]):
         x, y, w, h = face["box"]
@@ -129,8 +153,22 @@ def face_rows(result: ImageResult, labels: Sequence[str], *,
                      "x": x, "y": y, "w": w, "h": h,
                      "label": face["label"], "confidence": float(face["confidence"]),
                      **{label: float(face["probabilities"][label]) for label in labels},
+                     **_pose_cells(face), **(_landmark_cells(face) if landmarks else {}),
                      "error": None})
     return rows
+
+
+def _pose_cells(face: dict[str, Any]) -> dict[str, float | None]:
+    pose = face.get("pose") or {}
+    return {name: pose.get(name) for name in POSE_COLUMNS}
+
+
+def _landmark_cells(face: dict[str, Any]) -> dict[str, float | None]:
+    points = face.get("landmarks")
+    if points is None:
+        return dict.fromkeys(LANDMARK_COLUMNS)
+    xs, ys = zip(*points)
+    return dict(zip(LANDMARK_COLUMNS, (*xs, *ys)))
 
 
 class CsvWriter(Writer):
@@ -138,23 +176,25 @@ class CsvWriter(Writer):
     row with an empty face index. With ``video``, the columns frame, time (seconds) and
     track follow source."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False) -> None:
-        super().__init__(stream, labels, video=video)
+    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False,
+                 landmarks: bool = False) -> None:
+        super().__init__(stream, labels, video=video, landmarks=landmarks)
         self._csv = csv.writer(stream, lineterminator="\n")
-        self._csv.writerow(row_columns(self.labels, video=video))
+        self._csv.writerow(row_columns(self.labels, video=video, landmarks=landmarks))
 
     def write(self, result: ImageResult) -> None:
-        for row in face_rows(result, self.labels, video=self.video):
+        for row in face_rows(result, self.labels, video=self.video, landmarks=self.landmarks):
             self._csv.writerow([_cell(name, value) for name, value in row.items()])
         self.stream.flush()
 
 
 def _cell(name: str, value: object) -> object:
     """A CSV cell: empty for None, probabilities and confidence to 6 decimals, the
-    frame's time as given."""
+    frame's time, the pose and the landmarks as given (rounded already)."""
     if value is None:
         return ""
-    if isinstance(value, float) and name != "time":
+    if isinstance(value, float) and name != "time" and name not in POSE_COLUMNS \
+            and name[:2] not in ("x_", "y_"):
         return f"{value:.6f}"
     return value
 
@@ -164,15 +204,18 @@ def _text(value: object, missing: str = "-") -> str:
 
 
 def make_writer(format: str, stream: TextIO, labels: Sequence[str], *,
-                sources: Sequence[str] = (), video: bool = False) -> Writer:
+                sources: Sequence[str] = (), video: bool = False,
+                landmarks: bool = False) -> Writer:
     """The writer for ``format`` (one of :data:`FORMATS`); ``sources``, the names of the
     results to come, size the table's SOURCE column; ``video`` (some results will be
-    video frames) adds the frame, time and track columns to the table and the CSV."""
+    video frames) adds the frame, time and track columns to the table and the CSV;
+    ``landmarks`` adds each face's 68 points (and, in the table, its pose) to the table
+    and the CSV (JSON always has both)."""
     writers = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonLinesWriter,
                "csv": CsvWriter}
     if format not in writers:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "table":
         return TableWriter(stream, labels, source_width=max(map(len, sources), default=None),
-                           video=video)
-    return writers[format](stream, labels, video=video)
+                           video=video, landmarks=landmarks)
+    return writers[format](stream, labels, video=video, landmarks=landmarks)

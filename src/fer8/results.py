@@ -45,6 +45,26 @@ class Box:
         return inter / union if union else 0.0
 
 
+@dataclass(frozen=True)
+class HeadPose:
+    """A head's orientation in degrees, estimated from its landmarks
+    (:func:`fer8.pipeline.pose.head_pose`, whose docstring gives the conventions).
+
+    Attributes:
+        yaw: Turning left-right; positive when the face turns to the picture's right.
+        pitch: Nodding; positive when the face tilts up.
+        roll: Tilting in the picture; positive when the face is turned clockwise.
+    """
+
+    yaw: float
+    pitch: float
+    roll: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"yaw": round(float(self.yaw), 2), "pitch": round(float(self.pitch), 2),
+                "roll": round(float(self.roll), 2)}
+
+
 @dataclass(frozen=True, eq=False)
 class Face:
     """One classified face.
@@ -58,6 +78,8 @@ class Face:
             could not be fitted.
         aligned: True when the crop was aligned from landmarks, False when it fell
             back to a square crop of the box.
+        pose: The head's yaw, pitch and roll, estimated from the landmarks; ``None``
+            without them.
     """
 
     box: Box
@@ -66,14 +88,21 @@ class Face:
     probabilities: dict[str, float]
     landmarks: NDArray[np.float32] | None = None
     aligned: bool = False
+    pose: HeadPose | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-safe form used by every output format."""
+        """The JSON-safe form used by every output format. ``landmarks`` (68 [x, y]
+        pairs, to 0.01 pixel) and ``pose`` are ``None`` for a face classified from the
+        fallback crop of its box."""
+        points = None if not self.aligned or self.landmarks is None else \
+            [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
         return {
             "box": self.box.to_list(),
             "label": self.label,
             "confidence": float(self.confidence),
             "probabilities": {k: float(v) for k, v in self.probabilities.items()},
+            "landmarks": points,
+            "pose": None if self.pose is None else self.pose.to_dict(),
         }
 
 

@@ -124,9 +124,13 @@ class ExpressionModel:
     """
 
     def __init__(self, network: Callable[[NDArray[np.float32]], NDArray[np.float32]],
-                 spec: ModelSpec, *, runtime: str = "onnxruntime"):
+                 spec: ModelSpec, *, runtime: str = "onnxruntime",
+                 source: Path | None = None):
         self.spec = spec
         self.runtime = runtime
+        #: The model file it was loaded from (None: built in memory), which explanations
+        #: read the classifier head's weights from.
+        self.source = source
         self._run = network
         size = spec.input_size
         shape = tuple(getattr(network, "input_shape", None) or (size, size, 3))
@@ -144,6 +148,27 @@ class ExpressionModel:
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Probabilities (N, C) for a preprocessed batch (N, S, S, 3)."""
         return np.asarray(self._run(batch), np.float32)
+
+    def features(self, batch: NDArray[np.float32]
+                 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Probabilities (N, C) and the last feature map (N, K, h, w), the input of the
+        global average pooling before the classifier, from one forward pass.
+
+        Raises:
+            ExplanationError: The network cannot give its feature map (its head is not
+                pooling and dense layers, or it is not run by ONNX Runtime).
+        """
+        from fer8.errors import ExplanationError
+
+        run = getattr(self._run, "features", None)
+        found = run(batch) if run is not None else None
+        if found is None:
+            raise ExplanationError(
+                f"{self.spec.name}: the network gives no feature map to explain its "
+                f"predictions with (runtime {self.runtime}); explanations need a model "
+                "file whose head is global average pooling followed by dense layers")
+        probabilities, features = found
+        return np.asarray(probabilities, np.float32), np.asarray(features, np.float32)
 
     def __repr__(self) -> str:
         return (f"ExpressionModel(name={self.spec.name!r}, backbone={self.spec.backbone!r}, "
@@ -167,12 +192,27 @@ def read_graph(path: str | os.PathLike) -> bytes:
     """The network of a model file as a serialized ONNX graph.
 
     A format version 1 file (Keras weights only) is translated through Keras, which
-    needs the ``train`` extra; without it the error says how to convert the file.
+    needs the ``train`` extra; without it the error says how to convert the file. A
+    graph written before fer8 gave it the ``features`` output (the last feature map,
+    for explanations) is given it here, when its head allows one.
 
     Raises:
         ModelFormatError: Not a model file, or no network fer8 can read inside.
     """
     return _read_parts(Path(path))[1]
+
+
+def read_network_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The Keras functional config stored in a model file (``network.json``), or None
+    for a file that has none (a format version 1 ``model.keras`` file)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if NETWORK_MEMBER not in archive.namelist():
+                return None
+            network = json.loads(archive.read(NETWORK_MEMBER))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: cannot read {NETWORK_MEMBER} ({exc})") from None
+    return network.get("config", network)
 
 
 def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
@@ -182,7 +222,15 @@ def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
         with zipfile.ZipFile(path) as archive:
             members = set(archive.namelist())
             if ONNX_MEMBER in members:
-                return spec, archive.read(ONNX_MEMBER)
+                graph = archive.read(ONNX_MEMBER)
+                if NETWORK_MEMBER in members:
+                    # Graphs written before the feature-map output get it here, from
+                    # the stored graph (see fer8.models.onnx_graph.add_feature_output).
+                    from fer8.models.onnx_graph import add_feature_output
+
+                    config = json.loads(archive.read(NETWORK_MEMBER))
+                    graph = add_feature_output(graph, config.get("config", config))
+                return spec, graph
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelFormatError(f"{path}: cannot read the network ({exc})") from None
     if not (KERAS_MEMBER in members or {NETWORK_MEMBER, WEIGHTS_MEMBER} <= members):
@@ -216,7 +264,7 @@ def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionM
     network = OnnxNetwork.cached(lambda: read_graph(path), _fingerprint(path),
                                  threads=threads, source=str(path))
     try:
-        return ExpressionModel(network, spec)
+        return ExpressionModel(network, spec, source=path)
     except ValueError as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
 
@@ -229,7 +277,9 @@ def _fingerprint(path: Path) -> str | None:
             graph, spec = archive.getinfo(ONNX_MEMBER), archive.getinfo(SPEC_MEMBER)
     except (zipfile.BadZipFile, KeyError, OSError):
         return None
-    return f"{graph.CRC:08x}{spec.CRC:08x}-{graph.file_size:x}"
+    # "-f": the graph as read_graph gives it, with the feature-map output (optimised
+    # graphs cached before it existed lack that output and are not reused).
+    return f"{graph.CRC:08x}{spec.CRC:08x}-{graph.file_size:x}-f"
 
 
 def onnx_metadata(spec: ModelSpec) -> dict[str, str]:

@@ -20,12 +20,13 @@ features reach a Dense layer in Keras's order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.errors import ModelFormatError
+from fer8.errors import ExplanationError, ModelFormatError
 
 if TYPE_CHECKING:
     import onnx
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
+#: The second output: the feature map global average pooling reduces before the
+#: classifier, (N, K, h, w) channels-first, which class activation maps weight
+#: (:mod:`fer8.pipeline.explain`). Only networks with such a head have it.
+FEATURES_NAME = "features"
 
 #: Weights per layer class, in the order Keras stores them (``layer.weights``).
 _WEIGHT_NAMES = {
@@ -98,7 +103,9 @@ def build_graph(config: Mapping[str, Any], weights: Mapping[str, Mapping[str, ND
 
     Returns:
         A model with one input ``input`` (N, S, S, 3) float32, preprocessed as the
-        model file says, and one output ``probabilities`` (N, C).
+        model file says, and the output ``probabilities`` (N, C); a network whose head is
+        global average pooling and dense layers (:func:`classifier_head`) also has the
+        output ``features`` (N, K, h, w), the feature map that the pooling averages.
 
     Raises:
         ModelFormatError: A layer, setting or wiring this translator does not handle.
@@ -113,13 +120,24 @@ def build_graph(config: Mapping[str, Any], weights: Mapping[str, Mapping[str, ND
         graph.add_layer(layer)
     output = graph.to_matrix(graph.tensor(_history(outputs[0])))
     graph.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME]))
+    graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
+                                                   ["batch", None])]
+    try:
+        head = classifier_head(config)
+    except ExplanationError:
+        head = None  # a network that cannot be explained has no feature-map output
+    if head is not None:
+        graph.nodes.append(helper.make_node("Identity", [graph.tensor(head.features)],
+                                            [FEATURES_NAME]))
+        graph_outputs.append(helper.make_tensor_value_info(
+            FEATURES_NAME, TensorProto.FLOAT, ["batch", None, None, None]))
 
     size = graph.input_shape
     model = helper.make_model(
         helper.make_graph(
             graph.nodes, name,
             [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *size])],
-            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", None])],
+            graph_outputs,
             initializer=graph.initializers),
         opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fer8")
     model.ir_version = 8  # what ONNX Runtime 1.16+ reads, whatever onnx version built it
@@ -385,3 +403,140 @@ def keras_weights(model: onnx.ModelProto, config: Mapping[str, Any]) -> list[NDA
                 array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
             weights.append(array)
     return weights
+
+
+#: Layers that may lie between global average pooling and the output for the head to be
+#: affine (so that a class activation map sums exactly to the class's logit).
+_HEAD_LAYERS = ("Dense", "Dropout", "BatchNormalization", "Activation")
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """The head of a network ending in global average pooling and dense layers.
+
+    Attributes:
+        pool: The GlobalAveragePooling2D layer's name.
+        features: The Keras tensor key of its input, the last feature map.
+        layers: The layers from the pooling to the output, in order (Dense,
+            BatchNormalization, Dropout, and linear or a final softmax Activation).
+    """
+
+    pool: str
+    features: str
+    layers: tuple[Mapping[str, Any], ...]
+
+
+def classifier_head(config: Mapping[str, Any]) -> ClassifierHead:
+    """Find the global average pooling that feeds the output through dense layers only.
+
+    The class activation map (Zhou et al., 2016) of such a network is exact: every layer
+    after the pooling is affine (a softmax at the end only turns logits into
+    probabilities), so weighting the feature map's channels by the head's composed
+    weights gives a map whose mean, plus a bias, is the class's logit. Any other layer
+    there (a ReLU, a Flatten of the map, a second branch) would make that map a
+    different function from the network's, so it is refused.
+
+    Raises:
+        ExplanationError: The head is not of that form; the message names the layer.
+    """
+    by_name = {layer["name"]: layer for layer in config["layers"]}
+    outputs = _refs(config["output_layers"])
+    if len(outputs) != 1:
+        raise ExplanationError("class activation maps need a network with one output")
+    name = outputs[0][0]
+    layers: list[Mapping[str, Any]] = []
+    while True:
+        layer = by_name.get(name)
+        if layer is None:
+            raise ExplanationError(f"the network's config has no layer {name!r}")
+        kind, settings = layer["class_name"], layer["config"]
+        inbound = _inputs(layer["inbound_nodes"][0]["args"]) if layer.get("inbound_nodes") \
+            else []
+        if kind == "GlobalAveragePooling2D" and not settings.get("keepdims") and layers:
+            if not any(item["class_name"] == "Dense" for item in layers):
+                break  # no dense layer: refused below
+            return ClassifierHead(name, inbound[0], tuple(reversed(layers)))
+        activation = settings.get("activation", "linear")
+        final = not layers  # the output layer itself may end in a softmax
+        if kind not in _HEAD_LAYERS or len(inbound) != 1 or \
+                activation not in (("linear", "softmax") if final else ("linear",)):
+            what = kind if activation in ("linear", None) or kind not in _HEAD_LAYERS \
+                else f"{kind} with {activation}"
+            raise ExplanationError(
+                f"layer {name!r} ({what}) lies between the network's last feature map and "
+                "its output; class activation maps are exact only for global average "
+                "pooling followed by dense layers")
+        layers.append(layer)
+        name = inbound[0].rsplit(":", 1)[0]
+    raise ExplanationError("the network has no dense layer after its global average "
+                           "pooling; class activation maps need one")
+
+
+def add_feature_output(data: bytes, config: Mapping[str, Any]) -> bytes:
+    """A stored graph with the ``features`` output, for graphs written before fer8 gave
+    them one (the bundled model's among them). The output is taken from the stored graph
+    itself: the input of the GlobalAveragePool node that :func:`build_graph` made for
+    the head's pooling layer. A graph that has the output already, or whose network has
+    no such head, is returned as it is.
+    """
+    from fer8.models.onnx_wire import Node, read_graph_index, with_nodes_and_outputs
+
+    index = read_graph_index(data)
+    if FEATURES_NAME in index.outputs:
+        return data
+    try:
+        head = classifier_head(config)
+    except ExplanationError:
+        return data
+    pool = index.producer(f"{head.pool}/pool")
+    if pool is None or pool.op_type != "GlobalAveragePool":
+        raise ModelFormatError(f"the graph has no pooling node for layer {head.pool!r}")
+    return with_nodes_and_outputs(data, [Node("Identity", (pool.inputs[0],), (FEATURES_NAME,))],
+                                  [FEATURES_NAME])
+
+
+def head_weights(data: bytes, config: Mapping[str, Any]
+                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The head after the pooling as one affine map: ``logits = pooled @ W + b``.
+
+    Args:
+        data: The serialized graph (weights are read from its initializers).
+        config: The Keras config of the network.
+
+    Returns:
+        ``W`` (K, C) and ``b`` (C,), in float64.
+
+    Raises:
+        ExplanationError: The head is not global average pooling and dense layers.
+    """
+    from fer8.models.onnx_wire import read_graph_index
+
+    head = classifier_head(config)
+    index = read_graph_index(data)
+    matrix: NDArray[np.float64] | None = None
+    bias: NDArray[np.float64] | None = None
+
+    def weight(layer: str, name: str) -> NDArray[np.float64]:
+        return index.array(f"{layer}/{name}").astype(np.float64)
+
+    for layer in head.layers:
+        kind, name, settings = layer["class_name"], layer["name"], layer["config"]
+        if kind == "Dense":
+            scale = weight(name, "kernel")
+            shift = weight(name, "bias") if settings.get("use_bias", True) \
+                else np.zeros(scale.shape[1])
+        elif kind == "BatchNormalization":
+            variance = weight(name, "moving_variance")
+            gamma = weight(name, "gamma") if settings.get("scale", True) \
+                else np.ones_like(variance)
+            beta = weight(name, "beta") if settings.get("center", True) \
+                else np.zeros_like(variance)
+            factor = gamma / np.sqrt(variance + float(settings["epsilon"]))
+            scale = np.diag(factor)
+            shift = beta - weight(name, "moving_mean") * factor
+        else:  # Dropout, a linear or the final softmax Activation
+            continue
+        matrix = scale if matrix is None else matrix @ scale
+        bias = shift if bias is None else bias @ scale + shift
+    assert matrix is not None and bias is not None  # classifier_head found a Dense
+    return matrix, bias

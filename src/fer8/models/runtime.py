@@ -83,6 +83,7 @@ class OnnxNetwork:
         if partial is not None:
             _publish(partial, save_optimized)
         (self._input,) = self._session.get_inputs()
+        self.outputs = tuple(output.name for output in self._session.get_outputs())
         self.provider = self._session.get_providers()[0]
         logger.debug("%s on ONNX Runtime %s (%s)", source, ort.__version__, self.provider)
 
@@ -119,8 +120,22 @@ class OnnxNetwork:
 
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         batch = np.ascontiguousarray(batch, np.float32)
-        (probabilities,) = self._session.run(None, {self._input.name: batch})
+        # Only the first output: a graph may also give its feature map (see features).
+        (probabilities,) = self._session.run(self.outputs[:1], {self._input.name: batch})
         return probabilities
+
+    def features(self, batch: NDArray[np.float32]
+                 ) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+        """Probabilities and the last feature map (N, K, h, w) from one forward pass,
+        or None when the graph has no ``features`` output."""
+        from fer8.models.onnx_graph import FEATURES_NAME
+
+        if FEATURES_NAME not in self.outputs:
+            return None
+        batch = np.ascontiguousarray(batch, np.float32)
+        probabilities, features = self._session.run([self.outputs[0], FEATURES_NAME],
+                                                    {self._input.name: batch})
+        return probabilities, features
 
 
 def optimized_graph_file(fingerprint: str | None) -> Path | None:

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,7 @@ from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.pipeline.faces import face_from_crop, faces_in_photo
 from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.pipeline.landmarking import load_landmark_model
+from fer8.pipeline.pose import head_pose
 from fer8.pipeline.tracking import Smoother, Tracker
 from fer8.pipeline.video import (
     DEFAULT_FPS,
@@ -35,7 +36,10 @@ from fer8.pipeline.video import (
     describe_video,
     read_frames,
 )
-from fer8.results import Box, Face, FrameResult, ImageResult, TrackedFace
+from fer8.results import Box, Face, FrameResult, HeadPose, ImageResult, TrackedFace
+
+if TYPE_CHECKING:
+    from fer8.pipeline.explain import Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class _Prepared:
     boxes: list[Box] = field(default_factory=list)
     crops: list[AlignedFace] = field(default_factory=list)
     error: str | None = None
+    poses: list[HeadPose | None] = field(default_factory=list)
     probabilities: NDArray[np.float32] | None = None
     filled: int = 0
     frame: int | None = None  # a video frame's index and time
@@ -163,6 +168,43 @@ class Predictor:
                                           flip=self.flip)
         return self._result(prepared)
 
+    def explain(self, image: ImageSource, *, label: str | None = None, detect: bool = True
+                ) -> list[Explanation]:
+        """Classify every face in one image and say where in each face the evidence for
+        its class lies (a class activation map, see :mod:`fer8.pipeline.explain`).
+
+        Example:
+            >>> for item in predictor.explain("photo.jpg"):
+            ...     print(item.face.label, item.heatmap.shape)
+
+        Args:
+            image: Anything :func:`fer8.load_image` reads.
+            label: Explain this class for every face, instead of each face's own label.
+            detect: As in :meth:`predict`.
+
+        Returns:
+            One :class:`~fer8.pipeline.explain.Explanation` per face, in the order
+            :meth:`predict` gives the faces; each carries the face's result.
+
+        Raises:
+            InvalidImageError: The image cannot be read.
+            ExplanationError: The model's head is not global average pooling and dense
+                layers, so no exact map exists.
+            ValueError: ``label`` is not one of the model's classes.
+        """
+        from fer8.pipeline.explain import check_label, class_maps, explanation
+
+        check_label(label, self.labels)
+        prepared = self._prepare(image, detect)
+        if prepared.error is not None:
+            raise InvalidImageError(prepared.source, prepared.error)
+        probabilities, maps = class_maps(prepared.crops, self.model,
+                                         batch_size=self.batch_size, flip=self.flip)
+        return [explanation(self._face(box, crop, row, pose=pose), crop.matrix, cams,
+                            self.labels, label, crop.image.shape[0])
+                for box, crop, row, pose, cams in
+                zip(prepared.boxes, prepared.crops, probabilities, prepared.poses, maps)]
+
     def predict_many(self, images: Iterable[ImageSource], *, detect: bool = True
                      ) -> Iterator[ImageResult]:
         """Classify many images, in order, batching faces across images for the model.
@@ -253,8 +295,9 @@ class Predictor:
             rows = item.probabilities
             if smoother is not None:
                 rows = [smoother.update(track, item.time, row) for track, row in zip(tracks, rows)]
-            faces = tuple(self._face(box, crop, row, TrackedFace, track=track)
-                          for box, crop, row, track in zip(item.boxes, item.crops, rows, tracks))
+            faces = tuple(self._face(box, crop, row, TrackedFace, pose=pose, track=track)
+                          for box, crop, row, pose, track in
+                          zip(item.boxes, item.crops, rows, item.poses, tracks))
             yield FrameResult(source, faces, None, frame=item.frame, time=item.time)
 
     @property
@@ -303,7 +346,12 @@ class Predictor:
             # On one line: OpenCV's messages end with a newline, and results and the
             # CLI give one line per error.
             return _Prepared(name, error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
-        return _Prepared(name, [box for box, _ in found], [crop for _, crop in found])
+        size = (image.shape[1], image.shape[0])
+        # Pose here, in the preparing threads: solvePnP is a fraction of a millisecond.
+        poses = [None if crop.landmarks is None else head_pose(crop.landmarks, size)
+                 for _, crop in found]
+        return _Prepared(name, [box for box, _ in found], [crop for _, crop in found],
+                         poses=poses)
 
     def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:
         probabilities = classify([p.crops[i] for p, i in faces], self.model,
@@ -315,12 +363,13 @@ class Predictor:
     def _result(self, prepared: _Prepared) -> ImageResult:
         if prepared.error is not None:
             return ImageResult(prepared.source, (), prepared.error)
-        faces = tuple(self._face(box, crop, row) for box, crop, row in
-                      zip(prepared.boxes, prepared.crops, prepared.probabilities))
+        faces = tuple(self._face(box, crop, row, pose=pose) for box, crop, row, pose in
+                      zip(prepared.boxes, prepared.crops, prepared.probabilities,
+                          prepared.poses))
         return ImageResult(prepared.source, faces, None)
 
     def _face(self, box: Box, crop: AlignedFace, row: NDArray[np.float32],
-              kind: type[F] = Face, **extra: Any) -> F:
+              kind: type[F] = Face, *, pose: HeadPose | None = None, **extra: Any) -> F:
         best = int(np.argmax(row))
         return kind(
             box=box,
@@ -329,6 +378,7 @@ class Predictor:
             probabilities=dict(zip(self.labels, map(float, row))),
             landmarks=crop.landmarks,
             aligned=crop.aligned,
+            pose=pose,
             **extra,
         )
 

@@ -1,0 +1,219 @@
+"""Reading and extending a serialized ONNX graph without the ``onnx`` package.
+
+Prediction depends on ONNX Runtime only; the ``onnx`` package (protobuf classes for the
+format) comes with the ``train`` extra. Two small jobs on a stored graph are needed at
+prediction time: finding a node's tensors and a few weights (the classifier head, for
+class activation maps), and adding a graph output to a graph written before fer8 gave it
+that output. Both need only protobuf's wire format, which is simple enough to read here:
+each field is a key (field number and wire type) followed by its value, and a message
+that appears twice in a stream is merged, its repeated fields appended. So a graph gains
+a node and an output by appending a few bytes to the model, never by rewriting its
+weights.
+
+Field numbers are those of ``onnx/onnx.proto`` (IR version 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.errors import ModelFormatError
+
+# onnx.proto field numbers used here.
+_MODEL_GRAPH = 7
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_OUTPUT = 1, 5, 12
+_NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE = 1, 2, 3, 4
+_TENSOR_DIMS, _TENSOR_DATA_TYPE, _TENSOR_FLOAT_DATA, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 4, 8, 9
+_VALUE_NAME, _VALUE_TYPE = 1, 2
+_TYPE_TENSOR, _TENSOR_TYPE_ELEM = 1, 1
+#: TensorProto.DataType values fer8's graphs store.
+_DTYPES = {1: np.float32, 10: np.float16, 7: np.int64, 11: np.float64}
+FLOAT = 1
+
+_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+
+
+@dataclass(frozen=True)
+class Node:
+    """One graph node: its operator and the names of its tensors."""
+
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass
+class GraphIndex:
+    """What :func:`read_graph_index` found: the nodes in order, the graph's output names,
+    and where each initializer's bytes lie in the serialized model (read on demand)."""
+
+    data: bytes
+    nodes: list[Node] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    initializers: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def producer(self, tensor: str) -> Node | None:
+        """The node that computes ``tensor``, if any."""
+        return next((node for node in self.nodes if tensor in node.outputs), None)
+
+    def array(self, name: str) -> NDArray:
+        """An initializer as a NumPy array, in the type it is stored in.
+
+        Raises:
+            ModelFormatError: No initializer of that name, or one stored in a way fer8
+                does not write (external data, an unusual type).
+        """
+        if name not in self.initializers:
+            raise ModelFormatError(f"the graph has no weight {name!r}")
+        start, end = self.initializers[name]
+        dims: list[int] = []
+        dtype, raw, floats = None, None, None
+        for number, wire, value in _fields(self.data, start, end):
+            if number == _TENSOR_DIMS:
+                dims.extend(_packed_varints(self.data, value) if wire == _BYTES else [value])
+            elif number == _TENSOR_DATA_TYPE:
+                dtype = _DTYPES.get(value)
+                if dtype is None:
+                    raise ModelFormatError(f"weight {name!r} has ONNX data type {value}")
+            elif number == _TENSOR_RAW:
+                raw = self.data[value[0]:value[1]]
+            elif number == _TENSOR_FLOAT_DATA and wire == _BYTES:
+                floats = np.frombuffer(self.data[value[0]:value[1]], "<f4")
+        if dtype is None or (raw is None and floats is None):
+            raise ModelFormatError(f"weight {name!r} is not stored in the graph itself")
+        array = floats if raw is None else np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
+        return array.reshape(dims).astype(dtype)
+
+
+def read_graph_index(data: bytes) -> GraphIndex:
+    """Index a serialized ONNX model: nodes, outputs and initializer positions.
+
+    Weights are skipped over, not copied, so indexing a 47 MB graph takes milliseconds.
+
+    Raises:
+        ModelFormatError: The bytes are not a protobuf message of the expected shape.
+    """
+    index = GraphIndex(data)
+    try:
+        for number, wire, value in _fields(data, 0, len(data)):
+            if number == _MODEL_GRAPH and wire == _BYTES:
+                _index_graph(index, *value)
+    except (IndexError, ValueError) as exc:
+        raise ModelFormatError(f"not a readable ONNX graph ({exc})") from None
+    return index
+
+
+def with_nodes_and_outputs(data: bytes, nodes: list[Node], outputs: list[str]) -> bytes:
+    """The model with ``nodes`` appended to its graph and ``outputs`` (float tensors of
+    unspecified shape) added to the graph's outputs. The nodes take no attributes."""
+    graph = b""
+    for node in nodes:
+        body = b"".join(_string(_NODE_INPUT, name) for name in node.inputs)
+        body += b"".join(_string(_NODE_OUTPUT, name) for name in node.outputs)
+        body += _string(_NODE_OP_TYPE, node.op_type)
+        graph += _message(_GRAPH_NODE, body)
+    for name in outputs:
+        tensor_type = _message(_TYPE_TENSOR, _key(_TENSOR_TYPE_ELEM, _VARINT) + _varint(FLOAT))
+        graph += _message(_GRAPH_OUTPUT, _string(_VALUE_NAME, name)
+                          + _message(_VALUE_TYPE, tensor_type))
+    return data + _message(_MODEL_GRAPH, graph)
+
+
+def _index_graph(index: GraphIndex, start: int, end: int) -> None:
+    data = index.data
+    for number, wire, value in _fields(data, start, end):
+        if wire != _BYTES:
+            continue
+        if number == _GRAPH_NODE:
+            parts: dict[int, list[str]] = {_NODE_INPUT: [], _NODE_OUTPUT: [], _NODE_OP_TYPE: []}
+            for inner, inner_wire, inner_value in _fields(data, *value):
+                if inner in parts and inner_wire == _BYTES:
+                    parts[inner].append(_text(data, inner_value))
+            index.nodes.append(Node("".join(parts[_NODE_OP_TYPE]), tuple(parts[_NODE_INPUT]),
+                                    tuple(parts[_NODE_OUTPUT])))
+        elif number == _GRAPH_OUTPUT:
+            index.outputs.extend(_text(data, inner_value)
+                                 for inner, inner_wire, inner_value in _fields(data, *value)
+                                 if inner == _VALUE_NAME and inner_wire == _BYTES)
+        elif number == _GRAPH_INITIALIZER:
+            name = next((_text(data, inner_value)
+                         for inner, inner_wire, inner_value in _fields(data, *value)
+                         if inner == _TENSOR_NAME and inner_wire == _BYTES), None)
+            if name is not None:
+                index.initializers[name] = value
+
+
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, object]]:
+    """(field number, wire type, value) of one message's fields; a length-delimited
+    value is given as its (start, end) positions, so nothing large is copied."""
+    position = start
+    while position < end:
+        key, position = _read_varint(data, position)
+        number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            value, position = _read_varint(data, position)
+        elif wire == _BYTES:
+            length, position = _read_varint(data, position)
+            value = (position, position + length)
+            position += length
+        elif wire == _FIXED64:
+            value, position = data[position:position + 8], position + 8
+        elif wire == _FIXED32:
+            value, position = data[position:position + 4], position + 4
+        else:
+            raise ValueError(f"wire type {wire} at byte {position}")
+        if position > end:
+            raise ValueError(f"a field runs past its message at byte {position}")
+        yield number, wire, value
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+
+
+def _packed_varints(data: bytes, span: tuple[int, int]) -> list[int]:
+    values, position = [], span[0]
+    while position < span[1]:
+        value, position = _read_varint(data, position)
+        values.append(value - (1 << 64) if value >= 1 << 63 else value)
+    return values
+
+
+def _text(data: bytes, span: object) -> str:
+    start, end = span  # type: ignore[misc]
+    return bytes(data[start:end]).decode("utf-8")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _varint(number << 3 | wire)
+
+
+def _message(number: int, body: bytes) -> bytes:
+    return _key(number, _BYTES) + _varint(len(body)) + body
+
+
+def _string(number: int, text: str) -> bytes:
+    return _message(number, text.encode("utf-8"))
