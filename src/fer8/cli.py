@@ -207,6 +207,14 @@ def _import_tensorflow_quietly() -> None:
               help="Output format. Default: table on a terminal, jsonl otherwise.")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write each image with boxes, labels and confidence drawn into this folder.")
+@click.option("--landmarks", "show_landmarks", is_flag=True,
+              help="Add each face's 68 landmarks to the table and the CSV (x_0..x_67, "
+                   "y_0..y_67), and its head pose to the table. JSON always has both.")
+@click.option("--draw-landmarks", is_flag=True,
+              help="With --annotate (or --explain): draw each face's landmarks too.")
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write each photo with a heatmap over every face of where the evidence "
+                   "for its expression lies (NAME.explain.png) into this folder.")
 @click.option("--model", "model", metavar="NAME|PATH",
               help="Model name or .fer8 file (default: the bundled model).")
 @click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces per image.")
@@ -232,6 +240,7 @@ def _import_tensorflow_quietly() -> None:
 @_detector_options
 @_handle_errors
 def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
+            show_landmarks: bool, draw_landmarks: bool, explain_dir: Path | None,
             model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
             flip: bool, progress: bool | None, max_pixels: int, sampling: dict,
             engine: str, ray_address: str | None, out_path: Path | None,
@@ -246,6 +255,10 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
 
+    if engine == "ray" and (explain_dir is not None or show_landmarks or draw_landmarks):
+        raise click.UsageError("--engine ray takes neither --explain nor --landmarks")
+    if draw_landmarks and annotate_dir is None and explain_dir is None:
+        raise click.UsageError("--draw-landmarks draws on the --annotate or --explain pictures")
     if engine == "ray":
         _predict_on_ray(paths, out_path, ray_address, fmt=fmt, annotate_dir=annotate_dir,
                         progress=progress, model=model, detect=not no_detect,
@@ -262,10 +275,20 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         raise click.UsageError("--no-detect takes pre-cropped photos, not videos")
     if annotate_dir is not None:
         _check_annotations(inputs, annotate_dir)
+    if explain_dir is not None:
+        _check_annotations(inputs, explain_dir)
     predictor = Predictor(model, max_faces=max_faces,
                           batch_size=batch_size, flip=flip, max_pixels=max_pixels, **detection)
+    if explain_dir is not None:
+        from fer8.errors import ExplanationError
+        from fer8.pipeline.explain import head
+
+        try:
+            head(predictor.model)  # a model without an exact map fails before any photo
+        except ExplanationError as exc:
+            _fail(exc, EXIT_USAGE)
     writer = _writer(fmt, predictor.labels, [describe_source(item.source) for item in inputs],
-                     video=any(item.video for item in inputs))
+                     video=any(item.video for item in inputs), landmarks=show_landmarks)
     # Each failure is in the results too; on a terminal that shows both streams, a line
     # on stderr would report it twice.
     report_failures = not _same_terminal()
@@ -276,8 +299,10 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         sys.stderr.isatty() and not sys.stdout.isatty())
     failed = 0
     annotated: dict[str, str] = {}
+    explained: dict[str, str] = {}
     video_annotation = None
-    results = _results(predictor, inputs, detect=not no_detect, sampling=sampling)
+    results = _results(predictor, inputs, detect=not no_detect, sampling=sampling,
+                       explain=explain_dir is not None)
     with click.progressbar(length=len(inputs), label="predict", file=sys.stderr,
                            hidden=not show_progress or len(inputs) < 2) as bar:
         for item, result, last in results:
@@ -293,14 +318,22 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
                     annotated.update(video_annotation.close())
                     video_annotation = None
             elif annotate_dir is not None and result.error is None:
-                _write_annotated(item.source, result, annotate_dir / item.annotated, max_pixels)
+                _write_annotated(item.source, result, annotate_dir / item.annotated, max_pixels,
+                                 landmarks=draw_landmarks)
                 annotated[item.annotated] = result.source
+            if explain_dir is not None and not item.video and result.error is None:
+                name = _explained_name(item)
+                _write_explained(item.source, result, explain_dir / name, max_pixels,
+                                 landmarks=draw_landmarks)
+                explained[name] = result.source
             writer.write(result)
             if last:
                 bar.update(1)
     writer.close()
     if annotated:
         _write_annotation_index(annotate_dir, annotated)
+    if explained:
+        _write_annotation_index(explain_dir, explained)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
@@ -862,13 +895,19 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
                 yield _Input(str(path), _unique(name, taken))
 
 
-def _results(predictor, inputs: list[_Input], *, detect: bool, sampling: dict
-             ) -> Iterator[tuple[_Input, Any, bool]]:
+def _results(predictor, inputs: list[_Input], *, detect: bool, sampling: dict,
+             explain: bool = False) -> Iterator[tuple[_Input, Any, bool]]:
     """(input, result, whether it is the input's last) for every photo and every sampled
     video frame, in the order of the inputs. Consecutive photos go through
-    ``predict_many`` together, so their faces share batches."""
+    ``predict_many`` together, so their faces share batches. With ``explain`` each photo
+    goes through ``Predictor.explain`` instead, and its result carries the explanations
+    (``ExplainedResult``)."""
     for video, group in itertools.groupby(inputs, key=lambda item: item.video):
         group = list(group)
+        if not video and explain:
+            for item in group:
+                yield item, _explained(predictor, item.source, detect), True
+            continue
         if not video:
             photos = predictor.predict_many((item.source for item in group), detect=detect)
             for item, result in zip(group, photos):
@@ -967,11 +1006,12 @@ def _write_annotation_index(annotate_dir: Path, annotated: dict[str, str]) -> No
 
 
 def _writer(fmt: str | None, labels: tuple[str, ...], sources: list[str], *,
-            video: bool = False):
+            video: bool = False, landmarks: bool = False):
     from fer8.output import make_writer
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
-    return make_writer(fmt, sys.stdout, labels, sources=sources, video=video)
+    return make_writer(fmt, sys.stdout, labels, sources=sources, video=video,
+                       landmarks=landmarks)
 
 
 def _same_terminal() -> bool:
@@ -983,14 +1023,61 @@ def _same_terminal() -> bool:
         return False
 
 
-def _write_annotated(source: Any, result, path: Path, max_pixels: int) -> None:
+def _write_annotated(source: Any, result, path: Path, max_pixels: int, *,
+                     landmarks: bool = False) -> None:
     from fer8.pipeline.annotate import annotate, save_image
     from fer8.pipeline.images import load_image
 
     if isinstance(source, io.BytesIO):
         source.seek(0)
-    save_image(annotate(load_image(source, max_pixels=max_pixels), result), path)
+    save_image(annotate(load_image(source, max_pixels=max_pixels), result, landmarks=landmarks),
+               path)
     logger.info("annotated %s -> %s", result.source, path)
+
+
+@dataclass(frozen=True, eq=False)
+class _ExplainedResult:
+    """An image's result with its faces' explanations, for ``--explain``; writers read
+    its ``result`` through the same attributes as an ``ImageResult``."""
+
+    result: Any
+    explanations: tuple = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+
+def _explained(predictor, source: Any, detect: bool) -> Any:
+    from fer8.errors import InvalidImageError
+    from fer8.pipeline.images import describe_source
+    from fer8.results import ImageResult
+
+    name = describe_source(source)
+    try:
+        explanations = predictor.explain(source, detect=detect)
+    except InvalidImageError as exc:
+        return ImageResult(name, (), exc.problem)
+    faces = tuple(item.face for item in explanations)
+    return _ExplainedResult(ImageResult(name, faces), tuple(explanations))
+
+
+def _explained_name(item: _Input) -> str:
+    return str(Path(item.annotated).with_suffix(".explain.png"))
+
+
+def _write_explained(source: Any, result, path: Path, max_pixels: int, *,
+                     landmarks: bool = False) -> None:
+    """The photo with each face's heatmap laid over it, then its box and label drawn."""
+    from fer8.pipeline.annotate import annotate, save_image
+    from fer8.pipeline.explain import overlay
+    from fer8.pipeline.images import load_image
+
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    image = load_image(source, max_pixels=max_pixels)
+    save_image(annotate(overlay(image, result.explanations), result.result,
+                        landmarks=landmarks), path)
+    logger.info("explained %s -> %s", result.source, path)
 
 
 def main(argv: list[str] | None = None) -> None:
