@@ -144,25 +144,45 @@ def class_maps(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
         ExplanationError: The model cannot be explained (see the module's docstring).
     """
     weights, _ = head(model)
-    batch = _stack(crops, model.spec.input_size)
-    if len(batch) == 0:
-        return np.zeros((0, len(model.labels)), np.float32), np.zeros((0, len(model.labels),
-                                                                        1, 1), np.float32)
     probabilities, maps = [], []
-    for start in range(0, len(batch), batch_size):
-        chunk = batch[start:start + batch_size]
-        n = len(chunk)
-        if flip:
-            chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
-        out, features = model.features(model.spec.preprocessing.apply(chunk))
+    for out, features in _forward(crops, model, batch_size, flip):
+        n = len(out) // 2 if flip else len(out)
         cams = np.einsum("nkhw,kc->nchw", features, weights.astype(np.float32))
         if flip:
             out = (out[:n] + out[n:]) / 2
             cams = (cams[:n] + cams[n:, :, :, ::-1]) / 2
         probabilities.append(out)
         maps.append(cams)
+    if not probabilities:
+        count = len(model.labels)
+        return np.zeros((0, count), np.float32), np.zeros((0, count, 1, 1), np.float32)
     return (np.concatenate(probabilities).astype(np.float32, copy=False),
             np.concatenate(maps).astype(np.float32, copy=False))
+
+
+def feature_maps(crops: Crops, model: ExpressionModel, *, batch_size: int = 32
+                 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Probabilities (N, C) and the last feature map (N, K, h, w) of each face crop,
+    the map that the head's global average pooling averages.
+
+    Raises:
+        ExplanationError: The model's network gives no feature map.
+    """
+    parts = list(_forward(crops, model, batch_size, False))
+    if not parts:
+        return np.zeros((0, len(model.labels)), np.float32), np.zeros((0, 1, 1, 1), np.float32)
+    return (np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts]))
+
+
+def _forward(crops: Crops, model: ExpressionModel, batch_size: int, flip: bool):
+    """(probabilities, features) per batch; with ``flip`` each batch is followed by its
+    mirror image in the same pass."""
+    batch = _stack(crops, model.spec.input_size)
+    for start in range(0, len(batch), batch_size):
+        chunk = batch[start:start + batch_size]
+        if flip:
+            chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
+        yield model.features(model.spec.preprocessing.apply(chunk))
 
 
 def head(model: ExpressionModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -10,6 +10,7 @@ this module.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
@@ -54,6 +55,33 @@ def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(annotate(load_image(data), result)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _explained(predictor: Predictor, data: bytes, source: str, *, jpeg: bool
+               ) -> dict[str, Any] | bytes:
+    """``explain=true``: the result with each face's heatmap (base64 PNG and the photo box
+    it covers), or with ``annotate=true`` too, the photo with the heatmaps and the boxes
+    drawn, as JPEG. Runs in a worker thread beside the model's (ONNX Runtime sessions
+    take concurrent calls)."""
+    from PIL import Image
+
+    from fer8.pipeline.annotate import annotate
+    from fer8.pipeline.explain import overlay
+    from fer8.pipeline.images import load_image
+
+    image = load_image(data, max_pixels=predictor.max_pixels)
+    items = predictor.explain(image)
+    result = ImageResult(source, tuple(item.face for item in items))
+    if jpeg:
+        buffer = io.BytesIO()
+        Image.fromarray(annotate(overlay(image, items), result)).save(buffer, "JPEG",
+                                                                      quality=90)
+        return buffer.getvalue()
+    height, width = image.shape[:2]
+    answer = result.to_dict()
+    for face, item in zip(answer["faces"], items):
+        face["explanation"] = item.to_dict(width, height)
+    return answer
 
 
 class BodySizeLimit:
@@ -266,7 +294,11 @@ def create_app(
             "Send the image or video as multipart field `file`, or as the raw body with an "
             "image/*, video/* or application/octet-stream content type. Returns the same "
             "object as `fer8 predict --format json` for one image, or with `annotate=true` "
-            "the image with boxes and labels drawn, as JPEG. A video returns the array "
+            "the image with boxes and labels drawn, as JPEG. With `explain=true` each face "
+            "also has `explanation`: the class explained (`label`), the photo box its "
+            "heatmap covers (`box`) and the heatmap, an RGBA PNG in base64 (`png`) to "
+            "stretch over that box (colour and opacity: where the evidence for the class "
+            "lies); with `annotate=true` too, the JPEG shows the heatmaps. A video returns the array "
             "`fer8 predict --format json` prints for it: an object per sampled frame "
             "(`fps`, `every_frame`, `smooth` as on the command line); a video that breaks "
             "off ends with an object whose `error` names the frame."
@@ -284,6 +316,7 @@ def create_app(
         }}},
     )
     async def predict(request: Request, annotate: bool = Query(False),
+                      explain: bool = Query(False),
                       fps: float = Query(DEFAULT_FPS, gt=0, le=1000),
                       every_frame: bool = Query(False),
                       smooth: float = Query(0.0, ge=0, le=3600)):
@@ -295,9 +328,9 @@ def create_app(
             # with a traceback, "Exception in ASGI application").
             return Response(status_code=400)
         if declared_video or looks_like_video(data[:16]):
-            if annotate:
-                raise HTTPException(400, detail="annotate=true takes photos; for a video, "
-                                                "use fer8 predict --annotate")
+            if annotate or explain:
+                raise HTTPException(400, detail="annotate=true and explain=true take photos; "
+                                                "for a video, use fer8 predict --annotate")
             sampling = {"fps": fps, "every_frame": every_frame, "smooth": smooth}
             frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
             if len(frames) == 1 and frames[0].frame is None:
@@ -305,6 +338,19 @@ def create_app(
             return JSONResponse([frame.to_dict() for frame in frames])
         if len(data) > max_upload_bytes:  # declared a video, sent an image
             raise HTTPException(413, detail=f"upload larger than {max_upload_bytes:,} bytes")
+        if explain:
+            from fer8.errors import ExplanationError, InvalidImageError
+
+            try:
+                answer = await anyio.to_thread.run_sync(
+                    functools.partial(_explained, predictor, data, source, jpeg=annotate))
+            except InvalidImageError as exc:
+                raise HTTPException(400, detail=f"{source}: {exc.problem}") from None
+            except ExplanationError as exc:
+                raise HTTPException(400, detail=str(exc)) from None
+            if annotate:
+                return Response(answer, media_type="image/jpeg")
+            return JSONResponse(answer)
         result = await asyncio.wrap_future(runner.submit(data, source))
         if result.error is not None:
             raise HTTPException(400, detail=f"{source}: {result.error}")
