@@ -14,6 +14,11 @@ predicted before ONNX Runtime; needs the train extra), in the same run:
    size (``ExpressionModel`` on preprocessed crops, nothing else).
 3. Peak resident memory of a folder run over 100 and over 2,000 images, each in a fresh
    process, to show memory does not grow with the number of images.
+4. The richer results on ONNX Runtime, in turns with plain prediction of the same photo:
+   ``Predictor.predict`` (whose faces carry landmarks and head pose), the head pose
+   alone (``head_pose``, what ``--landmarks`` costs beyond landmarks fitted anyway),
+   ``Predictor.explain`` (class activation maps from the same forward pass), and
+   ``--explain``'s picture (the heatmap laid over the photo).
 
 The model is a ResNet50 at 224x224 with random weights unless ``--model`` names a
 trained one: speed does not depend on the weights. Results are printed as Markdown and
@@ -106,6 +111,34 @@ def time_stages(models: dict, repeats: int, detector: str) -> dict[str, dict]:
                 stages[runtime][name].append(seconds)
     return {runtime: {name: percentiles(values) for name, values in timings.items()}
             for runtime, timings in stages.items()}
+
+
+def time_richer(model, repeats: int) -> dict[str, dict]:
+    """Plain prediction, the pose, explanations and their picture, taking turns."""
+    import fer8
+    from fer8.pipeline.explain import overlay
+    from fer8.pipeline.pose import head_pose
+
+    predictor = fer8.Predictor(model)
+    path = EXAMPLES[0]
+    image = fer8.load_image(path)
+    (face,) = predictor.predict(path).faces
+    predictor.explain(path)  # reads the head's weights once
+    names = ("predict", "pose", "explain", "explain_picture")
+    timings = {name: [] for name in names}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict(path)
+        t1 = time.perf_counter()
+        head_pose(face.landmarks, image.shape[1::-1])
+        t2 = time.perf_counter()
+        explanations = predictor.explain(path)
+        t3 = time.perf_counter()
+        overlay(image, explanations)
+        t4 = time.perf_counter()
+        for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            timings[name].append(seconds)
+    return {name: percentiles(values) for name, values in timings.items()}
 
 
 def make_folder(folder: Path, count: int) -> list[str]:
@@ -210,6 +243,8 @@ def main() -> None:
             ends = ", ".join(f"{d} {s['end_to_end']['p50_ms']:.1f} ms" for d, s in stages.items())
             print(f"{runtime}: end to end p50 {ends}, "
                   f"folder {folder:.1f} img/s vs bare {bare:.1f} img/s", file=sys.stderr)
+        if "onnxruntime" in models:
+            report["richer"] = time_richer(models["onnxruntime"], args.repeats)
         counts = [int(c) for c in args.memory_counts.split(",") if c]
         report["peak_rss_mb"] = {runtime: {str(c): peak_memory_mb(c, args.batch_size,
                                                                   model_path, runtime)
@@ -237,6 +272,11 @@ def print_markdown(report: dict) -> None:
     for runtime, r in report["runtimes"].items():
         print(f"| {runtime} | {r['folder_img_s']:.1f} | {r['bare_model_img_s']:.1f} | "
               f"{r['folder_vs_bare']:.0%} |")
+    if "richer" in report:
+        print("\n| one photo, one face, onnxruntime | p50 / p90 ms |")
+        print("| --- | --- |")
+        for name, value in report["richer"].items():
+            print(f"| {name} | {value['p50_ms']:.2f} / {value['p90_ms']:.2f} |")
     print("\n| runtime | images in folder run | peak RSS MB |")
     print("| --- | --- | --- |")
     for runtime, counts in report["peak_rss_mb"].items():

@@ -66,7 +66,7 @@ def test_csv_has_one_row_per_face_and_a_column_per_class(photos, tiny_model_path
     result = run("predict", photos, "--model", tiny_model_path, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == ["source", "face", "x", "y", "w", "h", "label", "confidence",
-                             *LABELS, "error"]
+                             *LABELS, "yaw", "pitch", "roll", "error"]
     assert [(r["source"].split("/")[-1], r["face"]) for r in rows] == [
         ("astronaut.png", "0"), ("blank.png", ""), ("corrupt.jpg", ""),
         ("two.jpg", "0"), ("two.jpg", "1")]
@@ -377,3 +377,42 @@ def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(metadata, "distribution", lambda name: Installed(json.dumps(
         {"url": checkout.as_uri(), "dir_info": {}})))
     assert cli_module.install_command("serve").endswith(f" -m pip install '{checkout}[serve]'")
+
+
+def test_landmarks_in_the_csv_and_explanations_beside_the_annotated_pictures(
+        photos, tiny_model_path, tmp_path):
+    out = tmp_path / "out"
+    result = run("predict", photos, "--model", tiny_model_path, "--format", "csv",
+                 "--landmarks", "--annotate", out, "--explain", out, "--draw-landmarks")
+    assert result.exit_code == 1  # the corrupt file
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    faces = [row for row in rows if row["face"]]
+    assert len(faces) == 3 and all(row["x_67"] and row["yaw"] for row in faces)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "astronaut.explain.png", "astronaut.png", "blank.explain.png", "blank.png",
+        "group/two.explain.png"]
+    index = (out / "sources.csv").read_text()
+    assert "group/two.explain.png" in index and "group/two.jpg" in index
+    explained = fer8.load_image(out / "astronaut.explain.png")
+    plain = fer8.load_image(out / "astronaut.png")
+    assert explained.shape == plain.shape and not np.array_equal(explained, plain)
+
+
+def test_explain_refuses_a_model_without_an_exact_map(photos, tmp_path):
+    import keras
+
+    from fer8.models.modelfile import ModelSpec
+    from fer8.models.preprocessing import IMAGENET_CAFFE
+    from fer8.training.keras_models import save_model
+
+    inputs = keras.Input((48, 48, 3))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, strides=4)(inputs))
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(x)
+    path = save_model(keras.Model(inputs, outputs),
+                      ModelSpec(LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="flat"),
+                      tmp_path / "flat.fer8")
+    result = run("predict", photos / "astronaut.png", "--model", path, "--explain",
+                 tmp_path / "out")
+    assert result.exit_code == 2 and "global average pooling" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert run("predict", photos / "astronaut.png", "--draw-landmarks").exit_code == 2

@@ -156,7 +156,7 @@ def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_mod
     assert f"{forty_photos / 'empty.jpg'}: empty file" in run.stderr
     table = pq.read_table(out)
     assert table.column_names == ["source", "face", "x", "y", "w", "h", "label",
-                                  "confidence", *LABELS, "error"]
+                                  "confidence", *LABELS, "yaw", "pitch", "roll", "error"]
     # A file named but absent is an error row too, as in plain predict.
     expected[missing, None] = {"source": missing, "face": None, "error": "no such file"}
     _assert_same_rows(table.to_pylist(), expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import threading
 import time
@@ -88,6 +89,36 @@ def test_annotate_returns_the_drawn_jpeg(api, astronaut_path, astronaut):
     drawn = fer8.load_image(response.content)
     assert drawn.shape == astronaut.shape
     assert np.abs(drawn.astype(int) - astronaut).mean() > 0.5  # something was drawn
+
+
+def test_explain_adds_each_faces_heatmap_as_a_png(api, predictor, two_faces, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "two.png"
+    Image.fromarray(two_faces).save(photo)
+    response = httpx.post(f"{api}/v1/predict?explain=true",
+                          files={"file": ("two.png", photo.read_bytes(), "image/png")})
+    assert response.status_code == 200
+    answer = response.json()
+    want = expected(predictor, photo, "two.png")
+    assert_same_result({**answer, "faces": [{k: v for k, v in face.items() if k != "explanation"}
+                                            for face in answer["faces"]]}, want)
+    height, width = two_faces.shape[:2]
+    for face in answer["faces"]:
+        item = face["explanation"]
+        assert item["label"] == face["label"]
+        x, y, w, h = item["box"]
+        assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
+        picture = Image.open(io.BytesIO(base64.b64decode(item["png"])))
+        assert picture.mode == "RGBA" and max(picture.size) <= 256
+        assert np.asarray(picture)[..., 3].max() == 255  # the map's peak is opaque
+    drawn = httpx.post(f"{api}/v1/predict?explain=true&annotate=true",
+                       files={"file": ("two.png", photo.read_bytes(), "image/png")})
+    assert drawn.headers["content-type"] == "image/jpeg"
+    plain = httpx.post(f"{api}/v1/predict?annotate=true",
+                       files={"file": ("two.png", photo.read_bytes(), "image/png")})
+    assert np.abs(fer8.load_image(drawn.content).astype(int)
+                  - fer8.load_image(plain.content)).mean() > 0.5  # the heatmaps are drawn
 
 
 def test_the_api_and_the_bot_answer_with_either_detector(tiny_model, astronaut_path):
