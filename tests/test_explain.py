@@ -238,3 +238,23 @@ def test_on_jaffe_happy_faces_the_map_lies_on_the_mouth_more_than_on_the_forehea
                       "forehead": float(np.mean(forehead)),
                       "mouth_above_forehead": float(np.mean(np.greater(mouth, forehead)))}))
     assert np.mean(mouth) > np.mean(forehead)
+
+
+def test_the_cached_optimised_graph_and_the_exported_one_keep_the_feature_output(
+        tmp_path, monkeypatch):
+    from fer8.models.export import export_onnx
+    from fer8.models.modelfile import read_model_file
+
+    path = ROOT / "src/fer8/models/default.fer8"
+    monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FER8_GRAPH_CACHE", raising=False)
+    first = read_model_file(path)
+    (cached,) = (tmp_path / "home" / "onnx").iterdir()
+    second = read_model_file(path)  # from the cache
+    size = first.spec.input_size
+    batch = np.random.default_rng(0).normal(0, 50, (2, size, size, 3)).astype(np.float32)
+    for got, want in zip(second.features(batch), first.features(batch)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    exported = export_onnx(path, tmp_path / "model.onnx")
+    assert read_graph_index(exported.read_bytes()).outputs == ["probabilities", FEATURES_NAME]
+    assert cached.is_file()

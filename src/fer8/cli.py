@@ -730,7 +730,9 @@ def export(model: str | None, fmt: str, out_path: Path) -> None:
 
     The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
     probabilities (N, C); its metadata (fer8.labels, fer8.input_size,
-    fer8.preprocessing) says how to prepare the input and read the output.
+    fer8.preprocessing) says how to prepare the input and read the output. A network
+    whose head is global average pooling and dense layers also gives "features", the
+    last feature map (N, K, h, w), which class activation maps weight.
     """
     from fer8.models.export import export_fer8, export_onnx
     from fer8.models.registry import resolve_model

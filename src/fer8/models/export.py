@@ -20,7 +20,9 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     input size and preprocessing in its metadata (``fer8.*`` keys).
 
     The graph is the one ONNX Runtime runs in fer8: input ``input``, a float32 (N, S, S,
-    3) batch preprocessed as ``fer8.preprocessing`` says; output ``probabilities``.
+    3) batch preprocessed as ``fer8.preprocessing`` says; output ``probabilities``, and
+    ``features`` (N, K, h, w), the feature map before global average pooling, for a
+    network whose head is pooling and dense layers (older graphs gain it here).
     """
     return _write_atomically(Path(out), read_graph(model_path))
 
