@@ -47,7 +47,7 @@ def test_json_is_one_array_in_the_documented_shape(photos, tiny_model_path):
     assert by_name["blank.png"] == {"source": str(photos / "blank.png"), "faces": [], "error": None}
     assert "corrupt or truncated" in by_name["corrupt.jpg"]["error"]
     face = by_name["astronaut.png"]["faces"][0]
-    assert set(face) == {"box", "label", "confidence", "probabilities"}
+    assert set(face) == {"box", "label", "confidence", "probabilities", "landmarks", "pose"}
     assert list(face["probabilities"]) == list(LABELS)
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
     assert f"{photos / 'corrupt.jpg'}: corrupt or truncated" in result.stderr

@@ -258,3 +258,12 @@ def test_the_cached_optimised_graph_and_the_exported_one_keep_the_feature_output
     exported = export_onnx(path, tmp_path / "model.onnx")
     assert read_graph_index(exported.read_bytes()).outputs == ["probabilities", FEATURES_NAME]
     assert cached.is_file()
+
+
+def test_explain_with_flip_gives_the_probabilities_predict_gives(tiny_model, astronaut):
+    predictor = fer8.Predictor(tiny_model, flip=True)
+    (item,) = predictor.explain(astronaut)
+    (face,) = predictor.predict(astronaut).faces
+    assert item.face.probabilities == pytest.approx(face.probabilities, abs=1e-6)
+    (plain,) = fer8.Predictor(tiny_model).explain(astronaut)
+    assert not np.allclose(item.activation, plain.activation)  # the mirror's map is in

@@ -100,7 +100,7 @@ def test_results_serialise_to_the_documented_shape(predictor, astronaut):
     data = predictor.predict(astronaut).to_dict()
     assert set(data) == {"source", "faces", "error"}
     (face,) = data["faces"]
-    assert set(face) == {"box", "label", "confidence", "probabilities"}
+    assert set(face) == {"box", "label", "confidence", "probabilities", "landmarks", "pose"}
     assert all(isinstance(v, int) for v in face["box"])
     assert isinstance(face["confidence"], float)
 

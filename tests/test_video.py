@@ -242,7 +242,7 @@ def test_jsonl_gives_one_object_per_sampled_frame(folder, tiny_model_path):
     assert all(list(f) == ["source", "frame", "time", "faces", "error"] for f in frames)
     assert all([face["track"] for face in f["faces"]] == [1] for f in moving_frames)
     assert list(moving_frames[0]["faces"][0]) == ["track", "box", "label", "confidence",
-                                                  "probabilities"]
+                                                  "probabilities", "landmarks", "pose"]
     broken = [f for f in frames if f["source"].endswith("c_truncated.avi")]
     assert all(f["error"] is None for f in broken[:-1]) and len(broken) > 2
     assert f"frame {broken[-1]['frame']}" in broken[-1]["error"]
@@ -258,9 +258,11 @@ def test_csv_and_table_add_frame_time_and_track(folder, tiny_model_path):
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == ["source", "frame", "time", "track", "face", "x", "y", "w", "h",
-                             "label", "confidence", *LABELS, "error"]
+                             "label", "confidence", *LABELS, "yaw", "pitch", "roll", "error"]
     assert (rows[0]["frame"], rows[0]["track"], rows[0]["face"]) == ("", "", "0")  # the photo
     video = rows[1:]
+    # The clip slides the photo sideways: the same head, the same pose, in every frame.
+    assert max(abs(float(r["roll"]) - float(video[0]["roll"])) for r in video) < 3
     assert [r["frame"] for r in video] == [str(i) for i in range(20)]
     assert [float(r["time"]) for r in video] == [i / RATE for i in range(20)]
     assert {r["track"] for r in video} == {"1"}

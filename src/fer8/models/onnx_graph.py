@@ -19,6 +19,7 @@ features reach a Dense layer in Keras's order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from fer8.errors import ExplanationError, ModelFormatError
 
 if TYPE_CHECKING:
     import onnx
+
+logger = logging.getLogger(__name__)
 
 #: ONNX operator set used (ONNX Runtime 1.16 and later run it).
 OPSET = 17
@@ -490,7 +493,9 @@ def add_feature_output(data: bytes, config: Mapping[str, Any]) -> bytes:
         return data
     pool = index.producer(f"{head.pool}/pool")
     if pool is None or pool.op_type != "GlobalAveragePool":
-        raise ModelFormatError(f"the graph has no pooling node for layer {head.pool!r}")
+        # Not a graph fer8 built: it still predicts; explaining it says it cannot.
+        logger.debug("no pooling node for layer %r: no feature-map output", head.pool)
+        return data
     return with_nodes_and_outputs(data, [Node("Identity", (pool.inputs[0],), (FEATURES_NAME,))],
                                   [FEATURES_NAME])
 
