@@ -36,7 +36,7 @@ def _crops(predictor, *images):
 def test_each_map_averages_to_its_class_logit(which, request, astronaut, hopper):
     """The maps are the network's own: softmax(mean of each class's map + bias) is the
     probability the model gives, for the tiny test CNN and the bundled ResNet50 (whose
-    stored graph predates the feature-map output)."""
+    stored graph gains the feature-map output when read)."""
     predictor = request.getfixturevalue(which)
     crops = _crops(predictor, astronaut, hopper)
     probabilities, maps = class_maps(crops, predictor.model)
@@ -50,8 +50,10 @@ def test_the_bundled_graph_gains_the_feature_output_from_the_stored_graph():
     path = ROOT / "src/fer8/models/default.fer8"
     with zipfile.ZipFile(path) as archive:
         stored = archive.read(ONNX_MEMBER)
-    assert FEATURES_NAME not in read_graph_index(stored).outputs  # an older graph
     assert read_graph_index(read_graph(path)).outputs == ["probabilities", FEATURES_NAME]
+    # Today's bundled graph predates the output (a repacked one would have it already).
+    if FEATURES_NAME not in read_graph_index(stored).outputs:
+        assert len(read_graph(path)) > len(stored)
 
 
 def test_explanations_of_a_photo(default_predictor, two_faces):

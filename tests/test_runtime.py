@@ -181,8 +181,11 @@ def test_export_writes_an_onnx_file_that_runs_alone(tmp_path, tiny_model_path, t
     preprocessing = fer8.ModelSpec.from_dict(json.loads(metadata["fer8.spec"])).preprocessing
     assert json.loads(metadata["fer8.preprocessing"]) == preprocessing.to_dict()
     crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
-    (probabilities,) = session.run(None, {"input": preprocessing.apply(crops)})
+    # The second output is the last feature map, for class activation maps.
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "features"]
+    probabilities, features = session.run(None, {"input": preprocessing.apply(crops)})
     np.testing.assert_allclose(probabilities, fer8.classify(crops, tiny_model), atol=1e-6)
+    assert features.shape[0] == 3 and features.ndim == 4
 
 
 def _version_1_file(tiny_model_path, path, *, compact: bool):
