@@ -48,13 +48,13 @@ main() {
         fetch_facenet "$run" "$weights"
     fi
     local out="$run/facenet"
-    if [[ ! -f "$out/model.fer8" || -f "$out/train.unfinished" ]]; then
+    if [[ ! -f "$out/model.fer8" || -f "$out.unfinished" ]]; then
         local resume=()
         if [[ -f "$out/checkpoint.keras" ]]; then
             resume=(--resume)
         fi
         mkdir -p "$out"
-        touch "$out/train.unfinished"
+        touch "$out.unfinished"
         fer8 train --backbone facenet --backbone-weights "$weights" --image-size 160 \
             --colour --mask contour \
             --data "$data/affectnet_masked/train@train" --data "$data/FER2013Train:0.2" \
@@ -64,7 +64,7 @@ main() {
             --soft-labels --batch-size 32 --epochs 4 --steps-per-epoch 700 \
             --learning-rate 2e-4 --warmup-epochs 0.2 --freeze-stages 1 --patience 3 \
             --keep-checkpoint --seed 0 --out "$out" "${resume[@]}"
-        rm "$out/train.unfinished"
+        rm "$out.unfinished"
     fi
     # pack_model.py also says whether the packed file is the one registered (bundled)
     python "$here/pack_model.py" "$out/model.fer8" "$model_out"
