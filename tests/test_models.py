@@ -21,7 +21,7 @@ from fer8.training.backbones import (
     BACKBONES,
     build_backbone,
     build_classifier,
-    load_vggface_weights,
+    load_keras2_weights,
     vggface_resnet50,
 )
 from fer8.training.keras_models import (
@@ -264,7 +264,7 @@ def _write_keras2_weights(model, path, *, skip=(), extra=True):
 def test_keras_vggface_weight_files_load_by_layer_name(tmp_path):
     model = vggface_resnet50(32)
     original = _write_keras2_weights(model, tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5")
-    load_vggface_weights(model, tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5")
+    load_keras2_weights(model, tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5")
     for name, arrays in original.items():
         for loaded, stored in zip(model.get_layer(name).get_weights(), arrays):
             np.testing.assert_array_equal(loaded, stored)
@@ -278,10 +278,10 @@ def test_incomplete_or_foreign_weight_files_are_refused(tmp_path):
     model = vggface_resnet50(32)
     _write_keras2_weights(model, tmp_path / "partial.h5", skip={"conv5_3_3x3"})
     with pytest.raises(ModelFormatError, match="no weights for layer 'conv5_3_3x3'"):
-        load_vggface_weights(model, tmp_path / "partial.h5")
+        load_keras2_weights(model, tmp_path / "partial.h5")
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(ModelFormatError, match="not an HDF5"):
-        load_vggface_weights(model, tmp_path / "text.h5")
+        load_keras2_weights(model, tmp_path / "text.h5")
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "vggface-resnet50"])

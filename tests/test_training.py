@@ -603,3 +603,32 @@ def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refuse
         "train", "--data", str(data), "--out", str(tmp_path / "run3"),
         "--teacher", str(tmp_path / "nope.fer8"), *TRAIN_ARGS])
     assert missing.exit_code == 2 and "nope.fer8: no such model file" in missing.output
+
+
+def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
+        tiny_data, tmp_path, astronaut_path):
+    from PIL import Image
+
+    from fer8.pipeline.masking import mask_face
+
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
+                                      str(tmp_path / "run"), "--epochs", "1", "--cache",
+                                      str(cache), "--mask", "contour", *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    model = fer8.load_model(tmp_path / "run" / "model.fer8")
+    assert model.spec.preprocessing.mask == "contour"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["mask"] == "contour"
+    # Every cached training crop is a cut-out face: black corners, a face in the middle.
+    crops = [np.asarray(Image.open(p)) for p in cache.rglob("*.png")]
+    assert len(crops) == 8
+    for crop in crops:
+        assert crop[:8, :8].max() == 0 and crop[-8:, -8:].max() == 0 and crop[112, 112].any()
+    # Prediction cuts the face out the same way (the unmasked crop would read otherwise).
+    image = fer8.load_image(astronaut_path)
+    box = fer8.detect(image)[0]
+    face = fer8.align(image, box, fer8.landmarks(image, box), size=224)
+    predicted = fer8.Predictor(model).predict(image).faces[0]
+    expected = fer8.classify([mask_face(face).image], model)[0]
+    np.testing.assert_allclose([predicted.probabilities[label] for label in model.labels],
+                               expected, atol=1e-6)

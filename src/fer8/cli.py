@@ -539,12 +539,14 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True,
               help="Side of the model input; 112 trains about 4x faster on CPUs.")
-@click.option("--backbone", type=click.Choice(["resnet50", "vggface-resnet50"]),
-              default="resnet50", show_default=True)
+@click.option("--backbone", type=click.Choice(["resnet50", "vggface-resnet50", "facenet"]),
+              default="resnet50", show_default=True,
+              help="facenet: FaceNet's Inception-ResNet-v1, trained to recognise faces "
+                   "(start it from --backbone-weights facenet_keras.h5, see the README).")
 @click.option("--backbone-weights", default=None, metavar="imagenet|PATH|none",
               help="Starting weights instead of a model: 'imagenet' (resnet50 only; "
                    "downloaded once by Keras), a weight file (a keras-vggface .h5 for "
-                   "vggface-resnet50), or 'none'. Default: resnet50 starts from the "
+                   "vggface-resnet50, facenet_keras.h5 for facenet), or 'none'. Default: resnet50 starts from the "
                    "bundled model (no download), vggface-resnet50 from none.")
 @click.option("--init-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Start from a trained .fer8 model, e.g. to fine-tune on your faces or "
@@ -588,6 +590,10 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
                    "mean is used.")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="The teachers' share of each target; the label keeps the rest.")
+@click.option("--mask", type=click.Choice(["contour"]), default=None,
+              help="Cut every face out along its landmark contour onto black, in training "
+                   "and (recorded in the model) at prediction: sources cut out differently "
+                   "(the AffectNet-like set) then look alike.")
 @_detector_options
 @_handle_errors
 def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
@@ -598,7 +604,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,
           seed: int, resume: bool, cache: Path | None, workers: int,
           keep_checkpoint: bool, grayscale: bool | None, teachers: tuple[str, ...],
-          teacher_weight: float, detection: dict) -> None:
+          teacher_weight: float, mask: str | None, detection: dict) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -623,7 +629,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
         label_smoothing=label_smoothing, ema_momentum=ema_momentum, soft_labels=soft_labels,
         class_weighting=class_weighting, patience=patience, steps_per_epoch=steps_per_epoch,
         precision=precision, seed=seed, teachers=tuple(map(_teacher, teachers)),
-        teacher_weight=teacher_weight)
+        teacher_weight=teacher_weight, mask=mask)
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,

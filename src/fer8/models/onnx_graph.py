@@ -8,7 +8,7 @@ loads it to train further, ONNX Runtime to predict, and there is no second copy 
 weights to keep in step. The graph is also what ``fer8 export`` writes.
 
 Only the layers fer8's networks are made of are translated (the two ResNet50 layouts,
-the classifier head, the small CNNs of the tests); any other layer is a
+FaceNet's Inception-ResNet-v1, the classifier head, the small CNNs of the tests); any other layer is a
 :class:`~fer8.errors.ModelFormatError` naming it, never a silently different network.
 
 Layout: Keras computes channels-last (NHWC), ONNX's convolutions channels-first (NCHW).
@@ -323,6 +323,21 @@ class _Graph:
             total = self.node("Add", [total, other], [f"{name}/{i}" if i < len(inputs) - 2
                                                       else name])
         return total if inputs[0] not in self.spatial else self._spatial(total)
+
+    def _Concatenate(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
+        axis = config.get("axis", -1)
+        if any(tensor not in self.spatial for tensor in inputs) or axis not in (-1, 3):
+            raise ModelFormatError(f"layer {name!r}: only feature maps joined on their "
+                                   "channels are supported")
+        return self._spatial(self.node("Concat", inputs, [name], axis=1))
+
+    def _ScaleSum(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
+        """fer8's scaled residual sum (Inception-ResNet): ``x + scale * residual``."""
+        shortcut, residual = inputs
+        scale = self.constant(f"{name}/scale", np.asarray(config["scale"], np.float32))
+        scaled = self.node("Mul", [residual, scale], [f"{name}/scaled"])
+        out = self.node("Add", [shortcut, scaled], [name])
+        return out if shortcut not in self.spatial else self._spatial(out)
 
     def _pool(self, op: str, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         _channels_last(name, config)

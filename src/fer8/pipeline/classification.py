@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from fer8.models.modelfile import ExpressionModel
 from fer8.pipeline.alignment import AlignedFace
+from fer8.pipeline.masking import apply_mask
 
 Crops = Union[NDArray[np.uint8], Sequence[Union[NDArray[np.uint8], AlignedFace]]]
 
@@ -21,7 +22,9 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
     Args:
         crops: RGB ``uint8`` crops: an (N, H, W, 3) array, or a sequence of (H, W, 3)
             arrays or :class:`~fer8.pipeline.alignment.AlignedFace`. Crops of another size than
-            the model's input are resized.
+            the model's input are resized. When the model's preprocessing masks faces
+            (``mask``), each ``AlignedFace`` is cut out along its landmarks first;
+            plain arrays are taken as already framed.
         model: A loaded model (:func:`fer8.load_model`).
         batch_size: Crops per forward pass; bounds memory, not the result.
         flip: Also classify each crop mirrored left-right and average the two
@@ -33,6 +36,9 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
         Probabilities (N, C) in ``model.labels`` order; each row sums to 1. (0, C) for
         no crops.
     """
+    mask = model.spec.preprocessing.mask
+    if mask is not None and not isinstance(crops, np.ndarray):
+        crops = [apply_mask(c, mask) if isinstance(c, AlignedFace) else c for c in crops]
     batch = _stack(crops, model.spec.input_size)
     if len(batch) == 0:
         return np.zeros((0, len(model.labels)), np.float32)

@@ -1,4 +1,4 @@
-"""ResNet50 backbones in two weight layouts, and the classifier built on them.
+"""Backbones (two ResNet50 weight layouts and FaceNet), and the classifier built on them.
 
 * ``resnet50``: ``keras.applications.ResNet50``, with ImageNet weights from a local
   ``.h5`` file or Keras's own download.
@@ -6,6 +6,8 @@
   trained on VGGFace2). keras-vggface itself no longer imports on Keras 3 and its layer
   names contain ``/``, which Keras 3 rejects; this module rebuilds the same network with
   ``/`` replaced by ``_`` and reads keras-vggface's Keras 2 HDF5 weight files by layer name.
+* ``facenet``: FaceNet's Inception-ResNet-v1 (:mod:`fer8.training.facenet`), a network
+  trained to recognise faces, with the Keras 2 ``facenet_keras.h5`` read by layer name.
 
 Keras and TensorFlow are imported inside the functions, so importing this module is cheap.
 """
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer8.errors import DownloadError, ModelFormatError
-from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2, Preprocessing
+from fer8.models.preprocessing import FACENET, IMAGENET_CAFFE, VGGFACE2, Preprocessing
 
 if TYPE_CHECKING:
     import keras
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 BACKBONES: dict[str, Preprocessing] = {
     "resnet50": IMAGENET_CAFFE,
     "vggface-resnet50": VGGFACE2,
+    "facenet": FACENET,
 }
 
 #: Name of the classifier's output layer (softmax, kept in float32 under mixed precision).
@@ -53,11 +56,13 @@ def build_backbone(
     """Build a backbone without its top, ending in global average pooling.
 
     Args:
-        name: ``"resnet50"`` or ``"vggface-resnet50"``.
+        name: ``"resnet50"``, ``"vggface-resnet50"`` or ``"facenet"``.
         input_size: Side of the square input.
         weights: ``None`` for random weights; for ``resnet50`` ``"imagenet"`` (see
             :func:`imagenet_weights`) or a local ``.h5`` path; for ``vggface-resnet50``
-            the path of a keras-vggface ``rcmalli_vggface_tf_notop_resnet50.h5`` file.
+            the path of a keras-vggface ``rcmalli_vggface_tf_notop_resnet50.h5`` file;
+            for ``facenet`` the path of ``facenet_keras.h5`` (see
+            :mod:`fer8.training.facenet`).
 
     Raises:
         ValueError: Unknown backbone name.
@@ -81,7 +86,14 @@ def build_backbone(
     if name == "vggface-resnet50":
         model = vggface_resnet50(input_size)
         if weights is not None:
-            load_vggface_weights(model, weights)
+            load_keras2_weights(model, weights)
+        return model
+    if name == "facenet":
+        from fer8.training.facenet import inception_resnet_v1
+
+        model = inception_resnet_v1(input_size)
+        if weights is not None:
+            load_keras2_weights(model, weights)
         return model
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
@@ -180,12 +192,13 @@ def _vggface_block(x, filters: Sequence[int], stage: int, block: int, strides: i
     return layers.Activation("relu")(y)
 
 
-def load_vggface_weights(model: keras.Model, path: str | os.PathLike) -> None:
-    """Load a keras-vggface RESNET50 ``.h5`` file (Keras 2 layout) into ``model`` by layer name.
+def load_keras2_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Load a Keras 2 ``.h5`` file (keras-vggface's RESNET50, FaceNet's whole model or
+    its weights) into ``model`` by layer name.
 
-    Layers of the file that the model lacks (the ``classifier`` top of a with-top file)
-    are skipped; a weighted layer of the model that the file lacks is an error, since a
-    half-loaded backbone would silently predict nonsense.
+    Layers of the file that the model lacks (a ``classifier`` top, FaceNet's
+    ``Bottleneck`` embedding) are skipped; a weighted layer of the model that the file
+    lacks is an error, since a half-loaded backbone would silently predict nonsense.
 
     Raises:
         ModelFormatError: The file is not a Keras 2 weight file for this network.

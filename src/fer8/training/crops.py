@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error
-from fer8.pipeline import alignment
+from fer8.pipeline import alignment, masking
 from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
 from fer8.pipeline.faces import face_from_crop, faces_in_photo, labelled_face
 from fer8.pipeline.landmarking import load_landmark_model
@@ -61,17 +61,21 @@ class PreparedCrops:
         return self.images if self.images.shape[-1] == 3 else np.repeat(self.images, 3, -1)
 
 
-def settings_key(size: int = CROP_SIZE, detector: Mapping | None = None) -> str:
+def settings_key(size: int = CROP_SIZE, detector: Mapping | None = None,
+                 mask: str | None = None) -> str:
     """A digest of everything that decides how a crop looks.
 
     ``detector`` (name and every setting) shapes photos only; pre-cropped faces are
     never searched, so their key leaves it out and their crops are shared between
-    detectors.
+    detectors. ``mask`` (:mod:`fer8.pipeline.masking`) enters the key only when set,
+    so unmasked crops keep the keys they always had.
     """
-    values = {"pipeline": PIPELINE_VERSION, "size": size, "eye_x": alignment.EYE_X,
-              "eye_y": alignment.EYE_Y, "margin": alignment.FALLBACK_MARGIN}
+    values: dict = {"pipeline": PIPELINE_VERSION, "size": size, "eye_x": alignment.EYE_X,
+                    "eye_y": alignment.EYE_Y, "margin": alignment.FALLBACK_MARGIN}
     if detector is not None:
         values["detector"] = dict(detector)
+    if mask is not None:
+        values["mask"] = {"kind": mask, "forehead": masking.FOREHEAD}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,10 +85,10 @@ class CropCache:
 
     def __init__(self, root: str | os.PathLike, size: int = CROP_SIZE,
                  detector: str = DEFAULT_DETECTOR,
-                 detector_options: Mapping | None = None) -> None:
-        self.crops = Path(root) / settings_key(size)
+                 detector_options: Mapping | None = None, mask: str | None = None) -> None:
+        self.crops = Path(root) / settings_key(size, mask=mask)
         framing = {"name": detector, **settings(detector, **(detector_options or {}))}
-        self.photos = Path(root) / settings_key(size, framing)
+        self.photos = Path(root) / settings_key(size, framing, mask=mask)
 
     def path(self, sample: Sample, content: bytes) -> Path:
         digest = hashlib.sha256(content).hexdigest()
@@ -121,12 +125,14 @@ class CropCache:
 
 def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
           content: bytes | None = None, detector: str = DEFAULT_DETECTOR,
-          detector_options: Mapping | None = None) -> tuple[str, NDArray[np.uint8] | None]:
+          detector_options: Mapping | None = None,
+          mask: str | None = None) -> tuple[str, NDArray[np.uint8] | None]:
     """(status, crop) for one sample through the prediction pipeline's framing.
 
     Photos keep their labelled face (:func:`~fer8.pipeline.faces.labelled_face`) or, without a
     box, their largest face (the label is the photo's); crops are framed with
     :func:`~fer8.pipeline.faces.face_from_crop`. ``content``: the file's bytes, if already read.
+    ``mask``: cut the face out as :func:`fer8.classify` does for a model that masks.
     """
     image = sample.load(content)
     framing = {"detector": detector, "detector_options": detector_options,
@@ -140,6 +146,7 @@ def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
         if not faces:
             return "no face", None
         face = faces[0][1]
+    face = masking.apply_mask(face, mask)
     return ("aligned" if face.aligned else "whole"), face.image
 
 
@@ -152,6 +159,7 @@ def prepare_crops(
     on_progress: Callable[[int], None] | None = None,
     detector: str = DEFAULT_DETECTOR,
     detector_options: Mapping | None = None,
+    mask: str | None = None,
 ) -> PreparedCrops:
     """Frame every sample (from the cache where possible) and resize to ``image_size``.
 
@@ -164,11 +172,14 @@ def prepare_crops(
         detector: The detector that frames photos (``fer8 predict`` must use the same
             for its crops to look like the training crops).
         detector_options: Its settings.
+        mask: Cut each face out along its landmarks (a model that masks, see
+            :attr:`fer8.models.preprocessing.Preprocessing.mask`).
     """
-    cache = (CropCache(cache_root, detector=detector, detector_options=detector_options)
+    cache = (CropCache(cache_root, detector=detector, detector_options=detector_options,
+                       mask=mask)
              if cache_root is not None else None)
     landmark_model = load_landmark_model()
-    framing = {"detector": detector, "detector_options": detector_options}
+    framing = {"detector": detector, "detector_options": detector_options, "mask": mask}
 
     def one(sample: Sample) -> tuple[str, NDArray[np.uint8] | None]:
         try:

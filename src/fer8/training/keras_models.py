@@ -81,6 +81,8 @@ def load_keras_model(path: str | os.PathLike) -> tuple[keras.Model, ModelSpec]:
     """
     import onnx
 
+    import fer8.training.layers  # noqa: F401  (registers fer8's layers for the config)
+
     keras = import_keras()
     path = Path(path)
     spec = read_spec(path)

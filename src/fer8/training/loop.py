@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error
 from fer8.labels import EXPRESSIONS
-from fer8.models.preprocessing import Preprocessing
+from fer8.models.preprocessing import MASKS, Preprocessing
 from fer8.training.augment import Augmentation
 from fer8.training.backend import import_keras
 from fer8.training.datasets import Dataset, DataSource, parse_source
@@ -81,7 +81,7 @@ class TrainConfig:
         epochs: Epochs at most (early stopping may end sooner).
         batch_size: Images per step.
         image_size: Side of the model input.
-        backbone: ``resnet50`` or ``vggface-resnet50``.
+        backbone: ``resnet50``, ``vggface-resnet50`` or ``facenet``.
         backbone_weights: ``imagenet`` (Keras's download), a weight file path, or
             ``none``. Left out (None) together with ``init_model``, a ``resnet50``
             starts from the bundled model, which needs no download and already knows
@@ -118,6 +118,9 @@ class TrainConfig:
             what several read together (:mod:`fer8.training.distillation`).
         teacher_weight: The teachers' share of each training target; the label (or
             FER+ votes) keeps the rest.
+        mask: ``"contour"``: every face, of every source, cut out along its landmark
+            contour onto black (:mod:`fer8.pipeline.masking`), and recorded in the model's
+            preprocessing so that prediction cuts faces out the same way. None: as aligned.
     """
 
     data: tuple[str, ...]
@@ -147,6 +150,7 @@ class TrainConfig:
     grayscale: bool | None = None
     teachers: tuple[str, ...] = ()
     teacher_weight: float = 0.5
+    mask: str | None = None
 
     def __post_init__(self) -> None:
         # One source may be given as a plain string (and was, in runs before 0.2).
@@ -159,6 +163,8 @@ class TrainConfig:
         object.__setattr__(self, "teachers", tuple(map(os.fspath, self.teachers)))
         if not self.data:
             raise ValueError("data needs at least one source")
+        if self.mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, not {self.mask!r}")
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError("teacher_weight must be between 0 and 1")
         if self.class_weighting not in ("sqrt", "balanced", "none"):
@@ -331,7 +337,8 @@ def train(
     if not resume:
         _begin_run(run_dir, config, state)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
-    preprocessing = _preprocessing(config.backbone, gray=_grayscale(config, train_split))
+    preprocessing = _preprocessing(config.backbone, gray=_grayscale(config, train_split),
+                                   mask=config.mask)
     train_ds = _dataset(train_split, config, preprocessing, training=True,
                         start_step=state["epochs_done"] * steps)
     val_ds = _dataset(val_split, config, preprocessing, training=False)
@@ -506,7 +513,7 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                     if on_prepare else None)
         crops = prepare_crops(samples, cache_root, image_size=config.image_size,
                               workers=workers, on_progress=progress, detector=config.detector,
-                              detector_options=config.detector_options)
+                              detector_options=config.detector_options, mask=config.mask)
         kept = [samples[i] for i in crops.kept]
         if not kept:
             raise Fer8Error(f"{source}: no face found in any image")
@@ -592,11 +599,12 @@ def _grayscale(config: TrainConfig, split: _Split) -> bool:
     return split.images.shape[-1] == 1
 
 
-def _preprocessing(backbone: str, *, gray: bool) -> Preprocessing:
-    """The backbone's preprocessing; gray input too when every training face is gray."""
+def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Preprocessing:
+    """The backbone's preprocessing; gray input too when every training face is gray,
+    and the run's mask, which prediction must apply too."""
     from fer8.training.backbones import BACKBONES
 
-    return replace(BACKBONES[backbone], grayscale=gray)
+    return replace(BACKBONES[backbone], grayscale=gray, mask=mask)
 
 
 def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *,
@@ -774,9 +782,12 @@ def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
 
 def _stage(layer_name: str) -> int | None:
     """ResNet stage (1-5) of a backbone layer, from its name (``conv3_block2_...``,
-    ``conv3_2_1x1_reduce``, ``pool1_pool``); None for layers outside the stages."""
+    ``conv3_2_1x1_reduce``, ``pool1_pool``), or FaceNet's part (1-4, see
+    :func:`fer8.training.facenet.stage`); None for layers outside them."""
+    from fer8.training.facenet import stage as facenet_stage
+
     match = re.match(r"(?:conv|pool)(\d)_", layer_name)
-    return int(match.group(1)) if match else None
+    return int(match.group(1)) if match else facenet_stage(layer_name)
 
 
 class _RepeatableDropout(keras.callbacks.Callback):
@@ -976,8 +987,13 @@ def preprocess_tensor(preprocessing: Preprocessing, crops):
     if preprocessing.grayscale:
         x = tf.repeat(tf.reduce_sum(x * tf.constant(LUMA), axis=-1, keepdims=True), 3, axis=-1)
     x = x[..., ::-1] if preprocessing.channel_order == "BGR" else x
-    return ((x - tf.constant(preprocessing.mean, tf.float32))
-            / tf.constant(preprocessing.std, tf.float32))
+    x = ((x - tf.constant(preprocessing.mean, tf.float32))
+         / tf.constant(preprocessing.std, tf.float32))
+    if preprocessing.standardize:
+        mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
+        pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        x = (x - mean) / tf.maximum(tf.sqrt(variance), 1.0 / tf.sqrt(pixels))
+    return x
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
