@@ -269,3 +269,33 @@ def test_explain_with_flip_gives_the_probabilities_predict_gives(tiny_model, ast
     assert item.face.probabilities == pytest.approx(face.probabilities, abs=1e-6)
     (plain,) = fer8.Predictor(tiny_model).explain(astronaut)
     assert not np.allclose(item.activation, plain.activation)  # the mirror's map is in
+
+
+def test_facenet_and_masked_models_are_explained_on_the_input_they_classify(tmp_path,
+                                                                           astronaut):
+    """The FaceNet backbone (Inception-ResNet-v1, its own layer names) ends in global
+    average pooling too: its maps are exact, on the contour-masked crops the model
+    classifies."""
+    from dataclasses import replace
+
+    import keras
+
+    from fer8.models.modelfile import ModelSpec
+    from fer8.models.preprocessing import FACENET
+    from fer8.training.backbones import build_classifier
+    from fer8.training.facenet import inception_resnet_v1
+    from fer8.training.keras_models import save_model
+
+    keras.utils.set_random_seed(5)
+    network = build_classifier(inception_resnet_v1(112), len(LABELS))
+    spec = ModelSpec(LABELS, 112, replace(FACENET, mask="contour"), "facenet", name="facenet")
+    predictor = fer8.Predictor(save_model(network, spec, tmp_path / "facenet.fer8"))
+    crops = _crops(predictor, astronaut)
+    probabilities, maps = class_maps(crops, predictor.model)
+    assert maps.shape[2:] == (2, 2)  # the last feature map at 112 px
+    _, bias = head(predictor.model)
+    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities,
+                               atol=1e-5)
+    np.testing.assert_allclose(probabilities, fer8.classify(crops, predictor.model), atol=1e-5)
+    unmasked = fer8.classify([crop.image for crop in crops], predictor.model)
+    assert not np.allclose(unmasked, probabilities, atol=1e-5)  # the mask was applied

@@ -36,10 +36,7 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
         Probabilities (N, C) in ``model.labels`` order; each row sums to 1. (0, C) for
         no crops.
     """
-    mask = model.spec.preprocessing.mask
-    if mask is not None and not isinstance(crops, np.ndarray):
-        crops = [apply_mask(c, mask) if isinstance(c, AlignedFace) else c for c in crops]
-    batch = _stack(crops, model.spec.input_size)
+    batch = model_batch(crops, model)
     if len(batch) == 0:
         return np.zeros((0, len(model.labels)), np.float32)
     parts = []
@@ -51,6 +48,16 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
         out = model(model.spec.preprocessing.apply(chunk))
         parts.append((out[:n] + out[n:]) / 2 if flip else out)
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def model_batch(crops: Crops, model: ExpressionModel) -> NDArray[np.uint8]:
+    """The crops as the model takes them, before preprocessing: masked when its
+    preprocessing says so, resized to its input, stacked (N, S, S, 3). :func:`classify`
+    and the explanations (:mod:`fer8.pipeline.explain`) share it, so both see one input."""
+    mask = model.spec.preprocessing.mask
+    if mask is not None and not isinstance(crops, np.ndarray):
+        crops = [apply_mask(c, mask) if isinstance(c, AlignedFace) else c for c in crops]
+    return _stack(crops, model.spec.input_size)
 
 
 def _stack(crops: Crops, size: int) -> NDArray[np.uint8]:

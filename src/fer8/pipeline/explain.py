@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from fer8.errors import ExplanationError
 from fer8.models.modelfile import ExpressionModel
-from fer8.pipeline.classification import Crops, _stack
+from fer8.pipeline.classification import Crops, model_batch
 from fer8.results import Box, Face
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def feature_maps(crops: Crops, model: ExpressionModel, *, batch_size: int = 32
 def _forward(crops: Crops, model: ExpressionModel, batch_size: int, flip: bool):
     """(probabilities, features) per batch; with ``flip`` each batch is followed by its
     mirror image in the same pass."""
-    batch = _stack(crops, model.spec.input_size)
+    batch = model_batch(crops, model)
     for start in range(0, len(batch), batch_size):
         chunk = batch[start:start + batch_size]
         if flip:
