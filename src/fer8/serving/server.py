@@ -246,7 +246,7 @@ def create_app(
             openapi_url=app.openapi_url, title="fer8 API",
             swagger_js_url="/swagger/swagger-ui-bundle.js",
             swagger_css_url="/swagger/swagger-ui.css",
-            swagger_favicon_url="/swagger/favicon-32x32.png",
+            swagger_favicon_url="/favicon.ico",
         )
 
     @app.get("/healthz", summary="Liveness: answers while predictions run")
@@ -264,7 +264,7 @@ def create_app(
         summary="Classify every face in one image or video",
         description=(
             "Send the image or video as multipart field `file`, or as the raw body with an "
-            "image/*, video/* or application/octet-stream content type. Returns the same "
+            "`image/*`, `video/*` or `application/octet-stream` content type. Returns the same "
             "object as `fer8 predict --format json` for one image, or with `annotate=true` "
             "the image with boxes and labels drawn, as JPEG. A video returns the array "
             "`fer8 predict --format json` prints for it: an object per sampled frame "
@@ -343,10 +343,12 @@ async def _read_upload(request: Request) -> tuple[bytes, str, bool]:
 
 
 def _swagger_dir() -> str:
-    """Swagger UI's files from the swagger-ui-bundle package, so /docs needs no CDN."""
-    import swagger_ui_bundle
+    """Swagger UI's files, so /docs needs no CDN: Swagger UI 5, which reads the OpenAPI
+    3.1 that FastAPI writes (swagger-ui-bundle's 4.15 rendered nothing), as the
+    fastapi-offline package ships it (its ``static`` folder; fer8 uses only the files)."""
+    import fastapi_offline
 
-    return swagger_ui_bundle.swagger_ui_path
+    return str(Path(fastapi_offline.__file__).parent / "static")
 
 
 def run(app: FastAPI, host: str, port: int, *, log_level: str = "info") -> None:
