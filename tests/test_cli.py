@@ -356,6 +356,19 @@ def test_serve_without_its_extra_names_the_install_command_for_this_checkout(mon
     assert 'serve = [' in (ROOT / "pyproject.toml").read_text()
 
 
+def test_serve_without_its_extra_names_the_extra_s_package_not_a_dependency(monkeypatch):
+    """Without the extra, FastAPI's own dependency anyio is missing too, and the server
+    module imported it first: the message named anyio."""
+    for module in ("anyio", "fastapi"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for module in ("fer8.serving.server", "fer8.serving.line"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert "needs the serve extra (fastapi is missing)" in result.stderr
+    assert "anyio" not in result.stderr
+
+
 def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     from importlib import metadata
 
@@ -377,3 +390,26 @@ def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(metadata, "distribution", lambda name: Installed(json.dumps(
         {"url": checkout.as_uri(), "dir_info": {}})))
     assert cli_module.install_command("serve").endswith(f" -m pip install '{checkout}[serve]'")
+
+
+def test_an_error_line_goes_above_the_progress_bar(tmp_path, tiny_model_path, astronaut):
+    """Results to a file, the bar on the terminal: a failure's line takes a line of its
+    own (it was glued onto the bar: `predict [####--] 40%  00:00:01fer8: ...`), and the
+    bar is drawn again below it."""
+    from terminal import run_with_stderr_on_a_terminal, screen
+
+    folder = tmp_path / "many"
+    for name in ("a1.png", "a2.png", "c1.png", "c2.png"):
+        save(astronaut, folder / name)
+    (folder / "b_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage")
+    code, written = run_with_stderr_on_a_terminal(
+        ["predict", str(folder), "--model", str(tiny_model_path), "--format", "jsonl"],
+        stdout=tmp_path / "out.jsonl")
+    assert code == 1
+    lines = screen(written)
+    error = [line for line in lines if "b_broken.jpg" in line]
+    assert len(error) == 1 and error[0].startswith(
+        f"fer8: {folder / 'b_broken.jpg'}: corrupt or truncated image"), lines
+    assert lines[0].startswith("fer8: ") and lines[-1].startswith("predict")
+    assert lines[-1].endswith("100%") and len(lines) == 2
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5

@@ -143,6 +143,10 @@ def test_oversized_uploads_get_413_declared_or_streamed(api, astronaut_path):
     assert streamed.status_code == 413
     multipart = httpx.post(f"{api}/v1/predict", files={"file": ("big.png", big, "image/png")})
     assert multipart.status_code == 413
+    # The reply says which option of fer8 serve raises the limit.
+    for reply in (declared, streamed, multipart):
+        assert reply.json()["detail"] == ("upload larger than 1,000,000 bytes (0.953674 MB); "
+                                          "fer8 serve --max-upload-mb sets the limit")
     # The server is still fine afterwards.
     ok = httpx.post(f"{api}/v1/predict", files={"file": ("a.png", astronaut_path.read_bytes())})
     assert ok.status_code == 200

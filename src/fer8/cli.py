@@ -31,6 +31,7 @@ from fer8.errors import (
 )
 from fer8.output import FORMATS
 from fer8.pipeline.images import MAX_PIXELS
+from fer8.progress import ProgressBar
 
 logger = logging.getLogger("fer8")
 
@@ -278,13 +279,13 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     annotated: dict[str, str] = {}
     video_annotation = None
     results = _results(predictor, inputs, detect=not no_detect, sampling=sampling)
-    with click.progressbar(length=len(inputs), label="predict", file=sys.stderr,
-                           hidden=not show_progress or len(inputs) < 2) as bar:
+    with ProgressBar("predict", len(inputs),
+                     hidden=not show_progress or len(inputs) < 2) as bar:
         for item, result, last in results:
             if result.error is not None:
                 failed += 1
                 if report_failures:
-                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
+                    bar.echo(f"fer8: {result.source}: {result.error}")
             if annotate_dir is not None and item.video:
                 if video_annotation is None:
                     video_annotation = _VideoAnnotation(item, annotate_dir, predictor.labels)
@@ -333,17 +334,21 @@ def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str 
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
     files = list_inputs(paths)
-    # Ray logs each run's plan and its own notices at INFO and WARNING; -v shows them.
-    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO)
+    # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
+    # an error about Ray Data's own actor arguments; -v shows them.
+    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO,
+            quiet_core=_verbosity() == 0)
     show_progress = progress if progress is not None else sys.stderr.isatty()
-    with click.progressbar(length=len(files), label="predict", file=sys.stderr,
-                           hidden=not show_progress) as bar:
+    with ProgressBar("predict", len(files), hidden=not show_progress) as bar:
         def on_image(row: dict) -> None:
             if row["error"] is not None:
-                click.echo(f"fer8: {row['source']}: {row['error']}", err=True)
+                bar.echo(f"fer8: {row['source']}: {row['error']}")
             bar.update(1)
 
-        failed = predict_files(files, out_path, model, on_image=on_image, **options)
+        # The time left is timed from the first rows the actors send, not from their
+        # start-up (seconds, which made a 17 s run read 7 minutes at 2%).
+        failed = predict_files(files, out_path, model, on_image=on_image,
+                               on_start=bar.restart_clock, **options)
     logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
@@ -474,8 +479,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         from fer8.serving.line import LineSettings
         from fer8.serving.server import create_app, run
     except ImportError as exc:
-        click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
-                   f"{install_command('serve')}", err=True)
+        click.echo(f"fer8: error: fer8 serve needs the serve extra ({_missing_serve_package(exc)} "
+                   f"is missing): {install_command('serve')}", err=True)
         sys.exit(EXIT_USAGE)
     from fer8.pipeline.predictor import Predictor
 
@@ -772,24 +777,28 @@ def _absolute(spec: str) -> str:
     return str(replace(source, path=source.path.resolve()))
 
 
-class _ProgressBar:
-    """A click progress bar on stderr, drawn only on a terminal; called with a step count."""
+#: Training's and evaluation's bars: drawn on a terminal, called with a step count.
+_ProgressBar = ProgressBar
 
-    def __init__(self, label: str, total: int) -> None:
-        self._bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                      hidden=not sys.stderr.isatty())
-        self._bar.__enter__()
-        self._open = True
 
-    def __call__(self, steps: int) -> None:
-        self._bar.update(steps)
-        if self._bar.pos >= self._bar.length:
-            self.close()
+#: The serve extra's packages (pip's names) by the module each installs.
+_SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
+                   "linebot": "line-bot-sdk", "fastapi_offline": "fastapi-offline"}
 
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self._bar.__exit__(None, None, None)
+
+def _missing_serve_package(exc: ImportError) -> str:
+    """The first package of the serve extra that is not installed, by pip's name; the
+    import that failed first is often one of theirs (anyio, FastAPI's), which says
+    nothing about what to install."""
+    from importlib.util import find_spec
+
+    for module, package in _SERVE_PACKAGES.items():
+        try:
+            if find_spec(module) is None:
+                return package
+        except (ImportError, ValueError):
+            return package
+    return exc.name or str(exc)
 
 
 def install_command(extra: str) -> str:

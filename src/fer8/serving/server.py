@@ -169,8 +169,8 @@ class BodySizeLimit:
                 return
 
     async def _refuse(self, send: Any, limit: int) -> None:
-        what = "video upload" if limit > self.max_bytes else "upload"
-        body = json.dumps({"detail": f"{what} larger than {limit:,} bytes"}).encode()
+        video = limit > self.max_bytes
+        body = json.dumps({"detail": too_large(limit, video=video)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
@@ -180,6 +180,13 @@ class BodySizeLimit:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def too_large(limit: int, *, video: bool = False) -> str:
+    """The 413's message: the limit, and the ``fer8 serve`` option that sets it."""
+    what, option = ("video upload", "--max-video-mb") if video else ("upload", "--max-upload-mb")
+    return (f"{what} larger than {limit:,} bytes ({limit / 2**20:g} MB); "
+            f"fer8 serve {option} sets the limit")
 
 
 #: How much of a multipart body is read ahead to find its first part's headers.
@@ -304,7 +311,7 @@ def create_app(
                 raise HTTPException(400, detail=f"{source}: {frames[0].error}")
             return JSONResponse([frame.to_dict() for frame in frames])
         if len(data) > max_upload_bytes:  # declared a video, sent an image
-            raise HTTPException(413, detail=f"upload larger than {max_upload_bytes:,} bytes")
+            raise HTTPException(413, detail=too_large(max_upload_bytes))
         result = await asyncio.wrap_future(runner.submit(data, source))
         if result.error is not None:
             raise HTTPException(400, detail=f"{source}: {result.error}")
