@@ -624,11 +624,13 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
               show_default=True, help="Which rows of a fer2013.csv to evaluate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @_flip_option
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars on stderr (default: when stderr is a terminal).")
 @_detector_options
 @_handle_errors
 def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
              fmt: str | None, split: str, batch_size: int, flip: bool,
-             detection: dict) -> None:
+             progress: bool | None, detection: dict) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
     Each image goes through the full fer8 predict pipeline and its largest face (or
@@ -648,19 +650,20 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
     predictor = Predictor(model, batch_size=batch_size, flip=flip,
                           **detection)
     rows = []  # (dataset name, framing, Evaluation, data summary)
+    hidden = None if progress is None else not progress
     for source, dataset in datasets:
-        progress = _ProgressBar(f"evaluate {source.name}", len(dataset.samples))
+        bar = ProgressBar(f"evaluate {source.name}", len(dataset.samples), hidden=hidden)
         rows.append((source.name, "detected", run_evaluation(predictor, dataset,
-                                                             on_progress=progress),
+                                                             on_progress=bar),
                      dataset.summary()))
-        progress.close()
+        bar.close()
         if any(s.box is not None for s in dataset.samples):
-            progress = _ProgressBar(f"evaluate {source.name} (labelled boxes)",
-                                    sum(s.box is not None for s in dataset.samples))
+            bar = ProgressBar(f"evaluate {source.name} (labelled boxes)",
+                              sum(s.box is not None for s in dataset.samples), hidden=hidden)
             rows.append((source.name, "labelled boxes",
-                         evaluate_labelled_boxes(predictor, dataset, on_progress=progress),
+                         evaluate_labelled_boxes(predictor, dataset, on_progress=bar),
                          dataset.summary()))
-            progress.close()
+            bar.close()
     reports = [{"dataset": name, "faces": framing, **evaluation.to_dict(), "data": summary}
                for name, framing, evaluation, summary in rows]
     report: dict[str, Any] = (
@@ -689,15 +692,18 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
 
 
 @cli.command()
-@click.option("--model", help="Model file or registered name (default: the bundled model).")
+@click.option("--model", "model", metavar="NAME|PATH",
+              help="Model name, .fer8 file or run folder (default: the bundled model).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "fer8"]), default="onnx",
               show_default=True,
               help="onnx: the network alone, for other runtimes; fer8: a model file in "
                    "this fer8's format (converts files from older versions).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="File to write.")
+              required=True, help="File to write (a new one, in a folder that exists).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out file, and make its folder if missing.")
 @_handle_errors
-def export(model: str | None, fmt: str, out_path: Path) -> None:
+def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     """Write a model for other runtimes, or convert an older model file.
 
     The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
@@ -707,6 +713,13 @@ def export(model: str | None, fmt: str, out_path: Path) -> None:
     from fer8.models.export import export_fer8, export_onnx
     from fer8.models.registry import resolve_model
 
+    # Like fer8 train's run folder and --annotate's inputs: nothing is replaced, and no
+    # folder made from a mistyped path, unless asked.
+    if not force and out_path.exists():
+        raise click.UsageError(f"--out {out_path} exists; pass --force to replace it")
+    if not force and not out_path.parent.is_dir():
+        raise click.UsageError(f"--out {out_path}: the folder {out_path.parent} does not "
+                               "exist; make it, or pass --force")
     source = resolve_model(model)
     if fmt == "onnx":
         export_onnx(source, out_path)
