@@ -413,3 +413,22 @@ def test_an_error_line_goes_above_the_progress_bar(tmp_path, tiny_model_path, as
     assert lines[0].startswith("fer8: ") and lines[-1].startswith("predict")
     assert lines[-1].endswith("100%") and len(lines) == 2
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5
+
+
+def test_json_keeps_short_lists_on_one_line(tmp_path, tiny_model_path, astronaut):
+    from fer8.output import to_json
+
+    photo = save(astronaut, tmp_path / "a.png")
+    result = run("predict", photo, "--model", tiny_model_path, "--format", "json")
+    (item,) = json.loads(result.stdout)
+    x, y, w, h = item["faces"][0]["box"]
+    assert f'        "box": [{x}, {y}, {w}, {h}],' in result.stdout.splitlines()
+    # A confusion matrix: each row on a line, the object a line per key.
+    row = [120, 3, 0, 14, 0, 2, 5]
+    report = {"labels": ["angry", "happy"], "counts": [row] * 7,
+              "empty": [], "nested": [{"a": [1, 2]}]}
+    text = to_json(report)
+    assert json.loads(text) == report
+    assert text.splitlines()[:4] == ['{', '  "labels": ["angry", "happy"],', '  "counts": [',
+                                     '    [120, 3, 0, 14, 0, 2, 5],']
+    assert '  "empty": [],' in text and '      "a": [1, 2]' in text

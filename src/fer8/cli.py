@@ -29,7 +29,7 @@ from fer8.errors import (
     ModelFormatError,
     ModelNotFoundError,
 )
-from fer8.output import FORMATS
+from fer8.output import FORMATS, to_json
 from fer8.pipeline.images import MAX_PIXELS
 from fer8.progress import ProgressBar
 
@@ -638,8 +638,6 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
     found counts as wrong. Datasets with labelled boxes (ExpW) also get a row for the
     classifier alone on those boxes.
     """
-    import json
-
     from fer8.pipeline.predictor import Predictor
     from fer8.training.datasets import parse_source
     from fer8.training.evaluation import evaluate as run_evaluation
@@ -674,7 +672,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
         from fer8.training.plots import plot_confusion
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out_dir / "evaluation.json").write_text(to_json(report) + "\n")
         for name, framing, evaluation, _ in rows:
             picture = out_dir / ("confusion_matrix.png" if len(rows) == 1 else
                                  f"confusion_{_file_name(name, framing)}.png")
@@ -683,7 +681,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
                     len(rows))
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
-        click.echo(json.dumps(report, indent=2))
+        click.echo(to_json(report))
     else:
         if len(rows) == 1:
             click.echo(_per_class_table(rows[0][2]))

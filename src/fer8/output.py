@@ -87,8 +87,7 @@ class JsonWriter(Writer):
         self._results.append(result.to_dict())
 
     def close(self) -> None:
-        json.dump(self._results, self.stream, indent=2)
-        self.stream.write("\n")
+        self.stream.write(to_json(self._results) + "\n")
         super().close()
 
 
@@ -176,3 +175,28 @@ def make_writer(format: str, stream: TextIO, labels: Sequence[str], *,
         return TableWriter(stream, labels, source_width=max(map(len, sources), default=None),
                            video=video)
     return writers[format](stream, labels, video=video)
+
+
+def to_json(value: Any, *, indent: int = 2, width: int = 88) -> str:
+    """``value`` as indented JSON for people to read, with each list that fits on one
+    line (a box, a row of a confusion matrix) on one line: with ``json.dumps(indent=2)``
+    every coordinate and count had a line of its own (250 lines for a two-dataset
+    evaluation). Objects keep a line per key."""
+
+    def render(item: Any, depth: int) -> str:
+        if isinstance(item, dict) and item:
+            inner = " " * (indent * (depth + 1))
+            members = [f"{inner}{json.dumps(str(key))}: {render(member, depth + 1)}"
+                       for key, member in item.items()]
+            return "{\n" + ",\n".join(members) + "\n" + " " * (indent * depth) + "}"
+        if isinstance(item, (list, tuple)) and item:
+            flat = json.dumps(item)
+            if indent * (depth + 1) + len(flat) <= width and \
+                    not any(isinstance(member, dict) for member in item):
+                return flat
+            inner = " " * (indent * (depth + 1))
+            return "[\n" + ",\n".join(inner + render(member, depth + 1) for member in item) \
+                + "\n" + " " * (indent * depth) + "]"
+        return json.dumps(item)
+
+    return render(value, 0)
