@@ -414,3 +414,45 @@ def test_live_with_a_camera_that_cannot_open_is_one_line(tiny_model_path, tmp_pa
     result = run("live", "--camera", tmp_path / "nothing.mp4", "--model", tiny_model_path)
     assert result.exit_code == 1
     assert result.stderr.strip() == f"fer8: error: {tmp_path / 'nothing.mp4'}: no such file"
+
+
+def test_live_with_a_camera_index_that_opens_nothing_is_a_usage_error(tiny_model_path):
+    """Exit 2, like a wrong --model, naming the device tried and those there are."""
+    import glob
+
+    result = run("live", "--camera", "63", "--model", tiny_model_path, "--no-window")
+    assert result.exit_code == 2
+    devices = ", ".join(sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))) or "none"
+    assert result.stderr == (f"fer8: error: camera 63: cannot be opened (tried /dev/video63; "
+                             f"video devices here: {devices})\n")
+
+
+def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model_path):
+    """stdout and stderr on one terminal: the table's row says it, not a line as well."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("some notes, not a picture\n")
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "live", "--camera", str(notes), "--model",
+         str(tiny_model_path)], stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+        env=env, close_fds=True)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 1
+    text = screen.decode()
+    assert "SOURCE" in text and text.count("no frame could be read") == 1, text

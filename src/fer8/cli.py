@@ -26,6 +26,7 @@ from fer8 import __version__
 from fer8.errors import (
     ChecksumMismatchError,
     Fer8Error,
+    InvalidVideoError,
     ModelFormatError,
     ModelNotFoundError,
 )
@@ -384,10 +385,16 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
     # Small batches: frames are read ahead by two batches, and on a camera each frame
     # read ahead is that much delay between the picture and its result.
     predictor = Predictor(model, max_faces=max_faces, batch_size=2, **detection)
-    frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+    try:
+        frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+    except InvalidVideoError as exc:
+        # A camera index that opens nothing is a wrong argument, like a wrong --model.
+        _fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
     name = describe_video(source)
     show = _display_available() if window is None else window
     print_rows = not show or not sys.stdout.isatty()
+    # As in predict: on a terminal that shows both streams, the table's row is the report.
+    report_failures = not (print_rows and _same_terminal())
     writer = _writer(fmt, predictor.labels, [name], video=True)
     waiting: deque = deque()  # frames read, until their results come, to draw them
 
@@ -403,7 +410,8 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
                                                smooth=sampling["smooth"]):
             if result.error is not None:
                 failed = True
-                click.echo(f"fer8: {result.source}: {result.error}", err=True)
+                if report_failures:
+                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
             if print_rows:
                 writer.write(result)
             while show and waiting and waiting[0].index != result.frame:

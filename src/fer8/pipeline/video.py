@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,10 +216,21 @@ def _open(source: VideoSource, name: str):
         cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
-        what = "camera cannot be opened" if isinstance(source, int) else (
+        what = _camera_tried(source) if isinstance(source, int) else (
             "not a video, or not one FFmpeg can read (corrupt or truncated?)")
         raise InvalidVideoError(name, what)
     return capture
+
+
+def _camera_tried(index: int) -> str:
+    """Why a camera index did not open, naming the device tried and those there are
+    (on Linux, OpenCV opens camera N as ``/dev/videoN``)."""
+    if not sys.platform.startswith("linux"):
+        return "cannot be opened (tried it through OpenCV's default backend)"
+    found = sorted(Path("/dev").glob("video*"),
+                   key=lambda p: (len(p.name), p.name))  # video2 before video10
+    return (f"cannot be opened (tried /dev/video{index}; video devices here: "
+            f"{', '.join(map(str, found)) or 'none'})")
 
 
 def _frames(capture, name: str, fps: float | None, rate: float, *, live: bool
