@@ -18,8 +18,25 @@ from fer8.results import ImageResult
 _MIN_CANVAS = 320
 
 
+#: Okabe & Ito's palette ("Color Universal Design", 2002), which stays apart for readers
+#: with any common colour-vision deficiency, plus a dark grey; hues spaced evenly around
+#: the colour wheel put fearful and happy in two near-identical greens.
+_COLORS = {
+    "angry": (213, 94, 0),        # vermillion
+    "disgusted": (0, 158, 115),   # bluish green
+    "fearful": (204, 121, 167),   # reddish purple
+    "happy": (230, 159, 0),       # orange
+    "neutral": (90, 90, 90),      # dark grey
+    "sad": (0, 114, 178),         # blue
+    "surprised": (86, 180, 233),  # sky blue
+    "worry": (240, 228, 66),      # yellow
+}
+
+
 def label_color(label: str) -> tuple[int, int, int]:
     """A fixed, distinct RGB colour per expression (stable across images and runs)."""
+    if label in _COLORS:
+        return _COLORS[label]
     index = EXPRESSIONS.index(label) if label in EXPRESSIONS else sum(map(ord, label))
     r, g, b = colorsys.hsv_to_rgb((index * 0.13) % 1.0, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)

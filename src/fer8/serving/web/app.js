@@ -4,8 +4,14 @@
 const EXPRESSIONS = ["angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised", "worry"];
 const $ = (id) => document.getElementById(id);
 
-// Same colours as fer8.annotate.label_color, so the page matches `fer8 predict --annotate`.
+// Same colours as fer8.annotate.label_color, so the page matches `fer8 predict --annotate`:
+// Okabe & Ito's colour-blind-safe palette, plus a dark grey.
+const COLORS = {
+  angry: [213, 94, 0], disgusted: [0, 158, 115], fearful: [204, 121, 167], happy: [230, 159, 0],
+  neutral: [90, 90, 90], sad: [0, 114, 178], surprised: [86, 180, 233], worry: [240, 228, 66],
+};
 function labelColor(label) {
+  if (Object.hasOwn(COLORS, label)) return COLORS[label];
   let index = EXPRESSIONS.indexOf(label);
   if (index < 0) index = [...label].reduce((sum, ch) => sum + ch.charCodeAt(0), 0);
   const h = (index * 0.13) % 1, s = 0.85, v = 0.95;
