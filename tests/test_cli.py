@@ -107,6 +107,11 @@ def test_annotate_writes_readable_images(photos, tiny_model_path, tmp_path, astr
     edge = np.abs(drawn[y:y + h, x].astype(int) - astronaut[y:y + h, x].astype(int))
     assert edge.mean() > 30  # the box is drawn on the face's left edge
     assert np.abs(drawn[400:, 400:].astype(int) - astronaut[400:, 400:]).mean() < 1  # rest untouched
+    # A photo without a face says so, in a dark note at its top left; the rest is as it was.
+    blank = fer8.load_image(out / "blank.png")
+    note = blank[:blank.shape[0] // 10, :blank.shape[1] // 4]
+    assert (note < 100).mean() > 0.5 and (note > 200).any()  # dark, with light text
+    assert (blank[blank.shape[0] // 2:] == 240).all()
 
 
 def test_small_images_are_enlarged_so_labels_stay_legible(tmp_path, tiny_model_path, astronaut):

@@ -76,6 +76,15 @@ def annotate(image: NDArray[np.uint8], result: ImageResult) -> NDArray[np.uint8]
                       color, cv2.FILLED)
         cv2.putText(canvas, text, (left + pad, top + pad + th), font, font_scale,
                     _text_color(color), text_thickness, cv2.LINE_AA)
+    if not result.faces and getattr(result, "frame", None) is None:
+        # A photo drawn as it was would look like one fer8 never read; a video's frames
+        # without a face stay plain, or the note would flicker through the clip.
+        (tw, th), baseline = cv2.getTextSize("no face found", font, font_scale, text_thickness)
+        pad = max(4, th // 2)
+        cv2.rectangle(canvas, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (40, 40, 40),
+                      cv2.FILLED)
+        cv2.putText(canvas, "no face found", (pad, pad + th), font, font_scale,
+                    (255, 255, 255), text_thickness, cv2.LINE_AA)
     return canvas
 
 
