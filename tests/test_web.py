@@ -23,7 +23,7 @@ from conftest import ROOT, save  # noqa: E402
 from servers import UvicornThread  # noqa: E402
 
 import fer8  # noqa: E402
-from fer8.labels import display_name  # noqa: E402
+from fer8.labels import display_name, percent  # noqa: E402
 from fer8.results import Box, Face, ImageResult  # noqa: E402
 from fer8.serving.server import create_app  # noqa: E402
 
@@ -108,7 +108,7 @@ def test_upload_a_photo_and_see_its_expression(browser, default_predictor, astro
         label = faces[0].find_element(By.CSS_SELECTOR, ".label").text
         confidence = faces[0].find_element(By.CSS_SELECTOR, ".confidence").text
         assert label == display_name(api["faces"][0]["label"]) == "Happy"  # she smiles
-        assert confidence == f"{round(api['faces'][0]['confidence'] * 100)}%"
+        assert confidence == percent(api["faces"][0]["confidence"])  # as the table says
         bars = faces[0].find_elements(By.CSS_SELECTOR, ".bar")
         assert {bar.get_attribute("data-label") for bar in bars} == set(predictor.labels)
         assert "1 face in astronaut.png" in browser.find_element(By.ID, "status").text

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from fer8.labels import display_name
+from fer8.labels import display_name, percent
 from fer8.results import ImageResult
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -65,7 +65,7 @@ class TableWriter(Writer):
         for index, face in enumerate(item["faces"]):
             box = ", ".join(str(v) for v in face["box"])
             self._line((*when, _text(face.get("track"))), str(index), box,
-                       display_name(face["label"]), f"{face['confidence']:.1%}")
+                       display_name(face["label"]), percent(face["confidence"]))
         self.stream.flush()
 
     def _line(self, where: tuple[str, str, str, str], face: str, box: str, label: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.labels import EXPRESSIONS, display_name
+from fer8.labels import EXPRESSIONS, display_name, percent
 from fer8.results import ImageResult
 
 # Text on photos smaller than this (shorter side) would be a few unreadable pixels high,
@@ -62,7 +62,7 @@ def annotate(image: NDArray[np.uint8], result: ImageResult) -> NDArray[np.uint8]
         x, y, w, h = (int(round(v * zoom)) for v in face.box.to_list())
         color = label_color(face.label)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), color, thickness, cv2.LINE_AA)
-        text = f"{display_name(face.label)} {face.confidence:.0%}"
+        text = f"{display_name(face.label)} {percent(face.confidence)}"
         track = getattr(face, "track", None)  # a video's faces carry their track id
         if track is not None:
             text = f"#{track} {text}"

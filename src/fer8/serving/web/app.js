@@ -27,7 +27,8 @@ const css = ([r, g, b]) => `rgb(${r}, ${g}, ${b})`;
 const textColor = ([r, g, b]) => (0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff");
 
 const displayName = (label) => label.charAt(0).toUpperCase() + label.slice(1);
-const percent = (p) => `${Math.round(p * 100)}%`;
+// As fer8.labels.percent: one decimal, the same as the table, drawn labels and the bot.
+const percent = (p) => `${(p * 100).toFixed(1)}%`;
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
