@@ -149,6 +149,10 @@ def test_a_scene_cut_ends_every_track_and_an_unlike_face_starts_its_own():
     assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.6, [look, other],
                           cut=True) == [4, 5]
     assert tracker.update([Box(0, 0, 100, 100)], 0.8) == [4]  # no crops: boxes alone
+    # A crop that could not be aligned is not compared, and the track keeps its look.
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 1.0, [None, None]) \
+        == [4, 5]
+    assert tracker.update([Box(0, 0, 100, 100)], 1.2, [other]) == [6]  # still 4's look
 
 
 def test_a_cut_is_told_from_motion_and_light(astronaut, hopper):

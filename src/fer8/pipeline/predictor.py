@@ -257,8 +257,10 @@ class Predictor:
                 continue
             cut = before is not None and is_cut(before, item.signature)
             before = item.signature
-            tracks = tracker.update(item.boxes, item.time, [crop.image for crop in item.crops],
-                                    cut=cut)
+            # Only aligned crops are compared: one framed from its box alone (landmarks
+            # that did not fit) is framed differently, not another face.
+            looks = [crop.image if crop.aligned else None for crop in item.crops]
+            tracks = tracker.update(item.boxes, item.time, looks, cut=cut)
             rows = item.probabilities
             if smoother is not None:
                 rows = [smoother.update(track, item.time, row) for track, row in zip(tracks, rows)]

@@ -84,7 +84,8 @@ class Tracker:
         self._next_id = 1
 
     def update(self, boxes: Sequence[Box], time: float,
-               faces: Sequence[NDArray[np.uint8]] | None = None, *, cut: bool = False
+               faces: Sequence[NDArray[np.uint8] | None] | None = None, *,
+               cut: bool = False
                ) -> list[int]:
         """The track id of each box of one frame at ``time`` seconds, in the boxes' order.
 
@@ -92,13 +93,16 @@ class Tracker:
             boxes: The frame's face boxes.
             time: The frame's time, in seconds.
             faces: Each box's aligned face crop (RGB or grey), to check that a face still
-                looks like its track; ``None`` matches by the boxes alone.
+                looks like its track; ``None`` matches by the boxes alone, and a ``None``
+                entry (a crop that could not be aligned, framed otherwise) skips the check
+                for that box.
             cut: The frame starts a new shot: every track ends, each box gets a new id.
         """
         if cut:
             self._tracks = []
         self._tracks = [t for t in self._tracks if time - t.seen <= self.max_gap]
-        looks = [appearance(face) for face in faces] if faces is not None else [None] * len(boxes)
+        looks = [None if face is None else appearance(face) for face in faces] \
+            if faces is not None else [None] * len(boxes)
         pairs = []
         for b, box in enumerate(boxes):
             for t, track in enumerate(self._tracks):
@@ -115,7 +119,8 @@ class Tracker:
                 ids[b] = self._tracks[t].id
                 taken.add(t)
                 self._tracks[t].box, self._tracks[t].seen = boxes[b], time
-                self._tracks[t].look = looks[b]
+                if looks[b] is not None:
+                    self._tracks[t].look = looks[b]
         for b, box in enumerate(boxes):
             if ids[b] is None:
                 ids[b] = self._next_id
