@@ -193,6 +193,7 @@ def test_the_api_docs_page_shows_the_predict_endpoint_and_its_parameters(browser
 
     with UvicornThread(create_app(predictor)) as url:
         assert httpx.get(f"{url}/openapi.json").json()["openapi"].startswith("3.1")
+        browser.get_log("browser")  # (only this page's messages below)
         browser.get(f"{url}/docs")
         WebDriverWait(browser, 60).until(
             lambda driver: driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
