@@ -607,7 +607,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
-                          on_prepare=_ProgressBar, on_epoch=_ProgressBar,
+                          on_prepare=ProgressBar, on_epoch=ProgressBar,
                           keep_checkpoint=keep_checkpoint)
     if result.model_path is None:
         click.echo(f"fer8: no epoch finished; nothing saved in {run_dir}", err=True)
@@ -794,10 +794,6 @@ def _absolute(spec: str) -> str:
     if not source.path.exists():
         raise click.BadParameter(f"{source.path}: no such file or folder")
     return str(replace(source, path=source.path.resolve()))
-
-
-#: Training's and evaluation's bars: drawn on a terminal, called with a step count.
-_ProgressBar = ProgressBar
 
 
 #: The serve extra's packages (pip's names) by the module each installs.
