@@ -107,6 +107,11 @@ def test_annotate_writes_readable_images(photos, tiny_model_path, tmp_path, astr
     edge = np.abs(drawn[y:y + h, x].astype(int) - astronaut[y:y + h, x].astype(int))
     assert edge.mean() > 30  # the box is drawn on the face's left edge
     assert np.abs(drawn[400:, 400:].astype(int) - astronaut[400:, 400:]).mean() < 1  # rest untouched
+    # A photo without a face says so, in a dark note at its top left; the rest is as it was.
+    blank = fer8.load_image(out / "blank.png")
+    note = blank[:blank.shape[0] // 10, :blank.shape[1] // 4]
+    assert (note < 100).mean() > 0.5 and (note > 200).any()  # dark, with light text
+    assert (blank[blank.shape[0] // 2:] == 240).all()
 
 
 def test_small_images_are_enlarged_so_labels_stay_legible(tmp_path, tiny_model_path, astronaut):
@@ -356,6 +361,19 @@ def test_serve_without_its_extra_names_the_install_command_for_this_checkout(mon
     assert 'serve = [' in (ROOT / "pyproject.toml").read_text()
 
 
+def test_serve_without_its_extra_names_the_extra_s_package_not_a_dependency(monkeypatch):
+    """Without the extra, FastAPI's own dependency anyio is missing too, and the server
+    module imported it first: the message named anyio."""
+    for module in ("anyio", "fastapi"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for module in ("fer8.serving.server", "fer8.serving.line"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert "needs the serve extra (fastapi is missing)" in result.stderr
+    assert "anyio" not in result.stderr
+
+
 def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     from importlib import metadata
 
@@ -416,3 +434,45 @@ def test_explain_refuses_a_model_without_an_exact_map(photos, tmp_path):
     assert result.exit_code == 2 and "global average pooling" in result.stderr
     assert not (tmp_path / "out").exists()
     assert run("predict", photos / "astronaut.png", "--draw-landmarks").exit_code == 2
+
+
+def test_an_error_line_goes_above_the_progress_bar(tmp_path, tiny_model_path, astronaut):
+    """Results to a file, the bar on the terminal: a failure's line takes a line of its
+    own (it was glued onto the bar: `predict [####--] 40%  00:00:01fer8: ...`), and the
+    bar is drawn again below it."""
+    from terminal import run_with_stderr_on_a_terminal, screen
+
+    folder = tmp_path / "many"
+    for name in ("a1.png", "a2.png", "c1.png", "c2.png"):
+        save(astronaut, folder / name)
+    (folder / "b_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage")
+    code, written = run_with_stderr_on_a_terminal(
+        ["predict", str(folder), "--model", str(tiny_model_path), "--format", "jsonl"],
+        stdout=tmp_path / "out.jsonl")
+    assert code == 1
+    lines = screen(written)
+    error = [line for line in lines if "b_broken.jpg" in line]
+    assert len(error) == 1 and error[0].startswith(
+        f"fer8: {folder / 'b_broken.jpg'}: corrupt or truncated image"), lines
+    assert lines[0].startswith("fer8: ") and lines[-1].startswith("predict")
+    assert lines[-1].endswith("100%") and len(lines) == 2
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5
+
+
+def test_json_keeps_short_lists_on_one_line(tmp_path, tiny_model_path, astronaut):
+    from fer8.output import to_json
+
+    photo = save(astronaut, tmp_path / "a.png")
+    result = run("predict", photo, "--model", tiny_model_path, "--format", "json")
+    (item,) = json.loads(result.stdout)
+    x, y, w, h = item["faces"][0]["box"]
+    assert f'        "box": [{x}, {y}, {w}, {h}],' in result.stdout.splitlines()
+    # A confusion matrix: each row on a line, the object a line per key.
+    row = [120, 3, 0, 14, 0, 2, 5]
+    report = {"labels": ["angry", "happy"], "counts": [row] * 7,
+              "empty": [], "nested": [{"a": [1, 2]}]}
+    text = to_json(report)
+    assert json.loads(text) == report
+    assert text.splitlines()[:4] == ['{', '  "labels": ["angry", "happy"],', '  "counts": [',
+                                     '    [120, 3, 0, 14, 0, 2, 5],']
+    assert '  "empty": [],' in text and '      "a": [1, 2]' in text

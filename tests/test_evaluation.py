@@ -97,6 +97,17 @@ def test_evaluate_table(labelled, brightness_model):
     assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "1", "1"]
 
 
+def test_evaluate_shows_progress_when_asked(labelled, brightness_model):
+    def evaluate(*args):
+        return CliRunner().invoke(cli, ["evaluate", "--data", str(labelled), "--model",
+                                        str(brightness_model), "--format", "json", *args])
+
+    label = f"evaluate {labelled.name}"
+    assert label in evaluate("--progress").stderr  # off a terminal: the label, once
+    assert label not in evaluate().stderr  # the default off a terminal
+    assert label not in evaluate("--no-progress").stderr
+
+
 @pytest.fixture()
 def expw_layout(tmp_path_factory):
     """ExpW's layout: label.lst and Images/, one photo with two labelled faces (one of

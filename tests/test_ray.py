@@ -253,6 +253,73 @@ def test_a_worker_that_dies_loses_and_doubles_no_row(ray_cluster, forty_photos,
     _assert_same_rows(pq.read_table(tmp_path / "rows.parquet").to_pylist(), expected)
 
 
+def test_the_time_left_starts_when_the_actors_send_rows(ray_cluster, forty_photos,
+                                                       tiny_model_path, tmp_path, monkeypatch):
+    """``on_start`` comes after the rows of files found missing (no cluster needed for
+    them) and before the cluster's first: a progress bar times the rest from there."""
+    import logging
+
+    import ray
+
+    from fer8.distributed.ray_data import predict_files
+
+    events: list[str] = []
+    for name, value in RAY_ENV.items():
+        monkeypatch.setenv(name, value)
+    ray.init(address=ray_cluster.address, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        files = list_inputs([str(forty_photos / "part0")]) + \
+            list_inputs([str(forty_photos / "part1")])
+        missing = list_inputs([str(forty_photos / "part2")])[0]
+        missing = type(missing)(missing.path + ".gone", missing.source + ".gone")
+        predict_files([missing, *files], tmp_path / "rows.jsonl", tiny_model_path,
+                      on_image=lambda row: events.append(row["error"] or "row"),
+                      on_start=lambda: events.append("start"))
+    finally:
+        ray.shutdown()
+    assert events[:2] == ["no such file", "start"]
+    assert events[2:] == ["row"] * len(files)
+
+
+def test_on_a_terminal_only_fer8_speaks(ray_cluster, forty_photos, tiny_model_path, tmp_path):
+    """stderr on a terminal: the bar, and each unreadable file on a line of its own; none
+    of Ray's lines (its C++ core's error about Ray Data's actor arguments was one)."""
+    from terminal import run_with_stderr_on_a_terminal, screen
+
+    code, written = run_with_stderr_on_a_terminal(
+        ["predict", str(forty_photos), "--model", str(tiny_model_path), "--engine", "ray",
+         "--ray-address", ray_cluster.address, "--out", str(tmp_path / "rows.parquet")],
+        stdout=tmp_path / "stdout", env={**os.environ, **RAY_ENV})
+    assert code == 1
+    lines = screen(written)
+    named = sorted(line.split(": ")[1] for line in lines[:-1])
+    assert named == [str(forty_photos / name) for name in ("empty.jpg", "notes.png",
+                                                           "truncated.jpg")], lines
+    assert all(line.startswith("fer8: ") for line in lines[:-1]), lines
+    assert lines[-1].startswith("predict") and lines[-1].endswith("100%")
+    assert (tmp_path / "stdout").read_bytes() == b""
+
+
+def test_connect_hands_ray_init_the_log_level(monkeypatch):
+    """ray.init sets the level of Ray's loggers itself: at WARNING, a local instance's
+    token notice was printed whatever fer8 had set before."""
+    import logging
+
+    import ray
+
+    from fer8.distributed import ray_data
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("RAY_BACKEND_LOG_LEVEL", "")  # so that it is unset again after
+    monkeypatch.delenv("RAY_BACKEND_LOG_LEVEL")
+    ray_data.connect(None, ray_log_level=logging.ERROR, quiet_core=True)
+    assert calls[0]["logging_level"] == logging.ERROR
+    assert os.environ["RAY_BACKEND_LOG_LEVEL"] == "fatal"
+    assert logging.getLogger("ray").level == logging.ERROR
+
+
 def test_usage_errors_need_no_cluster(forty_photos, tmp_path, tiny_model_path):
     def run(*args):
         return CliRunner().invoke(cli, ["predict", str(forty_photos), "--model",

@@ -167,6 +167,26 @@ def test_train_without_the_train_extra_says_what_to_install(tmp_path):
     assert "fer8 train needs the train extra" in done.stderr and "[train]" in done.stderr
 
 
+def test_export_replaces_no_file_and_makes_no_folder_unless_forced(tmp_path, tiny_model_path):
+    def export(*args):
+        return CliRunner().invoke(cli, ["export", "--model", str(tiny_model_path), *args])
+
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"someone's file")
+    refused = export("--out", str(existing))
+    assert refused.exit_code == 2 and "exists; pass --force" in refused.output
+    assert existing.read_bytes() == b"someone's file"
+    typo = export("--out", str(tmp_path / "exprots" / "model.onnx"))
+    assert typo.exit_code == 2 and "exprots does not exist" in typo.output
+    assert not (tmp_path / "exprots").exists()
+    assert export("--out", str(existing), "--force").exit_code == 0
+    assert existing.read_bytes()[:8] != b"someone'"
+    assert export("--out", str(tmp_path / "new" / "m.onnx"), "--force").exit_code == 0
+    assert (tmp_path / "new" / "m.onnx").stat().st_size > 1000
+    help_text = CliRunner().invoke(cli, ["export", "--help"]).output
+    assert "--model NAME|PATH" in help_text and "--force" in help_text
+
+
 def test_export_writes_an_onnx_file_that_runs_alone(tmp_path, tiny_model_path, tiny_model):
     import onnxruntime as ort
 

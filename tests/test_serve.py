@@ -174,6 +174,10 @@ def test_oversized_uploads_get_413_declared_or_streamed(api, astronaut_path):
     assert streamed.status_code == 413
     multipart = httpx.post(f"{api}/v1/predict", files={"file": ("big.png", big, "image/png")})
     assert multipart.status_code == 413
+    # The reply says which option of fer8 serve raises the limit.
+    for reply in (declared, streamed, multipart):
+        assert reply.json()["detail"] == ("upload larger than 1,000,000 bytes (0.953674 MB); "
+                                          "fer8 serve --max-upload-mb sets the limit")
     # The server is still fine afterwards.
     ok = httpx.post(f"{api}/v1/predict", files={"file": ("a.png", astronaut_path.read_bytes())})
     assert ok.status_code == 200
@@ -328,7 +332,7 @@ def test_several_faces_no_face_text_and_external_content(bot, predictor, two_fac
                for r in line.wait_for_replies(4)}
     assert replies["reply-1b"] == UNREADABLE_REPLY
     group = replies["reply-2"].splitlines()
-    assert group[0] == "2 faces, left to right:" and group[1].startswith("1. ")
+    assert group[0] == "2 faces, largest first:" and group[1].startswith("1. ")
     assert replies["reply-2"] == reply_text(predictor.predict(buffer.getvalue()))
     assert replies["reply-3"] == NO_FACE_REPLY
     assert replies["reply-4"] == usage_text(LABELS)
@@ -384,13 +388,39 @@ def face(x: int, probabilities: dict[str, float]) -> Face:
 
 def test_reply_text_wording():
     one = ImageResult("p", (face(0, {"happy": 0.92, "surprised": 0.05, "sad": 0.03}),))
-    assert reply_text(one) == "Happy 92% (Surprised 5%)"
+    assert reply_text(one) == "Happy 92.0% (Surprised 5.0%)"
     two = ImageResult("p", (face(50, {"sad": 0.7, "neutral": 0.3}),
                             face(5, {"angry": 0.6, "disgusted": 0.4})))
-    assert reply_text(two) == ("2 faces, left to right:\n1. Angry 60% (Disgusted 40%)\n"
-                               "2. Sad 70% (Neutral 30%)")
+    # In the results' order, largest first, as fer8 predict and the web page number them.
+    assert reply_text(two) == ("2 faces, largest first:\n1. Sad 70.0% (Neutral 30.0%)\n"
+                               "2. Angry 60.0% (Disgusted 40.0%)")
     assert reply_text(ImageResult("p")) == NO_FACE_REPLY
     assert "couldn't read" in reply_text(ImageResult("p", (), "corrupt"))
+
+
+def test_one_rounding_in_the_table_the_drawn_label_and_the_bot(monkeypatch):
+    """99.5% was "99.5%" in the table, "100%" on the picture and in the bot."""
+    import io
+
+    import cv2
+    import numpy as np
+
+    from fer8.output import make_writer
+    from fer8.pipeline.annotate import annotate
+
+    result = ImageResult("p", (face(20, {"happy": 0.995, "sad": 0.005}),))
+    table = io.StringIO()
+    writer = make_writer("table", table, ("happy", "sad"))
+    writer.write(result)
+    writer.close()
+    drawn = []
+    put_text = cv2.putText
+    monkeypatch.setattr(cv2, "putText", lambda image, text, *a: drawn.append(text) or
+                        put_text(image, text, *a))
+    annotate(np.zeros((100, 100, 3), np.uint8), result)
+    assert "99.5%" in table.getvalue().splitlines()[1]
+    assert drawn == ["Happy 99.5%"]
+    assert reply_text(result) == "Happy 99.5% (Sad 0.5%)"
 
 
 def test_line_settings_come_from_the_environment():

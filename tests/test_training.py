@@ -128,6 +128,29 @@ def test_train_writes_every_artifact(first_run, tiny_data, astronaut_path):
     assert json.loads(predicted.stdout)[0]["faces"][0]["label"] in ("happy", "sad")
 
 
+def test_the_data_is_a_table_and_few_images_are_counted_as_trained(tiny_data, tmp_path,
+                                                                    caplog):
+    """4 images a class, of which a quarter is held out for validation: 3 are trained on
+    (the warning said 4, the summary 3), and the summary is a table, not a dict."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fer8.training.loop")
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
+                                      str(tmp_path / "run"), "--epochs", "1", "--cache",
+                                      str(tmp_path / "cache"), *TRAIN_ARGS])
+    assert result.exit_code == 0, result.output
+    messages = [record.getMessage() for record in caplog.records]
+    assert "class 'happy' has only 3 training images; it will be poorly learnt" in messages
+    assert "class 'sad' has only 3 training images; it will be poorly learnt" in messages
+    (train,) = [m.splitlines() for m in messages if m.startswith("train data")]
+    assert [line.split() for line in train] == [
+        ["train", "data", "images", "Happy", "Sad", "weight"], [tiny_data.name, "6", "3", "3", "1"]]
+    (val,) = [m.splitlines() for m in messages if m.startswith("val data")]
+    assert [line.split() for line in val] == [
+        ["val", "data", "images", "Happy", "Sad"], [tiny_data.name, "2", "1", "1"]]
+    assert not any("{" in m for m in messages if m.startswith(("train", "val")))
+
+
 def test_an_existing_run_folder_is_never_overwritten(first_run, tiny_data):
     run_dir, cache, _ = first_run
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}

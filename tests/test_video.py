@@ -13,13 +13,25 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import LABELS, save
-from videos import RATE, blank, cut, face_of, moving, truncate, two_faces, write_video
+from videos import (
+    RATE,
+    blank,
+    cut,
+    face_of,
+    moving,
+    new_shot,
+    swap,
+    truncate,
+    two_faces,
+    write_video,
+)
 
 import fer8
 from fer8.cli import cli
 from fer8.errors import InvalidVideoError
+from fer8.pipeline.timeline import Timeline
 from fer8.pipeline.tracking import Smoother, Tracker
-from fer8.pipeline.video import Frame, read_frames
+from fer8.pipeline.video import Frame, frame_signature, is_cut, read_frames
 from fer8.results import Box
 
 
@@ -31,7 +43,8 @@ def faces(astronaut, hopper):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, faces):
     """The test videos: a moving face (mp4), two faces (avi), a cut (mp4), a truncated
-    file (avi), a file that is not a video, and a video without faces."""
+    file (avi), a file that is not a video, a video without faces, one face replaced by
+    the other at the same place (mp4), and a scene cut behind one face (mp4)."""
     folder = tmp_path_factory.mktemp("clips")
     truncated = write_video(folder / "truncated.avi", moving(faces["astronaut"], frames=30))
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video")
@@ -42,6 +55,8 @@ def clips(tmp_path_factory, faces):
         "truncated": truncate(truncated),
         "broken": folder / "broken.mp4",
         "empty": write_video(folder / "empty.mp4", [blank() for _ in range(10)]),
+        "swap": write_video(folder / "swap.mp4", swap(faces["astronaut"], faces["hopper"])),
+        "shot": write_video(folder / "shot.mp4", new_shot(faces["astronaut"])),
     }
 
 
@@ -121,6 +136,42 @@ def test_smoother_averages_each_track_over_its_window():
     assert smoother.update(1, 2.0, a).tolist() == [1.0, 0.0]
 
 
+def test_a_scene_cut_ends_every_track_and_an_unlike_face_starts_its_own():
+    tracker = Tracker()
+    look = np.tile(np.arange(64, dtype=np.uint8)[:, None], (1, 64)) * 3  # a gradient
+    other = np.ascontiguousarray(look.T)  # the same grey levels, turned: another face
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.0, [look, look]) == [1, 2]
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.2, [look, look // 2 + 9],
+                          cut=False) == [1, 2]  # darker and flatter, but the same pattern
+    # Someone else where face 2 was: a new id, though the box is the same.
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.4, [look, other]) == [1, 3]
+    # A scene cut: every track ends, whatever the boxes and looks.
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.6, [look, other],
+                          cut=True) == [4, 5]
+    assert tracker.update([Box(0, 0, 100, 100)], 0.8) == [4]  # no crops: boxes alone
+    # A crop that could not be aligned is not compared, and the track keeps its look.
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 1.0, [None, None]) \
+        == [4, 5]
+    assert tracker.update([Box(0, 0, 100, 100)], 1.2, [other]) == [6]  # still 4's look
+
+
+def test_a_cut_is_told_from_motion_and_light(astronaut, hopper):
+    """The two example portraits, each filling the frame with its face at one place, are
+    a cut; the same picture moved, zoomed, darkened or brightened is not."""
+    import cv2
+
+    # The astronaut enlarged so her face is where Grace Hopper's is in hers (600x512).
+    enlarged = cv2.resize(astronaut, None, fx=1.89, fy=1.89)[:600, 153:665]
+    assert enlarged.shape == hopper.shape
+    sign = frame_signature
+    assert is_cut(sign(enlarged), sign(hopper)) and is_cut(sign(hopper), sign(enlarged))
+    assert not is_cut(sign(astronaut[:, :472]), sign(astronaut[:, 40:]))  # a pan
+    assert not is_cut(sign(astronaut), sign(cv2.resize(astronaut[50:462, 50:462], (512, 512))))
+    assert not is_cut(sign(astronaut), sign((astronaut * 0.5).astype(np.uint8)))
+    assert not is_cut(sign(astronaut), sign(np.clip(astronaut * 1.6, 0, 255).astype(np.uint8)))
+    assert not is_cut(sign(blank()), sign(blank()))
+
+
 # --- Predictor.predict_video -------------------------------------------------------------
 
 def test_a_moving_face_keeps_one_track(predictor, clips):
@@ -155,6 +206,24 @@ def test_a_cut_to_a_face_free_picture_ends_the_track(predictor, clips):
     tracks = [[f.track for f in r.faces] for r in results]
     assert tracks == [[1]] * 5 + [[]] * 10 + [[2]] * 5
     assert all(r.error is None for r in results)
+
+
+def test_another_person_at_the_same_place_gets_a_new_track(default_predictor, clips):
+    """At the default 5 fps the two portraits' boxes overlap (IoU 0.49): by boxes alone
+    they were one face, "Happy, then Neutral from 1.0 s"."""
+    results = list(default_predictor.predict_video(clips["swap"]))
+    tracks = [[f.track for f in r.faces] for r in results]
+    assert tracks == [[1]] * 5 + [[2]] * 5
+    assert [r.faces[0].label for r in results] == ["happy"] * 5 + ["neutral"] * 5
+    timeline = Timeline(default_predictor.labels).extend(results)
+    assert [timeline.summary(t) for t in timeline.tracks] == ["Happy throughout",
+                                                              "Neutral throughout"]
+
+
+def test_a_scene_cut_behind_a_face_starts_a_new_track(predictor, clips):
+    results = list(predictor.predict_video(clips["shot"]))
+    tracks = [[f.track for f in r.faces] for r in results]
+    assert tracks == [[1]] * 5 + [[2]] * 5
 
 
 def test_smoothing_averages_the_track_over_the_window(predictor, clips):
@@ -351,3 +420,45 @@ def test_live_with_a_camera_that_cannot_open_is_one_line(tiny_model_path, tmp_pa
     result = run("live", "--camera", tmp_path / "nothing.mp4", "--model", tiny_model_path)
     assert result.exit_code == 1
     assert result.stderr.strip() == f"fer8: error: {tmp_path / 'nothing.mp4'}: no such file"
+
+
+def test_live_with_a_camera_index_that_opens_nothing_is_a_usage_error(tiny_model_path):
+    """Exit 2, like a wrong --model, naming the device tried and those there are."""
+    import glob
+
+    result = run("live", "--camera", "63", "--model", tiny_model_path, "--no-window")
+    assert result.exit_code == 2
+    devices = ", ".join(sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))) or "none"
+    assert result.stderr == (f"fer8: error: camera 63: cannot be opened (tried /dev/video63; "
+                             f"video devices here: {devices})\n")
+
+
+def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model_path):
+    """stdout and stderr on one terminal: the table's row says it, not a line as well."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("some notes, not a picture\n")
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "live", "--camera", str(notes), "--model",
+         str(tiny_model_path)], stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+        env=env, close_fds=True)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 1
+    text = screen.decode()
+    assert "SOURCE" in text and text.count("no frame could be read") == 1, text

@@ -23,7 +23,7 @@ from conftest import ROOT, save  # noqa: E402
 from servers import UvicornThread  # noqa: E402
 
 import fer8  # noqa: E402
-from fer8.labels import display_name  # noqa: E402
+from fer8.labels import display_name, percent  # noqa: E402
 from fer8.results import Box, Face, ImageResult  # noqa: E402
 from fer8.serving.server import create_app  # noqa: E402
 
@@ -108,7 +108,7 @@ def test_upload_a_photo_and_see_its_expression(browser, default_predictor, astro
         label = faces[0].find_element(By.CSS_SELECTOR, ".label").text
         confidence = faces[0].find_element(By.CSS_SELECTOR, ".confidence").text
         assert label == display_name(api["faces"][0]["label"]) == "Happy"  # she smiles
-        assert confidence == f"{round(api['faces'][0]['confidence'] * 100)}%"
+        assert confidence == percent(api["faces"][0]["confidence"])  # as the table says
         bars = faces[0].find_elements(By.CSS_SELECTOR, ".bar")
         assert {bar.get_attribute("data-label") for bar in bars} == set(predictor.labels)
         assert "1 face in astronaut.png" in browser.find_element(By.ID, "status").text
@@ -183,3 +183,31 @@ def test_a_file_that_is_not_an_image_shows_the_error(browser, predictor, tmp_pat
         assert "Pillow" not in status.text  # says what is wrong, not which library found it
         assert not browser.find_element(By.ID, "canvas").is_displayed()
         screenshot(browser, "web-error.png")
+
+
+def test_the_api_docs_page_shows_the_predict_endpoint_and_its_parameters(browser, predictor):
+    """/docs is Swagger UI, served by fer8: it must read the OpenAPI version FastAPI
+    writes (3.1; Swagger UI 4 showed only "Unable to render this definition")."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with UvicornThread(create_app(predictor)) as url:
+        assert httpx.get(f"{url}/openapi.json").json()["openapi"].startswith("3.1")
+        browser.get_log("browser")  # (only this page's messages below)
+        browser.get(f"{url}/docs")
+        WebDriverWait(browser, 60).until(
+            lambda driver: driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        assert "Unable to render" not in browser.find_element(By.TAG_NAME, "body").text
+        paths = {e.get_attribute("data-path"): e for e in
+                 browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/v1/predict", "/v1/models", "/healthz"} <= set(paths)
+        paths["/v1/predict"].click()  # unfold it: its parameters and request body
+        WebDriverWait(browser, 30).until(
+            lambda driver: driver.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name"))
+        names = {e.text.split()[0] for e in
+                 browser.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name")}
+        # The query's four, and the request body's multipart field.
+        assert names == {"annotate", "fps", "every_frame", "smooth", "file"}
+        assert "multipart/form-data" in browser.find_element(By.CSS_SELECTOR, ".opblock-body").text
+        assert console_errors(browser) == []
+        screenshot(browser, "web-docs.png")

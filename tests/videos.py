@@ -68,6 +68,22 @@ def cut(face: np.ndarray) -> list[np.ndarray]:
             + [place(blank(), face, 380) for _ in range(10)])
 
 
+def swap(first: np.ndarray, second: np.ndarray, x: int = 200) -> list[np.ndarray]:
+    """One face for 1 s, then another in its place for 1 s: a cut that only the face shows
+    (the two example portraits' boxes overlap at IoU 0.49)."""
+    return [place(blank(), first, x) for _ in range(10)] + \
+        [place(blank(), second, x) for _ in range(10)]
+
+
+def new_shot(face: np.ndarray, x: int = 200) -> list[np.ndarray]:
+    """A face on the plain background for 1 s, then the same face at the same place in
+    front of light, wide stripes (a new room) for 1 s: a scene cut."""
+    behind = np.where((np.arange(WIDTH) // 40 % 2 == 0)[None, :, None], 210, 140)
+    behind = np.broadcast_to(behind, (HEIGHT, WIDTH, 3)).astype(np.uint8)
+    return [place(blank(), face, x) for _ in range(10)] + \
+        [place(behind.copy(), face, x) for _ in range(10)]
+
+
 def truncate(path: Path) -> Path:
     """Cut a written video's bytes in half."""
     data = path.read_bytes()

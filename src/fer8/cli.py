@@ -26,11 +26,13 @@ from fer8 import __version__
 from fer8.errors import (
     ChecksumMismatchError,
     Fer8Error,
+    InvalidVideoError,
     ModelFormatError,
     ModelNotFoundError,
 )
-from fer8.output import FORMATS
+from fer8.output import FORMATS, to_json
 from fer8.pipeline.images import MAX_PIXELS
+from fer8.progress import ProgressBar
 
 logger = logging.getLogger("fer8")
 
@@ -303,13 +305,13 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     video_annotation = None
     results = _results(predictor, inputs, detect=not no_detect, sampling=sampling,
                        explain=explain_dir is not None)
-    with click.progressbar(length=len(inputs), label="predict", file=sys.stderr,
-                           hidden=not show_progress or len(inputs) < 2) as bar:
+    with ProgressBar("predict", len(inputs),
+                     hidden=not show_progress or len(inputs) < 2) as bar:
         for item, result, last in results:
             if result.error is not None:
                 failed += 1
                 if report_failures:
-                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
+                    bar.echo(f"fer8: {result.source}: {result.error}")
             if annotate_dir is not None and item.video:
                 if video_annotation is None:
                     video_annotation = _VideoAnnotation(item, annotate_dir, predictor.labels)
@@ -366,17 +368,21 @@ def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str 
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
     files = list_inputs(paths)
-    # Ray logs each run's plan and its own notices at INFO and WARNING; -v shows them.
-    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO)
+    # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
+    # an error about Ray Data's own actor arguments; -v shows them.
+    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO,
+            quiet_core=_verbosity() == 0)
     show_progress = progress if progress is not None else sys.stderr.isatty()
-    with click.progressbar(length=len(files), label="predict", file=sys.stderr,
-                           hidden=not show_progress) as bar:
+    with ProgressBar("predict", len(files), hidden=not show_progress) as bar:
         def on_image(row: dict) -> None:
             if row["error"] is not None:
-                click.echo(f"fer8: {row['source']}: {row['error']}", err=True)
+                bar.echo(f"fer8: {row['source']}: {row['error']}")
             bar.update(1)
 
-        failed = predict_files(files, out_path, model, on_image=on_image, **options)
+        # The time left is timed from the first rows the actors send, not from their
+        # start-up (seconds, which made a 17 s run read 7 minutes at 2%).
+        failed = predict_files(files, out_path, model, on_image=on_image,
+                               on_start=bar.restart_clock, **options)
     logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
@@ -412,10 +418,16 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
     # Small batches: frames are read ahead by two batches, and on a camera each frame
     # read ahead is that much delay between the picture and its result.
     predictor = Predictor(model, max_faces=max_faces, batch_size=2, **detection)
-    frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+    try:
+        frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+    except InvalidVideoError as exc:
+        # A camera index that opens nothing is a wrong argument, like a wrong --model.
+        _fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
     name = describe_video(source)
     show = _display_available() if window is None else window
     print_rows = not show or not sys.stdout.isatty()
+    # As in predict: on a terminal that shows both streams, the table's row is the report.
+    report_failures = not (print_rows and _same_terminal())
     writer = _writer(fmt, predictor.labels, [name], video=True)
     waiting: deque = deque()  # frames read, until their results come, to draw them
 
@@ -431,7 +443,8 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
                                                smooth=sampling["smooth"]):
             if result.error is not None:
                 failed = True
-                click.echo(f"fer8: {result.source}: {result.error}", err=True)
+                if report_failures:
+                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
             if print_rows:
                 writer.write(result)
             while show and waiting and waiting[0].index != result.frame:
@@ -507,8 +520,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         from fer8.serving.line import LineSettings
         from fer8.serving.server import create_app, run
     except ImportError as exc:
-        click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
-                   f"{install_command('serve')}", err=True)
+        click.echo(f"fer8: error: fer8 serve needs the serve extra ({_missing_serve_package(exc)} "
+                   f"is missing): {install_command('serve')}", err=True)
         sys.exit(EXIT_USAGE)
     from fer8.pipeline.predictor import Predictor
 
@@ -633,7 +646,7 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(config, run_dir, resume=resume, cache=cache, workers=workers,
-                          on_prepare=_ProgressBar, on_epoch=_ProgressBar,
+                          on_prepare=ProgressBar, on_epoch=ProgressBar,
                           keep_checkpoint=keep_checkpoint)
     if result.model_path is None:
         click.echo(f"fer8: no epoch finished; nothing saved in {run_dir}", err=True)
@@ -658,11 +671,13 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
               show_default=True, help="Which rows of a fer2013.csv to evaluate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @_flip_option
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars on stderr (default: when stderr is a terminal).")
 @_detector_options
 @_handle_errors
 def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
              fmt: str | None, split: str, batch_size: int, flip: bool,
-             detection: dict) -> None:
+             progress: bool | None, detection: dict) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
     Each image goes through the full fer8 predict pipeline and its largest face (or
@@ -670,8 +685,6 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
     found counts as wrong. Datasets with labelled boxes (ExpW) also get a row for the
     classifier alone on those boxes.
     """
-    import json
-
     from fer8.pipeline.predictor import Predictor
     from fer8.training.datasets import parse_source
     from fer8.training.evaluation import evaluate as run_evaluation
@@ -682,19 +695,20 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
     predictor = Predictor(model, batch_size=batch_size, flip=flip,
                           **detection)
     rows = []  # (dataset name, framing, Evaluation, data summary)
+    hidden = None if progress is None else not progress
     for source, dataset in datasets:
-        progress = _ProgressBar(f"evaluate {source.name}", len(dataset.samples))
+        bar = ProgressBar(f"evaluate {source.name}", len(dataset.samples), hidden=hidden)
         rows.append((source.name, "detected", run_evaluation(predictor, dataset,
-                                                             on_progress=progress),
+                                                             on_progress=bar),
                      dataset.summary()))
-        progress.close()
+        bar.close()
         if any(s.box is not None for s in dataset.samples):
-            progress = _ProgressBar(f"evaluate {source.name} (labelled boxes)",
-                                    sum(s.box is not None for s in dataset.samples))
+            bar = ProgressBar(f"evaluate {source.name} (labelled boxes)",
+                              sum(s.box is not None for s in dataset.samples), hidden=hidden)
             rows.append((source.name, "labelled boxes",
-                         evaluate_labelled_boxes(predictor, dataset, on_progress=progress),
+                         evaluate_labelled_boxes(predictor, dataset, on_progress=bar),
                          dataset.summary()))
-            progress.close()
+            bar.close()
     reports = [{"dataset": name, "faces": framing, **evaluation.to_dict(), "data": summary}
                for name, framing, evaluation, summary in rows]
     report: dict[str, Any] = (
@@ -705,7 +719,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
         from fer8.training.plots import plot_confusion
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out_dir / "evaluation.json").write_text(to_json(report) + "\n")
         for name, framing, evaluation, _ in rows:
             picture = out_dir / ("confusion_matrix.png" if len(rows) == 1 else
                                  f"confusion_{_file_name(name, framing)}.png")
@@ -714,7 +728,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
                     len(rows))
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
-        click.echo(json.dumps(report, indent=2))
+        click.echo(to_json(report))
     else:
         if len(rows) == 1:
             click.echo(_per_class_table(rows[0][2]))
@@ -723,15 +737,18 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
 
 
 @cli.command()
-@click.option("--model", help="Model file or registered name (default: the bundled model).")
+@click.option("--model", "model", metavar="NAME|PATH",
+              help="Model name, .fer8 file or run folder (default: the bundled model).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "fer8"]), default="onnx",
               show_default=True,
               help="onnx: the network alone, for other runtimes; fer8: a model file in "
                    "this fer8's format (converts files from older versions).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="File to write.")
+              required=True, help="File to write (a new one, in a folder that exists).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out file, and make its folder if missing.")
 @_handle_errors
-def export(model: str | None, fmt: str, out_path: Path) -> None:
+def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     """Write a model for other runtimes, or convert an older model file.
 
     The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
@@ -743,6 +760,13 @@ def export(model: str | None, fmt: str, out_path: Path) -> None:
     from fer8.models.export import export_fer8, export_onnx
     from fer8.models.registry import resolve_model
 
+    # Like fer8 train's run folder and --annotate's inputs: nothing is replaced, and no
+    # folder made from a mistyped path, unless asked.
+    if not force and out_path.exists():
+        raise click.UsageError(f"--out {out_path} exists; pass --force to replace it")
+    if not force and not out_path.parent.is_dir():
+        raise click.UsageError(f"--out {out_path}: the folder {out_path.parent} does not "
+                               "exist; make it, or pass --force")
     source = resolve_model(model)
     if fmt == "onnx":
         export_onnx(source, out_path)
@@ -813,24 +837,24 @@ def _absolute(spec: str) -> str:
     return str(replace(source, path=source.path.resolve()))
 
 
-class _ProgressBar:
-    """A click progress bar on stderr, drawn only on a terminal; called with a step count."""
+#: The serve extra's packages (pip's names) by the module each installs.
+_SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
+                   "linebot": "line-bot-sdk", "fastapi_offline": "fastapi-offline"}
 
-    def __init__(self, label: str, total: int) -> None:
-        self._bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                      hidden=not sys.stderr.isatty())
-        self._bar.__enter__()
-        self._open = True
 
-    def __call__(self, steps: int) -> None:
-        self._bar.update(steps)
-        if self._bar.pos >= self._bar.length:
-            self.close()
+def _missing_serve_package(exc: ImportError) -> str:
+    """The first package of the serve extra that is not installed, by pip's name; the
+    import that failed first is often one of theirs (anyio, FastAPI's), which says
+    nothing about what to install."""
+    from importlib.util import find_spec
 
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self._bar.__exit__(None, None, None)
+    for module, package in _SERVE_PACKAGES.items():
+        try:
+            if find_spec(module) is None:
+                return package
+        except (ImportError, ValueError):
+            return package
+    return exc.name or str(exc)
 
 
 def install_command(extra: str) -> str:

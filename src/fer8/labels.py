@@ -22,3 +22,9 @@ EXPRESSIONS: tuple[str, ...] = (
 def display_name(label: str) -> str:
     """Return the label as shown to people: ``"happy"`` -> ``"Happy"``."""
     return label[:1].upper() + label[1:]
+
+
+def percent(probability: float) -> str:
+    """A probability as shown to people, the same everywhere (the table, drawn labels,
+    the web page, the LINE bot): a percentage to one decimal, ``"99.5%"``."""
+    return f"{probability:.1%}"

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from fer8.labels import display_name
+from fer8.labels import display_name, percent
 from fer8.results import ImageResult
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -72,7 +72,7 @@ class TableWriter(Writer):
         for index, face in enumerate(item["faces"]):
             box = ", ".join(str(v) for v in face["box"])
             self._line((*when, _text(face.get("track"))), str(index), box,
-                       display_name(face["label"]), f"{face['confidence']:.1%}")
+                       display_name(face["label"]), percent(face["confidence"]))
             if self.landmarks:
                 self.stream.write(f"    {_points_text(face)}\n")
         self.stream.flush()
@@ -109,8 +109,7 @@ class JsonWriter(Writer):
         self._results.append(result.to_dict())
 
     def close(self) -> None:
-        json.dump(self._results, self.stream, indent=2)
-        self.stream.write("\n")
+        self.stream.write(to_json(self._results) + "\n")
         super().close()
 
 
@@ -219,3 +218,28 @@ def make_writer(format: str, stream: TextIO, labels: Sequence[str], *,
         return TableWriter(stream, labels, source_width=max(map(len, sources), default=None),
                            video=video, landmarks=landmarks)
     return writers[format](stream, labels, video=video, landmarks=landmarks)
+
+
+def to_json(value: Any, *, indent: int = 2, width: int = 88) -> str:
+    """``value`` as indented JSON for people to read, with each list that fits on one
+    line (a box, a row of a confusion matrix) on one line: with ``json.dumps(indent=2)``
+    every coordinate and count had a line of its own (250 lines for a two-dataset
+    evaluation). Objects keep a line per key."""
+
+    def render(item: Any, depth: int) -> str:
+        if isinstance(item, dict) and item:
+            inner = " " * (indent * (depth + 1))
+            members = [f"{inner}{json.dumps(str(key))}: {render(member, depth + 1)}"
+                       for key, member in item.items()]
+            return "{\n" + ",\n".join(members) + "\n" + " " * (indent * depth) + "}"
+        if isinstance(item, (list, tuple)) and item:
+            flat = json.dumps(item)
+            if indent * (depth + 1) + len(flat) <= width and \
+                    not any(isinstance(member, dict) for member in item):
+                return flat
+            inner = " " * (indent * (depth + 1))
+            return "[\n" + ",\n".join(inner + render(member, depth + 1) for member in item) \
+                + "\n" + " " * (indent * depth) + "]"
+        return json.dumps(item)
+
+    return render(value, 0)

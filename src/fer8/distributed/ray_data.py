@@ -14,12 +14,14 @@ fer8`` never pulls Ray in and the name never shadows the ``ray`` package.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
 import os
+import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,7 +196,8 @@ def _model_for_workers(model: str | os.PathLike | None) -> str | bytes | None:
 
 
 def connect(address: str | None, *, object_store_memory: int = LOCAL_OBJECT_STORE_BYTES,
-            num_cpus: int | None = None, ray_log_level: int | None = None) -> None:
+            num_cpus: int | None = None, ray_log_level: int | None = None,
+            quiet_core: bool = False) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``host:port``, ``ray://...``), or
     start a local instance with a small object store when it is ``None``.
 
@@ -204,29 +207,64 @@ def connect(address: str | None, *, object_store_memory: int = LOCAL_OBJECT_STOR
 
     Args:
         ray_log_level: The level of Ray's own Python loggers, which Ray sets when it
-            is imported (so a caller cannot set it before); ``None`` leaves Ray's.
+            is imported and again in ``ray.init`` (so it is set after both); ``None``
+            keeps warnings, such as the notice that a local instance uses token
+            authentication.
+        quiet_core: Keep Ray's C++ core from writing its errors to this process's
+            stderr (``RAY_BACKEND_LOG_LEVEL=fatal`` unless set; the processes of a
+            local instance inherit it). Ray Data's actor pool has its core log an error
+            for every run, that its actors' arguments are in the object store
+            (ray-project/ray#57733), which is Ray Data's doing and harmless here.
     """
     import ray
     import ray.data
 
-    if ray_log_level is not None:
-        for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(ray_log_level)
+    def set_levels() -> None:
+        if ray_log_level is not None:
+            for name in ("ray", "ray.data"):
+                logging.getLogger(name).setLevel(ray_log_level)
+
+    set_levels()
     if ray.is_initialized():
         return
+    if quiet_core:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    level = logging.WARNING if ray_log_level is None else ray_log_level
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Workers' output stays in the cluster's log files: Ray would copy it to this
     # process's stdout, which belongs to results.
-    if address is None:
-        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    # The core reads RAY_BACKEND_LOG_LEVEL in ray.init and says so on stderr, at a level
+    # it has not yet applied: that one line is dropped with the rest of the core's
+    # stderr during the call (a failure to connect is an exception, not lost).
+    with _core_stderr_dropped() if quiet_core else contextlib.nullcontext():
+        if address is None:
+            ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory,
+                     include_dashboard=False, logging_level=level, log_to_driver=False)
+        else:
+            ray.init(address=address, logging_level=level, log_to_driver=False)
+    set_levels()
+
+
+@contextlib.contextmanager
+def _core_stderr_dropped() -> Iterator[None]:
+    """File descriptor 2 goes to the null device meanwhile: where C++ code writes;
+    Python's own messages are flushed before and after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
                   model: str | os.PathLike | None = None, *,
                   on_image: Callable[[dict[str, Any]], None] | None = None,
+                  on_start: Callable[[], None] | None = None,
                   **options: Any) -> int:
     """Predict ``files`` on the connected Ray cluster and write the rows to ``out``.
 
@@ -240,6 +278,9 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
         model: See :func:`predict_dataset`.
         on_image: Called once per image with its first row (for a progress bar and
             error reports).
+        on_start: Called once, when the cluster's first rows arrive (its actors are up
+            and working), before they go to ``on_image``; rows of files found missing
+            here come before it.
         **options: :func:`predict_dataset` options.
 
     Returns:
@@ -270,9 +311,9 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
         ds = ray.data.read_binary_files([file.path for file in present], include_paths=True,
                                         num_cpus=READ_CPUS, concurrency=most)
         rows = predict_dataset(ds, model, concurrency=actors, **options)
-        batches = itertools.chain(batches, (
+        batches = itertools.chain(batches, _first_called(on_start, (
             _rename_sources(table, names)
-            for table in rows.iter_batches(batch_format="pyarrow", batch_size=None)))
+            for table in rows.iter_batches(batch_format="pyarrow", batch_size=None))))
     writer = RowFileWriter(out, labels)
     failed = 0
     try:
@@ -288,6 +329,15 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
         raise
     writer.close()
     return failed
+
+
+def _first_called(callback: Callable[[], None] | None, tables: Iterable[pa.Table]
+                  ) -> Iterator[pa.Table]:
+    """``tables``, with ``callback`` called once just before the first is handed on."""
+    for index, table in enumerate(tables):
+        if index == 0 and callback is not None:
+            callback()
+        yield table
 
 
 def resolve_labels(model: str | os.PathLike | None) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.labels import EXPRESSIONS, display_name
+from fer8.labels import EXPRESSIONS, display_name, percent
 from fer8.results import ImageResult
 
 # Text on photos smaller than this (shorter side) would be a few unreadable pixels high,
@@ -18,8 +18,25 @@ from fer8.results import ImageResult
 _MIN_CANVAS = 320
 
 
+#: Okabe & Ito's palette ("Color Universal Design", 2002), which stays apart for readers
+#: with any common colour-vision deficiency, plus a dark grey; hues spaced evenly around
+#: the colour wheel put fearful and happy in two near-identical greens.
+_COLORS = {
+    "angry": (213, 94, 0),        # vermillion
+    "disgusted": (0, 158, 115),   # bluish green
+    "fearful": (204, 121, 167),   # reddish purple
+    "happy": (230, 159, 0),       # orange
+    "neutral": (90, 90, 90),      # dark grey
+    "sad": (0, 114, 178),         # blue
+    "surprised": (86, 180, 233),  # sky blue
+    "worry": (240, 228, 66),      # yellow
+}
+
+
 def label_color(label: str) -> tuple[int, int, int]:
     """A fixed, distinct RGB colour per expression (stable across images and runs)."""
+    if label in _COLORS:
+        return _COLORS[label]
     index = EXPRESSIONS.index(label) if label in EXPRESSIONS else sum(map(ord, label))
     r, g, b = colorsys.hsv_to_rgb((index * 0.13) % 1.0, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
@@ -52,7 +69,7 @@ def annotate(image: NDArray[np.uint8], result: ImageResult, *,
             for px, py in np.asarray(face.landmarks, np.float64) * zoom:
                 cv2.circle(canvas, (int(round(px)), int(round(py))), radius, color,
                            cv2.FILLED, cv2.LINE_AA)
-        text = f"{display_name(face.label)} {face.confidence:.0%}"
+        text = f"{display_name(face.label)} {percent(face.confidence)}"
         track = getattr(face, "track", None)  # a video's faces carry their track id
         if track is not None:
             text = f"#{track} {text}"
@@ -66,6 +83,15 @@ def annotate(image: NDArray[np.uint8], result: ImageResult, *,
                       color, cv2.FILLED)
         cv2.putText(canvas, text, (left + pad, top + pad + th), font, font_scale,
                     _text_color(color), text_thickness, cv2.LINE_AA)
+    if not result.faces and getattr(result, "frame", None) is None:
+        # A photo drawn as it was would look like one fer8 never read; a video's frames
+        # without a face stay plain, or the note would flicker through the clip.
+        (tw, th), baseline = cv2.getTextSize("no face found", font, font_scale, text_thickness)
+        pad = max(4, th // 2)
+        cv2.rectangle(canvas, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (40, 40, 40),
+                      cv2.FILLED)
+        cv2.putText(canvas, "no face found", (pad, pad + th), font, font_scale,
+                    (255, 255, 255), text_thickness, cv2.LINE_AA)
     return canvas
 
 

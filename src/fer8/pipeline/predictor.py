@@ -32,8 +32,11 @@ from fer8.pipeline.tracking import Smoother, Tracker
 from fer8.pipeline.video import (
     DEFAULT_FPS,
     Frame,
+    FrameSignature,
     VideoSource,
     describe_video,
+    frame_signature,
+    is_cut,
     read_frames,
 )
 from fer8.results import Box, Face, FrameResult, HeadPose, ImageResult, TrackedFace
@@ -61,6 +64,7 @@ class _Prepared:
     filled: int = 0
     frame: int | None = None  # a video frame's index and time
     time: float | None = None
+    signature: FrameSignature | None = None  # a video frame's, to see scene cuts
 
     @property
     def complete(self) -> bool:
@@ -284,14 +288,21 @@ class Predictor:
                 return _Prepared(source, error=frame.problem, frame=frame.frame)
             prepared = self._prepare(frame.image, detect=True)
             prepared.source, prepared.frame, prepared.time = source, frame.index, frame.time
+            prepared.signature = frame_signature(frame.image)
             return prepared
 
         prepared = _prefetch(prepare, _until_broken(frames), self._pool, self._look_ahead)
+        before: FrameSignature | None = None
         for item in self._classified(prepared):
             if item.error is not None:
                 yield FrameResult(source, (), item.error, frame=item.frame, time=item.time)
                 continue
-            tracks = tracker.update(item.boxes, item.time)
+            cut = before is not None and is_cut(before, item.signature)
+            before = item.signature
+            # Only aligned crops are compared: one framed from its box alone (landmarks
+            # that did not fit) is framed differently, not another face.
+            looks = [crop.image if crop.aligned else None for crop in item.crops]
+            tracks = tracker.update(item.boxes, item.time, looks, cut=cut)
             rows = item.probabilities
             if smoother is not None:
                 rows = [smoother.update(track, item.time, row) for track, row in zip(tracks, rows)]

@@ -100,8 +100,15 @@ class Timeline:
         return ", ".join(parts) + f" (mostly {display_name(self.dominant(track))})"
 
     def plot(self, path: str | os.PathLike, *, title: str = "") -> Path:
-        """Draw each track's probabilities over time, one panel per track, into ``path``
-        (PNG). Uses matplotlib's object API (no pyplot), so it needs no display and
+        """Draw :meth:`figure` into ``path`` (PNG)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.figure(title=title).savefig(path, dpi=100)
+        return path
+
+    def figure(self, *, title: str = ""):
+        """Each track's probabilities over time, one panel per track, as a matplotlib
+        ``Figure``. Uses matplotlib's object API (no pyplot), so it needs no display and
         keeps no global state."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -122,14 +129,15 @@ class Timeline:
                     color = tuple(c / 255 for c in label_color(label))
                     axis.plot(self._times[track], rows[:, column], ".-", markersize=3,
                               color=color, label=display_name(label))
-                axis.set_ylabel(f"face #{track}")
-            axis.set_ylim(0, 1)
+                axis.set_title(f"face #{track}", loc="left", fontsize="medium")
+            axis.set_ylabel("probability")
+            # Room above 1 and below 0: a certain expression's curve is not drawn on the
+            # frame's edge, where it could not be seen.
+            axis.set_ylim(-0.04, 1.06)
+            axis.set_yticks([0, 0.5, 1])
             axis.grid(alpha=0.3)
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         axes[-1].set_xlabel("time (s)")
         if title:
-            axes[0].set_title(title)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-        return path
+            figure.suptitle(title)
+        return figure

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,17 @@ VIDEO_EXTENSIONS = frozenset(
      ".3gp", ".ogv", ".ts", ".mts", ".m2ts"}
 )
 
+#: :func:`is_cut`: two frames are of different shots when their grey levels' histograms
+#: differ by more than this (total variation: half the summed absolute difference, 0 for
+#: equal histograms, 1 for disjoint ones) ...
+CUT_HISTOGRAM = 0.3
+#: ... and their thumbnails' correlation is below this. Each alone is not enough: a light
+#: switched on shifts the histogram but keeps the picture; a camera pan moves the picture
+#: but keeps the histogram. Measured (histogram, correlation): the two example portraits
+#: cut one to the other 0.52, 0.22; one face in front of a new background 0.79, 0.62; a
+#: 40-pixel pan 0.05, 0.43; a zoom 0.09, 0.52; the light halved 0.56, 1.0.
+CUT_CORRELATION = 0.8
+
 #: The first bytes of the containers FFmpeg reads that have a signature: (offset, bytes).
 _SIGNATURES = (
     (4, b"ftyp"),               # MP4, MOV, M4V, 3GP
@@ -62,6 +74,43 @@ class Frame:
     index: int
     time: float
     image: NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class FrameSignature:
+    """A frame in a few hundred numbers, to tell a scene cut from motion (:func:`is_cut`).
+
+    Attributes:
+        histogram: 32 bins of grey level, summing to 1.
+        thumbnail: The frame in grey at 32x18, less its mean, of unit norm.
+    """
+
+    histogram: NDArray[np.float32]
+    thumbnail: NDArray[np.float32]
+
+
+def frame_signature(image: NDArray[np.uint8]) -> FrameSignature:
+    """The :class:`FrameSignature` of an RGB frame (about a millisecond for 1280x720)."""
+    import cv2
+
+    small = cv2.resize(image, (128, 72), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    histogram = np.bincount(gray.ravel() // 8, minlength=32).astype(np.float32)
+    thumbnail = cv2.resize(gray, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+    thumbnail = thumbnail.ravel() - thumbnail.mean()
+    norm = float(np.linalg.norm(thumbnail))
+    return FrameSignature(histogram / histogram.sum(),
+                          thumbnail / norm if norm > 1e-3 else thumbnail)
+
+
+def is_cut(before: FrameSignature, after: FrameSignature) -> bool:
+    """Whether ``after`` starts a new shot: the picture changed as a whole, both in its
+    grey levels and in where they are (see :data:`CUT_HISTOGRAM`, :data:`CUT_CORRELATION`).
+    A plain frame (one colour) has no pattern to correlate, so only its histogram counts."""
+    changed = 0.5 * float(np.abs(before.histogram - after.histogram).sum()) > CUT_HISTOGRAM
+    correlation = float(before.thumbnail @ after.thumbnail)
+    plain = not before.thumbnail.any() or not after.thumbnail.any()
+    return changed and (plain or correlation < CUT_CORRELATION)
 
 
 def describe_video(source: VideoSource) -> str:
@@ -167,10 +216,21 @@ def _open(source: VideoSource, name: str):
         cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
-        what = "camera cannot be opened" if isinstance(source, int) else (
+        what = _camera_tried(source) if isinstance(source, int) else (
             "not a video, or not one FFmpeg can read (corrupt or truncated?)")
         raise InvalidVideoError(name, what)
     return capture
+
+
+def _camera_tried(index: int) -> str:
+    """Why a camera index did not open, naming the device tried and those there are
+    (on Linux, OpenCV opens camera N as ``/dev/videoN``)."""
+    if not sys.platform.startswith("linux"):
+        return "cannot be opened (tried it through OpenCV's default backend)"
+    found = sorted(Path("/dev").glob("video*"),
+                   key=lambda p: (len(p.name), p.name))  # video2 before video10
+    return (f"cannot be opened (tried /dev/video{index}; video devices here: "
+            f"{', '.join(map(str, found)) or 'none'})")
 
 
 def _frames(capture, name: str, fps: float | None, rate: float, *, live: bool

@@ -39,7 +39,7 @@ from linebot.v3.messaging import (
 from linebot.v3.webhooks import ImageMessageContent, MessageEvent, VideoMessageContent
 
 from fer8.errors import InvalidImageError
-from fer8.labels import display_name
+from fer8.labels import display_name, percent
 from fer8.results import FrameResult, ImageResult
 
 if TYPE_CHECKING:
@@ -90,22 +90,23 @@ class LineSettings:
 
 
 def reply_text(result: ImageResult) -> str:
-    """The bot's answer for one photo: ``Happy 92% (Surprised 5%)``, a line per face."""
+    """The bot's answer for one photo: ``Happy 92.4% (Surprised 5.1%)``, a line per face,
+    largest first (the results' order, as in ``fer8 predict`` and on the web page)."""
     if result.error is not None:
         return UNREADABLE_REPLY
     if not result.faces:
         return NO_FACE_REPLY
     lines = []
-    faces = sorted(result.faces, key=lambda face: face.box.x)  # read left to right
+    faces = result.faces
     for number, face in enumerate(faces, start=1):
         ranked = sorted(face.probabilities.items(), key=lambda item: item[1], reverse=True)
-        text = f"{display_name(face.label)} {face.confidence:.0%}"
+        text = f"{display_name(face.label)} {percent(face.confidence)}"
         if len(ranked) > 1:
             runner_up, probability = ranked[1]
-            text += f" ({display_name(runner_up)} {probability:.0%})"
+            text += f" ({display_name(runner_up)} {percent(probability)})"
         lines.append(f"{number}. {text}" if len(faces) > 1 else text)
     if len(faces) > 1:
-        lines.insert(0, f"{len(faces)} faces, left to right:")
+        lines.insert(0, f"{len(faces)} faces, largest first:")
     return "\n".join(lines)
 
 

@@ -197,8 +197,8 @@ class BodySizeLimit:
                 return
 
     async def _refuse(self, send: Any, limit: int) -> None:
-        what = "video upload" if limit > self.max_bytes else "upload"
-        body = json.dumps({"detail": f"{what} larger than {limit:,} bytes"}).encode()
+        video = limit > self.max_bytes
+        body = json.dumps({"detail": too_large(limit, video=video)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
@@ -208,6 +208,13 @@ class BodySizeLimit:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def too_large(limit: int, *, video: bool = False) -> str:
+    """The 413's message: the limit, and the ``fer8 serve`` option that sets it."""
+    what, option = ("video upload", "--max-video-mb") if video else ("upload", "--max-upload-mb")
+    return (f"{what} larger than {limit:,} bytes ({limit / 2**20:g} MB); "
+            f"fer8 serve {option} sets the limit")
 
 
 #: How much of a multipart body is read ahead to find its first part's headers.
@@ -274,7 +281,7 @@ def create_app(
             openapi_url=app.openapi_url, title="fer8 API",
             swagger_js_url="/swagger/swagger-ui-bundle.js",
             swagger_css_url="/swagger/swagger-ui.css",
-            swagger_favicon_url="/swagger/favicon-32x32.png",
+            swagger_favicon_url="/favicon.ico",
         )
 
     @app.get("/healthz", summary="Liveness: answers while predictions run")
@@ -292,7 +299,7 @@ def create_app(
         summary="Classify every face in one image or video",
         description=(
             "Send the image or video as multipart field `file`, or as the raw body with an "
-            "image/*, video/* or application/octet-stream content type. Returns the same "
+            "`image/*`, `video/*` or `application/octet-stream` content type. Returns the same "
             "object as `fer8 predict --format json` for one image, or with `annotate=true` "
             "the image with boxes and labels drawn, as JPEG. With `explain=true` each face "
             "also has `explanation`: the class explained (`label`), the photo box its "
@@ -337,7 +344,7 @@ def create_app(
                 raise HTTPException(400, detail=f"{source}: {frames[0].error}")
             return JSONResponse([frame.to_dict() for frame in frames])
         if len(data) > max_upload_bytes:  # declared a video, sent an image
-            raise HTTPException(413, detail=f"upload larger than {max_upload_bytes:,} bytes")
+            raise HTTPException(413, detail=too_large(max_upload_bytes))
         if explain:
             from fer8.errors import ExplanationError, InvalidImageError
 
@@ -389,10 +396,12 @@ async def _read_upload(request: Request) -> tuple[bytes, str, bool]:
 
 
 def _swagger_dir() -> str:
-    """Swagger UI's files from the swagger-ui-bundle package, so /docs needs no CDN."""
-    import swagger_ui_bundle
+    """Swagger UI's files, so /docs needs no CDN: Swagger UI 5, which reads the OpenAPI
+    3.1 that FastAPI writes (swagger-ui-bundle's 4.15 rendered nothing), as the
+    fastapi-offline package ships it (its ``static`` folder; fer8 uses only the files)."""
+    import fastapi_offline
 
-    return swagger_ui_bundle.swagger_ui_path
+    return str(Path(fastapi_offline.__file__).parent / "static")
 
 
 def run(app: FastAPI, host: str, port: int, *, log_level: str = "info") -> None:

@@ -300,10 +300,6 @@ def train(
     if len(labels) < 2:
         raise Fer8Error(f"{', '.join(config.data)}: needs at least two classes, "
                         f"found {list(labels)}")
-    for label in labels:
-        if counts[label] < FEW_IMAGES:
-            logger.warning("class %r has only %d training images; it will be poorly learnt",
-                           label, counts[label])
     if config.val is None:
         held_out = [(source, *_hold_out(dataset, config.val_fraction, config.seed))
                     for source, dataset in train_sets]
@@ -323,8 +319,15 @@ def train(
                            teachers=teachers)
     val_split = _prepare(val_sets, labels, config, cache_root, workers, on_prepare, "val",
                          for_validation=True)
-    logger.info("train: %s", train_split.summary)
-    logger.info("val: %s", val_split.summary)
+    logger.info("%s", _summary_table("train", train_split, labels))
+    logger.info("%s", _summary_table("val", val_split, labels))
+    # Counted on what is trained on: after the validation share is held out and the
+    # images without a face are left out (the data's own counts were larger).
+    trained = _per_class(train_split)
+    for label in labels:
+        if trained.get(label, 0) < FEW_IMAGES:
+            logger.warning("class %r has only %d training images; it will be poorly learnt",
+                           label, trained.get(label, 0))
 
     steps = config.steps_per_epoch or max(
         1, int(train_split.draws.sum()) // config.batch_size)
@@ -485,6 +488,44 @@ def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Datas
     val = [s for i, s in enumerate(data.samples) if i in val_indices]
     return (replace(data, samples=tuple(train)),
             replace(data, samples=tuple(val), skipped={}, kind=f"{data.kind} (held out)"))
+
+
+def _sources(split: _Split) -> dict[str, dict[str, Any]]:
+    """Each source's summary (one source's is the split's own)."""
+    return split.summary["sources"] if "sources" in split.summary else \
+        {split.names[0]: split.summary}
+
+
+def _per_class(split: _Split) -> Counter:
+    """Images per class in ``split``, all sources together."""
+    counts: Counter = Counter()
+    for summary in _sources(split).values():
+        counts.update(summary["per_class"])
+    return counts
+
+
+def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
+    """The split's images per source and class, as a few aligned lines for the log."""
+    from fer8.labels import display_name
+
+    header = [f"{title} data", "images", *map(display_name, labels)]
+    if title == "train":
+        header.append("weight")
+    rows = [header]
+    for name, summary in _sources(split).items():
+        row = [name, str(summary["images"]),
+               *(str(summary["per_class"].get(label, 0)) for label in labels)]
+        if title == "train":
+            row.append(f"{summary['weight']:g}")
+        rows.append(row)
+    if len(rows) > 2:
+        total = _per_class(split)
+        rows.append(["all", str(sum(total.values())), *(str(total[label]) for label in labels),
+                     *([""] if title == "train" else [])])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+                      for row in rows)
 
 
 def _cache_root(cache: str | os.PathLike | None) -> Path | None:

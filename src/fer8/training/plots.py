@@ -47,7 +47,7 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike, *, title: st
     side = 3.0 + 0.6 * len(names)
     figure, axes = plt.subplots(1, 2, figsize=(2 * side, side), constrained_layout=True)
     panels = ((counts, "Counts", "d", "Blues"), (rates, "Row-normalised (recall)", ".2f", "Greens"))
-    for axis, (matrix, title, fmt, cmap) in zip(axes, panels):
+    for axis, (matrix, panel, fmt, cmap) in zip(axes, panels):
         # Both panels are coloured by rate, so big classes do not wash out the rest.
         axis.imshow(rates, cmap=cmap, vmin=0.0, vmax=1.0)
         for (i, j), value in np.ndenumerate(matrix):
@@ -58,7 +58,7 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike, *, title: st
         axis.set_yticks(range(len(names)), names)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        axis.set_title(title)
+        axis.set_title(panel)
     figure.suptitle(f"{title + ': ' if title else ''}accuracy {evaluation.accuracy_all:.1%} "
                     f"(faces not found count as wrong), macro-F1 {evaluation.macro_f1:.3f}, "
                     f"n={evaluation.n} ({evaluation.no_face} faces not found)")

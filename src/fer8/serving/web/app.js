@@ -4,8 +4,14 @@
 const EXPRESSIONS = ["angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised", "worry"];
 const $ = (id) => document.getElementById(id);
 
-// Same colours as fer8.annotate.label_color, so the page matches `fer8 predict --annotate`.
+// Same colours as fer8.annotate.label_color, so the page matches `fer8 predict --annotate`:
+// Okabe & Ito's colour-blind-safe palette, plus a dark grey.
+const COLORS = {
+  angry: [213, 94, 0], disgusted: [0, 158, 115], fearful: [204, 121, 167], happy: [230, 159, 0],
+  neutral: [90, 90, 90], sad: [0, 114, 178], surprised: [86, 180, 233], worry: [240, 228, 66],
+};
 function labelColor(label) {
+  if (Object.hasOwn(COLORS, label)) return COLORS[label];
   let index = EXPRESSIONS.indexOf(label);
   if (index < 0) index = [...label].reduce((sum, ch) => sum + ch.charCodeAt(0), 0);
   const h = (index * 0.13) % 1, s = 0.85, v = 0.95;
@@ -21,7 +27,8 @@ const css = ([r, g, b]) => `rgb(${r}, ${g}, ${b})`;
 const textColor = ([r, g, b]) => (0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff");
 
 const displayName = (label) => label.charAt(0).toUpperCase() + label.slice(1);
-const percent = (p) => `${Math.round(p * 100)}%`;
+// As fer8.labels.percent: one decimal, the same as the table, drawn labels and the bot.
+const percent = (p) => `${(p * 100).toFixed(1)}%`;
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
