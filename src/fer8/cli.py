@@ -497,7 +497,7 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         raise click.UsageError(str(exc)) from None
     warning = exposure_warning(host, bool(keys))
     if warning:
-        logger.warning(warning)
+        click.echo(f"fer8: warning: {warning}", err=True)
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
     run_server(ServeOptions(
         model=model, detection=detection, max_upload_bytes=int(max_upload_mb * 1024 * 1024),

@@ -23,6 +23,8 @@ an upload's bytes.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import time
@@ -129,15 +131,27 @@ class RequestMetrics:
                 received += len(message.get("body", b""))
             return message
 
+        responded = False
+
         async def observing_send(message: dict) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
             await send(message)
 
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, counting_receive, observing_send)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when a stop's deadline has passed
+            # (an upload that never ends, say). Unanswered, the client would see its
+            # connection drop, and uvicorn would log the cancellation as an error with a
+            # traceback; a 503 tells the client to try again, elsewhere or later.
+            if responded:
+                raise
+            status = 503
+            await _stopping(send)
         finally:
             self.metrics.in_progress.dec()
             self._record(scope, state, status, received, time.perf_counter() - started)
@@ -166,6 +180,15 @@ class RequestMetrics:
 
             route = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
         return getattr(route, "path", None) or UNMATCHED
+
+
+async def _stopping(send: Any) -> None:
+    body = json.dumps({"detail": "the server is stopping; send the request again"}).encode()
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _printable(path: str, limit: int = 200) -> str:
