@@ -74,6 +74,12 @@ def test_v1_needs_a_key_and_the_rest_stays_open(predictor, astronaut_path):
             assert httpx.get(f"{url}/v1/models", headers=bearer(KEYS[1])).status_code == 200
             for open_path in ("/healthz", "/", "/static/app.js", "/metrics", "/docs"):
                 assert httpx.get(f"{url}{open_path}").status_code == 200, open_path
+            # The schema says so, for /docs' "Authorize" button.
+            schema = httpx.get(f"{url}/openapi.json").json()
+            assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+            assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"apiKey": []}]
+            assert "403" in schema["paths"]["/v1/models"]["get"]["responses"]
+            assert "security" not in schema["paths"]["/healthz"]["get"]
             # The LINE webhook checks LINE's signature, not a key.
             line.contents["m1"] = astronaut_path.read_bytes()
             body = webhook_body(message_event("e1", "r1", image_message("m1")))

@@ -115,6 +115,29 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
 
 
+def document_keys(app: Any, prefixes: tuple[str, ...] = PROTECTED_PREFIXES) -> None:
+    """Say in ``app``'s OpenAPI schema that ``prefixes`` need a Bearer key, so that
+    /docs has an *Authorize* button and its *Try it out* sends the key."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI builds it once and keeps it: changed once, here
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        if "apiKey" not in schemes:
+            schemes["apiKey"] = {"type": "http", "scheme": "bearer",
+                                 "description": "One of the server's API keys."}
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith(prefixes):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+                        operation.setdefault("responses", {}).update({
+                            "401": {"description": "no API key"},
+                            "403": {"description": "not one of the server's API keys"}})
+        return schema
+
+    app.openapi = openapi
+
+
 def _digest(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
 

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from fer8 import __version__
 from fer8.pipeline.video import DEFAULT_FPS, VIDEO_EXTENSIONS, looks_like_video
 from fer8.results import ImageResult
-from fer8.serving.auth import ApiKeyAuth
+from fer8.serving.auth import ApiKeyAuth, document_keys
 from fer8.serving.metrics import RequestMetrics, ServerMetrics
 from fer8.serving.runner import ModelRunner
 
@@ -243,6 +243,7 @@ def create_app(
                        video_max_bytes=max_video_bytes)
     if api_keys:  # outside the upload limit: a stranger learns nothing, not even the limit
         app.add_middleware(ApiKeyAuth, keys=tuple(api_keys))
+        document_keys(app)
     app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes)
     app.state.runner = runner
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
