@@ -166,6 +166,18 @@ def test_the_serve_command_passes_its_options_and_warns_once(monkeypatch, tmp_pa
     assert len(started) == 2
 
 
+def test_with_workers_a_bad_model_fails_once_before_any_worker_starts(tmp_path):
+    """A worker that cannot load its model would be restarted by uvicorn for ever."""
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["serve", "--workers", "2", "--model",
+                                  str(tmp_path / "missing.fer8")])
+    assert missing.exit_code == 2 and "no such model file" in missing.stderr
+    broken = tmp_path / "broken.fer8"
+    broken.write_bytes(b"not a model")
+    result = runner.invoke(cli, ["serve", "--workers", "2", "--model", str(broken)])
+    assert result.exit_code == 2 and "not a fer8 model file" in result.stderr
+
+
 # --- metrics and the access log ----------------------------------------------------------
 
 def test_metrics_count_requests_faces_and_refused_bytes(predictor, astronaut_path):

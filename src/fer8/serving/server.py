@@ -371,10 +371,3 @@ def _swagger_dir() -> str:
     import swagger_ui_bundle
 
     return swagger_ui_bundle.swagger_ui_path
-
-
-def run(app: FastAPI, host: str, port: int, *, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
