@@ -283,6 +283,8 @@ def soak(url: str, pid: int, payloads: Payloads, *, seconds: float, clients: int
         "rss_mb": {"idle": _mb(rss_idle), "after_warmup": _mb(rss_warm),
                    "after_first_minute": None if after_minute is None else _mb(after_minute),
                    "end": _mb(rss_end), "max": _mb(max([rss for _, rss in samples] + [rss_end]))},
+        # Every 2 s, to tell a plateau from a leak.
+        "rss_series_mb": [(round(at, 1), _mb(rss)) for at, rss in samples],
     }
 
 
@@ -316,6 +318,15 @@ def print_report(report: dict) -> None:
     print(f"resident memory (MB): idle {rss['idle']}, after warm-up {rss['after_warmup']}, "
           f"after the first minute {rss['after_first_minute']}, end {rss['end']}, "
           f"max {rss['max']}")
+    series = report["rss_series_mb"]
+    if series and series[-1][0] >= 120:  # a line of minutes for a long run
+        # Each minute's highest sample: one sample swings by +-20 MB as uploads come and
+        # go, the highest shows whether memory still grows.
+        minutes = range(int(series[-1][0] // 60))  # whole minutes
+        peaks = [max((mb for at, mb in series if minute * 60 <= at < minute * 60 + 60),
+                     default=None) for minute in minutes]
+        print("resident memory, each minute's peak (MB): "
+              + ", ".join(str(peak) for peak in peaks if peak is not None))
 
 
 def main() -> int:
