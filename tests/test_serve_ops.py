@@ -166,6 +166,15 @@ def test_the_serve_command_passes_its_options_and_warns_once(monkeypatch, tmp_pa
     assert len(started) == 2
 
 
+def test_without_prometheus_client_serve_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2
+    assert "prometheus_client is missing" in result.stderr and "[serve]" in result.stderr
+
+
 def test_with_workers_a_bad_model_fails_once_before_any_worker_starts(tmp_path):
     """A worker that cannot load its model would be restarted by uvicorn for ever."""
     runner = CliRunner()

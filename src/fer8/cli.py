@@ -484,8 +484,10 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
     """
     try:
         from fer8.serving.auth import exposure_warning, load_api_keys
-        from fer8.serving.launch import ServeOptions
+        from fer8.serving.launch import ServeOptions, require_extra
         from fer8.serving.launch import serve as run_server
+
+        require_extra()
     except ImportError as exc:
         click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
                    f"{install_command('serve')}", err=True)

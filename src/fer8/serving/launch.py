@@ -79,6 +79,16 @@ class ServeOptions:
         return cls(**json.loads(text))
 
 
+def require_extra() -> None:
+    """Import what the ``serve`` extra brings, so that a missing part is an ImportError
+    (naming it) at once, not after a model has been loaded."""
+    import prometheus_client  # noqa: F401
+    import uvicorn  # noqa: F401
+
+    import fer8.serving.line  # noqa: F401  (line-bot-sdk)
+    import fer8.serving.server  # noqa: F401  (fastapi, python-multipart)
+
+
 def build_app(options: ServeOptions) -> FastAPI:
     """Load the model and build the app, as one server process does.
 
