@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -34,7 +34,11 @@ from fer8.output import FORMATS, to_json
 from fer8.pipeline.images import MAX_PIXELS
 from fer8.progress import ProgressBar
 
+if TYPE_CHECKING:
+    from fer8.pipeline.annotate import AnnotatedVideo
+
 logger = logging.getLogger("fer8")
+T = TypeVar("T")
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 #: In an --annotate folder: which input each annotated picture came from.
@@ -111,11 +115,11 @@ def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _handle_errors(command: Callable[..., int]) -> Callable[..., int]:
+def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
     """Turn fer8's errors into one line on stderr (a traceback too with -v)."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> int:
+    def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return command(*args, **kwargs)
         except (ModelNotFoundError, ModelFormatError, ChecksumMismatchError, FileNotFoundError,
@@ -127,7 +131,7 @@ def _handle_errors(command: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-def _fail(exc: BaseException, code: int) -> None:
+def _fail(exc: BaseException, code: int) -> NoReturn:
     if _verbosity() > 0:
         click.echo(traceback.format_exc().rstrip(), err=True)
     click.echo(f"fer8: error: {exc}", err=True)
@@ -334,9 +338,9 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             if last:
                 bar.update(1)
     writer.close()
-    if annotated:
+    if annotated and annotate_dir is not None:
         _write_annotation_index(annotate_dir, annotated)
-    if explained:
+    if explained and explain_dir is not None:
         _write_annotation_index(explain_dir, explained)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
@@ -957,8 +961,8 @@ def _results(predictor, inputs: list[_Input], *, detect: bool, sampling: dict,
     ``predict_many`` together, so their faces share batches. With ``explain`` each photo
     goes through ``Predictor.explain`` instead, and its result carries the explanations
     (``ExplainedResult``)."""
-    for video, group in itertools.groupby(inputs, key=lambda item: item.video):
-        group = list(group)
+    for video, grouped in itertools.groupby(inputs, key=lambda item: item.video):
+        group = list(grouped)
         if not video and explain:
             for item in group:
                 yield item, _explained(predictor, item.source, detect), True
@@ -989,7 +993,7 @@ class _VideoAnnotation:
         self.timeline_name = str(Path(item.annotated).with_suffix(".timeline.png"))
         self.timeline_path = annotate_dir / self.timeline_name
         self.timeline = Timeline(labels)
-        self.video = None
+        self.video: AnnotatedVideo | None = None
 
     def add(self, result) -> None:
         from fer8.pipeline.annotate import AnnotatedVideo

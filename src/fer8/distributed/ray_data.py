@@ -84,9 +84,10 @@ class _PredictBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         sources, names = _batch_inputs(batch)
-        results = self.predictor.predict_many(sources, detect=self.detect)
         results = [result if name is None else replace(result, source=name)
-                   for result, name in zip(results, names)]
+                   for result, name in zip(self.predictor.predict_many(sources,
+                                                                        detect=self.detect),
+                                           names)]
         return rows_table(results, self.predictor.labels)
 
 
@@ -110,7 +111,8 @@ def _batch_inputs(batch: dict[str, np.ndarray]) -> tuple[list[Any], list[str | N
         return sources, [None] * len(sources)
     if "image" in batch:
         images = list(batch["image"])
-        return images, paths if paths else [None] * len(images)
+        names: list[str | None] = [*paths] if paths else [None] * len(images)
+        return images, names
     if paths is not None:
         return paths, [None] * len(paths)
     raise ValueError(f"a data set of images needs a 'bytes', 'image' or 'path' column; "
@@ -291,7 +293,8 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
     labels = resolve_labels(model)
     # A missing local file would fail Ray's whole read; plain predict gives it an
     # error row, and so does this run, without sending it to Ray.
-    missing, present = [], []
+    missing: list[InputFile] = []
+    present: list[InputFile] = []
     for file in files:
         local = "://" not in file.path
         (missing if local and not os.path.exists(file.path) else present).append(file)

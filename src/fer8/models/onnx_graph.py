@@ -259,7 +259,7 @@ class _Graph:
     # One method per Keras layer class: (layer name, config, input tensors) -> output.
 
     def _InputLayer(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
-        shape = list(config.get("batch_shape") or config.get("batch_input_shape"))[1:]
+        shape = list(config.get("batch_shape") or config.get("batch_input_shape") or ())[1:]
         if len(shape) != 3 or shape[2] != 3:
             raise ModelFormatError(f"input shape {shape}: expected (size, size, 3)")
         self.input_shape = shape

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,7 +72,9 @@ class GraphIndex:
             raise ModelFormatError(f"the graph has no weight {name!r}")
         start, end = self.initializers[name]
         dims: list[int] = []
-        dtype, raw, floats = None, None, None
+        dtype: Any = None
+        raw: bytes | None = None
+        floats: NDArray | None = None
         for number, wire, value in _fields(self.data, start, end):
             if number == _TENSOR_DIMS:
                 dims.extend(_packed_varints(self.data, value) if wire == _BYTES else [value])
@@ -83,9 +86,12 @@ class GraphIndex:
                 raw = self.data[value[0]:value[1]]
             elif number == _TENSOR_FLOAT_DATA and wire == _BYTES:
                 floats = np.frombuffer(self.data[value[0]:value[1]], "<f4")
-        if dtype is None or (raw is None and floats is None):
+        if dtype is not None and raw is not None:
+            array = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
+        elif dtype is not None and floats is not None:
+            array = floats
+        else:
             raise ModelFormatError(f"weight {name!r} is not stored in the graph itself")
-        array = floats if raw is None else np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
         return array.reshape(dims).astype(dtype)
 
 
@@ -147,10 +153,11 @@ def _index_graph(index: GraphIndex, start: int, end: int) -> None:
                 index.initializers[name] = value
 
 
-def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, object]]:
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) of one message's fields; a length-delimited
     value is given as its (start, end) positions, so nothing large is copied."""
     position = start
+    value: Any  # an int, a (start, end) span or 8/4 raw bytes, by wire type
     while position < end:
         key, position = _read_varint(data, position)
         number, wire = key >> 3, key & 7
@@ -190,8 +197,8 @@ def _packed_varints(data: bytes, span: tuple[int, int]) -> list[int]:
     return values
 
 
-def _text(data: bytes, span: object) -> str:
-    start, end = span  # type: ignore[misc]
+def _text(data: bytes, span: tuple[int, int]) -> str:
+    start, end = span
     return bytes(data[start:end]).decode("utf-8")
 
 

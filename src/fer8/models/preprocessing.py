@@ -8,10 +8,12 @@ and nothing is inferred from the backbone's name at prediction time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
+
+Triple = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class Preprocessing:
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(
             channel_order=str(data["channel_order"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data.get("std", (1.0, 1.0, 1.0))),
+            # Three values each: __post_init__ checks.
+            mean=cast(Triple, tuple(float(v) for v in data["mean"])),
+            std=cast(Triple, tuple(float(v) for v in data.get("std", (1.0, 1.0, 1.0)))),
             grayscale=bool(data.get("grayscale", False)),
             standardize=bool(data.get("standardize", False)),
             mask=data.get("mask"),

@@ -80,7 +80,7 @@ class OnnxNetwork:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelFormatError(f"{source}: ONNX Runtime cannot load the network "
                                    f"({reason})") from None
-        if partial is not None:
+        if partial is not None and save_optimized is not None:
             _publish(partial, save_optimized)
         (self._input,) = self._session.get_inputs()
         self.outputs = tuple(output.name for output in self._session.get_outputs())

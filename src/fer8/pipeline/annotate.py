@@ -6,6 +6,7 @@ from __future__ import annotations
 import colorsys
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -101,7 +102,7 @@ def save_image(image: NDArray[np.uint8], path: str | os.PathLike) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    options: dict[str, Any] = {"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     Image.fromarray(image).save(path, **options)
     return path
 
@@ -129,8 +130,8 @@ class AnnotatedVideo:
 
         self.path = Path(path)
         self._frames = read_frames(source, every_frame=True)
-        self._writer = None
-        self._last = None
+        self._writer: Any = None  # a cv2.VideoWriter, opened at the first frame
+        self._last: ImageResult | None = None
         self.frames_written = 0
 
     def add(self, result: ImageResult) -> None:
@@ -172,7 +173,7 @@ class AnnotatedVideo:
         import cv2
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), rate,
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), rate,
                                  (shape[1], shape[0]))
         if not writer.isOpened():
             raise OSError(f"{self.path}: cannot write an mp4 video here")

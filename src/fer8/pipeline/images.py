@@ -170,8 +170,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
                     name, f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
                           "them could take minutes")
             image.load()  # decodes the first frame of animations
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image, name)
+            return _to_rgb(ImageOps.exif_transpose(image), name)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:

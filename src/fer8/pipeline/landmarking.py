@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,7 +34,7 @@ RIGHT_EYE = slice(42, 48)
 _MIN_FACE_WIDTH = 128
 
 _lock = threading.Lock()
-_predictors: dict[Path, object] = {}
+_predictors: dict[Path, Any] = {}  # dlib.shape_predictor, by path
 
 
 def landmark_model_path() -> Path:
@@ -75,7 +76,7 @@ def load_landmark_model(path: str | os.PathLike | None = None):
 
 def landmarks(
     image: NDArray[np.uint8], box: Box, *, detector: str | None = DEFAULT_DETECTOR,
-    predictor: object | None = None,
+    predictor: Any = None,  # a dlib.shape_predictor (untyped)
 ) -> NDArray[np.float32]:
     """Fit dlib's 68 landmarks to the face in ``box``.
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,7 +60,8 @@ class _Prepared:
     crops: list[AlignedFace] = field(default_factory=list)
     error: str | None = None
     poses: list[HeadPose | None] = field(default_factory=list)
-    probabilities: NDArray[np.float32] | None = None
+    # (faces, labels), filled by the classifier; stays empty for an input with an error.
+    probabilities: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     filled: int = 0
     frame: int | None = None  # a video frame's index and time
     time: float | None = None
@@ -297,15 +298,17 @@ class Predictor:
             if item.error is not None:
                 yield FrameResult(source, (), item.error, frame=item.frame, time=item.time)
                 continue
-            cut = before is not None and is_cut(before, item.signature)
+            cut = before is not None and item.signature is not None and \
+                is_cut(before, item.signature)
             before = item.signature
             # Only aligned crops are compared: one framed from its box alone (landmarks
             # that did not fit) is framed differently, not another face.
             looks = [crop.image if crop.aligned else None for crop in item.crops]
-            tracks = tracker.update(item.boxes, item.time, looks, cut=cut)
-            rows = item.probabilities
+            time = cast(float, item.time)  # a frame's, set in prepare()
+            tracks = tracker.update(item.boxes, time, looks, cut=cut)
+            rows = list(item.probabilities)
             if smoother is not None:
-                rows = [smoother.update(track, item.time, row) for track, row in zip(tracks, rows)]
+                rows = [smoother.update(track, time, row) for track, row in zip(tracks, rows)]
             faces = tuple(self._face(box, crop, row, TrackedFace, pose=pose, track=track)
                           for box, crop, row, pose, track in
                           zip(item.boxes, item.crops, rows, item.poses, tracks))
@@ -374,13 +377,14 @@ class Predictor:
     def _result(self, prepared: _Prepared) -> ImageResult:
         if prepared.error is not None:
             return ImageResult(prepared.source, (), prepared.error)
-        faces = tuple(self._face(box, crop, row, pose=pose) for box, crop, row, pose in
-                      zip(prepared.boxes, prepared.crops, prepared.probabilities,
-                          prepared.poses))
+        faces: tuple[Face, ...] = tuple(
+            self._face(box, crop, row, pose=pose) for box, crop, row, pose in
+            zip(prepared.boxes, prepared.crops, prepared.probabilities, prepared.poses))
         return ImageResult(prepared.source, faces, None)
 
     def _face(self, box: Box, crop: AlignedFace, row: NDArray[np.float32],
-              kind: type[F] = Face, *, pose: HeadPose | None = None, **extra: Any) -> F:
+              kind: type[F] = Face,  # type: ignore[assignment]  # a TypeVar default: mypy#3737
+              *, pose: HeadPose | None = None, **extra: Any) -> F:
         best = int(np.argmax(row))
         return kind(
             box=box,

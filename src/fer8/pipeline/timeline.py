@@ -115,7 +115,7 @@ class Timeline:
 
         from fer8.pipeline.annotate import label_color
 
-        tracks = self.tracks or [None]
+        tracks: list[int | None] = [*self.tracks] or [None]
         figure = Figure(figsize=(10, 1.0 + 1.8 * len(tracks)), constrained_layout=True)
         FigureCanvasAgg(figure)
         axes = figure.subplots(len(tracks), 1, sharex=True, squeeze=False)[:, 0]

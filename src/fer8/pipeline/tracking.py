@@ -106,8 +106,9 @@ class Tracker:
         pairs = []
         for b, box in enumerate(boxes):
             for t, track in enumerate(self._tracks):
-                if track.look is not None and looks[b] is not None and \
-                        float(track.look @ looks[b]) < self.min_likeness:
+                look = looks[b]
+                if track.look is not None and look is not None and \
+                        float(track.look @ look) < self.min_likeness:
                     continue  # someone else, where that face was
                 score = self._score(track.box, box)
                 if score is not None:
@@ -126,7 +127,7 @@ class Tracker:
                 ids[b] = self._next_id
                 self._tracks.append(_Track(self._next_id, box, time, looks[b]))
                 self._next_id += 1
-        return ids  # type: ignore[return-value]  (every entry is set above)
+        return [i for i in ids if i is not None]  # every entry is set above
 
     def _score(self, old: Box, new: Box) -> float | None:
         """How well two boxes match: an overlap scores above any shift; ``None`` if

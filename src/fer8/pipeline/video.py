@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -234,7 +234,7 @@ def _camera_tried(index: int) -> str:
 
 
 def _frames(capture, name: str, fps: float | None, rate: float, *, live: bool
-            ) -> Iterator[Frame]:
+            ) -> Generator[Frame, None, None]:
     import cv2
 
     # Cameras and some streams report no frame rate; their frames are then timed by

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,11 +73,12 @@ class LineSettings:
     data_url: str = "https://api-data.line.me"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> LineSettings | None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LineSettings | None:
         """Settings from ``LINE_CHANNEL_SECRET``, ``LINE_CHANNEL_ACCESS_TOKEN``,
         ``FER8_LINE_API_URL`` and ``FER8_LINE_DATA_URL``; ``None`` when either credential
         is missing."""
-        environ = os.environ if environ is None else environ
+        if environ is None:
+            environ = os.environ
         secret = environ.get("LINE_CHANNEL_SECRET")
         token = environ.get("LINE_CHANNEL_ACCESS_TOKEN")
         if not secret or not token:

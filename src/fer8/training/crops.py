@@ -12,6 +12,7 @@ counted; an unreadable image is reported by name and left out. Neither stops the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -179,18 +180,19 @@ def prepare_crops(
                        mask=mask)
              if cache_root is not None else None)
     landmark_model = load_landmark_model()
-    framing = {"detector": detector, "detector_options": detector_options, "mask": mask}
+    framing = functools.partial(frame, landmark_model=landmark_model, detector=detector,
+                                detector_options=detector_options, mask=mask)
 
     def one(sample: Sample) -> tuple[str, NDArray[np.uint8] | None]:
         try:
             if cache is None:
-                return frame(sample, landmark_model, **framing)
+                return framing(sample)
             content = sample.content()
             path = cache.path(sample, content)
             hit = cache.get(path)
             if hit is not None:
                 return hit
-            status, crop = frame(sample, landmark_model, content=content, **framing)
+            status, crop = framing(sample, content=content)
             cache.put(path, status, crop)
             return status, crop
         except (Fer8Error, OSError) as exc:

@@ -14,12 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fer8.labels import EXPRESSIONS
 from fer8.training.datasets import Dataset, Sample
+
+if TYPE_CHECKING:
+    from fer8.pipeline.alignment import AlignedFace
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +170,7 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
     truth: list[str] = []
     predicted: list[str | None] = []
     unreadable = 0
-    batch: list[tuple[str, object]] = []
+    batch: list[tuple[str, AlignedFace]] = []  # (true label, aligned crop)
 
     def run() -> None:
         probabilities = classify([crop for _, crop in batch], predictor.model,
@@ -176,7 +180,9 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
             predicted.append(predictor.labels[int(np.argmax(row))])
         batch.clear()
 
-    for sample in (s for s in dataset.samples if s.box is not None):
+    for sample in dataset.samples:
+        if sample.box is None:
+            continue
         try:
             _, crop = labelled_face(sample.load(), sample.box, detector=predictor.detector,
                                     detector_options=predictor.detector_options,

@@ -19,14 +19,18 @@ This module imports Keras, so it is imported only where a model is built.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fer8.training.backend import import_keras
 
-keras = import_keras()
+if TYPE_CHECKING:
+    import keras  # untyped: Any to mypy; the names in annotations need a module
+else:
+    keras = import_keras()
 logger = logging.getLogger(__name__)
 
 

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,7 +42,10 @@ from fer8.training.augment import Augmentation
 from fer8.training.backend import import_keras
 from fer8.training.datasets import Dataset, DataSource, parse_source
 
-keras = import_keras()
+if TYPE_CHECKING:
+    import keras  # untyped: Any to mypy; the names in annotations need a module
+else:
+    keras = import_keras()
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +296,7 @@ def train(
 
     train_sources = [parse_source(spec) for spec in config.data]
     train_sets = [(source, source.read(fer2013_split="train")) for source in train_sources]
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for _, dataset in train_sets:
         counts.update(dataset.counts)
     labels = tuple(label for label in EXPRESSIONS if counts[label])
@@ -582,7 +585,7 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                              for i, *_ in parts])
     targets = np.concatenate([t for _, t, _, _, _ in parts])
     truth = np.concatenate([c for _, _, c, _, _ in parts])
-    source = np.concatenate([np.full(len(t), i, np.int32) for _, t, _, i, _ in parts])
+    source_ids = np.concatenate([np.full(len(t), i, np.int32) for _, t, _, i, _ in parts])
     draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, _, w in parts])
     # Class weights from how often each class is drawn per pass, all sources together.
     drawn = np.bincount(truth, weights=draws, minlength=len(labels))
@@ -590,7 +593,7 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
     names = tuple(source.name for source, _ in sources)
     summary = summaries[names[0]] if len(names) == 1 else {"sources": summaries,
                                                            "images": len(images)}
-    return _Split(images, targets, weights[truth].astype(np.float32), draws, source, names,
+    return _Split(images, targets, weights[truth].astype(np.float32), draws, source_ids, names,
                   summary)
 
 
@@ -730,7 +733,7 @@ def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | Non
     """
     if config.init_model:
         return None
-    if config.backbone_weights == "none":
+    if config.backbone_weights in (None, "none"):  # None is spelled out in __post_init__
         return None
     if config.backbone_weights == "imagenet":
         if config.backbone != "resnet50":
