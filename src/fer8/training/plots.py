@@ -69,9 +69,10 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike, *, title: st
 
 def plot_reliability(reliability: Reliability, path: str | os.PathLike, *,
                      title: str = "") -> Path:
-    """A reliability diagram: each confidence bin's accuracy against its mean confidence
-    (a calibrated model's bars meet the diagonal), over a histogram of how many faces
-    each bin holds, so a gap in a bin of three faces is not read as a fault."""
+    """A reliability diagram: each confidence bin's accuracy (bars) and mean confidence
+    (dots, joined to the bar: a calibrated model's dots sit on its bars), over a
+    histogram of how many faces each bin holds, so a gap in a bin of three faces is not
+    read as a fault."""
     plt = _pyplot()
     bins = reliability.bins
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -83,10 +84,12 @@ def plot_reliability(reliability: Reliability, path: str | os.PathLike, *,
         gridspec_kw={"height_ratios": [3, 1]})
     width = 1.0 / bins
     top.bar(centres, np.nan_to_num(accuracy), width=width, edgecolor="black",
-            color="#4c72b0", label="accuracy")
-    gap = np.nan_to_num(confidence - accuracy)
-    top.bar(centres, gap, bottom=np.nan_to_num(accuracy), width=width, color="#dd8452",
-            alpha=0.5, edgecolor="#dd8452", label="gap to mean confidence")
+            color="#4c72b0", alpha=0.8, label="accuracy")
+    # Each bin's mean confidence, joined to its accuracy: a line above a bar is
+    # over-confidence, below it under-confidence.
+    top.vlines(centres, np.nan_to_num(accuracy), np.nan_to_num(confidence, nan=0.0),
+               colors="#c44e52", linewidth=2)
+    top.plot(centres, confidence, "o", color="#c44e52", label="mean confidence")
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
