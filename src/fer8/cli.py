@@ -861,7 +861,7 @@ def calibrate(model: str | None, sources: tuple[str, ...], out_path: Path, force
     predictor = Predictor(network, batch_size=batch_size, flip=flip, **detection)
     parts, truths, groups = [], [], []
     for name, dataset in datasets:
-        progress = _ProgressBar(f"calibrate on {name}", len(dataset.samples))
+        progress = ProgressBar(f"calibrate on {name}", len(dataset.samples))
         probabilities, truth = predicted_probabilities(predictor, dataset, on_progress=progress)
         progress.close()
         if not len(truth):
