@@ -1,4 +1,5 @@
-"""Test servers on 127.0.0.1: fer8's app under a real uvicorn, and a fake LINE API."""
+"""Test servers on 127.0.0.1: fer8's app under a real uvicorn (in a thread, or
+``fer8 serve`` in a process of its own), and a fake LINE API."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 class UvicornThread:
@@ -38,6 +45,58 @@ class UvicornThread:
         self.server.should_exit = True
         self._thread.join(timeout=30)
         self._socket.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServeProcess:
+    """``python -m fer8 serve ARGS`` on a free loopback port, its output in ``log``.
+
+    Entering waits until ``/healthz`` answers; leaving sends SIGTERM (if it still runs)
+    and waits for the exit.
+    """
+
+    def __init__(self, *args: str, log: Path, env: dict[str, str] | None = None,
+                 start_timeout: float = 180) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, "-m", "fer8", "serve", "--port", str(self.port), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.log = log
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ServeProcess:
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=out, env=self.env)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"fer8 serve did not start:\n{self.log_text()}")
+            time.sleep(0.25)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
 
 
 class FakeLine:

@@ -183,3 +183,43 @@ def test_a_file_that_is_not_an_image_shows_the_error(browser, predictor, tmp_pat
         assert "Pillow" not in status.text  # says what is wrong, not which library found it
         assert not browser.find_element(By.ID, "canvas").is_displayed()
         screenshot(browser, "web-error.png")
+
+
+def test_with_api_keys_the_page_asks_for_the_key_once(browser, predictor, astronaut_path):
+    """A wrong key is asked again; the right one is kept for the tab's session, so a
+    reload uses it without asking, and it goes with every /v1 request."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = "lab-key-0123456789"
+    with UvicornThread(create_app(predictor, api_keys=[key])) as url:
+        browser.get(url)
+        browser.execute_script("sessionStorage.clear();")
+        browser.refresh()
+        form = browser.find_element(By.ID, "key-form")
+        WebDriverWait(browser, 30).until(lambda _: form.is_displayed())
+        assert not browser.find_element(By.ID, "key-error").is_displayed()
+        assert browser.find_element(By.ID, "key").get_attribute("type") == "password"
+        browser.find_element(By.ID, "key").send_keys("not-the-key")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        error = browser.find_element(By.ID, "key-error")
+        WebDriverWait(browser, 30).until(lambda _: error.is_displayed() and form.is_displayed())
+        screenshot(browser, "web-key.png")
+        browser.find_element(By.ID, "key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        model = browser.find_element(By.ID, "model")
+        WebDriverWait(browser, 30).until(lambda _: f"Model {predictor.model.spec.name}" in model.text)
+        assert not form.is_displayed()
+        assert browser.execute_script("return sessionStorage.getItem('fer8-api-key')") == key
+
+        browser.get_log("browser")  # (the 401 and 403 above were logged: drop them)
+        browser.refresh()  # the same tab: not asked again
+        model = browser.find_element(By.ID, "model")
+        WebDriverWait(browser, 30).until(lambda _: f"Model {predictor.model.spec.name}" in model.text)
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+        browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
+        WebDriverWait(browser, 60).until(
+            lambda driver: driver.execute_script("return document.body.dataset.state") == "done")
+        assert "1 face in astronaut.png" in browser.find_element(By.ID, "status").text
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+        assert console_errors(browser) == []  # no request was refused this time

@@ -176,10 +176,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
     fer8 train predicts the classes of its data.
     """
     level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="fer8: %(message)s" if verbose < 2
-                        else "%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format=_log_format(verbose))
     ctx.obj = {"verbose": verbose}
+
+
+def _log_format(verbose: int) -> str:
+    return "fer8: %(message)s" if verbose < 2 else "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
 def _import_tensorflow_quietly() -> None:
@@ -493,31 +495,50 @@ def _closed() -> bool:
 @click.option("--max-video-mb", type=click.FloatRange(min=0, min_open=True), default=100.0,
               show_default=True,
               help="The same for videos (a video/* body, or a file declared a video).")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="API keys, one a line: /v1/* then needs 'Authorization: Bearer KEY' "
+                   "(default: FER8_API_KEYS, keys separated by commas; none: no key asked).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes, each with its own model, to use more cores.")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, metavar="SECONDS",
+              help="On SIGTERM, how long the requests in flight get to finish.")
 @_detector_options
 @_handle_errors
 def serve(host: str, port: int, model: str | None, max_upload_mb: float,
-          max_video_mb: float, detection: dict) -> None:
+          max_video_mb: float, api_key_file: Path | None, workers: int,
+          shutdown_timeout: float, detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
     LINE_CHANNEL_ACCESS_TOKEN are set; FER8_LINE_API_URL and FER8_LINE_DATA_URL
-    override the LINE API's base URLs.
+    override the LINE API's base URLs. /healthz and /metrics (Prometheus) need no key.
+    SIGTERM stops it cleanly: the requests in flight are answered, then it exits 0.
     """
     try:
-        from fer8.serving.line import LineSettings
-        from fer8.serving.server import create_app, run
+        from fer8.serving.auth import exposure_warning, load_api_keys
+        from fer8.serving.launch import ServeOptions
+        from fer8.serving.launch import serve as run_server
     except ImportError as exc:
         click.echo(f"fer8: error: fer8 serve needs the serve extra ({exc.name} is missing): "
                    f"{install_command('serve')}", err=True)
         sys.exit(EXIT_USAGE)
-    from fer8.pipeline.predictor import Predictor
 
+    try:
+        keys = load_api_keys(api_key_file)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    warning = exposure_warning(host, bool(keys))
+    if warning:
+        click.echo(f"fer8: warning: {warning}", err=True)
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
-    predictor = Predictor(model, **detection)
-    app = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                     max_video_bytes=int(max_video_mb * 1024 * 1024),
-                     line=LineSettings.from_env())
-    run(app, host, port, log_level="debug" if _verbosity() > 1 else "info")
+    run_server(ServeOptions(
+        model=model, detection=detection, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_video_bytes=int(max_video_mb * 1024 * 1024),
+        api_key_file=None if api_key_file is None else str(api_key_file), host=host,
+        port=port, workers=workers, shutdown_timeout=shutdown_timeout,
+        log_level="debug" if _verbosity() > 1 else "info",
+        log_format=_log_format(_verbosity())))
 
 
 @cli.command()

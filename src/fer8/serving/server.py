@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,8 @@ from starlette.requests import ClientDisconnect
 from fer8 import __version__
 from fer8.pipeline.video import DEFAULT_FPS, VIDEO_EXTENSIONS, looks_like_video
 from fer8.results import ImageResult
+from fer8.serving.auth import ApiKeyAuth, document_keys
+from fer8.serving.metrics import RequestMetrics, ServerMetrics
 from fer8.serving.runner import ModelRunner
 
 if TYPE_CHECKING:
@@ -225,6 +228,8 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024,
     max_video_bytes: int = DEFAULT_MAX_VIDEO_MB * 1024 * 1024,
     line: LineSettings | None = None,
+    api_keys: Sequence[str] = (),
+    model_load_seconds: float | None = None,
 ) -> FastAPI:
     """Build the application around a loaded predictor.
 
@@ -234,6 +239,9 @@ def create_app(
         max_video_bytes: The same for videos: a raw body of type ``video/*``, or a
             multipart file declared as a video (its type or its extension).
         line: LINE channel settings; ``None`` leaves ``/line/callback`` unrouted (404).
+        api_keys: When given, ``/v1/*`` needs one of them as a Bearer token
+            (:mod:`fer8.serving.auth`).
+        model_load_seconds: How long loading the predictor took, for ``/metrics``.
     """
     runner = ModelRunner(predictor)
     bot = None
@@ -245,17 +253,26 @@ def create_app(
         logger.info("LINE bot off: set LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN "
                     "to answer webhooks at /line/callback")
 
+    metrics = ServerMetrics()
+    if model_load_seconds is not None:
+        metrics.model_load.set(model_load_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         if bot is not None:
             bot.close()
         runner.close()
+        metrics.process_stopped()
 
     app = FastAPI(title="fer8", version=__version__, lifespan=lifespan,
                   description="Facial expression recognition.", docs_url=None, redoc_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes,
                        video_max_bytes=max_video_bytes)
+    if api_keys:  # outside the upload limit: a stranger learns nothing, not even the limit
+        app.add_middleware(ApiKeyAuth, keys=tuple(api_keys))
+        document_keys(app)
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes)
     app.state.runner = runner
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.mount("/swagger", StaticFiles(directory=_swagger_dir()), name="swagger")
@@ -280,6 +297,11 @@ def create_app(
     @app.get("/healthz", summary="Liveness: answers while predictions run")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:  # fer8.serving.metrics says what is there
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/v1/models", summary="The loaded model")
     async def models() -> dict[str, Any]:
@@ -335,6 +357,7 @@ def create_app(
             frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
             if len(frames) == 1 and frames[0].frame is None:
                 raise HTTPException(400, detail=f"{source}: {frames[0].error}")
+            request.state.faces = sum(len(frame.faces) for frame in frames)  # access log
             return JSONResponse([frame.to_dict() for frame in frames])
         if len(data) > max_upload_bytes:  # declared a video, sent an image
             raise HTTPException(413, detail=f"upload larger than {max_upload_bytes:,} bytes")
@@ -354,6 +377,7 @@ def create_app(
         result = await asyncio.wrap_future(runner.submit(data, source))
         if result.error is not None:
             raise HTTPException(400, detail=f"{source}: {result.error}")
+        request.state.faces = len(result.faces)  # for the access log and /metrics
         if annotate:
             jpeg = await anyio.to_thread.run_sync(_annotated_jpeg, data, result)
             return Response(jpeg, media_type="image/jpeg")
@@ -393,10 +417,3 @@ def _swagger_dir() -> str:
     import swagger_ui_bundle
 
     return swagger_ui_bundle.swagger_ui_path
-
-
-def run(app: FastAPI, host: str, port: int, *, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -28,9 +28,48 @@ function setStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+// With API keys on (fer8 serve --api-key-file), /v1/* answers 401 without a key and 403
+// with a wrong one: the page then asks for the key, once, and keeps it in this tab's
+// session storage (gone when the tab closes; never in a cookie, so no other site's page
+// can make the browser send it).
+const KEY_STORAGE = "fer8-api-key";
+
+let keyAsked = null;  // one question at a time, whichever requests are waiting for it
+
+function askForKey(refused) {
+  const form = $("key-form");
+  $("key-error").hidden = !refused;
+  form.hidden = false;
+  $("key").focus();
+  keyAsked ??= new Promise((resolve) => {
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const key = $("key").value.trim();
+      if (!key) return;
+      form.hidden = true;
+      $("key").value = "";
+      keyAsked = null;
+      resolve(key);
+    };
+  });
+  return keyAsked;
+}
+
+async function apiFetch(url, options = {}) {
+  for (;;) {
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    const headers = new Headers(options.headers || {});
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    const response = await fetch(url, { ...options, headers });
+    if (response.status !== 401 && response.status !== 403) return response;
+    if (response.status === 403) sessionStorage.removeItem(KEY_STORAGE);
+    sessionStorage.setItem(KEY_STORAGE, await askForKey(response.status === 403));
+  }
+}
+
 async function showModel() {
   try {
-    const model = await (await fetch("/v1/models")).json();
+    const model = await (await apiFetch("/v1/models")).json();
     $("model").textContent = `Model ${model.name} (${model.backbone}, ${model.input_size}px): `
       + model.labels.map(displayName).join(", ");
   } catch (error) {
@@ -118,7 +157,7 @@ async function analyse(file) {
   form.append("file", file, file.name);
   let response, data;
   try {
-    response = await fetch("/v1/predict", { method: "POST", body: form });
+    response = await apiFetch("/v1/predict", { method: "POST", body: form });
     data = await response.json();
   } catch (error) {
     setStatus(`The server did not answer: ${error}`, true);
