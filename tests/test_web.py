@@ -323,12 +323,14 @@ def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, cli
             rows = browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
             assert len(rows) == 1 and int(rows[0].get_attribute("data-samples")) >= 3
             assert "Happy" in rows[0].find_element(By.TAG_NAME, "canvas").get_attribute("aria-label")
+            browser.execute_script("document.getElementById('camera-panel').scrollIntoView();")
             shot = screenshot(browser, "web-camera.png")
             assert has_content(shot, element_box(browser, "canvas"))
             artifacts = shot.parent
             (artifacts / "web-camera-fps.txt").write_text(
                 f"{measured:.2f} frames/s over 15 s (page shows {shown:.2f}); "
-                f"{os.cpu_count()} CPUs, model {default_predictor.model.spec.name}\n")
+                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+                f"model {default_predictor.model.spec.name}\n")
             # A click on the face stops the picture at the frame explained, with its heatmap.
             canvas = browser.find_element(By.ID, "canvas")
             box = browser.execute_script("return view.faces[0].box.map((v) => v * view.zoom);")
@@ -389,6 +391,7 @@ def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor,
         scrub = browser.find_element(By.ID, "scrub")
         assert scrub.get_attribute("max") == str(len(api) - 1)
         assert browser.execute_script("return document.body.dataset.frame") == "0"
+        browser.execute_script("document.getElementById('result').scrollIntoView();")
         shot = screenshot(browser, "web-video.png")
         assert has_content(shot, element_box(browser, "canvas"))
         empty = next(i for i, frame in enumerate(api) if not frame["faces"])

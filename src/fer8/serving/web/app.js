@@ -189,7 +189,7 @@ function listFaces(faces) {
       const why = document.createElement("button");
       why.type = "button";
       why.className = "why";
-      why.textContent = "Why? Show the heatmap";
+      why.textContent = view.heat?.index === index ? "Hide the heatmap" : "Why? Show the heatmap";
       why.setAttribute("aria-pressed", String(view.heat?.index === index));
       why.addEventListener("click", () => toggleHeat(index));
       item.append(why);
@@ -553,7 +553,7 @@ const CAMERA_SIDE = 640;    // frames sent are at most this many pixels on their
 
 const camera = {
   stream: null, running: false, paused: false, tracker: null, latest: null,
-  done: [], inFlight: 0, frames: 0, started: 0,
+  done: [], inFlight: 0, frames: 0, started: 0, chain: 0, looping: false,
 
   async start() {
     const element = $("camera");
@@ -602,9 +602,11 @@ const camera = {
     this.loop();
   },
 
-  // Draws the live picture with the latest answer's boxes, every screen refresh.
-  draw() {
-    if (!this.running || this.paused) return;
+  // Draws the live picture with the latest answer's boxes, for each new camera frame
+  // (requestVideoFrameCallback: a 30 fps camera is 30 draws a second, not the screen's
+  // 60 or more, which leaves the CPU to the frames sent), else every screen refresh.
+  draw(chain = ++this.chain) {
+    if (!this.running || this.paused || chain !== this.chain) return;  // one chain at a time
     const element = $("camera");
     if (element.videoWidth) {
       const scale = Math.min(1, CAMERA_SIDE / Math.max(element.videoWidth, element.videoHeight));
@@ -616,7 +618,8 @@ const camera = {
       view.faces = faces;
       render();
     }
-    requestAnimationFrame(() => this.draw());
+    if (element.requestVideoFrameCallback) element.requestVideoFrameCallback(() => this.draw(chain));
+    else requestAnimationFrame(() => this.draw(chain));
   },
 
   // One frame in flight at most: the next is taken when this one's answer is in, so
