@@ -413,6 +413,55 @@ def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor,
             f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);")
         assert max(abs(c - 60) for c in centre[:3]) > 20  # not the plain background
         screenshot(browser, "web-video-end.png")
+        # A click on the face explains the frame shown (sent as a picture of its own).
+        click_canvas(browser, browser.find_element(By.ID, "canvas"), x + w / 2, y + h / 2)
+        wait_for(browser, "return document.body.dataset.heat === 'shown'", 120)
+        assert browser.execute_script(
+            f"return Array.from(document.getElementById('canvas').getContext('2d')"
+            f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);") != centre
+        screenshot(browser, "web-video-heatmap.png")
+
+
+def test_a_dropped_video_shows_its_timeline(browser, predictor, clip_frames, tmp_path):
+    """Dropping a video (the page once said "The browser cannot display this image
+    format"): a real drop event, with the file in its DataTransfer."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+    from videos import write_video
+
+    clip = write_video(tmp_path / "dropped.webm", clip_frames[:10])
+    with UvicornThread(create_app(predictor)) as url:
+        browser.get(url)
+        browser.execute_script("""
+            const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], 'dropped.webm', { type: 'video/webm' }));
+            document.getElementById('drop').dispatchEvent(
+              new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            """, base64.b64encode(clip.read_bytes()).decode())
+        wait_for(browser, "return document.body.dataset.state === 'done'", 120)
+        status = browser.find_element(By.ID, "status").text
+        assert "dropped.webm" in status and "cannot display" not in status
+        assert browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
+        assert browser.find_element(By.ID, "scrub").is_displayed()
+
+
+def test_without_a_camera_api_the_page_says_localhost_or_https(browser, predictor):
+    """What a browser offers a page served over plain HTTP to another machine: no
+    navigator.mediaDevices (made so here; Chromium counts 127.0.0.1 as secure)."""
+    from selenium.webdriver.common.by import By
+
+    with UvicornThread(create_app(predictor)) as url:
+        browser.get(url)
+        browser.execute_script(
+            "Object.defineProperty(navigator, 'mediaDevices', { value: undefined });")
+        browser.find_element(By.ID, "mode-camera").click()
+        browser.find_element(By.ID, "camera-toggle").click()
+        status = browser.find_element(By.ID, "status")
+        wait_for(browser, "return document.getElementById('status').textContent.length > 0")
+        assert "localhost or over HTTPS" in status.text and "--ssl-certfile" in status.text
+        assert "error" in status.get_attribute("class")
 
 
 def test_a_video_the_browser_cannot_play_still_shows_its_timeline(browser, predictor,
