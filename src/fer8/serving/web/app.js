@@ -312,8 +312,9 @@ function timelineRow(id, title) {
   return row;
 }
 
-// samples: [{time, label, confidence}] in time order; drawn between start and end (s).
-function drawTimeline(row, samples, start, end, cursor = null) {
+// samples: [{time, label, confidence}] in time order, drawn between start and end (s),
+// each as wide as the time to the next one, up to `step` (a face out of view leaves a gap).
+function drawTimeline(row, samples, start, end, step, cursor = null) {
   const canvas = row.querySelector("canvas");
   canvas.width = Math.max(200, Math.round(canvas.clientWidth || 600));
   const ctx = canvas.getContext("2d");
@@ -322,9 +323,9 @@ function drawTimeline(row, samples, start, end, cursor = null) {
   const at = (t) => ((t - start) / span) * canvas.width;
   samples.forEach((sample, i) => {
     const next = samples[i + 1];
-    const gap = next ? next.time - sample.time : span / 50;
+    const gap = next ? Math.min(next.time - sample.time, step) : step;
     const x = at(sample.time);
-    const w = Math.max(1, at(sample.time + Math.min(gap, span / 10)) - x);
+    const w = Math.max(1, at(sample.time + gap) - x);
     const h = Math.max(2, sample.confidence * canvas.height);
     ctx.fillStyle = css(labelColor(sample.label));
     ctx.fillRect(x, canvas.height - h, w, h);
@@ -338,7 +339,8 @@ function drawTimeline(row, samples, start, end, cursor = null) {
   const summary = Object.entries(counts).sort((a, b) => b[1] - a[1])
     .map(([label, n]) => `${displayName(label)} ${percent(n / samples.length)}`).join(", ");
   row.dataset.samples = String(samples.length);
-  canvas.setAttribute("aria-label", `${row.querySelector("figcaption").textContent}: ${summary}`);
+  row.querySelector("figcaption").textContent += ` · ${summary}`;
+  canvas.setAttribute("aria-label", row.querySelector("figcaption").textContent);
   canvas.title = summary;
 }
 
@@ -363,12 +365,17 @@ function videoTracks(frames) {
   return tracks;
 }
 
+// The time between two sampled frames, and the timeline's length: the last frame's
+// interval included.
+const videoStep = () => (video.frames.length > 1 ? video.frames[1].time - video.frames[0].time : 1);
+const videoEnd = () => (video.frames.length ? video.frames[video.frames.length - 1].time : 0)
+  + videoStep();
+
 function drawVideoTimelines() {
-  const frames = video.frames;
-  const end = frames.length ? frames[frames.length - 1].time + 1e-3 : 1;
-  const cursor = frames[video.index]?.time ?? 0;
+  const cursor = (video.frames[video.index]?.time ?? 0) + videoStep() / 2;
   for (const [track, samples] of video.tracks) {
-    drawTimeline(timelineRow(track, `Face ${track}`), samples, 0, end, cursor);
+    drawTimeline(timelineRow(track, `Face ${track}`), samples, 0, videoEnd(), videoStep(),
+                 cursor);
   }
 }
 
@@ -450,8 +457,7 @@ $("timelines").addEventListener("click", (event) => {
   const canvas = event.target.closest("canvas");
   if (!canvas || !video.frames.length || view.kind === "camera") return;
   const rect = canvas.getBoundingClientRect();
-  const end = video.frames[video.frames.length - 1].time + 1e-3;
-  const time = ((event.clientX - rect.left) / rect.width) * end;
+  const time = ((event.clientX - rect.left) / rect.width) * videoEnd() - videoStep() / 2;
   let best = 0;
   video.frames.forEach((frame, i) => {
     if (Math.abs(frame.time - time) < Math.abs(video.frames[best].time - time)) best = i;
@@ -682,8 +688,8 @@ const camera = {
     const start = Math.max(0, now - CAMERA_WINDOW);
     for (const track of this.tracker.tracks) {
       const last = track.samples[track.samples.length - 1];
-      drawTimeline(timelineRow(track.id, `Face ${track.id}: ${displayName(last.label)}`),
-                   track.samples, start, Math.max(now, start + 1));
+      drawTimeline(timelineRow(track.id, `Face ${track.id}: ${displayName(last.label)} now; the last ${CAMERA_WINDOW} s`),
+                   track.samples, start, Math.max(now, start + 1), 2);
     }
   },
 };
