@@ -570,7 +570,7 @@ const camera = {
       return;
     }
     try {
-      this.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640 }, audio: false });
+      this.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, facingMode: "user" }, audio: false });
     } catch (error) {
       setStatus(`No camera: ${error.message || error.name}.`, true);
       return;
