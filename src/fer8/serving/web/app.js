@@ -244,7 +244,10 @@ async function toggleHeat(index) {
   if (view.kind === "camera") {
     // The live picture stops at the frame these faces were found in, the one explained.
     camera.pause();
-    view.source = await createImageBitmap(camera.latest.blob);
+    const blob = camera.latest.blob;
+    view.upload = async () => blob;
+    view.explained = null;
+    view.source = await createImageBitmap(blob);
     render();
   }
   setStatus(`Finding where the evidence for ${displayName(face.label)} lies…`);
@@ -395,10 +398,10 @@ async function seekFrame(index) {
     listFaces(frame.faces);
     return;
   }
-  if (Math.abs(player.currentTime - frame.time) > 1e-3) {
+  if (Math.abs(player.currentTime - frame.time - 1e-3) > 1e-4) {
     await new Promise((resolve) => {
       player.addEventListener("seeked", resolve, { once: true });
-      player.currentTime = frame.time;
+      player.currentTime = frame.time + 1e-3;  // inside the frame, whatever the rounding
     });
   }
   if (video.index !== index) return;  // the slider moved on meanwhile
@@ -480,7 +483,8 @@ function resetResult() {
 async function analyse(file) {
   if (!file) return;
   camera.stop();
-  setStatus(`Analysing ${file.name}…`);
+  setStatus(isVideo(file) ? `Analysing ${file.name}: every face in its frames, which takes a while…`
+    : `Analysing ${file.name}…`);
   resetResult();
   document.body.dataset.state = "busy";
   const form = new FormData();
@@ -656,7 +660,7 @@ const camera = {
         } finally {
           this.inFlight -= 1;
         }
-        if (!this.running) break;
+        if (!this.running || this.paused) break;  // (the frame explained stays the latest)
         const now = (performance.now() - this.started) / 1000;
         const faces = this.tracker.update(data.faces, now);
         this.latest = { faces, blob };
