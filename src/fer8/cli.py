@@ -516,11 +516,17 @@ def _closed() -> bool:
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0,
               show_default=True, metavar="SECONDS",
               help="On SIGTERM, how long the requests in flight get to finish.")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this PEM certificate: browsers allow the page's webcam "
+                   "only on localhost or over HTTPS.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM), if not in --ssl-certfile.")
 @_detector_options
 @_handle_errors
 def serve(host: str, port: int, model: str | None, max_upload_mb: float,
           max_video_mb: float, api_key_file: Path | None, workers: int,
-          shutdown_timeout: float, detection: dict) -> None:
+          shutdown_timeout: float, ssl_certfile: Path | None, ssl_keyfile: Path | None,
+          detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -543,6 +549,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         keys = load_api_keys(api_key_file)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if ssl_keyfile is not None and ssl_certfile is None:
+        raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     warning = exposure_warning(host, bool(keys))
     if warning:
         click.echo(f"fer8: warning: {warning}", err=True)
@@ -552,6 +560,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         max_video_bytes=int(max_video_mb * 1024 * 1024),
         api_key_file=None if api_key_file is None else str(api_key_file), host=host,
         port=port, workers=workers, shutdown_timeout=shutdown_timeout,
+        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
         log_level="debug" if _verbosity() > 1 else "info",
         log_format=_log_format(_verbosity())))
 
