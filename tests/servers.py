@@ -57,13 +57,19 @@ class ServeProcess:
     """``python -m fer8 serve ARGS`` on a free loopback port, its output in ``log``.
 
     Entering waits until ``/healthz`` answers; leaving sends SIGTERM (if it still runs)
-    and waits for the exit.
+    and waits for the exit. With ``cafile`` the server is expected to speak HTTPS, with a
+    certificate that file verifies.
     """
 
     def __init__(self, *args: str, log: Path, env: dict[str, str] | None = None,
-                 start_timeout: float = 180) -> None:
+                 start_timeout: float = 180, cafile: Path | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if cafile else 'http'}://127.0.0.1:{self.port}"
+        self.context = None
+        if cafile is not None:
+            import ssl
+
+            self.context = ssl.create_default_context(cafile=str(cafile))
         self.args = [sys.executable, "-m", "fer8", "serve", "--port", str(self.port), *args]
         self.env = {**os.environ, **(env or {})}
         self.log = log
@@ -76,7 +82,8 @@ class ServeProcess:
         deadline = time.monotonic() + self.start_timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=5,
+                                            context=self.context) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, OSError):

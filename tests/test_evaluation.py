@@ -79,10 +79,14 @@ def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, t
     assert report["accuracy"] == pytest.approx(4 / 7)
     assert report["per_class"]["sad"]["support"] == 3
     assert report["per_class"]["happy"]["precision"] == pytest.approx(2 / 4)
+    # Certain answers (confidence 1), 4 of the 7 faces found right.
+    assert report["ece"] == pytest.approx(3 / 7)
+    assert report["reliability"]["counts"][-1] == 7
     assert "corrupt.png: not an image" in caplog.text
     assert json.loads((out / "evaluation.json").read_text())["confusion_matrix"] == \
         report["confusion_matrix"]
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_table(labelled, brightness_model):
@@ -91,10 +95,11 @@ def test_evaluate_table(labelled, brightness_model):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["class", "precision", "recall", "f1", "support"]
     assert lines[1].split()[0] == "Happy"
-    assert lines[-2].split() == ["dataset", "faces", "n", "accuracy", "macro-F1", "missed",
-                                 "unreadable"]
-    # 4 right of 8 labelled images: the photo without a face counts as wrong.
-    assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "1", "1"]
+    assert lines[-2].split() == ["dataset", "faces", "n", "accuracy", "macro-F1", "ECE",
+                                 "missed", "unreadable"]
+    # 4 right of 8 labelled images: the photo without a face counts as wrong. Every
+    # answer is certain (confidence 1), so the 7 faces found are 3/7 over-confident.
+    assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "42.9%", "1", "1"]
 
 
 def test_evaluate_shows_progress_when_asked(labelled, brightness_model):
@@ -150,6 +155,8 @@ def test_labelled_boxes_and_the_full_pipeline_are_both_reported(expw_layout, lab
     pictures = sorted(p.name for p in out.glob("confusion_*.png"))
     assert pictures == sorted([f"confusion_{labelled.name}_detected.png",
                                "confusion_expw_detected.png", "confusion_expw_labelled_boxes.png"])
+    assert sorted(p.name for p in out.glob("reliability_*.png")) == [
+        name.replace("confusion_", "reliability_") for name in pictures]
     table = CliRunner().invoke(cli, ["evaluate", "--data", f"{expw_layout}", "--model",
                                      str(brightness_model), "--format", "table"])
     assert [line.split()[:3] for line in table.stdout.splitlines()[-2:]] == [

@@ -396,3 +396,32 @@ def test_two_workers_each_load_the_model_and_share_metrics(tiny_model_path, astr
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
     assert "Traceback" not in server.log_text()
+
+
+def test_with_a_certificate_the_server_speaks_https(tiny_model_path, astronaut_path, tmp_path):
+    """--ssl-certfile/--ssl-keyfile reach uvicorn: the page (and its webcam, which
+    browsers allow only on localhost or over HTTPS) and the API answer over TLS."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    result = CliRunner().invoke(cli, ["serve", "--ssl-keyfile", str(key)])
+    assert result.exit_code == 2 and "--ssl-keyfile needs --ssl-certfile" in result.stderr
+    with ServeProcess("--model", str(tiny_model_path), "--ssl-certfile", str(cert),
+                      "--ssl-keyfile", str(key), log=tmp_path / "serve.log",
+                      cafile=cert) as server:
+        assert server.url.startswith("https://")
+        trusted = ssl.create_default_context(cafile=str(cert))
+        page = httpx.get(f"{server.url}/", verify=trusted)
+        assert page.status_code == 200 and "fer8" in page.text
+        answer = httpx.post(f"{server.url}/v1/predict", verify=trusted,
+                            files={"file": ("a.png", astronaut_path.read_bytes())})
+        assert answer.status_code == 200 and len(answer.json()["faces"]) == 1
+        with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP is not answered
+            httpx.get(f"http://127.0.0.1:{server.port}/healthz")

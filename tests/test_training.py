@@ -114,6 +114,12 @@ def test_train_writes_every_artifact(first_run, tiny_data, astronaut_path):
     assert meta["data"]["val"]["per_class"] == {"happy": 1, "sad": 1}
     assert meta["data"]["train"]["skipped"] == {"folder 'contempt' is no class": 1}
     assert meta["training"]["image_size"] == 32
+    # The finished run fitted a temperature on its validation crops and recorded it.
+    calibration = meta["calibration"]
+    assert spec.temperature == calibration["temperature"] > 0
+    assert calibration["fitted_on"] == "validation" and calibration["n"] == 2
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
 
     with open(run_dir / "history.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -31,8 +31,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium(*flags: str):
+    """A headless Chromium under chromedriver, with ``flags`` added."""
     if not (CHROMIUM and CHROMEDRIVER):
         message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
         if os.environ.get("CI"):
@@ -44,11 +44,17 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1200,900"):
+                 "--disable-sync", "--no-first-run", "--window-size=1200,900", *flags):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium()
     yield driver
     driver.quit()
 
@@ -251,3 +257,314 @@ def test_with_api_keys_the_page_asks_for_the_key_once(browser, predictor, astron
         assert "1 face in astronaut.png" in browser.find_element(By.ID, "status").text
         assert not browser.find_element(By.ID, "key-form").is_displayed()
         assert console_errors(browser) == []  # no request was refused this time
+
+
+# --- The page as an app: the webcam, videos, explanations, a phone's window -----------
+
+def has_content(path: Path, box: tuple[int, int, int, int] | None = None) -> bool:
+    """Whether a screenshot (or a box of it, in CSS pixels) is more than a blank page: many
+    colours, and a spread of brightness a page of text on a plain background lacks."""
+    import numpy as np
+    from PIL import Image
+
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    if box is not None:
+        x, y, w, h = box
+        picture = picture[y:y + h, x:x + w]
+    colours = len(np.unique(picture.reshape(-1, 3), axis=0))
+    return picture.size > 0 and colours > 500 and float(picture.std()) > 25
+
+
+def element_box(browser, element_id: str) -> tuple[int, int, int, int]:
+    rect = browser.execute_script(
+        f"const r = document.getElementById('{element_id}').getBoundingClientRect();"
+        "return [r.left, r.top, r.width, r.height].map(Math.round);")
+    return tuple(rect)
+
+
+def wait_for(browser, script: str, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(
+        lambda driver: driver.execute_script(script))
+
+
+@pytest.fixture(scope="module")
+def clip_frames(astronaut, hopper_path):
+    """The astronaut's head drifting slowly on a plain background, 640x360."""
+    from videos import blank, face_of, place
+
+    face = face_of(astronaut, "astronaut")
+    return [place(blank(), face, 200 + 2 * (i % 10)) for i in range(20)]
+
+
+# Chromium's fake camera reads raw Y4M; the page is on 127.0.0.1, where browsers allow it.
+CAMERA_FLAGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+
+
+def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, clip_frames,
+                                                         tmp_path):
+    """The fake camera shows the astronaut; the page sends its frames as fast as the
+    server answers, one at a time, and labels her live, with a timeline. The frames a
+    second it reaches are written to test-artifacts/web-camera-fps.txt."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from videos import write_y4m
+
+    clip = write_y4m(tmp_path / "clip.y4m", clip_frames)
+    expected = default_predictor.predict(clip_frames[0]).faces
+    assert len(expected) == 1
+    browser = chromium(*CAMERA_FLAGS, f"--use-file-for-fake-video-capture={clip}")
+    try:
+        with UvicornThread(create_app(default_predictor)) as url:
+            browser.get(url)
+            assert "nothing is stored" in browser.find_element(By.TAG_NAME, "header").text.lower()
+            browser.execute_script("""
+                window.inFlight = 0; window.mostInFlight = 0; window.sent = 0;
+                const original = window.fetch;
+                window.fetch = async (...args) => {
+                  const counted = String(args[0]).startsWith('/v1/predict');
+                  if (counted) { window.sent += 1; window.inFlight += 1;
+                                 window.mostInFlight = Math.max(window.mostInFlight, window.inFlight); }
+                  try { return await original(...args); }
+                  finally { if (counted) window.inFlight -= 1; }
+                };""")
+            browser.find_element(By.ID, "mode-camera").click()
+            panel = browser.find_element(By.ID, "camera-panel")
+            assert panel.is_displayed() and "--ssl-certfile" in panel.text \
+                and "localhost" in panel.text
+            browser.find_element(By.ID, "camera-toggle").click()
+            wait_for(browser, "return document.querySelectorAll('#faces .face').length === 1"
+                              " && Number(document.body.dataset.frames) >= 3", 120)
+            label = browser.find_element(By.CSS_SELECTOR, "#faces .face .label").text
+            assert label == display_name(expected[0].label) == "Happy"
+            started = time.monotonic()
+            frames_before = int(browser.execute_script("return document.body.dataset.frames"))
+            time.sleep(15)
+            frames = int(browser.execute_script("return document.body.dataset.frames"))
+            measured = (frames - frames_before) / (time.monotonic() - started)
+            shown = float(browser.execute_script("return document.body.dataset.fps"))
+            assert browser.execute_script("return window.mostInFlight") == 1
+            assert measured > 0.2 and abs(shown - measured) < max(0.5, measured / 2)
+            assert "frames a second" in browser.find_element(By.ID, "fps").text
+            rows = browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
+            assert len(rows) == 1 and int(rows[0].get_attribute("data-samples")) >= 3
+            assert "Happy" in rows[0].find_element(By.TAG_NAME, "canvas").get_attribute("aria-label")
+            browser.execute_script("document.getElementById('camera-panel').scrollIntoView();")
+            shot = screenshot(browser, "web-camera.png")
+            assert has_content(shot, element_box(browser, "canvas"))
+            artifacts = shot.parent
+            (artifacts / "web-camera-fps.txt").write_text(
+                f"{measured:.2f} frames/s over 15 s (page shows {shown:.2f}); "
+                f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+                f"model {default_predictor.model.spec.name}\n")
+            # A click on the face stops the picture at the frame explained, with its heatmap.
+            canvas = browser.find_element(By.ID, "canvas")
+            box = browser.execute_script("return view.faces[0].box.map((v) => v * view.zoom);")
+            click_canvas(browser, canvas, box[0] + box[2] / 2, box[1] + box[3] / 2)
+            wait_for(browser, "return document.body.dataset.heat === 'shown'", 120)
+            assert "live picture" in browser.find_element(By.ID, "status").text
+            screenshot(browser, "web-camera-heatmap.png")
+            paused = int(browser.execute_script("return window.sent"))
+            time.sleep(2)
+            sent = int(browser.execute_script("return window.sent"))
+            assert sent <= paused + 1  # stopped (an explanation, or a frame, at most)
+            browser.find_element(By.TAG_NAME, "body").send_keys("\ue00c")  # Escape
+            wait_for(browser, f"return window.sent > {sent}", 60)  # live again
+            browser.find_element(By.ID, "camera-toggle").click()
+            assert browser.execute_script("return camera.stream") is None
+    finally:
+        browser.quit()
+
+
+def click_canvas(browser, canvas, x: float, y: float) -> None:
+    """Click the canvas at (x, y) of its own pixels, whatever size it is drawn at."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    rect = browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.width, r.height, arguments[0].width, arguments[0].height];", canvas)
+    scale_x, scale_y = rect[0] / rect[2], rect[1] / rect[3]
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, round(x * scale_x - rect[0] / 2), round(y * scale_y - rect[1] / 2)).click().perform()
+
+
+def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor, clip_frames,
+                                                     tmp_path):
+    """The same frames as the API (and fer8 predict video.webm) answers; the slider moves
+    through them with the keyboard and draws each frame with its boxes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from videos import blank, write_video
+
+    frames = clip_frames[:10] + [blank() for _ in range(5)] + clip_frames[10:15]
+    clip = write_video(tmp_path / "clip.webm", frames)
+    with UvicornThread(create_app(default_predictor)) as url:
+        api = httpx.post(f"{url}/v1/predict", timeout=120,
+                         files={"file": ("clip.webm", clip.read_bytes())}).json()
+        tracks: dict[int, int] = {}
+        for frame in api:
+            for face in frame["faces"]:
+                tracks[face["track"]] = tracks.get(face["track"], 0) + 1
+        assert len(api) == 10 and tracks  # 2 s at 5 frames a second, with the face
+        browser.get(url)
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        wait_for(browser, "return document.body.dataset.state === 'done'", 120)
+        assert "The browser cannot display" not in browser.find_element(By.ID, "status").text
+        rows = browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
+        assert {row.get_attribute("id"): int(row.get_attribute("data-samples")) for row in rows} \
+            == {f"timeline-{track}": count for track, count in tracks.items()}
+        assert browser.find_element(By.ID, "canvas").is_displayed()
+        scrub = browser.find_element(By.ID, "scrub")
+        assert scrub.get_attribute("max") == str(len(api) - 1)
+        assert browser.execute_script("return document.body.dataset.frame") == "0"
+        browser.execute_script("document.getElementById('result').scrollIntoView();")
+        shot = screenshot(browser, "web-video.png")
+        assert has_content(shot, element_box(browser, "canvas"))
+        empty = next(i for i, frame in enumerate(api) if not frame["faces"])
+        scrub.click()
+        scrub.send_keys(Keys.HOME)
+        for _ in range(empty):
+            scrub.send_keys(Keys.ARROW_RIGHT)
+        wait_for(browser, f"return document.body.dataset.frame === '{empty}'")
+        assert browser.find_elements(By.CSS_SELECTOR, "#faces .face") == []
+        assert f"{api[empty]['time']:.1f} s" in browser.find_element(By.ID, "scrub-time").text
+        scrub.send_keys(Keys.END)
+        wait_for(browser, f"return document.body.dataset.frame === '{len(api) - 1}'")
+        label = browser.find_element(By.CSS_SELECTOR, "#faces .face .label").text
+        assert label == display_name(api[-1]["faces"][0]["label"])
+        # The frame drawn is the video's at that time: the face where the API found it.
+        x, y, w, h = api[-1]["faces"][0]["box"]
+        centre = browser.execute_script(
+            f"return Array.from(document.getElementById('canvas').getContext('2d')"
+            f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);")
+        assert max(abs(c - 60) for c in centre[:3]) > 20  # not the plain background
+        screenshot(browser, "web-video-end.png")
+        # A click on the face explains the frame shown (sent as a picture of its own).
+        click_canvas(browser, browser.find_element(By.ID, "canvas"), x + w / 2, y + h / 2)
+        wait_for(browser, "return document.body.dataset.heat === 'shown'", 120)
+        assert browser.execute_script(
+            f"return Array.from(document.getElementById('canvas').getContext('2d')"
+            f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);") != centre
+        screenshot(browser, "web-video-heatmap.png")
+
+
+def test_a_dropped_video_shows_its_timeline(browser, predictor, clip_frames, tmp_path):
+    """Dropping a video (the page once said "The browser cannot display this image
+    format"): a real drop event, with the file in its DataTransfer."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+    from videos import write_video
+
+    clip = write_video(tmp_path / "dropped.webm", clip_frames[:10])
+    with UvicornThread(create_app(predictor)) as url:
+        browser.get(url)
+        browser.execute_script("""
+            const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], 'dropped.webm', { type: 'video/webm' }));
+            document.getElementById('drop').dispatchEvent(
+              new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            """, base64.b64encode(clip.read_bytes()).decode())
+        wait_for(browser, "return document.body.dataset.state === 'done'", 120)
+        status = browser.find_element(By.ID, "status").text
+        assert "dropped.webm" in status and "cannot display" not in status
+        assert browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
+        assert browser.find_element(By.ID, "scrub").is_displayed()
+
+
+def test_without_a_camera_api_the_page_says_localhost_or_https(browser, predictor):
+    """What a browser offers a page served over plain HTTP to another machine: no
+    navigator.mediaDevices (made so here; Chromium counts 127.0.0.1 as secure)."""
+    from selenium.webdriver.common.by import By
+
+    with UvicornThread(create_app(predictor)) as url:
+        browser.get(url)
+        browser.execute_script(
+            "Object.defineProperty(navigator, 'mediaDevices', { value: undefined });")
+        browser.find_element(By.ID, "mode-camera").click()
+        browser.find_element(By.ID, "camera-toggle").click()
+        status = browser.find_element(By.ID, "status")
+        wait_for(browser, "return document.getElementById('status').textContent.length > 0")
+        assert "localhost or over HTTPS" in status.text and "--ssl-certfile" in status.text
+        assert "error" in status.get_attribute("class")
+
+
+def test_a_video_the_browser_cannot_play_still_shows_its_timeline(browser, predictor,
+                                                                  clip_frames, tmp_path):
+    """MPEG-4 Part 2 (OpenCV's mp4v), which Chromium does not play."""
+    from selenium.webdriver.common.by import By
+    from videos import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", clip_frames[:10])
+    with UvicornThread(create_app(predictor)) as url:
+        browser.get(url)
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        wait_for(browser, "return document.body.dataset.state === 'done'", 120)
+        status = browser.find_element(By.ID, "status").text
+        assert "cannot play this video's format" in status and "clip.mp4" in status
+        assert browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
+        assert not browser.find_element(By.ID, "canvas").is_displayed()
+
+
+def test_a_click_on_a_face_shows_its_heatmap(browser, default_predictor, astronaut_path):
+    """The click asks /v1/predict?explain=true and draws the face's heatmap over the
+    photo; Esc hides it; the face's button does the same from the keyboard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    with UvicornThread(create_app(default_predictor)) as url:
+        (face,) = httpx.post(f"{url}/v1/predict", files={
+            "file": ("astronaut.png", astronaut_path.read_bytes())}).json()["faces"]
+        browser.get(url)
+        browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
+        wait_for(browser, "return document.body.dataset.state === 'done'")
+        x, y, w, h = face["box"]
+        pixels = (f"return Array.from(document.getElementById('canvas').getContext('2d')"
+                  f".getImageData({x}, {y}, {w}, {h}).data);")
+        before = browser.execute_script(pixels)
+        canvas = browser.find_element(By.ID, "canvas")
+        click_canvas(browser, canvas, x + w / 2, y + h / 2)
+        wait_for(browser, "return document.body.dataset.heat === 'shown'", 120)
+        after = browser.execute_script(pixels)
+        changed = sum(a != b for a, b in zip(before, after)) / len(before)
+        assert changed > 0.2  # the heatmap lies over the face
+        assert "Happy" in browser.find_element(By.ID, "status").text
+        why = browser.find_element(By.CSS_SELECTOR, "#faces .why")
+        assert why.get_attribute("aria-pressed") == "true"
+        shot = screenshot(browser, "web-heatmap.png")
+        assert has_content(shot, element_box(browser, "canvas"))
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        wait_for(browser, "return document.body.dataset.heat === 'hidden'")
+        assert browser.execute_script(pixels) == before
+        why = browser.find_element(By.CSS_SELECTOR, "#faces .why")
+        why.send_keys(Keys.ENTER)  # the keyboard: the focused button
+        wait_for(browser, "return document.body.dataset.heat === 'shown'", 120)
+        assert browser.execute_script(pixels) == after
+
+
+def test_on_a_phone_sized_window_nothing_overflows(browser, predictor, astronaut_path):
+    from selenium.webdriver.common.by import By
+
+    with UvicornThread(create_app(predictor)) as url:
+        browser.set_window_size(390, 844)
+        try:
+            browser.get(url)
+            browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
+            wait_for(browser, "return document.body.dataset.state === 'done'")
+            assert browser.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth")
+            canvas, faces = element_box(browser, "canvas"), element_box(browser, "faces")
+            width = browser.execute_script("return window.innerWidth")
+            assert canvas[0] >= 0 and canvas[0] + canvas[2] <= width
+            assert faces[1] >= canvas[1] + canvas[3]  # one column: the list under the picture
+            shot = screenshot(browser, "web-phone.png")
+            assert has_content(shot, canvas)
+            browser.find_element(By.ID, "mode-camera").click()
+            assert browser.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth")
+            screenshot(browser, "web-phone-camera.png")
+        finally:
+            browser.set_window_size(1200, 900)

@@ -1,7 +1,8 @@
 """Test videos made from the example photos, written with OpenCV as a user's camera would.
 
 Each scene is a list of RGB frames on a plain 640x360 background; :func:`write_video`
-writes them as MPEG-4 (``mp4v``, .mp4) or Motion JPEG (``MJPG``, .avi).
+writes them as MPEG-4 (``mp4v``, .mp4), Motion JPEG (``MJPG``, .avi) or VP8 (.webm, which
+browsers play); :func:`write_y4m` as raw Y4M, the file a fake camera of Chromium's shows.
 """
 
 from __future__ import annotations
@@ -19,13 +20,26 @@ def write_video(path: Path, frames: list[np.ndarray], rate: float = RATE) -> Pat
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    fourcc = {".avi": "MJPG", ".webm": "VP80"}.get(path.suffix, "mp4v")
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), rate, (width, height))
     assert writer.isOpened()
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
+    return path
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], rate: int = int(RATE)) -> Path:
+    """Raw 4:2:0 frames in a YUV4MPEG2 file (``--use-file-for-fake-video-capture``)."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{rate}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
     return path
 
 

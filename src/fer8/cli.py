@@ -520,11 +520,17 @@ def _closed() -> bool:
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0,
               show_default=True, metavar="SECONDS",
               help="On SIGTERM, how long the requests in flight get to finish.")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this PEM certificate: browsers allow the page's webcam "
+                   "only on localhost or over HTTPS.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM), if not in --ssl-certfile.")
 @_detector_options
 @_handle_errors
 def serve(host: str, port: int, model: str | None, max_upload_mb: float,
           max_video_mb: float, api_key_file: Path | None, workers: int,
-          shutdown_timeout: float, detection: dict) -> None:
+          shutdown_timeout: float, ssl_certfile: Path | None, ssl_keyfile: Path | None,
+          detection: dict) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -547,6 +553,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         keys = load_api_keys(api_key_file)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if ssl_keyfile is not None and ssl_certfile is None:
+        raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
     warning = exposure_warning(host, bool(keys))
     if warning:
         click.echo(f"fer8: warning: {warning}", err=True)
@@ -556,6 +564,8 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
         max_video_bytes=int(max_video_mb * 1024 * 1024),
         api_key_file=None if api_key_file is None else str(api_key_file), host=host,
         port=port, workers=workers, shutdown_timeout=shutdown_timeout,
+        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
         log_level="debug" if _verbosity() > 1 else "info",
         log_format=_log_format(_verbosity())))
 
@@ -691,7 +701,8 @@ def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
 @click.option("--model", "model", metavar="NAME|PATH",
               help="Model name or .fer8 file (default: the bundled model).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write evaluation.json and a confusion-matrix picture per dataset here.")
+              help="Write evaluation.json, and a confusion-matrix picture and a "
+                   "reliability diagram per dataset, here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
               help="Default: table on a terminal, json otherwise.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
@@ -743,7 +754,7 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
         else {"model": predictor.model.spec.name, "detector": detection["detector"],
               "datasets": reports})
     if out_dir is not None:
-        from fer8.training.plots import plot_confusion
+        from fer8.training.plots import plot_confusion, plot_reliability
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(to_json(report) + "\n")
@@ -751,8 +762,12 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
             picture = out_dir / ("confusion_matrix.png" if len(rows) == 1 else
                                  f"confusion_{_file_name(name, framing)}.png")
             plot_confusion(evaluation, picture, title=f"{name} ({framing})")
-        logger.info("wrote %s and %d confusion-matrix pictures", out_dir / "evaluation.json",
-                    len(rows))
+            plot_reliability(evaluation.reliability,
+                             out_dir / ("reliability.png" if len(rows) == 1 else
+                                        f"reliability_{_file_name(name, framing)}.png"),
+                             title=f"{name} ({framing})")
+        logger.info("wrote %s, %d confusion-matrix pictures and as many reliability "
+                    "diagrams", out_dir / "evaluation.json", len(rows))
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         click.echo(to_json(report))
@@ -796,7 +811,12 @@ def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
                                "exist; make it, or pass --force")
     source = resolve_model(model)
     if fmt == "onnx":
-        export_onnx(source, out_path)
+        try:
+            export_onnx(source, out_path)
+        except ImportError as exc:  # a temperature to build into the graph
+            click.echo(f"fer8: error: exporting a calibrated model needs the train extra "
+                       f"({exc.name} is missing): {install_command('train')}", err=True)
+            sys.exit(EXIT_USAGE)
     else:
         try:
             export_fer8(source, out_path)
@@ -805,6 +825,81 @@ def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
                        f"({exc.name} is missing): {install_command('train')}", err=True)
             sys.exit(EXIT_USAGE)
     click.echo(out_path)
+
+
+@cli.command()
+@click.option("--model", "model", metavar="NAME|PATH",
+              help="Model name or .fer8 file to calibrate (default: the bundled model).")
+@click.option("--data", "sources", required=True, multiple=True, metavar="PATH[@SPLIT]",
+              help="Labelled data to fit the temperature on, as for fer8 evaluate; data the "
+                   "model was not trained on (its validation sets). Repeat for several "
+                   "datasets: each weighs the same in the fit.")
+@click.option("--out", "out_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The calibrated model file to write.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val",
+              show_default=True, help="Which rows of a fer2013.csv to use.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@_flip_option
+@_detector_options
+@_handle_errors
+def calibrate(model: str | None, sources: tuple[str, ...], out_path: Path, force: bool,
+              split: str, batch_size: int, flip: bool, detection: dict) -> None:
+    """Fit the temperature that makes a model's confidences match its accuracy.
+
+    Every image goes through the fer8 predict pipeline, as in fer8 evaluate; the
+    temperature that minimises the negative log-likelihood of the true classes is
+    stored in the new model file, which every runtime and fer8 export then apply. It
+    changes no label, only the confidences. Prints each dataset's expected calibration
+    error (15 bins) before and after.
+    """
+    import numpy as np
+
+    from fer8.models.calibration import calibrate_model_file
+    from fer8.models.modelfile import read_model_file
+    from fer8.models.registry import resolve_model
+    from fer8.pipeline.predictor import Predictor
+    from fer8.training.datasets import parse_source
+    from fer8.training.evaluation import predicted_probabilities
+
+    if out_path.exists() and not force:
+        raise click.BadParameter(f"{out_path} exists; add --force to replace it",
+                                 param_hint="--out")
+    source = resolve_model(model)
+    datasets = [(spec.name, spec.read(fer2013_split=split))
+                for spec in map(parse_source, sources)]
+    # Fitted on the network's own probabilities: a model that already has a temperature
+    # gets a new one, not one on top of it.
+    network = read_model_file(source).with_temperature(1.0)
+    predictor = Predictor(network, batch_size=batch_size, flip=flip, **detection)
+    parts, truths, groups = [], [], []
+    for name, dataset in datasets:
+        progress = ProgressBar(f"calibrate on {name}", len(dataset.samples))
+        probabilities, truth = predicted_probabilities(predictor, dataset, on_progress=progress)
+        progress.close()
+        if not len(truth):
+            raise Fer8Error(f"{name}: no face of a class the model has was found")
+        parts.append(probabilities)
+        truths.append(truth)
+        groups += [name] * len(truth)
+    summary = calibrate_model_file(source, out_path, np.concatenate(parts),
+                                   np.concatenate(truths), groups,
+                                   fitted_on=", ".join(name for name, _ in datasets))
+    click.echo(_calibration_table(summary))
+    click.echo(f"fer8: temperature {summary['temperature']:.4f}; model: {out_path}", err=True)
+
+
+def _calibration_table(summary: dict[str, Any]) -> str:
+    rows = [*summary["per_dataset"].items(), ("all (pooled)", summary)]
+    width = max(len("dataset"), *(len(name) for name, _ in rows))
+    lines = [f"{'dataset':<{width}}  {'n':>6} {'ECE before':>10} {'ECE after':>9} "
+             f"{'NLL before':>10} {'NLL after':>9}"]
+    for name, row in rows:
+        lines.append(f"{name:<{width}}  {row['n']:>6d} {row['ece_before']:>10.1%} "
+                     f"{row['ece_after']:>9.1%} {row['nll_before']:>10.4f} "
+                     f"{row['nll_after']:>9.4f}")
+    return "\n".join(lines)
 
 
 def _file_name(name: str, framing: str) -> str:
@@ -824,13 +919,15 @@ def _per_class_table(evaluation) -> str:
 def _datasets_table(rows) -> str:
     """One row per dataset and framing: the model's headline figures.
 
-    ``accuracy`` counts a face that was not found as wrong (``accuracy_all``)."""
+    ``accuracy`` counts a face that was not found as wrong (``accuracy_all``); ``ECE``
+    is the expected calibration error of the faces found (15 confidence bins)."""
     width = max(len("dataset"), *(len(name) for name, *_ in rows))
     lines = [f"{'dataset':<{width}}  {'faces':<14} {'n':>6} {'accuracy':>8} {'macro-F1':>8} "
-             f"{'missed':>6} {'unreadable':>10}"]
+             f"{'ECE':>6} {'missed':>6} {'unreadable':>10}"]
     for name, framing, evaluation, _ in rows:
         lines.append(f"{name:<{width}}  {framing:<14} {evaluation.n:>6d} "
                      f"{evaluation.accuracy_all:>8.1%} {evaluation.macro_f1:>8.3f} "
+                     f"{evaluation.ece:>6.1%} "
                      f"{evaluation.no_face:>6d} {evaluation.unreadable:>10d}")
     return "\n".join(lines)
 

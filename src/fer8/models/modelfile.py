@@ -25,10 +25,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ class ModelSpec:
         backbone: The backbone's name, e.g. ``"resnet50"``.
         name: A short name for messages.
         metadata: Anything else worth keeping (data summary, epochs, validation figures).
+        temperature: Divides the network's logits before its softmax, fitted so that
+            confidences match accuracy (:mod:`fer8.models.calibration`); every runtime
+            applies it. 1 (the default, and what a file without one means) leaves the
+            network's probabilities as they are.
     """
 
     labels: tuple[str, ...]
@@ -70,16 +75,22 @@ class ModelSpec:
     backbone: str
     name: str = "fer8-model"
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be non-empty and unique, got {self.labels!r}")
         if not isinstance(self.input_size, int) or self.input_size < 16:
             raise ValueError(f"input_size must be an integer >= 16, got {self.input_size!r}")
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
 
     def to_dict(self) -> dict[str, Any]:
         from fer8 import __version__
 
+        # Written only when set, so that the spec of an uncalibrated model (and the
+        # bytes of its file) stays what it was before temperatures existed.
+        calibration = {"temperature": self.temperature} if self.temperature != 1.0 else {}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -88,6 +99,7 @@ class ModelSpec:
             "input_size": self.input_size,
             "preprocessing": self.preprocessing.to_dict(),
             "backbone": self.backbone,
+            **calibration,
             "metadata": dict(self.metadata),
             "fer8_version": __version__,
         }
@@ -108,6 +120,7 @@ class ModelSpec:
             backbone=str(data["backbone"]),
             name=str(data.get("name", "fer8-model")),
             metadata=dict(data.get("metadata", {})),
+            temperature=float(data.get("temperature", 1.0)),
         )
 
 
@@ -146,8 +159,21 @@ class ExpressionModel:
         return self.spec.labels
 
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Probabilities (N, C) for a preprocessed batch (N, S, S, 3)."""
-        return np.asarray(self._run(batch), np.float32)
+        """Probabilities (N, C) for a preprocessed batch (N, S, S, 3), calibrated by the
+        spec's temperature. Both runtimes (ONNX Runtime and Keras) are wrapped in this
+        class, so this is the one place the temperature is applied."""
+        probabilities = np.asarray(self._run(batch), np.float32)
+        if self.spec.temperature != 1.0:
+            from fer8.models.calibration import apply_temperature
+
+            probabilities = apply_temperature(probabilities, self.spec.temperature)
+        return probabilities
+
+    def with_temperature(self, temperature: float) -> ExpressionModel:
+        """The same network with another temperature (1: its uncalibrated
+        probabilities, which calibration is fitted on)."""
+        return ExpressionModel(self._run, replace(self.spec, temperature=float(temperature)),
+                               runtime=self.runtime)
 
     def features(self, batch: NDArray[np.float32]
                  ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -168,7 +194,12 @@ class ExpressionModel:
                 f"predictions with (runtime {self.runtime}); explanations need a model "
                 "file whose head is global average pooling followed by dense layers")
         probabilities, features = found
-        return np.asarray(probabilities, np.float32), np.asarray(features, np.float32)
+        probabilities = np.asarray(probabilities, np.float32)
+        if self.spec.temperature != 1.0:  # the same probabilities as __call__ gives
+            from fer8.models.calibration import apply_temperature
+
+            probabilities = apply_temperature(probabilities, self.spec.temperature)
+        return probabilities, np.asarray(features, np.float32)
 
     def __repr__(self) -> str:
         return (f"ExpressionModel(name={self.spec.name!r}, backbone={self.spec.backbone!r}, "
@@ -308,6 +339,26 @@ def write_model_file(path: str | os.PathLike, spec: ModelSpec, network_json: str
         # weights hardly compress.
         _write_member(archive, ONNX_MEMBER, graph, stored=True)
     return Path(path)
+
+
+def rewrite_spec(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLike) -> Path:
+    """Write a copy of the model file ``path`` to ``out`` with ``spec`` as its
+    ``fer8.json``; every other member (the network, in whatever format version) is
+    copied byte for byte. ``out`` may be ``path`` itself: it is replaced atomically.
+
+    Raises:
+        ModelFormatError: ``path`` is not a model file.
+    """
+    path = Path(path)
+    read_spec(path)  # a clear error for anything that is not a model file
+    with zipfile.ZipFile(path) as source, replaced_atomically(out) as partial, \
+            zipfile.ZipFile(partial, "w") as archive:
+        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
+        for info in source.infolist():
+            if info.filename != SPEC_MEMBER:
+                _write_member(archive, info.filename, source.read(info),
+                              stored=info.compress_type == zipfile.ZIP_STORED)
+    return Path(out)
 
 
 @contextlib.contextmanager

@@ -57,6 +57,9 @@ class ServeOptions:
         shutdown_timeout: Seconds the requests in flight get to finish after SIGTERM.
         log_level: uvicorn's log level.
         log_format: The format of fer8's log lines (workers set up their own logging).
+        ssl_certfile: A PEM certificate (chain) to serve HTTPS with; ``None`` for HTTP.
+            Browsers allow the web page's webcam only on ``localhost`` or over HTTPS.
+        ssl_keyfile: The certificate's private key, when not in ``ssl_certfile``.
     """
 
     model: str | None = None
@@ -70,6 +73,8 @@ class ServeOptions:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     log_level: str = "info"
     log_format: str = "fer8: %(message)s"
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -141,6 +146,7 @@ def serve(options: ServeOptions) -> None:
         "host": options.host, "port": options.port, "log_level": options.log_level,
         "access_log": False,  # fer8.access logs each request once, with its faces
         "timeout_graceful_shutdown": options.shutdown_timeout,
+        "ssl_certfile": options.ssl_certfile, "ssl_keyfile": options.ssl_keyfile,
     }
     if options.workers == 1:
         server = uvicorn.Server(uvicorn.Config(build_app(options), **settings))

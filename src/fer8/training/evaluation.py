@@ -6,7 +6,9 @@ compares the largest face's label with the truth; where the dataset gives each f
 box (ExpW), the detected face that overlaps it (IoU >= 0.3) is compared instead, and a
 face the detector missed counts as wrong. :func:`evaluate_labelled_boxes` measures the
 classifier alone on such data: every labelled face is framed from its box, as training
-frames it. :class:`Evaluation` holds the confusion matrix; every figure is derived from it.
+frames it. :class:`Evaluation` holds the confusion matrix and the faces' confidences
+binned for calibration (:class:`~fer8.models.calibration.Reliability`); every figure is
+derived from those.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.labels import EXPRESSIONS
+from fer8.models.calibration import Reliability
 from fer8.training.datasets import Dataset, Sample
 
 if TYPE_CHECKING:
@@ -38,12 +41,15 @@ class Evaluation:
         counts: ``counts[i, j]`` images of class ``labels[i]`` predicted as ``labels[j]``.
         no_face: Images in which no face was found (not in ``counts``).
         unreadable: Images that could not be read (not in ``counts``).
+        reliability: The classified faces' confidences against their correctness, or
+            None where the answers came without probabilities (a peer's labels).
     """
 
     labels: tuple[str, ...]
     counts: NDArray[np.int64]
     no_face: int = 0
     unreadable: int = 0
+    reliability: Reliability | None = None
 
     @property
     def n(self) -> int:
@@ -81,6 +87,12 @@ class Evaluation:
         scores = [c["f1"] for c in self.per_class().values() if c["support"]]
         return float(np.mean(scores)) if scores else 0.0
 
+    @property
+    def ece(self) -> float | None:
+        """Expected calibration error of the classified faces (15 confidence bins), or
+        None without probabilities."""
+        return self.reliability.ece if self.reliability is not None else None
+
     def to_dict(self) -> dict:
         return {
             "accuracy": self.accuracy,
@@ -92,6 +104,8 @@ class Evaluation:
             "no_face": self.no_face,
             "unreadable": self.unreadable,
             "n": self.n,
+            "ece": self.ece,
+            **({"reliability": self.reliability.to_dict()} if self.reliability else {}),
         }
 
 
@@ -124,10 +138,41 @@ def evaluate(predictor, dataset: Dataset, *,
     photo is run once however many of its faces are labelled. Unreadable images are
     reported (one log line each) and counted, never fatal.
     """
+    truth, faces, unreadable = _answers(predictor, dataset, on_progress)
+    evaluation = confusion(truth, [f.label if f is not None else None for f in faces],
+                           predictor.labels)
+    found = [(label, face) for label, face in zip(truth, faces) if face is not None]
+    reliability = Reliability.from_predictions([face.confidence for _, face in found],
+                                               [face.label == label for label, face in found])
+    return replace(evaluation, unreadable=unreadable, reliability=reliability)
+
+
+def predicted_probabilities(predictor, dataset: Dataset, *,
+                            on_progress: Callable[[int], None] | None = None
+                            ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The probabilities :func:`evaluate` judges, for fitting a calibration on them.
+
+    Returns:
+        (K, C) probabilities in ``predictor.labels`` order of the K faces that were
+        found and whose class the model has, and (K,) the index of each one's true class.
+    """
+    truth, faces, _ = _answers(predictor, dataset, on_progress)
+    labels = list(predictor.labels)
+    kept = [(labels.index(label), face) for label, face in zip(truth, faces)
+            if face is not None and label in labels]
+    probabilities = np.array([[face.probabilities[label] for label in labels]
+                              for _, face in kept], np.float32).reshape(-1, len(labels))
+    return probabilities, np.array([index for index, _ in kept], np.int64)
+
+
+def _answers(predictor, dataset: Dataset, on_progress: Callable[[int], None] | None
+             ) -> tuple[list[str], list, int]:
+    """Each sample's true label and the face judged for it (None: not found), and how
+    many samples were unreadable (left out of both lists)."""
     from fer8.pipeline.faces import match
 
     truth: list[str] = []
-    predicted: list[str | None] = []
+    judged: list = []
     unreadable = 0
     for cropped in (False, True):
         samples = [s for s in dataset.samples if s.cropped == cropped]
@@ -153,9 +198,8 @@ def evaluate(predictor, dataset: Dataset, *,
                     found = match(sample.box, list(faces))
                     face = faces[found] if found is not None else None
                 truth.append(sample.label)
-                predicted.append(face.label if face is not None else None)
-    evaluation = confusion(truth, predicted, predictor.labels)
-    return replace(evaluation, unreadable=unreadable)
+                judged.append(face)
+    return truth, judged, unreadable
 
 
 def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
@@ -169,6 +213,7 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
 
     truth: list[str] = []
     predicted: list[str | None] = []
+    confidences: list[float] = []
     unreadable = 0
     batch: list[tuple[str, AlignedFace]] = []  # (true label, aligned crop)
 
@@ -178,6 +223,7 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
         for (label, _), row in zip(batch, probabilities):
             truth.append(label)
             predicted.append(predictor.labels[int(np.argmax(row))])
+            confidences.append(float(row.max()))
         batch.clear()
 
     for sample in dataset.samples:
@@ -198,7 +244,10 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
             on_progress(1)
     if batch:
         run()
-    return replace(confusion(truth, predicted, predictor.labels), unreadable=unreadable)
+    reliability = Reliability.from_predictions(
+        confidences, [guess == label for label, guess in zip(truth, predicted)])
+    return replace(confusion(truth, predicted, predictor.labels), unreadable=unreadable,
+                   reliability=reliability)
 
 
 def _source(sample: Sample):

@@ -378,6 +378,8 @@ def train(
         logger.info("run finished: %s removed (%s holds the best epoch; keep the checkpoint "
                     "with --keep-checkpoint to extend a run later)", CHECKPOINT_FILE, MODEL_FILE)
     model_path = run_dir / MODEL_FILE
+    if finished and not interrupted and model_path.exists():
+        _calibrate(model_path, val_split, preprocessing, config.batch_size)
     return TrainResult(run_dir, model_path if model_path.exists() else None,
                        state["epochs_done"], state["best_epoch"], state["best_val_accuracy"],
                        recorder.stopped_early, interrupted)
@@ -1018,6 +1020,35 @@ class _RunRecorder(keras.callbacks.Callback):
         finally:
             if averaged:
                 _swap_in_average(self.model)
+
+
+def _calibrate(model_path: Path, split: _Split, preprocessing: Preprocessing,
+               batch_size: int) -> None:
+    """Fit the temperature of the run's best model on the validation crops, and store
+    it with the ECE and likelihood before and after in the model's metadata
+    (``calibration``; :func:`fer8.models.calibration.calibrate_model_file`).
+
+    The saved file is run, through ONNX Runtime as ``fer8 predict`` runs it, rather than
+    the network in memory, which holds the last epoch's weights, not the best one's.
+    Each validation source weighs the same in the fit, as in ``val_accuracy``.
+    """
+    from fer8.models.calibration import calibrate_model_file
+    from fer8.models.modelfile import read_model_file
+
+    model = read_model_file(model_path).with_temperature(1.0)
+    parts = []
+    for start in range(0, len(split.images), batch_size):
+        crops = split.images[start:start + batch_size]
+        if crops.shape[-1] == 1:
+            crops = np.repeat(crops, 3, axis=-1)
+        parts.append(model(preprocessing.apply(crops)))
+    summary = calibrate_model_file(model_path, model_path, np.concatenate(parts),
+                                   split.targets.argmax(axis=1),
+                                   [split.names[i] for i in split.source],
+                                   fitted_on="validation")
+    logger.info("calibrated on the validation crops: temperature %.3f, ECE %.1f%% -> %.1f%%",
+                summary["temperature"], 100 * summary["ece_before"],
+                100 * summary["ece_after"])
 
 
 def preprocess_tensor(preprocessing: Preprocessing, crops):
