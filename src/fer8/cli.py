@@ -762,6 +762,8 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
             picture = out_dir / ("confusion_matrix.png" if len(rows) == 1 else
                                  f"confusion_{_file_name(name, framing)}.png")
             plot_confusion(evaluation, picture, title=f"{name} ({framing})")
+            if evaluation.reliability is None:  # evaluate() always measures it
+                continue
             plot_reliability(evaluation.reliability,
                              out_dir / ("reliability.png" if len(rows) == 1 else
                                         f"reliability_{_file_name(name, framing)}.png"),

@@ -69,7 +69,7 @@ def negative_log_likelihood(probabilities: ArrayLike, truth: ArrayLike,
     log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=-1))
     truth = np.asarray(truth, np.int64)
     losses = log_norm - logits[np.arange(len(truth)), truth]
-    return float(np.average(losses, weights=weights))
+    return float(np.average(losses, weights=None if weights is None else np.asarray(weights)))
 
 
 def fit_temperature(probabilities: ArrayLike, truth: ArrayLike, *,
