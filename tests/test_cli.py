@@ -377,7 +377,7 @@ def test_serve_without_its_extra_names_the_extra_s_package_not_a_dependency(monk
 def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     from importlib import metadata
 
-    from fer8 import cli as cli_module
+    from fer8.cli import common as cli_module
 
     class Installed:
         def __init__(self, direct_url):
@@ -386,7 +386,7 @@ def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
         def read_text(self, name):
             return self.direct_url if name == "direct_url.json" else None
 
-    site = tmp_path / "site-packages" / "fer8" / "cli.py"
+    site = tmp_path / "site-packages" / "fer8" / "cli" / "common.py"
     monkeypatch.setattr(cli_module, "__file__", str(site))
     monkeypatch.setattr(metadata, "distribution", lambda name: Installed(None))
     assert cli_module.install_command("serve").endswith(" -m pip install 'fer8[serve]'")

@@ -1,0 +1,231 @@
+"""What every ``fer8`` command shares: the command group and its -v, the options for
+detection, videos and mirroring, turning fer8's errors into one line and an exit code, and
+the pip command that adds an extra to this installation.
+
+Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from fer8 import __version__
+from fer8.errors import (
+    ChecksumMismatchError,
+    Fer8Error,
+    ModelFormatError,
+    ModelNotFoundError,
+)
+
+logger = logging.getLogger("fer8")
+
+
+T = TypeVar("T")
+
+
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+# Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
+_flip_option = click.option(
+    "--flip", is_flag=True,
+    help="Also classify each face mirrored and average: slightly more accurate, "
+         "twice the network's work.")
+
+
+def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--detector and the detection settings a user needs, for every command that
+    finds faces; the command receives them as one ``detection`` dict argument
+    (``{"detector": name, "detector_options": {...}}``)."""
+    from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, detector: str, min_face: int | None, detect_threshold: float | None,
+                haar_scale_factor: float | None, haar_min_neighbors: int | None,
+                **kwargs: Any) -> Any:
+        from fer8.pipeline.detection import detector_options
+
+        try:
+            options = detector_options(detector, min_face=min_face, threshold=detect_threshold,
+                                       scale_factor=haar_scale_factor,
+                                       min_neighbors=haar_min_neighbors)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(*args, detection={"detector": detector, "detector_options": options},
+                       **kwargs)
+
+    options = [
+        click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR,
+                     show_default=True,
+                     help="Face detector: yunet (finds turned, tilted, dark faces) or haar "
+                          "(the original Haar cascade with a HOG check)."),
+        click.option("--min-face", type=click.IntRange(min=8), default=None, metavar="PIXELS",
+                     help="Smallest face searched for, in pixels of the photo (default: yunet 20, "
+                          "haar 48); larger is faster."),
+        click.option("--detect-threshold", type=float, default=None, metavar="SCORE",
+                     help="yunet: smallest face score kept, 0-1 (default 0.6); haar: the "
+                          "score dlib's HOG check needs to confirm a face (default 0)."),
+        click.option("--haar-scale-factor", type=click.FloatRange(min=1, min_open=True),
+                     default=None, help="haar: search window growth per step (default 1.2)."),
+        click.option("--haar-min-neighbors", type=click.IntRange(min=1), default=None,
+                     help="haar: overlapping hits that make a face (default 5)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--fps, --every-frame and --smooth, for the commands that read video; the command
+    receives them as one ``sampling`` dict of :meth:`Predictor.predict_video` arguments."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, fps: float, every_frame: bool, smooth: float, **kwargs: Any) -> Any:
+        return command(*args, sampling={"fps": fps, "every_frame": every_frame,
+                                        "smooth": smooth}, **kwargs)
+
+    options = [
+        click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=5.0,
+                     show_default=True, help="Video frames analysed per second of video."),
+        click.option("--every-frame", is_flag=True, help="Analyse every frame of a video."),
+        click.option("--smooth", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+                     help="Average each face's probabilities over this many seconds of "
+                          "video (that frame and those before), for steadier labels."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
+    """Turn fer8's errors into one line on stderr (a traceback too with -v)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return command(*args, **kwargs)
+        except (ModelNotFoundError, ModelFormatError, ChecksumMismatchError, FileNotFoundError,
+                FileExistsError) as exc:
+            _fail(exc, EXIT_USAGE)
+        except (Fer8Error, OSError) as exc:
+            _fail(exc, EXIT_INPUT_FAILED)
+
+    return wrapper
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    if _verbosity() > 0:
+        click.echo(traceback.format_exc().rstrip(), err=True)
+    click.echo(f"fer8: error: {exc}", err=True)
+    sys.exit(code)
+
+
+def _verbosity() -> int:
+    ctx = click.get_current_context(silent=True)
+    return (ctx.obj or {}).get("verbose", 0) if ctx is not None else 0
+
+
+class _Group(click.Group):
+    """fer8's command group: its help names the classes the bundled model predicts,
+    read from the model file's spec when help is shown (a few milliseconds), so it
+    always says what ``fer8 predict`` without ``--model`` can answer."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        template = self.help or ""
+        self.help = template.replace("{classes}", _bundled_classes())
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = template
+
+
+def _bundled_classes() -> str:
+    from fer8.labels import display_name
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+
+    try:
+        labels = read_spec(resolve_model(None)).labels
+    except Fer8Error:
+        return "(no bundled model is installed)"
+    return ", ".join(display_name(label) for label in labels)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fer8")
+@click.option("-v", "--verbose", count=True,
+              help="More logging: -v for progress details and tracebacks, -vv for debug.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """fer8: facial expression recognition with face detection, landmark alignment and a
+    ResNet50 classifier.
+
+    The bundled model (used without --model) predicts {classes}. A model trained with
+    fer8 train predicts the classes of its data.
+    """
+    level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format=_log_format(verbose))
+    ctx.obj = {"verbose": verbose}
+
+
+def _log_format(verbose: int) -> str:
+    return "fer8: %(message)s" if verbose < 2 else "%(asctime)s %(name)s %(levelname)s: %(message)s"
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to this very installation of fer8.
+
+    ``pip install 'fer8[serve]'`` only works for fer8 from a package index: for a source
+    checkout (run in place, or installed with ``pip install -e .`` or ``pip install .``)
+    it fetches another fer8 or fails. The command names this interpreter's pip, so it
+    installs into the environment that runs fer8.
+    """
+    import shlex
+    from importlib import metadata
+
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    package_dir = Path(__file__).resolve().parent.parent  # fer8/cli/common.py: fer8
+    checkout = package_dir.parent.parent
+    if package_dir.parent.name == "src" and (checkout / "pyproject.toml").is_file():
+        return f"{pip} -e {shlex.quote(f'{checkout}[{extra}]')}"  # runs from its source
+    try:
+        direct_url = metadata.distribution("fer8").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        direct_url = None
+    if direct_url:  # installed from a folder or URL, not an index (PEP 610)
+        import json
+        from urllib.parse import unquote, urlparse
+
+        url = json.loads(direct_url).get("url", "")
+        if url.startswith("file://") and Path(unquote(urlparse(url).path)).is_dir():
+            return f"{pip} {shlex.quote(f'{unquote(urlparse(url).path)}[{extra}]')}"
+    return f"{pip} 'fer8[{extra}]'"
+
+
+def _writer(fmt: str | None, labels: tuple[str, ...], sources: list[str], *,
+            video: bool = False, landmarks: bool = False):
+    from fer8.output import make_writer
+
+    fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
+    return make_writer(fmt, sys.stdout, labels, sources=sources, video=video,
+                       landmarks=landmarks)
+
+
+def _same_terminal() -> bool:
+    """Whether stdout and stderr are the same terminal."""
+    try:
+        return (sys.stdout.isatty() and sys.stderr.isatty()
+                and os.ttyname(sys.stdout.fileno()) == os.ttyname(sys.stderr.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+

@@ -1,0 +1,137 @@
+"""``fer8 live``: the webcam (or a video file or stream), results as they come, with
+an optional window."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fer8.cli.common import (
+    EXIT_INPUT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _detector_options,
+    _fail,
+    _handle_errors,
+    _same_terminal,
+    _video_options,
+    _writer,
+    cli,
+    logger,
+)
+from fer8.errors import (
+    InvalidVideoError,
+)
+from fer8.output import FORMATS
+
+
+@cli.command()
+@click.option("--camera", default="0", show_default=True, metavar="INDEX|FILE|URL",
+              help="A camera's index, or a video file or stream URL (anything FFmpeg opens).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Format of the printed rows. Default: table on a terminal, jsonl otherwise.")
+@click.option("--window/--no-window", default=None,
+              help="Show the frames with boxes and labels in a window (default: when there "
+                   "is a display). Without one, rows are printed.")
+@click.option("--model", "model", metavar="NAME|PATH",
+              help="Model name or .fer8 file (default: the bundled model).")
+@click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces.")
+@_video_options
+@_detector_options
+@_handle_errors
+def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
+         max_faces: int | None, sampling: dict, detection: dict) -> None:
+    """Classify the faces of a camera's picture as it comes, following each face.
+
+    Draws into a window where there is a display (q or Esc closes it), and prints a row
+    per face per analysed frame otherwise, or when stdout is not a terminal. Ends with
+    the video, the stream, or Ctrl-C.
+    """
+    from collections import deque
+
+    from fer8.pipeline.predictor import Predictor
+    from fer8.pipeline.video import describe_video, read_frames
+
+    source: int | str = int(camera) if camera.isdigit() else camera
+    # Small batches: frames are read ahead by two batches, and on a camera each frame
+    # read ahead is that much delay between the picture and its result.
+    predictor = Predictor(model, max_faces=max_faces, batch_size=2, **detection)
+    try:
+        frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+    except InvalidVideoError as exc:
+        # A camera index that opens nothing is a wrong argument, like a wrong --model.
+        _fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
+    name = describe_video(source)
+    show = _display_available() if window is None else window
+    print_rows = not show or not sys.stdout.isatty()
+    # As in predict: on a terminal that shows both streams, the table's row is the report.
+    report_failures = not (print_rows and _same_terminal())
+    writer = _writer(fmt, predictor.labels, [name], video=True)
+    waiting: deque = deque()  # frames read, until their results come, to draw them
+
+    def remember(frames):
+        for frame in frames:
+            if show:
+                waiting.append(frame)
+            yield frame
+
+    failed = False
+    try:
+        for result in predictor.predict_frames(remember(frames), name,
+                                               smooth=sampling["smooth"]):
+            if result.error is not None:
+                failed = True
+                if report_failures:
+                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
+            if print_rows:
+                writer.write(result)
+            while show and waiting and waiting[0].index != result.frame:
+                waiting.popleft()
+            if show and waiting:
+                if not _show(name, waiting.popleft().image, result):
+                    logger.warning("no window can be opened here; printing rows instead")
+                    if not print_rows:
+                        writer.write(result)
+                    show, print_rows = False, True
+                    waiting.clear()
+                elif _closed():
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        frames.close()
+        writer.close()
+    sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
+
+
+def _display_available() -> bool:
+    """Whether a window can be shown: on Linux and the BSDs only with an X11 or Wayland
+    display (OpenCV's headless wheel, fer8's own, cannot show one anywhere; that shows
+    when the first frame is drawn)."""
+    if sys.platform.startswith(("linux", "freebsd", "openbsd")):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def _show(name: str, image, result) -> bool:
+    """Draw one frame's result in the window; False when no window can be shown."""
+    import cv2
+
+    from fer8.pipeline.annotate import annotate
+
+    try:
+        cv2.imshow(f"fer8 live: {name}", cv2.cvtColor(annotate(image, result),
+                                                    cv2.COLOR_RGB2BGR))
+    except cv2.error:  # a headless OpenCV, or no display after all
+        return False
+    return True
+
+
+def _closed() -> bool:
+    """Whether q or Esc was pressed in the window (this also lets it redraw)."""
+    import cv2
+
+    return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
+
