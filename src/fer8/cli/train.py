@@ -61,14 +61,17 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True,
               help="Side of the model input; 112 trains about 4x faster on CPUs.")
 @click.option("--backbone", type=click.Choice(["resnet50", "vggface-resnet50", "facenet"]),
-              default="resnet50", show_default=True,
+              default=None,
               help="facenet: FaceNet's Inception-ResNet-v1, trained to recognise faces "
-                   "(start it from --backbone-weights facenet_keras.h5, see the README).")
+                   "(start it from --backbone-weights facenet_keras.h5, see the README). "
+                   "Default: the --init-model's, else the bundled model's when no "
+                   "--backbone-weights are given, else resnet50.")
 @click.option("--backbone-weights", default=None, metavar="imagenet|PATH|none",
               help="Starting weights instead of a model: 'imagenet' (resnet50 only; "
                    "downloaded once by Keras), a weight file (a keras-vggface .h5 for "
-                   "vggface-resnet50, facenet_keras.h5 for facenet), or 'none'. Default: resnet50 starts from the "
-                   "bundled model (no download), vggface-resnet50 from none.")
+                   "vggface-resnet50, facenet_keras.h5 for facenet), or 'none'. Default: "
+                   "the bundled model's backbone starts from the bundled model (no "
+                   "download), another from none.")
 @click.option("--init-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Start from a trained .fer8 model, e.g. to fine-tune on your faces or "
                    "at a larger --image-size; classes it lacks (say worry) start fresh.")
@@ -111,15 +114,17 @@ def _import_tensorflow_quietly() -> None:
                    "mean is used.")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="The teachers' share of each target; the label keeps the rest.")
-@click.option("--mask", type=click.Choice(["contour"]), default=None,
-              help="Cut every face out along its landmark contour onto black, in training "
-                   "and (recorded in the model) at prediction: sources cut out differently "
-                   "(the AffectNet-like set) then look alike.")
+@click.option("--mask", type=click.Choice(["contour", "none"]), default=None,
+              help="contour: cut every face out along its landmark contour onto black, in "
+                   "training and (recorded in the model) at prediction, so that sources cut "
+                   "out differently (the AffectNet-like set) look alike. Default: as the "
+                   "model the run starts from does.")
 @_detector_options
 @_handle_errors
 def train(sources: tuple[str, ...], run_dir: Path, val_sources: tuple[str, ...],
           val_fraction: float, epochs: int,
-          batch_size: int, image_size: int, backbone: str, backbone_weights: str | None,
+          batch_size: int, image_size: int, backbone: str | None,
+          backbone_weights: str | None,
           init_model: Path | None, freeze_stages: int, learning_rate: float,
           warmup_epochs: float, label_smoothing: float, ema_momentum: float, soft_labels: bool,
           class_weighting: str, patience: int, steps_per_epoch: int | None, precision: str,

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,11 +84,14 @@ class TrainConfig:
         epochs: Epochs at most (early stopping may end sooner).
         batch_size: Images per step.
         image_size: Side of the model input.
-        backbone: ``resnet50``, ``vggface-resnet50`` or ``facenet``.
+        backbone: ``resnet50``, ``vggface-resnet50`` or ``facenet``; None: the
+            ``init_model``'s, else the bundled model's when the run starts from it
+            (no ``backbone_weights``), else ``resnet50``.
         backbone_weights: ``imagenet`` (Keras's download), a weight file path, or
-            ``none``. Left out (None) together with ``init_model``, a ``resnet50``
-            starts from the bundled model, which needs no download and already knows
-            faces; a ``vggface-resnet50`` from random weights.
+            ``none``. Left out (None) together with ``init_model``, a run of the
+            bundled model's backbone (or of no backbone named) starts from the bundled
+            model, which needs no download and already knows faces; another backbone
+            from random weights.
         init_model: A ``.fer8`` model file or registered model name to start from
             instead (any input size): to fine-tune the bundled model on one's own
             faces or new data, or at a higher resolution. Classes it shares with the
@@ -123,7 +126,9 @@ class TrainConfig:
             FER+ votes) keeps the rest.
         mask: ``"contour"``: every face, of every source, cut out along its landmark
             contour onto black (:mod:`fer8.pipeline.masking`), and recorded in the model's
-            preprocessing so that prediction cuts faces out the same way. None: as aligned.
+            preprocessing so that prediction cuts faces out the same way. ``"none"``: as
+            aligned. None: as ``init_model`` does (a fine-tuned model frames faces as its
+            start did), else as aligned.
     """
 
     data: tuple[str, ...]
@@ -131,7 +136,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     image_size: int = 224
-    backbone: str = "resnet50"
+    backbone: str | None = None  # None: the start's, set in __post_init__
     backbone_weights: str | None = None
     init_model: str | None = None
     freeze_stages: int = 0
@@ -166,8 +171,8 @@ class TrainConfig:
         object.__setattr__(self, "teachers", tuple(map(os.fspath, self.teachers)))
         if not self.data:
             raise ValueError("data needs at least one source")
-        if self.mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, not {self.mask!r}")
+        if self.mask not in (*MASKS, "none"):
+            raise ValueError(f"mask must be one of {(*MASKS, 'none')}, not {self.mask!r}")
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError("teacher_weight must be between 0 and 1")
         if self.class_weighting not in ("sqrt", "balanced", "none"):
@@ -181,12 +186,16 @@ class TrainConfig:
             raise ValueError("freeze_stages must be between 0 and 5")
         if self.val is None and not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be between 0 and 1")
-        if self.backbone_weights is None:  # the default start, spelled out in config.json
-            if self.init_model is None and self.backbone == "resnet50":
-                from fer8.models.registry import DEFAULT_MODEL
+        # The default start and backbone, spelled out in config.json.
+        from fer8.models.registry import DEFAULT_MODEL
 
+        if self.backbone_weights is None:
+            if self.init_model is None and self.backbone in (None, _backbone_of(DEFAULT_MODEL)):
                 object.__setattr__(self, "init_model", DEFAULT_MODEL)
             object.__setattr__(self, "backbone_weights", "none")
+        if self.backbone is None:
+            object.__setattr__(self, "backbone", _backbone_of(self.init_model)
+                               if self.init_model else "resnet50")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "detector_options": dict(self.detector_options)}
@@ -343,8 +352,8 @@ def train(
     if not resume:
         _begin_run(run_dir, config, state)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
-    preprocessing = _preprocessing(config.backbone, gray=_grayscale(config, train_split),
-                                   mask=config.mask)
+    preprocessing = _preprocessing(cast(str, config.backbone), gray=_grayscale(config, train_split),
+                                   mask=_mask(config))
     train_ds = _dataset(train_split, config, preprocessing, training=True,
                         start_step=state["epochs_done"] * steps)
     val_ds = _dataset(val_split, config, preprocessing, training=False)
@@ -559,7 +568,7 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                     if on_prepare else None)
         crops = prepare_crops(samples, cache_root, image_size=config.image_size,
                               workers=workers, on_progress=progress, detector=config.detector,
-                              detector_options=config.detector_options, mask=config.mask)
+                              detector_options=config.detector_options, mask=_mask(config))
         kept = [samples[i] for i in crops.kept]
         if not kept:
             raise Fer8Error(f"{source}: no face found in any image")
@@ -631,6 +640,26 @@ def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
         return np.ones_like(counts)
     weights = (counts.max() / counts) ** (0.5 if mode == "sqrt" else 1.0)
     return weights * counts.sum() / (weights * counts).sum()
+
+
+def _backbone_of(model: str) -> str:
+    """The backbone of a model file or registered model (its spec only is read)."""
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+
+    return read_spec(resolve_model(model)).backbone
+
+
+def _mask(config: TrainConfig) -> str | None:
+    """The run's mask: as asked, else as its start's (see :attr:`TrainConfig.mask`)."""
+    if config.mask is not None:
+        return None if config.mask == "none" else config.mask
+    if config.init_model:
+        from fer8.models.modelfile import read_spec
+        from fer8.models.registry import resolve_model
+
+        return read_spec(resolve_model(config.init_model)).preprocessing.mask
+    return None
 
 
 def _grayscale(config: TrainConfig, split: _Split) -> bool:
@@ -756,7 +785,7 @@ def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: 
     if config.init_model:
         model = _from_model_file(config, labels)
     else:
-        backbone = build_backbone(config.backbone, config.image_size, weights)
+        backbone = build_backbone(cast(str, config.backbone), config.image_size, weights)
         model = build_classifier(backbone, len(labels))
     frozen = 0
     for layer in model.layers:
@@ -1005,7 +1034,7 @@ class _RunRecorder(keras.callbacks.Callback):
         spec = ModelSpec(
             labels=self.labels, input_size=self.config.image_size,
             preprocessing=self.preprocessing,
-            backbone=self.config.backbone,
+            backbone=cast(str, self.config.backbone),
             name=self.run_dir.name,
             metadata={"data": self.data_summary, "epoch": row["epoch"],
                       "validation": {"accuracy": row["val_accuracy"], "loss": row["val_loss"],
