@@ -1,0 +1,329 @@
+"""The input pipeline of a training run: data sources -> framed crops (cached) ->
+teachers' soft targets -> class weights -> ``tf.data`` batches with augmentation and the
+model's preprocessing, in the same order on every run with the same seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.errors import Fer8Error
+from fer8.labels import EXPRESSIONS
+from fer8.models.preprocessing import Preprocessing
+from fer8.training.datasets import Dataset, DataSource
+from fer8.training.loop.run_folder import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+#: A training class with fewer images than this is warned about.
+FEW_IMAGES = 50
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Crops and targets of one side of the run (train or validation), from one or more
+    sources.
+
+    Attributes:
+        images: uint8 (N, S, S, C) crops.
+        targets: (N, classes) target distributions.
+        weights: (N,) loss weights against class imbalance.
+        draws: (N,) how often each image is drawn per pass (its source's weight).
+        source: (N,) index into ``names`` of each image's source.
+        names: The sources' short names.
+        summary: What was read and kept, per source.
+    """
+
+    images: NDArray[np.uint8]
+    targets: NDArray[np.float32]
+    weights: NDArray[np.float32]
+    draws: NDArray[np.float32]
+    source: NDArray[np.int32]
+    names: tuple[str, ...]
+    summary: dict[str, Any]
+
+
+def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split off ``fraction`` of each class (at least one image) for validation."""
+    rng = np.random.default_rng(seed)
+    val_indices: set[int] = set()
+    for label in data.labels:
+        members = [i for i, s in enumerate(data.samples) if s.label == label]
+        take = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        val_indices.update(rng.choice(members, take, replace=False).tolist())
+    train = [s for i, s in enumerate(data.samples) if i not in val_indices]
+    val = [s for i, s in enumerate(data.samples) if i in val_indices]
+    return (replace(data, samples=tuple(train)),
+            replace(data, samples=tuple(val), skipped={}, kind=f"{data.kind} (held out)"))
+
+
+def _sources(split: _Split) -> dict[str, dict[str, Any]]:
+    """Each source's summary (one source's is the split's own)."""
+    return split.summary["sources"] if "sources" in split.summary else \
+        {split.names[0]: split.summary}
+
+
+def _per_class(split: _Split) -> Counter:
+    """Images per class in ``split``, all sources together."""
+    counts: Counter = Counter()
+    for summary in _sources(split).values():
+        counts.update(summary["per_class"])
+    return counts
+
+
+def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
+    """The split's images per source and class, as a few aligned lines for the log."""
+    from fer8.labels import display_name
+
+    header = [f"{title} data", "images", *map(display_name, labels)]
+    if title == "train":
+        header.append("weight")
+    rows = [header]
+    for name, summary in _sources(split).items():
+        row = [name, str(summary["images"]),
+               *(str(summary["per_class"].get(label, 0)) for label in labels)]
+        if title == "train":
+            row.append(f"{summary['weight']:g}")
+        rows.append(row)
+    if len(rows) > 2:
+        total = _per_class(split)
+        rows.append(["all", str(sum(total.values())), *(str(total[label]) for label in labels),
+                     *([""] if title == "train" else [])])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+                      for row in rows)
+
+
+def _cache_root(cache: str | os.PathLike | None) -> Path | None:
+    if cache is not None:
+        return Path(cache) if os.fspath(cache) else None
+    from fer8.models.registry import cache_dir
+
+    return cache_dir() / "crops"
+
+
+def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, ...],
+             config: TrainConfig, cache_root, workers: int, on_prepare, title: str, *,
+             for_validation: bool = False, teachers: Sequence = ()) -> _Split:
+    """Frame every source's images and put them in one :class:`_Split`; with
+    ``teachers`` (loaded models) their probabilities are blended into the targets."""
+    from fer8.training.crops import PreparedCrops, prepare_crops
+
+    columns = [EXPRESSIONS.index(label) for label in labels]
+    parts, summaries = [], {}
+    for index, (source, data) in enumerate(sources):
+        samples = [s for s in data.samples if s.label in labels]
+        if len(samples) < len(data.samples):
+            logger.warning("%s: %d images of classes the training data lacks are left out",
+                           source, len(data.samples) - len(samples))
+        progress = (on_prepare(f"prepare {title} {source.name}", len(samples))
+                    if on_prepare else None)
+        crops = prepare_crops(samples, cache_root, image_size=config.image_size,
+                              workers=workers, on_progress=progress, detector=config.detector,
+                              detector_options=config.detector_options, mask=_mask(config))
+        kept = [samples[i] for i in crops.kept]
+        if not kept:
+            raise Fer8Error(f"{source}: no face found in any image")
+        targets = np.zeros((len(kept), len(labels)), np.float32)
+        for row, sample in enumerate(kept):
+            if config.soft_labels and sample.votes is not None and not for_validation:
+                votes = np.asarray(sample.votes, np.float32)[columns]
+                targets[row] = votes / votes.sum()
+            else:
+                targets[row, labels.index(sample.label)] = 1.0
+        truth = targets.argmax(axis=1)  # a soft target's class is its majority
+        class_counts = np.bincount([labels.index(s.label) for s in kept], minlength=len(labels))
+        summaries[source.name] = {**data.summary(), "images": len(kept),
+                                  "weight": source.weight,
+                                  "per_class": dict(zip(labels, map(int, class_counts))),
+                                  "crops": dict(crops.status)}
+        if teachers:
+            own = PreparedCrops(crops.images, np.arange(len(kept)))  # in the order of kept
+            targets, summaries[source.name]["teachers"] = _taught(
+                targets, kept, own, labels, teachers, config, cache_root, workers, source)
+        parts.append((crops.images, targets, truth, index,
+                      1.0 if for_validation else source.weight))
+    channels = max(images.shape[-1] for images, *_ in parts)
+    images = np.concatenate([np.repeat(i, channels, axis=-1) if i.shape[-1] < channels else i
+                             for i, *_ in parts])
+    targets = np.concatenate([t for _, t, _, _, _ in parts])
+    truth = np.concatenate([c for _, _, c, _, _ in parts])
+    source_ids = np.concatenate([np.full(len(t), i, np.int32) for _, t, _, i, _ in parts])
+    draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, _, w in parts])
+    # Class weights from how often each class is drawn per pass, all sources together.
+    drawn = np.bincount(truth, weights=draws, minlength=len(labels))
+    weights = _class_weights(drawn, "none" if for_validation else config.class_weighting)
+    names = tuple(source.name for source, _ in sources)
+    summary = summaries[names[0]] if len(names) == 1 else {"sources": summaries,
+                                                           "images": len(images)}
+    return _Split(images, targets, weights[truth].astype(np.float32), draws, source_ids, names,
+                  summary)
+
+
+def _taught(targets: NDArray[np.float32], kept: Sequence, crops, labels: tuple[str, ...],
+            teachers: Sequence, config: TrainConfig, cache_root, workers: int,
+            source: DataSource) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    """``targets`` blended with the teachers' probabilities, and how the teachers read
+    the source (their agreement with its labels is a measure of label noise).
+    ``crops`` are the run's own crops of ``kept``, which teachers of its input size read."""
+    from fer8.training.distillation import blend, teacher_probabilities
+
+    taught = teacher_probabilities(kept, labels, teachers, cache_root,
+                                   detector=config.detector,
+                                   detector_options=config.detector_options, workers=workers,
+                                   framed={config.image_size: crops})
+    read = ~np.isnan(taught).any(axis=1)
+    agreement = (float(np.mean(taught[read].argmax(1) == targets[read].argmax(1)))
+                 if read.any() else 0.0)
+    logger.info("%s: the teachers read %d of %d faces and agree with %.1f%% of their labels",
+                source, int(read.sum()), len(kept), 100 * agreement)
+    return (blend(targets, taught, config.teacher_weight),
+            {"read": int(read.sum()), "agreement": round(agreement, 4)})
+
+
+def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
+    """Per-class loss weights, normalised to average 1 over the samples.
+
+    ``sqrt`` is the default: FER+ has 54 neutral faces per disgusted one, and full
+    ``balanced`` weighting makes the rare classes' few faces dominate the gradient.
+    """
+    counts = np.maximum(np.asarray(counts, np.float64), 1)
+    if mode == "none":
+        return np.ones_like(counts)
+    weights = (counts.max() / counts) ** (0.5 if mode == "sqrt" else 1.0)
+    return weights * counts.sum() / (weights * counts).sum()
+
+
+def _mask(config: TrainConfig) -> str | None:
+    """The run's mask: as asked, else as its start's (see :attr:`TrainConfig.mask`)."""
+    if config.mask is not None:
+        return None if config.mask == "none" else config.mask
+    if config.init_model:
+        from fer8.models.modelfile import read_spec
+        from fer8.models.registry import resolve_model
+
+        return read_spec(resolve_model(config.init_model)).preprocessing.mask
+    return None
+
+
+def _grayscale(config: TrainConfig, split: _Split) -> bool:
+    if config.grayscale is not None:
+        return config.grayscale
+    if config.init_model:
+        from fer8.models.modelfile import read_spec
+        from fer8.models.registry import resolve_model
+
+        if read_spec(resolve_model(config.init_model)).preprocessing.grayscale:
+            return True
+    return split.images.shape[-1] == 1
+
+
+def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Preprocessing:
+    """The backbone's preprocessing; gray input too when every training face is gray,
+    and the run's mask, which prediction must apply too."""
+    from fer8.training.backbones import BACKBONES
+
+    return replace(BACKBONES[backbone], grayscale=gray, mask=mask)
+
+
+def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *,
+             training: bool, start_step: int = 0):
+    """A tf.data pipeline over the in-memory crops.
+
+    Batches of indices are gathered from the uint8 array (no decoding per epoch),
+    augmented as whole batches, preprocessed and prefetched, so the input side costs a
+    few percent of a ResNet50 step.
+
+    For training, the order is a fresh permutation per pass over the data, drawn from
+    (seed, pass), and each batch is augmented with the seed (seed, step): the batch of
+    step k is the same in every run with the same data and config, including a run
+    resumed at ``start_step`` (the steps before it are skipped as indices, uncomputed).
+    A pass draws each image ``draws`` times (its source's weight): the whole part of
+    the weight every pass, the fraction as a chance drawn from (seed, pass).
+    """
+    import tensorflow as tf
+
+    from fer8.training.augment import augment_batch
+
+    images = split.images
+    size = config.image_size
+    seed = tf.constant(config.seed, tf.int64)
+
+    def gather(indices):
+        return images[indices]
+
+    @tf.autograph.experimental.do_not_convert  # plain TF ops; nothing for AutoGraph to do
+    def load(indices, step=None):
+        batch = tf.numpy_function(gather, [indices], tf.uint8, stateful=False)
+        batch = tf.reshape(batch, [-1, size, size, images.shape[-1]])
+        batch = tf.cast(batch, tf.float32)
+        if images.shape[-1] == 1:
+            batch = tf.image.grayscale_to_rgb(batch)
+        if step is not None:
+            batch = augment_batch(batch, config.augmentation, tf.stack([seed, step]))
+        batch = preprocess_tensor(preprocessing, batch)
+        return (batch, tf.gather(split.targets, indices), tf.gather(split.weights, indices))
+
+    if not training:
+        dataset = tf.data.Dataset.range(len(images)).batch(config.batch_size).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    draws = tf.constant(split.draws, tf.float32)
+    whole = tf.floor(draws)
+    uniform_draws = bool(np.all(split.draws == 1.0))
+
+    def permutation(data_pass):
+        pass_seed = tf.stack([seed, data_pass])
+        indices = tf.range(len(images), dtype=tf.int64)
+        if not uniform_draws:
+            # Fold-in value 1: the chance draws of fractional weights.
+            chance_seed = tf.random.experimental.stateless_fold_in(pass_seed, 1)
+            chance = tf.random.stateless_uniform([len(images)], chance_seed)
+            repeats = tf.cast(whole + tf.cast(chance < draws - whole, tf.float32), tf.int64)
+            indices = tf.repeat(indices, repeats)
+        # Random int64 keys: ties, which an unstable sort could order either way, are
+        # all but impossible. Fold-in value 0 keeps these apart from augmentation's seeds.
+        keys_seed = tf.random.experimental.stateless_fold_in(pass_seed, 0)
+        keys = tf.random.stateless_uniform(tf.shape(indices), keys_seed, None, None, tf.int64)
+        return tf.data.Dataset.from_tensor_slices(
+            tf.gather(indices, tf.argsort(keys, stable=True)))
+
+    order = tf.data.Dataset.counter().flat_map(permutation)
+    batches = order.batch(config.batch_size, drop_remainder=True).skip(start_step)
+    steps = tf.data.Dataset.counter(start_step)
+    # Parallel but in order (tf.data's default), so the model sees batch k at step k.
+    return (tf.data.Dataset.zip(batches, steps).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def preprocess_tensor(preprocessing: Preprocessing, crops):
+    """:meth:`Preprocessing.apply` as TensorFlow ops on a float32 batch (inside tf.data),
+    so training feeds the network exactly what prediction feeds it."""
+    import tensorflow as tf
+
+    from fer8.models.preprocessing import LUMA
+
+    x = crops
+    if preprocessing.grayscale:
+        x = tf.repeat(tf.reduce_sum(x * tf.constant(LUMA), axis=-1, keepdims=True), 3, axis=-1)
+    x = x[..., ::-1] if preprocessing.channel_order == "BGR" else x
+    x = ((x - tf.constant(preprocessing.mean, tf.float32))
+         / tf.constant(preprocessing.std, tf.float32))
+    if preprocessing.standardize:
+        mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
+        pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        x = (x - mean) / tf.maximum(tf.sqrt(variance), 1.0 / tf.sqrt(pixels))
+    return x
+
