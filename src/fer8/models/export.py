@@ -91,10 +91,9 @@ def export_fer8(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
         members = set(archive.namelist())
     if ONNX_MEMBER in members:  # already current
         return _write_atomically(out, model_path.read_bytes())
-    from fer8.training.keras_models import load_keras_model, save_model
+    from fer8.models.legacy import legacy_reader
 
-    keras_model, spec = load_keras_model(model_path)
-    return save_model(keras_model, spec, out, compact=WEIGHTS_MEMBER in members)
+    return legacy_reader().rewrite(model_path, out, compact=WEIGHTS_MEMBER in members)
 
 
 def _write_atomically(path: Path, data: bytes) -> Path:

@@ -130,7 +130,7 @@ class ExpressionModel:
     Build one with :func:`fer8.load_model` (from a file). ``network`` is any callable
     from a preprocessed batch (N, S, S, 3) to probabilities (N, C): ONNX Runtime
     (:class:`~fer8.models.runtime.OnnxNetwork`) when loaded from a file, or a Keras
-    model wrapped by :func:`fer8.training.keras_models.keras_expression_model`.
+    model wrapped by ``keras_expression_model`` (the training package's ``keras_models``).
 
     Raises:
         ValueError: The network's input or output does not fit ``spec``.
@@ -266,8 +266,10 @@ def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
         raise ModelFormatError(f"{path}: cannot read the network ({exc})") from None
     if not (KERAS_MEMBER in members or {NETWORK_MEMBER, WEIGHTS_MEMBER} <= members):
         raise ModelFormatError(f"{path}: no network inside (no {ONNX_MEMBER})")
+    from fer8.models.legacy import legacy_reader
+
     try:
-        from fer8.training.keras_models import graph_from_keras, load_keras_model
+        reader = legacy_reader()
     except ImportError:
         raise ModelFormatError(
             f"{path}: written by an older fer8 (Keras weights, no {ONNX_MEMBER}); install "
@@ -276,8 +278,7 @@ def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
     logger.warning("%s has no ONNX graph (an older fer8 wrote it); building one through "
                    "Keras. Convert it once to load faster: fer8 export --model %s "
                    "--format fer8 --out NEW.fer8", path, path)
-    keras_model, spec = load_keras_model(path)
-    return spec, graph_from_keras(keras_model, spec).SerializeToString()
+    return reader.read_graph(path)
 
 
 def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionModel:

@@ -4,3 +4,16 @@
 need the ``train`` extra. ``datasets``, ``crops``, ``evaluation`` and ``plots`` are
 TensorFlow-free: ``fer8 evaluate`` uses them on the plain install.
 """
+
+from fer8.models.legacy import register_legacy_reader
+
+
+def _legacy_reader():
+    """The reader of format-1 model files; imports Keras (ImportError without it)."""
+    from fer8.training.keras_models import LEGACY_READER
+
+    return LEGACY_READER
+
+
+# fer8.models reads old Keras-format files through this, without importing training.
+register_legacy_reader(_legacy_reader)

@@ -160,3 +160,19 @@ def with_precision(keras_model: keras.Model, precision: str) -> keras.Model:
     copy = keras.models.clone_model(keras_model, clone_function=clone)
     copy.set_weights(keras_model.get_weights())
     return copy
+
+
+class _LegacyReader:
+    """Format-1 files for :mod:`fer8.models.legacy`: read through Keras."""
+
+    def read_graph(self, path: str | os.PathLike) -> tuple[ModelSpec, bytes]:
+        keras_model, spec = load_keras_model(path)
+        return spec, graph_from_keras(keras_model, spec).SerializeToString()
+
+    def rewrite(self, path: str | os.PathLike, out: str | os.PathLike, *,
+                compact: bool) -> Path:
+        keras_model, spec = load_keras_model(path)
+        return save_model(keras_model, spec, out, compact=compact)
+
+
+LEGACY_READER = _LegacyReader()
