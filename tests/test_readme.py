@@ -1,6 +1,6 @@
-"""The README's examples work as written on a fresh install.
+"""The README's examples, and those of the pages in docs/, work as written on a fresh install.
 
-Every ```python block of README.md runs in a fresh interpreter, from a folder that has
+Every ```python block of README.md and of docs/*.md runs in a fresh interpreter, from a folder that has
 the repository's ``examples/`` (as a reader's clone does), and must exit 0 with nothing
 on stderr (the library prints nothing). A block that needs data the reader supplies is
 marked on the line before it::
@@ -28,6 +28,8 @@ import pytest
 from conftest import ROOT, save
 
 README = (ROOT / "README.md").read_text()
+#: The documents whose Python blocks are run: the README, then docs/ page by page.
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!-- readme-test: (.*?) -->")
 
 
@@ -50,7 +52,7 @@ def _fenced_blocks(text: str) -> list[tuple[str, str, str]]:
     return blocks
 
 
-def _parse(spec: str | None) -> tuple[list[str], dict[str, str]]:
+def _parse(spec: str | None, document: str = "README.md") -> tuple[list[str], dict[str, str]]:
     """``data=a,b; with k=v k2=v2`` -> (["a", "b"], {"k": "v", "k2": "v2"})."""
     data, settings = [], {}
     for field in filter(None, (f.strip() for f in (spec or "").split(";"))):
@@ -59,18 +61,38 @@ def _parse(spec: str | None) -> tuple[list[str], dict[str, str]]:
         elif field.startswith("with "):
             settings = dict(pair.split("=", 1) for pair in field[len("with "):].split())
         else:
-            raise ValueError(f"README.md: unknown readme-test field {field!r}")
+            raise ValueError(f"{document}: unknown readme-test field {field!r}")
     return data, settings
 
 
-BLOCKS = [(body, *_parse(MARKER.fullmatch(before)[1] if MARKER.fullmatch(before) else None))
-          for info, body, before in _fenced_blocks(README) if info == "python"]
+_FOUND = [(path.relative_to(ROOT).as_posix(), body, before) for path in DOCUMENTS
+          for info, body, before in _fenced_blocks(path.read_text()) if info == "python"]
+BLOCKS = [(body, *_parse(MARKER.fullmatch(before)[1] if MARKER.fullmatch(before) else None,
+                         document))
+          for document, body, before in _FOUND]
 #: The classes of the generated datasets: the bundled model's, which training starts from.
 CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 
 def test_the_readme_has_python_examples():
     assert len(BLOCKS) >= 2 and any(data for _, data, _ in BLOCKS)
+
+
+def test_the_docs_pages_python_examples_run_too():
+    """The examples moved from the README to docs/ stay under test."""
+    documents = {document for document, _, _ in _FOUND}
+    assert {"README.md", "docs/python-api.md", "docs/videos.md", "docs/training.md"} <= documents
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_leads_to_a_file(document):
+    """Pages moved between README.md and docs/: a link written for the old place breaks."""
+    targets = [t for t in LINK.findall(document.read_text()) if "://" not in t]
+    missing = [t for t in targets if not (document.parent / t).exists()]
+    assert not missing, f"{document.name} links to missing files: {missing}"
 
 
 def _tiny_dataset(folder: Path, astronaut: np.ndarray, per_class: int = 2) -> None:
@@ -85,7 +107,7 @@ def _tiny_dataset(folder: Path, astronaut: np.ndarray, per_class: int = 2) -> No
 
 
 @pytest.mark.parametrize("code, data, settings", BLOCKS,
-                         ids=[f"block{i}" for i in range(len(BLOCKS))])
+                         ids=[f"{document}-block{i}" for i, (document, _, _) in enumerate(_FOUND)])
 def test_python_block_runs_as_written(code, data, settings, tmp_path, astronaut):
     for name, value in settings.items():
         code, found = re.subn(rf"\b{name}=[^,)]+", f"{name}={value}", code)

@@ -63,7 +63,7 @@ def _import_tensorflow_quietly() -> None:
 @click.option("--backbone", type=click.Choice(["resnet50", "vggface-resnet50", "facenet"]),
               default=None,
               help="facenet: FaceNet's Inception-ResNet-v1, trained to recognise faces "
-                   "(start it from --backbone-weights facenet_keras.h5, see the README). "
+                   "(start it from --backbone-weights facenet_keras.h5, see docs/training.md). "
                    "Default: the --init-model's, else the bundled model's when no "
                    "--backbone-weights are given, else resnet50.")
 @click.option("--backbone-weights", default=None, metavar="imagenet|PATH|none",
