@@ -15,13 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fer8.output import FORMATS
-from fer8.pipeline.images import MAX_PIXELS
-from fer8.progress import ProgressBar
-
-if TYPE_CHECKING:
-    from fer8.pipeline.annotate import AnnotatedVideo
-
 from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
@@ -38,6 +31,12 @@ from fer8.cli.common import (
     install_command,
     logger,
 )
+from fer8.output import FORMATS
+from fer8.pipeline.images import MAX_PIXELS
+from fer8.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from fer8.pipeline.annotate import AnnotatedVideo
 
 #: In an --annotate folder: which input each annotated picture came from.
 ANNOTATION_INDEX = "sources.csv"
