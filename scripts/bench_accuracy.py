@@ -64,13 +64,18 @@ def run_peer(python: str, samples) -> list[tuple[str | None, str | None]]:
                 cv2.imwrite(path, sample.load()[:, :, 0])
             box = sample.box.to_list() if sample.box is not None else None
             requests.append(json.dumps({"path": path, "cropped": sample.cropped, "box": box}))
-        result = subprocess.run([python, str(ROOT / "scripts" / "peer_fer.py")],
-                                input="\n".join(requests) + "\n", capture_output=True,
-                                text=True, check=True)
+        result = subprocess.run(
+            [python, str(ROOT / "scripts" / "peer_fer.py")],
+            input="\n".join(requests) + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if len(answers) != len(samples):
-        raise RuntimeError(f"peer answered {len(answers)} of {len(samples)} images:\n"
-                           f"{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"peer answered {len(answers)} of {len(samples)} images:\n{result.stderr[-2000:]}"
+        )
     return [(a["label"], a.get("box_label")) for a in answers]
 
 
@@ -108,12 +113,15 @@ def run_zoo(path: str, samples) -> list[tuple[object | None, object | None]]:
             continue
         by_box = {d.box: d for d in detections}
         matched = match(sample.box, list(by_box))
-        detected = (zoo.on_keypoints(image, by_box[matched].keypoints)
-                    if matched is not None else None)
+        detected = (
+            zoo.on_keypoints(image, by_box[matched].keypoints) if matched is not None else None
+        )
         box = sample.box
         margin_x, margin_y = round(0.1 * box.w), round(0.1 * box.h)
-        crop = image[max(0, box.y - margin_y):box.y + box.h + margin_y,
-                     max(0, box.x - margin_x):box.x + box.w + margin_x]
+        crop = image[
+            max(0, box.y - margin_y) : box.y + box.h + margin_y,
+            max(0, box.x - margin_x) : box.x + box.w + margin_x,
+        ]
         answers.append((detected, detected if detected is not None else zoo.on_crop(crop)))
     return answers
 
@@ -124,22 +132,28 @@ def zoo_evaluation(truth, answers, labels):
     from fer8.training.evaluation import confusion
 
     found = [(t, a) for t, a in zip(truth, answers) if a is not None]
-    reliability = Reliability.from_predictions([float(a.probabilities.max()) for _, a in found],
-                                               [a.label == t for t, a in found])
-    return replace(confusion(truth, [a.label if a else None for a in answers], labels),
-                   reliability=reliability)
+    reliability = Reliability.from_predictions(
+        [float(a.probabilities.max()) for _, a in found], [a.label == t for t, a in found]
+    )
+    return replace(
+        confusion(truth, [a.label if a else None for a in answers], labels), reliability=reliability
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True, metavar="PATH[@SPLIT]")
-    parser.add_argument("--model", action="append", help="fer8 model; repeat to compare "
-                        "(default: the bundled one)")
+    parser.add_argument(
+        "--model", action="append", help="fer8 model; repeat to compare (default: the bundled one)"
+    )
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-fer" / "bin" / "python"))
     parser.add_argument("--no-peer", action="store_true", help="leave out the `fer` package")
-    parser.add_argument("--zoo-model", metavar="PATH",
-                        help="OpenCV Zoo's facial_expression_recognition_mobilefacenet ONNX "
-                             "file, to compare with too (not part of fer8; see above)")
+    parser.add_argument(
+        "--zoo-model",
+        metavar="PATH",
+        help="OpenCV Zoo's facial_expression_recognition_mobilefacenet ONNX "
+        "file, to compare with too (not part of fer8; see above)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -173,34 +187,55 @@ def main() -> None:
             results["detected"]["zoo"] = zoo_evaluation(truth, [a for a, _ in answers], labels)
             if "labelled boxes" in results:
                 results["labelled boxes"]["zoo"] = zoo_evaluation(
-                    truth, [b for _, b in answers], labels)
+                    truth, [b for _, b in answers], labels
+                )
             aligned = sum(a.aligned for a, _ in answers if a is not None)
-            logger.info("zoo: %d of %d faces framed from YuNet's keypoints", aligned,
-                        sum(a is not None for a, _ in answers))
+            logger.info(
+                "zoo: %d of %d faces framed from YuNet's keypoints",
+                aligned,
+                sum(a is not None for a, _ in answers),
+            )
         if not args.no_peer:
             logger.info("%s: the fer package", source.name)
             answers = run_peer(args.peer_python, data.samples)
             truth = [s.label for s in data.samples]
             results["detected"]["fer"] = confusion(truth, [a for a, _ in answers], labels)
             if "labelled boxes" in results:
-                results["labelled boxes"]["fer"] = confusion(
-                    truth, [b for _, b in answers], labels)
+                results["labelled boxes"]["fer"] = confusion(truth, [b for _, b in answers], labels)
         for framing, by_tool in results.items():
-            rows.append([source.name, framing, next(iter(by_tool.values())).n,
-                         *(f"{e.accuracy_all:.1%} / {e.macro_f1:.3f} / "
-                           + (f"{e.ece:.1%}" if e.ece is not None else "-")
-                           for e in by_tool.values())])
-            report["datasets"].append({"dataset": source.name, "faces": framing,
-                                       **{tool: e.to_dict() for tool, e in by_tool.items()}})
+            rows.append(
+                [
+                    source.name,
+                    framing,
+                    next(iter(by_tool.values())).n,
+                    *(
+                        f"{e.accuracy_all:.1%} / {e.macro_f1:.3f} / "
+                        + (f"{e.ece:.1%}" if e.ece is not None else "-")
+                        for e in by_tool.values()
+                    ),
+                ]
+            )
+            report["datasets"].append(
+                {
+                    "dataset": source.name,
+                    "faces": framing,
+                    **{tool: e.to_dict() for tool, e in by_tool.items()},
+                }
+            )
             if args.out:
                 for tool, evaluation in by_tool.items():
                     slug = f"{source.name}_{framing}_{tool}".replace(" ", "_")
-                    plot_confusion(evaluation, args.out / f"confusion_{slug}.png",
-                                   title=f"{tool} on {source.name} ({framing})")
+                    plot_confusion(
+                        evaluation,
+                        args.out / f"confusion_{slug}.png",
+                        title=f"{tool} on {source.name} ({framing})",
+                    )
                     if evaluation.reliability is not None:
-                        plot_reliability(evaluation.reliability,
-                                         args.out / f"reliability_{slug}.png",
-                                         title=f"{tool} on {source.name} ({framing})")
+                        plot_reliability(
+                            evaluation.reliability,
+                            args.out / f"reliability_{slug}.png",
+                            title=f"{tool} on {source.name} ({framing})",
+                        )
     tools = names + (["zoo"] if args.zoo_model else []) + ([] if args.no_peer else ["fer"])
     header = ["data", "faces", "n", *(f"{t}: accuracy / macro-F1 / ECE" for t in tools)]
     print("| " + " | ".join(header) + " |")
@@ -209,8 +244,7 @@ def main() -> None:
         print("| " + " | ".join(map(str, row)) + " |")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "accuracy.json").write_text(json.dumps(report, indent=2,
-                                                           default=_plain) + "\n")
+        (args.out / "accuracy.json").write_text(json.dumps(report, indent=2, default=_plain) + "\n")
 
 
 def _plain(value):

@@ -32,10 +32,28 @@ from fer8.training.datasets import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: scikit-image's sample pictures without a face (its "camera" and "astronaut" have one).
-FACE_FREE = ("chelsea.png", "coffee.png", "rocket.jpg", "horse.png", "moon.png", "brick.png",
-             "grass.png", "gravel.png", "coins.png", "hubble_deep_field.jpg", "page.png",
-             "text.png", "clock_motion.png", "logo.png", "chessboard_RGB.png", "color.png",
-             "retina.jpg", "ihc.png", "motorcycle_left.png", "cell.png")
+FACE_FREE = (
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "horse.png",
+    "moon.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "page.png",
+    "text.png",
+    "clock_motion.png",
+    "logo.png",
+    "chessboard_RGB.png",
+    "color.png",
+    "retina.jpg",
+    "ihc.png",
+    "motorcycle_left.png",
+    "cell.png",
+)
 
 
 def face_free_pictures() -> dict[str, np.ndarray]:
@@ -43,8 +61,7 @@ def face_free_pictures() -> dict[str, np.ndarray]:
     import skimage
 
     folder = Path(skimage.__file__).parent / "data"
-    return {name: fer8.load_image(folder / name) for name in FACE_FREE
-            if (folder / name).is_file()}
+    return {name: fer8.load_image(folder / name) for name in FACE_FREE if (folder / name).is_file()}
 
 
 def main() -> None:
@@ -57,13 +74,15 @@ def main() -> None:
 
     expw = read_dataset(args.expw).samples
     if args.limit:
-        expw = expw[::max(1, len(expw) // args.limit)][:args.limit]
+        expw = expw[:: max(1, len(expw) // args.limit)][: args.limit]
     free = face_free_pictures()
     astronaut = fer8.load_image(ROOT / "examples" / "astronaut.png")
     hopper = fer8.load_image(ROOT / "examples" / "grace_hopper.jpg")
-    portraits = {"astronaut": astronaut, "grace_hopper": hopper,
-                 "side by side": np.ascontiguousarray(
-                     np.concatenate([astronaut, hopper[:512]], axis=1))}
+    portraits = {
+        "astronaut": astronaut,
+        "grace_hopper": hopper,
+        "side by side": np.ascontiguousarray(np.concatenate([astronaut, hopper[:512]], axis=1)),
+    }
     jaffe = [fer8.load_image(p) for p in iter_image_files([args.jaffe])]
     print(f"ExpW faces: {len(expw)}; face-free pictures: {len(free)}; JAFFE photos: {len(jaffe)}")
     for detector in DETECTORS:
@@ -76,8 +95,9 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
             found += match(sample.box, boxes) is not None
         false = {name: len(fer8.detect(image, detector)) for name, image in free.items()}
-        portraits_found = {name: len(fer8.detect(image, detector))
-                           for name, image in portraits.items()}
+        portraits_found = {
+            name: len(fer8.detect(image, detector)) for name, image in portraits.items()
+        }
         jaffe_found = sum(len(fer8.detect(image, detector)) == 1 for image in jaffe)
         timings = []
         for _ in range(args.repeats):
@@ -85,14 +105,19 @@ def main() -> None:
             fer8.detect(astronaut, detector)
             timings.append(time.perf_counter() - start)
         print(f"{detector}:")
-        print(f"  ExpW recall (IoU >= 0.3): {found / len(expw):.1%} ({found} of {len(expw)}); "
-              f"{1000 * np.median(seconds):.1f} ms p50 per photo")
-        print(f"  false faces on {len(free)} face-free pictures: {sum(false.values())} "
-              f"{ {k: v for k, v in false.items() if v} or ''}")
-        print(f"  faces on the portraits: {portraits_found}; JAFFE photos with exactly one "
-              f"face: {jaffe_found} of {len(jaffe)}")
-        print(f"  astronaut (512x512): {1000 * np.median(timings):.2f} ms p50 over "
-              f"{args.repeats}")
+        print(
+            f"  ExpW recall (IoU >= 0.3): {found / len(expw):.1%} ({found} of {len(expw)}); "
+            f"{1000 * np.median(seconds):.1f} ms p50 per photo"
+        )
+        print(
+            f"  false faces on {len(free)} face-free pictures: {sum(false.values())} "
+            f"{ {k: v for k, v in false.items() if v} or '' }"
+        )
+        print(
+            f"  faces on the portraits: {portraits_found}; JAFFE photos with exactly one "
+            f"face: {jaffe_found} of {len(jaffe)}"
+        )
+        print(f"  astronaut (512x512): {1000 * np.median(timings):.2f} ms p50 over {args.repeats}")
 
 
 if __name__ == "__main__":

@@ -129,10 +129,8 @@ def run(cmd: list[str]) -> str:
     log.debug("$ %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
-        log.error("%s failed (%d):\n%s%s", cmd[0], proc.returncode,
-                  proc.stdout, proc.stderr)
-        raise subprocess.CalledProcessError(proc.returncode, cmd,
-                                            proc.stdout, proc.stderr)
+        log.error("%s failed (%d):\n%s%s", cmd[0], proc.returncode, proc.stdout, proc.stderr)
+        raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
     return proc.stdout
 
 
@@ -151,8 +149,9 @@ def measure(target: str, python: str) -> Result:
         seconds = time.perf_counter() - start
         log.info("%s: installed in %.0f s; measuring", target, seconds)
         rows = json.loads(run([venv_python, "-c", DIST_SIZES]))
-        dists = sorted((Distribution(n, v, b) for n, v, b in rows),
-                       key=lambda d: (-d.bytes, d.name.lower()))
+        dists = sorted(
+            (Distribution(n, v, b) for n, v, b in rows), key=lambda d: (-d.bytes, d.name.lower())
+        )
         result = Result(target, folder_bytes(venv), seconds, dists)
     log.info("%s: %.1f MB", target, result.venv_mb)
     return result
@@ -187,32 +186,47 @@ def markdown(results: list[Result], min_mb: float, python_version: str) -> str:
             "|---|---|---:|---:|",
         ]
         for d in big:
-            lines.append(f"| {d.name} | {d.version} | {d.mb:,.1f} | "
-                         f"{d.bytes / total:.1%} |")
-        lines.append(f"| others ({len(small)} distributions under {min_mb:g} MB) | | "
-                     f"{small_bytes / MB:,.1f} | {small_bytes / total:.1%} |")
-        lines.append(f"| not listed by any distribution | | {unlisted / MB:,.1f} | "
-                     f"{unlisted / total:.1%} |")
+            lines.append(f"| {d.name} | {d.version} | {d.mb:,.1f} | {d.bytes / total:.1%} |")
+        lines.append(
+            f"| others ({len(small)} distributions under {min_mb:g} MB) | | "
+            f"{small_bytes / MB:,.1f} | {small_bytes / total:.1%} |"
+        )
+        lines.append(
+            f"| not listed by any distribution | | {unlisted / MB:,.1f} | {unlisted / total:.1%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("targets", nargs="*", default=list(DEFAULT_TARGETS),
-                        help="extras suffixes of the repository root "
-                             "(default: %(default)s)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="the interpreter that makes the venvs (default: this one)")
-    parser.add_argument("--min-mb", type=float, default=5.0,
-                        help="distributions under this many MB are summed as 'others'")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        default=list(DEFAULT_TARGETS),
+        help="extras suffixes of the repository root (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that makes the venvs (default: this one)",
+    )
+    parser.add_argument(
+        "--min-mb",
+        type=float,
+        default=5.0,
+        help="distributions under this many MB are summed as 'others'",
+    )
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the commands")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
 
-    python_version = run([args.python, "-c",
-                          "import platform; print(platform.python_version())"]).strip()
+    python_version = run(
+        [args.python, "-c", "import platform; print(platform.python_version())"]
+    ).strip()
     results = [measure(target, args.python) for target in args.targets]
     sys.stdout.write(markdown(results, args.min_mb, python_version))
     if args.json:
@@ -221,8 +235,7 @@ def main() -> None:
             "mb": MB,
             "min_mb": args.min_mb,
             "targets": [
-                {**asdict(r), "venv_mb": r.venv_mb,
-                 "unlisted_bytes": r.venv_bytes - r.listed_bytes}
+                {**asdict(r), "venv_mb": r.venv_mb, "unlisted_bytes": r.venv_bytes - r.listed_bytes}
                 for r in results
             ],
         }

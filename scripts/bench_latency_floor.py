@@ -73,12 +73,15 @@ def main() -> None:
     points = fer8.landmarks(image, box, predictor=landmark_model)
     fixed = {
         "load": median_ms(lambda: fer8.load_image(PHOTO), args.repeats),
-        "landmarks": median_ms(lambda: fer8.landmarks(image, box, predictor=landmark_model),
-                               args.repeats),
+        "landmarks": median_ms(
+            lambda: fer8.landmarks(image, box, predictor=landmark_model), args.repeats
+        ),
         "align": median_ms(lambda: fer8.align(image, box, points), args.repeats),
     }
-    detect = {m: median_ms(lambda m=m: fer8.detect(image, min_size=m), args.repeats)
-              for m in map(int, args.min_sizes.split(","))}
+    detect = {
+        m: median_ms(lambda m=m: fer8.detect(image, min_size=m), args.repeats)
+        for m in map(int, args.min_sizes.split(","))
+    }
     network = {s: network_ms(s, args.repeats) for s in map(int, args.sizes.split(","))}
 
     print("| fixed stage | p50 ms |\n| --- | --- |")

@@ -38,13 +38,20 @@ logger = logging.getLogger("bench_light")
 def run_once(src: Path, cwd: Path, home: Path) -> tuple[float, float]:
     """Wall seconds and peak resident MB of one ``fer8 predict`` process with its cache
     in ``home``."""
-    env = {**os.environ, "PYTHONPATH": str(src), "TF_CPP_MIN_LOG_LEVEL": "3",
-           "FER8_HOME": str(home)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(src),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "FER8_HOME": str(home),
+    }
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "fer8", "predict", PHOTO,
-                                "--format", "json"],
-                               cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "predict", PHOTO, "--format", "json"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     out, err = process.communicate()
@@ -63,13 +70,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old),
-                        args.old_rev], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.old_rev],
+            check=True,
+            capture_output=True,
+        )
         try:
             # name: (checkout, whether each run starts with an empty fer8 cache)
-            variants = {"onnxruntime (this checkout)": (ROOT, False),
-                        "onnxruntime, empty cache (a machine's first run)": (ROOT, True),
-                        f"tensorflow ({args.old_rev})": (old, False)}
+            variants = {
+                "onnxruntime (this checkout)": (ROOT, False),
+                "onnxruntime, empty cache (a machine's first run)": (ROOT, True),
+                f"tensorflow ({args.old_rev})": (old, False),
+            }
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
             home = Path(tmp) / "home"
             for root, _ in variants.values():
@@ -80,13 +92,20 @@ def main() -> None:
                     runs[name].append(run_once(root / "src", root, run_home))
                     logger.info("%d %s: %.2f s, %.0f MB", repeat, name, *runs[name][-1])
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
-                           check=False, capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
+                check=False,
+                capture_output=True,
+            )
 
-    report = {name: {"wall_s_median": statistics.median(s for s, _ in values),
-                     "peak_rss_mb_median": statistics.median(m for _, m in values),
-                     "runs": values}
-              for name, values in runs.items()}
+    report = {
+        name: {
+            "wall_s_median": statistics.median(s for s, _ in values),
+            "peak_rss_mb_median": statistics.median(m for _, m in values),
+            "runs": values,
+        }
+        for name, values in runs.items()
+    }
     print(f"`fer8 predict {PHOTO}`, a whole process, median of {args.repeats}:\n")
     print("| fer8 | wall s | peak RSS MB |")
     print("| --- | --- | --- |")

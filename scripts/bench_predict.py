@@ -76,8 +76,10 @@ def load_benchmark_model(model_path: str, runtime: str):
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ordered = sorted(seconds)
-    return {"p50_ms": 1000 * statistics.median(ordered),
-            "p90_ms": 1000 * ordered[int(0.9 * (len(ordered) - 1))]}
+    return {
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p90_ms": 1000 * ordered[int(0.9 * (len(ordered) - 1))],
+    }
 
 
 def time_stages(models: dict, repeats: int, detector: str) -> dict[str, dict]:
@@ -85,8 +87,9 @@ def time_stages(models: dict, repeats: int, detector: str) -> dict[str, dict]:
     machine (this shared 2-core machine's speed changes from minute to minute)."""
     import fer8
 
-    predictors = {runtime: fer8.Predictor(model, detector=detector)
-                  for runtime, model in models.items()}
+    predictors = {
+        runtime: fer8.Predictor(model, detector=detector) for runtime, model in models.items()
+    }
     path = EXAMPLES[0]
     names = ("load", "detect", "landmarks", "align", "classify", "end_to_end")
     stages = {runtime: {name: [] for name in names} for runtime in models}
@@ -97,8 +100,9 @@ def time_stages(models: dict, repeats: int, detector: str) -> dict[str, dict]:
             t1 = time.perf_counter()
             (box,) = fer8.detect(image, detector)
             t2 = time.perf_counter()
-            points = fer8.landmarks(image, box, detector=detector,
-                                    predictor=predictor.landmark_model)
+            points = fer8.landmarks(
+                image, box, detector=detector, predictor=predictor.landmark_model
+            )
             t3 = time.perf_counter()
             crop = fer8.align(image, box, points)
             t4 = time.perf_counter()
@@ -106,11 +110,12 @@ def time_stages(models: dict, repeats: int, detector: str) -> dict[str, dict]:
             t5 = time.perf_counter()
             predictor.predict(path)
             t6 = time.perf_counter()
-            for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4,
-                                             t6 - t5)):
+            for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                 stages[runtime][name].append(seconds)
-    return {runtime: {name: percentiles(values) for name, values in timings.items()}
-            for runtime, timings in stages.items()}
+    return {
+        runtime: {name: percentiles(values) for name, values in timings.items()}
+        for runtime, timings in stages.items()
+    }
 
 
 def time_richer(model, repeats: int) -> dict[str, dict]:
@@ -214,42 +219,60 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--memory-counts", default="100,2000")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--detectors", default="yunet,haar",
-                        help="face detectors to time the stages with, comma-separated")
+    parser.add_argument(
+        "--detectors",
+        default="yunet,haar",
+        help="face detectors to time the stages with, comma-separated",
+    )
     parser.add_argument("--runtimes", default="onnxruntime,tensorflow")
     args = parser.parse_args()
 
     import onnxruntime
 
-    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "onnxruntime": onnxruntime.__version__,
-                          "processor": platform.processor()},
-              "batch_size": args.batch_size, "runtimes": {}}
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__,
+            "processor": platform.processor(),
+        },
+        "batch_size": args.batch_size,
+        "runtimes": {},
+    }
     runtimes = args.runtimes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         model_path = benchmark_model_file(args.model, Path(tmp))
         paths = make_folder(Path(tmp) / "folder", args.images)
         models = {runtime: load_benchmark_model(model_path, runtime) for runtime in runtimes}
-        timings = {detector: time_stages(models, args.repeats, detector)
-                   for detector in args.detectors.split(",")}
+        timings = {
+            detector: time_stages(models, args.repeats, detector)
+            for detector in args.detectors.split(",")
+        }
         for runtime, model in models.items():
             stages = {detector: timings[detector][runtime] for detector in timings}
             bare = bare_throughput(model, args.batch_size, max(10, args.images // args.batch_size))
             folder = folder_throughput(model, paths, args.batch_size, args.workers)
             report["runtimes"][runtime] = {
-                "stages": stages, "bare_model_img_s": bare, "folder_img_s": folder,
+                "stages": stages,
+                "bare_model_img_s": bare,
+                "folder_img_s": folder,
                 "folder_vs_bare": folder / bare,
             }
             ends = ", ".join(f"{d} {s['end_to_end']['p50_ms']:.1f} ms" for d, s in stages.items())
-            print(f"{runtime}: end to end p50 {ends}, "
-                  f"folder {folder:.1f} img/s vs bare {bare:.1f} img/s", file=sys.stderr)
+            print(
+                f"{runtime}: end to end p50 {ends}, "
+                f"folder {folder:.1f} img/s vs bare {bare:.1f} img/s",
+                file=sys.stderr,
+            )
         if "onnxruntime" in models:
             report["richer"] = time_richer(models["onnxruntime"], args.repeats)
         counts = [int(c) for c in args.memory_counts.split(",") if c]
-        report["peak_rss_mb"] = {runtime: {str(c): peak_memory_mb(c, args.batch_size,
-                                                                  model_path, runtime)
-                                           for c in counts}
-                                 for runtime in runtimes}
+        report["peak_rss_mb"] = {
+            runtime: {
+                str(c): peak_memory_mb(c, args.batch_size, model_path, runtime) for c in counts
+            }
+            for runtime in runtimes
+        }
 
     print_markdown(report)
     if args.json:
@@ -258,11 +281,16 @@ def main() -> None:
 
 def print_markdown(report: dict) -> None:
     machine = report["machine"]
-    print(f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
-          f"ONNX Runtime {machine['onnxruntime']}; batch size {report['batch_size']}\n")
+    print(
+        f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, "
+        f"ONNX Runtime {machine['onnxruntime']}; batch size {report['batch_size']}\n"
+    )
     columns = [(r, d, s) for r, v in report["runtimes"].items() for d, s in v["stages"].items()]
-    print("| stage (one photo, one face) | " + " | ".join(
-        f"{r}, {d}: p50 / p90 ms" for r, d, _ in columns) + " |")
+    print(
+        "| stage (one photo, one face) | "
+        + " | ".join(f"{r}, {d}: p50 / p90 ms" for r, d, _ in columns)
+        + " |"
+    )
     print("| --- |" + " --- |" * len(columns))
     for stage in columns[0][2]:
         cells = [f"{s[stage]['p50_ms']:.1f} / {s[stage]['p90_ms']:.1f}" for _, _, s in columns]
@@ -270,8 +298,10 @@ def print_markdown(report: dict) -> None:
     print("\n| runtime | folder img/s | bare model img/s | folder / bare |")
     print("| --- | --- | --- | --- |")
     for runtime, r in report["runtimes"].items():
-        print(f"| {runtime} | {r['folder_img_s']:.1f} | {r['bare_model_img_s']:.1f} | "
-              f"{r['folder_vs_bare']:.0%} |")
+        print(
+            f"| {runtime} | {r['folder_img_s']:.1f} | {r['bare_model_img_s']:.1f} | "
+            f"{r['folder_vs_bare']:.0%} |"
+        )
     if "richer" in report:
         print("\n| one photo, one face, onnxruntime | p50 / p90 ms |")
         print("| --- | --- |")

@@ -62,8 +62,12 @@ def plain(folder: Path, model: str, batch_size: int) -> dict:
         "print(json.dumps({'images': n, 'seconds': seconds,\n"
         "                  'peak_rss_mb': int(status.split('VmHWM:')[1].split()[0]) / 1024}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(folder), model, str(batch_size)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), model, str(batch_size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -108,14 +112,18 @@ def on_ray(folder: Path, model: str, batch_size: int, actors: int) -> dict:
         memory.start()
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
-            predict_files(files, Path(out) / "rows.parquet", model, concurrency=actors,
-                          batch_size=batch_size)
+            predict_files(
+                files, Path(out) / "rows.parquet", model, concurrency=actors, batch_size=batch_size
+            )
         seconds = time.perf_counter() - start
         peaks = memory.stop()
     finally:
         ray.shutdown()
-    return {"images": len(files), "seconds": seconds,
-            "actor_peak_rss_mb": sorted(round(v, 1) for v in peaks.values())}
+    return {
+        "images": len(files),
+        "seconds": seconds,
+        "actor_peak_rss_mb": sorted(round(v, 1) for v in peaks.values()),
+    }
 
 
 def main() -> None:
@@ -135,18 +143,23 @@ def main() -> None:
         ray_run = on_ray(folder, args.model, args.batch_size, args.actors)
     base_rate = base["images"] / base["seconds"]
     ray_rate = ray_run["images"] / ray_run["seconds"]
-    figures = {"images": args.images, "actors": args.actors, "model": args.model,
-               "plain_images_per_s": round(base_rate, 2),
-               "plain_peak_rss_mb": round(base["peak_rss_mb"], 1),
-               "ray_images_per_s": round(ray_rate, 2),
-               "ray_actor_peak_rss_mb": ray_run["actor_peak_rss_mb"],
-               "ratio": round(ray_rate / base_rate, 3)}
+    figures = {
+        "images": args.images,
+        "actors": args.actors,
+        "model": args.model,
+        "plain_images_per_s": round(base_rate, 2),
+        "plain_peak_rss_mb": round(base["peak_rss_mb"], 1),
+        "ray_images_per_s": round(ray_rate, 2),
+        "ray_actor_peak_rss_mb": ray_run["actor_peak_rss_mb"],
+        "ratio": round(ray_rate / base_rate, 3),
+    }
     print("| engine | images/s | peak RSS (MB) |")
     print("| --- | ---: | ---: |")
-    print(f"| plain `predict_many`, one process | {base_rate:.2f} | "
-          f"{base['peak_rss_mb']:.0f} |")
-    print(f"| Ray, {args.actors} actors | {ray_rate:.2f} | "
-          f"{', '.join(f'{v:.0f}' for v in ray_run['actor_peak_rss_mb'])} (each actor) |")
+    print(f"| plain `predict_many`, one process | {base_rate:.2f} | {base['peak_rss_mb']:.0f} |")
+    print(
+        f"| Ray, {args.actors} actors | {ray_rate:.2f} | "
+        f"{', '.join(f'{v:.0f}' for v in ray_run['actor_peak_rss_mb'])} (each actor) |"
+    )
     print(f"\nratio Ray / plain: {ray_rate / base_rate:.3f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -38,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def summarise(latencies: list[float], elapsed: float) -> dict[str, float]:
     ordered = sorted(latencies)
-    return {"requests_per_s": len(ordered) / elapsed,
-            "p50_ms": 1000 * statistics.median(ordered),
-            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+    return {
+        "requests_per_s": len(ordered) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+    }
 
 
 def bare(model_path: str, count: int) -> dict[str, float]:
@@ -68,9 +70,12 @@ def start_server(model_path: str, env: dict[str, str]) -> tuple[subprocess.Popen
     import httpx
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "fer8", "serve", "--model", model_path,
-                                "--port", str(port)], env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "serve", "--model", model_path, "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -112,16 +117,23 @@ def line_round_trips(model_path: str, count: int) -> dict[str, float]:
 
     with FakeLine() as line:
         line.contents["m"] = PHOTO.read_bytes()
-        env = {"LINE_CHANNEL_SECRET": FakeLine.SECRET, "LINE_CHANNEL_ACCESS_TOKEN": FakeLine.TOKEN,
-               "FER8_LINE_API_URL": line.url, "FER8_LINE_DATA_URL": line.url}
+        env = {
+            "LINE_CHANNEL_SECRET": FakeLine.SECRET,
+            "LINE_CHANNEL_ACCESS_TOKEN": FakeLine.TOKEN,
+            "FER8_LINE_API_URL": line.url,
+            "FER8_LINE_DATA_URL": line.url,
+        }
         process, url = start_server(model_path, env)
         try:
             webhook, reply = [], []
             for index in range(count):
                 body = webhook_body(message_event(f"ev{index}", f"r{index}", image_message("m")))
                 sent = time.monotonic()
-                response = httpx.post(f"{url}/line/callback", content=body,
-                                      headers={"X-Line-Signature": FakeLine.sign(body)})
+                response = httpx.post(
+                    f"{url}/line/callback",
+                    content=body,
+                    headers={"X-Line-Signature": FakeLine.sign(body)},
+                )
                 webhook.append(time.monotonic() - sent)
                 response.raise_for_status()
                 replies = line.wait_for_replies(index + 1)
@@ -129,9 +141,11 @@ def line_round_trips(model_path: str, count: int) -> dict[str, float]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-    return {"webhook_answer_p50_ms": 1000 * statistics.median(webhook),
-            "webhook_to_reply_p50_ms": 1000 * statistics.median(reply),
-            "webhook_to_reply_max_ms": 1000 * max(reply)}
+    return {
+        "webhook_answer_p50_ms": 1000 * statistics.median(webhook),
+        "webhook_to_reply_p50_ms": 1000 * statistics.median(reply),
+        "webhook_to_reply_max_ms": 1000 * max(reply),
+    }
 
 
 def main() -> None:
@@ -162,12 +176,16 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for name in ("bare_predict", "http_1_clients", "http_8_clients"):
         r = report[name]
-        print(f"| {name.replace('_', ' ')} | {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} |")
+        print(
+            f"| {name.replace('_', ' ')} | {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} |"
+        )
     line = report["line"]
-    print(f"\nLINE webhook answered in {line['webhook_answer_p50_ms']:.1f} ms (p50); "
-          f"webhook to reply {line['webhook_to_reply_p50_ms']:.0f} ms p50, "
-          f"{line['webhook_to_reply_max_ms']:.0f} ms max")
+    print(
+        f"\nLINE webhook answered in {line['webhook_answer_p50_ms']:.1f} ms (p50); "
+        f"webhook to reply {line['webhook_to_reply_p50_ms']:.0f} ms p50, "
+        f"{line['webhook_to_reply_max_ms']:.0f} ms max"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -54,16 +54,26 @@ def run_fer8_train(args) -> dict:
             self.seconds.append(time.perf_counter() - self.started)
 
     timer = StepTimer()
-    config = TrainConfig(data=args.data, val=args.val, epochs=2, batch_size=args.batch_size,
-                         image_size=args.image_size, backbone_weights="none",
-                         freeze_stages=args.freeze_stages, steps_per_epoch=args.steps,
-                         precision=args.precision)
+    config = TrainConfig(
+        data=args.data,
+        val=args.val,
+        epochs=2,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        backbone_weights="none",
+        freeze_stages=args.freeze_stages,
+        steps_per_epoch=args.steps,
+        precision=args.precision,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, Path(tmp) / "run", verbose=0, callbacks=[timer])
     images = args.steps * args.batch_size
-    return {"images_per_s": images / timer.seconds[-1], "epoch_seconds": timer.seconds,
-            "epochs_done": result.epochs_done,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "images_per_s": images / timer.seconds[-1],
+        "epoch_seconds": timer.seconds,
+        "epochs_done": result.epochs_done,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_bare(args) -> dict:
@@ -72,9 +82,14 @@ def run_bare(args) -> dict:
 
     from fer8.training.loop import TrainConfig, _build_model, _set_precision
 
-    config = TrainConfig(data=args.data, batch_size=args.batch_size, image_size=args.image_size,
-                         backbone_weights="none", freeze_stages=args.freeze_stages,
-                         precision=args.precision)
+    config = TrainConfig(
+        data=args.data,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        backbone_weights="none",
+        freeze_stages=args.freeze_stages,
+        precision=args.precision,
+    )
     _set_precision(config.precision)
     model = _build_model(config, tuple(f"class{i}" for i in range(7)), args.steps)
     rng = np.random.default_rng(0)
@@ -116,18 +131,23 @@ def main() -> None:
     ratio = results["train"]["images_per_s"] / results["bare"]["images_per_s"]
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "image_size": args.image_size, "batch_size": args.batch_size,
-        "freeze_stages": args.freeze_stages, "precision": args.precision, "steps": args.steps,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "freeze_stages": args.freeze_stages,
+        "precision": args.precision,
+        "steps": args.steps,
         "fer8_train_images_per_s": round(results["train"]["images_per_s"], 2),
         "bare_train_on_batch_images_per_s": round(results["bare"]["images_per_s"], 2),
         "input_pipeline_cost_percent": round(100 * (1 - ratio), 1),
         "peak_rss_mb": round(results["train"]["peak_rss_mb"]),
     }
-    print(f"| image size | batch | fer8 train img/s | bare img/s | pipeline cost | peak RSS |\n"
-          f"|---|---|---|---|---|---|\n"
-          f"| {args.image_size} | {args.batch_size} | {summary['fer8_train_images_per_s']} | "
-          f"{summary['bare_train_on_batch_images_per_s']} | "
-          f"{summary['input_pipeline_cost_percent']}% | {summary['peak_rss_mb']} MB |")
+    print(
+        f"| image size | batch | fer8 train img/s | bare img/s | pipeline cost | peak RSS |\n"
+        f"|---|---|---|---|---|---|\n"
+        f"| {args.image_size} | {args.batch_size} | {summary['fer8_train_images_per_s']} | "
+        f"{summary['bare_train_on_batch_images_per_s']} | "
+        f"{summary['input_pipeline_cost_percent']}% | {summary['peak_rss_mb']} MB |"
+    )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

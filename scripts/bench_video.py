@@ -39,19 +39,25 @@ def make_video(path: Path, seconds: float, rate: float) -> Path:
     import fer8
 
     faces = []
-    for name, rows, cols in (("astronaut.png", (20, 260), (110, 340)),
-                             ("grace_hopper.jpg", (60, 400), (120, 410))):
-        photo = fer8.load_image(ROOT / "examples" / name)[rows[0]:rows[1], cols[0]:cols[1]]
+    for name, rows, cols in (
+        ("astronaut.png", (20, 260), (110, 340)),
+        ("grace_hopper.jpg", (60, 400), (120, 410)),
+    ):
+        photo = fer8.load_image(ROOT / "examples" / name)[rows[0] : rows[1], cols[0] : cols[1]]
         scale = 300 / photo.shape[0]
-        faces.append(cv2.cvtColor(cv2.resize(photo, None, fx=scale, fy=scale,
-                                             interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR))
+        faces.append(
+            cv2.cvtColor(
+                cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA),
+                cv2.COLOR_RGB2BGR,
+            )
+        )
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), rate, (WIDTH, HEIGHT))
     for index in range(int(seconds * rate)):
         frame = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
         phase = np.sin(2 * np.pi * index / (rate * 8))  # one sweep every 8 s
         for face, base in zip(faces, (120, 760)):
             x, y = int(base + 100 * phase), 180
-            frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+            frame[y : y + face.shape[0], x : x + face.shape[1]] = face
         writer.write(frame)
     writer.release()
     return path
@@ -75,20 +81,30 @@ def run_child(video: Path, model: str | None, sampling: dict) -> dict:
         "print(json.dumps({'frames': frames, 'faces': faces, 'seconds': seconds,"
         " 'peak_mb': peak}))\n"
     ) % (model, str(video), sampling)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a .fer8 file or name (default: the bundled model)")
-    parser.add_argument("--rate", type=float, default=10.0,
-                        help="frame rate of the test videos (default 10)")
-    parser.add_argument("--long", type=float, default=600.0,
-                        help="length of the long video in seconds (default 600)")
+    parser.add_argument(
+        "--rate", type=float, default=10.0, help="frame rate of the test videos (default 10)"
+    )
+    parser.add_argument(
+        "--long",
+        type=float,
+        default=600.0,
+        help="length of the long video in seconds (default 600)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -96,32 +112,44 @@ def main() -> None:
     started = time.perf_counter()
     short = make_video(folder / "short.mp4", 30, args.rate)
     long = make_video(folder / "long.mp4", args.long, args.rate)
-    print(f"made the videos in {time.perf_counter() - started:.0f} s: "
-          f"{short.stat().st_size / 1e6:.1f} MB, {long.stat().st_size / 1e6:.1f} MB",
-          file=sys.stderr)
+    print(
+        f"made the videos in {time.perf_counter() - started:.0f} s: "
+        f"{short.stat().st_size / 1e6:.1f} MB, {long.stat().st_size / 1e6:.1f} MB",
+        file=sys.stderr,
+    )
 
     figures: dict[str, dict] = {}
     for name, video, sampling in (
-            ("30 s, --fps 5", short, {"fps": 5.0}),
-            ("30 s, every frame", short, {"every_frame": True}),
-            (f"{args.long / 60:.0f} min, --fps 5", long, {"fps": 5.0})):
+        ("30 s, --fps 5", short, {"fps": 5.0}),
+        ("30 s, every frame", short, {"every_frame": True}),
+        (f"{args.long / 60:.0f} min, --fps 5", long, {"fps": 5.0}),
+    ):
         result = run_child(video, args.model, sampling)
         duration = 30 if video is short else args.long
         result["frames_per_s"] = result["frames"] / result["seconds"]
         result["video_s_per_s"] = duration / result["seconds"]
         figures[name] = result
-        print(f"{name}: {result['frames']} frames ({result['faces']} faces) in "
-              f"{result['seconds']:.1f} s", file=sys.stderr)
+        print(
+            f"{name}: {result['frames']} frames ({result['faces']} faces) in "
+            f"{result['seconds']:.1f} s",
+            file=sys.stderr,
+        )
 
-    print(f"| video (1280x720, {args.rate:g} fps) | frames analysed | faces | seconds | "
-          "frames/s | video s per s | peak memory |")
+    print(
+        f"| video (1280x720, {args.rate:g} fps) | frames analysed | faces | seconds | "
+        "frames/s | video s per s | peak memory |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in figures.items():
-        print(f"| {name} | {row['frames']:,} | {row['faces']:,} | {row['seconds']:.1f} | "
-              f"{row['frames_per_s']:.1f} | {row['video_s_per_s']:.2f} | "
-              f"{row['peak_mb']:.0f} MB |")
-    peaks = [figures["30 s, --fps 5"]["peak_mb"],
-             figures[f"{args.long / 60:.0f} min, --fps 5"]["peak_mb"]]
+        print(
+            f"| {name} | {row['frames']:,} | {row['faces']:,} | {row['seconds']:.1f} | "
+            f"{row['frames_per_s']:.1f} | {row['video_s_per_s']:.2f} | "
+            f"{row['peak_mb']:.0f} MB |"
+        )
+    peaks = [
+        figures["30 s, --fps 5"]["peak_mb"],
+        figures[f"{args.long / 60:.0f} min, --fps 5"]["peak_mb"],
+    ]
     print(f"\npeak memory, long against short: {100 * (peaks[1] / peaks[0] - 1):+.1f}%")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -42,21 +42,26 @@ def main() -> None:
     report = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0], "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in args.workers:
-            serve_args = ["--workers", str(workers)] + (["--model", args.model]
-                                                        if args.model else [])
+            serve_args = ["--workers", str(workers)] + (
+                ["--model", args.model] if args.model else []
+            )
             with ServeProcess(*serve_args, log=Path(tmp) / f"serve-{workers}.log") as server:
                 load(server.url, args.clients, 4 * args.clients)  # every worker warm
                 report["runs"][workers] = load(server.url, args.clients, args.requests)
     report["load_average_after"] = os.getloadavg()[0]
 
-    print(f"{args.clients} clients, {args.requests} requests per run; {report['cpus']} cores, "
-          f"load average {report['load_average_before']:.1f} before, "
-          f"{report['load_average_after']:.1f} after")
+    print(
+        f"{args.clients} clients, {args.requests} requests per run; {report['cpus']} cores, "
+        f"load average {report['load_average_before']:.1f} before, "
+        f"{report['load_average_after']:.1f} after"
+    )
     print("| workers | requests/s | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- |")
     for workers, run in report["runs"].items():
-        print(f"| {workers} | {run['requests_per_s']:.1f} | {run['p50_ms']:.0f} | "
-              f"{run['p99_ms']:.0f} |")
+        print(
+            f"| {workers} | {run['requests_per_s']:.1f} | {run['p50_ms']:.0f} | "
+            f"{run['p99_ms']:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -45,7 +45,9 @@ def read_arrays(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
             config = json.loads(archive.read("network.json"))["config"]
             return keras_weights(onnx.load_from_string(archive.read(ONNX_MEMBER)), config), []
-        if KERAS_MEMBER in members:  # an older .fer8 (format 1)  # a full-precision .fer8: a Keras file inside
+        if (
+            KERAS_MEMBER in members
+        ):  # an older .fer8 (format 1)  # a full-precision .fer8: a Keras file inside
             with zipfile.ZipFile(io.BytesIO(archive.read(KERAS_MEMBER))) as inner:
                 return read_arrays_from_keras(inner)
         if WEIGHTS_MEMBER in members:  # an older compact .fer8
@@ -60,6 +62,7 @@ def read_arrays_from_keras(archive: zipfile.ZipFile) -> tuple[list[np.ndarray], 
 
     network, optimizer = [], []
     with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+
         def visit(name, item):
             if isinstance(item, h5py.Dataset):
                 (optimizer if name.startswith("optimizer/") else network).append(item[()])
@@ -84,24 +87,31 @@ def main() -> int:
 
     (net_a, opt_a), (net_b, opt_b) = read_arrays(args.first), read_arrays(args.second)
     for path, net in ((args.first, net_a), (args.second, net_b)):
-        print(f"{path}: {len(net)} network arrays, "
-              f"{sum(a.size for a in net):,} values, digest {digest(net)[:16]}")
+        print(
+            f"{path}: {len(net)} network arrays, "
+            f"{sum(a.size for a in net):,} values, digest {digest(net)[:16]}"
+        )
     if [a.shape for a in net_a] != [b.shape for b in net_b]:
         print("the networks differ in shape")
         return 1
     differing = [i for i, (a, b) in enumerate(zip(net_a, net_b)) if not np.array_equal(a, b)]
     if differing:
-        largest = max(float(np.max(np.abs(net_a[i].astype(np.float64) - net_b[i])))
-                      for i in differing)
-        print(f"network: {len(differing)} of {len(net_a)} arrays differ "
-              f"(largest difference {largest:.3g})")
+        largest = max(
+            float(np.max(np.abs(net_a[i].astype(np.float64) - net_b[i]))) for i in differing
+        )
+        print(
+            f"network: {len(differing)} of {len(net_a)} arrays differ "
+            f"(largest difference {largest:.3g})"
+        )
     else:
         print(f"network: identical, all {len(net_a)} arrays bit for bit")
     if opt_a and opt_b:
         contents_a = {digest([a]) for a in opt_a}
         found = sum(digest([b]) in contents_a for b in opt_b)
-        print(f"optimizer: {found} of {len(opt_b)} variables of the second found "
-              f"bit for bit in the first ({len(opt_a)} there)")
+        print(
+            f"optimizer: {found} of {len(opt_b)} variables of the second found "
+            f"bit for bit in the first ({len(opt_a)} there)"
+        )
     return 1 if differing else 0
 
 

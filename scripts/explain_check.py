@@ -43,7 +43,7 @@ def region_shares(heat: np.ndarray, points: np.ndarray) -> tuple[float, float]:
     shares = []
     for x0, y0, x1, y1 in [(mx0, my0, mx1, my1), (centre - w / 2, top - h, centre + w / 2, top)]:
         x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
-        shares.append(float(heat[y0:int(round(y1)), x0:int(round(x1))].sum() / heat.sum()))
+        shares.append(float(heat[y0 : int(round(y1)), x0 : int(round(x1))].sum() / heat.sum()))
     return shares[0], shares[1]
 
 
@@ -63,7 +63,10 @@ def jaffe_images(path: Path):
     with tarfile.open(path) as archive:
         for member in archive:
             if member.name.endswith(".tiff"):
-                yield member.name.split("/")[-2], fer8.load_image(archive.extractfile(member).read())
+                yield (
+                    member.name.split("/")[-2],
+                    fer8.load_image(archive.extractfile(member).read()),
+                )
 
 
 def main() -> None:
@@ -78,18 +81,20 @@ def main() -> None:
     predictor = fer8.Predictor(workers=0)
     weights, _ = head(predictor.model)
     limit = np.sqrt(6 / sum(weights.shape))
-    draws = [np.random.default_rng(seed).uniform(-limit, limit, weights.shape)
-             for seed in range(5)]
+    draws = [np.random.default_rng(seed).uniform(-limit, limit, weights.shape) for seed in range(5)]
     correlations, mouth, forehead = [], [], []
     for label, image in jaffe_images(args.jaffe):
-        crops = [crop for _, crop in fer8.faces_in_photo(
-            image, landmark_model=predictor.landmark_model)]
+        crops = [
+            crop for _, crop in fer8.faces_in_photo(image, landmark_model=predictor.landmark_model)
+        ]
         probabilities, features = feature_maps(crops, predictor.model)
         for row, feature in zip(probabilities, features):
             best = int(np.argmax(row))
             trained = np.einsum("khw,k->hw", feature, weights[:, best])
-            correlations += [rank_correlation(trained, np.einsum("khw,k->hw", feature, w[:, best]))
-                             for w in draws]
+            correlations += [
+                rank_correlation(trained, np.einsum("khw,k->hw", feature, w[:, best]))
+                for w in draws
+            ]
         if label == "happy":
             height, width = image.shape[:2]
             for item in predictor.explain(image, label="happy"):
@@ -101,11 +106,14 @@ def main() -> None:
         "randomised_dense_weights": {
             "faces_times_draws": len(correlations),
             "mean_abs_rank_correlation": float(np.mean(np.abs(correlations))),
-            "share_above_0.5": float(np.mean(np.abs(correlations) > 0.5))},
+            "share_above_0.5": float(np.mean(np.abs(correlations) > 0.5)),
+        },
         "jaffe_happy": {
-            "faces": len(mouth), "mouth_share_mean": float(np.mean(mouth)),
+            "faces": len(mouth),
+            "mouth_share_mean": float(np.mean(mouth)),
             "forehead_share_mean": float(np.mean(forehead)),
-            "faces_mouth_above_forehead": float(np.mean(np.greater(mouth, forehead)))},
+            "faces_mouth_above_forehead": float(np.mean(np.greater(mouth, forehead))),
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "checks.json").write_text(json.dumps(figures, indent=2) + "\n")
@@ -134,8 +142,16 @@ def draw_examples(predictor, path: Path) -> None:
             heat = shown.heatmap[..., None] * 0.6
             tile = (crop.image * (1 - heat) + colorize(shown.heatmap) * heat).astype(np.uint8)
             probability = shown.face.probabilities[label]
-            cv2.putText(tile, f"{label} {probability:.0%}", (6, 20), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.6, (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(
+                tile,
+                f"{label} {probability:.0%}",
+                (6, 20),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.6,
+                (255, 255, 255),
+                2,
+                cv2.LINE_AA,
+            )
             tiles.append(tile)
         rows.append(np.concatenate(tiles, axis=1))
     save_image(np.concatenate(rows, axis=0), path)

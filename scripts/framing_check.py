@@ -96,19 +96,40 @@ def main() -> None:
 
     n = len(photo_err)
     logger.info("JAFFE photos: %d, face found in %d (%d missed)", len(data.samples), n, missed)
-    logger.info("FER-style 48 px crops aligned from landmarks (HOG-confirmed): %d of %d (%.0f%%);"
-                " the rest used whole", aligned, n, 100 * aligned / n)
-    for name, errors in (("photo (detect+align)", photo_err), ("FER-style crop", crop_err),
-                         ("FER-style crop used whole (fallback)", whole_err)):
-        logger.info("eye centres vs their target positions in a %d px crop, %s: mean %.1f px, "
-                    "95th percentile %.1f px", SIZE, name, np.mean(errors),
-                    np.percentile(errors, 95))
-    logger.info("distance between the two framings' eye positions: mean %.1f px (%.1f%% of the "
-                "side), 95th percentile %.1f px", np.mean(gap), 100 * np.mean(gap) / SIZE,
-                np.percentile(gap, 95))
+    logger.info(
+        "FER-style 48 px crops aligned from landmarks (HOG-confirmed): %d of %d (%.0f%%);"
+        " the rest used whole",
+        aligned,
+        n,
+        100 * aligned / n,
+    )
+    for name, errors in (
+        ("photo (detect+align)", photo_err),
+        ("FER-style crop", crop_err),
+        ("FER-style crop used whole (fallback)", whole_err),
+    ):
+        logger.info(
+            "eye centres vs their target positions in a %d px crop, %s: mean %.1f px, "
+            "95th percentile %.1f px",
+            SIZE,
+            name,
+            np.mean(errors),
+            np.percentile(errors, 95),
+        )
+    logger.info(
+        "distance between the two framings' eye positions: mean %.1f px (%.1f%% of the "
+        "side), 95th percentile %.1f px",
+        np.mean(gap),
+        100 * np.mean(gap) / SIZE,
+        np.percentile(gap, 95),
+    )
     if model is not None:
-        logger.info("accuracy with %s: photo framing %.1f%%, FER-style crop framing %.1f%%",
-                    args.model, 100 * correct["photo"] / n, 100 * correct["crop"] / n)
+        logger.info(
+            "accuracy with %s: photo framing %.1f%%, FER-style crop framing %.1f%%",
+            args.model,
+            100 * correct["photo"] / n,
+            100 * correct["crop"] / n,
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ def main() -> int:
     sub = parser.add_subparsers(dest="target", required=True)
     images = sub.add_parser("images", help="load_image, coverage-guided with atheris")
     images.add_argument("--seconds", type=int, default=600)
-    images.add_argument("--engine", choices=["atheris", "hypothesis"], default=None,
-                        help="default: atheris when installed")
+    images.add_argument(
+        "--engine",
+        choices=["atheris", "hypothesis"],
+        default=None,
+        help="default: atheris when installed",
+    )
     predict = sub.add_parser("predict", help="Predictor.predict, Hypothesis mutations")
     predict.add_argument("--examples", type=int, default=2000)
     predict.add_argument("--model", default=None, help="model file or name (default: bundled)")
@@ -67,6 +71,7 @@ def main() -> int:
 
 
 # --- images, coverage-guided -------------------------------------------------------------
+
 
 def _has_atheris() -> bool:
     try:
@@ -98,11 +103,22 @@ def _images_atheris(args) -> int:
         before = {p.name for p in args.out.iterdir()}
         with open(log, "w") as out:
             child = subprocess.run(
-                [sys.executable, __file__, "_atheris_child", str(corpus),
-                 f"-max_total_time={int(left)}", f"-timeout={int(args.time_limit)}",
-                 f"-rss_limit_mb={rss_limit}", "-max_len=1048576",
-                 f"-artifact_prefix={args.out}/", "-print_final_stats=1"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                [
+                    sys.executable,
+                    __file__,
+                    "_atheris_child",
+                    str(corpus),
+                    f"-max_total_time={int(left)}",
+                    f"-timeout={int(args.time_limit)}",
+                    f"-rss_limit_mb={rss_limit}",
+                    "-max_len=1048576",
+                    f"-artifact_prefix={args.out}/",
+                    "-print_final_stats=1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
         text = log.read_text(errors="replace")
         runs += max((int(n) for n in re.findall(r"^#(\d+)", text, re.MULTILINE)), default=0)
         coverage = (re.findall(r"cov: (\d+)", text) or [coverage])[-1]
@@ -114,10 +130,12 @@ def _images_atheris(args) -> int:
                 print(f"  {kind}: {args.out / name} (log {log})", flush=True)
         if child.returncode == 0 or not new:
             break  # the time is up (or libFuzzer itself failed: see the log)
-    print(f"images (atheris): {runs:,} inputs, {found['crash']} crashes, {found['timeout']} "
-          f"hangs (over {args.time_limit:.0f} s), {found['oom']} out of memory (over "
-          f"{rss_limit} MB), {time.monotonic() - start:.0f} s, corpus "
-          f"{len(list(corpus.iterdir()))} files, coverage {coverage} edges")
+    print(
+        f"images (atheris): {runs:,} inputs, {found['crash']} crashes, {found['timeout']} "
+        f"hangs (over {args.time_limit:.0f} s), {found['oom']} out of memory (over "
+        f"{rss_limit} MB), {time.monotonic() - start:.0f} s, corpus "
+        f"{len(list(corpus.iterdir()))} files, coverage {coverage} edges"
+    )
     return 1 if found["crash"] + found["timeout"] + found["oom"] else 0
 
 
@@ -141,6 +159,7 @@ def _atheris_child(argv: list[str]) -> int:
 
 
 # --- Hypothesis runs ----------------------------------------------------------------------
+
 
 class _TimeUp(BaseException):
     """Ends a timed Hypothesis run: not an Exception, so Hypothesis does not take it for
@@ -171,8 +190,12 @@ def _hypothesis_run(args, target: str, *, examples: int | None, seconds: int | N
         (args.out / f"{kind}-{target}-{digest}.txt").write_text(f"{recipe!r}\n{problem}\n")
         print(f"  {kind}: {recipe!r}: {problem[:300]}", flush=True)
 
-    @settings(max_examples=examples or 10**9, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples or 10**9,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=fuzzing.mutated_files(seeds, max_mutations=4 if target == "images" else 2))
     def run(case):
         if deadline and time.monotonic() > deadline:
@@ -184,8 +207,9 @@ def _hypothesis_run(args, target: str, *, examples: int | None, seconds: int | N
             if target == "images":
                 outcome = fuzzing.check_load(data, time_limit=float("inf"))
             else:
-                outcome = fuzzing.check_predict(predictor, data, detect=counts["inputs"] % 2 == 0,
-                                                time_limit=float("inf"))
+                outcome = fuzzing.check_predict(
+                    predictor, data, detect=counts["inputs"] % 2 == 0, time_limit=float("inf")
+                )
         except Exception as exc:  # noqa: BLE001 - every failure is a finding, counted
             save("crash", recipe, data, f"{type(exc).__name__}: {exc}")
             return
@@ -206,11 +230,13 @@ def _hypothesis_run(args, target: str, *, examples: int | None, seconds: int | N
     except _TimeUp:
         pass
     took = time.monotonic() - start
-    print(f"{target} (hypothesis): {counts['inputs']:,} inputs ({counts['images']:,} images, "
-          f"{counts['errors']:,} InvalidImageError, {counts['faces']:,} faces), "
-          f"{counts['crash']} crashes, {counts['timeout']} hangs (over {args.time_limit:.0f} s), "
-          f"{took:.0f} s, slowest {slowest[0]:.2f} s ({slowest[1]}), peak RSS "
-          f"{fuzzing.peak_rss_mb():,.0f} MB (from {rss_start:,.0f})")
+    print(
+        f"{target} (hypothesis): {counts['inputs']:,} inputs ({counts['images']:,} images, "
+        f"{counts['errors']:,} InvalidImageError, {counts['faces']:,} faces), "
+        f"{counts['crash']} crashes, {counts['timeout']} hangs (over {args.time_limit:.0f} s), "
+        f"{took:.0f} s, slowest {slowest[0]:.2f} s ({slowest[1]}), peak RSS "
+        f"{fuzzing.peak_rss_mb():,.0f} MB (from {rss_start:,.0f})"
+    )
     return 1 if counts["crash"] + counts["timeout"] else 0
 
 

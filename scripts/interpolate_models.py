@@ -69,15 +69,19 @@ def main() -> None:
     if args.out is None:
         parser.error("OUT is needed unless --val is given")
     network = interpolate(start, args.tuned, args.alpha)
-    metadata = {**tuned.spec.metadata,
-                "interpolation": {"alpha": args.alpha, "start": args.start.name,
-                                  "tuned": "/".join(args.tuned.parts[-2:])}}
+    metadata = {
+        **tuned.spec.metadata,
+        "interpolation": {
+            "alpha": args.alpha,
+            "start": args.start.name,
+            "tuned": "/".join(args.tuned.parts[-2:]),
+        },
+    }
     save_model(network, replace(tuned.spec, metadata=metadata), args.out)
     logger.info("wrote %s (alpha %.2f)", args.out, args.alpha)
 
 
-def score(start: tuple, tuned_path: Path, sources: list[str],
-          alphas: list[float]) -> None:
+def score(start: tuple, tuned_path: Path, sources: list[str], alphas: list[float]) -> None:
     """Accuracy on each validation source, and their mean, for each ``alpha``."""
     from fer8.models.registry import cache_dir
     from fer8.pipeline.classification import classify
@@ -90,21 +94,29 @@ def score(start: tuple, tuned_path: Path, sources: list[str],
     data = []
     for spec in sources:
         source = parse_source(spec)
-        samples = [s for s in source.read(fer2013_split="val").samples
-                   if s.label in tuned.labels]
-        crops = prepare_crops(samples, cache_dir() / "crops", image_size=size,
-                              detector=detection.get("detector", "yunet"),
-                              detector_options=detection.get("detector_options"))
+        samples = [s for s in source.read(fer2013_split="val").samples if s.label in tuned.labels]
+        crops = prepare_crops(
+            samples,
+            cache_dir() / "crops",
+            image_size=size,
+            detector=detection.get("detector", "yunet"),
+            detector_options=detection.get("detector_options"),
+        )
         truth = np.array([tuned.labels.index(samples[i].label) for i in crops.kept])
         data.append((source.name, crops.rgb(), truth))
     print("| alpha | " + " | ".join(name for name, _, _ in data) + " | mean |")
     print("|---|" + "---|" * (len(data) + 1))
     for alpha in alphas:
         model = keras_expression_model(interpolate(start, tuned_path, alpha), tuned.spec)
-        accuracies = [float(np.mean(classify(images, model).argmax(1) == truth))
-                      for _, images, truth in data]
-        print(f"| {alpha:g} | " + " | ".join(f"{a:.1%}" for a in accuracies)
-              + f" | {np.mean(accuracies):.1%} |", flush=True)
+        accuracies = [
+            float(np.mean(classify(images, model).argmax(1) == truth)) for _, images, truth in data
+        ]
+        print(
+            f"| {alpha:g} | "
+            + " | ".join(f"{a:.1%}" for a in accuracies)
+            + f" | {np.mean(accuracies):.1%} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,18 @@ def main() -> None:
         files = sorted(iter_image_files([folder]))
         step = max(1, len(files) // args.limit)
         offsets: list[tuple[float, float, float]] = []
-        errors: dict[str, list[float]] = {name: [] for name in (
-            "yunet raw", "yunet mapped", "hog", "haar", "yunet raw, Haar's faces",
-            "yunet mapped, Haar's faces")}
-        for path in files[::step][:args.limit]:
+        errors: dict[str, list[float]] = {
+            name: []
+            for name in (
+                "yunet raw",
+                "yunet mapped",
+                "hog",
+                "haar",
+                "yunet raw, Haar's faces",
+                "yunet mapped, Haar's faces",
+            )
+        }
+        for path in files[::step][: args.limit]:
             image = load_image(path)
             faces = yunet.detect_faces(image, min_size=40)
             if not faces:
@@ -58,22 +66,28 @@ def main() -> None:
                 continue
 
             def error(box: Box, image=image, eyes=eyes, eye_distance=eye_distance) -> float:
-                left, right = eye_centers(landmarks(image, box, detector=None,
-                                                    predictor=predictor))
-                return float(max(np.linalg.norm(left - eyes[0]),
-                                 np.linalg.norm(right - eyes[1])) / eye_distance)
+                left, right = eye_centers(landmarks(image, box, detector=None, predictor=predictor))
+                return float(
+                    max(np.linalg.norm(left - eyes[0]), np.linalg.norm(right - eyes[1]))
+                    / eye_distance
+                )
 
             errors["yunet raw"].append(error(face.box))
             errors["yunet mapped"].append(error(yunet.landmark_box(face.box)))
-            hog_box = _matching(face.box, [Box(r.left(), r.top(), r.width(), r.height())
-                                           for r in hog(image, 1)])
+            hog_box = _matching(
+                face.box, [Box(r.left(), r.top(), r.width(), r.height()) for r in hog(image, 1)]
+            )
             haar_box = _matching(face.box, haar.detect(image, verify=False))
             if hog_box is not None:
                 errors["hog"].append(error(hog_box))
                 b = face.box
-                offsets.append(((hog_box.x + hog_box.w / 2 - b.x - b.w / 2) / b.w,
-                                (hog_box.y + hog_box.h / 2 - b.y - b.h / 2) / b.h,
-                                hog_box.w / b.w))
+                offsets.append(
+                    (
+                        (hog_box.x + hog_box.w / 2 - b.x - b.w / 2) / b.w,
+                        (hog_box.y + hog_box.h / 2 - b.y - b.h / 2) / b.h,
+                        hog_box.w / b.w,
+                    )
+                )
             if haar_box is not None:
                 errors["haar"].append(error(haar_box))
                 # The same faces on YuNet's boxes: Haar finds only the easier ones.
@@ -82,14 +96,18 @@ def main() -> None:
         print(f"{folder}: {len(errors['yunet raw'])} faces")
         if offsets:
             dx, dy, scale = np.median(np.asarray(offsets), axis=0)
-            print(f"  HOG box relative to YuNet's (median of {len(offsets)}): centre "
-                  f"{dx:+.3f} w, {dy:+.3f} h; side {scale:.3f} w")
+            print(
+                f"  HOG box relative to YuNet's (median of {len(offsets)}): centre "
+                f"{dx:+.3f} w, {dy:+.3f} h; side {scale:.3f} w"
+            )
         for name, values in errors.items():
             if values:
                 v = np.asarray(values)
-                print(f"  eye error on {name:<26} boxes: median {np.median(v):.3f}, "
-                      f"90th pct {np.percentile(v, 90):.3f}, over 0.25: {np.mean(v > 0.25):.1%} "
-                      f"(n {len(v)})")
+                print(
+                    f"  eye error on {name:<26} boxes: median {np.median(v):.3f}, "
+                    f"90th pct {np.percentile(v, 90):.3f}, over 0.25: {np.mean(v > 0.25):.1%} "
+                    f"(n {len(v)})"
+                )
 
 
 def _matching(box: Box, candidates: list[Box]) -> Box | None:

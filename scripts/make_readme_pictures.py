@@ -48,7 +48,7 @@ def write_clip(path: Path, photo, seconds: float = 4.0, fps: int = 10) -> Path:
     import cv2
 
     half = photo.shape[1] // 2
-    halves = [photo[:, :half], photo[:, half:2 * half]]
+    halves = [photo[:, :half], photo[:, half : 2 * half]]
     size = (half + 60, photo.shape[0])
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     frames = int(seconds * fps)

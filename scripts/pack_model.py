@@ -40,8 +40,9 @@ def main() -> None:
     keras_model, source_spec = load_keras_model(args.source)
     original = read_model_file(args.source)
     # The shipped model is named after its file (the registry name), not the run folder.
-    spec = replace(source_spec, name=args.destination.stem,
-                   metadata=without_local_paths(source_spec.metadata))
+    spec = replace(
+        source_spec, name=args.destination.stem, metadata=without_local_paths(source_spec.metadata)
+    )
     save_model(keras_model, spec, args.destination, compact=True)
     packed = read_model_file(args.destination)
 
@@ -49,18 +50,31 @@ def main() -> None:
     crops = np.random.default_rng(0).uniform(-120, 150, (64, size, size, 3)).astype(np.float32)
     difference = np.abs(original(crops) - packed(crops)).max()
     agree = np.mean(original(crops).argmax(1) == packed(crops).argmax(1))
-    logger.info("%s: %.1f MB -> %s: %.1f MB", args.source, args.source.stat().st_size / 1e6,
-                args.destination, args.destination.stat().st_size / 1e6)
-    logger.info("largest probability difference on 64 random inputs: %.2e; same class: %.0f%%",
-                difference, 100 * agree)
+    logger.info(
+        "%s: %.1f MB -> %s: %.1f MB",
+        args.source,
+        args.source.stat().st_size / 1e6,
+        args.destination,
+        args.destination.stat().st_size / 1e6,
+    )
+    logger.info(
+        "largest probability difference on 64 random inputs: %.2e; same class: %.0f%%",
+        difference,
+        100 * agree,
+    )
     digest = sha256_file(args.destination)
     registered = MODELS.get(spec.name)
     if registered is None:
         logger.info("sha256 %s", digest)
     else:  # say whether the file is the one the registry (and the package) has
         verdict = "the same as" if digest == registered.sha256 else "not the same file as"
-        logger.info("sha256 %s, %s the registered %r (%s…)", digest, verdict, spec.name,
-                    registered.sha256[:12])
+        logger.info(
+            "sha256 %s, %s the registered %r (%s…)",
+            digest,
+            verdict,
+            spec.name,
+            registered.sha256[:12],
+        )
 
 
 def without_local_paths(metadata: dict) -> dict:
@@ -74,7 +88,7 @@ def without_local_paths(metadata: dict) -> dict:
         if isinstance(value, list):  # several --data / --val sources
             return [trim(key, v) for v in value]
         if key in keep and isinstance(value, str):
-            return "/".join(Path(value).parts[-keep[key]:])
+            return "/".join(Path(value).parts[-keep[key] :])
         return value
 
     return trim(None, metadata)

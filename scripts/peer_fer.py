@@ -20,8 +20,15 @@ import cv2  # noqa: E402
 from fer.fer import FER  # noqa: E402
 
 # FER's label names -> fer8's.
-LABELS = {"angry": "angry", "disgust": "disgusted", "fear": "fearful", "happy": "happy",
-          "sad": "sad", "surprise": "surprised", "neutral": "neutral"}
+LABELS = {
+    "angry": "angry",
+    "disgust": "disgusted",
+    "fear": "fearful",
+    "happy": "happy",
+    "sad": "sad",
+    "surprise": "surprised",
+    "neutral": "neutral",
+}
 
 
 def iou(a, b) -> float:

@@ -28,8 +28,16 @@ from numpy.typing import NDArray
 #: The model's outputs, in order, as fer8's labels.
 LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 #: Where ArcFace (and OpenCV Zoo's face models) put the five keypoints in a 112x112 crop.
-TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                     [41.5493, 92.3655], [70.7299, 92.2041]], np.float64)
+TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    np.float64,
+)
 SIZE = 112
 # Pre-cropped faces are enlarged to this side before YuNet looks for their keypoints
 # (FER+'s 48-pixel faces are at the edge of what it finds).
@@ -75,8 +83,7 @@ class ZooModel:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
     def classify(self, face: NDArray[np.uint8], aligned: bool) -> Answer:
@@ -92,8 +99,7 @@ class ZooModel:
         """The face whose five YuNet keypoints are ``keypoints``, warped as OpenCV Zoo warps it."""
         import cv2
 
-        face = cv2.warpAffine(image, similarity(keypoints), (SIZE, SIZE),
-                              flags=cv2.INTER_LINEAR)
+        face = cv2.warpAffine(image, similarity(keypoints), (SIZE, SIZE), flags=cv2.INTER_LINEAR)
         return self.classify(face, True)
 
     def on_crop(self, crop: NDArray[np.uint8]) -> Answer:
@@ -105,11 +111,17 @@ class ZooModel:
 
         height, width = crop.shape[:2]
         scale = _SEARCH_SIDE / max(height, width)
-        search = crop if scale <= 1 else cv2.resize(crop, None, fx=scale, fy=scale,
-                                                    interpolation=cv2.INTER_CUBIC)
+        search = (
+            crop
+            if scale <= 1
+            else cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        )
         found = detect_faces(np.ascontiguousarray(search))
         if found:
             return self.on_keypoints(search, found[0].keypoints)
-        resized = cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_AREA
-                             if min(height, width) > SIZE else cv2.INTER_LINEAR)
+        resized = cv2.resize(
+            crop,
+            (SIZE, SIZE),
+            interpolation=cv2.INTER_AREA if min(height, width) > SIZE else cv2.INTER_LINEAR,
+        )
         return self.classify(resized, False)

@@ -44,8 +44,7 @@ logger = logging.getLogger("soak")
 #: How often each kind of request is sent.
 MIX = {"photo": 45, "video": 10, "corrupt": 15, "oversized": 10, "slow": 20}
 #: The statuses each kind should get: anything else is unexpected.
-EXPECTED = {"photo": {200}, "video": {200}, "corrupt": {400}, "oversized": {413},
-            "slow": {200}}
+EXPECTED = {"photo": {200}, "video": {200}, "corrupt": {400}, "oversized": {413}, "slow": {200}}
 MAX_UPLOAD_MB = 2.0
 MAX_VIDEO_MB = 8.0
 #: A slow sender spreads its upload over about this many seconds.
@@ -73,13 +72,18 @@ class Payloads:
         rng = np.random.default_rng(0)
         noise = rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes()
         return cls(
-            photos=(("astronaut.png", astronaut), ("grace_hopper.jpg", hopper),
-                    ("small.jpg", small.getvalue())),
+            photos=(
+                ("astronaut.png", astronaut),
+                ("grace_hopper.jpg", hopper),
+                ("small.jpg", small.getvalue()),
+            ),
             video=_video(folder / "clip.mp4"),
-            corrupt=(("noise.jpg", noise, "image/jpeg"),
-                     ("cut.png", astronaut[:2000], "image/png"),
-                     ("header.jpg", b"\xff\xd8\xff\xe0" + noise[:5000], "image/jpeg"),
-                     ("notes.png", b"not really a picture", "image/png")),
+            corrupt=(
+                ("noise.jpg", noise, "image/jpeg"),
+                ("cut.png", astronaut[:2000], "image/png"),
+                ("header.jpg", b"\xff\xd8\xff\xe0" + noise[:5000], "image/jpeg"),
+                ("notes.png", b"not really a picture", "image/png"),
+            ),
             oversized=bytes(max_upload_bytes + 512 * 1024),
         )
 
@@ -95,7 +99,7 @@ def _video(path: Path) -> bytes:
     for index in range(16):
         frame = np.full((240, 320, 3), 60, np.uint8)
         x = 20 + 8 * index
-        frame[60:180, x:x + 115] = face
+        frame[60:180, x : x + 115] = face
         writer.write(frame)
     writer.release()
     return path.read_bytes()
@@ -128,22 +132,29 @@ def send(client, url: str, kind: str, payloads: Payloads, rng: random.Random) ->
         query = "?annotate=true" if rng.random() < 0.2 else ""
         return client.post(predict + query, files={"file": (name, data)}).status_code
     if kind == "video":
-        return client.post(predict, content=payloads.video,
-                           headers={"Content-Type": "video/mp4"}).status_code
+        return client.post(
+            predict, content=payloads.video, headers={"Content-Type": "video/mp4"}
+        ).status_code
     if kind == "corrupt":
         name, data, content_type = rng.choice(payloads.corrupt)
         if rng.random() < 0.5:
             return client.post(predict, files={"file": (name, data, content_type)}).status_code
-        return client.post(predict, content=data,
-                           headers={"Content-Type": content_type}).status_code
+        return client.post(
+            predict, content=data, headers={"Content-Type": content_type}
+        ).status_code
     if kind == "oversized":
         if rng.random() < 0.5:  # declared: refused from its Content-Length
-            return client.post(predict, content=payloads.oversized,
-                               headers={"Content-Type": "image/jpeg"}).status_code
-        chunks = [payloads.oversized[i:i + 65536]
-                  for i in range(0, len(payloads.oversized), 65536)]
-        return client.post(predict, content=iter(chunks),  # streamed: counted as it comes
-                           headers={"Content-Type": "image/jpeg"}).status_code
+            return client.post(
+                predict, content=payloads.oversized, headers={"Content-Type": "image/jpeg"}
+            ).status_code
+        chunks = [
+            payloads.oversized[i : i + 65536] for i in range(0, len(payloads.oversized), 65536)
+        ]
+        return client.post(
+            predict,
+            content=iter(chunks),  # streamed: counted as it comes
+            headers={"Content-Type": "image/jpeg"},
+        ).status_code
     if kind == "slow":
         _, data = payloads.photos[1]
         pieces = 30
@@ -152,14 +163,17 @@ def send(client, url: str, kind: str, payloads: Payloads, rng: random.Random) ->
         def trickle():
             for start in range(0, len(data), size):
                 time.sleep(SLOW_SECONDS / pieces)
-                yield data[start:start + size]
-        return client.post(predict, content=trickle(),
-                           headers={"Content-Type": "image/jpeg"}).status_code
+                yield data[start : start + size]
+
+        return client.post(
+            predict, content=trickle(), headers={"Content-Type": "image/jpeg"}
+        ).status_code
     raise ValueError(kind)
 
 
-def drive(url: str, payloads: Payloads, clients: int, seconds: float, seed: int,
-          tally: Tally) -> None:
+def drive(
+    url: str, payloads: Payloads, clients: int, seconds: float, seed: int, tally: Tally
+) -> None:
     """``clients`` threads sending the mix until ``seconds`` have passed."""
     import httpx
 
@@ -179,8 +193,7 @@ def drive(url: str, payloads: Payloads, clients: int, seconds: float, seed: int,
                 else:
                     tally.add(kind, outcome_of(kind, status), time.perf_counter() - started)
 
-    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True)
-               for i in range(clients)]
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -216,15 +229,25 @@ def answered(url: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               if family.name == "fer8_requests"
-               for sample in family.samples
-               if sample.name == "fer8_requests_total"
-               and sample.labels.get("route") == "/v1/predict")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "fer8_requests"
+        for sample in family.samples
+        if sample.name == "fer8_requests_total" and sample.labels.get("route") == "/v1/predict"
+    )
 
 
-def soak(url: str, pid: int, payloads: Payloads, *, seconds: float, clients: int = 8,
-         warmup: float = 10.0, seed: int = 0) -> dict:
+def soak(
+    url: str,
+    pid: int,
+    payloads: Payloads,
+    *,
+    seconds: float,
+    clients: int = 8,
+    warmup: float = 10.0,
+    seed: int = 0,
+) -> dict:
     """Run the soak against a running server; returns the report (see the module)."""
     import httpx
 
@@ -269,8 +292,10 @@ def soak(url: str, pid: int, payloads: Payloads, *, seconds: float, clients: int
     for counts in outcomes.values():
         total.update(counts)
     return {
-        "seconds": round(elapsed, 1), "clients": clients,
-        "requests": len(tally.records), "responses": responses,
+        "seconds": round(elapsed, 1),
+        "clients": clients,
+        "requests": len(tally.records),
+        "responses": responses,
         "server_answered": int(server_count),
         "lost": sum(n for outcome, n in total.items() if outcome.startswith("lost")),
         # The server's answers no client got (or, below 0, responses it did not count).
@@ -280,9 +305,13 @@ def soak(url: str, pid: int, payloads: Payloads, *, seconds: float, clients: int
         "latency_ms": {kind: _percentiles(values) for kind, values in sorted(latencies.items())}
         | {"all": _percentiles(every)},
         "requests_per_s": round(responses / elapsed, 2),
-        "rss_mb": {"idle": _mb(rss_idle), "after_warmup": _mb(rss_warm),
-                   "after_first_minute": None if after_minute is None else _mb(after_minute),
-                   "end": _mb(rss_end), "max": _mb(max([rss for _, rss in samples] + [rss_end]))},
+        "rss_mb": {
+            "idle": _mb(rss_idle),
+            "after_warmup": _mb(rss_warm),
+            "after_first_minute": None if after_minute is None else _mb(after_minute),
+            "end": _mb(rss_end),
+            "max": _mb(max([rss for _, rss in samples] + [rss_end])),
+        },
         # Every 2 s, to tell a plateau from a leak.
         "rss_series_mb": [(round(at, 1), _mb(rss)) for at, rss in samples],
     }
@@ -292,8 +321,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p99": float("nan")}
     ordered = sorted(values)
-    return {"p50": round(1000 * statistics.median(ordered), 1),
-            "p99": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)}
+    return {
+        "p50": round(1000 * statistics.median(ordered), 1),
+        "p99": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
+    }
 
 
 def _mb(value: int) -> float:
@@ -301,11 +332,13 @@ def _mb(value: int) -> float:
 
 
 def print_report(report: dict) -> None:
-    print(f"{report['requests']} requests in {report['seconds']} s from {report['clients']} "
-          f"clients ({report['requests_per_s']} responses/s); server answered "
-          f"{report['server_answered']}; lost {report['lost']}, unreceived "
-          f"{report['unreceived']}, unexpected "
-          f"{report['unexpected']}")
+    print(
+        f"{report['requests']} requests in {report['seconds']} s from {report['clients']} "
+        f"clients ({report['requests_per_s']} responses/s); server answered "
+        f"{report['server_answered']}; lost {report['lost']}, unreceived "
+        f"{report['unreceived']}, unexpected "
+        f"{report['unexpected']}"
+    )
     print("| kind | outcomes | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- |")
     for kind, counts in report["outcomes"].items():
@@ -315,18 +348,24 @@ def print_report(report: dict) -> None:
     every = report["latency_ms"]["all"]
     print(f"| all | | {every['p50']} | {every['p99']} |")
     rss = report["rss_mb"]
-    print(f"resident memory (MB): idle {rss['idle']}, after warm-up {rss['after_warmup']}, "
-          f"after the first minute {rss['after_first_minute']}, end {rss['end']}, "
-          f"max {rss['max']}")
+    print(
+        f"resident memory (MB): idle {rss['idle']}, after warm-up {rss['after_warmup']}, "
+        f"after the first minute {rss['after_first_minute']}, end {rss['end']}, "
+        f"max {rss['max']}"
+    )
     series = report["rss_series_mb"]
     if series and series[-1][0] >= 120:  # a line of minutes for a long run
         # Each minute's highest sample: one sample swings by +-20 MB as uploads come and
         # go, the highest shows whether memory still grows.
         minutes = range(int(series[-1][0] // 60))  # whole minutes
-        peaks = [max((mb for at, mb in series if minute * 60 <= at < minute * 60 + 60),
-                     default=None) for minute in minutes]
-        print("resident memory, each minute's peak (MB): "
-              + ", ".join(str(peak) for peak in peaks if peak is not None))
+        peaks = [
+            max((mb for at, mb in series if minute * 60 <= at < minute * 60 + 60), default=None)
+            for minute in minutes
+        ]
+        print(
+            "resident memory, each minute's peak (MB): "
+            + ", ".join(str(peak) for peak in peaks if peak is not None)
+        )
 
 
 def main() -> int:
@@ -342,29 +381,51 @@ def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     from servers import ServeProcess
 
-    serve_args = ["--max-upload-mb", str(MAX_UPLOAD_MB), "--max-video-mb", str(MAX_VIDEO_MB),
-                  "--workers", str(args.workers)]
+    serve_args = [
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
+        "--max-video-mb",
+        str(MAX_VIDEO_MB),
+        "--workers",
+        str(args.workers),
+    ]
     if args.model:
         serve_args += ["--model", args.model]
     with tempfile.TemporaryDirectory() as tmp:
         payloads = Payloads.make(Path(tmp), int(MAX_UPLOAD_MB * 2**20))
         with ServeProcess(*serve_args, log=Path(tmp) / "serve.log") as server:
-            logger.info("fer8 serve at %s (pid %d); soaking for %.0f s", server.url,
-                        server.process.pid, args.seconds)
-            report = soak(server.url, server.process.pid, payloads, seconds=args.seconds,
-                          clients=args.clients, warmup=args.warmup)
+            logger.info(
+                "fer8 serve at %s (pid %d); soaking for %.0f s",
+                server.url,
+                server.process.pid,
+                args.seconds,
+            )
+            report = soak(
+                server.url,
+                server.process.pid,
+                payloads,
+                seconds=args.seconds,
+                clients=args.clients,
+                warmup=args.warmup,
+            )
         log = server.log_text()
         report["server_exit_status"] = server.process.returncode
         report["server_log_tracebacks"] = log.count("Traceback")
         report["access_log_lines"] = log.count("/v1/predict ")
     print_report(report)
-    print(f"server exit status {report['server_exit_status']}, tracebacks in its log "
-          f"{report['server_log_tracebacks']}")
+    print(
+        f"server exit status {report['server_exit_status']}, tracebacks in its log "
+        f"{report['server_log_tracebacks']}"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    failed = report["lost"] or report["unreceived"] or report["unexpected"] \
-        or report["server_log_tracebacks"] \
+    failed = (
+        report["lost"]
+        or report["unreceived"]
+        or report["unexpected"]
+        or report["server_log_tracebacks"]
         or report["server_exit_status"] != 0
+    )
     return 1 if failed else 0
 
 

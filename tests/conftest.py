@@ -72,8 +72,9 @@ def tiny_model_path(tmp_path_factory) -> Path:
     x = keras.layers.Dense(len(LABELS), name="logits")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     model = keras.Model(inputs, outputs)
-    spec = ModelSpec(LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="tiny",
-                     metadata={"purpose": "tests"})
+    spec = ModelSpec(
+        LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="tiny", metadata={"purpose": "tests"}
+    )
     return save_model(model, spec, tmp_path_factory.mktemp("models") / "tiny.fer8")
 
 

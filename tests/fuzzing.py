@@ -39,6 +39,7 @@ MEMORY_LIMIT_MB = 16 * 100_000_000 // 2**20
 
 # --- seeds -------------------------------------------------------------------------------
 
+
 def _photo(name: str, box: tuple[int, int, int, int], size: int):
     from PIL import Image
 
@@ -70,14 +71,16 @@ def make_seeds() -> dict[str, bytes]:
     rgba.putalpha(128)
     seeds = {
         "jpeg": _encode(hopper, "JPEG", quality=90),
-        "jpeg-progressive-exif": _encode(hopper, "JPEG", quality=80, progressive=True,
-                                         exif=exif.tobytes()),
+        "jpeg-progressive-exif": _encode(
+            hopper, "JPEG", quality=80, progressive=True, exif=exif.tobytes()
+        ),
         "jpeg-cmyk": _encode(astro.convert("CMYK"), "JPEG"),
         "png": _encode(hopper, "PNG"),
         "png-rgba": _encode(rgba, "PNG"),
         "png-palette": _encode(astro.convert("P"), "PNG", transparency=0),
-        "png-16bit": _encode(Image.fromarray(np.asarray(astro.convert("L"), np.uint16) * 257),
-                             "PNG"),
+        "png-16bit": _encode(
+            Image.fromarray(np.asarray(astro.convert("L"), np.uint16) * 257), "PNG"
+        ),
         "png-exif": _encode(astro, "PNG", exif=exif.tobytes()),
         "apng": _encode(frames[0], "PNG", save_all=True, append_images=frames[1:]),
         "gif": _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0),
@@ -95,6 +98,7 @@ def make_seeds() -> dict[str, bytes]:
 
 # --- mutations ---------------------------------------------------------------------------
 
+
 def truncate(data: bytes, fraction: float) -> bytes:
     return data[: int(len(data) * fraction)]
 
@@ -111,7 +115,7 @@ def flip_bits(data: bytes, positions: Sequence[int]) -> bytes:
 
 def overwrite(data: bytes, offset: int, chunk: bytes) -> bytes:
     offset %= max(1, len(data))
-    return data[:offset] + chunk + data[offset + len(chunk):]
+    return data[:offset] + chunk + data[offset + len(chunk) :]
 
 
 def insert(data: bytes, offset: int, chunk: bytes) -> bytes:
@@ -121,7 +125,7 @@ def insert(data: bytes, offset: int, chunk: bytes) -> bytes:
 
 def delete(data: bytes, offset: int, length: int) -> bytes:
     offset %= max(1, len(data))
-    return data[:offset] + data[offset + length:]
+    return data[:offset] + data[offset + length :]
 
 
 def swap_header(data: bytes, other: bytes, length: int = 16) -> bytes:
@@ -130,8 +134,12 @@ def swap_header(data: bytes, other: bytes, length: int = 16) -> bytes:
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
 
 
 def set_dimensions(data: bytes, width: int, height: int) -> bytes:
@@ -167,10 +175,10 @@ def _jpeg_dimensions(data: bytes, width: int, height: int) -> bytes:
     offset = 2
     while offset + 9 <= len(data) and data[offset] == 0xFF:
         marker = data[offset + 1]
-        length = struct.unpack(">H", data[offset + 2:offset + 4])[0]
+        length = struct.unpack(">H", data[offset + 2 : offset + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             size = struct.pack(">HH", height % 2**16, width % 2**16)
-            return data[:offset + 5] + size + data[offset + 9:]
+            return data[: offset + 5] + size + data[offset + 9 :]
         offset += 2 + length
     return data
 
@@ -182,7 +190,7 @@ def _gif_dimensions(data: bytes, width: int, height: int) -> bytes:
     offset = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     while offset < len(raw):  # skip extensions to the first image descriptor
         if raw[offset] == 0x2C and offset + 9 <= len(raw):
-            raw[offset + 5:offset + 9] = size
+            raw[offset + 5 : offset + 9] = size
             break
         if raw[offset] != 0x21:
             break
@@ -199,15 +207,15 @@ def _tiff_dimensions(data: bytes, width: int, height: int) -> bytes:
     ifd = struct.unpack(order + "I", data[4:8])[0]
     if ifd + 2 > len(data):
         return data
-    count = struct.unpack(order + "H", data[ifd:ifd + 2])[0]
+    count = struct.unpack(order + "H", data[ifd : ifd + 2])[0]
     for index in range(count):
         entry = ifd + 2 + 12 * index
         if entry + 12 > len(raw):
             break
-        tag = struct.unpack(order + "H", raw[entry:entry + 2])[0]
+        tag = struct.unpack(order + "H", raw[entry : entry + 2])[0]
         if tag in (256, 257):
             value = (width if tag == 256 else height) % 2**32
-            raw[entry + 2:entry + 12] = struct.pack(order + "HII", 4, 1, value)  # LONG
+            raw[entry + 2 : entry + 12] = struct.pack(order + "HII", 4, 1, value)  # LONG
     return bytes(raw)
 
 
@@ -228,6 +236,7 @@ def _webp_dimensions(data: bytes, width: int, height: int) -> bytes:
 
 # --- hand-made hostile files -------------------------------------------------------------
 
+
 def png_bomb(width: int, height: int) -> bytes:
     """A valid PNG of ``width`` x ``height`` black gray pixels, compressed to almost nothing."""
     compressor = zlib.compressobj(6)
@@ -236,16 +245,22 @@ def png_bomb(width: int, height: int) -> bytes:
     body = [compressor.compress(row * rows) for _ in range(height // rows)]
     body.append(compressor.compress(row * (height % rows)) + compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"".join(body))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", b"".join(body))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def many_frames(format: str, frames: int, size: int = 8) -> bytes:
     """An animation of ``frames`` tiny frames (GIF, PNG (APNG), WEBP) or pages (TIFF)."""
     from PIL import Image
 
-    images = [Image.new("RGB", (size, size), (i % 256, (i * 7) % 256, (i * 13) % 256))
-              for i in range(frames)]
+    images = [
+        Image.new("RGB", (size, size), (i % 256, (i * 7) % 256, (i * 13) % 256))
+        for i in range(frames)
+    ]
     options = {"loop": 0} if format in ("GIF", "WEBP") else {}
     return _encode(images[0], format, save_all=True, append_images=images[1:], **options)
 
@@ -267,11 +282,18 @@ def exif_blob(entries: int, loop: bool = False, orientation: bytes | None = None
     if loop:
         table.append(tiff_entry(order, 0x8769, 4, 1, struct.pack("<I", 8)))
     for index in range(entries):
-        table.append(tiff_entry(order, 0xC000 + index % 0x3000, 3, 1, struct.pack("<H", index % 65536)))
+        table.append(
+            tiff_entry(order, 0xC000 + index % 0x3000, 3, 1, struct.pack("<H", index % 65536))
+        )
     table.sort(key=lambda entry: struct.unpack("<H", entry[:2])[0])
     next_ifd = 8 if loop else 0
-    return (b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(table) % 65536)
-            + b"".join(table) + struct.pack("<I", next_ifd))
+    return (
+        b"II*\0"
+        + struct.pack("<I", 8)
+        + struct.pack("<H", len(table) % 65536)
+        + b"".join(table)
+        + struct.pack("<I", next_ifd)
+    )
 
 
 def jpeg_with_app1(jpeg: bytes, payload: bytes) -> bytes:
@@ -320,17 +342,22 @@ def hostile_files() -> dict[str, Callable[[], bytes]]:
         "tiny-png-1x1": lambda: png_bomb(1, 1),
         "jpeg-huge-exif": lambda: jpeg_with_app1(jpeg, b"Exif\0\0" + exif_blob(5000)),
         "jpeg-exif-loop": lambda: jpeg_with_app1(
-            jpeg, b"Exif\0\0" + exif_blob(3, loop=True, orientation=b"\6\0\0\0")),
+            jpeg, b"Exif\0\0" + exif_blob(3, loop=True, orientation=b"\6\0\0\0")
+        ),
         "jpeg-exif-orientation-2^32-1": lambda: jpeg_with_app1(
-            jpeg, b"Exif\0\0" + exif_blob(1, orientation=b"\xff\xff\xff\xff")),
-        "jpeg-300-app1-segments": lambda: jpeg[:2] + b"".join(
-            b"\xff\xe1\xff\xff" + bytes(65533) for _ in range(300)) + jpeg[2:],
+            jpeg, b"Exif\0\0" + exif_blob(1, orientation=b"\xff\xff\xff\xff")
+        ),
+        "jpeg-300-app1-segments": lambda: (
+            jpeg[:2] + b"".join(b"\xff\xe1\xff\xff" + bytes(65533) for _ in range(300)) + jpeg[2:]
+        ),
         "png-exif-8MB": lambda: png_with_chunk(png, b"eXIf", exif_blob(8 * 1024 * 1024 // 12)),
         "png-exif-loop": lambda: png_with_chunk(png, b"eXIf", exif_blob(2, loop=True)),
         "png-ztxt-bomb": lambda: png_with_chunk(
-            png, b"zTXt", b"comment\0\0" + zlib.compress(b"A" * 50_000_000)),
+            png, b"zTXt", b"comment\0\0" + zlib.compress(b"A" * 50_000_000)
+        ),
         "png-iccp-bomb": lambda: png_with_chunk(
-            png, b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 50_000_000)),
+            png, b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 50_000_000)
+        ),
         "gif-5000-frames": lambda: many_frames("GIF", 5000),
         "apng-3000-frames": lambda: many_frames("PNG", 3000),
         "webp-2000-frames": lambda: many_frames("WEBP", 2000),
@@ -356,7 +383,7 @@ def progressive_jpeg_scans(extra: int, side: int = 64) -> bytes:
         marker = data[position + 1]
         if marker == 0xD9:
             break
-        end = position + 2 + struct.unpack(">H", data[position + 2:position + 4])[0]
+        end = position + 2 + struct.unpack(">H", data[position + 2 : position + 4])[0]
         if marker == 0xDA:
             while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
                 end += 1
@@ -368,10 +395,13 @@ def progressive_jpeg_scans(extra: int, side: int = 64) -> bytes:
 
 def _apng_frame_count(apng: bytes, frames: int) -> bytes:
     start = apng.index(b"acTL") - 4
-    return apng[:start] + _chunk(b"acTL", struct.pack(">II", frames % 2**32, 0)) + apng[start + 20:]
+    return (
+        apng[:start] + _chunk(b"acTL", struct.pack(">II", frames % 2**32, 0)) + apng[start + 20 :]
+    )
 
 
 # --- the rule ----------------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -399,8 +429,9 @@ def _check_error(message: str, source: str) -> None:
     assert len(message) < 500, f"message too long: {message[:200]!r}..."
 
 
-def check_load(data: bytes, *, max_pixels: int | None = None,
-               time_limit: float = TIME_LIMIT_S) -> Outcome:
+def check_load(
+    data: bytes, *, max_pixels: int | None = None, time_limit: float = TIME_LIMIT_S
+) -> Outcome:
     """``fer8.load_image(data)`` obeys the rule; other exceptions propagate to the caller."""
     import fer8
     from fer8.pipeline.images import MAX_PIXELS
@@ -418,8 +449,9 @@ def check_load(data: bytes, *, max_pixels: int | None = None,
     return outcome
 
 
-def check_predict(predictor, data: bytes, *, detect: bool = True,
-                  time_limit: float = TIME_LIMIT_S) -> Outcome:
+def check_predict(
+    predictor, data: bytes, *, detect: bool = True, time_limit: float = TIME_LIMIT_S
+) -> Outcome:
     """``predictor.predict(data)`` obeys the rule and its result is well formed."""
     outcome = _run(lambda: predictor.predict(data, detect=detect))
     if outcome.error is not None:
@@ -446,8 +478,25 @@ def peak_rss_mb() -> float:
 # --- Hypothesis: a seed and a few mutations ----------------------------------------------
 
 #: Sizes that decoders meet rarely: zero, one, the edges of 8, 16 and 32-bit fields.
-ODD_SIZES = (0, 1, 2, 3, 7, 8, 48, 255, 256, 4096, 32767, 32768, 65535, 65536,
-             2**31 - 1, 2**31, 2**32 - 1)
+ODD_SIZES = (
+    0,
+    1,
+    2,
+    3,
+    7,
+    8,
+    48,
+    255,
+    256,
+    4096,
+    32767,
+    32768,
+    65535,
+    65536,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+)
 
 
 def mutation_strategy(seed_names: Sequence[str]):
@@ -461,13 +510,30 @@ def mutation_strategy(seed_names: Sequence[str]):
     size = st.one_of(st.sampled_from(ODD_SIZES), st.integers(1, 20_000))
     return st.one_of(
         st.tuples(st.just("truncate"), st.floats(0.0, 1.0)),
-        st.tuples(st.just("flip"), st.lists(st.one_of(st.integers(0, 8 * 4096),
-                                                      st.integers(0, 2**23)),
-                                            min_size=1, max_size=16)),
-        st.tuples(st.just("overwrite"), offset,
-                  st.one_of(st.sampled_from([b"\0", b"\xff", b"\x7f", b"\x80", b"\xff\xff",
-                                             b"\0\0\0\0", b"\xff\xff\xff\xff"]),
-                            st.binary(min_size=1, max_size=8))),
+        st.tuples(
+            st.just("flip"),
+            st.lists(
+                st.one_of(st.integers(0, 8 * 4096), st.integers(0, 2**23)), min_size=1, max_size=16
+            ),
+        ),
+        st.tuples(
+            st.just("overwrite"),
+            offset,
+            st.one_of(
+                st.sampled_from(
+                    [
+                        b"\0",
+                        b"\xff",
+                        b"\x7f",
+                        b"\x80",
+                        b"\xff\xff",
+                        b"\0\0\0\0",
+                        b"\xff\xff\xff\xff",
+                    ]
+                ),
+                st.binary(min_size=1, max_size=8),
+            ),
+        ),
         st.tuples(st.just("insert"), offset, st.binary(min_size=1, max_size=64)),
         st.tuples(st.just("delete"), offset, st.integers(1, 512)),
         st.tuples(st.just("header"), st.sampled_from(sorted(seed_names)), st.integers(1, 40)),

@@ -29,8 +29,9 @@ class UvicornThread:
         self._socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self._thread = threading.Thread(target=self.server.run,
-                                        kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
 
     def __enter__(self) -> str:
         self._thread.start()
@@ -61,8 +62,14 @@ class ServeProcess:
     certificate that file verifies.
     """
 
-    def __init__(self, *args: str, log: Path, env: dict[str, str] | None = None,
-                 start_timeout: float = 180, cafile: Path | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        start_timeout: float = 180,
+        cafile: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"{'https' if cafile else 'http'}://127.0.0.1:{self.port}"
         self.context = None
@@ -82,8 +89,9 @@ class ServeProcess:
         deadline = time.monotonic() + self.start_timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=5,
-                                            context=self.context) as response:
+                with urllib.request.urlopen(
+                    f"{self.url}/healthz", timeout=5, context=self.context
+                ) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, OSError):
@@ -134,8 +142,13 @@ class FakeLine:
             def do_GET(self) -> None:
                 fake.authorizations.append(self.headers.get("Authorization", ""))
                 parts = self.path.strip("/").split("/")
-                key = (parts[3] if parts[:3] == ["v2", "bot", "message"] and parts[4:] == ["content"]
-                       else parts[1] if parts[0] == "external" else None)
+                key = (
+                    parts[3]
+                    if parts[:3] == ["v2", "bot", "message"] and parts[4:] == ["content"]
+                    else parts[1]
+                    if parts[0] == "external"
+                    else None
+                )
                 fake.gate.wait(timeout=60)
                 if key not in fake.contents:
                     self.send_error(404)
@@ -188,19 +201,27 @@ def webhook_body(*events: dict) -> bytes:
     return json.dumps({"destination": "Ufer8bot", "events": list(events)}).encode()
 
 
-def message_event(event_id: str, reply_token: str, message: dict, *, redelivery: bool = False
-                  ) -> dict:
+def message_event(
+    event_id: str, reply_token: str, message: dict, *, redelivery: bool = False
+) -> dict:
     return {
-        "type": "message", "mode": "active", "timestamp": 1764000000000,
+        "type": "message",
+        "mode": "active",
+        "timestamp": 1764000000000,
         "source": {"type": "user", "userId": "U0123456789abcdef"},
-        "webhookEventId": event_id, "deliveryContext": {"isRedelivery": redelivery},
-        "replyToken": reply_token, "message": message,
+        "webhookEventId": event_id,
+        "deliveryContext": {"isRedelivery": redelivery},
+        "replyToken": reply_token,
+        "message": message,
     }
 
 
 def image_message(message_id: str, external_url: str | None = None) -> dict:
-    provider = ({"type": "external", "originalContentUrl": external_url,
-                 "previewImageUrl": external_url} if external_url else {"type": "line"})
+    provider = (
+        {"type": "external", "originalContentUrl": external_url, "previewImageUrl": external_url}
+        if external_url
+        else {"type": "line"}
+    )
     return {"type": "image", "id": message_id, "quoteToken": "quote", "contentProvider": provider}
 
 

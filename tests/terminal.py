@@ -15,17 +15,23 @@ from pathlib import Path
 _INVISIBLE = re.compile(r"\x1b\[\?25[lh]|\x1b\[0m")
 
 
-def run_with_stderr_on_a_terminal(args: list[str], *, stdout: Path, env: dict | None = None,
-                                  timeout: float = 300) -> tuple[int, str]:
+def run_with_stderr_on_a_terminal(
+    args: list[str], *, stdout: Path, env: dict | None = None, timeout: float = 300
+) -> tuple[int, str]:
     """Run ``python -m fer8 ARGS`` with stderr on a pseudo-terminal and stdout into a file;
     returns the exit code and every character written to the terminal."""
     import pty
 
     leader, follower = pty.openpty()
     with open(stdout, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "fer8", *args],
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=follower,
-                                   env=env, close_fds=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fer8", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=follower,
+            env=env,
+            close_fds=True,
+        )
     os.close(follower)
     written = b""
     while True:
@@ -59,7 +65,7 @@ def screen(written: str) -> list[str]:
             column = 0
         else:
             line = lines[-1]
-            lines[-1] = line[:column] + char + line[column + 1:]
+            lines[-1] = line[:column] + char + line[column + 1 :]
             column += 1
         i += 1
     return [line.rstrip() for line in lines if line.strip()]

@@ -49,8 +49,11 @@ def _batch(seed: int = 0, n: int = 6) -> np.ndarray:
 def calibrated_path(tiny_model_path, tmp_path_factory):
     """The tiny model with a temperature of 2.5 in its spec, network untouched."""
     spec = read_spec(tiny_model_path)
-    return rewrite_spec(tiny_model_path, replace(spec, temperature=2.5),
-                        tmp_path_factory.mktemp("calibrated") / "tiny-t.fer8")
+    return rewrite_spec(
+        tiny_model_path,
+        replace(spec, temperature=2.5),
+        tmp_path_factory.mktemp("calibrated") / "tiny-t.fer8",
+    )
 
 
 def test_ece_of_a_hand_computed_case():
@@ -68,8 +71,9 @@ def test_ece_of_a_hand_computed_case():
     assert reliability.confidence()[8] == pytest.approx(0.55)
     assert reliability.accuracy()[0] is None
     # The same from probabilities: confidence is the row maximum, right is its argmax.
-    probabilities = np.array([[0.95, 0.05], [0.05, 0.95], [0.9, 0.1], [0.45, 0.55],
-                              [0.55, 0.45], [1.0, 0.0]])
+    probabilities = np.array(
+        [[0.95, 0.05], [0.05, 0.95], [0.9, 0.1], [0.45, 0.55], [0.55, 0.45], [1.0, 0.0]]
+    )
     truth = [0, 0, 0, 0, 0, 0]
     assert Reliability.from_probabilities(probabilities, truth) == reliability
     # A perfectly calibrated bin has no error; bins add up.
@@ -98,8 +102,9 @@ def test_fitted_temperature_recovers_a_known_one(true_temperature):
 
 def test_apply_temperature_is_softmax_of_scaled_logits():
     logits = np.random.default_rng(1).normal(0, 2, (5, 7))
-    np.testing.assert_allclose(apply_temperature(_softmax(logits), 1.7), _softmax(logits / 1.7),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        apply_temperature(_softmax(logits), 1.7), _softmax(logits / 1.7), atol=1e-6
+    )
     # A probability of 0 (float32 underflow) does not give NaN.
     assert np.isfinite(apply_temperature(np.array([[1.0, 0.0, 0.0]]), 2.0)).all()
 
@@ -117,8 +122,9 @@ def test_a_temperature_is_applied_by_onnx_runtime_and_keras(tiny_model_path, cal
     assert (model(batch).argmax(1) == raw.argmax(1)).all()  # and no label
     keras_model, spec = load_keras_model(calibrated_path)
     assert spec.temperature == 2.5
-    np.testing.assert_allclose(keras_expression_model(keras_model, spec)(batch), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        keras_expression_model(keras_model, spec)(batch), expected, atol=1e-5
+    )
     # with_temperature(1) gives the network's own probabilities back.
     np.testing.assert_array_equal(model.with_temperature(1.0)(batch), raw)
 
@@ -128,8 +134,9 @@ def test_the_exported_onnx_file_has_the_temperature_built_in(calibrated_path, tm
     import onnxruntime as ort
 
     out = tmp_path / "tiny-t.onnx"
-    result = CliRunner().invoke(cli, ["export", "--model", str(calibrated_path), "--format",
-                                      "onnx", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["export", "--model", str(calibrated_path), "--format", "onnx", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     batch = _batch(5)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -148,15 +155,20 @@ def test_a_file_without_a_temperature_predicts_exactly_as_before(tiny_model_path
     assert "temperature" not in stored
     assert ModelSpec.from_dict(stored).temperature == 1.0
     batch = _batch(2)
-    np.testing.assert_array_equal(read_model_file(tiny_model_path)(batch),
-                                  OnnxNetwork(graph)(batch))
+    np.testing.assert_array_equal(
+        read_model_file(tiny_model_path)(batch), OnnxNetwork(graph)(batch)
+    )
     # Its spec is written back unchanged (no temperature key), so are its file's bytes,
     # and its exported graph is the stored one.
     copy = rewrite_spec(tiny_model_path, read_spec(tiny_model_path), tmp_path / "copy.fer8")
     assert copy.read_bytes() == tiny_model_path.read_bytes()
     out = tmp_path / "tiny.onnx"
-    assert CliRunner().invoke(cli, ["export", "--model", str(tiny_model_path), "--out",
-                                    str(out)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli, ["export", "--model", str(tiny_model_path), "--out", str(out)])
+        .exit_code
+        == 0
+    )
     assert out.read_bytes() == graph
 
 
@@ -174,15 +186,24 @@ def labelled_crops(tmp_path):
     rng = np.random.default_rng(11)
     for label in ("happy", "sad", "angry"):
         for i in range(12):
-            save(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
-                 tmp_path / "faces" / label / f"{i}.png")
+            save(
+                rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
+                tmp_path / "faces" / label / f"{i}.png",
+            )
     return tmp_path / "faces"
 
 
 def test_calibrate_writes_a_fitted_temperature(tiny_model_path, labelled_crops, tmp_path):
     out = tmp_path / "calibrated.fer8"
-    args = ["calibrate", "--model", str(tiny_model_path), "--data", str(labelled_crops),
-            "--out", str(out)]
+    args = [
+        "calibrate",
+        "--model",
+        str(tiny_model_path),
+        "--data",
+        str(labelled_crops),
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "ECE before" in result.stdout and "temperature" in result.stderr
@@ -208,19 +229,32 @@ def test_calibrate_writes_a_fitted_temperature(tiny_model_path, labelled_crops, 
     assert CliRunner().invoke(cli, [*args, "--force"]).exit_code == 0
 
 
-def test_evaluate_reports_ece_and_draws_a_reliability_diagram(tiny_model_path, labelled_crops,
-                                                              tmp_path):
+def test_evaluate_reports_ece_and_draws_a_reliability_diagram(
+    tiny_model_path, labelled_crops, tmp_path
+):
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tiny_model_path), "--data",
-                                      str(labelled_crops), "--format", "json", "--out",
-                                      str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model_path),
+            "--data",
+            str(labelled_crops),
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     from fer8.training.datasets import read_dataset
     from fer8.training.evaluation import predicted_probabilities
 
-    probabilities, truth = predicted_probabilities(fer8.Predictor(tiny_model_path),
-                                                   read_dataset(labelled_crops))
+    probabilities, truth = predicted_probabilities(
+        fer8.Predictor(tiny_model_path), read_dataset(labelled_crops)
+    )
     expected = Reliability.from_probabilities(probabilities, truth).ece
     assert report["ece"] == pytest.approx(expected, abs=1e-6) and report["ece"] > 0
     assert report["reliability"]["bins"] == 15 and sum(report["reliability"]["counts"]) == 36

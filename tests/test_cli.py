@@ -55,8 +55,15 @@ def test_json_is_one_array_in_the_documented_shape(photos, tiny_model_path):
 
 
 def test_jsonl_is_one_object_per_line(photos, tiny_model_path):
-    result = run("predict", photos / "astronaut.png", photos / "group", "--model",
-                 tiny_model_path, "--format", "jsonl")
+    result = run(
+        "predict",
+        photos / "astronaut.png",
+        photos / "group",
+        "--model",
+        tiny_model_path,
+        "--format",
+        "jsonl",
+    )
     assert result.exit_code == 0
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [len(line["faces"]) for line in lines] == [1, 2]
@@ -65,11 +72,28 @@ def test_jsonl_is_one_object_per_line(photos, tiny_model_path):
 def test_csv_has_one_row_per_face_and_a_column_per_class(photos, tiny_model_path):
     result = run("predict", photos, "--model", tiny_model_path, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["source", "face", "x", "y", "w", "h", "label", "confidence",
-                             *LABELS, "yaw", "pitch", "roll", "error"]
+    assert list(rows[0]) == [
+        "source",
+        "face",
+        "x",
+        "y",
+        "w",
+        "h",
+        "label",
+        "confidence",
+        *LABELS,
+        "yaw",
+        "pitch",
+        "roll",
+        "error",
+    ]
     assert [(r["source"].split("/")[-1], r["face"]) for r in rows] == [
-        ("astronaut.png", "0"), ("blank.png", ""), ("corrupt.jpg", ""),
-        ("two.jpg", "0"), ("two.jpg", "1")]
+        ("astronaut.png", "0"),
+        ("blank.png", ""),
+        ("corrupt.jpg", ""),
+        ("two.jpg", "0"),
+        ("two.jpg", "1"),
+    ]
     face = rows[0]
     assert abs(sum(float(face[label]) for label in LABELS) - 1) < 1e-4
     assert float(face["confidence"]) == float(face[face["label"]])
@@ -87,8 +111,15 @@ def test_table_for_people(photos, tiny_model_path):
 
 
 def test_stdin(astronaut_path, tiny_model_path):
-    result = run("predict", "-", "--model", tiny_model_path, "--format", "json",
-                 input=astronaut_path.read_bytes())
+    result = run(
+        "predict",
+        "-",
+        "--model",
+        tiny_model_path,
+        "--format",
+        "json",
+        input=astronaut_path.read_bytes(),
+    )
     assert result.exit_code == 0
     (image,) = json.loads(result.stdout)
     assert image["source"] == "-" and len(image["faces"]) == 1
@@ -96,40 +127,56 @@ def test_stdin(astronaut_path, tiny_model_path):
 
 def test_annotate_writes_readable_images(photos, tiny_model_path, tmp_path, astronaut):
     out = tmp_path / "annotated"
-    result = run("predict", photos, "--model", tiny_model_path, "--annotate", out,
-                 "--format", "jsonl")
+    result = run(
+        "predict", photos, "--model", tiny_model_path, "--annotate", out, "--format", "jsonl"
+    )
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["astronaut.png", "blank.png", "group/two.jpg", "sources.csv"]
     drawn = fer8.load_image(out / "astronaut.png")
     assert drawn.shape == astronaut.shape
     face = json.loads(result.stdout.splitlines()[0])["faces"][0]
     x, y, w, h = face["box"]
-    edge = np.abs(drawn[y:y + h, x].astype(int) - astronaut[y:y + h, x].astype(int))
+    edge = np.abs(drawn[y : y + h, x].astype(int) - astronaut[y : y + h, x].astype(int))
     assert edge.mean() > 30  # the box is drawn on the face's left edge
-    assert np.abs(drawn[400:, 400:].astype(int) - astronaut[400:, 400:]).mean() < 1  # rest untouched
+    assert (
+        np.abs(drawn[400:, 400:].astype(int) - astronaut[400:, 400:]).mean() < 1
+    )  # rest untouched
     # A photo without a face says so, in a dark note at its top left; the rest is as it was.
     blank = fer8.load_image(out / "blank.png")
-    note = blank[:blank.shape[0] // 10, :blank.shape[1] // 4]
+    note = blank[: blank.shape[0] // 10, : blank.shape[1] // 4]
     assert (note < 100).mean() > 0.5 and (note > 200).any()  # dark, with light text
-    assert (blank[blank.shape[0] // 2:] == 240).all()
+    assert (blank[blank.shape[0] // 2 :] == 240).all()
 
 
 def test_small_images_are_enlarged_so_labels_stay_legible(tmp_path, tiny_model_path, astronaut):
     face = astronaut[65:164, 175:274]
     save(face, tmp_path / "in" / "face.png")
-    run("predict", tmp_path / "in", "--model", tiny_model_path, "--no-detect",
-        "--annotate", tmp_path / "out", "--format", "json")
+    run(
+        "predict",
+        tmp_path / "in",
+        "--model",
+        tiny_model_path,
+        "--no-detect",
+        "--annotate",
+        tmp_path / "out",
+        "--format",
+        "json",
+    )
     drawn = fer8.load_image(tmp_path / "out" / "face.png")
     assert min(drawn.shape[:2]) >= 320
 
 
 def test_no_detect_and_max_faces(photos, tiny_model_path):
     group = photos / "group" / "two.jpg"
-    whole = json.loads(run("predict", group, "--model", tiny_model_path, "--no-detect",
-                           "--format", "json").stdout)
+    whole = json.loads(
+        run("predict", group, "--model", tiny_model_path, "--no-detect", "--format", "json").stdout
+    )
     assert [f["box"] for f in whole[0]["faces"]] == [[0, 0, 1024, 512]]
-    one = json.loads(run("predict", group, "--model", tiny_model_path, "--max-faces", "1",
-                         "--format", "json").stdout)
+    one = json.loads(
+        run(
+            "predict", group, "--model", tiny_model_path, "--max-faces", "1", "--format", "json"
+        ).stdout
+    )
     assert len(one[0]["faces"]) == 1
 
 
@@ -140,8 +187,19 @@ def test_flip_gives_a_picture_and_its_mirror_image_the_same_answer(tmp_path, tin
     save(np.ascontiguousarray(picture[:, ::-1]), tmp_path / "b.png")
 
     def probabilities(*options):
-        out = json.loads(run("predict", tmp_path / "a.png", tmp_path / "b.png", "--model",
-                             tiny_model_path, "--no-detect", "--format", "json", *options).stdout)
+        out = json.loads(
+            run(
+                "predict",
+                tmp_path / "a.png",
+                tmp_path / "b.png",
+                "--model",
+                tiny_model_path,
+                "--no-detect",
+                "--format",
+                "json",
+                *options,
+            ).stdout
+        )
         return [list(item["faces"][0]["probabilities"].values()) for item in out]
 
     plain, mirrored = probabilities()
@@ -152,8 +210,15 @@ def test_flip_gives_a_picture_and_its_mirror_image_the_same_answer(tmp_path, tin
 
 
 def test_missing_files_are_input_errors_not_usage_errors(tmp_path, photos, tiny_model_path):
-    result = run("predict", tmp_path / "nope.jpg", photos / "astronaut.png", "--model",
-                 tiny_model_path, "--format", "jsonl")
+    result = run(
+        "predict",
+        tmp_path / "nope.jpg",
+        photos / "astronaut.png",
+        "--model",
+        tiny_model_path,
+        "--format",
+        "jsonl",
+    )
     assert result.exit_code == 1
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert first["error"] == "no such file" and len(second["faces"]) == 1
@@ -193,20 +258,30 @@ def test_console_script_keeps_stdout_clean(photos, tiny_model_path):
     """A real process: results alone on stdout, one line per failure on stderr."""
     process = subprocess.run(
         [sys.executable, "-m", "fer8", "predict", str(photos), "--model", str(tiny_model_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert process.returncode == 1
     lines = process.stdout.splitlines()  # not a terminal: JSON Lines by default
     assert len(lines) == 4 and all(json.loads(line)["source"] for line in lines)
     assert process.stderr.strip().splitlines() == [
-        f"fer8: {photos / 'corrupt.jpg'}: " + json.loads(lines[2])["error"]]
+        f"fer8: {photos / 'corrupt.jpg'}: " + json.loads(lines[2])["error"]
+    ]
 
 
 def test_version_and_help():
     assert run("--version").stdout.strip() == f"fer8, version {fer8.__version__}"
     help_text = run("predict", "--help").stdout
-    for option in ("--format", "--annotate", "--model", "--max-faces", "--no-detect",
-                   "--batch-size", "--flip"):
+    for option in (
+        "--format",
+        "--annotate",
+        "--model",
+        "--max-faces",
+        "--no-detect",
+        "--batch-size",
+        "--flip",
+    ):
         assert option in help_text
 
 
@@ -214,8 +289,15 @@ def test_the_detector_and_its_settings_are_options(photos, tiny_model_path, astr
     from fer8.pipeline.detection import detect
 
     def boxes(*options):
-        result = run("predict", photos / "astronaut.png", "--model", tiny_model_path,
-                     "--format", "json", *options)
+        result = run(
+            "predict",
+            photos / "astronaut.png",
+            "--model",
+            tiny_model_path,
+            "--format",
+            "json",
+            *options,
+        )
         assert result.exit_code == 0, result.output
         return [face["box"] for face in json.loads(result.stdout)[0]["faces"]]
 
@@ -223,14 +305,17 @@ def test_the_detector_and_its_settings_are_options(photos, tiny_model_path, astr
     assert boxes("--detector", "haar") == [detect(astronaut, "haar")[0].to_list()]
     assert boxes("--min-face", "100") == []  # YuNet's box is 90 pixels wide
     assert boxes("--detect-threshold", "0.99") == []
-    assert boxes("--detector", "haar", "--haar-scale-factor", "1.1",
-                 "--haar-min-neighbors", "3") == [
-        detect(astronaut, "haar", scale_factor=1.1, min_neighbors=3)[0].to_list()]
-    wrong = run("predict", photos / "astronaut.png", "--model", tiny_model_path,
-                "--haar-min-neighbors", "3")
+    assert boxes(
+        "--detector", "haar", "--haar-scale-factor", "1.1", "--haar-min-neighbors", "3"
+    ) == [detect(astronaut, "haar", scale_factor=1.1, min_neighbors=3)[0].to_list()]
+    wrong = run(
+        "predict", photos / "astronaut.png", "--model", tiny_model_path, "--haar-min-neighbors", "3"
+    )
     assert wrong.exit_code == 2
-    assert "--haar-scale-factor and --haar-min-neighbors are settings of the haar detector" \
+    assert (
+        "--haar-scale-factor and --haar-min-neighbors are settings of the haar detector"
         in wrong.stderr
+    )
 
 
 def test_a_broken_detector_model_is_a_one_line_error(photos, tiny_model_path, monkeypatch):
@@ -245,28 +330,41 @@ def test_a_broken_detector_model_is_a_one_line_error(photos, tiny_model_path, mo
     assert line.startswith("fer8: error: YuNet face detector at ") and "SHA-256" in line
 
 
-def test_annotated_pictures_with_the_same_name_are_all_kept(tmp_path, tiny_model_path,
-                                                            astronaut, hopper):
+def test_annotated_pictures_with_the_same_name_are_all_kept(
+    tmp_path, tiny_model_path, astronaut, hopper
+):
     """Two cameras' IMG_0001.jpg, in two folders: each gets its own annotated picture,
     in its own folder, and sources.csv says which input each came from."""
     first = save(astronaut, tmp_path / "a" / "IMG_0001.png")
     second = save(hopper, tmp_path / "b" / "IMG_0001.png")
 
     def annotate(out, *inputs):
-        result = run("predict", *inputs, "--model", tiny_model_path, "--annotate",
-                     tmp_path / out, "--format", "json")
+        result = run(
+            "predict",
+            *inputs,
+            "--model",
+            tiny_model_path,
+            "--annotate",
+            tmp_path / out,
+            "--format",
+            "json",
+        )
         assert result.exit_code == 0, result.output
         with open(tmp_path / out / "sources.csv", newline="") as handle:
             return {row["annotated"]: row["source"] for row in csv.DictReader(handle)}
 
     for out, inputs in (("files", (first, second)), ("folders", (first.parent, second.parent))):
-        assert annotate(out, *inputs) == {"a/IMG_0001.png": str(first),
-                                          "b/IMG_0001.png": str(second)}
+        assert annotate(out, *inputs) == {
+            "a/IMG_0001.png": str(first),
+            "b/IMG_0001.png": str(second),
+        }
         assert fer8.load_image(tmp_path / out / "a" / "IMG_0001.png").shape == astronaut.shape
         assert fer8.load_image(tmp_path / out / "b" / "IMG_0001.png").shape == hopper.shape
     # The same file twice: two pictures, the second numbered.
-    assert annotate("twice", first, first) == {"IMG_0001.png": str(first),
-                                               "IMG_0001-2.png": str(first)}
+    assert annotate("twice", first, first) == {
+        "IMG_0001.png": str(first),
+        "IMG_0001-2.png": str(first),
+    }
 
 
 def test_annotate_never_draws_over_an_input(tmp_path, tiny_model_path, astronaut):
@@ -279,16 +377,21 @@ def test_annotate_never_draws_over_an_input(tmp_path, tiny_model_path, astronaut
 
 def test_table_columns_line_up_whatever_the_path_length(tmp_path, tiny_model_path, astronaut):
     short = save(astronaut, tmp_path / "a.png")
-    long = save(astronaut, tmp_path / ("a-folder-name-well-over-thirty-two-characters" * 2)
-                / "portrait-with-a-long-name.png")
-    lines = run("predict", short, long, "--model", tiny_model_path, "--format",
-                "table").stdout.splitlines()
+    long = save(
+        astronaut,
+        tmp_path
+        / ("a-folder-name-well-over-thirty-two-characters" * 2)
+        / "portrait-with-a-long-name.png",
+    )
+    lines = run(
+        "predict", short, long, "--model", tiny_model_path, "--format", "table"
+    ).stdout.splitlines()
     assert len(lines) == 3 and len(str(long)) > 80
     header = lines[0]
     for line in lines[1:]:
         # The face index ends under FACE's last letter; the label starts under EXPRESSION.
         assert line[header.index("FACE") + 3] == "0" and line[header.index("FACE") + 4] == " "
-        assert line[header.index("EXPRESSION"):].split()[0] in {n.capitalize() for n in LABELS}
+        assert line[header.index("EXPRESSION") :].split()[0] in {n.capitalize() for n in LABELS}
 
 
 def test_on_a_terminal_each_failure_is_reported_once(tmp_path, tiny_model_path, astronaut):
@@ -302,7 +405,11 @@ def test_on_a_terminal_each_failure_is_reported_once(tmp_path, tiny_model_path, 
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "fer8", "predict", str(tmp_path), "--model", str(tiny_model_path)],
-        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, close_fds=True)
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
     os.close(follower)
     screen = b""
     while True:
@@ -322,13 +429,15 @@ def test_on_a_terminal_each_failure_is_reported_once(tmp_path, tiny_model_path, 
 
 def test_max_pixels_lets_a_panorama_in(tmp_path, tiny_model_path):
     wide = save(np.full((200, 2000, 3), 128, np.uint8), tmp_path / "wide.png")
-    refused = run("predict", wide, "--model", tiny_model_path, "--format", "json",
-                  "--max-pixels", "100000")
+    refused = run(
+        "predict", wide, "--model", tiny_model_path, "--format", "json", "--max-pixels", "100000"
+    )
     assert refused.exit_code == 1
     assert "too large" in json.loads(refused.stdout)[0]["error"]
     assert "--max-pixels" in refused.stderr
-    allowed = run("predict", wide, "--model", tiny_model_path, "--format", "json",
-                  "--max-pixels", "400000")
+    allowed = run(
+        "predict", wide, "--model", tiny_model_path, "--format", "json", "--max-pixels", "400000"
+    )
     assert allowed.exit_code == 0 and json.loads(allowed.stdout)[0]["error"] is None
 
 
@@ -358,7 +467,7 @@ def test_serve_without_its_extra_names_the_install_command_for_this_checkout(mon
     # extra (``fer8[serve]`` would fetch another fer8 from an index).
     assert command.startswith(f"{sys.executable} -m pip install -e ")
     assert command.endswith(f"{ROOT}[serve]'")
-    assert 'serve = [' in (ROOT / "pyproject.toml").read_text()
+    assert "serve = [" in (ROOT / "pyproject.toml").read_text()
 
 
 def test_serve_without_its_extra_names_the_extra_s_package_not_a_dependency(monkeypatch):
@@ -392,23 +501,43 @@ def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     assert cli_module.install_command("serve").endswith(" -m pip install 'fer8[serve]'")
     checkout = tmp_path / "fer8 checkout"
     checkout.mkdir()
-    monkeypatch.setattr(metadata, "distribution", lambda name: Installed(json.dumps(
-        {"url": checkout.as_uri(), "dir_info": {}})))
+    monkeypatch.setattr(
+        metadata,
+        "distribution",
+        lambda name: Installed(json.dumps({"url": checkout.as_uri(), "dir_info": {}})),
+    )
     assert cli_module.install_command("serve").endswith(f" -m pip install '{checkout}[serve]'")
 
 
 def test_landmarks_in_the_csv_and_explanations_beside_the_annotated_pictures(
-        photos, tiny_model_path, tmp_path):
+    photos, tiny_model_path, tmp_path
+):
     out = tmp_path / "out"
-    result = run("predict", photos, "--model", tiny_model_path, "--format", "csv",
-                 "--landmarks", "--annotate", out, "--explain", out, "--draw-landmarks")
+    result = run(
+        "predict",
+        photos,
+        "--model",
+        tiny_model_path,
+        "--format",
+        "csv",
+        "--landmarks",
+        "--annotate",
+        out,
+        "--explain",
+        out,
+        "--draw-landmarks",
+    )
     assert result.exit_code == 1  # the corrupt file
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     faces = [row for row in rows if row["face"]]
     assert len(faces) == 3 and all(row["x_67"] and row["yaw"] for row in faces)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "astronaut.explain.png", "astronaut.png", "blank.explain.png", "blank.png",
-        "group/two.explain.png"]
+        "astronaut.explain.png",
+        "astronaut.png",
+        "blank.explain.png",
+        "blank.png",
+        "group/two.explain.png",
+    ]
     index = (out / "sources.csv").read_text()
     assert "group/two.explain.png" in index and "group/two.jpg" in index
     explained = fer8.load_image(out / "astronaut.explain.png")
@@ -426,11 +555,14 @@ def test_explain_refuses_a_model_without_an_exact_map(photos, tmp_path):
     inputs = keras.Input((48, 48, 3))
     x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, strides=4)(inputs))
     outputs = keras.layers.Dense(len(LABELS), activation="softmax")(x)
-    path = save_model(keras.Model(inputs, outputs),
-                      ModelSpec(LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="flat"),
-                      tmp_path / "flat.fer8")
-    result = run("predict", photos / "astronaut.png", "--model", path, "--explain",
-                 tmp_path / "out")
+    path = save_model(
+        keras.Model(inputs, outputs),
+        ModelSpec(LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="flat"),
+        tmp_path / "flat.fer8",
+    )
+    result = run(
+        "predict", photos / "astronaut.png", "--model", path, "--explain", tmp_path / "out"
+    )
     assert result.exit_code == 2 and "global average pooling" in result.stderr
     assert not (tmp_path / "out").exists()
     assert run("predict", photos / "astronaut.png", "--draw-landmarks").exit_code == 2
@@ -448,12 +580,14 @@ def test_an_error_line_goes_above_the_progress_bar(tmp_path, tiny_model_path, as
     (folder / "b_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage")
     code, written = run_with_stderr_on_a_terminal(
         ["predict", str(folder), "--model", str(tiny_model_path), "--format", "jsonl"],
-        stdout=tmp_path / "out.jsonl")
+        stdout=tmp_path / "out.jsonl",
+    )
     assert code == 1
     lines = screen(written)
     error = [line for line in lines if "b_broken.jpg" in line]
     assert len(error) == 1 and error[0].startswith(
-        f"fer8: {folder / 'b_broken.jpg'}: corrupt or truncated image"), lines
+        f"fer8: {folder / 'b_broken.jpg'}: corrupt or truncated image"
+    ), lines
     assert lines[0].startswith("fer8: ") and lines[-1].startswith("predict")
     assert lines[-1].endswith("100%") and len(lines) == 2
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5
@@ -469,10 +603,18 @@ def test_json_keeps_short_lists_on_one_line(tmp_path, tiny_model_path, astronaut
     assert f'        "box": [{x}, {y}, {w}, {h}],' in result.stdout.splitlines()
     # A confusion matrix: each row on a line, the object a line per key.
     row = [120, 3, 0, 14, 0, 2, 5]
-    report = {"labels": ["angry", "happy"], "counts": [row] * 7,
-              "empty": [], "nested": [{"a": [1, 2]}]}
+    report = {
+        "labels": ["angry", "happy"],
+        "counts": [row] * 7,
+        "empty": [],
+        "nested": [{"a": [1, 2]}],
+    }
     text = to_json(report)
     assert json.loads(text) == report
-    assert text.splitlines()[:4] == ['{', '  "labels": ["angry", "happy"],', '  "counts": [',
-                                     '    [120, 3, 0, 14, 0, 2, 5],']
+    assert text.splitlines()[:4] == [
+        "{",
+        '  "labels": ["angry", "happy"],',
+        '  "counts": [',
+        "    [120, 3, 0, 14, 0, 2, 5],",
+    ]
     assert '  "empty": [],' in text and '      "a": [1, 2]' in text

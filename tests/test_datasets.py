@@ -13,13 +13,28 @@ from fer8.training.crops import prepare_crops
 from fer8.training.datasets import DatasetError, match_class, read_dataset
 
 
-@pytest.mark.parametrize("name, label", [
-    ("anger", "angry"), ("Angry", "angry"), ("AN", "angry"), ("disgust", "disgusted"),
-    ("DI", "disgusted"), ("afraid", "fearful"), ("Fear", "fearful"), ("happiness", "happy"),
-    ("HA", "happy"), ("NE", "neutral"), ("sadness", "sad"), ("SU", "surprised"),
-    ("surprise", "surprised"), ("worried", "worry"), ("Worry", "worry"), ("contempt", None),
-    ("misc", None),
-])
+@pytest.mark.parametrize(
+    "name, label",
+    [
+        ("anger", "angry"),
+        ("Angry", "angry"),
+        ("AN", "angry"),
+        ("disgust", "disgusted"),
+        ("DI", "disgusted"),
+        ("afraid", "fearful"),
+        ("Fear", "fearful"),
+        ("happiness", "happy"),
+        ("HA", "happy"),
+        ("NE", "neutral"),
+        ("sadness", "sad"),
+        ("SU", "surprised"),
+        ("surprise", "surprised"),
+        ("worried", "worry"),
+        ("Worry", "worry"),
+        ("contempt", None),
+        ("misc", None),
+    ],
+)
 def test_folder_names_match_classes_with_synonyms(name, label):
     assert match_class(name) == label
 
@@ -48,12 +63,12 @@ def test_large_images_are_photos_and_small_ones_crops(tmp_path, astronaut):
 
 FERPLUS_ROWS = [
     # file, box, neutral happiness surprise sadness anger disgust fear contempt unknown NF
-    ("a.png", 6, 2, 0, 1, 0, 0, 0, 1, 0, 0),   # neutral
-    ("b.png", 0, 4, 4, 0, 0, 0, 0, 0, 2, 0),   # tie happiness/surprise: happiness (column order)
-    ("c.png", 1, 0, 0, 0, 0, 0, 0, 8, 1, 0),   # contempt: left out
-    ("d.png", 2, 0, 0, 0, 0, 0, 0, 0, 8, 0),   # unknown: left out
+    ("a.png", 6, 2, 0, 1, 0, 0, 0, 1, 0, 0),  # neutral
+    ("b.png", 0, 4, 4, 0, 0, 0, 0, 0, 2, 0),  # tie happiness/surprise: happiness (column order)
+    ("c.png", 1, 0, 0, 0, 0, 0, 0, 8, 1, 0),  # contempt: left out
+    ("d.png", 2, 0, 0, 0, 0, 0, 0, 0, 8, 0),  # unknown: left out
     ("e.png", 0, 0, 0, 0, 0, 0, 0, 0, 0, 10),  # not a face: left out
-    ("f.png", 0, 0, 0, 0, 1, 7, 2, 0, 0, 0),   # disgust
+    ("f.png", 0, 0, 0, 0, 1, 7, 2, 0, 0, 0),  # disgust
     ("missing.png", 0, 10, 0, 0, 0, 0, 0, 0, 0, 0),
 ]
 
@@ -70,7 +85,10 @@ def test_ferplus_majority_soft_votes_and_what_is_left_out(tmp_path):
     assert data.kind == "ferplus"
     by_file = {s.source.rsplit("/", 1)[-1]: s for s in data.samples}
     assert {name: s.label for name, s in by_file.items()} == {
-        "a.png": "neutral", "b.png": "happy", "f.png": "disgusted"}
+        "a.png": "neutral",
+        "b.png": "happy",
+        "f.png": "disgusted",
+    }
     assert data.skipped == {"contempt": 1, "unknown": 1, "not_a_face": 1, "missing file": 1}
     # Votes over angry, disgusted, fearful, happy, neutral, sad, surprised, worry, without
     # the contempt / unknown / not-a-face votes.
@@ -88,14 +106,21 @@ def test_ferplus_malformed_row_names_the_line(tmp_path):
 
 def test_fer2013_csv_splits_by_usage(tmp_path):
     pixels = " ".join(["7"] * 2304)
-    rows = ["emotion,pixels,Usage", f"3,{pixels},Training", f"6,{pixels},Training",
-            f"0,{pixels},PublicTest", f"5,{pixels},PrivateTest", "2,1 2 3,Training"]
+    rows = [
+        "emotion,pixels,Usage",
+        f"3,{pixels},Training",
+        f"6,{pixels},Training",
+        f"0,{pixels},PublicTest",
+        f"5,{pixels},PrivateTest",
+        "2,1 2 3,Training",
+    ]
     (tmp_path / "fer2013.csv").write_text("\n".join(rows) + "\n")
     train = read_dataset(tmp_path)
     assert [s.label for s in train.samples] == ["happy", "neutral"]
     assert train.skipped == {"malformed row": 1}
     assert [s.label for s in read_dataset(tmp_path / "fer2013.csv", split="val").samples] == [
-        "angry"]
+        "angry"
+    ]
     assert [s.label for s in read_dataset(tmp_path, split="test").samples] == ["surprised"]
     image = train.samples[0].load()
     assert image.shape == (48, 48, 3) and (image == 7).all()
@@ -127,6 +152,7 @@ def test_crops_are_framed_like_predict_and_cached(tmp_path, astronaut, monkeypat
     # The photo's crop is exactly what the prediction pipeline gives for it, resized.
     expected = fer8.faces_in_photo(astronaut)[0][1].image
     import cv2
+
     expected = cv2.resize(expected, (64, 64), interpolation=cv2.INTER_AREA)
     photo_row = [data.samples[i].source.endswith("photo.png") for i in first.kept].index(True)
     assert np.array_equal(first.images[photo_row], expected)
@@ -160,20 +186,25 @@ def test_expw_layout_gives_one_sample_per_labelled_face(tmp_path, astronaut):
         "happy_actor_1_f0.jpg 0 63 178 268 176 22.9 3\n"
         "group_7.jpg 0 10 20 60 70 50.1 6\n"
         "group_7.jpg 1 100 120 150 170 48.0 1\n"
-        "gone_1_f0.jpg 0 1 2 3 4 1.0 0\n")
+        "gone_1_f0.jpg 0 1 2 3 4 1.0 0\n"
+    )
     data = read_dataset(tmp_path)
     assert data.kind == "expw" and data.skipped == {"missing file": 1}
     assert [(Path(s.source).name, s.label, s.box, s.cropped) for s in data.samples] == [
         ("happy_actor_1_f0.jpg", "happy", Box(178, 63, 90, 113), False),
         ("group_7.jpg", "neutral", Box(20, 10, 40, 60), False),
-        ("group_7.jpg", "disgusted", Box(120, 100, 30, 70), False)]
+        ("group_7.jpg", "disgusted", Box(120, 100, 30, 70), False),
+    ]
 
 
-@pytest.mark.parametrize("line, problem", [
-    ("a.jpg 0 10 10 5 20 1.0 3", "empty face box"),
-    ("a.jpg 0 10 10 20 20 1.0 9", "tuple index out of range"),
-    ("a.jpg 0 top 10 20 20 1.0 3", "could not convert"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("a.jpg 0 10 10 5 20 1.0 3", "empty face box"),
+        ("a.jpg 0 10 10 20 20 1.0 9", "tuple index out of range"),
+        ("a.jpg 0 top 10 20 20 1.0 3", "could not convert"),
+    ],
+)
 def test_malformed_expw_lines_name_the_line(tmp_path, line, problem):
     (tmp_path / "Images").mkdir()
     (tmp_path / "label.lst").write_text("\n" + line + "\n")
@@ -187,15 +218,21 @@ def test_expw_without_its_photo_folder_is_an_error(tmp_path):
         read_dataset(tmp_path)
 
 
-@pytest.mark.parametrize("name, box, group", [
-    ("Images/angry_actor_104_f0.jpg", True, "angry_actor_104"),
-    ("Images/angry_actor_104_f2.jpg", True, "angry_actor_104"),
-    ("Train/Angry/HarryPotter_Deathly_Hallows_1_000522120_00000011.png", False,
-     "HarryPotter_Deathly_Hallows_1"),
-    ("Train/Fear/OceansTwelve-001817760_00000010.png", False, "OceansTwelve"),
-    ("jaffe/angry/KA.AN1.39.tiff", False, "KA"),
-    ("raf/happy/test_0001_aligned.jpg", False, "test_0001_aligned"),
-])
+@pytest.mark.parametrize(
+    "name, box, group",
+    [
+        ("Images/angry_actor_104_f0.jpg", True, "angry_actor_104"),
+        ("Images/angry_actor_104_f2.jpg", True, "angry_actor_104"),
+        (
+            "Train/Angry/HarryPotter_Deathly_Hallows_1_000522120_00000011.png",
+            False,
+            "HarryPotter_Deathly_Hallows_1",
+        ),
+        ("Train/Fear/OceansTwelve-001817760_00000010.png", False, "OceansTwelve"),
+        ("jaffe/angry/KA.AN1.39.tiff", False, "KA"),
+        ("raf/happy/test_0001_aligned.jpg", False, "test_0001_aligned"),
+    ],
+)
 def test_groups_keep_a_photo_film_or_person_on_one_side(name, box, group):
     from fer8.results import Box
     from fer8.training.datasets import Sample, group_of
@@ -206,11 +243,25 @@ def test_groups_keep_a_photo_film_or_person_on_one_side(name, box, group):
 def test_the_split_is_fixed_by_group_and_parts_are_disjoint(tmp_path):
     from fer8.training.datasets import group_of, split_of
 
-    for film in ("Amelie", "Borat", "Casablanca", "Dune", "Elf", "Fargo", "Gravity", "Heat",
-                 "Inception", "Jaws", "Kes", "Logan"):
+    for film in (
+        "Amelie",
+        "Borat",
+        "Casablanca",
+        "Dune",
+        "Elf",
+        "Fargo",
+        "Gravity",
+        "Heat",
+        "Inception",
+        "Jaws",
+        "Kes",
+        "Logan",
+    ):
         for frame in range(3):
-            save(np.zeros((150, 150, 3), np.uint8),
-                 tmp_path / "Happy" / f"{film}_00000{frame}_0000001{frame}.png")
+            save(
+                np.zeros((150, 150, 3), np.uint8),
+                tmp_path / "Happy" / f"{film}_00000{frame}_0000001{frame}.png",
+            )
     data = read_dataset(tmp_path)
     train, val = read_dataset(tmp_path, split="train"), read_dataset(tmp_path, split="val")
     assert train.kind == "folders@train" and val.kind == "folders@val"
@@ -221,18 +272,29 @@ def test_the_split_is_fixed_by_group_and_parts_are_disjoint(tmp_path):
     # (SHA-256 of the film's name, first 4 bytes, mod 100, below 20; a change of the
     # rule moves images between training and validation, so it must be noticed.)
     assert {Path(s.source).name.split("_")[0] for s in val.samples} == {
-        "Amelie", "Casablanca", "Fargo", "Gravity", "Heat", "Jaws", "Kes", "Logan"}
+        "Amelie",
+        "Casablanca",
+        "Fargo",
+        "Gravity",
+        "Heat",
+        "Jaws",
+        "Kes",
+        "Logan",
+    }
     with pytest.raises(DatasetError, match="only fer2013.csv has a test split"):
         read_dataset(tmp_path, split="test")
 
 
-@pytest.mark.parametrize("spec, path, split, weight", [
-    ("expw", "expw", None, 1.0),
-    ("data/expw@train:3", "data/expw", "train", 3.0),
-    ("sfew/Train@val", "sfew/Train", "val", 1.0),
-    ("FER2013Train:0.25", "FER2013Train", None, 0.25),
-    ("odd:name", "odd:name", None, 1.0),
-])
+@pytest.mark.parametrize(
+    "spec, path, split, weight",
+    [
+        ("expw", "expw", None, 1.0),
+        ("data/expw@train:3", "data/expw", "train", 3.0),
+        ("sfew/Train@val", "sfew/Train", "val", 1.0),
+        ("FER2013Train:0.25", "FER2013Train", None, 0.25),
+        ("odd:name", "odd:name", None, 1.0),
+    ],
+)
 def test_source_specs(spec, path, split, weight):
     from fer8.training.datasets import parse_source
 
@@ -241,8 +303,10 @@ def test_source_specs(spec, path, split, weight):
     assert str(source) == spec.replace(":1.0", "")
 
 
-@pytest.mark.parametrize("spec, problem", [("expw:0", "positive"), ("expw:-2", "positive"),
-                                            ("expw@dev", "unknown split 'dev'")])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [("expw:0", "positive"), ("expw:-2", "positive"), ("expw@dev", "unknown split 'dev'")],
+)
 def test_bad_source_specs_are_refused(spec, problem):
     from fer8.training.datasets import parse_source
 

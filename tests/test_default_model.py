@@ -24,8 +24,15 @@ def test_default_model_ships_in_the_package_and_matches_its_checksum():
 
 def test_default_model_knows_the_seven_classes_with_data(default_predictor):
     spec = default_predictor.model.spec
-    assert spec.labels == ("angry", "disgusted", "fearful", "happy", "neutral", "sad",
-                           "surprised")  # no public data has "worry"
+    assert spec.labels == (
+        "angry",
+        "disgusted",
+        "fearful",
+        "happy",
+        "neutral",
+        "sad",
+        "surprised",
+    )  # no public data has "worry"
     assert spec.backbone == "resnet50"
     # The mean of FER+ Valid, ExpW@val and SFEW@val accuracies (model card: 83%, 41%, 40%).
     assert spec.metadata["validation"]["accuracy"] > 0.5
@@ -36,8 +43,9 @@ def test_default_model_knows_the_seven_classes_with_data(default_predictor):
 
 
 def test_predict_without_a_model_gives_real_expressions(astronaut_path, hopper_path):
-    result = CliRunner().invoke(cli, ["predict", str(astronaut_path), str(hopper_path),
-                                      "--format", "json"])
+    result = CliRunner().invoke(
+        cli, ["predict", str(astronaut_path), str(hopper_path), "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     astronaut, hopper = json.loads(result.stdout)
     assert [face["label"] for face in astronaut["faces"]] == ["happy"]  # she smiles
@@ -51,7 +59,10 @@ def test_a_tampered_bundled_model_is_refused(tmp_path, monkeypatch):
     from fer8.models import registry
 
     entry = MODELS[DEFAULT_MODEL]
-    monkeypatch.setitem(registry.MODELS, DEFAULT_MODEL,
-                        registry.RegisteredModel(entry.name, "0" * 64, bundled=entry.bundled))
+    monkeypatch.setitem(
+        registry.MODELS,
+        DEFAULT_MODEL,
+        registry.RegisteredModel(entry.name, "0" * 64, bundled=entry.bundled),
+    )
     with pytest.raises(ChecksumMismatchError, match="bundled model 'default'"):
         fer8.load_model()

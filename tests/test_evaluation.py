@@ -55,22 +55,34 @@ def test_confusion_matrix_and_figures_by_hand():
     assert evaluation.accuracy_all == pytest.approx(3 / 7)
     per_class = evaluation.per_class()
     assert per_class["happy"] == pytest.approx(
-        {"precision": 2 / 4, "recall": 2 / 3, "f1": 4 / 7, "support": 3})
+        {"precision": 2 / 4, "recall": 2 / 3, "f1": 4 / 7, "support": 3}
+    )
     assert per_class["neutral"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert per_class["sad"] == pytest.approx(
-        {"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
+        {"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2}
+    )
     assert evaluation.macro_f1 == pytest.approx((4 / 7 + 0 + 1 / 2) / 3)
 
 
 def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, tmp_path, caplog):
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["evaluate", "--data", str(labelled), "--model",
-                                      str(brightness_model), "--format", "json",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            str(labelled),
+            "--model",
+            str(brightness_model),
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1, result.output  # the corrupt file is an input failure
     report = json.loads(result.stdout)
-    assert set(report) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix",
-                           "no_face", "n"}
+    assert set(report) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix", "no_face", "n"}
     assert report["confusion_matrix"] == {
         "labels": ["happy", "neutral", "sad"],
         "counts": [[2, 0, 1], [1, 0, 0], [1, 0, 2]],
@@ -83,20 +95,40 @@ def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, t
     assert report["ece"] == pytest.approx(3 / 7)
     assert report["reliability"]["counts"][-1] == 7
     assert "corrupt.png: not an image" in caplog.text
-    assert json.loads((out / "evaluation.json").read_text())["confusion_matrix"] == \
-        report["confusion_matrix"]
+    assert (
+        json.loads((out / "evaluation.json").read_text())["confusion_matrix"]
+        == report["confusion_matrix"]
+    )
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_table(labelled, brightness_model):
-    result = CliRunner().invoke(cli, ["evaluate", "--data", str(labelled), "--model",
-                                      str(brightness_model), "--format", "table"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            str(labelled),
+            "--model",
+            str(brightness_model),
+            "--format",
+            "table",
+        ],
+    )
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["class", "precision", "recall", "f1", "support"]
     assert lines[1].split()[0] == "Happy"
-    assert lines[-2].split() == ["dataset", "faces", "n", "accuracy", "macro-F1", "ECE",
-                                 "missed", "unreadable"]
+    assert lines[-2].split() == [
+        "dataset",
+        "faces",
+        "n",
+        "accuracy",
+        "macro-F1",
+        "ECE",
+        "missed",
+        "unreadable",
+    ]
     # 4 right of 8 labelled images: the photo without a face counts as wrong. Every
     # answer is certain (confidence 1), so the 7 faces found are 3/7 over-confident.
     assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "42.9%", "1", "1"]
@@ -104,8 +136,19 @@ def test_evaluate_table(labelled, brightness_model):
 
 def test_evaluate_shows_progress_when_asked(labelled, brightness_model):
     def evaluate(*args):
-        return CliRunner().invoke(cli, ["evaluate", "--data", str(labelled), "--model",
-                                        str(brightness_model), "--format", "json", *args])
+        return CliRunner().invoke(
+            cli,
+            [
+                "evaluate",
+                "--data",
+                str(labelled),
+                "--model",
+                str(brightness_model),
+                "--format",
+                "json",
+                *args,
+            ],
+        )
 
     label = f"evaluate {labelled.name}"
     assert label in evaluate("--progress").stderr  # off a terminal: the label, once
@@ -125,25 +168,44 @@ def expw_layout(tmp_path_factory):
     save(canvas, folder / "Images" / "happy_people_1.jpg")
     (folder / "Images" / "sad_people_2.jpg").write_bytes(b"not a jpeg")
     assert detect(canvas) == []
-    lines = ["happy_people_1.jpg 0 10 10 110 110 50.0 3",     # happy, not found
-             "happy_people_1.jpg 1 100 300 400 200 50.0 4",   # sad, not found
-             "sad_people_2.jpg 0 10 10 60 60 50.0 4"]         # unreadable
+    lines = [
+        "happy_people_1.jpg 0 10 10 110 110 50.0 3",  # happy, not found
+        "happy_people_1.jpg 1 100 300 400 200 50.0 4",  # sad, not found
+        "sad_people_2.jpg 0 10 10 60 60 50.0 4",
+    ]  # unreadable
     (folder / "label.lst").write_text("\n".join(lines) + "\n")
     return folder
 
 
-def test_labelled_boxes_and_the_full_pipeline_are_both_reported(expw_layout, labelled,
-                                                                brightness_model, tmp_path):
+def test_labelled_boxes_and_the_full_pipeline_are_both_reported(
+    expw_layout, labelled, brightness_model, tmp_path
+):
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["evaluate", "--data", str(expw_layout), "--data",
-                                      str(labelled), "--model", str(brightness_model),
-                                      "--format", "json", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            str(expw_layout),
+            "--data",
+            str(labelled),
+            "--model",
+            str(brightness_model),
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1, result.output  # unreadable photos
     report = json.loads(result.stdout)
     assert report["detector"] == "yunet"
     rows = {(row["dataset"], row["faces"]): row for row in report["datasets"]}
-    assert set(rows) == {("expw", "detected"), ("expw", "labelled boxes"),
-                         (labelled.name, "detected")}
+    assert set(rows) == {
+        ("expw", "detected"),
+        ("expw", "labelled boxes"),
+        (labelled.name, "detected"),
+    }
     detected, boxes = rows["expw", "detected"], rows["expw", "labelled boxes"]
     # No detector finds a face on a blank photo: both labelled faces count as wrong.
     assert detected["n"] == 2 and detected["no_face"] == 2 and detected["accuracy_all"] == 0
@@ -153,18 +215,37 @@ def test_labelled_boxes_and_the_full_pipeline_are_both_reported(expw_layout, lab
     assert boxes["confusion_matrix"]["counts"] == [[1, 0], [1, 0]]
     assert rows[labelled.name, "detected"]["n"] == 8
     pictures = sorted(p.name for p in out.glob("confusion_*.png"))
-    assert pictures == sorted([f"confusion_{labelled.name}_detected.png",
-                               "confusion_expw_detected.png", "confusion_expw_labelled_boxes.png"])
+    assert pictures == sorted(
+        [
+            f"confusion_{labelled.name}_detected.png",
+            "confusion_expw_detected.png",
+            "confusion_expw_labelled_boxes.png",
+        ]
+    )
     assert sorted(p.name for p in out.glob("reliability_*.png")) == [
-        name.replace("confusion_", "reliability_") for name in pictures]
-    table = CliRunner().invoke(cli, ["evaluate", "--data", f"{expw_layout}", "--model",
-                                     str(brightness_model), "--format", "table"])
+        name.replace("confusion_", "reliability_") for name in pictures
+    ]
+    table = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            f"{expw_layout}",
+            "--model",
+            str(brightness_model),
+            "--format",
+            "table",
+        ],
+    )
     assert [line.split()[:3] for line in table.stdout.splitlines()[-2:]] == [
-        ["expw", "detected", "2"], ["expw", "labelled", "boxes"]]
+        ["expw", "detected", "2"],
+        ["expw", "labelled", "boxes"],
+    ]
 
 
-def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(tmp_path, astronaut, hopper,
-                                                                 brightness_model):
+def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(
+    tmp_path, astronaut, hopper, brightness_model
+):
     from fer8.pipeline.detection import detect
     from fer8.pipeline.predictor import Predictor
     from fer8.training.evaluation import evaluate, evaluate_labelled_boxes
@@ -173,8 +254,10 @@ def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(tmp_path, astr
     save(pair, tmp_path / "expw" / "Images" / "pair.png")
     faces = detect(pair)
     assert len(faces) == 2
-    lines = [f"pair.png {i} {b.y} {b.x} {b.x + b.w} {b.y + b.h} 1.0 {label}"
-             for i, (b, label) in enumerate(zip(faces, (3, 4)))]  # happy, sad
+    lines = [
+        f"pair.png {i} {b.y} {b.x} {b.x + b.w} {b.y + b.h} 1.0 {label}"
+        for i, (b, label) in enumerate(zip(faces, (3, 4)))
+    ]  # happy, sad
     (tmp_path / "expw" / "label.lst").write_text("\n".join(lines) + "\n")
     from fer8.training.datasets import read_dataset
 

@@ -28,8 +28,11 @@ def _softmax(logits):
 
 
 def _crops(predictor, *images):
-    return [crop for image in images for _, crop in
-            fer8.faces_in_photo(image, landmark_model=predictor.landmark_model)]
+    return [
+        crop
+        for image in images
+        for _, crop in fer8.faces_in_photo(image, landmark_model=predictor.landmark_model)
+    ]
 
 
 @pytest.mark.parametrize("which", ["predictor", "default_predictor"])
@@ -41,8 +44,7 @@ def test_each_map_averages_to_its_class_logit(which, request, astronaut, hopper)
     crops = _crops(predictor, astronaut, hopper)
     probabilities, maps = class_maps(crops, predictor.model)
     _, bias = head(predictor.model)
-    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities,
-                               atol=1e-5)
+    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities, atol=1e-5)
     np.testing.assert_allclose(probabilities, fer8.classify(crops, predictor.model), atol=1e-5)
 
 
@@ -67,7 +69,7 @@ def test_explanations_of_a_photo(default_predictor, two_faces):
         box, heat = item.region(width, height)
         assert box.clip(width, height) == box and heat.shape == (box.h, box.w)
         # The map lies on the face: its centre of mass is inside the face's box.
-        ys, xs = np.mgrid[box.y:box.y + box.h, box.x:box.x + box.w]
+        ys, xs = np.mgrid[box.y : box.y + box.h, box.x : box.x + box.w]
         cx, cy = (xs * heat).sum() / heat.sum(), (ys * heat).sum() / heat.sum()
         face = item.face.box
         assert face.x <= cx <= face.x + face.w and face.y <= cy <= face.y + face.h
@@ -102,8 +104,7 @@ def _saved(keras_model, tmp_path, name):
 
 
 @pytest.mark.parametrize("head_kind", ["flatten", "relu"])
-def test_another_head_predicts_but_is_refused_an_explanation(head_kind, tmp_path,
-                                                             astronaut_path):
+def test_another_head_predicts_but_is_refused_an_explanation(head_kind, tmp_path, astronaut_path):
     import keras
 
     inputs = keras.Input((48, 48, 3))
@@ -139,14 +140,14 @@ def test_a_linear_head_after_the_pooling_is_composed_exactly(tmp_path, astronaut
     outputs = keras.layers.Activation("softmax")(x)
     model = keras.Model(inputs, outputs)
     bn = model.layers[-3]
-    bn.set_weights([w + np.random.default_rng(0).uniform(0.5, 1.5, w.shape)
-                    for w in bn.get_weights()])
+    bn.set_weights(
+        [w + np.random.default_rng(0).uniform(0.5, 1.5, w.shape) for w in bn.get_weights()]
+    )
     predictor = fer8.Predictor(_saved(model, tmp_path, "bottleneck"))
     crops = _crops(predictor, astronaut)
     probabilities, maps = class_maps(crops, predictor.model)
     _, bias = head(predictor.model)
-    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities,
-                               atol=1e-5)
+    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities, atol=1e-5)
 
 
 def test_an_old_graph_without_the_output_still_explains(tiny_model_path, tmp_path, astronaut):
@@ -180,8 +181,9 @@ def _rank_correlation(a, b):
     return float(np.corrcoef(*ranks)[0, 1])
 
 
-def test_maps_change_when_the_dense_weights_are_randomised(default_predictor, astronaut,
-                                                           hopper, two_faces):
+def test_maps_change_when_the_dense_weights_are_randomised(
+    default_predictor, astronaut, hopper, two_faces
+):
     """Adebayo et al.'s model randomisation test: with the classifier's weights drawn
     afresh (Glorot-uniform, as Keras initialises them), the maps of the predicted classes
     no longer rank the face's regions as the trained ones do."""
@@ -189,8 +191,9 @@ def test_maps_change_when_the_dense_weights_are_randomised(default_predictor, as
     probabilities, trained = class_maps(crops, default_predictor.model)
     weights, _ = head(default_predictor.model)
     _, features = feature_maps(crops, default_predictor.model)
-    np.testing.assert_allclose(np.einsum("nkhw,kc->nchw", features, weights), trained,
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        np.einsum("nkhw,kc->nchw", features, weights), trained, rtol=1e-3, atol=1e-3
+    )
     limit = np.sqrt(6 / sum(weights.shape))
     correlations = []
     for seed in range(5):
@@ -215,14 +218,15 @@ def _region_share(heat, points):
     shares = []
     for x0, y0, x1, y1 in regions:
         x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
-        shares.append(float(heat[y0:int(round(y1)), x0:int(round(x1))].sum() / total))
+        shares.append(float(heat[y0 : int(round(y1)), x0 : int(round(x1))].sum() / total))
     return shares
 
 
 @pytest.mark.shared
 @pytest.mark.skipif(not JAFFE.is_file(), reason="needs ../shared/data/jaffe.tar.gz")
 def test_on_jaffe_happy_faces_the_map_lies_on_the_mouth_more_than_on_the_forehead(
-        default_predictor):
+    default_predictor,
+):
     mouth, forehead = [], []
     with tarfile.open(JAFFE) as archive:
         for member in archive:
@@ -236,14 +240,22 @@ def test_on_jaffe_happy_faces_the_map_lies_on_the_mouth_more_than_on_the_forehea
                     mouth.append(shares[0])
                     forehead.append(shares[1])
     assert len(mouth) >= 30
-    print(json.dumps({"faces": len(mouth), "mouth": float(np.mean(mouth)),
-                      "forehead": float(np.mean(forehead)),
-                      "mouth_above_forehead": float(np.mean(np.greater(mouth, forehead)))}))
+    print(
+        json.dumps(
+            {
+                "faces": len(mouth),
+                "mouth": float(np.mean(mouth)),
+                "forehead": float(np.mean(forehead)),
+                "mouth_above_forehead": float(np.mean(np.greater(mouth, forehead))),
+            }
+        )
+    )
     assert np.mean(mouth) > np.mean(forehead)
 
 
 def test_the_cached_optimised_graph_and_the_exported_one_keep_the_feature_output(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     from fer8.models.export import export_onnx
     from fer8.models.modelfile import read_model_file
 
@@ -271,8 +283,7 @@ def test_explain_with_flip_gives_the_probabilities_predict_gives(tiny_model, ast
     assert not np.allclose(item.activation, plain.activation)  # the mirror's map is in
 
 
-def test_facenet_and_masked_models_are_explained_on_the_input_they_classify(tmp_path,
-                                                                           astronaut):
+def test_facenet_and_masked_models_are_explained_on_the_input_they_classify(tmp_path, astronaut):
     """The FaceNet backbone (Inception-ResNet-v1, its own layer names) ends in global
     average pooling too: its maps are exact, on the contour-masked crops the model
     classifies."""
@@ -294,8 +305,7 @@ def test_facenet_and_masked_models_are_explained_on_the_input_they_classify(tmp_
     probabilities, maps = class_maps(crops, predictor.model)
     assert maps.shape[2:] == (2, 2)  # the last feature map at 112 px
     _, bias = head(predictor.model)
-    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities,
-                               atol=1e-5)
+    np.testing.assert_allclose(_softmax(maps.mean(axis=(2, 3)) + bias), probabilities, atol=1e-5)
     np.testing.assert_allclose(probabilities, fer8.classify(crops, predictor.model), atol=1e-5)
     unmasked = fer8.classify([crop.image for crop in crops], predictor.model)
     assert not np.allclose(unmasked, probabilities, atol=1e-5)  # the mask was applied

@@ -33,8 +33,13 @@ def facenet_96():
     for layer in network.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             beta, mean, variance = layer.get_weights()  # FaceNet's BatchNorms have no scale
-            layer.set_weights([rng.normal(0, 0.2, beta.shape), rng.normal(0, 0.5, mean.shape),
-                               rng.uniform(0.5, 2, variance.shape)])
+            layer.set_weights(
+                [
+                    rng.normal(0, 0.2, beta.shape),
+                    rng.normal(0, 0.5, mean.shape),
+                    rng.uniform(0.5, 2, variance.shape),
+                ]
+            )
     return network
 
 
@@ -75,8 +80,12 @@ def test_a_keras2_weight_file_loads_by_layer_name(tmp_path, facenet_96):
         bottleneck.create_dataset("Bottleneck/kernel:0", data=np.zeros((1792, 128)))
         bottleneck.attrs["weight_names"] = [b"Bottleneck/kernel:0"]
         root.attrs["layer_names"] = [*names, b"Bottleneck"]
-        stored = {layer.name: [np.asarray(root[layer.name][f"{layer.name}/{w.name}:0"])
-                               for w in layer.weights] for layer in backbone.layers}
+        stored = {
+            layer.name: [
+                np.asarray(root[layer.name][f"{layer.name}/{w.name}:0"]) for w in layer.weights
+            ]
+            for layer in backbone.layers
+        }
     loaded = build_backbone("facenet", 96, path)
     for layer in loaded.layers:
         for weight, array in zip(layer.get_weights(), stored.get(layer.name, [])):

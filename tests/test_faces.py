@@ -92,8 +92,16 @@ def test_no_face_on_face_free_pictures(detector):
     import skimage
 
     folder = Path(skimage.__file__).parent / "data"
-    for name in ("chelsea.png", "coffee.png", "rocket.jpg", "horse.png", "moon.png",
-                 "brick.png", "grass.png", "gravel.png"):
+    for name in (
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+        "horse.png",
+        "moon.png",
+        "brick.png",
+        "grass.png",
+        "gravel.png",
+    ):
         assert fer8.detect(fer8.load_image(folder / name), detector) == [], name
 
 
@@ -107,8 +115,11 @@ def test_smallest_face_and_threshold_are_settings(astronaut):
 def test_unknown_detectors_and_settings_are_refused(astronaut):
     with pytest.raises(ValueError, match="unknown detector 'mtcnn'; choose one of yunet, haar"):
         fer8.detect(astronaut, "mtcnn")
-    with pytest.raises(ValueError, match="the yunet detector has no setting scale_factor; "
-                                         "its settings: score_threshold, nms_threshold"):
+    with pytest.raises(
+        ValueError,
+        match="the yunet detector has no setting scale_factor; "
+        "its settings: score_threshold, nms_threshold",
+    ):
         fer8.detect(astronaut, scale_factor=1.1)
 
 
@@ -140,8 +151,9 @@ def test_landmarks_fall_inside_the_face(astronaut):
 
 @pytest.mark.parametrize("angle", [-12, 0, 15])
 def test_alignment_levels_the_eyes(astronaut, angle):
-    rotated = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((256.0, 256.0), angle, 1.0),
-                             (512, 512))
+    rotated = cv2.warpAffine(
+        astronaut, cv2.getRotationMatrix2D((256.0, 256.0), angle, 1.0), (512, 512)
+    )
     boxes = fer8.detect(rotated)
     assert len(boxes) == 1
     face = fer8.align(rotated, boxes[0], size=224)
@@ -181,8 +193,9 @@ def test_square_crop_outside_the_photo_is_padded_black(astronaut):
 def test_tiny_faces_are_upscaled_for_landmarks(astronaut):
     # A 48x48 thumbnail of the face (FER2013-sized): landmarks still fit it.
     b = ASTRONAUT_FACE
-    small = cv2.resize(astronaut[b.y:b.y + b.h, b.x:b.x + b.w], (48, 48),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        astronaut[b.y : b.y + b.h, b.x : b.x + b.w], (48, 48), interpolation=cv2.INTER_AREA
+    )
     points = fer8.landmarks(small, Box(0, 0, 48, 48), detector=None)
     assert landmarks_fit(points, Box(0, 0, 48, 48))
     assert abs(roll(points)) < 10

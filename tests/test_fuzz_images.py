@@ -37,8 +37,13 @@ SCALE = int(os.environ.get("FER8_FUZZ_SCALE", "1"))
 # Deterministic in the normal suite (the same inputs on every run, so CI does not fail on
 # a new random find: that is scripts/fuzz.sh's job), no example database, no Hypothesis
 # deadline (the rule's own time limit applies; a loaded machine must not fail a slow run).
-bounded = settings(derandomize=SCALE == 1, database=None, deadline=None, print_blob=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+bounded = settings(
+    derandomize=SCALE == 1,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def load_error(data: bytes) -> str:
@@ -50,6 +55,7 @@ def load_error(data: bytes) -> str:
 
 
 # --- the bounded fuzz run ----------------------------------------------------------------
+
 
 def test_seeds_are_valid_files_of_every_format():
     formats = {name: fer8.load_image(data).shape for name, data in SEEDS.items()}
@@ -72,9 +78,12 @@ def test_mutated_files_through_the_predictor(predictor, case, detect):
 
 
 @settings(bounded, max_examples=100 * SCALE)
-@given(array=hnp.arrays(
-    dtype=st.one_of(hnp.scalar_dtypes(), st.just(np.dtype(object))),
-    shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)))
+@given(
+    array=hnp.arrays(
+        dtype=st.one_of(hnp.scalar_dtypes(), st.just(np.dtype(object))),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
+    )
+)
 def test_arrays_give_an_image_or_a_clear_error(array):
     try:
         image = fer8.load_image(array)
@@ -91,13 +100,34 @@ def test_hostile_files_give_an_image_or_a_clear_error(name):
     test_decoding_stays_under_the_memory_cap, in a process of its own)."""
     data = HOSTILE[name]()
     outcome = fuzzing.check_load(data)
-    refused = {"empty", "one-byte", "jpeg-soi-only", "png-signature-only", "jpeg-truncated-half",
-               "png-truncated-after-ihdr", "png-header-on-jpeg", "eps-for-ghostscript",
-               "jpeg-0x0", "png-ztxt-bomb", "png-iccp-bomb", "jpeg-progressive-2000-scans"}
-    too_large = {"jpeg-65535x65535", "png-2^31x2^31", "png-1x100M", "bmp-negative-width",
-                 "bmp-2^31-high", "gif-65535x65535", "tiff-2^32-1-wide", "webp-16383x16383",
-                 "webp-lossless-16384x16384", "webp-vp8x-2^24", "bomb-png-20000x20000",
-                 "bomb-png-100Mx1"}
+    refused = {
+        "empty",
+        "one-byte",
+        "jpeg-soi-only",
+        "png-signature-only",
+        "jpeg-truncated-half",
+        "png-truncated-after-ihdr",
+        "png-header-on-jpeg",
+        "eps-for-ghostscript",
+        "jpeg-0x0",
+        "png-ztxt-bomb",
+        "png-iccp-bomb",
+        "jpeg-progressive-2000-scans",
+    }
+    too_large = {
+        "jpeg-65535x65535",
+        "png-2^31x2^31",
+        "png-1x100M",
+        "bmp-negative-width",
+        "bmp-2^31-high",
+        "gif-65535x65535",
+        "tiff-2^32-1-wide",
+        "webp-16383x16383",
+        "webp-lossless-16384x16384",
+        "webp-vp8x-2^24",
+        "bomb-png-20000x20000",
+        "bomb-png-100Mx1",
+    }
     if name in refused:
         assert outcome.error is not None
     elif name in too_large:
@@ -106,8 +136,17 @@ def test_hostile_files_give_an_image_or_a_clear_error(name):
         assert outcome.result is not None, outcome.error
 
 
-@pytest.mark.parametrize("name", ["tiny-png-1x1", "thin-png-1x20000", "thin-png-20000x1",
-                                  "jpeg-exif-loop", "gif-5000-frames", "webp-2000-frames"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tiny-png-1x1",
+        "thin-png-1x20000",
+        "thin-png-20000x1",
+        "jpeg-exif-loop",
+        "gif-5000-frames",
+        "webp-2000-frames",
+    ],
+)
 def test_hostile_files_through_the_predictor(predictor, name):
     data = HOSTILE[name]()
     for detect in (True, False):
@@ -120,16 +159,23 @@ def test_decoding_stays_under_the_memory_cap(tmp_path):
     """Bombs below the pixel limit are decoded; what they cost is bounded (a fresh
     process each, so that the peak is this file's)."""
     files = {"bomb-png-10000x10000": 10_000 * 10_000, "jpeg-9000x9000-from-10kB": 9000 * 9000}
-    script = ("import resource, sys, fer8\n"
-              "data = open(sys.argv[1], 'rb').read()\n"
-              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "fer8.load_image(data)\n"
-              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+    script = (
+        "import resource, sys, fer8\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "fer8.load_image(data)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
     for name, pixels in files.items():
         path = tmp_path / name
         path.write_bytes(HOSTILE[name]())
-        run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
-                             text=True, timeout=120, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         peak_mb = float(run.stdout.split()[-1])
         # Pillow's decoded copy (up to 4 bytes a pixel) and the RGB result (3), banded.
         assert peak_mb < 8 * pixels / 2**20 + 64, (name, peak_mb)
@@ -138,15 +184,16 @@ def test_decoding_stays_under_the_memory_cap(tmp_path):
 
 # --- regressions: what fuzzing found ------------------------------------------------------
 
+
 def test_regression_tiff_strip_offset_typed_as_a_float():
     """A bit flip turned a TIFF's StripOffsets from LONG into DOUBLE: Pillow raised
     TypeError ('float' object cannot be interpreted as an integer), which escaped."""
     tiff = bytearray(SEEDS["tiff"])
     first = struct.unpack("<I", tiff[4:8])[0]
-    for index in range(struct.unpack("<H", tiff[first:first + 2])[0]):
+    for index in range(struct.unpack("<H", tiff[first : first + 2])[0]):
         entry = first + 2 + 12 * index
-        if struct.unpack("<H", tiff[entry:entry + 2])[0] == 273:  # StripOffsets
-            tiff[entry + 2:entry + 4] = struct.pack("<H", 12)  # DOUBLE
+        if struct.unpack("<H", tiff[entry : entry + 2])[0] == 273:  # StripOffsets
+            tiff[entry + 2 : entry + 4] = struct.pack("<H", 12)  # DOUBLE
     problem = load_error(bytes(tiff))
     assert problem.startswith("corrupt or truncated image (TypeError: ")
 
@@ -154,8 +201,12 @@ def test_regression_tiff_strip_offset_typed_as_a_float():
 def test_regression_pillow_warnings_do_not_escape_under_W_error():
     """Corrupt EXIF makes Pillow warn ('Tag data larger than file'); under ``-W error``
     (or a test suite's ``filterwarnings = error``) the warning escaped as an exception."""
-    ifd = (b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010F, 2, 5000, 4000)
-           + struct.pack("<I", 0))
+    ifd = (
+        b"II*\0"
+        + struct.pack("<IH", 8, 1)
+        + struct.pack("<HHII", 0x010F, 2, 5000, 4000)
+        + struct.pack("<I", 0)
+    )
     data = fuzzing.png_with_chunk(SEEDS["png"], b"eXIf", ifd)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -207,8 +258,9 @@ def test_regression_bomb_message_gives_fers_limit_not_pillows():
     assert f"limit {MAX_PIXELS:,}" in problem and "178956970" not in problem
 
 
-@pytest.mark.parametrize("width, height", [(1, 1), (48, 1), (1, 48), (5000, 1), (30000, 10),
-                                           (10, 30000), (65535, 30)])
+@pytest.mark.parametrize(
+    "width, height", [(1, 1), (48, 1), (1, 48), (5000, 1), (30000, 10), (10, 30000), (65535, 30)]
+)
 def test_regression_tiny_and_thin_images_are_images(predictor, width, height):
     """OpenCV refused to shrink a side to 0 pixels (detection's search copy, the
     alignment's pre-shrink) and warpAffine refuses sides of 32,767 pixels or more: valid

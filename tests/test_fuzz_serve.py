@@ -40,8 +40,9 @@ MAX_UPLOAD = 1_000_000
 #: scripts/fuzz.sh sets FER8_FUZZ_SCALE to multiply the examples and draw them at random;
 #: the normal suite draws the same ones on every run.
 SCALE = int(os.environ.get("FER8_FUZZ_SCALE", "1"))
-bounded = settings(derandomize=SCALE == 1, database=None, deadline=None,
-                   suppress_health_check=list(HealthCheck))
+bounded = settings(
+    derandomize=SCALE == 1, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 class ErrorLog(logging.Handler):
@@ -117,6 +118,7 @@ def status_of(answer: bytes) -> int | None:
 
 # --- the API against its own OpenAPI schema ----------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_api_against_its_openapi_schema(api, server_errors, mode):
     """Schemathesis' checks on every operation, with data that fits the schema and data
@@ -131,6 +133,7 @@ def test_api_against_its_openapi_schema(api, server_errors, mode):
     assert {op.path for op in operations} >= {"/healthz", "/v1/models", "/v1/predict"}
     calls = []
     for operation in operations:
+
         @settings(bounded, max_examples=10 * SCALE)
         @given(case=operation.as_strategy(GenerationMode(mode)))
         def check(case):
@@ -156,41 +159,80 @@ def test_the_schema_documents_both_upload_forms(api):
 POST = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 RAW_CASES = {
     # name: (request bytes, the statuses it may get; None: the connection is dropped)
-    "content-length-5000-digits": (POST + b"Content-Type: image/png\r\nContent-Length: "
-                                   + b"9" * 5000 + b"\r\n\r\nabc", {400}),
-    "content-length-negative": (POST + b"Content-Type: image/png\r\nContent-Length: -5\r\n\r\n",
-                                {400}),
-    "content-length-twice": (POST + b"Content-Type: image/png\r\nContent-Length: 3\r\n"
-                             b"Content-Length: 4\r\n\r\nabcd", {400}),
-    "length-and-chunked": (POST + b"Content-Type: image/png\r\nContent-Length: 3\r\n"
-                           b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", {400}),
-    "chunk-size-not-hex": (POST + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"zz\r\nabc\r\n0\r\n\r\n", {400}),
-    "chunk-size-2^80": (POST + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n", {400, 413, None}),
-    "headers-10000": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
-                      + b"".join(b"X-%d: y\r\n" % i for i in range(10_000)) + b"\r\n", {200, 400}),
-    "header-1MB": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
-                   {400, 431, None}),
+    "content-length-5000-digits": (
+        POST + b"Content-Type: image/png\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nabc",
+        {400},
+    ),
+    "content-length-negative": (
+        POST + b"Content-Type: image/png\r\nContent-Length: -5\r\n\r\n",
+        {400},
+    ),
+    "content-length-twice": (
+        POST + b"Content-Type: image/png\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        {400},
+    ),
+    "length-and-chunked": (
+        POST + b"Content-Type: image/png\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        {400},
+    ),
+    "chunk-size-not-hex": (
+        POST + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        {400},
+    ),
+    "chunk-size-2^80": (
+        POST + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        {400, 413, None},
+    ),
+    "headers-10000": (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: y\r\n" % i for i in range(10_000))
+        + b"\r\n",
+        {200, 400},
+    ),
+    "header-1MB": (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
+        {400, 431, None},
+    ),
     "no-content-type": (POST + b"Content-Length: 3\r\n\r\nabc", {415}),
     "text-plain": (POST + b"Content-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc", {415}),
     "json": (POST + b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", {415}),
-    "content-type-latin1": (POST + b"Content-Type: image/\xff\xfe\r\nContent-Length: 3\r\n\r\nabc",
-                            {400}),
-    "multipart-no-boundary": (POST + b"Content-Type: multipart/form-data\r\n"
-                              b"Content-Length: 5\r\n\r\nhello", {400}),
-    "multipart-garbage": (POST + b"Content-Type: multipart/form-data; boundary=XX\r\n"
-                          b"Content-Length: 10\r\n\r\n\x00\xff--XX\r\n\r\n", {400}),
-    "multipart-unterminated": (POST + b"Content-Type: multipart/form-data; boundary=XX\r\n"
-                               b"Content-Length: 60\r\n\r\n--XX\r\nContent-Disposition: form-data;"
-                               b' name="file"; filename="a"\r\n\r\nab', {400}),
-    "multipart-bad-disposition": (POST + b"Content-Type: multipart/form-data; boundary=XX\r\n"
-                                  b"Content-Length: 40\r\n\r\n--XX\r\nContent-Disposition: \xff"
-                                  b"\r\n\r\nab\r\n--XX--\r\n", {400}),
-    "annotate-not-a-bool": (b"POST /v1/predict?annotate=%ff%fe HTTP/1.1\r\nHost: x\r\n"
-                            b"Content-Type: image/png\r\nContent-Length: 3\r\n\r\nabc", {422}),
-    "expect-100-continue": (POST + b"Content-Type: image/png\r\nExpect: 100-continue\r\n"
-                            b"Content-Length: 3\r\n\r\nabc", {400}),
+    "content-type-latin1": (
+        POST + b"Content-Type: image/\xff\xfe\r\nContent-Length: 3\r\n\r\nabc",
+        {400},
+    ),
+    "multipart-no-boundary": (
+        POST + b"Content-Type: multipart/form-data\r\nContent-Length: 5\r\n\r\nhello",
+        {400},
+    ),
+    "multipart-garbage": (
+        POST + b"Content-Type: multipart/form-data; boundary=XX\r\n"
+        b"Content-Length: 10\r\n\r\n\x00\xff--XX\r\n\r\n",
+        {400},
+    ),
+    "multipart-unterminated": (
+        POST + b"Content-Type: multipart/form-data; boundary=XX\r\n"
+        b"Content-Length: 60\r\n\r\n--XX\r\nContent-Disposition: form-data;"
+        b' name="file"; filename="a"\r\n\r\nab',
+        {400},
+    ),
+    "multipart-bad-disposition": (
+        POST + b"Content-Type: multipart/form-data; boundary=XX\r\n"
+        b"Content-Length: 40\r\n\r\n--XX\r\nContent-Disposition: \xff"
+        b"\r\n\r\nab\r\n--XX--\r\n",
+        {400},
+    ),
+    "annotate-not-a-bool": (
+        b"POST /v1/predict?annotate=%ff%fe HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: image/png\r\nContent-Length: 3\r\n\r\nabc",
+        {422},
+    ),
+    "expect-100-continue": (
+        POST + b"Content-Type: image/png\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+        {400},
+    ),
     "http-1.0-no-host": (b"POST /v1/predict HTTP/1.0\r\nContent-Type: image/png\r\n\r\nabc", {400}),
     "unknown-method": (b"BREW /v1/predict HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
     "path-garbage": (b"GET /%ff%00/../.. HTTP/1.1\r\nHost: x\r\n\r\n", {404}),
@@ -211,10 +253,16 @@ def test_a_client_that_leaves_mid_upload(api, server_errors):
     the handler raise ClientDisconnect: "Exception in ASGI application" and a traceback
     in the server's log, for every mobile upload that lost its signal."""
     for _ in range(3):
-        raw_request(api, POST + b"Content-Type: image/png\r\nContent-Length: 500000\r\n\r\n"
-                    + bytes(1000), wait=0.3)
-    raw_request(api, POST + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"10\r\nabc", wait=0.3)
+        raw_request(
+            api,
+            POST + b"Content-Type: image/png\r\nContent-Length: 500000\r\n\r\n" + bytes(1000),
+            wait=0.3,
+        )
+    raw_request(
+        api,
+        POST + b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
+        wait=0.3,
+    )
     time.sleep(0.5)  # the server notices the closed connections
     assert healthy(api)
 
@@ -222,17 +270,24 @@ def test_a_client_that_leaves_mid_upload(api, server_errors):
 def test_several_files_or_none(api, hopper_path, server_errors):
     """Two files in field 'file' were answered for the last one, without a word."""
     png = hopper_path.read_bytes()
-    two = httpx.post(f"{api}/v1/predict", files=[("file", ("a.png", png, "image/png")),
-                                                  ("file", ("b.png", png, "image/png"))])
+    two = httpx.post(
+        f"{api}/v1/predict",
+        files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))],
+    )
     assert two.status_code == 400 and "2 files in field 'file'" in two.json()["detail"]
-    as_text = httpx.post(f"{api}/v1/predict", data={"file": "a string"},
-                         files={"other": ("a.png", b"x")})
+    as_text = httpx.post(
+        f"{api}/v1/predict", data={"file": "a string"}, files={"other": ("a.png", b"x")}
+    )
     assert as_text.status_code == 400 and "needs a file" in as_text.json()["detail"]
-    many = httpx.post(f"{api}/v1/predict",
-                      files=[(f"f{i}", ("a", b"a", "image/png")) for i in range(1100)])
+    many = httpx.post(
+        f"{api}/v1/predict", files=[(f"f{i}", ("a", b"a", "image/png")) for i in range(1100)]
+    )
     assert many.status_code == 400 and "Too many files" in many.json()["detail"]
-    fields = httpx.post(f"{api}/v1/predict", data={f"x{i}": "a" for i in range(1100)},
-                        files={"file": ("a.png", b"x")})
+    fields = httpx.post(
+        f"{api}/v1/predict",
+        data={f"x{i}": "a" for i in range(1100)},
+        files={"file": ("a.png", b"x")},
+    )
     assert fields.status_code == 400 and "Too many fields" in fields.json()["detail"]
     one = httpx.post(f"{api}/v1/predict", data={"other": "x"}, files={"file": ("a.jpg", png)})
     assert one.status_code == 200 and one.json()["source"] == "a.jpg"
@@ -247,7 +302,7 @@ def test_slow_chunked_upload_while_health_answers(api, hopper_path, server_error
     def trickle():
         for start in range(0, len(data), len(data) // 20 + 1):
             time.sleep(0.1)
-            yield data[start:start + len(data) // 20 + 1]
+            yield data[start : start + len(data) // 20 + 1]
 
     def poll():
         while len(health) < 10:
@@ -256,8 +311,9 @@ def test_slow_chunked_upload_while_health_answers(api, hopper_path, server_error
 
     poller = threading.Thread(target=poll)
     poller.start()
-    slow = httpx.post(f"{api}/v1/predict", content=trickle(), timeout=60,
-                      headers={"Content-Type": "image/jpeg"})
+    slow = httpx.post(
+        f"{api}/v1/predict", content=trickle(), timeout=60, headers={"Content-Type": "image/jpeg"}
+    )
     poller.join()
     assert slow.status_code == 200 and len(slow.json()["faces"]) == 1
     assert health == [200] * 10
@@ -279,11 +335,13 @@ def test_many_idle_connections_do_not_block_others(api, server_errors):
 
 # --- the LINE webhook --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def line_server(predictor):
     with FakeLine() as line:
-        settings = LineSettings(FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url,
-                                data_url=line.url)
+        settings = LineSettings(
+            FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url, data_url=line.url
+        )
         with UvicornThread(create_app(predictor, line=settings)) as url:
             yield url, line
 
@@ -323,10 +381,12 @@ MALFORMED = {
     "event-without-type": b'{"events": [{}]}',
     "event-type-a-number": b'{"events": [{"type": 5}]}',
     "event-type-a-list": b'{"events": [{"type": [1]}]}',
-    "source-a-list": json.dumps({"events": [{**message_event("e", "r", image_message("1")),
-                                             "source": [1]}]}).encode(),
-    "message-a-string": json.dumps({"events": [{**message_event("e", "r", image_message("1")),
-                                                "message": "hello"}]}).encode(),
+    "source-a-list": json.dumps(
+        {"events": [{**message_event("e", "r", image_message("1")), "source": [1]}]}
+    ).encode(),
+    "message-a-string": json.dumps(
+        {"events": [{**message_event("e", "r", image_message("1")), "message": "hello"}]}
+    ).encode(),
     "integer-of-5000-digits": b'{"events": [' + b"1" * 5000 + b"]}",
 }
 
@@ -346,10 +406,20 @@ def test_malformed_signed_bodies_get_400_and_no_reply(bot, name):
 UNKNOWN = [
     {**message_event("ev-u1", "reply-u1", image_message("m")), "type": "somethingnew"},
     {**message_event("ev-u2", "reply-u2", {"type": "hologram", "id": "h", "quoteToken": "q"})},
-    {**message_event("ev-u3", "reply-u3", image_message("m")), "contentProvider": "x",
-     "message": {"type": "image", "id": "m3"}},  # an image without its content provider
-    {"type": "follow", "mode": "active", "timestamp": 1, "source": {"type": "user", "userId": "U"},
-     "webhookEventId": "ev-u4", "deliveryContext": {"isRedelivery": False}, "replyToken": "r4"},
+    {
+        **message_event("ev-u3", "reply-u3", image_message("m")),
+        "contentProvider": "x",
+        "message": {"type": "image", "id": "m3"},
+    },  # an image without its content provider
+    {
+        "type": "follow",
+        "mode": "active",
+        "timestamp": 1,
+        "source": {"type": "user", "userId": "U"},
+        "webhookEventId": "ev-u4",
+        "deliveryContext": {"isRedelivery": False},
+        "replyToken": "r4",
+    },
 ]
 
 
@@ -360,16 +430,20 @@ def test_unknown_event_types_are_ignored(bot):
     assert no_reply_after(line)
 
 
-@pytest.mark.parametrize("forgery", ["missing", "empty", "garbage", "other-secret",
-                                     "other-body", "10kB", "non-ascii"])
+@pytest.mark.parametrize(
+    "forgery", ["missing", "empty", "garbage", "other-secret", "other-body", "10kB", "non-ascii"]
+)
 def test_forged_signatures_get_400_and_no_reply(bot, forgery):
     url, line = bot
     line.contents["m1"] = b"not fetched"
     body = webhook_body(message_event("ev-f", "reply-f", text_message("t", "hi")))
     signature = {
-        "missing": None, "empty": "", "garbage": "!!not base64!!",
+        "missing": None,
+        "empty": "",
+        "garbage": "!!not base64!!",
         "other-secret": FakeLine.sign(body).replace("A", "B").replace("a", "A"),
-        "other-body": FakeLine.sign(body + b" "), "10kB": "A" * 10_000,
+        "other-body": FakeLine.sign(body + b" "),
+        "10kB": "A" * 10_000,
         "non-ascii": "sïgnature".encode(),
     }[forgery]
     assert post_webhook(url, body, signature).status_code == 400
@@ -403,9 +477,16 @@ def test_a_huge_body_within_the_limit_is_parsed_off_the_event_loop(line_server, 
     loop: /healthz and every other request waited. The parser now runs in a thread."""
     url, line = line_server
     line.replies.clear()
-    event = json.dumps({"type": "unknown", "timestamp": 1, "mode": "active",
-                        "webhookEventId": "x", "deliveryContext": {"isRedelivery": False},
-                        "source": {"type": "user", "userId": "U"}}).encode()
+    event = json.dumps(
+        {
+            "type": "unknown",
+            "timestamp": 1,
+            "mode": "active",
+            "webhookEventId": "x",
+            "deliveryContext": {"isRedelivery": False},
+            "source": {"type": "user", "userId": "U"},
+        }
+    ).encode()
     body = b'{"events": [' + b",".join([event] * 10_000) + b"]}"
     health: list[float] = []
     done = threading.Event()
@@ -440,37 +521,58 @@ def test_external_content_is_fetched_over_http_only(bot, tmp_path):
     url, line = bot
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"\x89PNG private")
-    events = [message_event("ev-x1", "reply-x1", image_message("x1", secret.as_uri())),
-              message_event("ev-x2", "reply-x2", image_message("x2", f"{line.url}/external/nope")),
-              message_event("ev-x3", "reply-x3", image_message("missing-on-line"))]
+    events = [
+        message_event("ev-x1", "reply-x1", image_message("x1", secret.as_uri())),
+        message_event("ev-x2", "reply-x2", image_message("x2", f"{line.url}/external/nope")),
+        message_event("ev-x3", "reply-x3", image_message("missing-on-line")),
+    ]
     body = webhook_body(*events)
     assert post_webhook(url, body, FakeLine.sign(body)).status_code == 200
-    replies = {r["body"]["replyToken"]: r["body"]["messages"][0]["text"]
-               for r in line.wait_for_replies(3)}
-    assert replies == {"reply-x1": UNREADABLE_REPLY, "reply-x2": UNREADABLE_REPLY,
-                       "reply-x3": UNREADABLE_REPLY}
+    replies = {
+        r["body"]["replyToken"]: r["body"]["messages"][0]["text"] for r in line.wait_for_replies(3)
+    }
+    assert replies == {
+        "reply-x1": UNREADABLE_REPLY,
+        "reply-x2": UNREADABLE_REPLY,
+        "reply-x3": UNREADABLE_REPLY,
+    }
 
 
 def json_values():
     return st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
         | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                   max_size=4),
-        max_leaves=10)
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=10,
+    )
 
 
 @st.composite
 def fuzzed_events(draw):
     """An event with some fields removed or replaced by arbitrary JSON, and a type that
     may be known, unknown or not a string."""
-    template = draw(st.sampled_from([
-        message_event("ev", "r", image_message("m")),
-        message_event("ev", "r", text_message("t", "hi")),
-        {"type": "follow", "mode": "active", "timestamp": 1, "replyToken": "r",
-         "source": {"type": "user", "userId": "U"}, "webhookEventId": "ev",
-         "deliveryContext": {"isRedelivery": False}},
-    ]))
+    template = draw(
+        st.sampled_from(
+            [
+                message_event("ev", "r", image_message("m")),
+                message_event("ev", "r", text_message("t", "hi")),
+                {
+                    "type": "follow",
+                    "mode": "active",
+                    "timestamp": 1,
+                    "replyToken": "r",
+                    "source": {"type": "user", "userId": "U"},
+                    "webhookEventId": "ev",
+                    "deliveryContext": {"isRedelivery": False},
+                },
+            ]
+        )
+    )
     event = json.loads(json.dumps(template))
     for key in draw(st.lists(st.sampled_from(sorted(event)), max_size=3, unique=True)):
         if draw(st.booleans()):
@@ -478,8 +580,9 @@ def fuzzed_events(draw):
         else:
             event[key] = draw(json_values())
     if draw(st.booleans()):
-        event["type"] = draw(st.sampled_from(["message", "unknown", "postback", "", "MESSAGE"])
-                             | json_values())
+        event["type"] = draw(
+            st.sampled_from(["message", "unknown", "postback", "", "MESSAGE"]) | json_values()
+        )
     return event
 
 
@@ -519,8 +622,11 @@ def test_fuzzed_webhooks_are_refused_or_ignored(line_server, events):
                     parsed = Event.from_dict(event)
                 except Exception:
                     continue
-                if (isinstance(parsed, MessageEvent) and parsed.reply_token
-                        and isinstance(parsed.message, (ImageMessageContent, TextMessageContent))):
+                if (
+                    isinstance(parsed, MessageEvent)
+                    and parsed.reply_token
+                    and isinstance(parsed.message, (ImageMessageContent, TextMessageContent))
+                ):
                     answerable.add(parsed.reply_token)
         if answerable:
             line.wait_for_replies(len(answerable), timeout=30)

@@ -77,12 +77,15 @@ def test_animation_gives_its_first_frame():
     assert image[0, 0, 0] > 200 and image[0, 0, 2] < 50
 
 
-@pytest.mark.parametrize("array, expected", [
-    (np.full((4, 4), 7, np.uint8), 7),
-    (np.full((4, 4, 1), 7, np.uint8), 7),
-    (np.full((4, 4, 3), 0.5, np.float32), 128),
-    (np.full((4, 4, 3), 65535, np.uint16), 255),
-])
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.full((4, 4), 7, np.uint8), 7),
+        (np.full((4, 4, 1), 7, np.uint8), 7),
+        (np.full((4, 4, 3), 0.5, np.float32), 128),
+        (np.full((4, 4, 3), 65535, np.uint16), 255),
+    ],
+)
 def test_arrays_are_converted(array, expected):
     image = fer8.load_image(array)
     assert image.shape == (4, 4, 3) and image.dtype == np.uint8
@@ -91,20 +94,33 @@ def test_arrays_are_converted(array, expected):
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header declares a huge canvas: a decompression bomb in 70 bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("empty.jpg", b"", "empty file"),
-    ("notes.jpg", b"these are not the pixels you are looking for", "not an image"),
-    ("noise.png", bytes(range(256)) * 8, "not an image"),
-    ("bomb.png", _png_header_only(60000, 60000), "too large"),
-])
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("notes.jpg", b"these are not the pixels you are looking for", "not an image"),
+        ("noise.png", bytes(range(256)) * 8, "not an image"),
+        ("bomb.png", _png_header_only(60000, 60000), "too large"),
+    ],
+)
 def test_bad_files_raise_a_clear_error(tmp_path, name, content, problem):
     path = tmp_path / name
     path.write_bytes(content)
@@ -120,7 +136,7 @@ def test_truncated_and_corrupt_files(tmp_path, hopper_path):
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(data[: len(data) // 3])
     corrupt = tmp_path / "corrupt.png"
-    png = (tmp_path / "ok.png")
+    png = tmp_path / "ok.png"
     Image.new("RGB", (64, 64), (10, 20, 30)).save(png)
     raw = bytearray(png.read_bytes())
     raw[60:80] = b"\xff" * 20  # inside the IDAT chunk

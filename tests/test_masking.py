@@ -47,14 +47,20 @@ def test_a_box_crop_without_landmarks_is_left_as_it_is(astronaut):
 
 
 def test_classify_masks_faces_for_a_model_that_masks(aligned_astronaut, tiny_model):
-    masking = ExpressionModel(tiny_model, replace(
-        tiny_model.spec, preprocessing=replace(tiny_model.spec.preprocessing, mask="contour")))
+    masking = ExpressionModel(
+        tiny_model,
+        replace(
+            tiny_model.spec, preprocessing=replace(tiny_model.spec.preprocessing, mask="contour")
+        ),
+    )
     face = aligned_astronaut
-    np.testing.assert_array_equal(fer8.classify([face], masking),
-                                  fer8.classify([mask_face(face).image], tiny_model))
+    np.testing.assert_array_equal(
+        fer8.classify([face], masking), fer8.classify([mask_face(face).image], tiny_model)
+    )
     # The model that does not mask sees the face as aligned.
-    np.testing.assert_array_equal(fer8.classify([face], tiny_model),
-                                  fer8.classify([face.image], tiny_model))
+    np.testing.assert_array_equal(
+        fer8.classify([face], tiny_model), fer8.classify([face.image], tiny_model)
+    )
     assert not np.allclose(fer8.classify([face], masking), fer8.classify([face], tiny_model))
 
 
@@ -73,8 +79,9 @@ def test_a_model_file_without_a_mask_keeps_its_spec_byte_for_byte():
 def test_an_unknown_mask_is_refused():
     with pytest.raises(ValueError, match="mask must be one of"):
         Preprocessing("RGB", (0.0, 0.0, 0.0), mask="ellipse")
-    assert Preprocessing.from_dict({**IMAGENET_CAFFE.to_dict(), "mask": "contour"}).mask \
-        == "contour"
+    assert (
+        Preprocessing.from_dict({**IMAGENET_CAFFE.to_dict(), "mask": "contour"}).mask == "contour"
+    )
 
 
 def test_a_run_masks_as_the_model_it_starts_from_unless_told(tmp_path, tiny_model_path):
@@ -82,13 +89,15 @@ def test_a_run_masks_as_the_model_it_starts_from_unless_told(tmp_path, tiny_mode
     from fer8.training.loop import TrainConfig, _mask
 
     spec = read_spec(tiny_model_path)
-    masked = rewrite_spec(tiny_model_path, replace(spec, preprocessing=replace(
-        spec.preprocessing, mask="contour")), tmp_path / "masked.fer8")
+    masked = rewrite_spec(
+        tiny_model_path,
+        replace(spec, preprocessing=replace(spec.preprocessing, mask="contour")),
+        tmp_path / "masked.fer8",
+    )
     assert _mask(TrainConfig(data="faces", init_model=str(masked))) == "contour"
     assert _mask(TrainConfig(data="faces", init_model=str(masked), mask="none")) is None
     assert _mask(TrainConfig(data="faces", init_model=str(tiny_model_path))) is None
-    assert _mask(TrainConfig(data="faces", backbone_weights="none", mask="contour")) \
-        == "contour"
+    assert _mask(TrainConfig(data="faces", backbone_weights="none", mask="contour")) == "contour"
     # The start's backbone is the run's when none is named.
     assert TrainConfig(data="faces", init_model=str(masked)).backbone == "test-cnn"
     assert TrainConfig(data="faces", backbone_weights="none").backbone == "resnet50"

@@ -46,6 +46,7 @@ def crops(n: int = 3, size: int = 48) -> np.ndarray:
 
 # --- the model file ---------------------------------------------------------------------
 
+
 def test_model_file_carries_its_spec(tiny_model_path, tiny_model):
     spec = read_spec(tiny_model_path)
     assert spec.labels == LABELS and spec.input_size == 48 and spec.backbone == "test-cnn"
@@ -78,7 +79,10 @@ def test_flip_averages_each_face_with_its_mirror_image(tiny_model):
 
 def test_classify_resizes_crops_and_accepts_aligned_faces(tiny_model, astronaut):
     face = fer8.crop_square(astronaut, fer8.Box(175, 65, 99, 99), size=224)
-    big, small = fer8.classify([face], tiny_model), fer8.classify([face.image[::2, ::2]], tiny_model)
+    big, small = (
+        fer8.classify([face], tiny_model),
+        fer8.classify([face.image[::2, ::2]], tiny_model),
+    )
     assert big.shape == small.shape == (1, len(LABELS))
     np.testing.assert_allclose(big, small, atol=0.05)
     with pytest.raises(ValueError, match="RGB uint8"):
@@ -90,8 +94,9 @@ def test_save_and_load_round_trip(tmp_path, tiny_model_path, tiny_model):
     path = save_model(network, spec, tmp_path / "copy.fer8")
     again = fer8.load_model(path)
     assert again.spec == tiny_model.spec
-    np.testing.assert_allclose(fer8.classify(crops(), again), fer8.classify(crops(), tiny_model),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        fer8.classify(crops(), again), fer8.classify(crops(), tiny_model), atol=1e-6
+    )
     assert path.read_bytes() == save_model(network, spec, tmp_path / "again.fer8").read_bytes()
 
 
@@ -99,8 +104,9 @@ def test_onnx_runtime_computes_what_keras_computes(tiny_model_path, tiny_model):
     network, spec = load_keras_model(tiny_model_path)
     on_keras = keras_expression_model(network, spec)
     assert tiny_model.runtime == "onnxruntime" and on_keras.runtime == "tensorflow (float32)"
-    np.testing.assert_allclose(fer8.classify(crops(), tiny_model), fer8.classify(crops(), on_keras),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        fer8.classify(crops(), tiny_model), fer8.classify(crops(), on_keras), atol=1e-5
+    )
     with pytest.raises(ValueError, match="precision"):
         keras_expression_model(network, spec, precision="float16")
 
@@ -140,6 +146,7 @@ def test_model_file_without_a_valid_spec_is_refused(tmp_path, tiny_model_path):
 
 # --- names, paths, the cache and downloads -----------------------------------------------
 
+
 def test_paths_and_run_folders_resolve(tiny_model_path, tmp_path):
     assert resolve_model(tiny_model_path) == tiny_model_path
     run = tmp_path / "run"
@@ -177,6 +184,7 @@ def test_download_is_verified_and_cached(tiny_model_path, tmp_path, monkeypatch)
     # A second resolve uses the cache: no network is touched.
     def no_network(*args, **kwargs):
         raise AssertionError("downloaded again")
+
     monkeypatch.setattr("urllib.request.urlopen", no_network)
     assert resolve_model("tiny", cache=tmp_path, registry=registry) == path
 
@@ -213,12 +221,14 @@ def test_bundled_model_is_checked_at_load(tmp_path, monkeypatch, tiny_model_path
 
 # --- backbones ---------------------------------------------------------------------------
 
+
 def test_each_backbone_has_its_own_preprocessing():
     assert BACKBONES["resnet50"] == IMAGENET_CAFFE
     assert BACKBONES["vggface-resnet50"] == VGGFACE2
     pixel = np.array([[[[10, 20, 30]]]], np.uint8)  # RGB
-    np.testing.assert_allclose(VGGFACE2.apply(pixel)[0, 0, 0],
-                               [30 - 91.4953, 20 - 103.8827, 10 - 131.0912], rtol=1e-6)
+    np.testing.assert_allclose(
+        VGGFACE2.apply(pixel)[0, 0, 0], [30 - 91.4953, 20 - 103.8827, 10 - 131.0912], rtol=1e-6
+    )
 
 
 def test_vggface_resnet50_matches_keras_vggface():
@@ -241,8 +251,11 @@ def _write_keras2_weights(model, path, *, skip=(), extra=True):
                 continue
             name = layer.name.replace("_bn", "/bn").replace("conv1_7x7_s2", "conv1/7x7_s2")
             group = file.create_group(name)
-            suffixes = (["gamma", "beta", "moving_mean", "moving_variance"]
-                        if "bn" in layer.name else ["kernel"])
+            suffixes = (
+                ["gamma", "beta", "moving_mean", "moving_variance"]
+                if "bn" in layer.name
+                else ["kernel"]
+            )
             arrays = [rng.random(w.shape).astype(np.float32) + 0.5 for w in layer.weights]
             weight_names = [f"{name}/{s}:0" for s in suffixes]
             for weight_name, array in zip(weight_names, arrays):
@@ -269,7 +282,9 @@ def test_keras_vggface_weight_files_load_by_layer_name(tmp_path):
         for loaded, stored in zip(model.get_layer(name).get_weights(), arrays):
             np.testing.assert_array_equal(loaded, stored)
     # Loading through the backbone builder gives the same network.
-    built = build_backbone("vggface-resnet50", 32, tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5")
+    built = build_backbone(
+        "vggface-resnet50", 32, tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5"
+    )
     x = np.random.default_rng(2).random((1, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(built.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
 
@@ -288,8 +303,7 @@ def test_incomplete_or_foreign_weight_files_are_refused(tmp_path):
 def test_both_resnet50_layouts_run_on_onnx_runtime_as_on_keras(tmp_path, backbone):
     """The model file's ONNX graph computes what Keras computes, for either weight layout
     (their padding, strides and biases differ), with trained-looking BatchNorm."""
-    network = _with_trained_statistics(build_classifier(build_backbone(backbone, 32),
-                                                        len(LABELS)))
+    network = _with_trained_statistics(build_classifier(build_backbone(backbone, 32), len(LABELS)))
     spec = ModelSpec(LABELS, 32, BACKBONES[backbone], backbone)
     model = fer8.load_model(save_model(network, spec, tmp_path / "resnet.fer8"))
     assert model.spec.backbone == backbone
@@ -312,8 +326,14 @@ def _with_trained_statistics(network):
     for layer in network.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
-                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.2, 3, variance.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.2, beta.shape),
+                    rng.normal(0, 0.5, mean.shape),
+                    rng.uniform(0.2, 3, variance.shape),
+                ]
+            )
     return network
 
 
@@ -325,7 +345,9 @@ def test_folded_batch_norms_give_the_same_outputs(backbone):
 
     network = _with_trained_statistics(build_classifier(build_backbone(backbone, 32), 3))
     folded = fold_batch_norms(network)
-    norms = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert len(norms) == 53  # every BatchNorm of a ResNet50 follows a convolution
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     batch = BACKBONES[backbone].apply(crops(4, 32))
@@ -350,16 +372,21 @@ def test_batch_norm_is_folded_only_where_that_is_exact():
     last = keras.layers.BatchNormalization(name="after_plain")(plain)
     network = _with_trained_statistics(keras.Model(inputs, keras.layers.Add()([last, shared])))
     folded = fold_batch_norms(network)
-    kept = {layer.name for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    kept = {
+        layer.name for layer in folded.layers if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert kept == {"after_shared", "after_relu"}
     batch = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
-    np.testing.assert_allclose(folded.predict_on_batch(batch), network.predict_on_batch(batch),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        folded.predict_on_batch(batch), network.predict_on_batch(batch), atol=1e-5
+    )
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not (SHARED / "weights/resnet50_imagenet_notop.h5").is_file(),
-                    reason="../shared/weights/resnet50_imagenet_notop.h5 is absent")
+@pytest.mark.skipif(
+    not (SHARED / "weights/resnet50_imagenet_notop.h5").is_file(),
+    reason="../shared/weights/resnet50_imagenet_notop.h5 is absent",
+)
 def test_imagenet_weights_load_from_a_local_file():
     path = SHARED / "weights/resnet50_imagenet_notop.h5"
     pretrained = build_backbone("resnet50", 64, path)

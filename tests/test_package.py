@@ -10,16 +10,20 @@ import fer8
 
 
 def test_import_loads_no_model_and_no_heavy_library():
-    code = ("import sys, fer8; heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'dlib', "
-            "'ray', 'pyarrow') "
-            "if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, fer8; heavy = [m for m in ('tensorflow', 'keras', 'cv2', 'dlib', "
+        "'ray', 'pyarrow') "
+        "if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]" and out.stderr == ""
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys\nfrom fer8.cli import main\ntry:\n    main(['--help'])\n"
-            "except SystemExit:\n    pass\nprint('tensorflow' in sys.modules, file=sys.stderr)")
+    code = (
+        "import sys\nfrom fer8.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\nprint('tensorflow' in sys.modules, file=sys.stderr)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stderr.strip() == "False" and "predict" in out.stdout
 
@@ -28,20 +32,30 @@ def test_public_names_resolve():
     for name in fer8.__all__:
         assert getattr(fer8, name) is not None
     assert issubclass(fer8.InvalidImageError, (fer8.Fer8Error, ValueError))
-    assert fer8.EXPRESSIONS == ("angry", "disgusted", "fearful", "happy", "neutral", "sad",
-                                "surprised", "worry")
+    assert fer8.EXPRESSIONS == (
+        "angry",
+        "disgusted",
+        "fearful",
+        "happy",
+        "neutral",
+        "sad",
+        "surprised",
+        "worry",
+    )
 
 
 def test_first_use_prints_nothing(tiny_model_path, astronaut_path):
     """TensorFlow writes its start-up notices (absl, CUDA probing, CPU features) and a
     cuInit error straight to file descriptor 2; a library that logs through `logging`
     must not pass them on to its caller's terminal."""
-    code = ("import fer8\n"
-            f"result = fer8.Predictor({str(tiny_model_path)!r}).predict({str(astronaut_path)!r})\n"
-            "assert len(result.faces) == 1\n")
+    code = (
+        "import fer8\n"
+        f"result = fer8.Predictor({str(tiny_model_path)!r}).predict({str(astronaut_path)!r})\n"
+        "assert len(result.faces) == 1\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
-

@@ -33,7 +33,8 @@ def test_the_similarity_puts_keypoints_on_the_template(peer_zoo):
     # A pure similarity: equal scale on both axes, no shear, no mirror.
     linear = matrix[:, :2]
     assert linear[0, 0] == pytest.approx(linear[1, 1]) and linear[0, 1] == pytest.approx(
-        -linear[1, 0])
+        -linear[1, 0]
+    )
     assert np.linalg.det(linear) == pytest.approx(1 / scale**2)
 
 
@@ -50,4 +51,4 @@ def test_the_zoo_model_reads_the_astronauts_smile(peer_zoo, astronaut):
     assert answer.probabilities.sum() == pytest.approx(1, abs=1e-5)
     # A face crop (here the astronaut's face box) is framed from its own keypoints.
     x, y, w, h = face.box.to_list()
-    assert zoo.on_crop(astronaut[y:y + h, x:x + w]).label == "happy"
+    assert zoo.on_crop(astronaut[y : y + h, x : x + w]).label == "happy"

@@ -16,8 +16,12 @@ def saved_figures(monkeypatch):
     real_save = plots._save
 
     def record(figure, path):
-        figures.append((figure._suptitle.get_text() if figure._suptitle else "",
-                        [axis.get_title() for axis in figure.axes]))
+        figures.append(
+            (
+                figure._suptitle.get_text() if figure._suptitle else "",
+                [axis.get_title() for axis in figure.axes],
+            )
+        )
         return real_save(figure, path)
 
     monkeypatch.setattr(plots, "_save", record)
@@ -46,12 +50,21 @@ def test_an_untitled_confusion_picture_starts_with_its_figures(saved_figures, tm
 #: Machado, Oliveira & Fernandes (2009): full protanopia, deuteranopia and tritanopia, as
 #: matrices on linear RGB.
 COLOUR_BLINDNESS = {
-    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
-                   [-0.003882, -0.048116, 1.051998]],
-    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
-                     [-0.011820, 0.042940, 0.968881]],
-    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
-                   [0.004733, 0.691367, 0.303900]],
+    "protanopia": [
+        [0.152286, 1.052583, -0.204868],
+        [0.114503, 0.786281, 0.099216],
+        [-0.003882, -0.048116, 1.051998],
+    ],
+    "deuteranopia": [
+        [0.367322, 0.860646, -0.227968],
+        [0.280085, 0.672501, 0.047413],
+        [-0.011820, 0.042940, 0.968881],
+    ],
+    "tritanopia": [
+        [1.255528, -0.076749, -0.178779],
+        [-0.078411, 0.930809, 0.147602],
+        [0.004733, 0.691367, 0.303900],
+    ],
 }
 
 
@@ -63,8 +76,11 @@ def _lab(rgb, vision=None):
     linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
     if vision is not None:
         linear = np.clip(np.asarray(COLOUR_BLINDNESS[vision]) @ linear, 0, 1)
-    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
-                    [0.0193, 0.1192, 0.9505]]) @ linear / np.array([0.95047, 1.0, 1.08883])
+    xyz = (
+        np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+        @ linear
+        / np.array([0.95047, 1.0, 1.08883])
+    )
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
     return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
@@ -107,8 +123,7 @@ def test_a_timeline_says_what_it_plots_and_keeps_certain_curves_off_the_frame():
     labels = ("happy", "neutral")
     timeline = Timeline(labels)
     for i, p in enumerate([1.0, 1.0, 0.4]):
-        face = TrackedFace(Box(0, 0, 10, 10), "happy", p, {"happy": p, "neutral": 1 - p},
-                           track=3)
+        face = TrackedFace(Box(0, 0, 10, 10), "happy", p, {"happy": p, "neutral": 1 - p}, track=3)
         timeline.add(FrameResult("clip.mp4", (face,), None, frame=i, time=i * 0.2))
     figure = timeline.figure(title="clip.mp4")
     (axis,) = figure.axes

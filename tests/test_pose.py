@@ -38,8 +38,9 @@ def test_a_photo_turned_20_degrees_changes_roll_by_20(default_predictor, photo, 
 
     image = request.getfixturevalue(photo)
     height, width = image.shape[:2]
-    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((width / 2, height / 2), 20, 1.0),
-                            (width, height))
+    turned = cv2.warpAffine(
+        image, cv2.getRotationMatrix2D((width / 2, height / 2), 20, 1.0), (width, height)
+    )
     change = _pose(default_predictor, turned).roll - _pose(default_predictor, image).roll
     assert abs(change + 20) < 3
 
@@ -64,7 +65,7 @@ def test_a_frontal_face_has_no_pose_and_turning_it_gives_the_documented_signs():
 
     frontal = head_pose(project(0, 0, 0), (640, 640))
     assert max(abs(frontal.yaw), abs(frontal.pitch), abs(frontal.roll)) < 0.5
-    for (yaw, pitch, roll) in [(20, 0, 0), (0, 15, 0), (0, 0, 10)]:
+    for yaw, pitch, roll in [(20, 0, 0), (0, 15, 0), (0, 0, 10)]:
         pose = head_pose(project(yaw, pitch, roll), (640, 640))
         assert pose.yaw == pytest.approx(yaw, abs=1)
         assert pose.pitch == pytest.approx(pitch, abs=1)
@@ -77,8 +78,10 @@ def test_landmarks_and_pose_are_in_json_csv_and_the_table(default_predictor, ast
     assert len(face["landmarks"]) == 68 and set(face["pose"]) == {"yaw", "pitch", "roll"}
     json.dumps(face)  # JSON-safe
     x, y, w, h = face["box"]
-    inside = [x - w / 2 <= px <= x + 1.5 * w and y - h / 2 <= py <= y + 1.5 * h
-              for px, py in face["landmarks"]]
+    inside = [
+        x - w / 2 <= px <= x + 1.5 * w and y - h / 2 <= py <= y + 1.5 * h
+        for px, py in face["landmarks"]
+    ]
     assert all(inside)
 
     def written(fmt, **options):
@@ -93,8 +96,10 @@ def test_landmarks_and_pose_are_in_json_csv_and_the_table(default_predictor, ast
     (plain,) = csv.DictReader(io.StringIO(written("csv")))
     assert float(plain["yaw"]) == face["pose"]["yaw"] and "x_0" not in plain
     (row,) = csv.DictReader(io.StringIO(written("csv", landmarks=True)))
-    assert [float(row[c]) for c in LANDMARK_COLUMNS[:2]] == [face["landmarks"][0][0],
-                                                            face["landmarks"][1][0]]
+    assert [float(row[c]) for c in LANDMARK_COLUMNS[:2]] == [
+        face["landmarks"][0][0],
+        face["landmarks"][1][0],
+    ]
     assert float(row["y_67"]) == face["landmarks"][67][1]
     table = written("table", landmarks=True)
     assert f"yaw {face['pose']['yaw']:.1f}" in table and table.count(",") > 68
@@ -122,7 +127,10 @@ def test_frontal_jaffe_faces_have_small_yaw(default_predictor):
         for member in archive:
             if member.name.endswith(".tiff"):
                 image = fer8.load_image(archive.extractfile(member).read())
-                yaws += [face.pose.yaw for face in default_predictor.predict(image).faces
-                         if face.pose is not None]
+                yaws += [
+                    face.pose.yaw
+                    for face in default_predictor.predict(image).faces
+                    if face.pose is not None
+                ]
     assert len(yaws) > 200
     assert np.mean(np.abs(yaws) < 15) >= 0.99 and np.median(np.abs(yaws)) < 5

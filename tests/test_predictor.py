@@ -58,8 +58,9 @@ def test_bad_input_raises_for_a_single_image(predictor, tmp_path):
         predictor.predict(path)
 
 
-def test_many_images_in_order_with_failures_reported(predictor, tmp_path, astronaut, hopper,
-                                                     two_faces):
+def test_many_images_in_order_with_failures_reported(
+    predictor, tmp_path, astronaut, hopper, two_faces
+):
     paths = [
         save(astronaut, tmp_path / "a.png"),
         tmp_path / "missing.jpg",
@@ -81,8 +82,9 @@ def test_many_images_in_order_with_failures_reported(predictor, tmp_path, astron
             single = predictor.predict(path)
             for a, b in zip(result.faces, single.faces):
                 assert a.box == b.box
-                np.testing.assert_allclose(list(a.probabilities.values()),
-                                           list(b.probabilities.values()), atol=1e-5)
+                np.testing.assert_allclose(
+                    list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-5
+                )
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -33,8 +33,10 @@ def test_messages_and_log_records_take_lines_of_their_own(monkeypatch):
     finally:
         logging.getLogger().removeHandler(handler)
     lines = screen(terminal.getvalue())
-    assert lines[:2] == ["fer8: b.jpg: corrupt or truncated image",
-                         "fer8: a warning from the library"]
+    assert lines[:2] == [
+        "fer8: b.jpg: corrupt or truncated image",
+        "fer8: a warning from the library",
+    ]
     assert len(lines) == 3 and lines[2].startswith("predict") and lines[2].endswith("100%")
 
 

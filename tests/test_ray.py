@@ -63,15 +63,39 @@ def ray_cluster():
     port = _free_port()
     env = {**os.environ, **RAY_ENV}
     head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--num-cpus", "2", "--object-store-memory", "200000000",
-         "--temp-dir", temp, "--include-dashboard", "false", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--object-store-memory",
+            "200000000",
+            "--temp-dir",
+            temp,
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while subprocess.run([str(ray_cli), "status", "--address", address], env=env,
-                             capture_output=True).returncode != 0:
+        while (
+            subprocess.run(
+                [str(ray_cli), "status", "--address", address], env=env, capture_output=True
+            ).returncode
+            != 0
+        ):
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the Ray head did not start: {head.stderr.read()[-2000:]}")
             time.sleep(1)
@@ -97,7 +121,7 @@ def forty_photos(tmp_path_factory) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(example, target)
     jpeg = (EXAMPLES / "grace_hopper.jpg").read_bytes()
-    (folder / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 3])
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     (folder / "notes.png").write_text("a text file with an image's name\n")
     (folder / "empty.jpg").write_bytes(b"")
     return folder
@@ -105,19 +129,29 @@ def forty_photos(tmp_path_factory) -> Path:
 
 def _rows_of_plain_predict(folder: Path, model: Path) -> dict[tuple, dict]:
     """``fer8 predict --format jsonl``'s answers as per-face rows, keyed by (source, face)."""
-    result = CliRunner().invoke(cli, ["predict", str(folder), "--model", str(model),
-                                      "--format", "jsonl"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["predict", str(folder), "--model", str(model), "--format", "jsonl"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 1  # the three broken files
     rows = {}
     for line in result.stdout.splitlines():
         item = json.loads(line)
         faces = item["faces"] or [None]
         for index, face in enumerate(faces):
-            row = {"source": item["source"], "face": None if face is None else index,
-                   "error": item["error"]}
+            row = {
+                "source": item["source"],
+                "face": None if face is None else index,
+                "error": item["error"],
+            }
             if face is not None:
-                row.update(dict(zip("xywh", face["box"])), label=face["label"],
-                           confidence=face["confidence"], **face["probabilities"])
+                row.update(
+                    dict(zip("xywh", face["box"])),
+                    label=face["label"],
+                    confidence=face["confidence"],
+                    **face["probabilities"],
+                )
             rows[row["source"], row["face"]] = row
     return rows
 
@@ -138,25 +172,49 @@ def _assert_same_rows(rows: list[dict], expected: dict[tuple, dict]) -> None:
 
 
 def _run_on_ray(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fer8", "predict", *args, "--engine", "ray"],
-                          env={**os.environ, **RAY_ENV}, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "fer8", "predict", *args, "--engine", "ray"],
+        env={**os.environ, **RAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_model_path,
-                                             tmp_path):
+def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_model_path, tmp_path):
     expected = _rows_of_plain_predict(forty_photos, tiny_model_path)
     assert sum(row["error"] is not None for row in expected.values()) == 3
     out = tmp_path / "results.parquet"
     missing = str(forty_photos / "missing.jpg")
-    run = _run_on_ray(str(forty_photos), missing, "--model", str(tiny_model_path),
-                      "--ray-address", ray_cluster.address, "--out", str(out))
+    run = _run_on_ray(
+        str(forty_photos),
+        missing,
+        "--model",
+        str(tiny_model_path),
+        "--ray-address",
+        ray_cluster.address,
+        "--out",
+        str(out),
+    )
     assert run.returncode == 1, run.stderr  # like plain predict: some input failed
     assert run.stdout == ""
     assert f"{forty_photos / 'empty.jpg'}: empty file" in run.stderr
     table = pq.read_table(out)
-    assert table.column_names == ["source", "face", "x", "y", "w", "h", "label",
-                                  "confidence", *LABELS, "yaw", "pitch", "roll", "error"]
+    assert table.column_names == [
+        "source",
+        "face",
+        "x",
+        "y",
+        "w",
+        "h",
+        "label",
+        "confidence",
+        *LABELS,
+        "yaw",
+        "pitch",
+        "roll",
+        "error",
+    ]
     # A file named but absent is an error row too, as in plain predict.
     expected[missing, None] = {"source": missing, "face": None, "error": "no such file"}
     _assert_same_rows(table.to_pylist(), expected)
@@ -165,17 +223,28 @@ def test_ray_gives_the_rows_of_plain_predict(ray_cluster, forty_photos, tiny_mod
 
 def test_jsonl_output_and_globs(ray_cluster, forty_photos, tiny_model_path, tmp_path):
     """--out .jsonl writes the same rows; a quoted glob is expanded as the shell would."""
-    expected = {key: row for key, row in _rows_of_plain_predict(
-        forty_photos, tiny_model_path).items() if "/part1/" in key[0]}
+    expected = {
+        key: row
+        for key, row in _rows_of_plain_predict(forty_photos, tiny_model_path).items()
+        if "/part1/" in key[0]
+    }
     out = tmp_path / "rows.jsonl"
-    run = _run_on_ray(str(forty_photos / "part1" / "*"), "--model", str(tiny_model_path),
-                      "--ray-address", ray_cluster.address, "--out", str(out))
+    run = _run_on_ray(
+        str(forty_photos / "part1" / "*"),
+        "--model",
+        str(tiny_model_path),
+        "--ray-address",
+        ray_cluster.address,
+        "--out",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     _assert_same_rows([json.loads(line) for line in out.read_text().splitlines()], expected)
 
 
 def test_predict_dataset_reads_rows_of_paths_and_decoded_images(
-        ray_cluster, forty_photos, tiny_model_path, monkeypatch):
+    ray_cluster, forty_photos, tiny_model_path, monkeypatch
+):
     import logging
 
     import ray
@@ -188,10 +257,14 @@ def test_predict_dataset_reads_rows_of_paths_and_decoded_images(
         monkeypatch.setenv(name, value)
     ray.init(address=ray_cluster.address, logging_level=logging.ERROR)
     try:
-        by_path = predict_dataset(ray.data.from_items([{"path": p} for p in good]),
-                                  tiny_model_path, concurrency=1).take_all()
-        decoded = predict_dataset(ray.data.read_images(good, include_paths=True, mode="RGB"),
-                                  tiny_model_path, concurrency=1).take_all()
+        by_path = predict_dataset(
+            ray.data.from_items([{"path": p} for p in good]), tiny_model_path, concurrency=1
+        ).take_all()
+        decoded = predict_dataset(
+            ray.data.read_images(good, include_paths=True, mode="RGB"),
+            tiny_model_path,
+            concurrency=1,
+        ).take_all()
     finally:
         ray.shutdown()
     want = {key: row for key, row in expected.items() if key[0] in good}
@@ -204,8 +277,9 @@ def _actor_pids(root: int) -> list[int]:
     parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text()
-                                    .rsplit(")", 1)[1].split()[1])
+            parents[int(pid)] = int(
+                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            )
         except (OSError, IndexError, ValueError):
             continue
     found, frontier = set(), {root}
@@ -222,8 +296,9 @@ def _actor_pids(root: int) -> list[int]:
     return actors
 
 
-def test_a_worker_that_dies_loses_and_doubles_no_row(ray_cluster, forty_photos,
-                                                     tiny_model_path, tmp_path, monkeypatch):
+def test_a_worker_that_dies_loses_and_doubles_no_row(
+    ray_cluster, forty_photos, tiny_model_path, tmp_path, monkeypatch
+):
     """An actor killed when the first rows arrive, while batches are in flight: Ray
     restarts it and reruns its batch, and the file still has every row exactly once."""
     import logging
@@ -245,16 +320,22 @@ def test_a_worker_that_dies_loses_and_doubles_no_row(ray_cluster, forty_photos,
         monkeypatch.setenv(name, value)
     ray.init(address=ray_cluster.address, logging_level=logging.ERROR, log_to_driver=False)
     try:
-        failed = predict_files(list_inputs([str(forty_photos)]), tmp_path / "rows.parquet",
-                               tiny_model_path, on_image=kill_an_actor, images_per_batch=2)
+        failed = predict_files(
+            list_inputs([str(forty_photos)]),
+            tmp_path / "rows.parquet",
+            tiny_model_path,
+            on_image=kill_an_actor,
+            images_per_batch=2,
+        )
     finally:
         ray.shutdown()
     assert killed and failed == 3
     _assert_same_rows(pq.read_table(tmp_path / "rows.parquet").to_pylist(), expected)
 
 
-def test_the_time_left_starts_when_the_actors_send_rows(ray_cluster, forty_photos,
-                                                       tiny_model_path, tmp_path, monkeypatch):
+def test_the_time_left_starts_when_the_actors_send_rows(
+    ray_cluster, forty_photos, tiny_model_path, tmp_path, monkeypatch
+):
     """``on_start`` comes after the rows of files found missing (no cluster needed for
     them) and before the cluster's first: a progress bar times the rest from there."""
     import logging
@@ -268,13 +349,18 @@ def test_the_time_left_starts_when_the_actors_send_rows(ray_cluster, forty_photo
         monkeypatch.setenv(name, value)
     ray.init(address=ray_cluster.address, logging_level=logging.ERROR, log_to_driver=False)
     try:
-        files = list_inputs([str(forty_photos / "part0")]) + \
-            list_inputs([str(forty_photos / "part1")])
+        files = list_inputs([str(forty_photos / "part0")]) + list_inputs(
+            [str(forty_photos / "part1")]
+        )
         missing = list_inputs([str(forty_photos / "part2")])[0]
         missing = type(missing)(missing.path + ".gone", missing.source + ".gone")
-        predict_files([missing, *files], tmp_path / "rows.jsonl", tiny_model_path,
-                      on_image=lambda row: events.append(row["error"] or "row"),
-                      on_start=lambda: events.append("start"))
+        predict_files(
+            [missing, *files],
+            tmp_path / "rows.jsonl",
+            tiny_model_path,
+            on_image=lambda row: events.append(row["error"] or "row"),
+            on_start=lambda: events.append("start"),
+        )
     finally:
         ray.shutdown()
     assert events[:2] == ["no such file", "start"]
@@ -287,14 +373,27 @@ def test_on_a_terminal_only_fer8_speaks(ray_cluster, forty_photos, tiny_model_pa
     from terminal import run_with_stderr_on_a_terminal, screen
 
     code, written = run_with_stderr_on_a_terminal(
-        ["predict", str(forty_photos), "--model", str(tiny_model_path), "--engine", "ray",
-         "--ray-address", ray_cluster.address, "--out", str(tmp_path / "rows.parquet")],
-        stdout=tmp_path / "stdout", env={**os.environ, **RAY_ENV})
+        [
+            "predict",
+            str(forty_photos),
+            "--model",
+            str(tiny_model_path),
+            "--engine",
+            "ray",
+            "--ray-address",
+            ray_cluster.address,
+            "--out",
+            str(tmp_path / "rows.parquet"),
+        ],
+        stdout=tmp_path / "stdout",
+        env={**os.environ, **RAY_ENV},
+    )
     assert code == 1
     lines = screen(written)
     named = sorted(line.split(": ")[1] for line in lines[:-1])
-    assert named == [str(forty_photos / name) for name in ("empty.jpg", "notes.png",
-                                                           "truncated.jpg")], lines
+    assert named == [
+        str(forty_photos / name) for name in ("empty.jpg", "notes.png", "truncated.jpg")
+    ], lines
     assert all(line.startswith("fer8: ") for line in lines[:-1]), lines
     assert lines[-1].startswith("predict") and lines[-1].endswith("100%")
     assert (tmp_path / "stdout").read_bytes() == b""
@@ -322,27 +421,28 @@ def test_connect_hands_ray_init_the_log_level(monkeypatch):
 
 def test_usage_errors_need_no_cluster(forty_photos, tmp_path, tiny_model_path):
     def run(*args):
-        return CliRunner().invoke(cli, ["predict", str(forty_photos), "--model",
-                                        str(tiny_model_path), *args])
+        return CliRunner().invoke(
+            cli, ["predict", str(forty_photos), "--model", str(tiny_model_path), *args]
+        )
 
     assert "give --out" in run("--engine", "ray").output
     assert ".parquet or .jsonl" in run("--engine", "ray", "--out", tmp_path / "x.csv").output
     assert "--engine ray" in run("--out", tmp_path / "x.parquet").output
-    assert run("--engine", "ray", "--out", tmp_path / "x.parquet",
-               "--format", "csv").exit_code == 2
+    assert run("--engine", "ray", "--out", tmp_path / "x.parquet", "--format", "csv").exit_code == 2
     missing = run("--engine", "ray", "--out", tmp_path / "x.parquet", "--model", "nope")
     assert missing.exit_code == 2 and not (tmp_path / "x.parquet").exists()
 
 
-def test_without_the_extra_the_install_command_is_named(forty_photos, tmp_path,
-                                                       monkeypatch):
+def test_without_the_extra_the_install_command_is_named(forty_photos, tmp_path, monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "ray" else find_spec(name, *a))
-    result = CliRunner().invoke(cli, ["predict", str(forty_photos), "--engine", "ray",
-                                      "--out", str(tmp_path / "x.parquet")])
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a)
+    )
+    result = CliRunner().invoke(
+        cli, ["predict", str(forty_photos), "--engine", "ray", "--out", str(tmp_path / "x.parquet")]
+    )
     assert result.exit_code == 2
     assert "needs the ray extra (ray is missing)" in result.output
     assert "pip install" in result.output and "[ray]" in result.output
@@ -354,9 +454,15 @@ def test_list_inputs_follows_plain_predict(tmp_path, monkeypatch):
         (tmp_path / name).write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
     files = list_inputs(["a", "a/notes.txt", "a/b/*.PNG", f"file://{tmp_path}/a/b"])
-    assert [f.source for f in files] == ["a/1.jpg", "a/b/2.PNG", "a/b/3.webp", "a/notes.txt",
-                                         "a/b/2.PNG", f"{tmp_path}/a/b/2.PNG",
-                                         f"{tmp_path}/a/b/3.webp"]
+    assert [f.source for f in files] == [
+        "a/1.jpg",
+        "a/b/2.PNG",
+        "a/b/3.webp",
+        "a/notes.txt",
+        "a/b/2.PNG",
+        f"{tmp_path}/a/b/2.PNG",
+        f"{tmp_path}/a/b/3.webp",
+    ]
     assert all(f.path == str(tmp_path / f.source) for f in files[:5])
     with pytest.raises(FileNotFoundError, match="no image files"):
         list_inputs(["a/*.gif"])
@@ -364,10 +470,10 @@ def test_list_inputs_follows_plain_predict(tmp_path, monkeypatch):
 
 def test_a_failed_run_leaves_no_results_file(tmp_path):
     face = Face(Box(1, 2, 3, 4), "happy", 0.9, dict.fromkeys(LABELS, 0.1) | {"happy": 0.9})
-    table = rows_table([ImageResult("a.jpg", (face,)), ImageResult("b.jpg", (), "empty")],
-                       LABELS)
-    assert table.to_pylist() == face_rows(ImageResult("a.jpg", (face,)), LABELS) + \
-        face_rows(ImageResult("b.jpg", (), "empty"), LABELS)
+    table = rows_table([ImageResult("a.jpg", (face,)), ImageResult("b.jpg", (), "empty")], LABELS)
+    assert table.to_pylist() == face_rows(ImageResult("a.jpg", (face,)), LABELS) + face_rows(
+        ImageResult("b.jpg", (), "empty"), LABELS
+    )
     writer = RowFileWriter(tmp_path / "out.parquet", LABELS)
     writer.write(table)
     writer.abort()

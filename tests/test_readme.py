@@ -57,19 +57,24 @@ def _parse(spec: str | None, document: str = "README.md") -> tuple[list[str], di
     data, settings = [], {}
     for field in filter(None, (f.strip() for f in (spec or "").split(";"))):
         if field.startswith("data="):
-            data = field[len("data="):].split(",")
+            data = field[len("data=") :].split(",")
         elif field.startswith("with "):
-            settings = dict(pair.split("=", 1) for pair in field[len("with "):].split())
+            settings = dict(pair.split("=", 1) for pair in field[len("with ") :].split())
         else:
             raise ValueError(f"{document}: unknown readme-test field {field!r}")
     return data, settings
 
 
-_FOUND = [(path.relative_to(ROOT).as_posix(), body, before) for path in DOCUMENTS
-          for info, body, before in _fenced_blocks(path.read_text()) if info == "python"]
-BLOCKS = [(body, *_parse(MARKER.fullmatch(before)[1] if MARKER.fullmatch(before) else None,
-                         document))
-          for document, body, before in _FOUND]
+_FOUND = [
+    (path.relative_to(ROOT).as_posix(), body, before)
+    for path in DOCUMENTS
+    for info, body, before in _fenced_blocks(path.read_text())
+    if info == "python"
+]
+BLOCKS = [
+    (body, *_parse(MARKER.fullmatch(before)[1] if MARKER.fullmatch(before) else None, document))
+    for document, body, before in _FOUND
+]
 #: The classes of the generated datasets: the bundled model's, which training starts from.
 CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
@@ -106,8 +111,11 @@ def _tiny_dataset(folder: Path, astronaut: np.ndarray, per_class: int = 2) -> No
             save(np.ascontiguousarray(small), folder / name / f"{copy}.png")
 
 
-@pytest.mark.parametrize("code, data, settings", BLOCKS,
-                         ids=[f"{document}-block{i}" for i, (document, _, _) in enumerate(_FOUND)])
+@pytest.mark.parametrize(
+    "code, data, settings",
+    BLOCKS,
+    ids=[f"{document}-block{i}" for i, (document, _, _) in enumerate(_FOUND)],
+)
 def test_python_block_runs_as_written(code, data, settings, tmp_path, astronaut):
     for name, value in settings.items():
         code, found = re.subn(rf"\b{name}=[^,)]+", f"{name}={value}", code)
@@ -117,8 +125,14 @@ def test_python_block_runs_as_written(code, data, settings, tmp_path, astronaut)
         _tiny_dataset(tmp_path / name, astronaut)
     env = {**os.environ, "FER8_HOME": str(tmp_path / "fer8-home")}  # crop cache
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    process = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=900)
+    process = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert process.returncode == 0, process.stderr
     assert process.stderr == ""  # the library logs through `logging` and prints nothing
     assert process.stdout.strip()
@@ -139,13 +153,27 @@ def _transcripts() -> list[tuple[str, str]]:
 def test_terminal_transcript_is_what_fer8_prints(command, expected):
     """The table as a terminal shows it (--format table is a terminal's default);
     confidences may differ by a few tenths of a point between CPUs."""
-    args = [arg for word in shlex.split(command)[1:]
-            for arg in (sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(word))
-                        if "*" in word else [word])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.run([sys.executable, "-m", "fer8", *args, "--format", "table"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    args = [
+        arg
+        for word in shlex.split(command)[1:]
+        for arg in (
+            sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(word)) if "*" in word else [word]
+        )
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    process = subprocess.run(
+        [sys.executable, "-m", "fer8", *args, "--format", "table"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert process.returncode == 0, process.stderr
     confidence = re.compile(r"(\d+\.\d)%$", re.M)
     # Character for character, columns included, but for the confidences ...

@@ -53,18 +53,26 @@ def _ferplus_valid_faces(count: int) -> list[np.ndarray]:
 
 
 def test_bundled_model_on_onnx_runtime_equals_keras_on_the_example_photos(
-        default_predictor, bundled_on_keras, astronaut, hopper, two_faces):
-    crops = [crop for image in (astronaut, hopper, two_faces)
-             for _, crop in fer8.faces_in_photo(image, landmark_model=default_predictor.landmark_model)]
+    default_predictor, bundled_on_keras, astronaut, hopper, two_faces
+):
+    crops = [
+        crop
+        for image in (astronaut, hopper, two_faces)
+        for _, crop in fer8.faces_in_photo(image, landmark_model=default_predictor.landmark_model)
+    ]
     assert len(crops) == 4
-    np.testing.assert_allclose(fer8.classify(crops, default_predictor.model),
-                               fer8.classify(crops, bundled_on_keras), atol=1e-4)
+    np.testing.assert_allclose(
+        fer8.classify(crops, default_predictor.model),
+        fer8.classify(crops, bundled_on_keras),
+        atol=1e-4,
+    )
 
 
 @pytest.mark.shared
 @pytest.mark.skipif(not FERPLUS.is_file(), reason="needs ../shared/data/ferplus.tar.gz")
 def test_bundled_model_on_onnx_runtime_equals_keras_on_200_ferplus_faces(
-        default_predictor, bundled_on_keras):
+    default_predictor, bundled_on_keras
+):
     faces = _ferplus_valid_faces(200)
     assert len(faces) == 200
     on_onnx = fer8.classify(faces, default_predictor.model)
@@ -74,7 +82,8 @@ def test_bundled_model_on_onnx_runtime_equals_keras_on_200_ferplus_faces(
 
 
 def test_the_optimised_graph_is_cached_and_predicts_the_same(
-        tmp_path, monkeypatch, caplog, default_predictor):
+    tmp_path, monkeypatch, caplog, default_predictor
+):
     """The first load saves ONNX Runtime's optimised graph; later loads read it (not the
     model's own graph) and give the same probabilities. A damaged cache file is
     rebuilt, and an unusable cache or FER8_GRAPH_CACHE=0 only means no caching."""
@@ -82,9 +91,13 @@ def test_the_optimised_graph_is_cached_and_predicts_the_same(
     from fer8.models.registry import resolve_model
 
     faces = _ferplus_valid_faces(20) if FERPLUS.is_file() else []
-    faces += [crop for _, crop in fer8.faces_in_photo(
-        fer8.load_image(EXAMPLES / "astronaut.png"),
-        landmark_model=default_predictor.landmark_model)]
+    faces += [
+        crop
+        for _, crop in fer8.faces_in_photo(
+            fer8.load_image(EXAMPLES / "astronaut.png"),
+            landmark_model=default_predictor.landmark_model,
+        )
+    ]
     path = resolve_model(None)
     monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FER8_GRAPH_CACHE", raising=False)
@@ -96,19 +109,22 @@ def test_the_optimised_graph_is_cached_and_predicts_the_same(
 
     with monkeypatch.context() as patch:
         patch.setattr(modelfile, "read_graph", no_graph)
-        np.testing.assert_allclose(fer8.classify(faces, modelfile.read_model_file(path)),
-                                   expected, atol=1e-5)
+        np.testing.assert_allclose(
+            fer8.classify(faces, modelfile.read_model_file(path)), expected, atol=1e-5
+        )
 
     cached.write_bytes(b"not a graph")
-    np.testing.assert_allclose(fer8.classify(faces, modelfile.read_model_file(path)),
-                               expected, atol=1e-5)
+    np.testing.assert_allclose(
+        fer8.classify(faces, modelfile.read_model_file(path)), expected, atol=1e-5
+    )
     assert "damaged cached graph" in caplog.text
     assert cached.stat().st_size > 1_000_000  # saved again
     assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no partial files
 
     monkeypatch.setenv("FER8_HOME", str(cached))  # a file: no cache folder can be made
-    np.testing.assert_allclose(fer8.classify(faces, modelfile.read_model_file(path)),
-                               expected, atol=1e-5)
+    np.testing.assert_allclose(
+        fer8.classify(faces, modelfile.read_model_file(path)), expected, atol=1e-5
+    )
     monkeypatch.setenv("FER8_HOME", str(tmp_path / "off"))
     monkeypatch.setenv("FER8_GRAPH_CACHE", "0")
     modelfile.read_model_file(path)
@@ -116,52 +132,89 @@ def test_the_optimised_graph_is_cached_and_predicts_the_same(
 
 
 def test_predicting_imports_neither_tensorflow_nor_keras(astronaut_path):
-    code = ("import sys, fer8\n"
-            f"result = fer8.Predictor().predict({str(astronaut_path)!r})\n"
-            "assert result.faces, result\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'onnx', 'h5py'))\n"
-            "print(heavy)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    code = (
+        "import sys, fer8\n"
+        f"result = fer8.Predictor().predict({str(astronaut_path)!r})\n"
+        "assert result.faces, result\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'onnx', 'h5py'))\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
-def test_evaluate_and_export_run_without_the_train_extra(tmp_path, astronaut, hopper,
-                                                        tiny_model_path):
+def test_evaluate_and_export_run_without_the_train_extra(
+    tmp_path, astronaut, hopper, tiny_model_path
+):
     """The light install: TensorFlow, Keras, onnx and h5py are absent."""
     from conftest import save
 
     save(astronaut, tmp_path / "data" / "happy" / "astronaut.png")
     save(hopper, tmp_path / "data" / "neutral" / "hopper.png")
-    code = ("import sys\n"
-            "for name in ('tensorflow', 'keras', 'onnx', 'h5py'):\n"
-            "    sys.modules[name] = None  # not installed\n"
-            "from fer8.cli import main\n"
-            "main(sys.argv[1:])\n")
+    code = (
+        "import sys\n"
+        "for name in ('tensorflow', 'keras', 'onnx', 'h5py'):\n"
+        "    sys.modules[name] = None  # not installed\n"
+        "from fer8.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
     evaluate = subprocess.run(
-        [sys.executable, "-c", code, "evaluate", "--data", str(tmp_path / "data"),
-         "--model", str(tiny_model_path), "--format", "json", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-c",
+            code,
+            "evaluate",
+            "--data",
+            str(tmp_path / "data"),
+            "--model",
+            str(tiny_model_path),
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert evaluate.returncode == 0, evaluate.stderr
     assert json.loads(evaluate.stdout)["n"] == 2
     assert (tmp_path / "out" / "confusion_matrix.png").is_file()
     export = subprocess.run(
-        [sys.executable, "-c", code, "export", "--model", str(tiny_model_path),
-         "--out", str(tmp_path / "tiny.onnx")],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-c",
+            code,
+            "export",
+            "--model",
+            str(tiny_model_path),
+            "--out",
+            str(tmp_path / "tiny.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert export.returncode == 0, export.stderr
     assert (tmp_path / "tiny.onnx").stat().st_size > 1000
 
 
 def test_train_without_the_train_extra_says_what_to_install(tmp_path):
-    code = ("import sys\n"
-            "sys.modules['tensorflow'] = sys.modules['keras'] = None  # not installed\n"
-            "from fer8.cli import main\n"
-            f"main(['train', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}])\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=False)
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = sys.modules['keras'] = None  # not installed\n"
+        "from fer8.cli import main\n"
+        f"main(['train', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert "fer8 train needs the train extra" in done.stderr and "[train]" in done.stderr
@@ -191,8 +244,9 @@ def test_export_writes_an_onnx_file_that_runs_alone(tmp_path, tiny_model_path, t
     import onnxruntime as ort
 
     out = tmp_path / "tiny.onnx"
-    result = CliRunner().invoke(cli, ["export", "--model", str(tiny_model_path),
-                                      "--format", "onnx", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["export", "--model", str(tiny_model_path), "--format", "onnx", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
@@ -217,8 +271,9 @@ def _version_1_file(tiny_model_path, path, *, compact: bool):
         if compact:
             archive.writestr(NETWORK_MEMBER, network.to_json())
             buffer = io.BytesIO()
-            np.savez_compressed(buffer, *[w.astype(np.float16) if w.ndim >= 2 else w
-                                          for w in network.get_weights()])
+            np.savez_compressed(
+                buffer, *[w.astype(np.float16) if w.ndim >= 2 else w for w in network.get_weights()]
+            )
             archive.writestr(WEIGHTS_MEMBER, buffer.getvalue())
         else:
             network.save(path.with_suffix(".keras"))
@@ -227,27 +282,30 @@ def _version_1_file(tiny_model_path, path, *, compact: bool):
 
 
 @pytest.mark.parametrize("compact", [True, False])
-def test_older_model_files_load_and_convert(tmp_path, tiny_model_path, tiny_model, compact,
-                                            caplog):
+def test_older_model_files_load_and_convert(tmp_path, tiny_model_path, tiny_model, compact, caplog):
     old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=compact)
     crops = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
     expected = fer8.classify(crops, tiny_model)
-    np.testing.assert_allclose(fer8.classify(crops, fer8.load_model(old)), expected,
-                               atol=2e-3 if compact else 1e-6)
+    np.testing.assert_allclose(
+        fer8.classify(crops, fer8.load_model(old)), expected, atol=2e-3 if compact else 1e-6
+    )
     assert "fer8 export --model" in caplog.text  # says how to convert it once
 
     new = tmp_path / "new.fer8"
-    result = CliRunner().invoke(cli, ["export", "--model", str(old), "--format", "fer8",
-                                      "--out", str(new)])
+    result = CliRunner().invoke(
+        cli, ["export", "--model", str(old), "--format", "fer8", "--out", str(new)]
+    )
     assert result.exit_code == 0, result.output
     with zipfile.ZipFile(new) as archive:
         assert ONNX_MEMBER in archive.namelist()
-    np.testing.assert_allclose(fer8.classify(crops, fer8.load_model(new)), expected,
-                               atol=2e-3 if compact else 1e-6)
+    np.testing.assert_allclose(
+        fer8.classify(crops, fer8.load_model(new)), expected, atol=2e-3 if compact else 1e-6
+    )
 
 
 def test_older_model_files_without_the_train_extra_say_how_to_convert(
-        tmp_path, tiny_model_path, monkeypatch):
+    tmp_path, tiny_model_path, monkeypatch
+):
     old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=True)
     monkeypatch.setitem(sys.modules, "fer8.training.keras_models", None)
     with pytest.raises(ModelFormatError, match=r"pip install 'fer8\[train\]'.*fer8 export"):

@@ -47,17 +47,22 @@ def samples(url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     response = httpx.get(f"{url}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
-    return {tuple(sorted(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples if sample.name == name}
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name
+    }
 
 
 # --- API keys ----------------------------------------------------------------------------
 
+
 def test_v1_needs_a_key_and_the_rest_stays_open(predictor, astronaut_path):
     with FakeLine() as line:
-        settings = LineSettings(FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url,
-                                data_url=line.url)
+        settings = LineSettings(
+            FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url, data_url=line.url
+        )
         with UvicornThread(create_app(predictor, api_keys=KEYS, line=settings)) as url:
             photo = {"file": ("a.png", astronaut_path.read_bytes(), "image/png")}
             with httpx.Client() as client:  # one connection: a 401 leaves it usable
@@ -69,8 +74,12 @@ def test_v1_needs_a_key_and_the_rest_stays_open(predictor, astronaut_path):
                 assert answer.status_code == 200 and len(answer.json()["faces"]) == 1
             assert httpx.get(f"{url}/v1/models", headers=bearer("wrong")).status_code == 403
             assert httpx.get(f"{url}/v1/models", headers=bearer(KEYS[0][:-1])).status_code == 403
-            assert httpx.get(f"{url}/v1/models",
-                             headers={"Authorization": f"Basic {KEYS[0]}"}).status_code == 401
+            assert (
+                httpx.get(
+                    f"{url}/v1/models", headers={"Authorization": f"Basic {KEYS[0]}"}
+                ).status_code
+                == 401
+            )
             assert httpx.get(f"{url}/v1/models", headers=bearer(KEYS[1])).status_code == 200
             for open_path in ("/healthz", "/", "/static/app.js", "/metrics", "/docs"):
                 assert httpx.get(f"{url}{open_path}").status_code == 200, open_path
@@ -83,8 +92,11 @@ def test_v1_needs_a_key_and_the_rest_stays_open(predictor, astronaut_path):
             # The LINE webhook checks LINE's signature, not a key.
             line.contents["m1"] = astronaut_path.read_bytes()
             body = webhook_body(message_event("e1", "r1", image_message("m1")))
-            webhook = httpx.post(f"{url}/line/callback", content=body,
-                                 headers={"X-Line-Signature": FakeLine.sign(body)})
+            webhook = httpx.post(
+                f"{url}/line/callback",
+                content=body,
+                headers={"X-Line-Signature": FakeLine.sign(body)},
+            )
             assert webhook.status_code == 200
             assert len(line.wait_for_replies(1)) == 1
 
@@ -148,8 +160,9 @@ def test_the_serve_command_passes_its_options_and_warns_once(monkeypatch, tmp_pa
     monkeypatch.setattr(launch, "serve", started.append)
     monkeypatch.delenv("FER8_API_KEYS", raising=False)
     runner = CliRunner()
-    result = runner.invoke(cli, ["serve", "--host", "0.0.0.0", "--workers", "3",
-                                 "--shutdown-timeout", "2.5"])
+    result = runner.invoke(
+        cli, ["serve", "--host", "0.0.0.0", "--workers", "3", "--shutdown-timeout", "2.5"]
+    )
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "without API keys" in line]
     assert len(warnings) == 1
@@ -178,8 +191,9 @@ def test_without_prometheus_client_serve_names_the_extra(monkeypatch):
 def test_with_workers_a_bad_model_fails_once_before_any_worker_starts(tmp_path):
     """A worker that cannot load its model would be restarted by uvicorn for ever."""
     runner = CliRunner()
-    missing = runner.invoke(cli, ["serve", "--workers", "2", "--model",
-                                  str(tmp_path / "missing.fer8")])
+    missing = runner.invoke(
+        cli, ["serve", "--workers", "2", "--model", str(tmp_path / "missing.fer8")]
+    )
     assert missing.exit_code == 2 and "no such model file" in missing.stderr
     broken = tmp_path / "broken.fer8"
     broken.write_bytes(b"not a model")
@@ -189,20 +203,35 @@ def test_with_workers_a_bad_model_fails_once_before_any_worker_starts(tmp_path):
 
 # --- metrics and the access log ----------------------------------------------------------
 
+
 def test_metrics_count_requests_faces_and_refused_bytes(predictor, astronaut_path):
-    with UvicornThread(create_app(predictor, max_upload_bytes=100_000, api_keys=KEYS[:1],
-                                  model_load_seconds=1.25)) as url:
+    with UvicornThread(
+        create_app(predictor, max_upload_bytes=100_000, api_keys=KEYS[:1], model_load_seconds=1.25)
+    ) as url:
         photo = astronaut_path.read_bytes()  # 790 kB: over this server's limit
         small = _small_jpeg(astronaut_path)
-        ok = httpx.post(f"{url}/v1/predict", files={"file": ("a.jpg", small)},
-                        headers=bearer(KEYS[0]))
+        ok = httpx.post(
+            f"{url}/v1/predict", files={"file": ("a.jpg", small)}, headers=bearer(KEYS[0])
+        )
         assert ok.status_code == 200
         faces = len(ok.json()["faces"])
         assert faces == 1
-        assert httpx.post(f"{url}/v1/predict", content=b"junk", headers={
-            **bearer(KEYS[0]), "Content-Type": "image/png"}).status_code == 400
-        assert httpx.post(f"{url}/v1/predict", content=photo, headers={
-            **bearer(KEYS[0]), "Content-Type": "image/png"}).status_code == 413
+        assert (
+            httpx.post(
+                f"{url}/v1/predict",
+                content=b"junk",
+                headers={**bearer(KEYS[0]), "Content-Type": "image/png"},
+            ).status_code
+            == 400
+        )
+        assert (
+            httpx.post(
+                f"{url}/v1/predict",
+                content=photo,
+                headers={**bearer(KEYS[0]), "Content-Type": "image/png"},
+            ).status_code
+            == 413
+        )
         assert httpx.post(f"{url}/v1/predict", content=b"x").status_code == 401
         assert httpx.get(f"{url}/wp-admin/setup.php").status_code == 404
 
@@ -216,8 +245,7 @@ def test_metrics_count_requests_faces_and_refused_bytes(predictor, astronaut_pat
         assert not any("wp-admin" in value for labels in requests for _, value in labels)
         assert samples(url, "fer8_faces_total") == {(): faces}
         assert samples(url, "fer8_upload_refused_bytes_total") == {(): len(photo)}
-        assert samples(url, "fer8_request_duration_seconds_count")[
-            (("route", "/v1/predict"),)] == 4
+        assert samples(url, "fer8_request_duration_seconds_count")[(("route", "/v1/predict"),)] == 4
         assert samples(url, "fer8_model_load_seconds") == {(): 1.25}
         assert samples(url, "fer8_requests_in_progress") == {(): 1}  # this request
 
@@ -232,13 +260,16 @@ def _small_jpeg(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def test_one_access_log_line_per_request_without_query_or_bytes(api_without_keys, caplog,
-                                                                  astronaut_path):
+def test_one_access_log_line_per_request_without_query_or_bytes(
+    api_without_keys, caplog, astronaut_path
+):
     small = _small_jpeg(astronaut_path)
     caplog.set_level(logging.INFO, logger="fer8.access")
     with caplog.at_level(logging.INFO, logger="fer8.access"):
-        httpx.post(f"{api_without_keys}/v1/predict?annotate=false&token=secret-in-query",
-                   files={"file": ("me.jpg", small)})
+        httpx.post(
+            f"{api_without_keys}/v1/predict?annotate=false&token=secret-in-query",
+            files={"file": ("me.jpg", small)},
+        )
         httpx.get(f"{api_without_keys}/healthz")
         httpx.get(f"{api_without_keys}/no/such%0Apath")
         deadline = time.monotonic() + 10
@@ -257,6 +288,7 @@ def test_one_access_log_line_per_request_without_query_or_bytes(api_without_keys
 
 # --- slow senders ------------------------------------------------------------------------
 
+
 def test_slow_senders_do_not_hold_the_server(api_without_keys, astronaut_path):
     """Four clients upload at one byte a second; other requests are answered meanwhile."""
     port = int(api_without_keys.rsplit(":", 1)[1])
@@ -264,8 +296,10 @@ def test_slow_senders_do_not_hold_the_server(api_without_keys, astronaut_path):
     slow: list[socket.socket] = []
     for _ in range(4):
         connection = socket.create_connection(("127.0.0.1", port))
-        connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"
-                           b"Content-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n")
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n"
+        )
         slow.append(connection)
 
     def trickle() -> None:
@@ -281,8 +315,9 @@ def test_slow_senders_do_not_hold_the_server(api_without_keys, astronaut_path):
         took = []
         for _ in range(6):
             started = time.monotonic()
-            response = httpx.post(f"{api_without_keys}/v1/predict",
-                                  files={"file": ("a.jpg", small)}, timeout=30)
+            response = httpx.post(
+                f"{api_without_keys}/v1/predict", files={"file": ("a.jpg", small)}, timeout=30
+            )
             took.append(time.monotonic() - started)
             assert response.status_code == 200
             assert httpx.get(f"{api_without_keys}/healthz", timeout=30).status_code == 200
@@ -300,9 +335,12 @@ def test_slow_senders_do_not_hold_the_server(api_without_keys, astronaut_path):
 
 # --- a clean stop, and workers -----------------------------------------------------------
 
+
 def _request_head(length: int) -> bytes:
-    return (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-            b"Content-Length: %d\r\n\r\n" % length)
+    return (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
 
 
 def _read_response(connection: socket.socket, timeout: float) -> bytes:
@@ -318,21 +356,38 @@ def _read_response(connection: socket.socket, timeout: float) -> bytes:
         data += chunk
 
 
-def test_sigterm_finishes_requests_in_flight_then_exits_0(tiny_model_path, astronaut_path,
-                                                          tmp_path):
+def test_sigterm_finishes_requests_in_flight_then_exits_0(
+    tiny_model_path, astronaut_path, tmp_path
+):
     photo = _small_jpeg(astronaut_path)
     with FakeLine() as line:
-        env = {"LINE_CHANNEL_SECRET": FakeLine.SECRET, "LINE_CHANNEL_ACCESS_TOKEN": FakeLine.TOKEN,
-               "FER8_LINE_API_URL": line.url, "FER8_LINE_DATA_URL": line.url}
-        server = ServeProcess("--model", str(tiny_model_path), "--shutdown-timeout", "4",
-                              log=tmp_path / "serve.log", env=env)
+        env = {
+            "LINE_CHANNEL_SECRET": FakeLine.SECRET,
+            "LINE_CHANNEL_ACCESS_TOKEN": FakeLine.TOKEN,
+            "FER8_LINE_API_URL": line.url,
+            "FER8_LINE_DATA_URL": line.url,
+        }
+        server = ServeProcess(
+            "--model",
+            str(tiny_model_path),
+            "--shutdown-timeout",
+            "4",
+            log=tmp_path / "serve.log",
+            env=env,
+        )
         with server:
             # A LINE event taken in, its reply not made yet (the content download waits).
             line.contents["m1"] = astronaut_path.read_bytes()
             line.gate.clear()
             body = webhook_body(message_event("e1", "r1", image_message("m1")))
-            assert httpx.post(f"{server.url}/line/callback", content=body, headers={
-                "X-Line-Signature": FakeLine.sign(body)}).status_code == 200
+            assert (
+                httpx.post(
+                    f"{server.url}/line/callback",
+                    content=body,
+                    headers={"X-Line-Signature": FakeLine.sign(body)},
+                ).status_code
+                == 200
+            )
             # Two uploads in flight: one will finish, one never will.
             finishing = socket.create_connection(("127.0.0.1", server.port))
             finishing.sendall(_request_head(len(photo)) + photo[:1000])
@@ -365,22 +420,25 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(tiny_model_path, astro
     assert "Traceback" not in log
 
 
-def test_two_workers_each_load_the_model_and_share_metrics(tiny_model_path, astronaut_path,
-                                                           tmp_path):
+def test_two_workers_each_load_the_model_and_share_metrics(
+    tiny_model_path, astronaut_path, tmp_path
+):
     import concurrent.futures
     import os
 
     small = _small_jpeg(astronaut_path)
-    with ServeProcess("--model", str(tiny_model_path), "--workers", "2",
-                      log=tmp_path / "serve.log") as server:
+    with ServeProcess(
+        "--model", str(tiny_model_path), "--workers", "2", log=tmp_path / "serve.log"
+    ) as server:
         deadline = time.monotonic() + 120
         while len(samples(server.url, "fer8_model_load_seconds")) < 2:  # both are up
             assert time.monotonic() < deadline, server.log_text()
             time.sleep(0.5)
 
         def post(_: int) -> int:
-            return httpx.post(f"{server.url}/v1/predict", files={"file": ("a.jpg", small)},
-                              timeout=60).status_code
+            return httpx.post(
+                f"{server.url}/v1/predict", files={"file": ("a.jpg", small)}, timeout=60
+            ).status_code
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             assert list(pool.map(post, range(12))) == [200] * 12
@@ -391,8 +449,7 @@ def test_two_workers_each_load_the_model_and_share_metrics(tiny_model_path, astr
         # Whichever worker answers /metrics, it counts every worker's requests.
         for _ in range(4):
             requests = samples(server.url, "fer8_requests_total")
-            assert requests[(("method", "POST"), ("route", "/v1/predict"),
-                             ("status", "200"))] == 12
+            assert requests[(("method", "POST"), ("route", "/v1/predict"), ("status", "200"))] == 12
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
     assert "Traceback" not in server.log_text()
@@ -408,20 +465,49 @@ def test_with_a_certificate_the_server_speaks_https(tiny_model_path, astronaut_p
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     result = CliRunner().invoke(cli, ["serve", "--ssl-keyfile", str(key)])
     assert result.exit_code == 2 and "--ssl-keyfile needs --ssl-certfile" in result.stderr
-    with ServeProcess("--model", str(tiny_model_path), "--ssl-certfile", str(cert),
-                      "--ssl-keyfile", str(key), log=tmp_path / "serve.log",
-                      cafile=cert) as server:
+    with ServeProcess(
+        "--model",
+        str(tiny_model_path),
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
+        log=tmp_path / "serve.log",
+        cafile=cert,
+    ) as server:
         assert server.url.startswith("https://")
         trusted = ssl.create_default_context(cafile=str(cert))
         page = httpx.get(f"{server.url}/", verify=trusted)
         assert page.status_code == 200 and "fer8" in page.text
-        answer = httpx.post(f"{server.url}/v1/predict", verify=trusted,
-                            files={"file": ("a.png", astronaut_path.read_bytes())})
+        answer = httpx.post(
+            f"{server.url}/v1/predict",
+            verify=trusted,
+            files={"file": ("a.png", astronaut_path.read_bytes())},
+        )
         assert answer.status_code == 200 and len(answer.json()["faces"]) == 1
         with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP is not answered
             httpx.get(f"http://127.0.0.1:{server.port}/healthz")

@@ -52,109 +52,163 @@ def api(predictor):
 
 
 def frames_of(predictor, path, source, **sampling):
-    return [{**frame.to_dict(), "source": source}
-            for frame in predictor.predict_video(path, **sampling)]
+    return [
+        {**frame.to_dict(), "source": source} for frame in predictor.predict_video(path, **sampling)
+    ]
 
 
 def assert_same_frames(got: list[dict], want: list[dict]) -> None:
-    assert [(f["source"], f["frame"], f["time"], f["error"]) for f in got] == \
-        [(f["source"], f["frame"], f["time"], f["error"]) for f in want]
+    assert [(f["source"], f["frame"], f["time"], f["error"]) for f in got] == [
+        (f["source"], f["frame"], f["time"], f["error"]) for f in want
+    ]
     for a, b in zip(got, want):
-        assert [(x["track"], x["box"], x["label"]) for x in a["faces"]] == \
-            [(x["track"], x["box"], x["label"]) for x in b["faces"]]
+        assert [(x["track"], x["box"], x["label"]) for x in a["faces"]] == [
+            (x["track"], x["box"], x["label"]) for x in b["faces"]
+        ]
         for x, y in zip(a["faces"], b["faces"]):
             assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-5)
 
 
 def test_a_video_upload_returns_the_per_frame_rows(api, predictor, videos):
     path = videos["moving"]
-    response = httpx.post(f"{api}/v1/predict", timeout=120,
-                          files={"file": ("clip.mp4", path.read_bytes(), "video/mp4")})
+    response = httpx.post(
+        f"{api}/v1/predict",
+        timeout=120,
+        files={"file": ("clip.mp4", path.read_bytes(), "video/mp4")},
+    )
     assert response.status_code == 200
     assert_same_frames(response.json(), frames_of(predictor, path, "clip.mp4", fps=5))
     assert [f["frame"] for f in response.json()] == [0, 2, 4, 6, 8]
-    raw = httpx.post(f"{api}/v1/predict?every_frame=true", content=path.read_bytes(),
-                     headers={"Content-Type": "application/octet-stream"}, timeout=120)
+    raw = httpx.post(
+        f"{api}/v1/predict?every_frame=true",
+        content=path.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=120,
+    )
     assert raw.status_code == 200  # recognised by its first bytes
     assert_same_frames(raw.json(), frames_of(predictor, path, "upload", every_frame=True))
-    smooth = httpx.post(f"{api}/v1/predict?fps=2&smooth=1", content=path.read_bytes(),
-                        headers={"Content-Type": "video/mp4"}, timeout=120)
+    smooth = httpx.post(
+        f"{api}/v1/predict?fps=2&smooth=1",
+        content=path.read_bytes(),
+        headers={"Content-Type": "video/mp4"},
+        timeout=120,
+    )
     assert_same_frames(smooth.json(), frames_of(predictor, path, "upload", fps=2, smooth=1))
 
 
 def test_videos_have_an_upload_limit_of_their_own(api, videos, astronaut_path):
     large = videos["large"].read_bytes()
-    declared = httpx.post(f"{api}/v1/predict", content=large, timeout=120,
-                          headers={"Content-Type": "video/x-msvideo"})
+    declared = httpx.post(
+        f"{api}/v1/predict", content=large, timeout=120, headers={"Content-Type": "video/x-msvideo"}
+    )
     assert declared.status_code == 200 and len(declared.json()) == 16
-    by_name = httpx.post(f"{api}/v1/predict", timeout=120,
-                         files={"file": ("large.avi", large, "application/octet-stream")})
+    by_name = httpx.post(
+        f"{api}/v1/predict",
+        timeout=120,
+        files={"file": ("large.avi", large, "application/octet-stream")},
+    )
     assert by_name.status_code == 200 and len(by_name.json()) == 16
 
     def chunks():  # no Content-Length: counted as it streams
         for start in range(0, len(large), 64_000):
-            yield large[start:start + 64_000]
-    streamed = httpx.post(f"{api}/v1/predict", content=chunks(), timeout=120,
-                          headers={"Content-Type": "video/x-msvideo"})
+            yield large[start : start + 64_000]
+
+    streamed = httpx.post(
+        f"{api}/v1/predict",
+        content=chunks(),
+        timeout=120,
+        headers={"Content-Type": "video/x-msvideo"},
+    )
     assert streamed.status_code == 200
-    too_big = httpx.post(f"{api}/v1/predict", content=bytes(VIDEO_LIMIT + 1),
-                         headers={"Content-Type": "video/mp4"})
+    too_big = httpx.post(
+        f"{api}/v1/predict", content=bytes(VIDEO_LIMIT + 1), headers={"Content-Type": "video/mp4"}
+    )
     assert too_big.status_code == 413
-    assert too_big.json()["detail"] == (f"video upload larger than {VIDEO_LIMIT:,} bytes "
-                                        "(3.8147 MB); fer8 serve --max-video-mb sets the limit")
+    assert too_big.json()["detail"] == (
+        f"video upload larger than {VIDEO_LIMIT:,} bytes "
+        "(3.8147 MB); fer8 serve --max-video-mb sets the limit"
+    )
     # Images keep theirs, however the upload is sent.
-    for headers, body in [({"Content-Type": "image/png"}, {"content": large}),
-                          ({}, {"files": {"file": ("big.png", large, "image/png")}}),
-                          ({"Content-Type": "application/octet-stream"}, {"content": large})]:
+    for headers, body in [
+        ({"Content-Type": "image/png"}, {"content": large}),
+        ({}, {"files": {"file": ("big.png", large, "image/png")}}),
+        ({"Content-Type": "application/octet-stream"}, {"content": large}),
+    ]:
         response = httpx.post(f"{api}/v1/predict", headers=headers, **body)
         assert response.status_code == 413, headers
     ok = httpx.post(f"{api}/v1/predict", files={"file": ("a.png", astronaut_path.read_bytes())})
     assert ok.status_code == 200 and len(ok.json()["faces"]) == 1
     # Only the prediction endpoint takes videos: elsewhere (the LINE webhook, say) a
     # body declared a video gets the ordinary limit.
-    elsewhere = httpx.post(f"{api}/line/callback", content=large,
-                           headers={"Content-Type": "video/mp4"})
+    elsewhere = httpx.post(
+        f"{api}/line/callback", content=large, headers={"Content-Type": "video/mp4"}
+    )
     assert elsewhere.status_code == 413
 
 
 def test_bad_videos(api, videos):
-    truncated = httpx.post(f"{api}/v1/predict", timeout=120,
-                           files={"file": ("t.avi", videos["truncated"].read_bytes())})
+    truncated = httpx.post(
+        f"{api}/v1/predict",
+        timeout=120,
+        files={"file": ("t.avi", videos["truncated"].read_bytes())},
+    )
     assert truncated.status_code == 200
     *good, last = truncated.json()
     assert good and all(f["error"] is None for f in good)
     assert f"frame {last['frame']}" in last["error"] and "truncated" in last["error"]
-    broken = httpx.post(f"{api}/v1/predict", content=b"\x00\x00\x00\x18ftypmp42 no video",
-                        headers={"Content-Type": "video/mp4"})
+    broken = httpx.post(
+        f"{api}/v1/predict",
+        content=b"\x00\x00\x00\x18ftypmp42 no video",
+        headers={"Content-Type": "video/mp4"},
+    )
     assert broken.status_code == 400 and broken.json()["detail"].startswith("upload: not a video")
-    drawn = httpx.post(f"{api}/v1/predict?annotate=true", timeout=120,
-                       files={"file": ("clip.mp4", videos["moving"].read_bytes())})
+    drawn = httpx.post(
+        f"{api}/v1/predict?annotate=true",
+        timeout=120,
+        files={"file": ("clip.mp4", videos["moving"].read_bytes())},
+    )
     assert drawn.status_code == 400 and "annotate=true takes photos" in drawn.json()["detail"]
-    empty = httpx.post(f"{api}/v1/predict", timeout=120,
-                       files={"file": ("empty.mp4", videos["empty"].read_bytes())})
+    empty = httpx.post(
+        f"{api}/v1/predict",
+        timeout=120,
+        files={"file": ("empty.mp4", videos["empty"].read_bytes())},
+    )
     assert empty.status_code == 200 and [f["faces"] for f in empty.json()] == [[], [], []]
 
 
 # --- the LINE bot ------------------------------------------------------------------------
 
+
 def video_message(message_id: str) -> dict:
-    return {"type": "video", "id": message_id, "quoteToken": "quote", "duration": 2000,
-            "contentProvider": {"type": "line"}}
+    return {
+        "type": "video",
+        "id": message_id,
+        "quoteToken": "quote",
+        "duration": 2000,
+        "contentProvider": {"type": "line"},
+    }
 
 
 def test_a_video_message_gets_each_face_over_time(predictor, videos):
     with FakeLine() as line:
-        settings = LineSettings(FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url,
-                                data_url=line.url)
+        settings = LineSettings(
+            FakeLine.SECRET, FakeLine.TOKEN, api_url=line.url, data_url=line.url
+        )
         with UvicornThread(create_app(predictor, line=settings)) as url:
             for name in ("moving", "empty", "truncated"):
                 line.contents[name] = videos[name].read_bytes()
             line.contents["junk"] = b"\x00\x00\x00\x18ftypmp42 no video"
-            body = webhook_body(*(message_event(f"ev-{n}", f"reply-{n}", video_message(n))
-                                  for n in ("moving", "empty", "junk", "truncated")))
+            body = webhook_body(
+                *(
+                    message_event(f"ev-{n}", f"reply-{n}", video_message(n))
+                    for n in ("moving", "empty", "junk", "truncated")
+                )
+            )
             assert post_webhook(url, body, FakeLine.sign(body)).status_code == 200
-            replies = {r["body"]["replyToken"]: r["body"]["messages"][0]["text"]
-                       for r in line.wait_for_replies(4)}
+            replies = {
+                r["body"]["replyToken"]: r["body"]["messages"][0]["text"]
+                for r in line.wait_for_replies(4)
+            }
     moving_frames = list(predictor.predict_video(videos["moving"], **VIDEO_SAMPLING))
     assert replies["reply-moving"] == video_reply_text(moving_frames, LABELS)
     assert replies["reply-moving"].startswith("Face 1: ") and "\n" not in replies["reply-moving"]
@@ -165,9 +219,15 @@ def test_a_video_message_gets_each_face_over_time(predictor, videos):
 
 
 def frame(time: float, *faces: tuple[int, dict[str, float]]) -> FrameResult:
-    return FrameResult("v", tuple(
-        TrackedFace(Box(0, 0, 10, 10), max(p, key=p.get), max(p.values()), p, track=track)
-        for track, p in faces), frame=int(time * 10), time=time)
+    return FrameResult(
+        "v",
+        tuple(
+            TrackedFace(Box(0, 0, 10, 10), max(p, key=p.get), max(p.values()), p, track=track)
+            for track, p in faces
+        ),
+        frame=int(time * 10),
+        time=time,
+    )
 
 
 def test_video_reply_wording():
@@ -176,11 +236,8 @@ def test_video_reply_wording():
     labels = ("happy", "neutral")
     # Face 1: neutral for 2.4 s, a one-sample flicker of happy ignored, then happy.
     one = [frame(t / 5, (1, happy if (t >= 12 or t == 4) else neutral)) for t in range(40)]
-    assert video_reply_text(one, labels) == \
-        "Face 1: Neutral, then Happy from 2.4 s (mostly Happy)"
+    assert video_reply_text(one, labels) == "Face 1: Neutral, then Happy from 2.4 s (mostly Happy)"
     two = [frame(t / 5, (1, happy), (2, neutral)) for t in range(10)]
-    assert video_reply_text(two, labels) == ("Face 1: Happy throughout\n"
-                                             "Face 2: Neutral throughout")
+    assert video_reply_text(two, labels) == ("Face 1: Happy throughout\nFace 2: Neutral throughout")
     assert video_reply_text([frame(0.0), frame(0.2)], labels) == NO_FACE_IN_VIDEO_REPLY
-    assert video_reply_text([FrameResult("v", (), "not a video")], labels) == \
-        UNREADABLE_VIDEO_REPLY
+    assert video_reply_text([FrameResult("v", (), "not a video")], labels) == UNREADABLE_VIDEO_REPLY

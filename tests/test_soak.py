@@ -20,12 +20,18 @@ import soak_serve  # noqa: E402
 
 def test_thirty_seconds_of_mixed_traffic(tiny_model_path, tmp_path):
     payloads = soak_serve.Payloads.make(tmp_path, int(soak_serve.MAX_UPLOAD_MB * 2**20))
-    with ServeProcess("--model", str(tiny_model_path),
-                      "--max-upload-mb", str(soak_serve.MAX_UPLOAD_MB),
-                      "--max-video-mb", str(soak_serve.MAX_VIDEO_MB),
-                      log=tmp_path / "serve.log") as server:
-        report = soak_serve.soak(server.url, server.process.pid, payloads, seconds=30,
-                                 clients=8, warmup=5)
+    with ServeProcess(
+        "--model",
+        str(tiny_model_path),
+        "--max-upload-mb",
+        str(soak_serve.MAX_UPLOAD_MB),
+        "--max-video-mb",
+        str(soak_serve.MAX_VIDEO_MB),
+        log=tmp_path / "serve.log",
+    ) as server:
+        report = soak_serve.soak(
+            server.url, server.process.pid, payloads, seconds=30, clients=8, warmup=5
+        )
     soak_serve.print_report(report)  # shown with -s, and when the test fails
     outcomes = report["outcomes"]
     assert set(outcomes) == set(soak_serve.MIX)  # every kind was sent

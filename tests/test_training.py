@@ -27,8 +27,20 @@ from fer8.cli import cli
 from fer8.training import backbones
 from fer8.training.keras_models import load_keras_model
 
-TRAIN_ARGS = ["--image-size", "32", "--batch-size", "2", "--backbone-weights", "none",
-              "--val-fraction", "0.25", "--warmup-epochs", "0", "--precision", "float32"]
+TRAIN_ARGS = [
+    "--image-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--backbone-weights",
+    "none",
+    "--val-fraction",
+    "0.25",
+    "--warmup-epochs",
+    "0",
+    "--precision",
+    "float32",
+]
 RESNET50 = backbones.build_backbone
 
 
@@ -69,8 +81,12 @@ def release_models():
 def variants(image: np.ndarray) -> list[np.ndarray]:
     """Four training images from one photo: as is, mirrored, darker, cropped closer."""
     h, w = image.shape[:2]
-    return [image, image[:, ::-1], (image * 0.7).astype(np.uint8),
-            image[h // 10: h - h // 10, w // 10: w - w // 10]]
+    return [
+        image,
+        image[:, ::-1],
+        (image * 0.7).astype(np.uint8),
+        image[h // 10 : h - h // 10, w // 10 : w - w // 10],
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +105,22 @@ def first_run(tiny_data, tmp_path_factory):
     checkpoint, which the tests of resuming continue from)."""
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     cache = tmp_path_factory.mktemp("cache")
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
-                                      "--epochs", "1", "--cache", str(cache), "--keep-checkpoint",
-                                      *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "1",
+            "--cache",
+            str(cache),
+            "--keep-checkpoint",
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return run_dir, cache, result
 
@@ -99,8 +128,13 @@ def first_run(tiny_data, tmp_path_factory):
 def test_train_writes_every_artifact(first_run, tiny_data, astronaut_path):
     run_dir, _, result = first_run
     assert {p.name for p in run_dir.iterdir()} >= {
-        "config.json", "state.json", "checkpoint.keras", "model.fer8", "history.csv",
-        "curves.png"}
+        "config.json",
+        "state.json",
+        "checkpoint.keras",
+        "model.fer8",
+        "history.csv",
+        "curves.png",
+    }
     assert "best val_accuracy" in result.stderr
 
     model = fer8.load_model(run_dir / "model.fer8")
@@ -128,40 +162,75 @@ def test_train_writes_every_artifact(first_run, tiny_data, astronaut_path):
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
     # `fer8 predict --model RUN_DIR/model.fer8` uses it as is.
-    predicted = CliRunner().invoke(cli, ["predict", str(astronaut_path), "--model",
-                                         str(run_dir / "model.fer8"), "--format", "json"])
+    predicted = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(astronaut_path),
+            "--model",
+            str(run_dir / "model.fer8"),
+            "--format",
+            "json",
+        ],
+    )
     assert predicted.exit_code == 0, predicted.output
     assert json.loads(predicted.stdout)[0]["faces"][0]["label"] in ("happy", "sad")
 
 
-def test_the_data_is_a_table_and_few_images_are_counted_as_trained(tiny_data, tmp_path,
-                                                                    caplog):
+def test_the_data_is_a_table_and_few_images_are_counted_as_trained(tiny_data, tmp_path, caplog):
     """4 images a class, of which a quarter is held out for validation: 3 are trained on
     (the warning said 4, the summary 3), and the summary is a table, not a dict."""
     import logging
 
     caplog.set_level(logging.INFO, logger="fer8.training.loop")
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
-                                      str(tmp_path / "run"), "--epochs", "1", "--cache",
-                                      str(tmp_path / "cache"), *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--cache",
+            str(tmp_path / "cache"),
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     messages = [record.getMessage() for record in caplog.records]
     assert "class 'happy' has only 3 training images; it will be poorly learnt" in messages
     assert "class 'sad' has only 3 training images; it will be poorly learnt" in messages
     (train,) = [m.splitlines() for m in messages if m.startswith("train data")]
     assert [line.split() for line in train] == [
-        ["train", "data", "images", "Happy", "Sad", "weight"], [tiny_data.name, "6", "3", "3", "1"]]
+        ["train", "data", "images", "Happy", "Sad", "weight"],
+        [tiny_data.name, "6", "3", "3", "1"],
+    ]
     (val,) = [m.splitlines() for m in messages if m.startswith("val data")]
     assert [line.split() for line in val] == [
-        ["val", "data", "images", "Happy", "Sad"], [tiny_data.name, "2", "1", "1"]]
+        ["val", "data", "images", "Happy", "Sad"],
+        [tiny_data.name, "2", "1", "1"],
+    ]
     assert not any("{" in m for m in messages if m.startswith(("train", "val")))
 
 
 def test_an_existing_run_folder_is_never_overwritten(first_run, tiny_data):
     run_dir, cache, _ = first_run
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
-                                      "--cache", str(cache), *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(run_dir),
+            "--cache",
+            str(cache),
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 2
     assert "not empty" in result.stderr and "--resume" in result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
@@ -177,15 +246,17 @@ def test_a_run_that_cannot_start_leaves_out_as_it_was(tmp_path, tiny_data):
         train(TrainConfig(data=str(empty)), tmp_path / "run")
     assert not (tmp_path / "run").exists()
     (tmp_path / "given").mkdir()
-    result = CliRunner().invoke(cli, ["train", "--data", str(empty), "--out",
-                                      str(tmp_path / "given"), *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli, ["train", "--data", str(empty), "--out", str(tmp_path / "given"), *TRAIN_ARGS]
+    )
     assert result.exit_code == 1 and "no labelled images" in result.stderr
     assert list((tmp_path / "given").iterdir()) == []
     # What an older fer8 left after a failed start does not block a new run.
     (tmp_path / "given" / "config.json").write_text("{}")
     (tmp_path / "given" / "state.json").write_text('{"epochs_done": 0}')
-    result = CliRunner().invoke(cli, ["train", "--data", str(empty), "--out",
-                                      str(tmp_path / "given"), *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli, ["train", "--data", str(empty), "--out", str(tmp_path / "given"), *TRAIN_ARGS]
+    )
     assert result.exit_code == 1 and "no labelled images" in result.stderr
 
 
@@ -196,8 +267,17 @@ def test_without_the_network_imagenet_weights_fail_in_one_line(tmp_path, tiny_da
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # nothing cached there
     monkeypatch.setattr(backbones, "IMAGENET_RESNET50_URL", "http://127.0.0.1:9/resnet50.h5")
-    args = ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
-            "--backbone-weights", "imagenet", "--cache", str(tmp_path / "crops")]
+    args = [
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "run"),
+        "--backbone-weights",
+        "imagenet",
+        "--cache",
+        str(tmp_path / "crops"),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("fer8: error: could not download ImageNet weights (")
@@ -230,8 +310,9 @@ def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, 
     assert _starting_weights(config, labels) is None
     network = _build_model(config, labels, steps_per_epoch=1)
     for layer in ("conv1_conv", "conv5_block3_3_conv", "logits"):
-        for ours, theirs in zip(network.get_layer(layer).get_weights(),
-                                bundled.get_layer(layer).get_weights()):
+        for ours, theirs in zip(
+            network.get_layer(layer).get_weights(), bundled.get_layer(layer).get_weights()
+        ):
             np.testing.assert_array_equal(ours, theirs)
 
     network = _build_model(config, ("happy", "sad", "worry"), steps_per_epoch=1)
@@ -247,26 +328,50 @@ def test_a_finished_run_keeps_one_copy_of_the_weights(tiny_data, tmp_path):
     """A run that ended keeps model.fer8 and not the checkpoint (weights and optimizer
     moments, three times the model) unless --keep-checkpoint asks for it."""
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
-                                      "--epochs", "1", "--cache", str(tmp_path / "cache"),
-                                      *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "1",
+            "--cache",
+            str(tmp_path / "cache"),
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     names = {p.name for p in run_dir.iterdir()}
     assert names == {"config.json", "state.json", "model.fer8", "history.csv", "curves.png"}
-    resumed = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
-                                       "--resume", "--epochs", "2"])
+    resumed = CliRunner().invoke(
+        cli, ["train", "--data", str(tiny_data), "--out", str(run_dir), "--resume", "--epochs", "2"]
+    )
     assert resumed.exit_code == 2 and "checkpoint.keras was not kept" in resumed.stderr
     assert "--init-model" in resumed.stderr
 
 
 def test_resume_needs_a_checkpoint(tmp_path, tiny_data):
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
-                                      str(tmp_path / "new"), "--resume", *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "new"),
+            "--resume",
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 2 and "nothing to resume" in result.stderr
 
 
 def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
-        first_run, tmp_path, monkeypatch, caplog):
+    first_run, tmp_path, monkeypatch, caplog
+):
     import keras
 
     from fer8.training import loop as training
@@ -291,22 +396,51 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
         progress[title] = []
         return lambda step: progress[title].append(step)
 
-    result = training.train(training.TrainConfig(**{**config.__dict__, "epochs": 3}), run_dir,
-                            resume=True, cache=cache, on_epoch=on_epoch)
+    result = training.train(
+        training.TrainConfig(**{**config.__dict__, "epochs": 3}),
+        run_dir,
+        resume=True,
+        cache=cache,
+        on_epoch=on_epoch,
+    )
     assert result.interrupted and result.epochs_done == 2
     assert progress == {"epoch 2/3": [1, 1, 1], "epoch 3/3": []}  # 6 images, batch 2
     assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 2
     monkeypatch.undo()
 
-    cli_result = CliRunner().invoke(cli, ["train", "--data", str(first_run[0].parent.parent),
-                                          "--out", str(run_dir), "--resume", "--epochs", "3"])
+    cli_result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(first_run[0].parent.parent),
+            "--out",
+            str(run_dir),
+            "--resume",
+            "--epochs",
+            "3",
+        ],
+    )
     assert cli_result.exit_code == 2 and "was trained on data=" in cli_result.stderr
 
     (data,) = config.data
     caplog.clear()
-    cli_result = CliRunner().invoke(cli, ["train", "--data", data, "--out", str(run_dir),
-                                          "--resume", "--epochs", "3", "--cache", str(cache),
-                                          "--keep-checkpoint"])
+    cli_result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            data,
+            "--out",
+            str(run_dir),
+            "--resume",
+            "--epochs",
+            "3",
+            "--cache",
+            str(cache),
+            "--keep-checkpoint",
+        ],
+    )
     assert cli_result.exit_code == 0, cli_result.output
     assert "epoch 3/3" in caplog.text and "epoch 2/3" not in caplog.text
     with open(run_dir / "history.csv", newline="") as handle:
@@ -318,7 +452,8 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
 
 @pytest.mark.parametrize("recipe", [[], ["--ema-momentum", "0.9"]], ids=["plain", "ema"])
 def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
-        tiny_data, tmp_path, monkeypatch, recipe):
+    tiny_data, tmp_path, monkeypatch, recipe
+):
     """Data order, augmentation and dropout are seeded by step, not by process state, so
     a run stopped after epoch 1 and resumed equals the same run in one go, weight for
     weight and optimizer state for state (moments, and the moving average of the
@@ -328,10 +463,22 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
     from fer8.training import loop as training
 
     def run(out: str, *extra: str, exit_code: int = 0):
-        result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
-                                          str(tmp_path / out), "--epochs", "2",
-                                          "--cache", str(tmp_path / "cache"),
-                                          "--keep-checkpoint", *extra])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(tmp_path / out),
+                "--epochs",
+                "2",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--keep-checkpoint",
+                *extra,
+            ],
+        )
         assert result.exit_code == exit_code, result.output
         model = keras.saving.load_model(tmp_path / out / "checkpoint.keras")
         return model.get_weights() + [v.numpy() for v in model.optimizer.variables]
@@ -362,10 +509,24 @@ def test_with_ema_the_saved_model_is_the_moving_average_of_the_weights(tiny_data
     import keras
 
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run_dir),
-                                      "--epochs", "1", "--ema-momentum", "0.5",
-                                      "--cache", str(tmp_path / "cache"), "--keep-checkpoint",
-                                      *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "1",
+            "--ema-momentum",
+            "0.5",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--keep-checkpoint",
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     checkpoint = keras.saving.load_model(run_dir / "checkpoint.keras")
@@ -404,8 +565,17 @@ def test_augmentation_keeps_shape_and_range():
     np.testing.assert_array_equal(augment_batch(images, Augmentation(), seed).numpy(), out)
     assert not np.allclose(augment_batch(images, Augmentation(), seed + 1).numpy(), out)
 
-    flip_only = Augmentation(flip=1.0, rotation=0, scale=0, shift=0, brightness=0, contrast=0,
-                             grayscale=0, low_resolution=0, blur=0)
+    flip_only = Augmentation(
+        flip=1.0,
+        rotation=0,
+        scale=0,
+        shift=0,
+        brightness=0,
+        contrast=0,
+        grayscale=0,
+        low_resolution=0,
+        blur=0,
+    )
     flipped = augment_batch(images, flip_only, seed).numpy()
     np.testing.assert_allclose(flipped, images.numpy()[:, :, ::-1], atol=1e-3)
 
@@ -417,8 +587,9 @@ def test_class_weights_soften_imbalance():
     sqrt = _class_weights(counts, "sqrt")
     assert sqrt[2] / sqrt[0] == pytest.approx(10.0)
     assert (sqrt * counts).sum() / counts.sum() == pytest.approx(1.0)
-    assert _class_weights(counts, "balanced")[1] / _class_weights(counts, "balanced")[0] == \
-        pytest.approx(4.0)
+    assert _class_weights(counts, "balanced")[1] / _class_weights(counts, "balanced")[
+        0
+    ] == pytest.approx(4.0)
     assert (_class_weights(counts, "none") == 1).all()
 
 
@@ -449,8 +620,9 @@ def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path
     assert twice.read_bytes() == compact.read_bytes()
     again = read_model_file(compact)
     assert again.spec == spec
-    np.testing.assert_array_equal(load_keras_model(compact)[0].get_layer(bn.name).get_weights()[3],
-                                  variance + 1e6)
+    np.testing.assert_array_equal(
+        load_keras_model(compact)[0].get_layer(bn.name).get_weights()[3], variance + 1e6
+    )
     crops = np.random.default_rng(1).uniform(-100, 100, (4, 32, 32, 3)).astype(np.float32)
     modified = keras_expression_model(network, spec)  # predicts with the new variance
     np.testing.assert_allclose(again(crops), modified(crops), atol=2e-2)
@@ -489,8 +661,9 @@ def test_a_model_trained_on_gray_faces_sees_colour_faces_in_gray():
     gray_model = _preprocessing("resnet50", gray=True)
     assert gray_model.grayscale and gray_model.mean == IMAGENET_CAFFE.mean
     colour = np.random.default_rng(4).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
-    gray = np.stack([cv2.cvtColor(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-                     for c in colour])
+    gray = np.stack(
+        [cv2.cvtColor(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for c in colour]
+    )
     # The same input as the gray version of the face (up to OpenCV's rounding to uint8).
     np.testing.assert_allclose(gray_model.apply(colour), gray_model.apply(gray), atol=0.51)
     # A gray face (FER2013's) is unchanged by the gray step.
@@ -515,11 +688,28 @@ def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_p
 
     caplog.set_level(logging.INFO, logger="fer8.training.loop")
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(cli, [
-        "train", "--data", f"{tiny_data}:2", "--data", f"{gray_data}:0.5",
-        "--val", str(tiny_data), "--val", str(gray_data), "--out", str(run_dir),
-        "--epochs", "1", "--cache", str(tmp_path / "cache"), "--keep-checkpoint",
-        *[a for a in TRAIN_ARGS if a not in ("--val-fraction", "0.25")]])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            f"{tiny_data}:2",
+            "--data",
+            f"{gray_data}:0.5",
+            "--val",
+            str(tiny_data),
+            "--val",
+            str(gray_data),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "1",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--keep-checkpoint",
+            *[a for a in TRAIN_ARGS if a not in ("--val-fraction", "0.25")],
+        ],
+    )
     assert result.exit_code == 0, result.output
     # 8 + 8 images drawn 2 and 0.5 times per pass: 20 a pass, 10 steps of 2.
     assert "10/10" in result.stderr or "epoch 1/1" in caplog.text
@@ -531,7 +721,8 @@ def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_p
     assert set(names) <= set(row)
     # The run is selected on the mean of the sources' accuracies.
     assert float(row["val_accuracy"]) == pytest.approx(
-        (float(row[names[0]]) + float(row[names[1]])) / 2, abs=1e-5)
+        (float(row[names[0]]) + float(row[names[1]])) / 2, abs=1e-5
+    )
     meta = fer8.load_model(run_dir / "model.fer8").spec.metadata
     assert meta["validation"][names[0][4:]] == pytest.approx(float(row[names[0]]), abs=1e-5)
     sources = meta["data"]["train"]["sources"]
@@ -541,7 +732,8 @@ def test_several_sources_with_weights_validated_each(tiny_data, gray_data, tmp_p
 
 
 def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
-        first_run, tiny_data, tmp_path, hopper):
+    first_run, tiny_data, tmp_path, hopper
+):
     """How a user adds *worry* to a model: --init-model with data that has the class."""
     from fer8.training import loop as training
 
@@ -550,8 +742,9 @@ def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
     for i, image in enumerate(variants(hopper[::-1])):  # a new class, from flipped photos
         save(np.ascontiguousarray(image), data / "worried" / f"{i}.png")
     old, _ = load_keras_model(first_run[0] / "model.fer8")
-    config = training.TrainConfig(data=str(data), image_size=32,
-                                  init_model=str(first_run[0] / "model.fer8"))
+    config = training.TrainConfig(
+        data=str(data), image_size=32, init_model=str(first_run[0] / "model.fer8")
+    )
     model = training._from_model_file(config, ("happy", "sad", "worry"))
     kernel, bias = model.get_layer("logits").get_weights()
     old_kernel, old_bias = old.get_layer("logits").get_weights()
@@ -561,17 +754,31 @@ def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
     for new, kept in zip(model.get_weights()[:-2], old.get_weights()[:-2]):
         np.testing.assert_array_equal(new, kept)
 
-    result = CliRunner().invoke(cli, [
-        "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
-        "--init-model", str(first_run[0] / "model.fer8"), "--cache", str(first_run[1]),
-        *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--init-model",
+            str(first_run[0] / "model.fer8"),
+            "--cache",
+            str(first_run[1]),
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert fer8.load_model(tmp_path / "run" / "model.fer8").labels == ("happy", "sad", "worry")
 
 
 @pytest.mark.parametrize("faces", ["colour", "gray"])
 def test_teachers_probabilities_are_blended_into_the_training_targets(
-        first_run, tiny_data, gray_data, faces):
+    first_run, tiny_data, gray_data, faces
+):
     """--teacher: each training target is (1 - w) * label + w * the teachers' mean
     probabilities on the clean crop."""
     from fer8.pipeline.classification import classify
@@ -581,35 +788,55 @@ def test_teachers_probabilities_are_blended_into_the_training_targets(
 
     run_dir, cache, _ = first_run
     teacher = str(run_dir / "model.fer8")
-    config = training.TrainConfig(data=str(tiny_data), image_size=32, teachers=(teacher,) * 2,
-                                  teacher_weight=0.75)
+    config = training.TrainConfig(
+        data=str(tiny_data), image_size=32, teachers=(teacher,) * 2, teacher_weight=0.75
+    )
     source = parse_source(str(tiny_data if faces == "colour" else gray_data))
     sources = [(source, source.read())]
     labels = ("happy", "sad")
     teachers = load_teachers(config.teachers, labels)
-    taught = training._prepare(sources, labels, config, cache, 1, None, "train",
-                               teachers=teachers)
-    plain = training._prepare(sources, labels, replace(config, teachers=()), cache, 1, None,
-                              "train")
+    taught = training._prepare(sources, labels, config, cache, 1, None, "train", teachers=teachers)
+    plain = training._prepare(
+        sources, labels, replace(config, teachers=()), cache, 1, None, "train"
+    )
     assert plain.images.shape[-1] == (3 if faces == "colour" else 1)
-    probabilities = classify(np.repeat(plain.images, 3 // plain.images.shape[-1], axis=-1),
-                             fer8.load_model(teacher))
-    np.testing.assert_allclose(taught.targets, 0.25 * plain.targets + 0.75 * probabilities,
-                               atol=1e-5)
+    probabilities = classify(
+        np.repeat(plain.images, 3 // plain.images.shape[-1], axis=-1), fer8.load_model(teacher)
+    )
+    np.testing.assert_allclose(
+        taught.targets, 0.25 * plain.targets + 0.75 * probabilities, atol=1e-5
+    )
     np.testing.assert_array_equal(taught.weights, plain.weights)  # classes from the labels
     agreement = taught.summary["teachers"]["agreement"]
     assert agreement == pytest.approx(
-        np.mean(probabilities.argmax(1) == plain.targets.argmax(1)), abs=1e-4)
+        np.mean(probabilities.argmax(1) == plain.targets.argmax(1)), abs=1e-4
+    )
 
 
 def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refused(
-        first_run, tiny_data, tmp_path, hopper):
+    first_run, tiny_data, tmp_path, hopper
+):
     run_dir, cache, _ = first_run
     teacher = run_dir / "model.fer8"
-    result = CliRunner().invoke(cli, [
-        "train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1",
-        "--teacher", str(teacher), "--teacher-weight", "0.6", "--cache", str(cache),
-        *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--teacher",
+            str(teacher),
+            "--teacher-weight",
+            "0.6",
+            "--cache",
+            str(cache),
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["teachers"] == [str(teacher)] and config["teacher_weight"] == 0.6
@@ -621,29 +848,68 @@ def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refuse
     shutil.copytree(tiny_data, data)
     for i, image in enumerate(variants(hopper[::-1])):
         save(np.ascontiguousarray(image), data / "worried" / f"{i}.png")
-    refused = CliRunner().invoke(cli, [
-        "train", "--data", str(data), "--out", str(tmp_path / "run2"), "--epochs", "1",
-        "--teacher", str(teacher), "--cache", str(tmp_path / "crops"), *TRAIN_ARGS])
+    refused = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run2"),
+            "--epochs",
+            "1",
+            "--teacher",
+            str(teacher),
+            "--cache",
+            str(tmp_path / "crops"),
+            *TRAIN_ARGS,
+        ],
+    )
     assert refused.exit_code == 1
     assert f"{teacher}: teacher has no class worry" in refused.stderr
     assert not (tmp_path / "run2").exists()
     assert not any((tmp_path / "crops").rglob("*.*"))  # refused before framing any face
-    missing = CliRunner().invoke(cli, [
-        "train", "--data", str(data), "--out", str(tmp_path / "run3"),
-        "--teacher", str(tmp_path / "nope.fer8"), *TRAIN_ARGS])
+    missing = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run3"),
+            "--teacher",
+            str(tmp_path / "nope.fer8"),
+            *TRAIN_ARGS,
+        ],
+    )
     assert missing.exit_code == 2 and "nope.fer8: no such model file" in missing.output
 
 
 def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
-        tiny_data, tmp_path, astronaut_path):
+    tiny_data, tmp_path, astronaut_path
+):
     from PIL import Image
 
     from fer8.pipeline.masking import mask_face
 
     cache = tmp_path / "cache"
-    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out",
-                                      str(tmp_path / "run"), "--epochs", "1", "--cache",
-                                      str(cache), "--mask", "contour", *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--cache",
+            str(cache),
+            "--mask",
+            "contour",
+            *TRAIN_ARGS,
+        ],
+    )
     assert result.exit_code == 0, result.output
     model = fer8.load_model(tmp_path / "run" / "model.fer8")
     assert model.spec.preprocessing.mask == "contour"
@@ -659,5 +925,6 @@ def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
     face = fer8.align(image, box, fer8.landmarks(image, box), size=224)
     predicted = fer8.Predictor(model).predict(image).faces[0]
     expected = fer8.classify([mask_face(face).image], model)[0]
-    np.testing.assert_allclose([predicted.probabilities[label] for label in model.labels],
-                               expected, atol=1e-6)
+    np.testing.assert_allclose(
+        [predicted.probabilities[label] for label in model.labels], expected, atol=1e-6
+    )

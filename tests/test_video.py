@@ -76,6 +76,7 @@ def frame_count(path) -> int:
 
 # --- reading and sampling ----------------------------------------------------------------
 
+
 def test_frames_are_sampled_at_the_asked_rate_with_their_times(clips, faces):
     sampled = [(f.index, f.time) for f in read_frames(clips["moving"], fps=5)]
     assert sampled == [(i, pytest.approx(i / RATE)) for i in range(0, 20, 2)]
@@ -87,7 +88,7 @@ def test_frames_are_sampled_at_the_asked_rate_with_their_times(clips, faces):
     assert frame.image.shape == (360, 640, 3) and frame.image.dtype == np.uint8
     # RGB, like every image inside fer8 (OpenCV's BGR stays inside the reader).
     face = faces["astronaut"]
-    placed = frame.image[70:70 + face.shape[0], 20:20 + face.shape[1]].astype(int)
+    placed = frame.image[70 : 70 + face.shape[0], 20 : 20 + face.shape[1]].astype(int)
     assert np.abs(placed - face).mean() < 8
     assert np.abs(placed[..., ::-1] - face).mean() > 20
 
@@ -102,8 +103,11 @@ def test_a_file_that_is_not_a_video_fails_when_opened(clips, tmp_path):
 def test_a_truncated_video_gives_its_first_frames_then_names_the_frame(clips):
     frames = read_frames(clips["truncated"], every_frame=True)
     indices = []
-    with pytest.raises(InvalidVideoError, match=r"truncated.avi: corrupt or truncated video: "
-                                                r"no frame could be read from frame \d+") as info:
+    with pytest.raises(
+        InvalidVideoError,
+        match=r"truncated.avi: corrupt or truncated video: "
+        r"no frame could be read from frame \d+",
+    ) as info:
         for frame in frames:
             indices.append(frame.index)
     assert 5 <= len(indices) < 30 and indices == list(range(len(indices)))
@@ -111,6 +115,7 @@ def test_a_truncated_video_gives_its_first_frames_then_names_the_frame(clips):
 
 
 # --- tracking and smoothing --------------------------------------------------------------
+
 
 def test_tracker_keeps_ids_while_faces_move_and_gives_new_ones_after_a_gap():
     tracker = Tracker()
@@ -141,17 +146,21 @@ def test_a_scene_cut_ends_every_track_and_an_unlike_face_starts_its_own():
     look = np.tile(np.arange(64, dtype=np.uint8)[:, None], (1, 64)) * 3  # a gradient
     other = np.ascontiguousarray(look.T)  # the same grey levels, turned: another face
     assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.0, [look, look]) == [1, 2]
-    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.2, [look, look // 2 + 9],
-                          cut=False) == [1, 2]  # darker and flatter, but the same pattern
+    assert tracker.update(
+        [Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.2, [look, look // 2 + 9], cut=False
+    ) == [1, 2]  # darker and flatter, but the same pattern
     # Someone else where face 2 was: a new id, though the box is the same.
-    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.4, [look, other]) == [1, 3]
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.4, [look, other]) == [
+        1,
+        3,
+    ]
     # A scene cut: every track ends, whatever the boxes and looks.
-    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.6, [look, other],
-                          cut=True) == [4, 5]
+    assert tracker.update(
+        [Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 0.6, [look, other], cut=True
+    ) == [4, 5]
     assert tracker.update([Box(0, 0, 100, 100)], 0.8) == [4]  # no crops: boxes alone
     # A crop that could not be aligned is not compared, and the track keeps its look.
-    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 1.0, [None, None]) \
-        == [4, 5]
+    assert tracker.update([Box(0, 0, 100, 100), Box(300, 0, 100, 100)], 1.0, [None, None]) == [4, 5]
     assert tracker.update([Box(0, 0, 100, 100)], 1.2, [other]) == [6]  # still 4's look
 
 
@@ -174,6 +183,7 @@ def test_a_cut_is_told_from_motion_and_light(astronaut, hopper):
 
 # --- Predictor.predict_video -------------------------------------------------------------
 
+
 def test_a_moving_face_keeps_one_track(predictor, clips):
     results = list(predictor.predict_video(clips["moving"], fps=5))
     assert [r.frame for r in results] == list(range(0, 20, 2))
@@ -186,8 +196,13 @@ def test_a_moving_face_keeps_one_track(predictor, clips):
     assert list(face.probabilities) == list(LABELS)
     assert face.label == max(face.probabilities, key=face.probabilities.get)
     assert face.to_dict() == {"track": 1, **fer8.Face.to_dict(face)}
-    assert results[0].to_dict() == {"source": str(clips["moving"]), "frame": 0, "time": 0.0,
-                                    "faces": [face.to_dict()], "error": None}
+    assert results[0].to_dict() == {
+        "source": str(clips["moving"]),
+        "frame": 0,
+        "time": 0.0,
+        "faces": [face.to_dict()],
+        "error": None,
+    }
 
 
 def test_two_faces_get_two_tracks_that_stay_on_their_side(predictor, clips):
@@ -216,8 +231,10 @@ def test_another_person_at_the_same_place_gets_a_new_track(default_predictor, cl
     assert tracks == [[1]] * 5 + [[2]] * 5
     assert [r.faces[0].label for r in results] == ["happy"] * 5 + ["neutral"] * 5
     timeline = Timeline(default_predictor.labels).extend(results)
-    assert [timeline.summary(t) for t in timeline.tracks] == ["Happy throughout",
-                                                              "Neutral throughout"]
+    assert [timeline.summary(t) for t in timeline.tracks] == [
+        "Happy throughout",
+        "Neutral throughout",
+    ]
 
 
 def test_a_scene_cut_behind_a_face_starts_a_new_track(predictor, clips):
@@ -232,9 +249,10 @@ def test_smoothing_averages_the_track_over_the_window(predictor, clips):
     rows = np.array([list(r.faces[0].probabilities.values()) for r in raw])
     for i, result in enumerate(smooth):
         face = result.faces[0]
-        window = rows[max(0, i - 2):i + 1]  # samples 0.2 s apart: this one and two before
-        np.testing.assert_allclose(list(face.probabilities.values()), window.mean(axis=0),
-                                   atol=1e-6)
+        window = rows[max(0, i - 2) : i + 1]  # samples 0.2 s apart: this one and two before
+        np.testing.assert_allclose(
+            list(face.probabilities.values()), window.mean(axis=0), atol=1e-6
+        )
         assert face.label == LABELS[int(window.mean(axis=0).argmax())]
 
 
@@ -285,6 +303,7 @@ def test_damage_gives_the_frames_before_it_then_an_error_result(predictor, clips
 
 # --- fer8 predict on videos --------------------------------------------------------------
 
+
 @pytest.fixture()
 def folder(tmp_path, clips, astronaut):
     """A folder mixing a photo, a video, a truncated video and a text file."""
@@ -310,8 +329,15 @@ def test_jsonl_gives_one_object_per_sampled_frame(folder, tiny_model_path):
     assert [f["time"] for f in moving_frames] == [i / RATE for i in range(0, 20, 2)]
     assert all(list(f) == ["source", "frame", "time", "faces", "error"] for f in frames)
     assert all([face["track"] for face in f["faces"]] == [1] for f in moving_frames)
-    assert list(moving_frames[0]["faces"][0]) == ["track", "box", "label", "confidence",
-                                                  "probabilities", "landmarks", "pose"]
+    assert list(moving_frames[0]["faces"][0]) == [
+        "track",
+        "box",
+        "label",
+        "confidence",
+        "probabilities",
+        "landmarks",
+        "pose",
+    ]
     broken = [f for f in frames if f["source"].endswith("c_truncated.avi")]
     assert all(f["error"] is None for f in broken[:-1]) and len(broken) > 2
     assert f"frame {broken[-1]['frame']}" in broken[-1]["error"]
@@ -322,12 +348,36 @@ def test_jsonl_gives_one_object_per_sampled_frame(folder, tiny_model_path):
 
 
 def test_csv_and_table_add_frame_time_and_track(folder, tiny_model_path):
-    result = run("predict", folder / "a_photo.png", folder / "b_moving.mp4", "--model",
-                 tiny_model_path, "--format", "csv", "--every-frame")
+    result = run(
+        "predict",
+        folder / "a_photo.png",
+        folder / "b_moving.mp4",
+        "--model",
+        tiny_model_path,
+        "--format",
+        "csv",
+        "--every-frame",
+    )
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["source", "frame", "time", "track", "face", "x", "y", "w", "h",
-                             "label", "confidence", *LABELS, "yaw", "pitch", "roll", "error"]
+    assert list(rows[0]) == [
+        "source",
+        "frame",
+        "time",
+        "track",
+        "face",
+        "x",
+        "y",
+        "w",
+        "h",
+        "label",
+        "confidence",
+        *LABELS,
+        "yaw",
+        "pitch",
+        "roll",
+        "error",
+    ]
     assert (rows[0]["frame"], rows[0]["track"], rows[0]["face"]) == ("", "", "0")  # the photo
     video = rows[1:]
     # The clip slides the photo sideways: the same head, the same pose, in every frame.
@@ -336,11 +386,20 @@ def test_csv_and_table_add_frame_time_and_track(folder, tiny_model_path):
     assert [float(r["time"]) for r in video] == [i / RATE for i in range(20)]
     assert {r["track"] for r in video} == {"1"}
     assert abs(sum(float(video[0][label]) for label in LABELS) - 1) < 1e-4
-    table = run("predict", folder / "b_moving.mp4", "--model", tiny_model_path,
-                "--format", "table", "--fps", "2").stdout.splitlines()
+    table = run(
+        "predict",
+        folder / "b_moving.mp4",
+        "--model",
+        tiny_model_path,
+        "--format",
+        "table",
+        "--fps",
+        "2",
+    ).stdout.splitlines()
     assert table[0].split()[:5] == ["SOURCE", "FRAME", "TIME", "TRACK", "FACE"]
     assert [line.split()[1:4] for line in table[1:]] == [
-        [str(i), f"{i / RATE:.2f}", "1"] for i in range(0, 20, 5)]
+        [str(i), f"{i / RATE:.2f}", "1"] for i in range(0, 20, 5)
+    ]
 
 
 def test_a_video_without_faces_gives_no_face_rows_and_exit_0(clips, tiny_model_path):
@@ -351,8 +410,16 @@ def test_a_video_without_faces_gives_no_face_rows_and_exit_0(clips, tiny_model_p
 
 
 def test_a_file_that_is_neither_gives_one_line(clips, folder, tiny_model_path):
-    result = run("predict", clips["broken"], folder / "notes.txt", folder / "a_photo.png",
-                 "--model", tiny_model_path, "--format", "json")
+    result = run(
+        "predict",
+        clips["broken"],
+        folder / "notes.txt",
+        folder / "a_photo.png",
+        "--model",
+        tiny_model_path,
+        "--format",
+        "json",
+    )
     assert result.exit_code == 1
     broken, notes, photo = json.loads(result.stdout)
     assert broken["frame"] is None and broken["error"].startswith("not a video")
@@ -369,12 +436,19 @@ def test_no_detect_is_for_photos(clips, tiny_model_path):
 
 def test_annotate_writes_the_video_and_a_timeline(folder, tiny_model_path, tmp_path):
     out = tmp_path / "annotated"
-    result = run("predict", folder, "--model", tiny_model_path, "--annotate", out,
-                 "--format", "jsonl")
+    result = run(
+        "predict", folder, "--model", tiny_model_path, "--annotate", out, "--format", "jsonl"
+    )
     assert result.exit_code == 1
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == ["a_photo.png", "b_moving.mp4", "b_moving.timeline.png",
-                       "c_truncated.mp4", "c_truncated.timeline.png", "sources.csv"]
+    assert written == [
+        "a_photo.png",
+        "b_moving.mp4",
+        "b_moving.timeline.png",
+        "c_truncated.mp4",
+        "c_truncated.timeline.png",
+        "sources.csv",
+    ]
     # As long as the input (every frame, not only the sampled ones), at its rate.
     assert frame_count(out / "b_moving.mp4") == 20
     assert frame_count(out / "c_truncated.mp4") == frame_count(folder / "c_truncated.avi")
@@ -382,7 +456,7 @@ def test_annotate_writes_the_video_and_a_timeline(folder, tiny_model_path, tmp_p
     plain = next(read_frames(folder / "b_moving.mp4")).image.astype(int)
     box = json.loads(result.stdout.splitlines()[1])["faces"][0]["box"]
     x, y, w, h = box
-    assert np.abs(first[y:y + h, x] - plain[y:y + h, x]).mean() > 30  # the box is drawn
+    assert np.abs(first[y : y + h, x] - plain[y : y + h, x]).mean() > 30  # the box is drawn
     assert np.abs(first[:, 500:] - plain[:, 500:]).mean() < 3  # the rest is the video
     timeline = fer8.load_image(out / "b_moving.timeline.png")
     assert timeline.shape[1] >= 600 and timeline.std() > 10
@@ -392,25 +466,33 @@ def test_annotate_writes_the_video_and_a_timeline(folder, tiny_model_path, tmp_p
 
 # --- fer8 live ---------------------------------------------------------------------------
 
-def test_live_on_a_video_file_without_a_display_prints_rows(clips, tiny_model_path,
-                                                            monkeypatch):
+
+def test_live_on_a_video_file_without_a_display_prints_rows(clips, tiny_model_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    result = run("live", "--camera", clips["cut"], "--model", tiny_model_path,
-                 "--format", "jsonl", "--fps", "5")
+    result = run(
+        "live",
+        "--camera",
+        clips["cut"],
+        "--model",
+        tiny_model_path,
+        "--format",
+        "jsonl",
+        "--fps",
+        "5",
+    )
     assert result.exit_code == 0, result.stderr
     frames = [json.loads(line) for line in result.stdout.splitlines()]
     assert [f["frame"] for f in frames] == list(range(0, 40, 2))
-    assert [[face["track"] for face in f["faces"]] for f in frames] == \
-        [[1]] * 5 + [[]] * 10 + [[2]] * 5
+    assert [[face["track"] for face in f["faces"]] for f in frames] == [[1]] * 5 + [[]] * 10 + [
+        [2]
+    ] * 5
 
 
-def test_live_falls_back_to_rows_when_no_window_can_open(clips, tiny_model_path,
-                                                         monkeypatch):
+def test_live_falls_back_to_rows_when_no_window_can_open(clips, tiny_model_path, monkeypatch):
     """A DISPLAY set, but OpenCV's headless build cannot draw windows."""
     monkeypatch.setenv("DISPLAY", ":99")
-    result = run("live", "--camera", clips["moving"], "--model", tiny_model_path,
-                 "--format", "csv")
+    result = run("live", "--camera", clips["moving"], "--model", tiny_model_path, "--format", "csv")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["frame"] for r in rows] == [str(i) for i in range(0, 20, 2)]
@@ -429,8 +511,10 @@ def test_live_with_a_camera_index_that_opens_nothing_is_a_usage_error(tiny_model
     result = run("live", "--camera", "63", "--model", tiny_model_path, "--no-window")
     assert result.exit_code == 2
     devices = ", ".join(sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))) or "none"
-    assert result.stderr == (f"fer8: error: camera 63: cannot be opened (tried /dev/video63; "
-                             f"video devices here: {devices})\n")
+    assert result.stderr == (
+        f"fer8: error: camera 63: cannot be opened (tried /dev/video63; "
+        f"video devices here: {devices})\n"
+    )
 
 
 def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model_path):
@@ -445,9 +529,22 @@ def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model
     leader, follower = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "fer8", "live", "--camera", str(notes), "--model",
-         str(tiny_model_path)], stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
-        env=env, close_fds=True)
+        [
+            sys.executable,
+            "-m",
+            "fer8",
+            "live",
+            "--camera",
+            str(notes),
+            "--model",
+            str(tiny_model_path),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
     os.close(follower)
     screen = b""
     while True:

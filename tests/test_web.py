@@ -34,7 +34,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def chromium(*flags: str):
     """A headless Chromium under chromedriver, with ``flags`` added."""
     if not (CHROMIUM and CHROMEDRIVER):
-        message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        message = (
+            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -42,9 +44,18 @@ def chromium(*flags: str):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1200,900", *flags):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,900",
+        *flags,
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -67,8 +78,7 @@ def screenshot(browser, name: str) -> Path:
 
 
 def console_errors(browser) -> list[str]:
-    return [entry["message"] for entry in browser.get_log("browser")
-            if entry["level"] == "SEVERE"]
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def test_before_an_upload_the_page_shows_one_picker_and_no_canvas(browser, predictor):
@@ -80,18 +90,25 @@ def test_before_an_upload_the_page_shows_one_picker_and_no_canvas(browser, predi
         browser.refresh()
         drop = browser.find_element(By.ID, "drop")
         assert drop.is_displayed() and "choose one" in drop.text
-        pickers = [e for e in browser.find_elements(By.CSS_SELECTOR, "input[type=file]")
-                   if e.is_displayed()]
+        pickers = [
+            e
+            for e in browser.find_elements(By.CSS_SELECTOR, "input[type=file]")
+            if e.is_displayed()
+        ]
         assert pickers == []  # the drop zone is the one picker; the input is not drawn
         assert not browser.find_element(By.ID, "result").is_displayed()
         assert not browser.find_element(By.ID, "canvas").is_displayed()
         icon = browser.execute_async_script(
             "const done = arguments[0]; fetch('/favicon.ico').then((r) => "
-            "done([r.status, r.headers.get('content-type')]));")
+            "done([r.status, r.headers.get('content-type')]));"
+        )
         assert icon == [200, "image/x-icon"]
-        assert browser.execute_script(
-            "return document.querySelector('link[rel=icon]').getAttribute('href')") == \
-            "/favicon.ico"
+        assert (
+            browser.execute_script(
+                "return document.querySelector('link[rel=icon]').getAttribute('href')"
+            )
+            == "/favicon.ico"
+        )
         assert console_errors(browser) == []  # no 404 for the icon, no script error
         screenshot(browser, "web-empty.png")
 
@@ -103,12 +120,14 @@ def test_upload_a_photo_and_see_its_expression(browser, default_predictor, astro
 
     predictor = default_predictor
     with UvicornThread(create_app(predictor)) as url:
-        api = httpx.post(f"{url}/v1/predict",
-                         files={"file": ("astronaut.png", astronaut_path.read_bytes())}).json()
+        api = httpx.post(
+            f"{url}/v1/predict", files={"file": ("astronaut.png", astronaut_path.read_bytes())}
+        ).json()
         browser.get(url)
         browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
         WebDriverWait(browser, 60).until(
-            lambda driver: driver.execute_script("return document.body.dataset.state") == "done")
+            lambda driver: driver.execute_script("return document.body.dataset.state") == "done"
+        )
         faces = browser.find_elements(By.CSS_SELECTOR, "#faces .face")
         assert len(faces) == len(api["faces"]) == 1
         label = faces[0].find_element(By.CSS_SELECTOR, ".label").text
@@ -121,12 +140,14 @@ def test_upload_a_photo_and_see_its_expression(browser, default_predictor, astro
         assert f"Model {predictor.model.spec.name}" in browser.find_element(By.ID, "model").text
         # The canvas shows the photo at its own size, with the box drawn on it.
         size = browser.execute_script(
-            "const c = document.getElementById('canvas'); return [c.width, c.height];")
+            "const c = document.getElementById('canvas'); return [c.width, c.height];"
+        )
         assert size == [512, 512]
         x, y, w, h = api["faces"][0]["box"]
         edge = browser.execute_script(
             f"return Array.from(document.getElementById('canvas').getContext('2d')"
-            f".getImageData({x}, {y + h // 2}, 1, 1).data);")
+            f".getImageData({x}, {y + h // 2}, 1, 1).data);"
+        )
         assert edge[:3] != [0, 0, 0]
 
         screenshot(browser, "web-page.png")
@@ -148,8 +169,9 @@ class EdgePredictor:
             yield ImageResult(upload.name, (face,), None)
 
 
-def test_a_label_at_the_right_edge_stays_inside_the_picture(browser, tiny_model, astronaut,
-                                                            tmp_path):
+def test_a_label_at_the_right_edge_stays_inside_the_picture(
+    browser, tiny_model, astronaut, tmp_path
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -165,7 +187,8 @@ def test_a_label_at_the_right_edge_stays_inside_the_picture(browser, tiny_model,
             };""")
         browser.find_element(By.ID, "file").send_keys(str(photo))
         WebDriverWait(browser, 60).until(
-            lambda driver: driver.execute_script("return document.body.dataset.state") == "done")
+            lambda driver: driver.execute_script("return document.body.dataset.state") == "done"
+        )
         (label,) = browser.execute_script("return window.labelBoxes;")
         x, y, w, h, canvas_width, canvas_height = label
         assert canvas_width == 480 and canvas_height == 320  # enlarged to a 320-pixel side
@@ -202,16 +225,22 @@ def test_the_api_docs_page_shows_the_predict_endpoint_and_its_parameters(browser
         browser.get_log("browser")  # (only this page's messages below)
         browser.get(f"{url}/docs")
         WebDriverWait(browser, 60).until(
-            lambda driver: driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+            lambda driver: driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+        )
         assert "Unable to render" not in browser.find_element(By.TAG_NAME, "body").text
-        paths = {e.get_attribute("data-path"): e for e in
-                 browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        paths = {
+            e.get_attribute("data-path"): e
+            for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+        }
         assert {"/v1/predict", "/v1/models", "/healthz"} <= set(paths)
         paths["/v1/predict"].click()  # unfold it: its parameters and request body
         WebDriverWait(browser, 30).until(
-            lambda driver: driver.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name"))
-        names = {e.text.split()[0] for e in
-                 browser.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name")}
+            lambda driver: driver.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name")
+        )
+        names = {
+            e.text.split()[0]
+            for e in browser.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name")
+        }
         # The query's four, and the request body's multipart field.
         assert names == {"annotate", "fps", "every_frame", "smooth", "file"}
         assert "multipart/form-data" in browser.find_element(By.CSS_SELECTOR, ".opblock-body").text
@@ -242,24 +271,30 @@ def test_with_api_keys_the_page_asks_for_the_key_once(browser, predictor, astron
         browser.find_element(By.ID, "key").send_keys(key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         model = browser.find_element(By.ID, "model")
-        WebDriverWait(browser, 30).until(lambda _: f"Model {predictor.model.spec.name}" in model.text)
+        WebDriverWait(browser, 30).until(
+            lambda _: f"Model {predictor.model.spec.name}" in model.text
+        )
         assert not form.is_displayed()
         assert browser.execute_script("return sessionStorage.getItem('fer8-api-key')") == key
 
         browser.get_log("browser")  # (the 401 and 403 above were logged: drop them)
         browser.refresh()  # the same tab: not asked again
         model = browser.find_element(By.ID, "model")
-        WebDriverWait(browser, 30).until(lambda _: f"Model {predictor.model.spec.name}" in model.text)
+        WebDriverWait(browser, 30).until(
+            lambda _: f"Model {predictor.model.spec.name}" in model.text
+        )
         assert not browser.find_element(By.ID, "key-form").is_displayed()
         browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
         WebDriverWait(browser, 60).until(
-            lambda driver: driver.execute_script("return document.body.dataset.state") == "done")
+            lambda driver: driver.execute_script("return document.body.dataset.state") == "done"
+        )
         assert "1 face in astronaut.png" in browser.find_element(By.ID, "status").text
         assert not browser.find_element(By.ID, "key-form").is_displayed()
         assert console_errors(browser) == []  # no request was refused this time
 
 
 # --- The page as an app: the webcam, videos, explanations, a phone's window -----------
+
 
 def has_content(path: Path, box: tuple[int, int, int, int] | None = None) -> bool:
     """Whether a screenshot (or a box of it, in CSS pixels) is more than a blank page: many
@@ -270,7 +305,7 @@ def has_content(path: Path, box: tuple[int, int, int, int] | None = None) -> boo
     picture = np.asarray(Image.open(path).convert("RGB"))
     if box is not None:
         x, y, w, h = box
-        picture = picture[y:y + h, x:x + w]
+        picture = picture[y : y + h, x : x + w]
     colours = len(np.unique(picture.reshape(-1, 3), axis=0))
     return picture.size > 0 and colours > 500 and float(picture.std()) > 25
 
@@ -278,7 +313,8 @@ def has_content(path: Path, box: tuple[int, int, int, int] | None = None) -> boo
 def element_box(browser, element_id: str) -> tuple[int, int, int, int]:
     rect = browser.execute_script(
         f"const r = document.getElementById('{element_id}').getBoundingClientRect();"
-        "return [r.left, r.top, r.width, r.height].map(Math.round);")
+        "return [r.left, r.top, r.width, r.height].map(Math.round);"
+    )
     return tuple(rect)
 
 
@@ -286,7 +322,8 @@ def wait_for(browser, script: str, timeout: float = 60):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(browser, timeout, poll_frequency=0.2).until(
-        lambda driver: driver.execute_script(script))
+        lambda driver: driver.execute_script(script)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -302,8 +339,7 @@ def clip_frames(astronaut, hopper_path):
 CAMERA_FLAGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 
 
-def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, clip_frames,
-                                                         tmp_path):
+def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, clip_frames, tmp_path):
     """The fake camera shows the astronaut; the page sends its frames as fast as the
     server answers, one at a time, and labels her live, with a timeline. The frames a
     second it reaches are written to test-artifacts/web-camera-fps.txt."""
@@ -332,11 +368,18 @@ def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, cli
                 };""")
             browser.find_element(By.ID, "mode-camera").click()
             panel = browser.find_element(By.ID, "camera-panel")
-            assert panel.is_displayed() and "--ssl-certfile" in panel.text \
+            assert (
+                panel.is_displayed()
+                and "--ssl-certfile" in panel.text
                 and "localhost" in panel.text
+            )
             browser.find_element(By.ID, "camera-toggle").click()
-            wait_for(browser, "return document.querySelectorAll('#faces .face').length === 1"
-                              " && Number(document.body.dataset.frames) >= 3", 120)
+            wait_for(
+                browser,
+                "return document.querySelectorAll('#faces .face').length === 1"
+                " && Number(document.body.dataset.frames) >= 3",
+                120,
+            )
             label = browser.find_element(By.CSS_SELECTOR, "#faces .face .label").text
             assert label == display_name(expected[0].label) == "Happy"
             started = time.monotonic()
@@ -350,7 +393,9 @@ def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, cli
             assert "frames a second" in browser.find_element(By.ID, "fps").text
             rows = browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
             assert len(rows) == 1 and int(rows[0].get_attribute("data-samples")) >= 3
-            assert "Happy" in rows[0].find_element(By.TAG_NAME, "canvas").get_attribute("aria-label")
+            assert "Happy" in rows[0].find_element(By.TAG_NAME, "canvas").get_attribute(
+                "aria-label"
+            )
             browser.execute_script("document.getElementById('camera-panel').scrollIntoView();")
             shot = screenshot(browser, "web-camera.png")
             assert has_content(shot, element_box(browser, "canvas"))
@@ -358,7 +403,8 @@ def test_the_webcam_shows_live_labels_one_frame_in_flight(default_predictor, cli
             (artifacts / "web-camera-fps.txt").write_text(
                 f"{measured:.2f} frames/s over 15 s (page shows {shown:.2f}); "
                 f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-                f"model {default_predictor.model.spec.name}\n")
+                f"model {default_predictor.model.spec.name}\n"
+            )
             # A click on the face stops the picture at the frame explained, with its heatmap.
             canvas = browser.find_element(By.ID, "canvas")
             box = browser.execute_script("return view.faces[0].box.map((v) => v * view.zoom);")
@@ -384,14 +430,18 @@ def click_canvas(browser, canvas, x: float, y: float) -> None:
 
     rect = browser.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
-        "return [r.width, r.height, arguments[0].width, arguments[0].height];", canvas)
+        "return [r.width, r.height, arguments[0].width, arguments[0].height];",
+        canvas,
+    )
     scale_x, scale_y = rect[0] / rect[2], rect[1] / rect[3]
     ActionChains(browser).move_to_element_with_offset(
-        canvas, round(x * scale_x - rect[0] / 2), round(y * scale_y - rect[1] / 2)).click().perform()
+        canvas, round(x * scale_x - rect[0] / 2), round(y * scale_y - rect[1] / 2)
+    ).click().perform()
 
 
-def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor, clip_frames,
-                                                     tmp_path):
+def test_a_video_shows_each_face_timeline_and_scrubs(
+    browser, default_predictor, clip_frames, tmp_path
+):
     """The same frames as the API (and fer8 predict video.webm) answers; the slider moves
     through them with the keyboard and draws each frame with its boxes."""
     from selenium.webdriver.common.by import By
@@ -401,8 +451,9 @@ def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor,
     frames = clip_frames[:10] + [blank() for _ in range(5)] + clip_frames[10:15]
     clip = write_video(tmp_path / "clip.webm", frames)
     with UvicornThread(create_app(default_predictor)) as url:
-        api = httpx.post(f"{url}/v1/predict", timeout=120,
-                         files={"file": ("clip.webm", clip.read_bytes())}).json()
+        api = httpx.post(
+            f"{url}/v1/predict", timeout=120, files={"file": ("clip.webm", clip.read_bytes())}
+        ).json()
         tracks: dict[int, int] = {}
         for frame in api:
             for face in frame["faces"]:
@@ -413,8 +464,9 @@ def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor,
         wait_for(browser, "return document.body.dataset.state === 'done'", 120)
         assert "The browser cannot display" not in browser.find_element(By.ID, "status").text
         rows = browser.find_elements(By.CSS_SELECTOR, "#timelines .timeline")
-        assert {row.get_attribute("id"): int(row.get_attribute("data-samples")) for row in rows} \
-            == {f"timeline-{track}": count for track, count in tracks.items()}
+        assert {
+            row.get_attribute("id"): int(row.get_attribute("data-samples")) for row in rows
+        } == {f"timeline-{track}": count for track, count in tracks.items()}
         assert browser.find_element(By.ID, "canvas").is_displayed()
         scrub = browser.find_element(By.ID, "scrub")
         assert scrub.get_attribute("max") == str(len(api) - 1)
@@ -438,15 +490,20 @@ def test_a_video_shows_each_face_timeline_and_scrubs(browser, default_predictor,
         x, y, w, h = api[-1]["faces"][0]["box"]
         centre = browser.execute_script(
             f"return Array.from(document.getElementById('canvas').getContext('2d')"
-            f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);")
+            f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);"
+        )
         assert max(abs(c - 60) for c in centre[:3]) > 20  # not the plain background
         screenshot(browser, "web-video-end.png")
         # A click on the face explains the frame shown (sent as a picture of its own).
         click_canvas(browser, browser.find_element(By.ID, "canvas"), x + w / 2, y + h / 2)
         wait_for(browser, "return document.body.dataset.heat === 'shown'", 120)
-        assert browser.execute_script(
-            f"return Array.from(document.getElementById('canvas').getContext('2d')"
-            f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);") != centre
+        assert (
+            browser.execute_script(
+                f"return Array.from(document.getElementById('canvas').getContext('2d')"
+                f".getImageData({x + w // 2}, {y + h // 2}, 1, 1).data);"
+            )
+            != centre
+        )
         screenshot(browser, "web-video-heatmap.png")
 
 
@@ -461,13 +518,16 @@ def test_a_dropped_video_shows_its_timeline(browser, predictor, clip_frames, tmp
     clip = write_video(tmp_path / "dropped.webm", clip_frames[:10])
     with UvicornThread(create_app(predictor)) as url:
         browser.get(url)
-        browser.execute_script("""
+        browser.execute_script(
+            """
             const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
             const transfer = new DataTransfer();
             transfer.items.add(new File([bytes], 'dropped.webm', { type: 'video/webm' }));
             document.getElementById('drop').dispatchEvent(
               new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-            """, base64.b64encode(clip.read_bytes()).decode())
+            """,
+            base64.b64encode(clip.read_bytes()).decode(),
+        )
         wait_for(browser, "return document.body.dataset.state === 'done'", 120)
         status = browser.find_element(By.ID, "status").text
         assert "dropped.webm" in status and "cannot display" not in status
@@ -483,7 +543,8 @@ def test_without_a_camera_api_the_page_says_localhost_or_https(browser, predicto
     with UvicornThread(create_app(predictor)) as url:
         browser.get(url)
         browser.execute_script(
-            "Object.defineProperty(navigator, 'mediaDevices', { value: undefined });")
+            "Object.defineProperty(navigator, 'mediaDevices', { value: undefined });"
+        )
         browser.find_element(By.ID, "mode-camera").click()
         browser.find_element(By.ID, "camera-toggle").click()
         status = browser.find_element(By.ID, "status")
@@ -492,8 +553,9 @@ def test_without_a_camera_api_the_page_says_localhost_or_https(browser, predicto
         assert "error" in status.get_attribute("class")
 
 
-def test_a_video_the_browser_cannot_play_still_shows_its_timeline(browser, predictor,
-                                                                  clip_frames, tmp_path):
+def test_a_video_the_browser_cannot_play_still_shows_its_timeline(
+    browser, predictor, clip_frames, tmp_path
+):
     """MPEG-4 Part 2 (OpenCV's mp4v), which Chromium does not play."""
     from selenium.webdriver.common.by import By
     from videos import write_video
@@ -516,14 +578,17 @@ def test_a_click_on_a_face_shows_its_heatmap(browser, default_predictor, astrona
     from selenium.webdriver.common.keys import Keys
 
     with UvicornThread(create_app(default_predictor)) as url:
-        (face,) = httpx.post(f"{url}/v1/predict", files={
-            "file": ("astronaut.png", astronaut_path.read_bytes())}).json()["faces"]
+        (face,) = httpx.post(
+            f"{url}/v1/predict", files={"file": ("astronaut.png", astronaut_path.read_bytes())}
+        ).json()["faces"]
         browser.get(url)
         browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
         wait_for(browser, "return document.body.dataset.state === 'done'")
         x, y, w, h = face["box"]
-        pixels = (f"return Array.from(document.getElementById('canvas').getContext('2d')"
-                  f".getImageData({x}, {y}, {w}, {h}).data);")
+        pixels = (
+            f"return Array.from(document.getElementById('canvas').getContext('2d')"
+            f".getImageData({x}, {y}, {w}, {h}).data);"
+        )
         before = browser.execute_script(pixels)
         canvas = browser.find_element(By.ID, "canvas")
         click_canvas(browser, canvas, x + w / 2, y + h / 2)
@@ -555,7 +620,8 @@ def test_on_a_phone_sized_window_nothing_overflows(browser, predictor, astronaut
             browser.find_element(By.ID, "file").send_keys(str(astronaut_path))
             wait_for(browser, "return document.body.dataset.state === 'done'")
             assert browser.execute_script(
-                "return document.documentElement.scrollWidth <= window.innerWidth")
+                "return document.documentElement.scrollWidth <= window.innerWidth"
+            )
             canvas, faces = element_box(browser, "canvas"), element_box(browser, "faces")
             width = browser.execute_script("return window.innerWidth")
             assert canvas[0] >= 0 and canvas[0] + canvas[2] <= width
@@ -564,7 +630,8 @@ def test_on_a_phone_sized_window_nothing_overflows(browser, predictor, astronaut
             assert has_content(shot, canvas)
             browser.find_element(By.ID, "mode-camera").click()
             assert browser.execute_script(
-                "return document.documentElement.scrollWidth <= window.innerWidth")
+                "return document.documentElement.scrollWidth <= window.innerWidth"
+            )
             screenshot(browser, "web-phone-camera.png")
         finally:
             browser.set_window_size(1200, 900)

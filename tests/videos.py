@@ -61,7 +61,7 @@ def blank() -> np.ndarray:
 
 def place(frame: np.ndarray, face: np.ndarray, x: int, y: int = 70) -> np.ndarray:
     h, w = face.shape[:2]
-    frame[y:y + h, x:x + w] = face[:HEIGHT - y, :WIDTH - x]
+    frame[y : y + h, x : x + w] = face[: HEIGHT - y, : WIDTH - x]
     return frame
 
 
@@ -72,21 +72,27 @@ def moving(face: np.ndarray, frames: int = 20, step: int = 12) -> list[np.ndarra
 
 def two_faces(left: np.ndarray, right: np.ndarray, frames: int = 12) -> list[np.ndarray]:
     """Two faces side by side, each drifting slowly towards the middle."""
-    return [place(place(blank(), left, 10 + 3 * i), right, WIDTH - right.shape[1] - 10 - 3 * i)
-            for i in range(frames)]
+    return [
+        place(place(blank(), left, 10 + 3 * i), right, WIDTH - right.shape[1] - 10 - 3 * i)
+        for i in range(frames)
+    ]
 
 
 def cut(face: np.ndarray) -> list[np.ndarray]:
     """A face for 1 s, a face-free picture for 2 s, then the face again, elsewhere, 1 s."""
-    return ([place(blank(), face, 40) for _ in range(10)] + [blank() for _ in range(20)]
-            + [place(blank(), face, 380) for _ in range(10)])
+    return (
+        [place(blank(), face, 40) for _ in range(10)]
+        + [blank() for _ in range(20)]
+        + [place(blank(), face, 380) for _ in range(10)]
+    )
 
 
 def swap(first: np.ndarray, second: np.ndarray, x: int = 200) -> list[np.ndarray]:
     """One face for 1 s, then another in its place for 1 s: a cut that only the face shows
     (the two example portraits' boxes overlap at IoU 0.49)."""
-    return [place(blank(), first, x) for _ in range(10)] + \
-        [place(blank(), second, x) for _ in range(10)]
+    return [place(blank(), first, x) for _ in range(10)] + [
+        place(blank(), second, x) for _ in range(10)
+    ]
 
 
 def new_shot(face: np.ndarray, x: int = 200) -> list[np.ndarray]:
@@ -94,12 +100,13 @@ def new_shot(face: np.ndarray, x: int = 200) -> list[np.ndarray]:
     front of light, wide stripes (a new room) for 1 s: a scene cut."""
     behind = np.where((np.arange(WIDTH) // 40 % 2 == 0)[None, :, None], 210, 140)
     behind = np.broadcast_to(behind, (HEIGHT, WIDTH, 3)).astype(np.uint8)
-    return [place(blank(), face, x) for _ in range(10)] + \
-        [place(behind.copy(), face, x) for _ in range(10)]
+    return [place(blank(), face, x) for _ in range(10)] + [
+        place(behind.copy(), face, x) for _ in range(10)
+    ]
 
 
 def truncate(path: Path) -> Path:
     """Cut a written video's bytes in half."""
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     return path

@@ -28,8 +28,9 @@ LANDMARK_COLUMNS = tuple(f"{axis}_{i}" for axis in "xy" for i in range(68))
 class Writer:
     """Base writer: ``write`` each result, then ``close`` once."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False,
-                 landmarks: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO, labels: Sequence[str], *, video: bool = False, landmarks: bool = False
+    ) -> None:
         self.stream = stream
         self.labels = tuple(labels)
         self.video = video
@@ -50,9 +51,15 @@ class TableWriter(Writer):
     before it starts), or long paths push the other columns out of line.
     """
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *,
-                 source_width: int | None = None, video: bool = False,
-                 landmarks: bool = False) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        labels: Sequence[str],
+        *,
+        source_width: int | None = None,
+        video: bool = False,
+        landmarks: bool = False,
+    ) -> None:
         super().__init__(stream, labels, video=video, landmarks=landmarks)
         self.source_width = max(len("SOURCE"), source_width or 32)
         self._header_written = False
@@ -60,29 +67,46 @@ class TableWriter(Writer):
     def write(self, result: ImageResult) -> None:
         item = result.to_dict()
         if not self._header_written:
-            self._line(("SOURCE", "FRAME", "TIME", "TRACK"), "FACE", "BOX (x, y, w, h)",
-                       "EXPRESSION", "CONFIDENCE")
+            self._line(
+                ("SOURCE", "FRAME", "TIME", "TRACK"),
+                "FACE",
+                "BOX (x, y, w, h)",
+                "EXPRESSION",
+                "CONFIDENCE",
+            )
             self._header_written = True
-        when = (item["source"], _text(item.get("frame")),
-                "-" if item.get("time") is None else f"{item['time']:.2f}")
+        when = (
+            item["source"],
+            _text(item.get("frame")),
+            "-" if item.get("time") is None else f"{item['time']:.2f}",
+        )
         if item["error"] is not None:
             self._line((*when, "-"), "-", "-", "error:", item["error"])
         elif not item["faces"]:
             self._line((*when, "-"), "-", "-", "no face", "")
         for index, face in enumerate(item["faces"]):
             box = ", ".join(str(v) for v in face["box"])
-            self._line((*when, _text(face.get("track"))), str(index), box,
-                       display_name(face["label"]), percent(face["confidence"]))
+            self._line(
+                (*when, _text(face.get("track"))),
+                str(index),
+                box,
+                display_name(face["label"]),
+                percent(face["confidence"]),
+            )
             if self.landmarks:
                 self.stream.write(f"    {_points_text(face)}\n")
         self.stream.flush()
 
-    def _line(self, where: tuple[str, str, str, str], face: str, box: str, label: str,
-              confidence: str) -> None:
+    def _line(
+        self, where: tuple[str, str, str, str], face: str, box: str, label: str, confidence: str
+    ) -> None:
         source, frame, time, track = where
         video = f"{frame:>6} {time:>7} {track:>5} " if self.video else ""
-        self.stream.write(f"{source:<{self.source_width}} {video}{face:>4}  {box:<20} "
-                          f"{label:<11} {confidence}".rstrip() + "\n")
+        self.stream.write(
+            f"{source:<{self.source_width}} {video}{face:>4}  {box:<20} "
+            f"{label:<11} {confidence}".rstrip()
+            + "\n"
+        )
 
 
 def _points_text(face: dict[str, Any]) -> str:
@@ -91,8 +115,11 @@ def _points_text(face: dict[str, Any]) -> str:
     if face.get("landmarks") is None:
         return "no landmarks (classified from the box)"
     pose = face.get("pose")
-    angles = "" if pose is None else \
-        f"yaw {pose['yaw']:.1f} pitch {pose['pitch']:.1f} roll {pose['roll']:.1f}; "
+    angles = (
+        ""
+        if pose is None
+        else f"yaw {pose['yaw']:.1f} pitch {pose['pitch']:.1f} roll {pose['roll']:.1f}; "
+    )
     points = " ".join(f"{x:.0f},{y:.0f}" for x, y in face["landmarks"])
     return f"{angles}landmarks {points}"
 
@@ -100,8 +127,9 @@ def _points_text(face: dict[str, Any]) -> str:
 class JsonWriter(Writer):
     """One JSON array of every image's object, written when the run ends."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False,
-                 landmarks: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO, labels: Sequence[str], *, video: bool = False, landmarks: bool = False
+    ) -> None:
         super().__init__(stream, labels, video=video, landmarks=landmarks)
         self._results: list[dict] = []
 
@@ -121,16 +149,30 @@ class JsonLinesWriter(Writer):
         self.stream.flush()
 
 
-def row_columns(labels: Sequence[str], *, video: bool = False,
-                landmarks: bool = False) -> list[str]:
+def row_columns(
+    labels: Sequence[str], *, video: bool = False, landmarks: bool = False
+) -> list[str]:
     """The columns of :func:`face_rows`, in order: CSV's header and Ray's schema."""
-    return ["source", *(("frame", "time", "track") if video else ()), "face",
-            "x", "y", "w", "h", "label", "confidence", *labels, *POSE_COLUMNS,
-            *(LANDMARK_COLUMNS if landmarks else ()), "error"]
+    return [
+        "source",
+        *(("frame", "time", "track") if video else ()),
+        "face",
+        "x",
+        "y",
+        "w",
+        "h",
+        "label",
+        "confidence",
+        *labels,
+        *POSE_COLUMNS,
+        *(LANDMARK_COLUMNS if landmarks else ()),
+        "error",
+    ]
 
 
-def face_rows(result: ImageResult, labels: Sequence[str], *,
-              video: bool = False, landmarks: bool = False) -> list[dict[str, Any]]:
+def face_rows(
+    result: ImageResult, labels: Sequence[str], *, video: bool = False, landmarks: bool = False
+) -> list[dict[str, Any]]:
     """One flat row per face; an image or frame without faces (or unreadable) gives one
     row with ``face`` and the face's columns ``None``, so every input is in the output.
 
@@ -142,18 +184,36 @@ def face_rows(result: ImageResult, labels: Sequence[str], *,
     item = result.to_dict()
     when = {"frame": item.get("frame"), "time": item.get("time")} if video else {}
     if not item["faces"]:
-        return [{**dict.fromkeys(row_columns(labels, video=video, landmarks=landmarks)),
-                 "source": result.source, **when, "error": result.error}]
+        return [
+            {
+                **dict.fromkeys(row_columns(labels, video=video, landmarks=landmarks)),
+                "source": result.source,
+                **when,
+                "error": result.error,
+            }
+        ]
     rows = []
     for index, face in enumerate(item["faces"]):
         x, y, w, h = face["box"]
         track = {"track": face.get("track")} if video else {}
-        rows.append({"source": result.source, **when, **track, "face": index,
-                     "x": x, "y": y, "w": w, "h": h,
-                     "label": face["label"], "confidence": float(face["confidence"]),
-                     **{label: float(face["probabilities"][label]) for label in labels},
-                     **_pose_cells(face), **(_landmark_cells(face) if landmarks else {}),
-                     "error": None})
+        rows.append(
+            {
+                "source": result.source,
+                **when,
+                **track,
+                "face": index,
+                "x": x,
+                "y": y,
+                "w": w,
+                "h": h,
+                "label": face["label"],
+                "confidence": float(face["confidence"]),
+                **{label: float(face["probabilities"][label]) for label in labels},
+                **_pose_cells(face),
+                **(_landmark_cells(face) if landmarks else {}),
+                "error": None,
+            }
+        )
     return rows
 
 
@@ -175,8 +235,9 @@ class CsvWriter(Writer):
     row with an empty face index. With ``video``, the columns frame, time (seconds) and
     track follow source."""
 
-    def __init__(self, stream: TextIO, labels: Sequence[str], *, video: bool = False,
-                 landmarks: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO, labels: Sequence[str], *, video: bool = False, landmarks: bool = False
+    ) -> None:
         super().__init__(stream, labels, video=video, landmarks=landmarks)
         self._csv = csv.writer(stream, lineterminator="\n")
         self._csv.writerow(row_columns(self.labels, video=video, landmarks=landmarks))
@@ -192,8 +253,12 @@ def _cell(name: str, value: object) -> object:
     frame's time, the pose and the landmarks as given (rounded already)."""
     if value is None:
         return ""
-    if isinstance(value, float) and name != "time" and name not in POSE_COLUMNS \
-            and name[:2] not in ("x_", "y_"):
+    if (
+        isinstance(value, float)
+        and name != "time"
+        and name not in POSE_COLUMNS
+        and name[:2] not in ("x_", "y_")
+    ):
         return f"{value:.6f}"
     return value
 
@@ -202,21 +267,31 @@ def _text(value: object, missing: str = "-") -> str:
     return missing if value is None else str(value)
 
 
-def make_writer(format: str, stream: TextIO, labels: Sequence[str], *,
-                sources: Sequence[str] = (), video: bool = False,
-                landmarks: bool = False) -> Writer:
+def make_writer(
+    format: str,
+    stream: TextIO,
+    labels: Sequence[str],
+    *,
+    sources: Sequence[str] = (),
+    video: bool = False,
+    landmarks: bool = False,
+) -> Writer:
     """The writer for ``format`` (one of :data:`FORMATS`); ``sources``, the names of the
     results to come, size the table's SOURCE column; ``video`` (some results will be
     video frames) adds the frame, time and track columns to the table and the CSV;
     ``landmarks`` adds each face's 68 points (and, in the table, its pose) to the table
     and the CSV (JSON always has both)."""
-    writers = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonLinesWriter,
-               "csv": CsvWriter}
+    writers = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonLinesWriter, "csv": CsvWriter}
     if format not in writers:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "table":
-        return TableWriter(stream, labels, source_width=max(map(len, sources), default=None),
-                           video=video, landmarks=landmarks)
+        return TableWriter(
+            stream,
+            labels,
+            source_width=max(map(len, sources), default=None),
+            video=video,
+            landmarks=landmarks,
+        )
     return writers[format](stream, labels, video=video, landmarks=landmarks)
 
 
@@ -229,17 +304,25 @@ def to_json(value: Any, *, indent: int = 2, width: int = 88) -> str:
     def render(item: Any, depth: int) -> str:
         if isinstance(item, dict) and item:
             inner = " " * (indent * (depth + 1))
-            members = [f"{inner}{json.dumps(str(key))}: {render(member, depth + 1)}"
-                       for key, member in item.items()]
+            members = [
+                f"{inner}{json.dumps(str(key))}: {render(member, depth + 1)}"
+                for key, member in item.items()
+            ]
             return "{\n" + ",\n".join(members) + "\n" + " " * (indent * depth) + "}"
         if isinstance(item, (list, tuple)) and item:
             flat = json.dumps(item)
-            if indent * (depth + 1) + len(flat) <= width and \
-                    not any(isinstance(member, dict) for member in item):
+            if indent * (depth + 1) + len(flat) <= width and not any(
+                isinstance(member, dict) for member in item
+            ):
                 return flat
             inner = " " * (indent * (depth + 1))
-            return "[\n" + ",\n".join(inner + render(member, depth + 1) for member in item) \
-                + "\n" + " " * (indent * depth) + "]"
+            return (
+                "[\n"
+                + ",\n".join(inner + render(member, depth + 1) for member in item)
+                + "\n"
+                + " " * (indent * depth)
+                + "]"
+            )
         return json.dumps(item)
 
     return render(value, 0)

@@ -39,8 +39,7 @@ class ProgressBar:
     def __init__(self, label: str, total: int, *, hidden: bool | None = None) -> None:
         if hidden is None:
             hidden = not sys.stderr.isatty()
-        self._bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                      hidden=hidden)
+        self._bar = click.progressbar(length=total, label=label, file=sys.stderr, hidden=hidden)
         self._lock = threading.RLock()  # log records may come from worker threads
         self._bar.__enter__()
         self._open = True
@@ -107,8 +106,10 @@ class ProgressBar:
     def _borrow_log_handlers(self) -> None:
         """Route the root logger's stderr handlers through :meth:`echo` while open."""
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and \
-                    handler.stream in (sys.stderr, sys.__stderr__):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (
+                sys.stderr,
+                sys.__stderr__,
+            ):
                 self._borrowed.append((handler, handler.setStream(_Lines(self))))
 
 

@@ -61,8 +61,11 @@ class HeadPose:
     roll: float
 
     def to_dict(self) -> dict[str, float]:
-        return {"yaw": round(float(self.yaw), 2), "pitch": round(float(self.pitch), 2),
-                "roll": round(float(self.roll), 2)}
+        return {
+            "yaw": round(float(self.yaw), 2),
+            "pitch": round(float(self.pitch), 2),
+            "roll": round(float(self.roll), 2),
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,8 +97,11 @@ class Face:
         """The JSON-safe form used by every output format. ``landmarks`` (68 [x, y]
         pairs, to 0.01 pixel) and ``pose`` are ``None`` for a face classified from the
         fallback crop of its box."""
-        points = None if not self.aligned or self.landmarks is None else \
-            [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
+        points = (
+            None
+            if not self.aligned or self.landmarks is None
+            else [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
+        )
         return {
             "box": self.box.to_list(),
             "label": self.label,

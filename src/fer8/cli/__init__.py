@@ -23,11 +23,17 @@ from fer8.cli.common import (
 )
 from fer8.cli.predict import ANNOTATION_INDEX
 
-__all__ = ["ANNOTATION_INDEX", "EXIT_INPUT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli",
-           "install_command", "main"]
+__all__ = [
+    "ANNOTATION_INDEX",
+    "EXIT_INPUT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "cli",
+    "install_command",
+    "main",
+]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``fer8`` console script."""
     cli.main(args=argv, prog_name="fer8")
-

@@ -16,24 +16,51 @@ from fer8.progress import ProgressBar
 
 
 @cli.command()
-@click.option("--model", "model", metavar="NAME|PATH",
-              help="Model name or .fer8 file to calibrate (default: the bundled model).")
-@click.option("--data", "sources", required=True, multiple=True, metavar="PATH[@SPLIT]",
-              help="Labelled data to fit the temperature on, as for fer8 evaluate; data the "
-                   "model was not trained on (its validation sets). Repeat for several "
-                   "datasets: each weighs the same in the fit.")
-@click.option("--out", "out_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="The calibrated model file to write.")
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    help="Model name or .fer8 file to calibrate (default: the bundled model).",
+)
+@click.option(
+    "--data",
+    "sources",
+    required=True,
+    multiple=True,
+    metavar="PATH[@SPLIT]",
+    help="Labelled data to fit the temperature on, as for fer8 evaluate; data the "
+    "model was not trained on (its validation sets). Repeat for several "
+    "datasets: each weighs the same in the fit.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The calibrated model file to write.",
+)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val",
-              show_default=True, help="Which rows of a fer2013.csv to use.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="val",
+    show_default=True,
+    help="Which rows of a fer2013.csv to use.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @_flip_option
 @_detector_options
 @_handle_errors
-def calibrate(model: str | None, sources: tuple[str, ...], out_path: Path, force: bool,
-              split: str, batch_size: int, flip: bool, detection: dict) -> None:
+def calibrate(
+    model: str | None,
+    sources: tuple[str, ...],
+    out_path: Path,
+    force: bool,
+    split: str,
+    batch_size: int,
+    flip: bool,
+    detection: dict,
+) -> None:
     """Fit the temperature that makes a model's confidences match its accuracy.
 
     Every image goes through the fer8 predict pipeline, as in fer8 evaluate; the
@@ -52,11 +79,11 @@ def calibrate(model: str | None, sources: tuple[str, ...], out_path: Path, force
     from fer8.training.evaluation import predicted_probabilities
 
     if out_path.exists() and not force:
-        raise click.BadParameter(f"{out_path} exists; add --force to replace it",
-                                 param_hint="--out")
+        raise click.BadParameter(
+            f"{out_path} exists; add --force to replace it", param_hint="--out"
+        )
     source = resolve_model(model)
-    datasets = [(spec.name, spec.read(fer2013_split=split))
-                for spec in map(parse_source, sources)]
+    datasets = [(spec.name, spec.read(fer2013_split=split)) for spec in map(parse_source, sources)]
     # Fitted on the network's own probabilities: a model that already has a temperature
     # gets a new one, not one on top of it.
     network = read_model_file(source).with_temperature(1.0)
@@ -71,9 +98,14 @@ def calibrate(model: str | None, sources: tuple[str, ...], out_path: Path, force
         parts.append(probabilities)
         truths.append(truth)
         groups += [name] * len(truth)
-    summary = calibrate_model_file(source, out_path, np.concatenate(parts),
-                                   np.concatenate(truths), groups,
-                                   fitted_on=", ".join(name for name, _ in datasets))
+    summary = calibrate_model_file(
+        source,
+        out_path,
+        np.concatenate(parts),
+        np.concatenate(truths),
+        groups,
+        fitted_on=", ".join(name for name, _ in datasets),
+    )
     click.echo(_calibration_table(summary))
     click.echo(f"fer8: temperature {summary['temperature']:.4f}; model: {out_path}", err=True)
 
@@ -81,11 +113,14 @@ def calibrate(model: str | None, sources: tuple[str, ...], out_path: Path, force
 def _calibration_table(summary: dict[str, Any]) -> str:
     rows = [*summary["per_dataset"].items(), ("all (pooled)", summary)]
     width = max(len("dataset"), *(len(name) for name, _ in rows))
-    lines = [f"{'dataset':<{width}}  {'n':>6} {'ECE before':>10} {'ECE after':>9} "
-             f"{'NLL before':>10} {'NLL after':>9}"]
+    lines = [
+        f"{'dataset':<{width}}  {'n':>6} {'ECE before':>10} {'ECE after':>9} "
+        f"{'NLL before':>10} {'NLL after':>9}"
+    ]
     for name, row in rows:
-        lines.append(f"{name:<{width}}  {row['n']:>6d} {row['ece_before']:>10.1%} "
-                     f"{row['ece_after']:>9.1%} {row['nll_before']:>10.4f} "
-                     f"{row['nll_after']:>9.4f}")
+        lines.append(
+            f"{name:<{width}}  {row['n']:>6d} {row['ece_before']:>10.1%} "
+            f"{row['ece_after']:>9.1%} {row['nll_before']:>10.4f} "
+            f"{row['nll_after']:>9.4f}"
+        )
     return "\n".join(lines)
-

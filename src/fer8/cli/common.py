@@ -38,9 +38,11 @@ EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
 _flip_option = click.option(
-    "--flip", is_flag=True,
+    "--flip",
+    is_flag=True,
     help="Also classify each face mirrored and average: slightly more accurate, "
-         "twice the network's work.")
+    "twice the network's work.",
+)
 
 
 def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,35 +52,68 @@ def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS
 
     @functools.wraps(command)
-    def wrapper(*args: Any, detector: str, min_face: int | None, detect_threshold: float | None,
-                haar_scale_factor: float | None, haar_min_neighbors: int | None,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        detector: str,
+        min_face: int | None,
+        detect_threshold: float | None,
+        haar_scale_factor: float | None,
+        haar_min_neighbors: int | None,
+        **kwargs: Any,
+    ) -> Any:
         from fer8.pipeline.detection import detector_options
 
         try:
-            options = detector_options(detector, min_face=min_face, threshold=detect_threshold,
-                                       scale_factor=haar_scale_factor,
-                                       min_neighbors=haar_min_neighbors)
+            options = detector_options(
+                detector,
+                min_face=min_face,
+                threshold=detect_threshold,
+                scale_factor=haar_scale_factor,
+                min_neighbors=haar_min_neighbors,
+            )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        return command(*args, detection={"detector": detector, "detector_options": options},
-                       **kwargs)
+        return command(
+            *args, detection={"detector": detector, "detector_options": options}, **kwargs
+        )
 
     options = [
-        click.option("--detector", type=click.Choice(DETECTORS), default=DEFAULT_DETECTOR,
-                     show_default=True,
-                     help="Face detector: yunet (finds turned, tilted, dark faces) or haar "
-                          "(the original Haar cascade with a HOG check)."),
-        click.option("--min-face", type=click.IntRange(min=8), default=None, metavar="PIXELS",
-                     help="Smallest face searched for, in pixels of the photo (default: yunet 20, "
-                          "haar 48); larger is faster."),
-        click.option("--detect-threshold", type=float, default=None, metavar="SCORE",
-                     help="yunet: smallest face score kept, 0-1 (default 0.6); haar: the "
-                          "score dlib's HOG check needs to confirm a face (default 0)."),
-        click.option("--haar-scale-factor", type=click.FloatRange(min=1, min_open=True),
-                     default=None, help="haar: search window growth per step (default 1.2)."),
-        click.option("--haar-min-neighbors", type=click.IntRange(min=1), default=None,
-                     help="haar: overlapping hits that make a face (default 5)."),
+        click.option(
+            "--detector",
+            type=click.Choice(DETECTORS),
+            default=DEFAULT_DETECTOR,
+            show_default=True,
+            help="Face detector: yunet (finds turned, tilted, dark faces) or haar "
+            "(the original Haar cascade with a HOG check).",
+        ),
+        click.option(
+            "--min-face",
+            type=click.IntRange(min=8),
+            default=None,
+            metavar="PIXELS",
+            help="Smallest face searched for, in pixels of the photo (default: yunet 20, "
+            "haar 48); larger is faster.",
+        ),
+        click.option(
+            "--detect-threshold",
+            type=float,
+            default=None,
+            metavar="SCORE",
+            help="yunet: smallest face score kept, 0-1 (default 0.6); haar: the "
+            "score dlib's HOG check needs to confirm a face (default 0).",
+        ),
+        click.option(
+            "--haar-scale-factor",
+            type=click.FloatRange(min=1, min_open=True),
+            default=None,
+            help="haar: search window growth per step (default 1.2).",
+        ),
+        click.option(
+            "--haar-min-neighbors",
+            type=click.IntRange(min=1),
+            default=None,
+            help="haar: overlapping hits that make a face (default 5).",
+        ),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -91,16 +126,27 @@ def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, fps: float, every_frame: bool, smooth: float, **kwargs: Any) -> Any:
-        return command(*args, sampling={"fps": fps, "every_frame": every_frame,
-                                        "smooth": smooth}, **kwargs)
+        return command(
+            *args, sampling={"fps": fps, "every_frame": every_frame, "smooth": smooth}, **kwargs
+        )
 
     options = [
-        click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=5.0,
-                     show_default=True, help="Video frames analysed per second of video."),
+        click.option(
+            "--fps",
+            type=click.FloatRange(min=0, min_open=True),
+            default=5.0,
+            show_default=True,
+            help="Video frames analysed per second of video.",
+        ),
         click.option("--every-frame", is_flag=True, help="Analyse every frame of a video."),
-        click.option("--smooth", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
-                     help="Average each face's probabilities over this many seconds of "
-                          "video (that frame and those before), for steadier labels."),
+        click.option(
+            "--smooth",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            metavar="SECONDS",
+            help="Average each face's probabilities over this many seconds of "
+            "video (that frame and those before), for steadier labels.",
+        ),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -114,8 +160,13 @@ def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return command(*args, **kwargs)
-        except (ModelNotFoundError, ModelFormatError, ChecksumMismatchError, FileNotFoundError,
-                FileExistsError) as exc:
+        except (
+            ModelNotFoundError,
+            ModelFormatError,
+            ChecksumMismatchError,
+            FileNotFoundError,
+            FileExistsError,
+        ) as exc:
             _fail(exc, EXIT_USAGE)
         except (Fer8Error, OSError) as exc:
             _fail(exc, EXIT_INPUT_FAILED)
@@ -163,8 +214,12 @@ def _bundled_classes() -> str:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="fer8")
-@click.option("-v", "--verbose", count=True,
-              help="More logging: -v for progress details and tracebacks, -vv for debug.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More logging: -v for progress details and tracebacks, -vv for debug.",
+)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """fer8: facial expression recognition with face detection, landmark alignment and a
@@ -212,20 +267,27 @@ def install_command(extra: str) -> str:
     return f"{pip} 'fer8[{extra}]'"
 
 
-def _writer(fmt: str | None, labels: tuple[str, ...], sources: list[str], *,
-            video: bool = False, landmarks: bool = False):
+def _writer(
+    fmt: str | None,
+    labels: tuple[str, ...],
+    sources: list[str],
+    *,
+    video: bool = False,
+    landmarks: bool = False,
+):
     from fer8.output import make_writer
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
-    return make_writer(fmt, sys.stdout, labels, sources=sources, video=video,
-                       landmarks=landmarks)
+    return make_writer(fmt, sys.stdout, labels, sources=sources, video=video, landmarks=landmarks)
 
 
 def _same_terminal() -> bool:
     """Whether stdout and stderr are the same terminal."""
     try:
-        return (sys.stdout.isatty() and sys.stderr.isatty()
-                and os.ttyname(sys.stdout.fileno()) == os.ttyname(sys.stderr.fileno()))
+        return (
+            sys.stdout.isatty()
+            and sys.stderr.isatty()
+            and os.ttyname(sys.stdout.fileno()) == os.ttyname(sys.stderr.fileno())
+        )
     except (OSError, ValueError, io.UnsupportedOperation):
         return False
-

@@ -24,28 +24,63 @@ from fer8.progress import ProgressBar
 
 
 @cli.command()
-@click.option("--data", "sources", required=True, multiple=True, metavar="PATH[@SPLIT]",
-              help="Labelled data: class folders, a FER+ folder (label.csv), an ExpW folder "
-                   "(label.lst) or fer2013.csv; @train or @val for one side of the fixed "
-                   "split (by photo, film or subject). Repeat for several datasets.")
-@click.option("--model", "model", metavar="NAME|PATH",
-              help="Model name or .fer8 file (default: the bundled model).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write evaluation.json, and a confusion-matrix picture and a "
-                   "reliability diagram per dataset, here.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
-              help="Default: table on a terminal, json otherwise.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test",
-              show_default=True, help="Which rows of a fer2013.csv to evaluate.")
+@click.option(
+    "--data",
+    "sources",
+    required=True,
+    multiple=True,
+    metavar="PATH[@SPLIT]",
+    help="Labelled data: class folders, a FER+ folder (label.csv), an ExpW folder "
+    "(label.lst) or fer2013.csv; @train or @val for one side of the fixed "
+    "split (by photo, film or subject). Repeat for several datasets.",
+)
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    help="Model name or .fer8 file (default: the bundled model).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write evaluation.json, and a confusion-matrix picture and a "
+    "reliability diagram per dataset, here.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default=None,
+    help="Default: table on a terminal, json otherwise.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Which rows of a fer2013.csv to evaluate.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @_flip_option
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bars on stderr (default: when stderr is a terminal).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: when stderr is a terminal).",
+)
 @_detector_options
 @_handle_errors
-def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
-             fmt: str | None, split: str, batch_size: int, flip: bool,
-             progress: bool | None, detection: dict) -> None:
+def evaluate(
+    sources: tuple[str, ...],
+    model: str | None,
+    out_dir: Path | None,
+    fmt: str | None,
+    split: str,
+    batch_size: int,
+    flip: bool,
+    progress: bool | None,
+    detection: dict,
+) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
     Each image goes through the full fer8 predict pipeline and its largest face (or
@@ -58,48 +93,78 @@ def evaluate(sources: tuple[str, ...], model: str | None, out_dir: Path | None,
     from fer8.training.evaluation import evaluate as run_evaluation
     from fer8.training.evaluation import evaluate_labelled_boxes
 
-    datasets = [(source, source.read(fer2013_split=split))
-                for source in map(parse_source, sources)]
-    predictor = Predictor(model, batch_size=batch_size, flip=flip,
-                          **detection)
+    datasets = [(source, source.read(fer2013_split=split)) for source in map(parse_source, sources)]
+    predictor = Predictor(model, batch_size=batch_size, flip=flip, **detection)
     rows = []  # (dataset name, framing, Evaluation, data summary)
     hidden = None if progress is None else not progress
     for source, dataset in datasets:
         bar = ProgressBar(f"evaluate {source.name}", len(dataset.samples), hidden=hidden)
-        rows.append((source.name, "detected", run_evaluation(predictor, dataset,
-                                                             on_progress=bar),
-                     dataset.summary()))
+        rows.append(
+            (
+                source.name,
+                "detected",
+                run_evaluation(predictor, dataset, on_progress=bar),
+                dataset.summary(),
+            )
+        )
         bar.close()
         if any(s.box is not None for s in dataset.samples):
-            bar = ProgressBar(f"evaluate {source.name} (labelled boxes)",
-                              sum(s.box is not None for s in dataset.samples), hidden=hidden)
-            rows.append((source.name, "labelled boxes",
-                         evaluate_labelled_boxes(predictor, dataset, on_progress=bar),
-                         dataset.summary()))
+            bar = ProgressBar(
+                f"evaluate {source.name} (labelled boxes)",
+                sum(s.box is not None for s in dataset.samples),
+                hidden=hidden,
+            )
+            rows.append(
+                (
+                    source.name,
+                    "labelled boxes",
+                    evaluate_labelled_boxes(predictor, dataset, on_progress=bar),
+                    dataset.summary(),
+                )
+            )
             bar.close()
-    reports = [{"dataset": name, "faces": framing, **evaluation.to_dict(), "data": summary}
-               for name, framing, evaluation, summary in rows]
+    reports = [
+        {"dataset": name, "faces": framing, **evaluation.to_dict(), "data": summary}
+        for name, framing, evaluation, summary in rows
+    ]
     report: dict[str, Any] = (
-        {**reports[0], "model": predictor.model.spec.name} if len(reports) == 1
-        else {"model": predictor.model.spec.name, "detector": detection["detector"],
-              "datasets": reports})
+        {**reports[0], "model": predictor.model.spec.name}
+        if len(reports) == 1
+        else {
+            "model": predictor.model.spec.name,
+            "detector": detection["detector"],
+            "datasets": reports,
+        }
+    )
     if out_dir is not None:
         from fer8.training.plots import plot_confusion, plot_reliability
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(to_json(report) + "\n")
         for name, framing, evaluation, _ in rows:
-            picture = out_dir / ("confusion_matrix.png" if len(rows) == 1 else
-                                 f"confusion_{_file_name(name, framing)}.png")
+            picture = out_dir / (
+                "confusion_matrix.png"
+                if len(rows) == 1
+                else f"confusion_{_file_name(name, framing)}.png"
+            )
             plot_confusion(evaluation, picture, title=f"{name} ({framing})")
             if evaluation.reliability is None:  # evaluate() always measures it
                 continue
-            plot_reliability(evaluation.reliability,
-                             out_dir / ("reliability.png" if len(rows) == 1 else
-                                        f"reliability_{_file_name(name, framing)}.png"),
-                             title=f"{name} ({framing})")
-        logger.info("wrote %s, %d confusion-matrix pictures and as many reliability "
-                    "diagrams", out_dir / "evaluation.json", len(rows))
+            plot_reliability(
+                evaluation.reliability,
+                out_dir
+                / (
+                    "reliability.png"
+                    if len(rows) == 1
+                    else f"reliability_{_file_name(name, framing)}.png"
+                ),
+                title=f"{name} ({framing})",
+            )
+        logger.info(
+            "wrote %s, %d confusion-matrix pictures and as many reliability diagrams",
+            out_dir / "evaluation.json",
+            len(rows),
+        )
     fmt = fmt or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         click.echo(to_json(report))
@@ -119,8 +184,10 @@ def _per_class_table(evaluation) -> str:
 
     lines = [f"{'class':<11} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for label, row in evaluation.per_class().items():
-        lines.append(f"{display_name(label):<11} {row['precision']:>9.3f} {row['recall']:>7.3f} "
-                     f"{row['f1']:>6.3f} {row['support']:>8d}")
+        lines.append(
+            f"{display_name(label):<11} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+            f"{row['f1']:>6.3f} {row['support']:>8d}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -130,12 +197,15 @@ def _datasets_table(rows) -> str:
     ``accuracy`` counts a face that was not found as wrong (``accuracy_all``); ``ECE``
     is the expected calibration error of the faces found (15 confidence bins)."""
     width = max(len("dataset"), *(len(name) for name, *_ in rows))
-    lines = [f"{'dataset':<{width}}  {'faces':<14} {'n':>6} {'accuracy':>8} {'macro-F1':>8} "
-             f"{'ECE':>6} {'missed':>6} {'unreadable':>10}"]
+    lines = [
+        f"{'dataset':<{width}}  {'faces':<14} {'n':>6} {'accuracy':>8} {'macro-F1':>8} "
+        f"{'ECE':>6} {'missed':>6} {'unreadable':>10}"
+    ]
     for name, framing, evaluation, _ in rows:
-        lines.append(f"{name:<{width}}  {framing:<14} {evaluation.n:>6d} "
-                     f"{evaluation.accuracy_all:>8.1%} {evaluation.macro_f1:>8.3f} "
-                     f"{evaluation.ece:>6.1%} "
-                     f"{evaluation.no_face:>6d} {evaluation.unreadable:>10d}")
+        lines.append(
+            f"{name:<{width}}  {framing:<14} {evaluation.n:>6d} "
+            f"{evaluation.accuracy_all:>8.1%} {evaluation.macro_f1:>8.3f} "
+            f"{evaluation.ece:>6.1%} "
+            f"{evaluation.no_face:>6d} {evaluation.unreadable:>10d}"
+        )
     return "\n".join(lines)
-

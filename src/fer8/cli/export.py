@@ -11,16 +11,31 @@ from fer8.cli.common import EXIT_USAGE, _handle_errors, cli, install_command
 
 
 @cli.command()
-@click.option("--model", "model", metavar="NAME|PATH",
-              help="Model name, .fer8 file or run folder (default: the bundled model).")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "fer8"]), default="onnx",
-              show_default=True,
-              help="onnx: the network alone, for other runtimes; fer8: a model file in "
-                   "this fer8's format (converts files from older versions).")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="File to write (a new one, in a folder that exists).")
-@click.option("--force", is_flag=True,
-              help="Replace an existing --out file, and make its folder if missing.")
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    help="Model name, .fer8 file or run folder (default: the bundled model).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "fer8"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: the network alone, for other runtimes; fer8: a model file in "
+    "this fer8's format (converts files from older versions).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File to write (a new one, in a folder that exists).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an existing --out file, and make its folder if missing."
+)
 @_handle_errors
 def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     """Write a model for other runtimes, or convert an older model file.
@@ -39,22 +54,29 @@ def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     if not force and out_path.exists():
         raise click.UsageError(f"--out {out_path} exists; pass --force to replace it")
     if not force and not out_path.parent.is_dir():
-        raise click.UsageError(f"--out {out_path}: the folder {out_path.parent} does not "
-                               "exist; make it, or pass --force")
+        raise click.UsageError(
+            f"--out {out_path}: the folder {out_path.parent} does not "
+            "exist; make it, or pass --force"
+        )
     source = resolve_model(model)
     if fmt == "onnx":
         try:
             export_onnx(source, out_path)
         except ImportError as exc:  # a temperature to build into the graph
-            click.echo(f"fer8: error: exporting a calibrated model needs the train extra "
-                       f"({exc.name} is missing): {install_command('train')}", err=True)
+            click.echo(
+                f"fer8: error: exporting a calibrated model needs the train extra "
+                f"({exc.name} is missing): {install_command('train')}",
+                err=True,
+            )
             sys.exit(EXIT_USAGE)
     else:
         try:
             export_fer8(source, out_path)
         except ImportError as exc:
-            click.echo(f"fer8: error: converting a model file needs the train extra "
-                       f"({exc.name} is missing): {install_command('train')}", err=True)
+            click.echo(
+                f"fer8: error: converting a model file needs the train extra "
+                f"({exc.name} is missing): {install_command('train')}",
+                err=True,
+            )
             sys.exit(EXIT_USAGE)
     click.echo(out_path)
-

@@ -28,21 +28,45 @@ from fer8.output import FORMATS
 
 
 @cli.command()
-@click.option("--camera", default="0", show_default=True, metavar="INDEX|FILE|URL",
-              help="A camera's index, or a video file or stream URL (anything FFmpeg opens).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Format of the printed rows. Default: table on a terminal, jsonl otherwise.")
-@click.option("--window/--no-window", default=None,
-              help="Show the frames with boxes and labels in a window (default: when there "
-                   "is a display). Without one, rows are printed.")
-@click.option("--model", "model", metavar="NAME|PATH",
-              help="Model name or .fer8 file (default: the bundled model).")
+@click.option(
+    "--camera",
+    default="0",
+    show_default=True,
+    metavar="INDEX|FILE|URL",
+    help="A camera's index, or a video file or stream URL (anything FFmpeg opens).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Format of the printed rows. Default: table on a terminal, jsonl otherwise.",
+)
+@click.option(
+    "--window/--no-window",
+    default=None,
+    help="Show the frames with boxes and labels in a window (default: when there "
+    "is a display). Without one, rows are printed.",
+)
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    help="Model name or .fer8 file (default: the bundled model).",
+)
 @click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces.")
 @_video_options
 @_detector_options
 @_handle_errors
-def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
-         max_faces: int | None, sampling: dict, detection: dict) -> None:
+def live(
+    camera: str,
+    fmt: str | None,
+    window: bool | None,
+    model: str | None,
+    max_faces: int | None,
+    sampling: dict,
+    detection: dict,
+) -> None:
     """Classify the faces of a camera's picture as it comes, following each face.
 
     Draws into a window where there is a display (q or Esc closes it), and prints a row
@@ -79,8 +103,7 @@ def live(camera: str, fmt: str | None, window: bool | None, model: str | None,
 
     failed = False
     try:
-        for result in predictor.predict_frames(remember(frames), name,
-                                               smooth=sampling["smooth"]):
+        for result in predictor.predict_frames(remember(frames), name, smooth=sampling["smooth"]):
             if result.error is not None:
                 failed = True
                 if report_failures:
@@ -122,8 +145,7 @@ def _show(name: str, image, result) -> bool:
     from fer8.pipeline.annotate import annotate
 
     try:
-        cv2.imshow(f"fer8 live: {name}", cv2.cvtColor(annotate(image, result),
-                                                    cv2.COLOR_RGB2BGR))
+        cv2.imshow(f"fer8 live: {name}", cv2.cvtColor(annotate(image, result), cv2.COLOR_RGB2BGR))
     except cv2.error:  # a headless OpenCV, or no display after all
         return False
     return True
@@ -134,4 +156,3 @@ def _closed() -> bool:
     import cv2
 
     return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
-

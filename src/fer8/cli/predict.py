@@ -44,48 +44,110 @@ ANNOTATION_INDEX = "sources.csv"
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Output format. Default: table on a terminal, jsonl otherwise.")
-@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write each image with boxes, labels and confidence drawn into this folder.")
-@click.option("--landmarks", "show_landmarks", is_flag=True,
-              help="Add each face's 68 landmarks to the table and the CSV (x_0..x_67, "
-                   "y_0..y_67), and its head pose to the table. JSON always has both.")
-@click.option("--draw-landmarks", is_flag=True,
-              help="With --annotate (or --explain): draw each face's landmarks too.")
-@click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write each photo with a heatmap over every face of where the evidence "
-                   "for its expression lies (NAME.explain.png) into this folder.")
-@click.option("--model", "model", metavar="NAME|PATH",
-              help="Model name or .fer8 file (default: the bundled model).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Output format. Default: table on a terminal, jsonl otherwise.",
+)
+@click.option(
+    "--annotate",
+    "annotate_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each image with boxes, labels and confidence drawn into this folder.",
+)
+@click.option(
+    "--landmarks",
+    "show_landmarks",
+    is_flag=True,
+    help="Add each face's 68 landmarks to the table and the CSV (x_0..x_67, "
+    "y_0..y_67), and its head pose to the table. JSON always has both.",
+)
+@click.option(
+    "--draw-landmarks",
+    is_flag=True,
+    help="With --annotate (or --explain): draw each face's landmarks too.",
+)
+@click.option(
+    "--explain",
+    "explain_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each photo with a heatmap over every face of where the evidence "
+    "for its expression lies (NAME.explain.png) into this folder.",
+)
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    help="Model name or .fer8 file (default: the bundled model).",
+)
 @click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces per image.")
-@click.option("--no-detect", is_flag=True,
-              help="Take each whole image as one face (pre-cropped faces).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Faces per forward pass of the model.")
+@click.option(
+    "--no-detect", is_flag=True, help="Take each whole image as one face (pre-cropped faces)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Faces per forward pass of the model.",
+)
 @_flip_option
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal and "
-                   "stdout is not).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS,
-              show_default=True, help="Refuse larger images (raise it for panoramas).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: when stderr is a terminal and stdout is not).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images (raise it for panoramas).",
+)
 @_video_options
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
-              show_default=True,
-              help="local: this process; ray: a Ray cluster (the ray extra), writing --out.")
-@click.option("--ray-address", metavar="ADDRESS",
-              help="--engine ray: the cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
-                   "default: start a local Ray instance.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="--engine ray: write one row per face to this .parquet or .jsonl file.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: a Ray cluster (the ray extra), writing --out.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="--engine ray: the cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+    "default: start a local Ray instance.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="--engine ray: write one row per face to this .parquet or .jsonl file.",
+)
 @_detector_options
 @_handle_errors
-def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
-            show_landmarks: bool, draw_landmarks: bool, explain_dir: Path | None,
-            model: str | None, max_faces: int | None, no_detect: bool, batch_size: int,
-            flip: bool, progress: bool | None, max_pixels: int, sampling: dict,
-            engine: str, ray_address: str | None, out_path: Path | None,
-            detection: dict) -> int:
+def predict(
+    paths: tuple[str, ...],
+    fmt: str | None,
+    annotate_dir: Path | None,
+    show_landmarks: bool,
+    draw_landmarks: bool,
+    explain_dir: Path | None,
+    model: str | None,
+    max_faces: int | None,
+    no_detect: bool,
+    batch_size: int,
+    flip: bool,
+    progress: bool | None,
+    max_pixels: int,
+    sampling: dict,
+    engine: str,
+    ray_address: str | None,
+    out_path: Path | None,
+    detection: dict,
+) -> int:
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
@@ -101,16 +163,26 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     if draw_landmarks and annotate_dir is None and explain_dir is None:
         raise click.UsageError("--draw-landmarks draws on the --annotate or --explain pictures")
     if engine == "ray":
-        _predict_on_ray(paths, out_path, ray_address, fmt=fmt, annotate_dir=annotate_dir,
-                        progress=progress, model=model, detect=not no_detect,
-                        max_faces=max_faces, batch_size=batch_size, flip=flip,
-                        max_pixels=max_pixels, **detection)
+        _predict_on_ray(
+            paths,
+            out_path,
+            ray_address,
+            fmt=fmt,
+            annotate_dir=annotate_dir,
+            progress=progress,
+            model=model,
+            detect=not no_detect,
+            max_faces=max_faces,
+            batch_size=batch_size,
+            flip=flip,
+            max_pixels=max_pixels,
+            **detection,
+        )
     if out_path is not None or ray_address is not None:
         raise click.UsageError("--out and --ray-address go with --engine ray")
     inputs = list(_expand(paths))
     if not inputs:
-        click.echo("fer8: error: no image or video files found in " + ", ".join(paths),
-                   err=True)
+        click.echo("fer8: error: no image or video files found in " + ", ".join(paths), err=True)
         sys.exit(EXIT_INPUT_FAILED)
     if no_detect and any(item.video for item in inputs):
         raise click.UsageError("--no-detect takes pre-cropped photos, not videos")
@@ -118,8 +190,14 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
         _check_annotations(inputs, annotate_dir)
     if explain_dir is not None:
         _check_annotations(inputs, explain_dir)
-    predictor = Predictor(model, max_faces=max_faces,
-                          batch_size=batch_size, flip=flip, max_pixels=max_pixels, **detection)
+    predictor = Predictor(
+        model,
+        max_faces=max_faces,
+        batch_size=batch_size,
+        flip=flip,
+        max_pixels=max_pixels,
+        **detection,
+    )
     if explain_dir is not None:
         from fer8.errors import ExplanationError
         from fer8.pipeline.explain import head
@@ -128,24 +206,30 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
             head(predictor.model)  # a model without an exact map fails before any photo
         except ExplanationError as exc:
             _fail(exc, EXIT_USAGE)
-    writer = _writer(fmt, predictor.labels, [describe_source(item.source) for item in inputs],
-                     video=any(item.video for item in inputs), landmarks=show_landmarks)
+    writer = _writer(
+        fmt,
+        predictor.labels,
+        [describe_source(item.source) for item in inputs],
+        video=any(item.video for item in inputs),
+        landmarks=show_landmarks,
+    )
     # Each failure is in the results too; on a terminal that shows both streams, a line
     # on stderr would report it twice.
     report_failures = not _same_terminal()
     # By default the bar shows only when results go elsewhere than the terminal
     # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
     # on the same screen would be drawn through them.
-    show_progress = progress if progress is not None else (
-        sys.stderr.isatty() and not sys.stdout.isatty())
+    show_progress = (
+        progress if progress is not None else (sys.stderr.isatty() and not sys.stdout.isatty())
+    )
     failed = 0
     annotated: dict[str, str] = {}
     explained: dict[str, str] = {}
     video_annotation = None
-    results = _results(predictor, inputs, detect=not no_detect, sampling=sampling,
-                       explain=explain_dir is not None)
-    with ProgressBar("predict", len(inputs),
-                     hidden=not show_progress or len(inputs) < 2) as bar:
+    results = _results(
+        predictor, inputs, detect=not no_detect, sampling=sampling, explain=explain_dir is not None
+    )
+    with ProgressBar("predict", len(inputs), hidden=not show_progress or len(inputs) < 2) as bar:
         for item, result, last in results:
             if result.error is not None:
                 failed += 1
@@ -159,13 +243,19 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
                     annotated.update(video_annotation.close())
                     video_annotation = None
             elif annotate_dir is not None and result.error is None:
-                _write_annotated(item.source, result, annotate_dir / item.annotated, max_pixels,
-                                 landmarks=draw_landmarks)
+                _write_annotated(
+                    item.source,
+                    result,
+                    annotate_dir / item.annotated,
+                    max_pixels,
+                    landmarks=draw_landmarks,
+                )
                 annotated[item.annotated] = result.source
             if explain_dir is not None and not item.video and result.error is None:
                 name = _explained_name(item)
-                _write_explained(item.source, result, explain_dir / name, max_pixels,
-                                 landmarks=draw_landmarks)
+                _write_explained(
+                    item.source, result, explain_dir / name, max_pixels, landmarks=draw_landmarks
+                )
                 explained[name] = result.source
             writer.write(result)
             if last:
@@ -178,13 +268,22 @@ def predict(paths: tuple[str, ...], fmt: str | None, annotate_dir: Path | None,
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
-def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str | None, *,
-                    fmt: str | None, annotate_dir: Path | None, progress: bool | None,
-                    model: str | None, **options: Any) -> None:
+def _predict_on_ray(
+    paths: tuple[str, ...],
+    out_path: Path | None,
+    address: str | None,
+    *,
+    fmt: str | None,
+    annotate_dir: Path | None,
+    progress: bool | None,
+    model: str | None,
+    **options: Any,
+) -> None:
     """``fer8 predict --engine ray``: the rows go to ``--out``; exits like plain predict."""
     if out_path is None:
-        raise click.UsageError("--engine ray writes its rows to a file: give --out "
-                               "results.parquet (or .jsonl)")
+        raise click.UsageError(
+            "--engine ray writes its rows to a file: give --out results.parquet (or .jsonl)"
+        )
     if fmt is not None or annotate_dir is not None or "-" in paths:
         raise click.UsageError("--engine ray takes neither --format, --annotate nor - (stdin)")
     from importlib.util import find_spec
@@ -201,18 +300,25 @@ def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str 
     # Looked up, not imported: importing Ray takes seconds, and connect() does it.
     missing = [name for name in ("ray", "pyarrow") if find_spec(name) is None]
     if missing:
-        click.echo(f"fer8: error: --engine ray needs the ray extra ({missing[0]} is "
-                   f"missing): {install_command('ray')}", err=True)
+        click.echo(
+            f"fer8: error: --engine ray needs the ray extra ({missing[0]} is "
+            f"missing): {install_command('ray')}",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
     files = list_inputs(paths)
     # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
     # an error about Ray Data's own actor arguments; -v shows them.
-    connect(address, ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO,
-            quiet_core=_verbosity() == 0)
+    connect(
+        address,
+        ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO,
+        quiet_core=_verbosity() == 0,
+    )
     show_progress = progress if progress is not None else sys.stderr.isatty()
     with ProgressBar("predict", len(files), hidden=not show_progress) as bar:
+
         def on_image(row: dict) -> None:
             if row["error"] is not None:
                 bar.echo(f"fer8: {row['source']}: {row['error']}")
@@ -220,8 +326,9 @@ def _predict_on_ray(paths: tuple[str, ...], out_path: Path | None, address: str 
 
         # The time left is timed from the first rows the actors send, not from their
         # start-up (seconds, which made a 17 s run read 7 minutes at 2%).
-        failed = predict_files(files, out_path, model, on_image=on_image,
-                               on_start=bar.restart_clock, **options)
+        failed = predict_files(
+            files, out_path, model, on_image=on_image, on_start=bar.restart_clock, **options
+        )
     logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
@@ -247,8 +354,11 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
     from fer8.pipeline.images import IMAGE_EXTENSIONS, iter_image_files
     from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
 
-    folders = [os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
-               for arg in paths if arg != "-"]
+    folders = [
+        os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
+        for arg in paths
+        if arg != "-"
+    ]
     base = os.path.commonpath(folders) if folders else os.getcwd()
     taken: set[str] = set()
     for arg in paths:
@@ -260,14 +370,16 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
         for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
             name = os.path.relpath(os.path.abspath(path), base)
             if is_video(path):
-                yield _Input(str(path), _unique(str(Path(name).with_suffix(".mp4")), taken),
-                             video=True)
+                yield _Input(
+                    str(path), _unique(str(Path(name).with_suffix(".mp4")), taken), video=True
+                )
             else:
                 yield _Input(str(path), _unique(name, taken))
 
 
-def _results(predictor, inputs: list[_Input], *, detect: bool, sampling: dict,
-             explain: bool = False) -> Iterator[tuple[_Input, Any, bool]]:
+def _results(
+    predictor, inputs: list[_Input], *, detect: bool, sampling: dict, explain: bool = False
+) -> Iterator[tuple[_Input, Any, bool]]:
     """(input, result, whether it is the input's last) for every photo and every sampled
     video frame, in the order of the inputs. Consecutive photos go through
     ``predict_many`` together, so their faces share batches. With ``explain`` each photo
@@ -326,8 +438,7 @@ class _VideoAnnotation:
             self.video.path.unlink(missing_ok=True)
             return {}
         self.timeline.plot(self.timeline_path, title=os.path.basename(self.item.source))
-        logger.info("annotated %s -> %s, %s", self.item.source, self.video_path,
-                    self.timeline_path)
+        logger.info("annotated %s -> %s, %s", self.item.source, self.video_path, self.timeline_path)
         return {self.item.annotated: self.item.source, self.timeline_name: self.item.source}
 
 
@@ -346,13 +457,22 @@ def _unique(name: str, taken: set[str]) -> str:
 def _check_annotations(inputs: list[_Input], annotate_dir: Path) -> None:
     """Refuse an --annotate folder where an annotated picture would replace an input."""
     written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
-    written |= {os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
-                for item in inputs if item.video}
+    written |= {
+        os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
+        for item in inputs
+        if item.video
+    }
     for item in inputs:
-        if isinstance(item.source, str) and os.path.exists(item.source) and \
-                os.path.abspath(item.source) in written:
-            click.echo(f"fer8: error: --annotate {annotate_dir} would draw over the input "
-                       f"{item.source}; choose another folder", err=True)
+        if (
+            isinstance(item.source, str)
+            and os.path.exists(item.source)
+            and os.path.abspath(item.source) in written
+        ):
+            click.echo(
+                f"fer8: error: --annotate {annotate_dir} would draw over the input "
+                f"{item.source}; choose another folder",
+                err=True,
+            )
             sys.exit(EXIT_USAGE)
 
 
@@ -365,26 +485,35 @@ def _write_annotation_index(annotate_dir: Path, annotated: dict[str, str]) -> No
     rows: dict[str, str] = {}
     if index.is_file():
         with open(index, newline="") as handle:
-            rows = {row["annotated"]: row["source"] for row in csv.DictReader(handle)
-                    if (annotate_dir / row.get("annotated", "")).is_file()}
+            rows = {
+                row["annotated"]: row["source"]
+                for row in csv.DictReader(handle)
+                if (annotate_dir / row.get("annotated", "")).is_file()
+            }
     rows.update(annotated)
     with open(index, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["annotated", "source"])
         writer.writerows(sorted(rows.items()))
-    logger.info("wrote %d annotated pictures to %s; %s says where each came from",
-                len(annotated), annotate_dir, index)
+    logger.info(
+        "wrote %d annotated pictures to %s; %s says where each came from",
+        len(annotated),
+        annotate_dir,
+        index,
+    )
 
 
-def _write_annotated(source: Any, result, path: Path, max_pixels: int, *,
-                     landmarks: bool = False) -> None:
+def _write_annotated(
+    source: Any, result, path: Path, max_pixels: int, *, landmarks: bool = False
+) -> None:
     from fer8.pipeline.annotate import annotate, save_image
     from fer8.pipeline.images import load_image
 
     if isinstance(source, io.BytesIO):
         source.seek(0)
-    save_image(annotate(load_image(source, max_pixels=max_pixels), result, landmarks=landmarks),
-               path)
+    save_image(
+        annotate(load_image(source, max_pixels=max_pixels), result, landmarks=landmarks), path
+    )
     logger.info("annotated %s -> %s", result.source, path)
 
 
@@ -418,8 +547,9 @@ def _explained_name(item: _Input) -> str:
     return str(Path(item.annotated).with_suffix(".explain.png"))
 
 
-def _write_explained(source: Any, result, path: Path, max_pixels: int, *,
-                     landmarks: bool = False) -> None:
+def _write_explained(
+    source: Any, result, path: Path, max_pixels: int, *, landmarks: bool = False
+) -> None:
     """The photo with each face's heatmap laid over it, then its box and label drawn."""
     from fer8.pipeline.annotate import annotate, save_image
     from fer8.pipeline.explain import overlay
@@ -428,7 +558,7 @@ def _write_explained(source: Any, result, path: Path, max_pixels: int, *,
     if isinstance(source, io.BytesIO):
         source.seek(0)
     image = load_image(source, max_pixels=max_pixels)
-    save_image(annotate(overlay(image, result.explanations), result.result,
-                        landmarks=landmarks), path)
+    save_image(
+        annotate(overlay(image, result.explanations), result.result, landmarks=landmarks), path
+    )
     logger.info("explained %s -> %s", result.source, path)
-

@@ -22,32 +22,73 @@ from fer8.cli.common import (
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--model", "model", metavar="NAME|PATH",
-              help="Model name or .fer8 file (default: the bundled model).")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help="Larger uploads are refused with 413.")
-@click.option("--max-video-mb", type=click.FloatRange(min=0, min_open=True), default=100.0,
-              show_default=True,
-              help="The same for videos (a video/* body, or a file declared a video).")
-@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="API keys, one a line: /v1/* then needs 'Authorization: Bearer KEY' "
-                   "(default: FER8_API_KEYS, keys separated by commas; none: no key asked).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Server processes, each with its own model, to use more cores.")
-@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0,
-              show_default=True, metavar="SECONDS",
-              help="On SIGTERM, how long the requests in flight get to finish.")
-@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Serve HTTPS with this PEM certificate: browsers allow the page's webcam "
-                   "only on localhost or over HTTPS.")
-@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The certificate's private key (PEM), if not in --ssl-certfile.")
+@click.option(
+    "--model",
+    "model",
+    metavar="NAME|PATH",
+    help="Model name or .fer8 file (default: the bundled model).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Larger uploads are refused with 413.",
+)
+@click.option(
+    "--max-video-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="The same for videos (a video/* body, or a file declared a video).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="API keys, one a line: /v1/* then needs 'Authorization: Bearer KEY' "
+    "(default: FER8_API_KEYS, keys separated by commas; none: no key asked).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes, each with its own model, to use more cores.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, how long the requests in flight get to finish.",
+)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this PEM certificate: browsers allow the page's webcam "
+    "only on localhost or over HTTPS.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's private key (PEM), if not in --ssl-certfile.",
+)
 @_detector_options
 @_handle_errors
-def serve(host: str, port: int, model: str | None, max_upload_mb: float,
-          max_video_mb: float, api_key_file: Path | None, workers: int,
-          shutdown_timeout: float, ssl_certfile: Path | None, ssl_keyfile: Path | None,
-          detection: dict) -> None:
+def serve(
+    host: str,
+    port: int,
+    model: str | None,
+    max_upload_mb: float,
+    max_video_mb: float,
+    api_key_file: Path | None,
+    workers: int,
+    shutdown_timeout: float,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    detection: dict,
+) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -62,8 +103,11 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
 
         require_extra()
     except ImportError as exc:
-        click.echo(f"fer8: error: fer8 serve needs the serve extra ({_missing_serve_package(exc)} "
-                   f"is missing): {install_command('serve')}", err=True)
+        click.echo(
+            f"fer8: error: fer8 serve needs the serve extra ({_missing_serve_package(exc)} "
+            f"is missing): {install_command('serve')}",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
 
     try:
@@ -76,20 +120,33 @@ def serve(host: str, port: int, model: str | None, max_upload_mb: float,
     if warning:
         click.echo(f"fer8: warning: {warning}", err=True)
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
-    run_server(ServeOptions(
-        model=model, detection=detection, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_video_bytes=int(max_video_mb * 1024 * 1024),
-        api_key_file=None if api_key_file is None else str(api_key_file), host=host,
-        port=port, workers=workers, shutdown_timeout=shutdown_timeout,
-        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
-        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
-        log_level="debug" if _verbosity() > 1 else "info",
-        log_format=_log_format(_verbosity())))
+    run_server(
+        ServeOptions(
+            model=model,
+            detection=detection,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_video_bytes=int(max_video_mb * 1024 * 1024),
+            api_key_file=None if api_key_file is None else str(api_key_file),
+            host=host,
+            port=port,
+            workers=workers,
+            shutdown_timeout=shutdown_timeout,
+            ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+            ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
+            log_level="debug" if _verbosity() > 1 else "info",
+            log_format=_log_format(_verbosity()),
+        )
+    )
 
 
 #: The serve extra's packages (pip's names) by the module each installs.
-_SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
-                   "linebot": "line-bot-sdk", "fastapi_offline": "fastapi-offline"}
+_SERVE_PACKAGES = {
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "multipart": "python-multipart",
+    "linebot": "line-bot-sdk",
+    "fastapi_offline": "fastapi-offline",
+}
 
 
 def _missing_serve_package(exc: ImportError) -> str:
@@ -105,4 +162,3 @@ def _missing_serve_package(exc: ImportError) -> str:
         except (ImportError, ValueError):
             return package
     return exc.name or str(exc)
-

@@ -52,12 +52,14 @@ def list_inputs(args: Iterable[str]) -> list[InputFile]:
             found = _list_uri(arg)
         elif _GLOB.search(arg) and not os.path.exists(arg):
             matches = sorted(glob.glob(arg, recursive=True))
-            found = [InputFile(os.path.abspath(path), str(path))
-                     for path in iter_image_files(matches)]
+            found = [
+                InputFile(os.path.abspath(path), str(path)) for path in iter_image_files(matches)
+            ]
         else:
             local = arg.removeprefix("file://")
-            found = [InputFile(os.path.abspath(path), str(path))
-                     for path in iter_image_files([local])]
+            found = [
+                InputFile(os.path.abspath(path), str(path)) for path in iter_image_files([local])
+            ]
         if not found:
             raise FileNotFoundError(f"{arg}: no image files found")
         files.extend(found)
@@ -68,9 +70,9 @@ def _list_uri(uri: str) -> list[InputFile]:
     """A remote file, folder or glob (``s3://bucket/photos/**/*.jpg``), listed with pyarrow."""
     from pyarrow import fs
 
-    scheme = uri[:uri.index("://") + 3]
+    scheme = uri[: uri.index("://") + 3]
     pattern = _GLOB.search(uri)
-    base = uri if pattern is None else uri[:uri.rfind("/", 0, pattern.start()) + 1]
+    base = uri if pattern is None else uri[: uri.rfind("/", 0, pattern.start()) + 1]
     filesystem, root = fs.FileSystem.from_uri(base)
     info = filesystem.get_file_info(root)
     if info.type == fs.FileType.File and pattern is None:
@@ -79,13 +81,19 @@ def _list_uri(uri: str) -> list[InputFile]:
         raise FileNotFoundError(f"{uri}: no such file or folder")
     # pyarrow gives paths without the scheme ("bucket/key"); the URI is put back so that
     # the result names and Ray's reads both have it.
-    listed = sorted(entry.path for entry in filesystem.get_file_info(
-        fs.FileSelector(root, recursive=True)) if entry.type == fs.FileType.File)
+    listed = sorted(
+        entry.path
+        for entry in filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+        if entry.type == fs.FileType.File
+    )
     if pattern is None:
-        names = [path for path in listed
-                 if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS]
+        names = [path for path in listed if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS]
     else:
-        glob_path = uri[len(scheme):]
-        names = [path for path in listed if fnmatch.fnmatchcase(path, glob_path)
-                 and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS]
+        glob_path = uri[len(scheme) :]
+        names = [
+            path
+            for path in listed
+            if fnmatch.fnmatchcase(path, glob_path)
+            and os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+        ]
     return [InputFile(scheme + name, scheme + name) for name in names]

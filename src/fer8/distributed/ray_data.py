@@ -67,8 +67,13 @@ class _PredictBatch:
         predictor_options: Passed to :class:`fer8.Predictor`.
     """
 
-    def __init__(self, model: str | bytes | None, threads: int, detect: bool,
-                 predictor_options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        model: str | bytes | None,
+        threads: int,
+        detect: bool,
+        predictor_options: Mapping[str, Any],
+    ) -> None:
         from fer8.models.registry import load_model
         from fer8.pipeline.predictor import Predictor
 
@@ -84,10 +89,10 @@ class _PredictBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         sources, names = _batch_inputs(batch)
-        results = [result if name is None else replace(result, source=name)
-                   for result, name in zip(self.predictor.predict_many(sources,
-                                                                        detect=self.detect),
-                                           names)]
+        results = [
+            result if name is None else replace(result, source=name)
+            for result, name in zip(self.predictor.predict_many(sources, detect=self.detect), names)
+        ]
         return rows_table(results, self.predictor.labels)
 
 
@@ -115,14 +120,22 @@ def _batch_inputs(batch: dict[str, np.ndarray]) -> tuple[list[Any], list[str | N
         return images, names
     if paths is not None:
         return paths, [None] * len(paths)
-    raise ValueError(f"a data set of images needs a 'bytes', 'image' or 'path' column; "
-                     f"this one has {', '.join(batch) or 'none'}")
+    raise ValueError(
+        f"a data set of images needs a 'bytes', 'image' or 'path' column; "
+        f"this one has {', '.join(batch) or 'none'}"
+    )
 
 
-def predict_dataset(ds: ray.data.Dataset, model: str | os.PathLike | None = None, *,
-                    detect: bool = True, concurrency: int | tuple[int, int] | None = None,
-                    num_cpus: float = 1, images_per_batch: int = IMAGES_PER_BATCH,
-                    **predictor_options: Any) -> ray.data.Dataset:
+def predict_dataset(
+    ds: ray.data.Dataset,
+    model: str | os.PathLike | None = None,
+    *,
+    detect: bool = True,
+    concurrency: int | tuple[int, int] | None = None,
+    num_cpus: float = 1,
+    images_per_batch: int = IMAGES_PER_BATCH,
+    **predictor_options: Any,
+) -> ray.data.Dataset:
     """Classify every face in a Ray Dataset of images; one row per face.
 
     Example:
@@ -167,18 +180,28 @@ def predict_dataset(ds: ray.data.Dataset, model: str | os.PathLike | None = None
         raise ValueError("num_cpus must be positive")
     if concurrency is None:
         concurrency = _default_actors(num_cpus)
-    pool = (ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
-            if isinstance(concurrency, tuple) else ActorPoolStrategy(size=concurrency))
+    pool = (
+        ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+        if isinstance(concurrency, tuple)
+        else ActorPoolStrategy(size=concurrency)
+    )
     # Ray Data's actors are restarted when they die and their batch is run again
     # (its defaults, max_restarts=-1 and max_task_retries=-1). A rerun's output blocks
     # that the first attempt already delivered are dropped by Ray (a streaming task is
     # replayed), which holds because a batch gives the same rows every time.
     return ds.map_batches(
         _PredictBatch,
-        fn_constructor_kwargs={"model": _model_for_workers(model),
-                               "threads": max(1, round(num_cpus)), "detect": detect,
-                               "predictor_options": dict(predictor_options)},
-        batch_size=images_per_batch, batch_format="numpy", compute=pool, num_cpus=num_cpus)
+        fn_constructor_kwargs={
+            "model": _model_for_workers(model),
+            "threads": max(1, round(num_cpus)),
+            "detect": detect,
+            "predictor_options": dict(predictor_options),
+        },
+        batch_size=images_per_batch,
+        batch_format="numpy",
+        compute=pool,
+        num_cpus=num_cpus,
+    )
 
 
 def _default_actors(num_cpus: float) -> int:
@@ -197,9 +220,14 @@ def _model_for_workers(model: str | os.PathLike | None) -> str | bytes | None:
     return path.read_bytes()
 
 
-def connect(address: str | None, *, object_store_memory: int = LOCAL_OBJECT_STORE_BYTES,
-            num_cpus: int | None = None, ray_log_level: int | None = None,
-            quiet_core: bool = False) -> None:
+def connect(
+    address: str | None,
+    *,
+    object_store_memory: int = LOCAL_OBJECT_STORE_BYTES,
+    num_cpus: int | None = None,
+    ray_log_level: int | None = None,
+    quiet_core: bool = False,
+) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``host:port``, ``ray://...``), or
     start a local instance with a small object store when it is ``None``.
 
@@ -240,8 +268,13 @@ def connect(address: str | None, *, object_store_memory: int = LOCAL_OBJECT_STOR
     # stderr during the call (a failure to connect is an exception, not lost).
     with _core_stderr_dropped() if quiet_core else contextlib.nullcontext():
         if address is None:
-            ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory,
-                     include_dashboard=False, logging_level=level, log_to_driver=False)
+            ray.init(
+                num_cpus=num_cpus,
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+                logging_level=level,
+                log_to_driver=False,
+            )
         else:
             ray.init(address=address, logging_level=level, log_to_driver=False)
     set_levels()
@@ -263,11 +296,15 @@ def _core_stderr_dropped() -> Iterator[None]:
         os.close(saved)
 
 
-def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
-                  model: str | os.PathLike | None = None, *,
-                  on_image: Callable[[dict[str, Any]], None] | None = None,
-                  on_start: Callable[[], None] | None = None,
-                  **options: Any) -> int:
+def predict_files(
+    files: Sequence[InputFile],
+    out: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    *,
+    on_image: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+    **options: Any,
+) -> int:
     """Predict ``files`` on the connected Ray cluster and write the rows to ``out``.
 
     The rows stream back to this process and are written as they come, so ``out``
@@ -298,25 +335,36 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
     for file in files:
         local = "://" not in file.path
         (missing if local and not os.path.exists(file.path) else present).append(file)
-    batches: Iterable[pa.Table] = [rows_table(
-        [ImageResult(file.source, (), "no such file") for file in missing], labels)]
+    batches: Iterable[pa.Table] = [
+        rows_table([ImageResult(file.source, (), "no such file") for file in missing], labels)
+    ]
     if present:
         # Ray reports each path as it was given to it, with a URI's scheme dropped.
         names = {}
         for file in present:
             names[file.path] = file.source
             names[file.path.split("://", 1)[-1]] = file.source
-        actors = (options.pop("concurrency", None)
-                  or _default_actors(options.get("num_cpus", 1)))
+        actors = options.pop("concurrency", None) or _default_actors(options.get("num_cpus", 1))
         # Reads hold no CPU (see READ_CPUS), so Ray would start a worker process per
         # read task; as many reads in flight as actors keeps each actor fed without that.
         most = actors[1] if isinstance(actors, tuple) else actors
-        ds = ray.data.read_binary_files([file.path for file in present], include_paths=True,
-                                        num_cpus=READ_CPUS, concurrency=most)
+        ds = ray.data.read_binary_files(
+            [file.path for file in present],
+            include_paths=True,
+            num_cpus=READ_CPUS,
+            concurrency=most,
+        )
         rows = predict_dataset(ds, model, concurrency=actors, **options)
-        batches = itertools.chain(batches, _first_called(on_start, (
-            _rename_sources(table, names)
-            for table in rows.iter_batches(batch_format="pyarrow", batch_size=None))))
+        batches = itertools.chain(
+            batches,
+            _first_called(
+                on_start,
+                (
+                    _rename_sources(table, names)
+                    for table in rows.iter_batches(batch_format="pyarrow", batch_size=None)
+                ),
+            ),
+        )
     writer = RowFileWriter(out, labels)
     failed = 0
     try:
@@ -334,8 +382,9 @@ def predict_files(files: Sequence[InputFile], out: str | os.PathLike,
     return failed
 
 
-def _first_called(callback: Callable[[], None] | None, tables: Iterable[pa.Table]
-                  ) -> Iterator[pa.Table]:
+def _first_called(
+    callback: Callable[[], None] | None, tables: Iterable[pa.Table]
+) -> Iterator[pa.Table]:
     """``tables``, with ``callback`` called once just before the first is handed on."""
     for index, table in enumerate(tables):
         if index == 0 and callback is not None:

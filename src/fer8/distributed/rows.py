@@ -27,9 +27,17 @@ def row_schema(labels: Sequence[str]) -> pa.Schema:
     """The Arrow schema of :func:`fer8.output.face_rows` for a model's labels."""
     import pyarrow as pa
 
-    types = {"source": pa.string(), "face": pa.int32(), "x": pa.int32(), "y": pa.int32(),
-             "w": pa.int32(), "h": pa.int32(), "label": pa.string(),
-             "confidence": pa.float64(), "error": pa.string()}
+    types = {
+        "source": pa.string(),
+        "face": pa.int32(),
+        "x": pa.int32(),
+        "y": pa.int32(),
+        "w": pa.int32(),
+        "h": pa.int32(),
+        "label": pa.string(),
+        "confidence": pa.float64(),
+        "error": pa.string(),
+    }
     return pa.schema([(name, types.get(name, pa.float64())) for name in row_columns(labels)])
 
 

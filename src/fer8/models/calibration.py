@@ -53,9 +53,12 @@ def apply_temperature(probabilities: ArrayLike, temperature: float) -> NDArray[n
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def negative_log_likelihood(probabilities: ArrayLike, truth: ArrayLike,
-                            temperature: float = 1.0,
-                            weights: ArrayLike | None = None) -> float:
+def negative_log_likelihood(
+    probabilities: ArrayLike,
+    truth: ArrayLike,
+    temperature: float = 1.0,
+    weights: ArrayLike | None = None,
+) -> float:
     """Mean ``-log p[truth]`` after :func:`apply_temperature` (weighted by ``weights``).
 
     Args:
@@ -72,10 +75,14 @@ def negative_log_likelihood(probabilities: ArrayLike, truth: ArrayLike,
     return float(np.average(losses, weights=None if weights is None else np.asarray(weights)))
 
 
-def fit_temperature(probabilities: ArrayLike, truth: ArrayLike, *,
-                    weights: ArrayLike | None = None,
-                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
-                    tolerance: float = 1e-5) -> float:
+def fit_temperature(
+    probabilities: ArrayLike,
+    truth: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+    tolerance: float = 1e-5,
+) -> float:
     """The temperature that minimises :func:`negative_log_likelihood` on labelled rows.
 
     The likelihood is convex in ``1 / T`` (a log-sum-exp of a linear function minus a
@@ -98,8 +105,9 @@ def fit_temperature(probabilities: ArrayLike, truth: ArrayLike, *,
     probabilities = np.asarray(probabilities, np.float64)
     truth = np.asarray(truth, np.int64)
     if probabilities.ndim != 2 or len(probabilities) == 0 or truth.shape != (len(probabilities),):
-        raise ValueError(f"need (N, C) probabilities and N labels, got {probabilities.shape} "
-                         f"and {truth.shape}")
+        raise ValueError(
+            f"need (N, C) probabilities and N labels, got {probabilities.shape} and {truth.shape}"
+        )
     low, high = bounds
     if not 0 < low < high:
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
@@ -146,8 +154,9 @@ class Reliability:
     correct: tuple[int, ...]
 
     @classmethod
-    def from_predictions(cls, confidences: ArrayLike, correct: ArrayLike, *,
-                         bins: int = BINS) -> Reliability:
+    def from_predictions(
+        cls, confidences: ArrayLike, correct: ArrayLike, *, bins: int = BINS
+    ) -> Reliability:
         """Bin faces by ``confidences`` (N,), with ``correct`` (N,) saying which were right."""
         confidences = np.asarray(confidences, np.float64).reshape(-1)
         correct = np.asarray(correct, bool).reshape(-1)
@@ -156,21 +165,25 @@ class Reliability:
         index = np.clip(np.ceil(confidences * bins).astype(np.int64) - 1, 0, bins - 1)
         return cls(
             counts=tuple(int(v) for v in np.bincount(index, minlength=bins)),
-            confidence_sums=tuple(float(v) for v in
-                                  np.bincount(index, confidences, minlength=bins)),
-            correct=tuple(int(v) for v in np.bincount(index, correct, minlength=bins)))
+            confidence_sums=tuple(
+                float(v) for v in np.bincount(index, confidences, minlength=bins)
+            ),
+            correct=tuple(int(v) for v in np.bincount(index, correct, minlength=bins)),
+        )
 
     @classmethod
-    def from_probabilities(cls, probabilities: ArrayLike, truth: ArrayLike, *,
-                           bins: int = BINS) -> Reliability:
+    def from_probabilities(
+        cls, probabilities: ArrayLike, truth: ArrayLike, *, bins: int = BINS
+    ) -> Reliability:
         """Bin rows of (N, C) ``probabilities`` by their largest value; ``truth`` (N,)
         is each row's true class index (-1 or any index out of range: never right)."""
         probabilities = np.asarray(probabilities, np.float64)
         truth = np.asarray(truth, np.int64).reshape(-1)
         if len(truth) == 0:
             return cls.from_predictions([], [], bins=bins)
-        return cls.from_predictions(probabilities.max(axis=1),
-                                    probabilities.argmax(axis=1) == truth, bins=bins)
+        return cls.from_predictions(
+            probabilities.max(axis=1), probabilities.argmax(axis=1) == truth, bins=bins
+        )
 
     @property
     def bins(self) -> int:
@@ -186,8 +199,10 @@ class Reliability:
         (0 for no faces)."""
         if not self.n:
             return 0.0
-        return float(sum(abs(hits - total) for hits, total in
-                         zip(self.correct, self.confidence_sums)) / self.n)
+        return float(
+            sum(abs(hits - total) for hits, total in zip(self.correct, self.confidence_sums))
+            / self.n
+        )
 
     def accuracy(self) -> list[float | None]:
         """Each bin's accuracy (None for an empty bin)."""
@@ -195,24 +210,36 @@ class Reliability:
 
     def confidence(self) -> list[float | None]:
         """Each bin's mean confidence (None for an empty bin)."""
-        return [total / count if count else None
-                for total, count in zip(self.confidence_sums, self.counts)]
+        return [
+            total / count if count else None
+            for total, count in zip(self.confidence_sums, self.counts)
+        ]
 
     def __add__(self, other: Reliability) -> Reliability:
         if self.bins != other.bins:
             raise ValueError(f"cannot add reliabilities of {self.bins} and {other.bins} bins")
-        return Reliability(tuple(a + b for a, b in zip(self.counts, other.counts)),
-                           tuple(a + b for a, b in zip(self.confidence_sums,
-                                                       other.confidence_sums)),
-                           tuple(a + b for a, b in zip(self.correct, other.correct)))
+        return Reliability(
+            tuple(a + b for a, b in zip(self.counts, other.counts)),
+            tuple(a + b for a, b in zip(self.confidence_sums, other.confidence_sums)),
+            tuple(a + b for a, b in zip(self.correct, other.correct)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bins": self.bins, "ece": self.ece, "counts": list(self.counts),
-                "confidence": self.confidence(), "accuracy": self.accuracy()}
+        return {
+            "bins": self.bins,
+            "ece": self.ece,
+            "counts": list(self.counts),
+            "confidence": self.confidence(),
+            "accuracy": self.accuracy(),
+        }
 
 
-def calibration_summary(probabilities: ArrayLike, truth: ArrayLike, temperature: float,
-                        groups: Sequence[str] | None = None) -> dict[str, Any]:
+def calibration_summary(
+    probabilities: ArrayLike,
+    truth: ArrayLike,
+    temperature: float,
+    groups: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """ECE and likelihood before and after ``temperature``, overall and per group: what
     a model file's ``metadata["calibration"]`` records.
 
@@ -227,25 +254,36 @@ def calibration_summary(probabilities: ArrayLike, truth: ArrayLike, temperature:
     calibrated = apply_temperature(probabilities, temperature)
 
     def figures(mask) -> dict[str, Any]:
-        return {"n": int(mask.sum()),
-                "ece_before": Reliability.from_probabilities(probabilities[mask],
-                                                             truth[mask]).ece,
-                "ece_after": Reliability.from_probabilities(calibrated[mask], truth[mask]).ece,
-                "nll_before": negative_log_likelihood(probabilities[mask], truth[mask]),
-                "nll_after": negative_log_likelihood(calibrated[mask], truth[mask])}
+        return {
+            "n": int(mask.sum()),
+            "ece_before": Reliability.from_probabilities(probabilities[mask], truth[mask]).ece,
+            "ece_after": Reliability.from_probabilities(calibrated[mask], truth[mask]).ece,
+            "nll_before": negative_log_likelihood(probabilities[mask], truth[mask]),
+            "nll_after": negative_log_likelihood(calibrated[mask], truth[mask]),
+        }
 
-    summary = {"temperature": float(temperature), "bins": BINS,
-               **figures(np.ones(len(truth), bool))}
+    summary = {
+        "temperature": float(temperature),
+        "bins": BINS,
+        **figures(np.ones(len(truth), bool)),
+    }
     if groups is not None:
         names = np.asarray(groups)
-        summary["per_dataset"] = {str(name): figures(names == name)
-                                  for name in dict.fromkeys(groups)}
+        summary["per_dataset"] = {
+            str(name): figures(names == name) for name in dict.fromkeys(groups)
+        }
     return summary
 
 
-def calibrate_model_file(path: str | os.PathLike, out: str | os.PathLike,
-                         probabilities: ArrayLike, truth: ArrayLike,
-                         groups: Sequence[str], *, fitted_on: str) -> dict[str, Any]:
+def calibrate_model_file(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    probabilities: ArrayLike,
+    truth: ArrayLike,
+    groups: Sequence[str],
+    *,
+    fitted_on: str,
+) -> dict[str, Any]:
     """Fit a temperature on a model's uncalibrated probabilities and write the model
     file again with it (:func:`~fer8.models.modelfile.rewrite_spec`): the network is
     copied unchanged, the spec gains ``temperature`` and ``metadata["calibration"]``
@@ -274,9 +312,14 @@ def calibrate_model_file(path: str | os.PathLike, out: str | os.PathLike,
     sizes = {name: int((names == name).sum()) for name in dict.fromkeys(groups)}
     weights = np.array([1.0 / sizes[name] for name in groups])
     temperature = fit_temperature(probabilities, truth, weights=weights)
-    summary = {**calibration_summary(probabilities, truth, temperature, groups),
-               "fitted_on": fitted_on}
+    summary = {
+        **calibration_summary(probabilities, truth, temperature, groups),
+        "fitted_on": fitted_on,
+    }
     spec = read_spec(path)
-    rewrite_spec(path, replace(spec, temperature=temperature,
-                               metadata={**spec.metadata, "calibration": summary}), out)
+    rewrite_spec(
+        path,
+        replace(spec, temperature=temperature, metadata={**spec.metadata, "calibration": summary}),
+        out,
+    )
     return summary

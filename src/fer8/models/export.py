@@ -62,17 +62,26 @@ def calibrated_graph(graph: bytes, spec: ModelSpec) -> bytes:
     raw = f"{OUTPUT_NAME}_uncalibrated"
     for node in model.graph.node:
         node.output[:] = [raw if name == OUTPUT_NAME else name for name in node.output]
-    model.graph.initializer.extend([
-        numpy_helper.from_array(np.array(SMALLEST_PROBABILITY, np.float32),
-                                "calibration_tiny"),
-        numpy_helper.from_array(np.array(1.0 / spec.temperature, np.float32),
-                                "calibration_inverse_temperature")])
-    model.graph.node.extend([
-        helper.make_node("Max", [raw, "calibration_tiny"], ["calibration_floored"]),
-        helper.make_node("Log", ["calibration_floored"], ["calibration_log"]),
-        helper.make_node("Mul", ["calibration_log", "calibration_inverse_temperature"],
-                         ["calibration_logits"]),
-        helper.make_node("Softmax", ["calibration_logits"], [OUTPUT_NAME], axis=-1)])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(SMALLEST_PROBABILITY, np.float32), "calibration_tiny"),
+            numpy_helper.from_array(
+                np.array(1.0 / spec.temperature, np.float32), "calibration_inverse_temperature"
+            ),
+        ]
+    )
+    model.graph.node.extend(
+        [
+            helper.make_node("Max", [raw, "calibration_tiny"], ["calibration_floored"]),
+            helper.make_node("Log", ["calibration_floored"], ["calibration_log"]),
+            helper.make_node(
+                "Mul",
+                ["calibration_log", "calibration_inverse_temperature"],
+                ["calibration_logits"],
+            ),
+            helper.make_node("Softmax", ["calibration_logits"], [OUTPUT_NAME], axis=-1),
+        ]
+    )
     props = {prop.key: prop.value for prop in model.metadata_props}
     props.update(onnx_metadata(spec), **{"fer8.temperature": repr(spec.temperature)})
     helper.set_model_props(model, props)

@@ -25,8 +25,7 @@ class LegacyReader(Protocol):
         """The file's spec and its network as a serialized ONNX graph."""
         ...
 
-    def rewrite(self, path: str | os.PathLike, out: str | os.PathLike, *,
-                compact: bool) -> Path:
+    def rewrite(self, path: str | os.PathLike, out: str | os.PathLike, *, compact: bool) -> Path:
         """Write the file again in the current format, at ``out``."""
         ...
 

@@ -136,9 +136,14 @@ class ExpressionModel:
         ValueError: The network's input or output does not fit ``spec``.
     """
 
-    def __init__(self, network: Callable[[NDArray[np.float32]], NDArray[np.float32]],
-                 spec: ModelSpec, *, runtime: str = "onnxruntime",
-                 source: Path | None = None):
+    def __init__(
+        self,
+        network: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+        spec: ModelSpec,
+        *,
+        runtime: str = "onnxruntime",
+        source: Path | None = None,
+    ):
         self.spec = spec
         self.runtime = runtime
         #: The model file it was loaded from (None: built in memory), which explanations
@@ -151,8 +156,10 @@ class ExpressionModel:
             raise ValueError(f"network input {shape} does not match input_size {size}")
         probe = self(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
         if probe.shape != (1, len(spec.labels)):
-            raise ValueError(f"network gives {probe.shape[-1]} outputs for an input of "
-                             f"{spec.input_size} px, but the spec has {len(spec.labels)} labels")
+            raise ValueError(
+                f"network gives {probe.shape[-1]} outputs for an input of "
+                f"{spec.input_size} px, but the spec has {len(spec.labels)} labels"
+            )
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -172,11 +179,13 @@ class ExpressionModel:
     def with_temperature(self, temperature: float) -> ExpressionModel:
         """The same network with another temperature (1: its uncalibrated
         probabilities, which calibration is fitted on)."""
-        return ExpressionModel(self._run, replace(self.spec, temperature=float(temperature)),
-                               runtime=self.runtime)
+        return ExpressionModel(
+            self._run, replace(self.spec, temperature=float(temperature)), runtime=self.runtime
+        )
 
-    def features(self, batch: NDArray[np.float32]
-                 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    def features(
+        self, batch: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Probabilities (N, C) and the last feature map (N, K, h, w), the input of the
         global average pooling before the classifier, from one forward pass.
 
@@ -192,7 +201,8 @@ class ExpressionModel:
             raise ExplanationError(
                 f"{self.spec.name}: the network gives no feature map to explain its "
                 f"predictions with (runtime {self.runtime}); explanations need a model "
-                "file whose head is global average pooling followed by dense layers")
+                "file whose head is global average pooling followed by dense layers"
+            )
         probabilities, features = found
         probabilities = np.asarray(probabilities, np.float32)
         if self.spec.temperature != 1.0:  # the same probabilities as __call__ gives
@@ -202,9 +212,11 @@ class ExpressionModel:
         return probabilities, np.asarray(features, np.float32)
 
     def __repr__(self) -> str:
-        return (f"ExpressionModel(name={self.spec.name!r}, backbone={self.spec.backbone!r}, "
-                f"labels={list(self.labels)}, input_size={self.spec.input_size}, "
-                f"runtime={self.runtime!r})")
+        return (
+            f"ExpressionModel(name={self.spec.name!r}, backbone={self.spec.backbone!r}, "
+            f"labels={list(self.labels)}, input_size={self.spec.input_size}, "
+            f"runtime={self.runtime!r})"
+        )
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
@@ -274,10 +286,15 @@ def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
         raise ModelFormatError(
             f"{path}: written by an older fer8 (Keras weights, no {ONNX_MEMBER}); install "
             "the train extra (pip install 'fer8[train]') to read it, and convert it once "
-            "with: fer8 export --model OLD.fer8 --format fer8 --out NEW.fer8") from None
-    logger.warning("%s has no ONNX graph (an older fer8 wrote it); building one through "
-                   "Keras. Convert it once to load faster: fer8 export --model %s "
-                   "--format fer8 --out NEW.fer8", path, path)
+            "with: fer8 export --model OLD.fer8 --format fer8 --out NEW.fer8"
+        ) from None
+    logger.warning(
+        "%s has no ONNX graph (an older fer8 wrote it); building one through "
+        "Keras. Convert it once to load faster: fer8 export --model %s "
+        "--format fer8 --out NEW.fer8",
+        path,
+        path,
+    )
     return reader.read_graph(path)
 
 
@@ -293,8 +310,9 @@ def read_model_file(path: str | os.PathLike, *, threads: int = 0) -> ExpressionM
     path = Path(path)
     spec = read_spec(path)
     # Older files (no fingerprint) have their graph built through Keras, and not cached.
-    network = OnnxNetwork.cached(lambda: read_graph(path), _fingerprint(path),
-                                 threads=threads, source=str(path))
+    network = OnnxNetwork.cached(
+        lambda: read_graph(path), _fingerprint(path), threads=threads, source=str(path)
+    )
     try:
         return ExpressionModel(network, spec, source=path)
     except ValueError as exc:
@@ -327,8 +345,9 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
     }
 
 
-def write_model_file(path: str | os.PathLike, spec: ModelSpec, network_json: str,
-                     graph: bytes) -> Path:
+def write_model_file(
+    path: str | os.PathLike, spec: ModelSpec, network_json: str, graph: bytes
+) -> Path:
     """Write a ``.fer8`` file from its parts (to a temporary name first, so an
     interrupted save never leaves a truncated model behind). The same parts always make
     the same bytes (the members carry a fixed date), so repacking a run reproduces its
@@ -352,13 +371,20 @@ def rewrite_spec(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLik
     """
     path = Path(path)
     read_spec(path)  # a clear error for anything that is not a model file
-    with zipfile.ZipFile(path) as source, replaced_atomically(out) as partial, \
-            zipfile.ZipFile(partial, "w") as archive:
+    with (
+        zipfile.ZipFile(path) as source,
+        replaced_atomically(out) as partial,
+        zipfile.ZipFile(partial, "w") as archive,
+    ):
         _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
         for info in source.infolist():
             if info.filename != SPEC_MEMBER:
-                _write_member(archive, info.filename, source.read(info),
-                              stored=info.compress_type == zipfile.ZIP_STORED)
+                _write_member(
+                    archive,
+                    info.filename,
+                    source.read(info),
+                    stored=info.compress_type == zipfile.ZIP_STORED,
+                )
     return Path(out)
 
 
@@ -376,8 +402,9 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-def _write_member(archive: zipfile.ZipFile, name: str, data: bytes, *,
-                  stored: bool = False) -> None:
+def _write_member(
+    archive: zipfile.ZipFile, name: str, data: bytes, *, stored: bool = False
+) -> None:
     """Add ``data`` as ``name`` with a fixed date (zip's earliest), so that the same
     content always makes the same archive bytes."""
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))

@@ -61,14 +61,18 @@ def weight_names(layer: Mapping[str, Any]) -> tuple[str, ...]:
     if "bias" in names and not config.get("use_bias", True):
         names = tuple(n for n in names if n != "bias")
     if layer["class_name"] == "BatchNormalization":
-        names = tuple(n for n in names
-                      if (n != "gamma" or config.get("scale", True))
-                      and (n != "beta" or config.get("center", True)))
+        names = tuple(
+            n
+            for n in names
+            if (n != "gamma" or config.get("scale", True))
+            and (n != "beta" or config.get("center", True))
+        )
     return names
 
 
-def split_weights(config: Mapping[str, Any],
-                  weights: Sequence[NDArray]) -> dict[str, dict[str, NDArray]]:
+def split_weights(
+    config: Mapping[str, Any], weights: Sequence[NDArray]
+) -> dict[str, dict[str, NDArray]]:
     """Assign a flat weight list (``keras_model.get_weights()`` order) to its layers.
 
     Raises:
@@ -81,16 +85,21 @@ def split_weights(config: Mapping[str, Any],
         names = weight_names(layer)
         if index + len(names) > len(weights):
             raise ModelFormatError(f"too few weight arrays for layer {layer['name']!r}")
-        by_layer[layer["name"]] = dict(zip(names, weights[index:index + len(names)]))
+        by_layer[layer["name"]] = dict(zip(names, weights[index : index + len(names)]))
         index += len(names)
     if index != len(weights):
         raise ModelFormatError(f"{len(weights)} weight arrays for a network that has {index}")
     return by_layer
 
 
-def build_graph(config: Mapping[str, Any], weights: Mapping[str, Mapping[str, NDArray]], *,
-                name: str = "fer8", half: bool = False,
-                metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
+def build_graph(
+    config: Mapping[str, Any],
+    weights: Mapping[str, Mapping[str, NDArray]],
+    *,
+    name: str = "fer8",
+    half: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> onnx.ModelProto:
     """The ONNX model computing the same function as the Keras network in inference mode.
 
     Args:
@@ -123,26 +132,33 @@ def build_graph(config: Mapping[str, Any], weights: Mapping[str, Mapping[str, ND
         graph.add_layer(layer)
     output = graph.to_matrix(graph.tensor(_history(outputs[0])))
     graph.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME]))
-    graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
-                                                   ["batch", None])]
+    graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", None])]
     try:
         head = classifier_head(config)
     except ExplanationError:
         head = None  # a network that cannot be explained has no feature-map output
     if head is not None:
-        graph.nodes.append(helper.make_node("Identity", [graph.tensor(head.features)],
-                                            [FEATURES_NAME]))
-        graph_outputs.append(helper.make_tensor_value_info(
-            FEATURES_NAME, TensorProto.FLOAT, ["batch", None, None, None]))
+        graph.nodes.append(
+            helper.make_node("Identity", [graph.tensor(head.features)], [FEATURES_NAME])
+        )
+        graph_outputs.append(
+            helper.make_tensor_value_info(
+                FEATURES_NAME, TensorProto.FLOAT, ["batch", None, None, None]
+            )
+        )
 
     size = graph.input_shape
     model = helper.make_model(
         helper.make_graph(
-            graph.nodes, name,
+            graph.nodes,
+            name,
             [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *size])],
             graph_outputs,
-            initializer=graph.initializers),
-        opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fer8")
+            initializer=graph.initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="fer8",
+    )
     model.ir_version = 8  # what ONNX Runtime 1.16+ reads, whatever onnx version built it
     helper.set_model_props(model, dict(metadata or {}))
     return model
@@ -203,8 +219,9 @@ class _Graph:
         input or output (``input``, ``probabilities``) gets ``/layer`` added."""
         from onnx import helper
 
-        outputs = [f"{name}/layer" if name in (INPUT_NAME, OUTPUT_NAME) else name
-                   for name in outputs]
+        outputs = [
+            f"{name}/layer" if name in (INPUT_NAME, OUTPUT_NAME) else name for name in outputs
+        ]
         self.nodes.append(helper.make_node(op, inputs, outputs, **attributes))
         return outputs[0]
 
@@ -270,14 +287,14 @@ class _Graph:
         scale = np.asarray(config["scale"], np.float32).reshape(1, -1, 1, 1)
         offset = np.asarray(config["offset"], np.float32).reshape(1, -1, 1, 1)
         x = self.node("Mul", [x, self.constant(f"{name}/scale", scale)], [f"{name}/mul"])
-        return self._spatial(
-            self.node("Add", [x, self.constant(f"{name}/offset", offset)], [name]))
+        return self._spatial(self.node("Add", [x, self.constant(f"{name}/offset", offset)], [name]))
 
     def _ZeroPadding2D(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         (top, bottom), (left, right) = config["padding"]
         pads = np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)
         return self._spatial(
-            self.node("Pad", [inputs[0], self.constant(f"{name}/pads", pads)], [name]))
+            self.node("Pad", [inputs[0], self.constant(f"{name}/pads", pads)], [name])
+        )
 
     def _Conv2D(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         _channels_last(name, config)
@@ -285,26 +302,32 @@ class _Graph:
         args = [inputs[0], self.constant(f"{name}/kernel", kernel)]
         if config.get("use_bias", True):
             args.append(self.constant(f"{name}/bias", self._weight(name, "bias")))
-        out = self.node("Conv", args, [name], group=int(config.get("groups", 1)),
-                        strides=list(config["strides"]),
-                        dilations=list(config["dilation_rate"]),
-                        kernel_shape=list(config["kernel_size"]),
-                        **_padding(name, config["padding"]))
+        out = self.node(
+            "Conv",
+            args,
+            [name],
+            group=int(config.get("groups", 1)),
+            strides=list(config["strides"]),
+            dilations=list(config["dilation_rate"]),
+            kernel_shape=list(config["kernel_size"]),
+            **_padding(name, config["padding"]),
+        )
         return self._activation(name, config["activation"], self._spatial(out))
 
-    def _BatchNormalization(self, name: str, config: Mapping[str, Any],
-                            inputs: list[str]) -> str:
+    def _BatchNormalization(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         axis = config["axis"]
         if axis not in (-1, 3, [-1], [3]):
             raise ModelFormatError(f"layer {name!r}: BatchNormalization over axis {axis}")
         variance = self._weight(name, "moving_variance")
         ones, zeros = np.ones_like(variance), np.zeros_like(variance)
         stored = self.weights[name]
-        args = [inputs[0],
-                self.constant(f"{name}/gamma", np.asarray(stored.get("gamma", ones), np.float32)),
-                self.constant(f"{name}/beta", np.asarray(stored.get("beta", zeros), np.float32)),
-                self.constant(f"{name}/moving_mean", self._weight(name, "moving_mean")),
-                self.constant(f"{name}/moving_variance", variance)]
+        args = [
+            inputs[0],
+            self.constant(f"{name}/gamma", np.asarray(stored.get("gamma", ones), np.float32)),
+            self.constant(f"{name}/beta", np.asarray(stored.get("beta", zeros), np.float32)),
+            self.constant(f"{name}/moving_mean", self._weight(name, "moving_mean")),
+            self.constant(f"{name}/moving_variance", variance),
+        ]
         out = self.node("BatchNormalization", args, [name], epsilon=float(config["epsilon"]))
         return out if inputs[0] not in self.spatial else self._spatial(out)
 
@@ -312,23 +335,28 @@ class _Graph:
         return self._activation(name, config["activation"], inputs[0])
 
     def _ReLU(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
-        if config.get("max_value") is not None or config.get("negative_slope", 0) \
-                or config.get("threshold", 0):
+        if (
+            config.get("max_value") is not None
+            or config.get("negative_slope", 0)
+            or config.get("threshold", 0)
+        ):
             raise ModelFormatError(f"layer {name!r}: only a plain ReLU is supported")
         return self._activation(name, "relu", inputs[0])
 
     def _Add(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         total = inputs[0]
         for i, other in enumerate(inputs[1:]):
-            total = self.node("Add", [total, other], [f"{name}/{i}" if i < len(inputs) - 2
-                                                      else name])
+            total = self.node(
+                "Add", [total, other], [f"{name}/{i}" if i < len(inputs) - 2 else name]
+            )
         return total if inputs[0] not in self.spatial else self._spatial(total)
 
     def _Concatenate(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         axis = config.get("axis", -1)
         if any(tensor not in self.spatial for tensor in inputs) or axis not in (-1, 3):
-            raise ModelFormatError(f"layer {name!r}: only feature maps joined on their "
-                                   "channels are supported")
+            raise ModelFormatError(
+                f"layer {name!r}: only feature maps joined on their channels are supported"
+            )
         return self._spatial(self.node("Concat", inputs, [name], axis=1))
 
     def _ScaleSum(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
@@ -342,20 +370,26 @@ class _Graph:
     def _pool(self, op: str, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         _channels_last(name, config)
         strides = config.get("strides") or config["pool_size"]
-        return self._spatial(self.node(op, [inputs[0]], [name],
-                                       kernel_shape=list(config["pool_size"]),
-                                       strides=list(strides),
-                                       **_padding(name, config["padding"])))
+        return self._spatial(
+            self.node(
+                op,
+                [inputs[0]],
+                [name],
+                kernel_shape=list(config["pool_size"]),
+                strides=list(strides),
+                **_padding(name, config["padding"]),
+            )
+        )
 
     def _MaxPooling2D(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         return self._pool("MaxPool", name, config, inputs)
 
-    def _AveragePooling2D(self, name: str, config: Mapping[str, Any],
-                          inputs: list[str]) -> str:
+    def _AveragePooling2D(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         return self._pool("AveragePool", name, config, inputs)
 
-    def _GlobalAveragePooling2D(self, name: str, config: Mapping[str, Any],
-                                inputs: list[str]) -> str:
+    def _GlobalAveragePooling2D(
+        self, name: str, config: Mapping[str, Any], inputs: list[str]
+    ) -> str:
         _channels_last(name, config)
         if config.get("keepdims"):
             raise ModelFormatError(f"layer {name!r}: keepdims is not supported")
@@ -370,19 +404,24 @@ class _Graph:
 
     def _Dense(self, name: str, config: Mapping[str, Any], inputs: list[str]) -> str:
         x = self.to_matrix(inputs[0])
-        out = self.node("MatMul", [x, self.constant(f"{name}/kernel",
-                                                    self._weight(name, "kernel"))],
-                        [f"{name}/matmul" if config.get("use_bias", True) else name])
+        out = self.node(
+            "MatMul",
+            [x, self.constant(f"{name}/kernel", self._weight(name, "kernel"))],
+            [f"{name}/matmul" if config.get("use_bias", True) else name],
+        )
         if config.get("use_bias", True):
-            out = self.node("Add", [out, self.constant(f"{name}/bias",
-                                                       self._weight(name, "bias"))], [name])
+            out = self.node(
+                "Add", [out, self.constant(f"{name}/bias", self._weight(name, "bias"))], [name]
+            )
         return self._activation(name, config["activation"], out)
 
 
 def _check_supported(layer: Mapping[str, Any]) -> None:
     if not hasattr(_Graph, f"_{layer['class_name']}"):
-        raise ModelFormatError(f"layer {layer['name']!r} is a {layer['class_name']}, which "
-                               "fer8 cannot run without Keras")
+        raise ModelFormatError(
+            f"layer {layer['name']!r} is a {layer['class_name']}, which "
+            "fer8 cannot run without Keras"
+        )
 
 
 def _channels_last(name: str, config: Mapping[str, Any]) -> None:
@@ -468,26 +507,34 @@ def classifier_head(config: Mapping[str, Any]) -> ClassifierHead:
         if layer is None:
             raise ExplanationError(f"the network's config has no layer {name!r}")
         kind, settings = layer["class_name"], layer["config"]
-        inbound = _inputs(layer["inbound_nodes"][0]["args"]) if layer.get("inbound_nodes") \
-            else []
+        inbound = _inputs(layer["inbound_nodes"][0]["args"]) if layer.get("inbound_nodes") else []
         if kind == "GlobalAveragePooling2D" and not settings.get("keepdims") and layers:
             if not any(item["class_name"] == "Dense" for item in layers):
                 break  # no dense layer: refused below
             return ClassifierHead(name, inbound[0], tuple(reversed(layers)))
         activation = settings.get("activation", "linear")
         final = not layers  # the output layer itself may end in a softmax
-        if kind not in _HEAD_LAYERS or len(inbound) != 1 or \
-                activation not in (("linear", "softmax") if final else ("linear",)):
-            what = kind if activation in ("linear", None) or kind not in _HEAD_LAYERS \
+        if (
+            kind not in _HEAD_LAYERS
+            or len(inbound) != 1
+            or activation not in (("linear", "softmax") if final else ("linear",))
+        ):
+            what = (
+                kind
+                if activation in ("linear", None) or kind not in _HEAD_LAYERS
                 else f"{kind} with {activation}"
+            )
             raise ExplanationError(
                 f"layer {name!r} ({what}) lies between the network's last feature map and "
                 "its output; class activation maps are exact only for global average "
-                "pooling followed by dense layers")
+                "pooling followed by dense layers"
+            )
         layers.append(layer)
         name = inbound[0].rsplit(":", 1)[0]
-    raise ExplanationError("the network has no dense layer after its global average "
-                           "pooling; class activation maps need one")
+    raise ExplanationError(
+        "the network has no dense layer after its global average "
+        "pooling; class activation maps need one"
+    )
 
 
 def add_feature_output(data: bytes, config: Mapping[str, Any]) -> bytes:
@@ -511,12 +558,14 @@ def add_feature_output(data: bytes, config: Mapping[str, Any]) -> bytes:
         # Not a graph fer8 built: it still predicts; explaining it says it cannot.
         logger.debug("no pooling node for layer %r: no feature-map output", head.pool)
         return data
-    return with_nodes_and_outputs(data, [Node("Identity", (pool.inputs[0],), (FEATURES_NAME,))],
-                                  [FEATURES_NAME])
+    return with_nodes_and_outputs(
+        data, [Node("Identity", (pool.inputs[0],), (FEATURES_NAME,))], [FEATURES_NAME]
+    )
 
 
-def head_weights(data: bytes, config: Mapping[str, Any]
-                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def head_weights(
+    data: bytes, config: Mapping[str, Any]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The head after the pooling as one affine map: ``logits = pooled @ W + b``.
 
     Args:
@@ -543,14 +592,13 @@ def head_weights(data: bytes, config: Mapping[str, Any]
         kind, name, settings = layer["class_name"], layer["name"], layer["config"]
         if kind == "Dense":
             scale = weight(name, "kernel")
-            shift = weight(name, "bias") if settings.get("use_bias", True) \
-                else np.zeros(scale.shape[1])
+            shift = (
+                weight(name, "bias") if settings.get("use_bias", True) else np.zeros(scale.shape[1])
+            )
         elif kind == "BatchNormalization":
             variance = weight(name, "moving_variance")
-            gamma = weight(name, "gamma") if settings.get("scale", True) \
-                else np.ones_like(variance)
-            beta = weight(name, "beta") if settings.get("center", True) \
-                else np.zeros_like(variance)
+            gamma = weight(name, "gamma") if settings.get("scale", True) else np.ones_like(variance)
+            beta = weight(name, "beta") if settings.get("center", True) else np.zeros_like(variance)
             factor = gamma / np.sqrt(variance + float(settings["epsilon"]))
             scale = np.diag(factor)
             shift = beta - weight(name, "moving_mean") * factor

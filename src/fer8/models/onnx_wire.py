@@ -83,9 +83,9 @@ class GraphIndex:
                 if dtype is None:
                     raise ModelFormatError(f"weight {name!r} has ONNX data type {value}")
             elif number == _TENSOR_RAW:
-                raw = self.data[value[0]:value[1]]
+                raw = self.data[value[0] : value[1]]
             elif number == _TENSOR_FLOAT_DATA and wire == _BYTES:
-                floats = np.frombuffer(self.data[value[0]:value[1]], "<f4")
+                floats = np.frombuffer(self.data[value[0] : value[1]], "<f4")
         if dtype is not None and raw is not None:
             array = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"))
         elif dtype is not None and floats is not None:
@@ -124,8 +124,9 @@ def with_nodes_and_outputs(data: bytes, nodes: list[Node], outputs: list[str]) -
         graph += _message(_GRAPH_NODE, body)
     for name in outputs:
         tensor_type = _message(_TYPE_TENSOR, _key(_TENSOR_TYPE_ELEM, _VARINT) + _varint(FLOAT))
-        graph += _message(_GRAPH_OUTPUT, _string(_VALUE_NAME, name)
-                          + _message(_VALUE_TYPE, tensor_type))
+        graph += _message(
+            _GRAPH_OUTPUT, _string(_VALUE_NAME, name) + _message(_VALUE_TYPE, tensor_type)
+        )
     return data + _message(_MODEL_GRAPH, graph)
 
 
@@ -139,16 +140,28 @@ def _index_graph(index: GraphIndex, start: int, end: int) -> None:
             for inner, inner_wire, inner_value in _fields(data, *value):
                 if inner in parts and inner_wire == _BYTES:
                     parts[inner].append(_text(data, inner_value))
-            index.nodes.append(Node("".join(parts[_NODE_OP_TYPE]), tuple(parts[_NODE_INPUT]),
-                                    tuple(parts[_NODE_OUTPUT])))
+            index.nodes.append(
+                Node(
+                    "".join(parts[_NODE_OP_TYPE]),
+                    tuple(parts[_NODE_INPUT]),
+                    tuple(parts[_NODE_OUTPUT]),
+                )
+            )
         elif number == _GRAPH_OUTPUT:
-            index.outputs.extend(_text(data, inner_value)
-                                 for inner, inner_wire, inner_value in _fields(data, *value)
-                                 if inner == _VALUE_NAME and inner_wire == _BYTES)
+            index.outputs.extend(
+                _text(data, inner_value)
+                for inner, inner_wire, inner_value in _fields(data, *value)
+                if inner == _VALUE_NAME and inner_wire == _BYTES
+            )
         elif number == _GRAPH_INITIALIZER:
-            name = next((_text(data, inner_value)
-                         for inner, inner_wire, inner_value in _fields(data, *value)
-                         if inner == _TENSOR_NAME and inner_wire == _BYTES), None)
+            name = next(
+                (
+                    _text(data, inner_value)
+                    for inner, inner_wire, inner_value in _fields(data, *value)
+                    if inner == _TENSOR_NAME and inner_wire == _BYTES
+                ),
+                None,
+            )
             if name is not None:
                 index.initializers[name] = value
 
@@ -168,9 +181,9 @@ def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]
             value = (position, position + length)
             position += length
         elif wire == _FIXED64:
-            value, position = data[position:position + 8], position + 8
+            value, position = data[position : position + 8], position + 8
         elif wire == _FIXED32:
-            value, position = data[position:position + 4], position + 4
+            value, position = data[position : position + 4], position + 4
         else:
             raise ValueError(f"wire type {wire} at byte {position}")
         if position > end:

@@ -70,8 +70,12 @@ class Preprocessing:
         return np.ascontiguousarray(x, np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"channel_order": self.channel_order, "mean": list(self.mean),
-                "std": list(self.std), "grayscale": self.grayscale}
+        data = {
+            "channel_order": self.channel_order,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "grayscale": self.grayscale,
+        }
         # Written only when set, so a model file without them keeps its bytes (and SHA-256).
         if self.standardize:
             data["standardize"] = True

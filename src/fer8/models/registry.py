@@ -55,7 +55,7 @@ MODELS: dict[str, RegisteredModel] = {
         sha256="5cf60c82e47492d3ee4184ac9bc8fb34c3376356939a90a722cc9e4166bd7a92",
         bundled="default.fer8",
         description="ResNet50 trained by fer8 train on FER+, ExpW and SFEW; 7 classes, "
-                    "no worry; non-commercial research use (see MODEL_CARD.md)",
+        "no worry; non-commercial research use (see MODEL_CARD.md)",
     ),
 }
 
@@ -103,7 +103,9 @@ def resolve_model(
             "pass --model with a .fer8 model file (model=... in Python)"
         )
     known = ", ".join(sorted(registry)) or "none"
-    raise ModelNotFoundError(f"{name}: no such model file, and not a model name (known names: {known})")
+    raise ModelNotFoundError(
+        f"{name}: no such model file, and not a model name (known names: {known})"
+    )
 
 
 def load_model(
@@ -168,7 +170,9 @@ def _fetch(entry: RegisteredModel, cache: Path) -> Path:
     if entry.bundled:
         path = Path(str(resources.files("fer8") / "models" / entry.bundled))
         if not path.is_file():
-            raise ModelNotFoundError(f"bundled model {entry.name} ({path}) is missing from the package")
+            raise ModelNotFoundError(
+                f"bundled model {entry.name} ({path}) is missing from the package"
+            )
         _verify(path, entry.sha256, f"bundled model {entry.name!r}")
         return path
     if entry.url is None:
@@ -185,4 +189,3 @@ def _verify(path: Path, sha256: str, what: str) -> None:
     actual = sha256_file(path)
     if actual != sha256.lower():
         raise ChecksumMismatchError(f"{what} at {path} has SHA-256 {actual}, expected {sha256}")
-

@@ -54,16 +54,25 @@ class OnnxNetwork:
         ModelFormatError: ONNX Runtime cannot load the graph.
     """
 
-    def __init__(self, graph: bytes | str, *, threads: int = 0, source: str = "model",
-                 optimize: bool = True, save_optimized: Path | None = None):
+    def __init__(
+        self,
+        graph: bytes | str,
+        *,
+        threads: int = 0,
+        source: str = "model",
+        optimize: bool = True,
+        save_optimized: Path | None = None,
+    ):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; no start-up notices on stderr
         options.intra_op_num_threads = threads
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                                            if optimize
-                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if optimize
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
         # Idle threads sleep instead of spinning: fer8 shares the cores with its own
         # detection threads (and often with other work), where spinning threads took
         # 20-40% longer per batch (scripts/bench_predict.py).
@@ -78,8 +87,9 @@ class OnnxNetwork:
             if partial is not None:
                 partial.unlink(missing_ok=True)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelFormatError(f"{source}: ONNX Runtime cannot load the network "
-                                   f"({reason})") from None
+            raise ModelFormatError(
+                f"{source}: ONNX Runtime cannot load the network ({reason})"
+            ) from None
         if partial is not None and save_optimized is not None:
             _publish(partial, save_optimized)
         (self._input,) = self._session.get_inputs()
@@ -88,8 +98,14 @@ class OnnxNetwork:
         logger.debug("%s on ONNX Runtime %s (%s)", source, ort.__version__, self.provider)
 
     @classmethod
-    def cached(cls, read_graph: Callable[[], bytes], fingerprint: str | None, *,
-               threads: int = 0, source: str = "model") -> OnnxNetwork:
+    def cached(
+        cls,
+        read_graph: Callable[[], bytes],
+        fingerprint: str | None,
+        *,
+        threads: int = 0,
+        source: str = "model",
+    ) -> OnnxNetwork:
         """Load a network through the optimised-graph cache (see the module's docstring).
 
         Args:
@@ -124,8 +140,9 @@ class OnnxNetwork:
         (probabilities,) = self._session.run(self.outputs[:1], {self._input.name: batch})
         return probabilities
 
-    def features(self, batch: NDArray[np.float32]
-                 ) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+    def features(
+        self, batch: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
         """Probabilities and the last feature map (N, K, h, w) from one forward pass,
         or None when the graph has no ``features`` output."""
         from fer8.models.onnx_graph import FEATURES_NAME
@@ -133,8 +150,9 @@ class OnnxNetwork:
         if FEATURES_NAME not in self.outputs:
             return None
         batch = np.ascontiguousarray(batch, np.float32)
-        probabilities, features = self._session.run([self.outputs[0], FEATURES_NAME],
-                                                    {self._input.name: batch})
+        probabilities, features = self._session.run(
+            [self.outputs[0], FEATURES_NAME], {self._input.name: batch}
+        )
         return probabilities, features
 
 
@@ -166,8 +184,7 @@ def _cpu_signature() -> str:
     choice and weight layout depend on."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))),
-                         "")
+            flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
     except OSError:
         flags = ""
     return f"{platform.machine()}|{platform.processor()}|{flags.strip()}"

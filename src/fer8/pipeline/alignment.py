@@ -146,13 +146,20 @@ def _warp(image: NDArray[np.uint8], matrix: NDArray[np.float64], size: int) -> N
     if step > 1:
         part_height, part_width = image.shape[:2]
         if round(part_width / step) >= 1 and round(part_height / step) >= 1:
-            image = cv2.resize(image, None, fx=1.0 / step, fy=1.0 / step,
-                               interpolation=cv2.INTER_AREA)
+            image = cv2.resize(
+                image, None, fx=1.0 / step, fy=1.0 / step, interpolation=cv2.INTER_AREA
+            )
             matrix[:, :2] *= step
         else:  # a strip (a 65535 x 30 picture) would shrink to nothing on one side
             shrunk = (max(1, round(part_width / step)), max(1, round(part_height / step)))
             image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
             matrix[:, 0] *= part_width / shrunk[0]
             matrix[:, 1] *= part_height / shrunk[1]
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(
+        image,
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )

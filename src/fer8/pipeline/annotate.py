@@ -23,14 +23,14 @@ _MIN_CANVAS = 320
 #: with any common colour-vision deficiency, plus a dark grey; hues spaced evenly around
 #: the colour wheel put fearful and happy in two near-identical greens.
 _COLORS = {
-    "angry": (213, 94, 0),        # vermillion
-    "disgusted": (0, 158, 115),   # bluish green
-    "fearful": (204, 121, 167),   # reddish purple
-    "happy": (230, 159, 0),       # orange
-    "neutral": (90, 90, 90),      # dark grey
-    "sad": (0, 114, 178),         # blue
+    "angry": (213, 94, 0),  # vermillion
+    "disgusted": (0, 158, 115),  # bluish green
+    "fearful": (204, 121, 167),  # reddish purple
+    "happy": (230, 159, 0),  # orange
+    "neutral": (90, 90, 90),  # dark grey
+    "sad": (0, 114, 178),  # blue
     "surprised": (86, 180, 233),  # sky blue
-    "worry": (240, 228, 66),      # yellow
+    "worry": (240, 228, 66),  # yellow
 }
 
 
@@ -43,8 +43,9 @@ def label_color(label: str) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def annotate(image: NDArray[np.uint8], result: ImageResult, *,
-             landmarks: bool = False) -> NDArray[np.uint8]:
+def annotate(
+    image: NDArray[np.uint8], result: ImageResult, *, landmarks: bool = False
+) -> NDArray[np.uint8]:
     """Return a copy of ``image`` (RGB) with every face's box, label and confidence drawn.
 
     Line width and text size follow the image size, so labels stay legible on a
@@ -54,8 +55,11 @@ def annotate(image: NDArray[np.uint8], result: ImageResult, *,
     import cv2
 
     zoom = max(1.0, _MIN_CANVAS / min(image.shape[:2]))
-    canvas = image.copy() if zoom == 1.0 else cv2.resize(
-        image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    canvas = (
+        image.copy()
+        if zoom == 1.0
+        else cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    )
     height, width = canvas.shape[:2]
     unit = max(height, width) / 1000.0
     thickness = max(2, int(round(3 * unit)))
@@ -68,8 +72,9 @@ def annotate(image: NDArray[np.uint8], result: ImageResult, *,
         if landmarks and face.aligned and face.landmarks is not None:
             radius = max(1, int(round(w / 120)))
             for px, py in np.asarray(face.landmarks, np.float64) * zoom:
-                cv2.circle(canvas, (int(round(px)), int(round(py))), radius, color,
-                           cv2.FILLED, cv2.LINE_AA)
+                cv2.circle(
+                    canvas, (int(round(px)), int(round(py))), radius, color, cv2.FILLED, cv2.LINE_AA
+                )
         text = f"{display_name(face.label)} {percent(face.confidence)}"
         track = getattr(face, "track", None)  # a video's faces carry their track id
         if track is not None:
@@ -80,19 +85,41 @@ def annotate(image: NDArray[np.uint8], result: ImageResult, *,
         if top < 0:  # no room above the box: put the label inside its top edge
             top = y
         left = min(max(0, x - thickness // 2), max(0, width - tw - 2 * pad))
-        cv2.rectangle(canvas, (left, top), (left + tw + 2 * pad, top + th + baseline + 2 * pad),
-                      color, cv2.FILLED)
-        cv2.putText(canvas, text, (left + pad, top + pad + th), font, font_scale,
-                    _text_color(color), text_thickness, cv2.LINE_AA)
+        cv2.rectangle(
+            canvas,
+            (left, top),
+            (left + tw + 2 * pad, top + th + baseline + 2 * pad),
+            color,
+            cv2.FILLED,
+        )
+        cv2.putText(
+            canvas,
+            text,
+            (left + pad, top + pad + th),
+            font,
+            font_scale,
+            _text_color(color),
+            text_thickness,
+            cv2.LINE_AA,
+        )
     if not result.faces and getattr(result, "frame", None) is None:
         # A photo drawn as it was would look like one fer8 never read; a video's frames
         # without a face stay plain, or the note would flicker through the clip.
         (tw, th), baseline = cv2.getTextSize("no face found", font, font_scale, text_thickness)
         pad = max(4, th // 2)
-        cv2.rectangle(canvas, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (40, 40, 40),
-                      cv2.FILLED)
-        cv2.putText(canvas, "no face found", (pad, pad + th), font, font_scale,
-                    (255, 255, 255), text_thickness, cv2.LINE_AA)
+        cv2.rectangle(
+            canvas, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (40, 40, 40), cv2.FILLED
+        )
+        cv2.putText(
+            canvas,
+            "no face found",
+            (pad, pad + th),
+            font,
+            font_scale,
+            (255, 255, 255),
+            text_thickness,
+            cv2.LINE_AA,
+        )
     return canvas
 
 
@@ -173,8 +200,9 @@ class AnnotatedVideo:
         import cv2
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), rate,
-                                 (shape[1], shape[0]))
+        writer = cv2.VideoWriter(
+            str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), rate, (shape[1], shape[0])
+        )
         if not writer.isOpened():
             raise OSError(f"{self.path}: cannot write an mp4 video here")
         return writer

@@ -15,8 +15,9 @@ from fer8.pipeline.masking import apply_mask
 Crops = Union[NDArray[np.uint8], Sequence[Union[NDArray[np.uint8], AlignedFace]]]
 
 
-def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
-             flip: bool = False) -> NDArray[np.float32]:
+def classify(
+    crops: Crops, model: ExpressionModel, *, batch_size: int = 32, flip: bool = False
+) -> NDArray[np.float32]:
     """Class probabilities for each face crop.
 
     Args:
@@ -41,7 +42,7 @@ def classify(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
         return np.zeros((0, len(model.labels)), np.float32)
     parts = []
     for start in range(0, len(batch), batch_size):
-        chunk = batch[start:start + batch_size]
+        chunk = batch[start : start + batch_size]
         n = len(chunk)
         if flip:  # one forward pass over the faces and their mirror images
             chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
@@ -72,7 +73,8 @@ def _stack(crops: Crops, size: int) -> NDArray[np.uint8]:
             raise ValueError(f"crops must be RGB uint8 (H, W, 3), got {image.shape} {image.dtype}")
         if image.shape[:2] != (size, size):
             shrink = image.shape[0] > size
-            image = cv2.resize(image, (size, size),
-                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            image = cv2.resize(
+                image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
         resized.append(image)
     return np.stack(resized)

@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 #: Longest side of a face's heatmap PNG in the HTTP API (the page scales it to the box).
 PNG_SIDE = 256
 
-_heads: weakref.WeakKeyDictionary[ExpressionModel, tuple[NDArray, NDArray]] = \
+_heads: weakref.WeakKeyDictionary[ExpressionModel, tuple[NDArray, NDArray]] = (
     weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,16 +85,21 @@ class Explanation:
             return box, np.zeros((box.h, box.w), np.float32)
         matrix = self.matrix.copy()
         matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-        heat = cv2.warpAffine(self.heatmap, matrix, (box.w, box.h),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        heat = cv2.warpAffine(
+            self.heatmap,
+            matrix,
+            (box.w, box.h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         return box, heat
 
     def in_image(self, width: int, height: int) -> NDArray[np.float32]:
         """The heatmap over a whole ``width`` x ``height`` photo (0 outside the crop)."""
         box, heat = self.region(width, height)
         full = np.zeros((height, width), np.float32)
-        full[box.y:box.y + box.h, box.x:box.x + box.w] = heat
+        full[box.y : box.y + box.h, box.x : box.x + box.w] = heat
         return full
 
     def png(self, width: int, height: int, *, side: int = PNG_SIDE) -> tuple[Box, bytes]:
@@ -108,9 +114,11 @@ class Explanation:
             heat = np.zeros((1, 1), np.float32)
         scale = min(1.0, side / max(heat.shape))
         if scale < 1.0:
-            heat = cv2.resize(heat, (max(1, round(heat.shape[1] * scale)),
-                                     max(1, round(heat.shape[0] * scale))),
-                              interpolation=cv2.INTER_AREA)
+            heat = cv2.resize(
+                heat,
+                (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
         rgba = np.dstack([colorize(heat), np.round(heat * 255).astype(np.uint8)])
         buffer = io.BytesIO()
         Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
@@ -120,12 +128,16 @@ class Explanation:
         """The JSON form of ``POST /v1/predict?explain=true``: the class, the photo box the
         picture covers, and the picture (:meth:`png`) in base64."""
         box, data = self.png(width, height)
-        return {"label": self.label, "box": box.to_list(),
-                "png": base64.b64encode(data).decode("ascii")}
+        return {
+            "label": self.label,
+            "box": box.to_list(),
+            "png": base64.b64encode(data).decode("ascii"),
+        }
 
 
-def class_maps(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
-               flip: bool = False) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+def class_maps(
+    crops: Crops, model: ExpressionModel, *, batch_size: int = 32, flip: bool = False
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Probabilities and every class's activation map for each face crop.
 
     Args:
@@ -156,12 +168,15 @@ def class_maps(crops: Crops, model: ExpressionModel, *, batch_size: int = 32,
     if not probabilities:
         count = len(model.labels)
         return np.zeros((0, count), np.float32), np.zeros((0, count, 1, 1), np.float32)
-    return (np.concatenate(probabilities).astype(np.float32, copy=False),
-            np.concatenate(maps).astype(np.float32, copy=False))
+    return (
+        np.concatenate(probabilities).astype(np.float32, copy=False),
+        np.concatenate(maps).astype(np.float32, copy=False),
+    )
 
 
-def feature_maps(crops: Crops, model: ExpressionModel, *, batch_size: int = 32
-                 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+def feature_maps(
+    crops: Crops, model: ExpressionModel, *, batch_size: int = 32
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Probabilities (N, C) and the last feature map (N, K, h, w) of each face crop,
     the map that the head's global average pooling averages.
 
@@ -179,7 +194,7 @@ def _forward(crops: Crops, model: ExpressionModel, batch_size: int, flip: bool):
     mirror image in the same pass."""
     batch = model_batch(crops, model)
     for start in range(0, len(batch), batch_size):
-        chunk = batch[start:start + batch_size]
+        chunk = batch[start : start + batch_size]
         if flip:
             chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
         yield model.features(model.spec.preprocessing.apply(chunk))
@@ -199,13 +214,17 @@ def head(model: ExpressionModel) -> tuple[NDArray[np.float64], NDArray[np.float6
         from fer8.models.onnx_graph import head_weights
 
         if model.source is None:
-            raise ExplanationError(f"{model.spec.name}: explanations need a model loaded from "
-                                   "a .fer8 file (fer8.load_model)")
+            raise ExplanationError(
+                f"{model.spec.name}: explanations need a model loaded from "
+                "a .fer8 file (fer8.load_model)"
+            )
         config = read_network_config(model.source)
         if config is None:
-            raise ExplanationError(f"{model.source}: no network.json to find the classifier "
-                                   "head in; convert the file once with fer8 export "
-                                   "--format fer8")
+            raise ExplanationError(
+                f"{model.source}: no network.json to find the classifier "
+                "head in; convert the file once with fer8 export "
+                "--format fer8"
+            )
         try:
             found = _heads[model] = head_weights(read_graph(model.source), config)
         except ExplanationError as exc:
@@ -213,8 +232,14 @@ def head(model: ExpressionModel) -> tuple[NDArray[np.float64], NDArray[np.float6
     return found
 
 
-def explanation(face: Face, matrix: NDArray[np.float64], maps: NDArray[np.float32],
-                labels: Sequence[str], label: str | None, size: int) -> Explanation:
+def explanation(
+    face: Face,
+    matrix: NDArray[np.float64],
+    maps: NDArray[np.float32],
+    labels: Sequence[str],
+    label: str | None,
+    size: int,
+) -> Explanation:
     """One face's :class:`Explanation` from its maps (C, h, w) (see :func:`class_maps`).
 
     Args:
@@ -233,8 +258,13 @@ def explanation(face: Face, matrix: NDArray[np.float64], maps: NDArray[np.float3
     heat = np.maximum(heat, 0)
     peak = float(heat.max())
     heat = heat / peak if peak > 0 else np.zeros_like(heat)
-    return Explanation(face, label, activation.astype(np.float32), heat.astype(np.float32),
-                       np.asarray(matrix, np.float64))
+    return Explanation(
+        face,
+        label,
+        activation.astype(np.float32),
+        heat.astype(np.float32),
+        np.asarray(matrix, np.float64),
+    )
 
 
 def check_label(label: str | None, labels: Sequence[str]) -> None:
@@ -244,12 +274,16 @@ def check_label(label: str | None, labels: Sequence[str]) -> None:
         ValueError: ``label`` is not one of ``labels``.
     """
     if label is not None and label not in labels:
-        raise ValueError(f"the model has no class {label!r}; its classes are "
-                         f"{', '.join(labels)}")
+        raise ValueError(f"the model has no class {label!r}; its classes are {', '.join(labels)}")
 
 
-def explain(image: ImageSource, model: ExpressionModel | str | os.PathLike | None = None, *,
-            label: str | None = None, **options: Any) -> list[Explanation]:
+def explain(
+    image: ImageSource,
+    model: ExpressionModel | str | os.PathLike | None = None,
+    *,
+    label: str | None = None,
+    **options: Any,
+) -> list[Explanation]:
     """Every face of a photo with the map of where the evidence for its class lies.
 
     Example:
@@ -284,8 +318,9 @@ def colorize(heat: NDArray[np.float32]) -> NDArray[np.uint8]:
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: NDArray[np.uint8], explanations: Sequence[Explanation], *,
-            opacity: float = 0.6) -> NDArray[np.uint8]:
+def overlay(
+    image: NDArray[np.uint8], explanations: Sequence[Explanation], *, opacity: float = 0.6
+) -> NDArray[np.uint8]:
     """A copy of the photo with each face's heatmap laid over it, stronger where the
     evidence is (the photo shows through where the map is 0)."""
     canvas = image.astype(np.float32)
@@ -294,7 +329,7 @@ def overlay(image: NDArray[np.uint8], explanations: Sequence[Explanation], *,
         box, heat = item.region(width, height)
         if box.w == 0 or box.h == 0:
             continue
-        part = canvas[box.y:box.y + box.h, box.x:box.x + box.w]
+        part = canvas[box.y : box.y + box.h, box.x : box.x + box.w]
         weight = (opacity * heat)[..., None]
         part[:] = part * (1 - weight) + colorize(heat).astype(np.float32) * weight
     return np.round(canvas).clip(0, 255).astype(np.uint8)

@@ -80,8 +80,9 @@ def match(box: Box, candidates: list[Box], min_iou: float = MATCH_IOU) -> Box | 
     return best if best is not None and box.iou(best) >= min_iou else None
 
 
-def _align(image: NDArray[np.uint8], box: Box, detector: str | None, landmark_model: Any,
-           size: int) -> AlignedFace:
+def _align(
+    image: NDArray[np.uint8], box: Box, detector: str | None, landmark_model: Any, size: int
+) -> AlignedFace:
     points = fit_landmarks(image, box, detector=detector, predictor=landmark_model)
     return align(image, box, points, size)
 

@@ -104,8 +104,9 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> NDArray[
     return _decode(data, name, max_pixels)
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike],
-                     extensions: Collection[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+def iter_image_files(
+    paths: Iterable[str | os.PathLike], extensions: Collection[str] = IMAGE_EXTENSIONS
+) -> Iterator[Path]:
     """Expand files and folders into image files, folders recursively and in sorted order.
 
     Files named explicitly are yielded whatever their extension, so that a mistyped or
@@ -160,27 +161,35 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
             width, height = image.size
             if width * height > max_pixels or max(width, height) > MAX_SIDE:
                 raise InvalidImageError(
-                    name, f"image is too large ({width}x{height} pixels, limit "
-                          f"{max_pixels:,} pixels and {MAX_SIDE:,} a side; raise the pixel "
-                          "limit with --max-pixels, or max_pixels=)")
+                    name,
+                    f"image is too large ({width}x{height} pixels, limit "
+                    f"{max_pixels:,} pixels and {MAX_SIDE:,} a side; raise the pixel "
+                    "limit with --max-pixels, or max_pixels=)",
+                )
             if width == 0 or height == 0:
                 raise InvalidImageError(name, "image has no pixels")
             if image.format in ("JPEG", "MPO") and _jpeg_scans(data) > MAX_JPEG_SCANS:
                 raise InvalidImageError(
-                    name, f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
-                          "them could take minutes")
+                    name,
+                    f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
+                    "them could take minutes",
+                )
             image.load()  # decodes the first frame of animations
             return _to_rgb(ImageOps.exif_transpose(image), name)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
         raise InvalidImageError(
-            name, f"not an image, or not a format fer8 reads ({', '.join(FORMATS)})") from None
+            name, f"not an image, or not a format fer8 reads ({', '.join(FORMATS)})"
+        ) from None
     except Image.DecompressionBombError as exc:
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(declared.group(1)):,} pixels, " if declared else ""
-        raise InvalidImageError(name, f"image is too large ({size}limit {max_pixels:,}; raise "
-                                      "it with --max-pixels, or max_pixels=)") from None
+        raise InvalidImageError(
+            name,
+            f"image is too large ({size}limit {max_pixels:,}; raise "
+            "it with --max-pixels, or max_pixels=)",
+        ) from None
     except MemoryError:
         raise InvalidImageError(name, "not enough memory to decode the image") from None
     except Exception as exc:
@@ -189,10 +198,14 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
         # float raised TypeError); whatever a file's bytes make a decoder raise means
         # the file cannot be read.
         logger.debug("decoding %s failed", name, exc_info=True)
-        kind = "" if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)) else (
-            f"{type(exc).__name__}: ")
-        raise InvalidImageError(name, f"corrupt or truncated image ({kind}{_one_line(exc)})"
-                                ) from None
+        kind = (
+            ""
+            if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError))
+            else (f"{type(exc).__name__}: ")
+        )
+        raise InvalidImageError(
+            name, f"corrupt or truncated image ({kind}{_one_line(exc)})"
+        ) from None
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -224,7 +237,7 @@ def _jpeg_scans(data: bytes) -> int:
             continue
         if code == 0xDA:
             scans += 1
-        position += int.from_bytes(data[position:position + 2], "big")
+        position += int.from_bytes(data[position : position + 2], "big")
     return scans
 
 

@@ -75,7 +75,10 @@ def load_landmark_model(path: str | os.PathLike | None = None):
 
 
 def landmarks(
-    image: NDArray[np.uint8], box: Box, *, detector: str | None = DEFAULT_DETECTOR,
+    image: NDArray[np.uint8],
+    box: Box,
+    *,
+    detector: str | None = DEFAULT_DETECTOR,
     predictor: Any = None,  # a dlib.shape_predictor (untyped)
 ) -> NDArray[np.float32]:
     """Fit dlib's 68 landmarks to the face in ``box``.
@@ -105,15 +108,20 @@ def landmarks(
         x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
         x1 = min(image.shape[1], box.x + box.w + margin)
         y1 = min(image.shape[0], box.y + box.h + margin)
-        region = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale,
-                            interpolation=cv2.INTER_CUBIC)
+        region = cv2.resize(
+            image[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC
+        )
         offset = np.array([x0, y0], np.float32)
     else:
         region, offset = image, np.zeros(2, np.float32)
     left = (box.x - offset[0]) * scale
     top = (box.y - offset[1]) * scale
-    rect = dlib.rectangle(int(round(left)), int(round(top)),
-                          int(round(left + box.w * scale)), int(round(top + box.h * scale)))
+    rect = dlib.rectangle(
+        int(round(left)),
+        int(round(top)),
+        int(round(left + box.w * scale)),
+        int(round(top + box.h * scale)),
+    )
     shape = predictor(np.ascontiguousarray(region), rect)
     points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
     return points / scale + offset

@@ -39,22 +39,25 @@ POSE_POINTS = (17, 21, 22, 26, 36, 39, 42, 45, 31, 35, 48, 54, 57, 8)
 #: centimetre). From the anthropometric 3-D head model of the University of Coimbra
 #: (glAnthropometric3DModel), as lincolnhard/head-pose-estimation uses it with dlib's
 #: points, with each axis turned to the camera's direction.
-FACE_MODEL = -np.array([
-    (6.825897, 6.760612, 4.402142),    # 17 eyebrow, outer end (picture's left)
-    (1.330353, 7.122144, 6.903745),    # 21 eyebrow, inner end
-    (-1.330353, 7.122144, 6.903745),   # 22 other eyebrow, inner end
-    (-6.825897, 6.760612, 4.402142),   # 26 other eyebrow, outer end
-    (5.311432, 5.485328, 3.987654),    # 36 eye, outer corner (picture's left)
-    (1.789930, 5.393625, 4.413414),    # 39 eye, inner corner
-    (-1.789930, 5.393625, 4.413414),   # 42 other eye, inner corner
-    (-5.311432, 5.485328, 3.987654),   # 45 other eye, outer corner
-    (2.005628, 1.409845, 6.165652),    # 31 nostril (picture's left)
-    (-2.005628, 1.409845, 6.165652),   # 35 other nostril
-    (2.774015, -2.080775, 5.048531),   # 48 mouth corner (picture's left)
-    (-2.774015, -2.080775, 5.048531),  # 54 other mouth corner
-    (0.000000, -3.116408, 6.097667),   # 57 lower lip, middle
-    (0.000000, -7.415691, 4.070434),   # 8 chin
-], np.float64)
+FACE_MODEL = -np.array(
+    [
+        (6.825897, 6.760612, 4.402142),  # 17 eyebrow, outer end (picture's left)
+        (1.330353, 7.122144, 6.903745),  # 21 eyebrow, inner end
+        (-1.330353, 7.122144, 6.903745),  # 22 other eyebrow, inner end
+        (-6.825897, 6.760612, 4.402142),  # 26 other eyebrow, outer end
+        (5.311432, 5.485328, 3.987654),  # 36 eye, outer corner (picture's left)
+        (1.789930, 5.393625, 4.413414),  # 39 eye, inner corner
+        (-1.789930, 5.393625, 4.413414),  # 42 other eye, inner corner
+        (-5.311432, 5.485328, 3.987654),  # 45 other eye, outer corner
+        (2.005628, 1.409845, 6.165652),  # 31 nostril (picture's left)
+        (-2.005628, 1.409845, 6.165652),  # 35 other nostril
+        (2.774015, -2.080775, 5.048531),  # 48 mouth corner (picture's left)
+        (-2.774015, -2.080775, 5.048531),  # 54 other mouth corner
+        (0.000000, -3.116408, 6.097667),  # 57 lower lip, middle
+        (0.000000, -7.415691, 4.070434),  # 8 chin
+    ],
+    np.float64,
+)
 _OUTER_EYES = (4, 7)  # rows of FACE_MODEL: the outer eye corners
 _NOSE = 8  # a row near the face's centre, for the starting position
 
@@ -83,10 +86,23 @@ def head_pose(landmarks: NDArray[np.floating], image_size: tuple[int, int]) -> H
     distance = focal * float(FACE_MODEL[right, 0] - FACE_MODEL[left, 0]) / span
     centre = (points[_NOSE] + points[_NOSE + 1]) / 2.0
     rvec = np.zeros((3, 1))
-    tvec = np.array([[(centre[0] - width / 2.0) * distance / focal],
-                     [(centre[1] - height / 2.0) * distance / focal], [distance]])
-    ok, rvec, tvec = cv2.solvePnP(FACE_MODEL, points, camera, None, rvec, tvec,
-                                  useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    tvec = np.array(
+        [
+            [(centre[0] - width / 2.0) * distance / focal],
+            [(centre[1] - height / 2.0) * distance / focal],
+            [distance],
+        ]
+    )
+    ok, rvec, tvec = cv2.solvePnP(
+        FACE_MODEL,
+        points,
+        camera,
+        None,
+        rvec,
+        tvec,
+        useExtrinsicGuess=True,
+        flags=cv2.SOLVEPNP_ITERATIVE,
+    )
     if not ok:
         return None
     return pose_from_rotation(cv2.Rodrigues(rvec)[0])

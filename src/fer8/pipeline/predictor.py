@@ -116,10 +116,7 @@ class Predictor:
             raise ValueError("max_faces must be at least 1")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.model = (
-            model if isinstance(model, ExpressionModel)
-            else load_model(model, cache=cache)
-        )
+        self.model = model if isinstance(model, ExpressionModel) else load_model(model, cache=cache)
         self.landmark_model = load_landmark_model()
         self.max_faces = max_faces
         self.max_pixels = max_pixels
@@ -129,9 +126,16 @@ class Predictor:
         self.detector_options = settings(detector, **(detector_options or {}))
         # One pool for the predictor's life: its threads keep their detectors loaded
         # (building dlib's HOG detector, which Haar uses, takes half a second per thread).
-        self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="fer8-prepare",
-                                         initializer=load_detectors, initargs=(detector,))
-                      if workers > 0 else None)
+        self._pool = (
+            ThreadPoolExecutor(
+                workers,
+                thread_name_prefix="fer8-prepare",
+                initializer=load_detectors,
+                initargs=(detector,),
+            )
+            if workers > 0
+            else None
+        )
         if warmup:
             load_detectors(detector)
             size = self.model.spec.input_size
@@ -169,12 +173,14 @@ class Predictor:
         prepared = self._prepare(image, detect)
         if prepared.error is not None:
             raise InvalidImageError(prepared.source, prepared.error)
-        prepared.probabilities = classify(prepared.crops, self.model, batch_size=self.batch_size,
-                                          flip=self.flip)
+        prepared.probabilities = classify(
+            prepared.crops, self.model, batch_size=self.batch_size, flip=self.flip
+        )
         return self._result(prepared)
 
-    def explain(self, image: ImageSource, *, label: str | None = None, detect: bool = True
-                ) -> list[Explanation]:
+    def explain(
+        self, image: ImageSource, *, label: str | None = None, detect: bool = True
+    ) -> list[Explanation]:
         """Classify every face in one image and say where in each face the evidence for
         its class lies (a class activation map, see :mod:`fer8.pipeline.explain`).
 
@@ -203,15 +209,26 @@ class Predictor:
         prepared = self._prepare(image, detect)
         if prepared.error is not None:
             raise InvalidImageError(prepared.source, prepared.error)
-        probabilities, maps = class_maps(prepared.crops, self.model,
-                                         batch_size=self.batch_size, flip=self.flip)
-        return [explanation(self._face(box, crop, row, pose=pose), crop.matrix, cams,
-                            self.labels, label, crop.image.shape[0])
-                for box, crop, row, pose, cams in
-                zip(prepared.boxes, prepared.crops, probabilities, prepared.poses, maps)]
+        probabilities, maps = class_maps(
+            prepared.crops, self.model, batch_size=self.batch_size, flip=self.flip
+        )
+        return [
+            explanation(
+                self._face(box, crop, row, pose=pose),
+                crop.matrix,
+                cams,
+                self.labels,
+                label,
+                crop.image.shape[0],
+            )
+            for box, crop, row, pose, cams in zip(
+                prepared.boxes, prepared.crops, probabilities, prepared.poses, maps
+            )
+        ]
 
-    def predict_many(self, images: Iterable[ImageSource], *, detect: bool = True
-                     ) -> Iterator[ImageResult]:
+    def predict_many(
+        self, images: Iterable[ImageSource], *, detect: bool = True
+    ) -> Iterator[ImageResult]:
         """Classify many images, in order, batching faces across images for the model.
 
         An input that cannot be read gives a result with ``error`` set and the others
@@ -219,8 +236,9 @@ class Predictor:
         (OpenCV, Pillow and ONNX Runtime release the GIL), and at most a few batches are
         held at once, so memory does not grow with the number of images.
         """
-        prepared = _prefetch(lambda s: self._prepare(s, detect), images, self._pool,
-                             self._look_ahead)
+        prepared = _prefetch(
+            lambda s: self._prepare(s, detect), images, self._pool, self._look_ahead
+        )
         for item in self._classified(prepared):
             yield self._result(item)
 
@@ -272,8 +290,9 @@ class Predictor:
 
         return results()
 
-    def predict_frames(self, frames: Iterable[Frame], source: str, *, smooth: float = 0.0
-                       ) -> Iterator[FrameResult]:
+    def predict_frames(
+        self, frames: Iterable[Frame], source: str, *, smooth: float = 0.0
+    ) -> Iterator[FrameResult]:
         """:meth:`predict_video` for frames read elsewhere (a camera loop that also
         shows them, say): each :class:`~fer8.pipeline.video.Frame` gives one result.
 
@@ -298,8 +317,9 @@ class Predictor:
             if item.error is not None:
                 yield FrameResult(source, (), item.error, frame=item.frame, time=item.time)
                 continue
-            cut = before is not None and item.signature is not None and \
-                is_cut(before, item.signature)
+            cut = (
+                before is not None and item.signature is not None and is_cut(before, item.signature)
+            )
             before = item.signature
             # Only aligned crops are compared: one framed from its box alone (landmarks
             # that did not fit) is framed differently, not another face.
@@ -309,9 +329,12 @@ class Predictor:
             rows = list(item.probabilities)
             if smoother is not None:
                 rows = [smoother.update(track, time, row) for track, row in zip(tracks, rows)]
-            faces = tuple(self._face(box, crop, row, TrackedFace, pose=pose, track=track)
-                          for box, crop, row, pose, track in
-                          zip(item.boxes, item.crops, rows, item.poses, tracks))
+            faces = tuple(
+                self._face(box, crop, row, TrackedFace, pose=pose, track=track)
+                for box, crop, row, pose, track in zip(
+                    item.boxes, item.crops, rows, item.poses, tracks
+                )
+            )
             yield FrameResult(source, faces, None, frame=item.frame, time=item.time)
 
     @property
@@ -327,12 +350,13 @@ class Predictor:
         for prepared in inputs:
             pending.append(prepared)
             if prepared.error is None:
-                prepared.probabilities = np.zeros((len(prepared.crops), len(self.labels)),
-                                                  np.float32)
+                prepared.probabilities = np.zeros(
+                    (len(prepared.crops), len(self.labels)), np.float32
+                )
                 queued.extend((prepared, i) for i in range(len(prepared.crops)))
             while len(queued) >= self.batch_size:
-                self._run_batch(queued[:self.batch_size])
-                del queued[:self.batch_size]
+                self._run_batch(queued[: self.batch_size])
+                del queued[: self.batch_size]
             while pending and pending[0].complete:
                 yield pending.popleft()
         if queued:
@@ -345,10 +369,13 @@ class Predictor:
         try:
             image = load_image(source, max_pixels=self.max_pixels)
             if detect:
-                found = faces_in_photo(image, detector=self.detector,
-                                       detector_options=self.detector_options,
-                                       max_faces=self.max_faces,
-                                       landmark_model=self.landmark_model)
+                found = faces_in_photo(
+                    image,
+                    detector=self.detector,
+                    detector_options=self.detector_options,
+                    max_faces=self.max_faces,
+                    landmark_model=self.landmark_model,
+                )
             else:
                 found = [face_from_crop(image, landmark_model=self.landmark_model)]
         except InvalidImageError as exc:
@@ -362,14 +389,15 @@ class Predictor:
             return _Prepared(name, error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         size = (image.shape[1], image.shape[0])
         # Pose here, in the preparing threads: solvePnP is a fraction of a millisecond.
-        poses = [None if crop.landmarks is None else head_pose(crop.landmarks, size)
-                 for _, crop in found]
-        return _Prepared(name, [box for box, _ in found], [crop for _, crop in found],
-                         poses=poses)
+        poses = [
+            None if crop.landmarks is None else head_pose(crop.landmarks, size) for _, crop in found
+        ]
+        return _Prepared(name, [box for box, _ in found], [crop for _, crop in found], poses=poses)
 
     def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:
-        probabilities = classify([p.crops[i] for p, i in faces], self.model,
-                                 batch_size=self.batch_size, flip=self.flip)
+        probabilities = classify(
+            [p.crops[i] for p, i in faces], self.model, batch_size=self.batch_size, flip=self.flip
+        )
         for (prepared, index), row in zip(faces, probabilities):
             prepared.probabilities[index] = row
             prepared.filled += 1
@@ -378,13 +406,23 @@ class Predictor:
         if prepared.error is not None:
             return ImageResult(prepared.source, (), prepared.error)
         faces: tuple[Face, ...] = tuple(
-            self._face(box, crop, row, pose=pose) for box, crop, row, pose in
-            zip(prepared.boxes, prepared.crops, prepared.probabilities, prepared.poses))
+            self._face(box, crop, row, pose=pose)
+            for box, crop, row, pose in zip(
+                prepared.boxes, prepared.crops, prepared.probabilities, prepared.poses
+            )
+        )
         return ImageResult(prepared.source, faces, None)
 
-    def _face(self, box: Box, crop: AlignedFace, row: NDArray[np.float32],
-              kind: type[F] = Face,  # type: ignore[assignment]  # a TypeVar default: mypy#3737
-              *, pose: HeadPose | None = None, **extra: Any) -> F:
+    def _face(
+        self,
+        box: Box,
+        crop: AlignedFace,
+        row: NDArray[np.float32],
+        kind: type[F] = Face,  # type: ignore[assignment]  # a TypeVar default: mypy#3737
+        *,
+        pose: HeadPose | None = None,
+        **extra: Any,
+    ) -> F:
         best = int(np.argmax(row))
         return kind(
             box=box,
@@ -407,8 +445,9 @@ def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError
         yield exc
 
 
-def _prefetch(fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None,
-              depth: int) -> Iterator[R]:
+def _prefetch(
+    fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None, depth: int
+) -> Iterator[R]:
     """``map(fn, items)`` computed up to ``depth`` items ahead in ``pool``, in order."""
     if pool is None:
         yield from map(fn, items)

@@ -49,7 +49,8 @@ class Timeline:
         for face in result.faces:
             self._times.setdefault(face.track, []).append(float(result.time or 0.0))
             self._rows.setdefault(face.track, []).append(
-                [face.probabilities[label] for label in self.labels])
+                [face.probabilities[label] for label in self.labels]
+            )
 
     def extend(self, results: Iterable[FrameResult]) -> Timeline:
         for result in results:
@@ -121,14 +122,21 @@ class Timeline:
         axes = figure.subplots(len(tracks), 1, sharex=True, squeeze=False)[:, 0]
         for axis, track in zip(axes, tracks):
             if track is None:
-                axis.text(0.5, 0.5, "no face found", ha="center", va="center",
-                          transform=axis.transAxes)
+                axis.text(
+                    0.5, 0.5, "no face found", ha="center", va="center", transform=axis.transAxes
+                )
             else:
                 rows = np.asarray(self._rows[track])
                 for column, label in enumerate(self.labels):
                     color = tuple(c / 255 for c in label_color(label))
-                    axis.plot(self._times[track], rows[:, column], ".-", markersize=3,
-                              color=color, label=display_name(label))
+                    axis.plot(
+                        self._times[track],
+                        rows[:, column],
+                        ".-",
+                        markersize=3,
+                        color=color,
+                        label=display_name(label),
+                    )
                 axis.set_title(f"face #{track}", loc="left", fontsize="medium")
             axis.set_ylabel("probability")
             # Room above 1 and below 0: a certain expression's curve is not drawn on the

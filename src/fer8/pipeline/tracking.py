@@ -74,8 +74,14 @@ class Tracker:
         min_likeness: See :data:`MIN_LIKENESS`.
     """
 
-    def __init__(self, *, min_iou: float = MIN_IOU, max_shift: float = MAX_SHIFT,
-                 max_gap: float = MAX_GAP, min_likeness: float = MIN_LIKENESS) -> None:
+    def __init__(
+        self,
+        *,
+        min_iou: float = MIN_IOU,
+        max_shift: float = MAX_SHIFT,
+        max_gap: float = MAX_GAP,
+        min_likeness: float = MIN_LIKENESS,
+    ) -> None:
         self.min_iou = min_iou
         self.max_shift = max_shift
         self.max_gap = max_gap
@@ -83,10 +89,14 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
 
-    def update(self, boxes: Sequence[Box], time: float,
-               faces: Sequence[NDArray[np.uint8] | None] | None = None, *,
-               cut: bool = False
-               ) -> list[int]:
+    def update(
+        self,
+        boxes: Sequence[Box],
+        time: float,
+        faces: Sequence[NDArray[np.uint8] | None] | None = None,
+        *,
+        cut: bool = False,
+    ) -> list[int]:
         """The track id of each box of one frame at ``time`` seconds, in the boxes' order.
 
         Args:
@@ -101,14 +111,20 @@ class Tracker:
         if cut:
             self._tracks = []
         self._tracks = [t for t in self._tracks if time - t.seen <= self.max_gap]
-        looks = [None if face is None else appearance(face) for face in faces] \
-            if faces is not None else [None] * len(boxes)
+        looks = (
+            [None if face is None else appearance(face) for face in faces]
+            if faces is not None
+            else [None] * len(boxes)
+        )
         pairs = []
         for b, box in enumerate(boxes):
             for t, track in enumerate(self._tracks):
                 look = looks[b]
-                if track.look is not None and look is not None and \
-                        float(track.look @ look) < self.min_likeness:
+                if (
+                    track.look is not None
+                    and look is not None
+                    and float(track.look @ look) < self.min_likeness
+                ):
                     continue  # someone else, where that face was
                 score = self._score(track.box, box)
                 if score is not None:
@@ -136,8 +152,9 @@ class Tracker:
         if iou >= self.min_iou:
             return 1.0 + iou
         width = (old.w + new.w) / 2
-        shift = math.dist((old.x + old.w / 2, old.y + old.h / 2),
-                          (new.x + new.w / 2, new.y + new.h / 2)) / max(width, 1)
+        shift = math.dist(
+            (old.x + old.w / 2, old.y + old.h / 2), (new.x + new.w / 2, new.y + new.h / 2)
+        ) / max(width, 1)
         # Also about the same size: a small face passing in front of a large one is
         # another face.
         similar = 0.5 <= new.w / max(old.w, 1) <= 2.0

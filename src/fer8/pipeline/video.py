@@ -34,8 +34,23 @@ DEFAULT_FPS = 5.0
 
 #: File extensions that folder walks treat as videos.
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-     ".3gp", ".ogv", ".ts", ".mts", ".m2ts"}
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".avi",
+        ".mkv",
+        ".webm",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".3gp",
+        ".ogv",
+        ".ts",
+        ".mts",
+        ".m2ts",
+    }
 )
 
 #: :func:`is_cut`: two frames are of different shots when their grey levels' histograms
@@ -51,12 +66,12 @@ CUT_CORRELATION = 0.8
 
 #: The first bytes of the containers FFmpeg reads that have a signature: (offset, bytes).
 _SIGNATURES = (
-    (4, b"ftyp"),               # MP4, MOV, M4V, 3GP
-    (0, b"\x1aE\xdf\xa3"),      # Matroska, WebM
+    (4, b"ftyp"),  # MP4, MOV, M4V, 3GP
+    (0, b"\x1aE\xdf\xa3"),  # Matroska, WebM
     (0, b"FLV"),
-    (0, b"\x00\x00\x01\xba"),   # MPEG program stream
-    (0, b"\x00\x00\x01\xb3"),   # MPEG-1/2 video
-    (0, b"\x30\x26\xb2\x75"),   # ASF, WMV
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"\x00\x00\x01\xb3"),  # MPEG-1/2 video
+    (0, b"\x30\x26\xb2\x75"),  # ASF, WMV
     (0, b"OggS"),
 )
 
@@ -99,8 +114,9 @@ def frame_signature(image: NDArray[np.uint8]) -> FrameSignature:
     thumbnail = cv2.resize(gray, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
     thumbnail = thumbnail.ravel() - thumbnail.mean()
     norm = float(np.linalg.norm(thumbnail))
-    return FrameSignature(histogram / histogram.sum(),
-                          thumbnail / norm if norm > 1e-3 else thumbnail)
+    return FrameSignature(
+        histogram / histogram.sum(), thumbnail / norm if norm > 1e-3 else thumbnail
+    )
 
 
 def is_cut(before: FrameSignature, after: FrameSignature) -> bool:
@@ -122,7 +138,7 @@ def looks_like_video(head: bytes) -> bool:
     """Whether a file's first bytes (16 are enough) are those of a video container."""
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return True
-    return any(head[offset:offset + len(magic)] == magic for offset, magic in _SIGNATURES)
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _SIGNATURES)
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -169,8 +185,9 @@ def read_frames(
     if not every_frame and (fps is None or not fps > 0):
         raise ValueError(f"fps must be above 0, got {fps}")
     name = describe_video(source)
-    return VideoFrames(_open(source, name), name, None if every_frame else fps,
-                       live=isinstance(source, int))
+    return VideoFrames(
+        _open(source, name), name, None if every_frame else fps, live=isinstance(source, int)
+    )
 
 
 class VideoFrames(Iterator[Frame]):
@@ -210,14 +227,20 @@ def _open(source: VideoSource, name: str):
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        capture = (cv2.VideoCapture(source) if isinstance(source, int)
-                   else cv2.VideoCapture(os.fspath(source), cv2.CAP_FFMPEG))
+        capture = (
+            cv2.VideoCapture(source)
+            if isinstance(source, int)
+            else cv2.VideoCapture(os.fspath(source), cv2.CAP_FFMPEG)
+        )
     finally:
         cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
-        what = _camera_tried(source) if isinstance(source, int) else (
-            "not a video, or not one FFmpeg can read (corrupt or truncated?)")
+        what = (
+            _camera_tried(source)
+            if isinstance(source, int)
+            else ("not a video, or not one FFmpeg can read (corrupt or truncated?)")
+        )
         raise InvalidVideoError(name, what)
     return capture
 
@@ -227,14 +250,18 @@ def _camera_tried(index: int) -> str:
     (on Linux, OpenCV opens camera N as ``/dev/videoN``)."""
     if not sys.platform.startswith("linux"):
         return "cannot be opened (tried it through OpenCV's default backend)"
-    found = sorted(Path("/dev").glob("video*"),
-                   key=lambda p: (len(p.name), p.name))  # video2 before video10
-    return (f"cannot be opened (tried /dev/video{index}; video devices here: "
-            f"{', '.join(map(str, found)) or 'none'})")
+    found = sorted(
+        Path("/dev").glob("video*"), key=lambda p: (len(p.name), p.name)
+    )  # video2 before video10
+    return (
+        f"cannot be opened (tried /dev/video{index}; video devices here: "
+        f"{', '.join(map(str, found)) or 'none'})"
+    )
 
 
-def _frames(capture, name: str, fps: float | None, rate: float, *, live: bool
-            ) -> Generator[Frame, None, None]:
+def _frames(
+    capture, name: str, fps: float | None, rate: float, *, live: bool
+) -> Generator[Frame, None, None]:
     import cv2
 
     # Cameras and some streams report no frame rate; their frames are then timed by
@@ -270,6 +297,9 @@ def _frames(capture, name: str, fps: float | None, rate: float, *, live: bool
     # not damage.
     if 0 < declared and declared - (index + 1) > max(1, declared // 100):
         raise InvalidVideoError(
-            name, f"corrupt or truncated video: no frame could be read from frame "
-                  f"{index + 1} on (the file declares {declared})", index + 1)
+            name,
+            f"corrupt or truncated video: no frame could be read from frame "
+            f"{index + 1} on (the file declares {declared})",
+            index + 1,
+        )
     logger.debug("%s: %d frames read", name, index + 1)

@@ -24,8 +24,9 @@ KEYS_ENV = "FER8_API_KEYS"
 PROTECTED_PREFIXES = ("/v1/",)
 
 
-def load_api_keys(path: str | os.PathLike | None = None,
-                  environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+def load_api_keys(
+    path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
     """The API keys: the file's if ``path`` is given, else ``$FER8_API_KEYS``'s.
 
     The file has one key a line; blank lines and lines starting with ``#`` are skipped.
@@ -62,8 +63,10 @@ def exposure_warning(host: str, has_keys: bool) -> str | None:
     """A one-line warning when ``host`` lets other machines in and no key is asked."""
     if has_keys or _is_loopback(host):
         return None
-    return (f"serving on {host} without API keys: anyone who can reach this address can "
-            f"use the API (set --api-key-file or {KEYS_ENV})")
+    return (
+        f"serving on {host} without API keys: anyone who can reach this address can "
+        f"use the API (set --api-key-file or {KEYS_ENV})"
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -84,8 +87,9 @@ class ApiKeyAuth:
     read: uvicorn drops what is left of it and keeps the connection usable.
     """
 
-    def __init__(self, app: Any, keys: Sequence[str],
-                 prefixes: tuple[str, ...] = PROTECTED_PREFIXES) -> None:
+    def __init__(
+        self, app: Any, keys: Sequence[str], prefixes: tuple[str, ...] = PROTECTED_PREFIXES
+    ) -> None:
         if not keys:
             raise ValueError("ApiKeyAuth needs at least one key")
         self.app = app
@@ -107,8 +111,9 @@ class ApiKeyAuth:
         authorization = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = authorization.partition(b" ")
         if scheme.lower() != b"bearer" or not token.strip():
-            await _refuse(send, 401, "this server needs an API key: send "
-                                     "'Authorization: Bearer KEY'")
+            await _refuse(
+                send, 401, "this server needs an API key: send 'Authorization: Bearer KEY'"
+            )
         elif not self.accepts(token.strip()):
             await _refuse(send, 403, "invalid API key")
         else:
@@ -124,15 +129,21 @@ def document_keys(app: Any, prefixes: tuple[str, ...] = PROTECTED_PREFIXES) -> N
         schema = build()  # FastAPI builds it once and keeps it: changed once, here
         schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
         if "apiKey" not in schemes:
-            schemes["apiKey"] = {"type": "http", "scheme": "bearer",
-                                 "description": "One of the server's API keys."}
+            schemes["apiKey"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "One of the server's API keys.",
+            }
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith(prefixes):
                     for operation in operations.values():
                         operation["security"] = [{"apiKey": []}]
-                        operation.setdefault("responses", {}).update({
-                            "401": {"description": "no API key"},
-                            "403": {"description": "not one of the server's API keys"}})
+                        operation.setdefault("responses", {}).update(
+                            {
+                                "401": {"description": "no API key"},
+                                "403": {"description": "not one of the server's API keys"},
+                            }
+                        )
         return schema
 
     app.openapi = openapi
@@ -144,8 +155,7 @@ def _digest(key: bytes) -> bytes:
 
 async def _refuse(send: Any, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:  # RFC 6750: says which scheme to use
         headers.append((b"www-authenticate", b'Bearer realm="fer8"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})

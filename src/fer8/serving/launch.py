@@ -114,11 +114,20 @@ def build_app(options: ServeOptions) -> FastAPI:
     threads = 0 if options.workers == 1 else max(1, (os.cpu_count() or 1) // options.workers)
     predictor = Predictor(load_model(options.model, threads=threads), **options.detection)
     loaded = time.perf_counter() - started
-    logger.info("model %s loaded in %.1f s%s", predictor.model.spec.name, loaded,
-                "; /v1/* needs an API key" if keys else "")
-    return create_app(predictor, max_upload_bytes=options.max_upload_bytes,
-                      max_video_bytes=options.max_video_bytes, line=LineSettings.from_env(),
-                      api_keys=keys, model_load_seconds=loaded)
+    logger.info(
+        "model %s loaded in %.1f s%s",
+        predictor.model.spec.name,
+        loaded,
+        "; /v1/* needs an API key" if keys else "",
+    )
+    return create_app(
+        predictor,
+        max_upload_bytes=options.max_upload_bytes,
+        max_video_bytes=options.max_video_bytes,
+        line=LineSettings.from_env(),
+        api_keys=keys,
+        model_load_seconds=loaded,
+    )
 
 
 def worker_app() -> FastAPI:
@@ -143,10 +152,13 @@ def serve(options: ServeOptions) -> None:
     import uvicorn
 
     settings: dict[str, Any] = {
-        "host": options.host, "port": options.port, "log_level": options.log_level,
+        "host": options.host,
+        "port": options.port,
+        "log_level": options.log_level,
         "access_log": False,  # fer8.access logs each request once, with its faces
         "timeout_graceful_shutdown": options.shutdown_timeout,
-        "ssl_certfile": options.ssl_certfile, "ssl_keyfile": options.ssl_keyfile,
+        "ssl_certfile": options.ssl_certfile,
+        "ssl_keyfile": options.ssl_keyfile,
     }
     if options.workers == 1:
         server = uvicorn.Server(uvicorn.Config(build_app(options), **settings))
@@ -167,8 +179,9 @@ def serve(options: ServeOptions) -> None:
     os.environ[OPTIONS_ENV] = replace(options, model=str(path)).to_json()
     os.environ[MULTIPROC_ENV] = metrics_dir
     try:
-        uvicorn.run("fer8.serving.launch:worker_app", factory=True, workers=options.workers,
-                    **settings)
+        uvicorn.run(
+            "fer8.serving.launch:worker_app", factory=True, workers=options.workers, **settings
+        )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         for name, value in saved.items():
@@ -188,6 +201,7 @@ def _stopping_on_signals(server: Any) -> Iterator[None]:
     that second delivery harmless, and a signal that comes before uvicorn's handlers
     still stops the server (it starts, sees ``should_exit`` and shuts down).
     """
+
     def stop(sig: int, frame: object) -> None:
         if not server.should_exit:
             logger.info("%s: stopping", signal.Signals(sig).name)

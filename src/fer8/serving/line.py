@@ -48,11 +48,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NO_FACE_REPLY = ("I couldn't find a face in this photo. Try a clear, front-facing photo "
-                 "where the face is not too small.")
+NO_FACE_REPLY = (
+    "I couldn't find a face in this photo. Try a clear, front-facing photo "
+    "where the face is not too small."
+)
 UNREADABLE_REPLY = "Sorry, I couldn't read that image. Please send a JPEG or PNG photo."
-NO_FACE_IN_VIDEO_REPLY = ("I couldn't find a face in this video. Try one where a face is "
-                          "clearly visible and not too small.")
+NO_FACE_IN_VIDEO_REPLY = (
+    "I couldn't find a face in this video. Try one where a face is "
+    "clearly visible and not too small."
+)
 UNREADABLE_VIDEO_REPLY = "Sorry, I couldn't read that video. Please send an MP4 video."
 #: How the bot samples a video: every 0.2 s, each face's probabilities averaged over half
 #: a second, so that a blink is not a change of expression.
@@ -125,8 +129,10 @@ def video_reply_text(results: list[FrameResult], labels: tuple[str, ...]) -> str
     if not timeline.tracks:
         return UNREADABLE_VIDEO_REPLY if broken and len(results) == 1 else NO_FACE_IN_VIDEO_REPLY
     tracks = timeline.tracks
-    lines = [f"Face {number}: {timeline.summary(track)}"
-             for number, track in enumerate(tracks[:MAX_VIDEO_FACES], start=1)]
+    lines = [
+        f"Face {number}: {timeline.summary(track)}"
+        for number, track in enumerate(tracks[:MAX_VIDEO_FACES], start=1)
+    ]
     if len(tracks) > MAX_VIDEO_FACES:
         lines.append(f"... and {len(tracks) - MAX_VIDEO_FACES} more faces")
     if broken:
@@ -137,8 +143,7 @@ def video_reply_text(results: list[FrameResult], labels: tuple[str, ...]) -> str
 
 def usage_text(labels: tuple[str, ...]) -> str:
     names = ", ".join(display_name(label) for label in labels)
-    return (f"Send me a photo or a video of a face and I'll tell you its expression "
-            f"({names}).")
+    return f"Send me a photo or a video of a face and I'll tell you its expression ({names})."
 
 
 class _SeenEvents:
@@ -166,14 +171,19 @@ class LineBot:
         self.settings = settings
         self.runner = runner
         self.parser = WebhookParser(settings.channel_secret)
-        self._api = ApiClient(Configuration(host=settings.api_url,
-                                            access_token=settings.access_token))
+        self._api = ApiClient(
+            Configuration(host=settings.api_url, access_token=settings.access_token)
+        )
         self._data_api = _HostApiClient(
-            Configuration(host=settings.data_url, access_token=settings.access_token))
+            Configuration(host=settings.data_url, access_token=settings.access_token)
+        )
         self._seen = _SeenEvents()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fer8-line")
-        logger.info("LINE bot on: webhook at /line/callback, API %s, content %s",
-                    settings.api_url, settings.data_url)
+        logger.info(
+            "LINE bot on: webhook at /line/callback, API %s, content %s",
+            settings.api_url,
+            settings.data_url,
+        )
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -188,8 +198,9 @@ class LineBot:
             try:
                 # In a thread: a few megabytes of events take the SDK seconds to parse,
                 # and the event loop must keep answering meanwhile.
-                events = await anyio.to_thread.run_sync(self.parser.parse, body.decode("utf-8"),
-                                                        signature)
+                events = await anyio.to_thread.run_sync(
+                    self.parser.parse, body.decode("utf-8"), signature
+                )
             except (InvalidSignatureError, UnicodeDecodeError):
                 raise HTTPException(400, detail="invalid signature") from None
             except Exception as exc:
@@ -214,9 +225,11 @@ class LineBot:
     def _handle_logged(self, event: Any, received: float) -> None:
         try:
             if self.handle(event):
-                logger.info("LINE event %s: replied %.0f ms after the webhook",
-                            getattr(event, "webhook_event_id", "?"),
-                            1000 * (time.perf_counter() - received))
+                logger.info(
+                    "LINE event %s: replied %.0f ms after the webhook",
+                    getattr(event, "webhook_event_id", "?"),
+                    1000 * (time.perf_counter() - received),
+                )
         except Exception:  # a failed reply must not take the worker down
             logger.exception("LINE event %s failed", getattr(event, "webhook_event_id", "?"))
 

@@ -54,22 +54,41 @@ class ServerMetrics:
         # the files back with a collector of its own.
         self._registry = None if self.multiprocess else CollectorRegistry()
         registry = self._registry
-        self.requests = Counter("fer8_requests", "HTTP requests answered.",
-                                ["method", "route", "status"], registry=registry)
-        self.latency = Histogram("fer8_request_duration_seconds",
-                                 "Time to answer a request, from its headers to the last "
-                                 "byte of the response.", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=registry)
-        self.in_progress = Gauge("fer8_requests_in_progress", "Requests being answered.",
-                                 multiprocess_mode="livesum", registry=registry)
-        self.faces = Counter("fer8_faces", "Faces found in uploads (each sampled video "
-                             "frame's faces count).", registry=registry)
-        self.refused_bytes = Counter("fer8_upload_refused_bytes",
-                                     "Bytes of uploads refused as too large (413), as "
-                                     "declared or as far as received.", registry=registry)
-        self.model_load = Gauge("fer8_model_load_seconds",
-                                "Seconds this server process took to load its model.",
-                                multiprocess_mode="all", registry=registry)
+        self.requests = Counter(
+            "fer8_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "fer8_request_duration_seconds",
+            "Time to answer a request, from its headers to the last byte of the response.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            "fer8_requests_in_progress",
+            "Requests being answered.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.faces = Counter(
+            "fer8_faces",
+            "Faces found in uploads (each sampled video frame's faces count).",
+            registry=registry,
+        )
+        self.refused_bytes = Counter(
+            "fer8_upload_refused_bytes",
+            "Bytes of uploads refused as too large (413), as declared or as far as received.",
+            registry=registry,
+        )
+        self.model_load = Gauge(
+            "fer8_model_load_seconds",
+            "Seconds this server process took to load its model.",
+            multiprocess_mode="all",
+            registry=registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in the Prometheus text format, and its content type."""
@@ -156,8 +175,7 @@ class RequestMetrics:
             self.metrics.in_progress.dec()
             self._record(scope, state, status, received, time.perf_counter() - started)
 
-    def _record(self, scope: dict, state: dict, status: int, received: int,
-                elapsed: float) -> None:
+    def _record(self, scope: dict, state: dict, status: int, received: int, elapsed: float) -> None:
         route = self._route(scope)
         method = scope.get("method", "?")
         faces = state.get("faces")
@@ -170,8 +188,14 @@ class RequestMetrics:
             declared = dict(scope["headers"]).get(b"content-length", b"")
             metrics.refused_bytes.inc(max(received, int(declared) if declared.isdigit() else 0))
         where = route if route != UNMATCHED else _printable(scope.get("path", ""))
-        access_logger.info("%s %s %d %.0f ms faces=%s", method, where, status, 1000 * elapsed,
-                           "-" if faces is None else faces)
+        access_logger.info(
+            "%s %s %d %.0f ms faces=%s",
+            method,
+            where,
+            status,
+            1000 * elapsed,
+            "-" if faces is None else faces,
+        )
 
     def _route(self, scope: dict) -> str:
         route = scope.get("route")
@@ -184,10 +208,17 @@ class RequestMetrics:
 
 async def _stopping(send: Any) -> None:
     body = json.dumps({"detail": "the server is stopping; send the request again"}).encode()
-    await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -63,8 +63,9 @@ class ModelRunner:
         self._queue.put((data, source, future))
         return future
 
-    def submit_video(self, data: bytes, source: str, sampling: dict[str, Any]
-                     ) -> Future[list[FrameResult]]:
+    def submit_video(
+        self, data: bytes, source: str, sampling: dict[str, Any]
+    ) -> Future[list[FrameResult]]:
         """Queue one video; the future's result is every sampled frame's result (see
         :meth:`Predictor.predict_video`, which ``sampling`` is passed to). A video holds
         the model until it is done, so its length is bounded by the upload limit."""
@@ -105,8 +106,10 @@ class ModelRunner:
             with tempfile.NamedTemporaryFile(prefix="fer8-upload-", suffix=suffix) as file:
                 file.write(job.data)
                 file.flush()
-                results = [replace(result, source=job.source) for result in
-                           self.predictor.predict_video(file.name, **job.sampling)]
+                results = [
+                    replace(result, source=job.source)
+                    for result in self.predictor.predict_video(file.name, **job.sampling)
+                ]
         except Exception as exc:
             logger.exception("video prediction failed")
             job.future.set_exception(exc)

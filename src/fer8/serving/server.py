@@ -60,8 +60,9 @@ def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
     return buffer.getvalue()
 
 
-def _explained(predictor: Predictor, data: bytes, source: str, *, jpeg: bool
-               ) -> dict[str, Any] | bytes:
+def _explained(
+    predictor: Predictor, data: bytes, source: str, *, jpeg: bool
+) -> dict[str, Any] | bytes:
     """``explain=true``: the result with each face's heatmap (base64 PNG and the photo box
     it covers), or with ``annotate=true`` too, the photo with the heatmaps and the boxes
     drawn, as JPEG. Runs in a worker thread beside the model's (ONNX Runtime sessions
@@ -77,8 +78,7 @@ def _explained(predictor: Predictor, data: bytes, source: str, *, jpeg: bool
     result = ImageResult(source, tuple(item.face for item in items))
     if jpeg:
         buffer = io.BytesIO()
-        Image.fromarray(annotate(overlay(image, items), result)).save(buffer, "JPEG",
-                                                                      quality=90)
+        Image.fromarray(annotate(overlay(image, items), result)).save(buffer, "JPEG", quality=90)
         return buffer.getvalue()
     height, width = image.shape[:2]
     answer = result.to_dict()
@@ -105,9 +105,14 @@ class BodySizeLimit:
     its file name's extension), which is read ahead (4 kB) to decide and then handed on.
     """
 
-    def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None,
-                 video_max_bytes: int | None = None,
-                 video_paths: tuple[str, ...] = ("/v1/predict",)) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int,
+        drain_bytes: int | None = None,
+        video_max_bytes: int | None = None,
+        video_paths: tuple[str, ...] = ("/v1/predict",),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = 4 * max_bytes if drain_bytes is None else drain_bytes
@@ -122,13 +127,17 @@ class BodySizeLimit:
         declared = headers.get(b"content-length")
         size = int(declared) if declared is not None and declared.isdigit() else None
         limit = self.max_bytes
-        if self.video_max_bytes > self.max_bytes and scope.get("path") in self.video_paths \
-                and (size is None or size > self.max_bytes):
+        if (
+            self.video_max_bytes > self.max_bytes
+            and scope.get("path") in self.video_paths
+            and (size is None or size > self.max_bytes)
+        ):
             # A video has a limit of its own: the raw body's type says so, or the first
             # part's headers of a multipart upload do (read ahead, and given back, unless
             # the body is over either limit anyway).
             limit, receive = await self._video_limit(
-                headers, receive, peek=size is None or size <= self.video_max_bytes)
+                headers, receive, peek=size is None or size <= self.video_max_bytes
+            )
         if size is not None and size > limit:
             holds_back = headers.get(b"expect", b"").lower() == b"100-continue"
             if not holds_back and size <= limit + self.drain_bytes:
@@ -162,8 +171,7 @@ class BodySizeLimit:
                     await self._drain(receive)
                 await self._refuse(send, limit)
 
-    async def _video_limit(self, headers: dict, receive: Any, *, peek: bool
-                           ) -> tuple[int, Any]:
+    async def _video_limit(self, headers: dict, receive: Any, *, peek: bool) -> tuple[int, Any]:
         """The limit for this request, and a ``receive`` that replays what was read ahead."""
         content_type = headers.get(b"content-type", b"").lower()
         if content_type.startswith(b"video/"):
@@ -202,10 +210,17 @@ class BodySizeLimit:
     async def _refuse(self, send: Any, limit: int) -> None:
         video = limit > self.max_bytes
         body = json.dumps({"detail": too_large(limit, video=video)}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -216,8 +231,10 @@ class _BodyTooLarge(Exception):
 def too_large(limit: int, *, video: bool = False) -> str:
     """The 413's message: the limit, and the ``fer8 serve`` option that sets it."""
     what, option = ("video upload", "--max-video-mb") if video else ("upload", "--max-upload-mb")
-    return (f"{what} larger than {limit:,} bytes ({limit / 2**20:g} MB); "
-            f"fer8 serve {option} sets the limit")
+    return (
+        f"{what} larger than {limit:,} bytes ({limit / 2**20:g} MB); "
+        f"fer8 serve {option} sets the limit"
+    )
 
 
 #: How much of a multipart body is read ahead to find its first part's headers.
@@ -225,8 +242,10 @@ _HEAD_BYTES = 4096
 #: A multipart part that declares a video: its type, or its file name's extension.
 _VIDEO_PART = re.compile(
     rb"content-type:[ \t]*video/|filename=\"[^\"\r\n]*\.(?:"
-    + b"|".join(ext[1:].encode() for ext in sorted(VIDEO_EXTENSIONS)) + rb")\"",
-    re.IGNORECASE)
+    + b"|".join(ext[1:].encode() for ext in sorted(VIDEO_EXTENSIONS))
+    + rb")\"",
+    re.IGNORECASE,
+)
 
 
 def create_app(
@@ -257,8 +276,10 @@ def create_app(
 
         bot = LineBot(line, runner)
     else:
-        logger.info("LINE bot off: set LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN "
-                    "to answer webhooks at /line/callback")
+        logger.info(
+            "LINE bot off: set LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN "
+            "to answer webhooks at /line/callback"
+        )
 
     metrics = ServerMetrics()
     if model_load_seconds is not None:
@@ -272,10 +293,15 @@ def create_app(
         runner.close()
         metrics.process_stopped()
 
-    app = FastAPI(title="fer8", version=__version__, lifespan=lifespan,
-                  description="Facial expression recognition.", docs_url=None, redoc_url=None)
-    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes,
-                       video_max_bytes=max_video_bytes)
+    app = FastAPI(
+        title="fer8",
+        version=__version__,
+        lifespan=lifespan,
+        description="Facial expression recognition.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes, video_max_bytes=max_video_bytes)
     if api_keys:  # outside the upload limit: a stranger learns nothing, not even the limit
         app.add_middleware(ApiKeyAuth, keys=tuple(api_keys))
         document_keys(app)
@@ -295,7 +321,8 @@ def create_app(
     @app.get("/docs", include_in_schema=False)
     async def docs():
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title="fer8 API",
+            openapi_url=app.openapi_url,
+            title="fer8 API",
             swagger_js_url="/swagger/swagger-ui-bundle.js",
             swagger_css_url="/swagger/swagger-ui.css",
             swagger_favicon_url="/favicon.ico",
@@ -313,8 +340,13 @@ def create_app(
     @app.get("/v1/models", summary="The loaded model")
     async def models() -> dict[str, Any]:
         spec = predictor.model.spec
-        return {"name": spec.name, "labels": list(spec.labels), "input_size": spec.input_size,
-                "backbone": spec.backbone, "runtime": predictor.model.runtime}
+        return {
+            "name": spec.name,
+            "labels": list(spec.labels),
+            "input_size": spec.input_size,
+            "backbone": spec.backbone,
+            "runtime": predictor.model.runtime,
+        }
 
     @app.post(
         "/v1/predict",
@@ -332,23 +364,37 @@ def create_app(
             "(`fps`, `every_frame`, `smooth` as on the command line); a video that breaks "
             "off ends with an object whose `error` names the frame."
         ),
-        responses={400: {"description": "not an image or video"},
-                   413: {"description": "too large"},
-                   415: {"description": "wrong content type"},
-                   200: {"content": {"image/jpeg": {}}}},
+        responses={
+            400: {"description": "not an image or video"},
+            413: {"description": "too large"},
+            415: {"description": "wrong content type"},
+            200: {"content": {"image/jpeg": {}}},
+        },
         # The handler reads the body itself (either form), so the schema says what it takes.
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"}}}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        }}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        }
+                    },
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
     )
-    async def predict(request: Request, annotate: bool = Query(False),
-                      explain: bool = Query(False),
-                      fps: float = Query(DEFAULT_FPS, gt=0, le=1000),
-                      every_frame: bool = Query(False),
-                      smooth: float = Query(0.0, ge=0, le=3600)):
+    async def predict(
+        request: Request,
+        annotate: bool = Query(False),
+        explain: bool = Query(False),
+        fps: float = Query(DEFAULT_FPS, gt=0, le=1000),
+        every_frame: bool = Query(False),
+        smooth: float = Query(0.0, ge=0, le=3600),
+    ):
         try:
             data, source, declared_video = await _read_upload(request)
         except ClientDisconnect:
@@ -358,8 +404,11 @@ def create_app(
             return Response(status_code=400)
         if declared_video or looks_like_video(data[:16]):
             if annotate or explain:
-                raise HTTPException(400, detail="annotate=true and explain=true take photos; "
-                                                "for a video, use fer8 predict --annotate")
+                raise HTTPException(
+                    400,
+                    detail="annotate=true and explain=true take photos; "
+                    "for a video, use fer8 predict --annotate",
+                )
             sampling = {"fps": fps, "every_frame": every_frame, "smooth": smooth}
             frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
             if len(frames) == 1 and frames[0].frame is None:
@@ -373,7 +422,8 @@ def create_app(
 
             try:
                 answer = await anyio.to_thread.run_sync(
-                    functools.partial(_explained, predictor, data, source, jpeg=annotate))
+                    functools.partial(_explained, predictor, data, source, jpeg=annotate)
+                )
             except InvalidImageError as exc:
                 raise HTTPException(400, detail=f"{source}: {exc.problem}") from None
             except ExplanationError as exc:
@@ -405,18 +455,23 @@ async def _read_upload(request: Request) -> tuple[bytes, str, bool]:
             if not uploads:
                 raise HTTPException(400, detail="multipart upload needs a file in field 'file'")
             if len(uploads) > 1:  # the last one was taken without a word
-                raise HTTPException(400, detail=f"multipart upload has {len(uploads)} files in "
-                                                "field 'file'; send one")
+                raise HTTPException(
+                    400,
+                    detail=f"multipart upload has {len(uploads)} files in field 'file'; send one",
+                )
             upload = uploads[0]
             name = upload.filename or "upload"
-            video = (upload.content_type or "").lower().startswith("video/") or \
-                os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+            video = (upload.content_type or "").lower().startswith("video/") or os.path.splitext(
+                name
+            )[1].lower() in VIDEO_EXTENSIONS
             return await upload.read(), name, video
     if content_type.startswith(("image/", "video/")) or content_type == "application/octet-stream":
         return await request.body(), "upload", content_type.startswith("video/")
     raise HTTPException(
-        415, detail=f"content type {content_type or '(none)'!r} is not accepted: send an image "
-                    "or a video as multipart field 'file' or as a raw image/* or video/* body")
+        415,
+        detail=f"content type {content_type or '(none)'!r} is not accepted: send an image "
+        "or a video as multipart field 'file' or as a raw image/* or video/* body",
+    )
 
 
 def _swagger_dir() -> str:

@@ -111,14 +111,27 @@ def _affine(images, a: Augmentation, n, size: int, draw: _Draws):
     # Output pixel p maps to input pixel R(-angle) (p - c - d) / zoom + c.
     cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
     ox, oy = c + dx, c + dy
-    transforms = tf.stack([
-        cos, sin, c - cos * ox - sin * oy,
-        -sin, cos, c + sin * ox - cos * oy,
-        tf.zeros([n]), tf.zeros([n]),
-    ], axis=1)
+    transforms = tf.stack(
+        [
+            cos,
+            sin,
+            c - cos * ox - sin * oy,
+            -sin,
+            cos,
+            c + sin * ox - cos * oy,
+            tf.zeros([n]),
+            tf.zeros([n]),
+        ],
+        axis=1,
+    )
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=[size, size],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+        images=images,
+        transforms=transforms,
+        output_shape=[size, size],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
 
 
 def _low_resolution(images, size: int, draw: _Draws):
@@ -137,7 +150,7 @@ def _blur(images, size: int, draw: _Draws):
     sigma = draw.uniform([], 0.5, 1.5) * (size / 224.0)
     radius = max(1, math.ceil(1.5 * size / 224.0 * 2))
     x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    kernel = tf.exp(-(x**2) / (2.0 * sigma**2))
     kernel /= tf.reduce_sum(kernel)
     horizontal = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, 3, 1])
     vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, 3, 1])

@@ -45,8 +45,9 @@ OUTPUT_LAYER = "probabilities"
 #: Keras's ImageNet ResNet50 weights without the top, and the MD5 Keras checks them with
 #: (``keras.src.applications.resnet``), so fer8 fetches exactly what Keras would.
 IMAGENET_RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_RESNET50_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-                         + IMAGENET_RESNET50_FILE)
+IMAGENET_RESNET50_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_RESNET50_FILE
+)
 IMAGENET_RESNET50_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 
 
@@ -80,7 +81,9 @@ def build_backbone(
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"{weights}: no such weights file")
         return keras.applications.ResNet50(
-            include_top=False, weights=weights, input_shape=(input_size, input_size, 3),
+            include_top=False,
+            weights=weights,
+            input_shape=(input_size, input_size, 3),
             pooling="avg",
         )
     if name == "vggface-resnet50":
@@ -117,13 +120,18 @@ def imagenet_weights() -> Path:
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its progress bar
             path = keras.utils.get_file(
-                IMAGENET_RESNET50_FILE, IMAGENET_RESNET50_URL, cache_subdir="models",
-                file_hash=IMAGENET_RESNET50_MD5, cache_dir=os.environ.get("KERAS_HOME"))
+                IMAGENET_RESNET50_FILE,
+                IMAGENET_RESNET50_URL,
+                cache_subdir="models",
+                file_hash=IMAGENET_RESNET50_MD5,
+                cache_dir=os.environ.get("KERAS_HOME"),
+            )
     except Exception as exc:  # Keras raises a bare Exception for network failures
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DownloadError(
             f"could not download ImageNet weights ({reason}); pass --backbone-weights PATH "
-            "to a local resnet50 .h5, or --init-model") from None
+            "to a local resnet50 .h5, or --init-model"
+        ) from None
     return Path(path)
 
 
@@ -154,13 +162,18 @@ def vggface_resnet50(input_size: int = 224) -> keras.Model:
     from keras import layers
 
     inputs = keras.Input((input_size, input_size, 3), name="input")
-    x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False,
-                      name=_keras_name("conv1/7x7_s2"))(inputs)
+    x = layers.Conv2D(
+        64, 7, strides=2, padding="same", use_bias=False, name=_keras_name("conv1/7x7_s2")
+    )(inputs)
     x = layers.BatchNormalization(name=_keras_name("conv1/7x7_s2/bn"))(x)
     x = layers.Activation("relu")(x)
     x = layers.MaxPooling2D(3, strides=2)(x)
-    stages = [(2, 3, (64, 64, 256)), (3, 4, (128, 128, 512)),
-              (4, 6, (256, 256, 1024)), (5, 3, (512, 512, 2048))]
+    stages = [
+        (2, 3, (64, 64, 256)),
+        (3, 4, (128, 128, 512)),
+        (4, 6, (256, 256, 1024)),
+        (5, 3, (512, 512, 2048)),
+    ]
     for stage, blocks, filters in stages:
         for block in range(1, blocks + 1):
             strides = 1 if stage == 2 or block > 1 else 2
@@ -169,8 +182,7 @@ def vggface_resnet50(input_size: int = 224) -> keras.Model:
     return keras.Model(inputs, x, name="vggface_resnet50")
 
 
-def _vggface_block(x, filters: Sequence[int], stage: int, block: int, strides: int,
-                   project: bool):
+def _vggface_block(x, filters: Sequence[int], stage: int, block: int, strides: int, project: bool):
     from keras import layers
 
     prefix = f"conv{stage}_{block}"
@@ -185,8 +197,9 @@ def _vggface_block(x, filters: Sequence[int], stage: int, block: int, strides: i
     y = layers.Conv2D(f3, 1, use_bias=False, name=f"{prefix}_1x1_increase")(y)
     y = layers.BatchNormalization(name=f"{prefix}_1x1_increase_bn")(y)
     if project:
-        shortcut = layers.Conv2D(f3, 1, strides=strides, use_bias=False,
-                                 name=f"{prefix}_1x1_proj")(x)
+        shortcut = layers.Conv2D(f3, 1, strides=strides, use_bias=False, name=f"{prefix}_1x1_proj")(
+            x
+        )
         shortcut = layers.BatchNormalization(name=f"{prefix}_1x1_proj_bn")(shortcut)
     y = layers.Add()([y, shortcut])
     return layers.Activation("relu")(y)
@@ -236,8 +249,13 @@ def load_keras2_weights(model: keras.Model, path: str | os.PathLike) -> None:
             )
         layer.set_weights(arrays)
         loaded += 1
-    logger.info("loaded %d layers from %s (%d unused: %s)", loaded, path, len(stored),
-                ", ".join(sorted(stored)) or "none")
+    logger.info(
+        "loaded %d layers from %s (%d unused: %s)",
+        loaded,
+        path,
+        len(stored),
+        ", ".join(sorted(stored)) or "none",
+    )
 
 
 def _keras_name(vggface_name: str) -> str:

@@ -62,8 +62,9 @@ class PreparedCrops:
         return self.images if self.images.shape[-1] == 3 else np.repeat(self.images, 3, -1)
 
 
-def settings_key(size: int = CROP_SIZE, detector: Mapping | None = None,
-                 mask: str | None = None) -> str:
+def settings_key(
+    size: int = CROP_SIZE, detector: Mapping | None = None, mask: str | None = None
+) -> str:
     """A digest of everything that decides how a crop looks.
 
     ``detector`` (name and every setting) shapes photos only; pre-cropped faces are
@@ -71,8 +72,13 @@ def settings_key(size: int = CROP_SIZE, detector: Mapping | None = None,
     detectors. ``mask`` (:mod:`fer8.pipeline.masking`) enters the key only when set,
     so unmasked crops keep the keys they always had.
     """
-    values: dict = {"pipeline": PIPELINE_VERSION, "size": size, "eye_x": alignment.EYE_X,
-                    "eye_y": alignment.EYE_Y, "margin": alignment.FALLBACK_MARGIN}
+    values: dict = {
+        "pipeline": PIPELINE_VERSION,
+        "size": size,
+        "eye_x": alignment.EYE_X,
+        "eye_y": alignment.EYE_Y,
+        "margin": alignment.FALLBACK_MARGIN,
+    }
     if detector is not None:
         values["detector"] = dict(detector)
     if mask is not None:
@@ -84,9 +90,14 @@ class CropCache:
     """Crops on disk under ``root/<settings key>/<2 hex>/<image digest>-<photo|crop>.png``
     (photos with a labelled box: ``<digest>-photo-<x>_<y>_<w>_<h>.png``)."""
 
-    def __init__(self, root: str | os.PathLike, size: int = CROP_SIZE,
-                 detector: str = DEFAULT_DETECTOR,
-                 detector_options: Mapping | None = None, mask: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: int = CROP_SIZE,
+        detector: str = DEFAULT_DETECTOR,
+        detector_options: Mapping | None = None,
+        mask: str | None = None,
+    ) -> None:
         self.crops = Path(root) / settings_key(size, mask=mask)
         framing = {"name": detector, **settings(detector, **(detector_options or {}))}
         self.photos = Path(root) / settings_key(size, framing, mask=mask)
@@ -124,10 +135,15 @@ class CropCache:
         os.replace(partial, path)  # a killed run never leaves half a PNG under the real name
 
 
-def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
-          content: bytes | None = None, detector: str = DEFAULT_DETECTOR,
-          detector_options: Mapping | None = None,
-          mask: str | None = None) -> tuple[str, NDArray[np.uint8] | None]:
+def frame(
+    sample: Sample,
+    landmark_model=None,
+    size: int = CROP_SIZE,
+    content: bytes | None = None,
+    detector: str = DEFAULT_DETECTOR,
+    detector_options: Mapping | None = None,
+    mask: str | None = None,
+) -> tuple[str, NDArray[np.uint8] | None]:
     """(status, crop) for one sample through the prediction pipeline's framing.
 
     Photos keep their labelled face (:func:`~fer8.pipeline.faces.labelled_face`) or, without a
@@ -136,8 +152,12 @@ def frame(sample: Sample, landmark_model=None, size: int = CROP_SIZE,
     ``mask``: cut the face out as :func:`fer8.classify` does for a model that masks.
     """
     image = sample.load(content)
-    framing = {"detector": detector, "detector_options": detector_options,
-               "landmark_model": landmark_model, "size": size}
+    framing = {
+        "detector": detector,
+        "detector_options": detector_options,
+        "landmark_model": landmark_model,
+        "size": size,
+    }
     if sample.cropped:
         _, face = face_from_crop(image, landmark_model=landmark_model, size=size)
     elif sample.box is not None:
@@ -176,12 +196,19 @@ def prepare_crops(
         mask: Cut each face out along its landmarks (a model that masks, see
             :attr:`fer8.models.preprocessing.Preprocessing.mask`).
     """
-    cache = (CropCache(cache_root, detector=detector, detector_options=detector_options,
-                       mask=mask)
-             if cache_root is not None else None)
+    cache = (
+        CropCache(cache_root, detector=detector, detector_options=detector_options, mask=mask)
+        if cache_root is not None
+        else None
+    )
     landmark_model = load_landmark_model()
-    framing = functools.partial(frame, landmark_model=landmark_model, detector=detector,
-                                detector_options=detector_options, mask=mask)
+    framing = functools.partial(
+        frame,
+        landmark_model=landmark_model,
+        detector=detector,
+        detector_options=detector_options,
+        mask=mask,
+    )
 
     def one(sample: Sample) -> tuple[str, NDArray[np.uint8] | None]:
         try:
@@ -204,22 +231,24 @@ def prepare_crops(
     # Filled in place: gray until the first colour crop, so a gray set (FER2013) takes a
     # third of the memory and nothing is ever held twice.
     images = np.zeros((len(samples), image_size, image_size, 1), np.uint8)
-    with ThreadPoolExecutor(max(1, workers), initializer=load_detectors,
-                            initargs=(detector,)) as pool:
+    with ThreadPoolExecutor(
+        max(1, workers), initializer=load_detectors, initargs=(detector,)
+    ) as pool:
         for index, (state, crop) in enumerate(pool.map(one, samples)):
             status[state] += 1
             if crop is not None:
                 crop = _resize(crop, image_size)
                 if images.shape[-1] == 1 and not _is_gray(crop):
                     images = np.repeat(images, 3, axis=-1)
-                images[len(kept)] = crop[..., :images.shape[-1]]
+                images[len(kept)] = crop[..., : images.shape[-1]]
                 kept.append(index)
             if on_progress is not None:
                 on_progress(1)
     if status["no face"]:
-        logger.warning("no face found in %d of %d images; they are left out",
-                       status["no face"], len(samples))
-    return PreparedCrops(images[:len(kept)], np.asarray(kept, np.int64), status)
+        logger.warning(
+            "no face found in %d of %d images; they are left out", status["no face"], len(samples)
+        )
+    return PreparedCrops(images[: len(kept)], np.asarray(kept, np.int64), status)
 
 
 def _resize(crop: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
@@ -233,5 +262,6 @@ def _resize(crop: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
 
 
 def _is_gray(crop: NDArray[np.uint8]) -> bool:
-    return bool(np.array_equal(crop[..., 0], crop[..., 1])
-                and np.array_equal(crop[..., 0], crop[..., 2]))
+    return bool(
+        np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 0], crop[..., 2])
+    )

@@ -60,8 +60,18 @@ SYNONYMS: Mapping[str, tuple[str, ...]] = {
 _BY_SYNONYM = {name: label for label, names in SYNONYMS.items() for name in names}
 
 #: FER+ vote columns, in file order.
-FERPLUS_COLUMNS = ("neutral", "happy", "surprised", "sad", "angry", "disgusted", "fearful",
-                   "contempt", "unknown", "not_a_face")
+FERPLUS_COLUMNS = (
+    "neutral",
+    "happy",
+    "surprised",
+    "sad",
+    "angry",
+    "disgusted",
+    "fearful",
+    "contempt",
+    "unknown",
+    "not_a_face",
+)
 #: FER2013's ``emotion`` codes.
 FER2013_CODES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")
 #: ``Usage`` values of fer2013.csv for each split name.
@@ -152,13 +162,22 @@ class Dataset:
     def part(self, split: str) -> Dataset:
         """The samples that :func:`split_of` puts in ``split`` (``"train"`` or ``"val"``)."""
         samples = tuple(s for s in self.samples if split_of(s) == split)
-        return replace(self, samples=samples, kind=f"{self.kind}@{split}",
-                       skipped=dict(self.skipped) if split == "train" else {})
+        return replace(
+            self,
+            samples=samples,
+            kind=f"{self.kind}@{split}",
+            skipped=dict(self.skipped) if split == "train" else {},
+        )
 
     def summary(self) -> dict:
         """A JSON-able description (stored in trained models' metadata)."""
-        return {"path": str(self.root), "kind": self.kind, "images": len(self.samples),
-                "per_class": self.counts, "skipped": dict(self.skipped)}
+        return {
+            "path": str(self.root),
+            "kind": self.kind,
+            "images": len(self.samples),
+            "per_class": self.counts,
+            "skipped": dict(self.skipped),
+        }
 
 
 def match_class(name: str) -> str | None:
@@ -167,8 +186,13 @@ def match_class(name: str) -> str | None:
     return _BY_SYNONYM.get(key)
 
 
-def read_dataset(path: str | os.PathLike, *, split: str | None = None,
-                 fer2013_split: str = "train", cropped: bool | None = None) -> Dataset:
+def read_dataset(
+    path: str | os.PathLike,
+    *,
+    split: str | None = None,
+    fer2013_split: str = "train",
+    cropped: bool | None = None,
+) -> Dataset:
     """Read labelled images from any supported layout.
 
     Args:
@@ -206,8 +230,9 @@ def read_dataset(path: str | os.PathLike, *, split: str | None = None,
         if split is not None:
             dataset = dataset.part(split)
     if not dataset.samples:
-        raise DatasetError(f"{root}: no labelled images found "
-                           f"(skipped: {dict(dataset.skipped) or 'nothing'})")
+        raise DatasetError(
+            f"{root}: no labelled images found (skipped: {dict(dataset.skipped) or 'nothing'})"
+        )
     return dataset
 
 
@@ -216,12 +241,18 @@ def read_class_folders(root: Path, *, cropped: bool | None = None) -> Dataset:
     samples: list[Sample] = []
     skipped: Counter[str] = Counter()
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(f for f in folder.rglob("*")
-                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(
+            f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        )
         label = match_class(folder.name)
         if label is None:
-            logger.warning("%s: folder %r is no expression class (known: %s); its %d images "
-                           "are not used", root, folder.name, ", ".join(EXPRESSIONS), len(files))
+            logger.warning(
+                "%s: folder %r is no expression class (known: %s); its %d images are not used",
+                root,
+                folder.name,
+                ", ".join(EXPRESSIONS),
+                len(files),
+            )
             skipped[f"folder {folder.name!r} is no class"] += len(files)
             continue
         for file in files:
@@ -264,11 +295,11 @@ def read_ferplus(root: Path) -> Dataset:
             for column, index in enumerate(fer8_columns):
                 distribution[index] = votes[column]
             total = sum(distribution)
-            samples.append(Sample(str(image), winner, True,
-                                  tuple(v / total for v in distribution)))
+            samples.append(Sample(str(image), winner, True, tuple(v / total for v in distribution)))
     if skipped["missing file"]:
-        logger.warning("%s: %d files listed in label.csv are missing", root,
-                       skipped["missing file"])
+        logger.warning(
+            "%s: %d files listed in label.csv are missing", root, skipped["missing file"]
+        )
     return Dataset(root, "ferplus", tuple(samples), dict(skipped))
 
 
@@ -283,8 +314,9 @@ def read_fer2013(csv_path: Path, *, split: str = "train") -> Dataset:
         reader = csv.DictReader(handle)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
         if missing:
-            raise DatasetError(f"{csv_path}: not a fer2013.csv (no {', '.join(sorted(missing))} "
-                               "column)")
+            raise DatasetError(
+                f"{csv_path}: not a fer2013.csv (no {', '.join(sorted(missing))} column)"
+            )
         for row_number, row in enumerate(reader, 2):
             if row.get("Usage", usage) != usage:
                 continue
@@ -313,8 +345,9 @@ def read_expw(root: Path) -> Dataset:
     """
     images = next((root / name for name in EXPW_IMAGE_FOLDERS if (root / name).is_dir()), None)
     if images is None:
-        raise DatasetError(f"{root}: label.lst but no photo folder "
-                           f"({' or '.join(EXPW_IMAGE_FOLDERS)})")
+        raise DatasetError(
+            f"{root}: label.lst but no photo folder ({' or '.join(EXPW_IMAGE_FOLDERS)})"
+        )
     samples: list[Sample] = []
     skipped: Counter[str] = Counter()
     label_file = root / "label.lst"
@@ -330,18 +363,22 @@ def read_expw(root: Path) -> Dataset:
                 if right <= left or bottom <= top:
                     raise ValueError("empty face box")
             except (ValueError, IndexError) as exc:
-                raise DatasetError(f"{label_file}:{line_number}: malformed line ({exc}); "
-                                   "expected: name face_id top left right bottom confidence "
-                                   "label") from None
+                raise DatasetError(
+                    f"{label_file}:{line_number}: malformed line ({exc}); "
+                    "expected: name face_id top left right bottom confidence "
+                    "label"
+                ) from None
             path = images / name
             if not path.is_file():
                 skipped["missing file"] += 1
                 continue
-            samples.append(Sample(str(path), label, False,
-                                  box=Box(left, top, right - left, bottom - top)))
+            samples.append(
+                Sample(str(path), label, False, box=Box(left, top, right - left, bottom - top))
+            )
     if skipped["missing file"]:
-        logger.warning("%s: %d photos listed in label.lst are missing", root,
-                       skipped["missing file"])
+        logger.warning(
+            "%s: %d photos listed in label.lst are missing", root, skipped["missing file"]
+        )
     return Dataset(root, "expw", tuple(samples), dict(skipped))
 
 
@@ -372,8 +409,11 @@ class DataSource:
         return name + (f"@{self.split}" if self.split else "")
 
     def __str__(self) -> str:
-        return str(self.path) + (f"@{self.split}" if self.split else "") + (
-            f":{self.weight:g}" if self.weight != 1 else "")
+        return (
+            str(self.path)
+            + (f"@{self.split}" if self.split else "")
+            + (f":{self.weight:g}" if self.weight != 1 else "")
+        )
 
     def read(self, *, fer2013_split: str = "train") -> Dataset:
         """The samples of this source (:func:`read_dataset`)."""

@@ -50,17 +50,25 @@ def load_teachers(names: Sequence[str], labels: tuple[str, ...]) -> list[Express
         model = load_model(name)
         missing = [label for label in labels if label not in model.labels]
         if missing:
-            raise TeacherError(f"{name}: teacher has no class {', '.join(missing)}; "
-                               f"it knows {', '.join(model.labels)}")
+            raise TeacherError(
+                f"{name}: teacher has no class {', '.join(missing)}; "
+                f"it knows {', '.join(model.labels)}"
+            )
         teachers.append(model)
     return teachers
 
 
-def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
-                          teachers: Sequence[ExpressionModel], cache_root, *, detector: str,
-                          detector_options, workers: int = 2,
-                          framed: Mapping[int, PreparedCrops] | None = None
-                          ) -> NDArray[np.float32]:
+def teacher_probabilities(
+    samples: Sequence[Sample],
+    labels: tuple[str, ...],
+    teachers: Sequence[ExpressionModel],
+    cache_root,
+    *,
+    detector: str,
+    detector_options,
+    workers: int = 2,
+    framed: Mapping[int, PreparedCrops] | None = None,
+) -> NDArray[np.float32]:
     """The teachers' mean probabilities over ``labels`` for each sample.
 
     Each teacher's probabilities are renormalised over ``labels`` (a teacher may know
@@ -79,9 +87,14 @@ def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
         started = time.perf_counter()
         size = model.spec.input_size
         if size not in framed:
-            framed[size] = prepare_crops(samples, cache_root, image_size=size,
-                                         workers=workers, detector=detector,
-                                         detector_options=detector_options)
+            framed[size] = prepare_crops(
+                samples,
+                cache_root,
+                image_size=size,
+                workers=workers,
+                detector=detector,
+                detector_options=detector_options,
+            )
         crops = framed[size]
         probabilities = np.full((len(samples), len(labels)), np.nan)
         if len(crops.kept):
@@ -89,13 +102,15 @@ def teacher_probabilities(samples: Sequence[Sample], labels: tuple[str, ...],
             read = classify(crops.rgb(), model)[:, columns].astype(np.float64)
             probabilities[crops.kept] = read / np.maximum(read.sum(1, keepdims=True), 1e-12)
         total += probabilities
-        logger.info("a teacher read %d faces in %.0f s", len(crops.kept),
-                    time.perf_counter() - started)
+        logger.info(
+            "a teacher read %d faces in %.0f s", len(crops.kept), time.perf_counter() - started
+        )
     return (total / len(teachers)).astype(np.float32)
 
 
-def blend(targets: NDArray[np.float32], taught: NDArray[np.float32],
-          weight: float) -> NDArray[np.float32]:
+def blend(
+    targets: NDArray[np.float32], taught: NDArray[np.float32], weight: float
+) -> NDArray[np.float32]:
     """``(1 - weight) * targets + weight * taught``, row by row; rows the teachers could
     not read (NaN) keep their targets."""
     read = ~np.isnan(taught).any(axis=1)

@@ -77,8 +77,12 @@ class Evaluation:
             precision = true_positive[i] / predicted[i] if predicted[i] else 0.0
             recall = true_positive[i] / actual[i] if actual[i] else 0.0
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            result[label] = {"precision": float(precision), "recall": float(recall),
-                             "f1": float(f1), "support": int(actual[i])}
+            result[label] = {
+                "precision": float(precision),
+                "recall": float(recall),
+                "f1": float(f1),
+                "support": int(actual[i]),
+            }
         return result
 
     @property
@@ -99,8 +103,10 @@ class Evaluation:
             "accuracy_all": self.accuracy_all,
             "macro_f1": self.macro_f1,
             "per_class": self.per_class(),
-            "confusion_matrix": {"labels": list(self.labels),
-                                 "counts": self.counts.astype(int).tolist()},
+            "confusion_matrix": {
+                "labels": list(self.labels),
+                "counts": self.counts.astype(int).tolist(),
+            },
             "no_face": self.no_face,
             "unreadable": self.unreadable,
             "n": self.n,
@@ -109,8 +115,9 @@ class Evaluation:
         }
 
 
-def confusion(truth: Sequence[str], predicted: Sequence[str | None],
-              labels: Sequence[str]) -> Evaluation:
+def confusion(
+    truth: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]
+) -> Evaluation:
     """Build an :class:`Evaluation` from true and predicted labels (None: no face found).
 
     Classes seen in either list but missing from ``labels`` are added, in fixed order.
@@ -129,8 +136,9 @@ def confusion(truth: Sequence[str], predicted: Sequence[str | None],
     return Evaluation(order, counts, no_face)
 
 
-def evaluate(predictor, dataset: Dataset, *,
-             on_progress: Callable[[int], None] | None = None) -> Evaluation:
+def evaluate(
+    predictor, dataset: Dataset, *, on_progress: Callable[[int], None] | None = None
+) -> Evaluation:
     """Run ``predictor`` (a :class:`fer8.Predictor`) on every sample and compare its answer.
 
     The answer is the largest face's label, or for a sample with a labelled box the
@@ -139,17 +147,19 @@ def evaluate(predictor, dataset: Dataset, *,
     reported (one log line each) and counted, never fatal.
     """
     truth, faces, unreadable = _answers(predictor, dataset, on_progress)
-    evaluation = confusion(truth, [f.label if f is not None else None for f in faces],
-                           predictor.labels)
+    evaluation = confusion(
+        truth, [f.label if f is not None else None for f in faces], predictor.labels
+    )
     found = [(label, face) for label, face in zip(truth, faces) if face is not None]
-    reliability = Reliability.from_predictions([face.confidence for _, face in found],
-                                               [face.label == label for label, face in found])
+    reliability = Reliability.from_predictions(
+        [face.confidence for _, face in found], [face.label == label for label, face in found]
+    )
     return replace(evaluation, unreadable=unreadable, reliability=reliability)
 
 
-def predicted_probabilities(predictor, dataset: Dataset, *,
-                            on_progress: Callable[[int], None] | None = None
-                            ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+def predicted_probabilities(
+    predictor, dataset: Dataset, *, on_progress: Callable[[int], None] | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """The probabilities :func:`evaluate` judges, for fitting a calibration on them.
 
     Returns:
@@ -158,15 +168,20 @@ def predicted_probabilities(predictor, dataset: Dataset, *,
     """
     truth, faces, _ = _answers(predictor, dataset, on_progress)
     labels = list(predictor.labels)
-    kept = [(labels.index(label), face) for label, face in zip(truth, faces)
-            if face is not None and label in labels]
-    probabilities = np.array([[face.probabilities[label] for label in labels]
-                              for _, face in kept], np.float32).reshape(-1, len(labels))
+    kept = [
+        (labels.index(label), face)
+        for label, face in zip(truth, faces)
+        if face is not None and label in labels
+    ]
+    probabilities = np.array(
+        [[face.probabilities[label] for label in labels] for _, face in kept], np.float32
+    ).reshape(-1, len(labels))
     return probabilities, np.array([index for index, _ in kept], np.int64)
 
 
-def _answers(predictor, dataset: Dataset, on_progress: Callable[[int], None] | None
-             ) -> tuple[list[str], list, int]:
+def _answers(
+    predictor, dataset: Dataset, on_progress: Callable[[int], None] | None
+) -> tuple[list[str], list, int]:
     """Each sample's true label and the face judged for it (None: not found), and how
     many samples were unreadable (left out of both lists)."""
     from fer8.pipeline.faces import match
@@ -202,8 +217,9 @@ def _answers(predictor, dataset: Dataset, on_progress: Callable[[int], None] | N
     return truth, judged, unreadable
 
 
-def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
-                            on_progress: Callable[[int], None] | None = None) -> Evaluation:
+def evaluate_labelled_boxes(
+    predictor, dataset: Dataset, *, on_progress: Callable[[int], None] | None = None
+) -> Evaluation:
     """The classifier alone: every sample with a labelled box is framed from it
     (:func:`fer8.pipeline.faces.labelled_face`, as training frames it) and classified, so faces
     the detector misses are measured too. Samples without a box are left out."""
@@ -218,8 +234,12 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
     batch: list[tuple[str, AlignedFace]] = []  # (true label, aligned crop)
 
     def run() -> None:
-        probabilities = classify([crop for _, crop in batch], predictor.model,
-                                 batch_size=predictor.batch_size, flip=predictor.flip)
+        probabilities = classify(
+            [crop for _, crop in batch],
+            predictor.model,
+            batch_size=predictor.batch_size,
+            flip=predictor.flip,
+        )
         for (label, _), row in zip(batch, probabilities):
             truth.append(label)
             predicted.append(predictor.labels[int(np.argmax(row))])
@@ -230,9 +250,13 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
         if sample.box is None:
             continue
         try:
-            _, crop = labelled_face(sample.load(), sample.box, detector=predictor.detector,
-                                    detector_options=predictor.detector_options,
-                                    landmark_model=predictor.landmark_model)
+            _, crop = labelled_face(
+                sample.load(),
+                sample.box,
+                detector=predictor.detector,
+                detector_options=predictor.detector_options,
+                landmark_model=predictor.landmark_model,
+            )
         except (Fer8Error, OSError) as exc:
             logger.warning("%s", exc if sample.source in str(exc) else f"{sample.source}: {exc}")
             unreadable += 1
@@ -245,9 +269,13 @@ def evaluate_labelled_boxes(predictor, dataset: Dataset, *,
     if batch:
         run()
     reliability = Reliability.from_predictions(
-        confidences, [guess == label for label, guess in zip(truth, predicted)])
-    return replace(confusion(truth, predicted, predictor.labels), unreadable=unreadable,
-                   reliability=reliability)
+        confidences, [guess == label for label, guess in zip(truth, predicted)]
+    )
+    return replace(
+        confusion(truth, predicted, predictor.labels),
+        unreadable=unreadable,
+        reliability=reliability,
+    )
 
 
 def _source(sample: Sample):

@@ -62,10 +62,12 @@ def _conv(x, filters: int, kernel, name: str, *, strides: int = 1, padding: str 
     """Convolution, BatchNorm without scale (FaceNet's slim defaults), ReLU."""
     from keras import layers
 
-    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
-                      name=name)(x)
-    x = layers.BatchNormalization(momentum=0.995, epsilon=0.001, scale=False,
-                                  name=f"{name}_BatchNorm")(x)
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=name)(
+        x
+    )
+    x = layers.BatchNormalization(
+        momentum=0.995, epsilon=0.001, scale=False, name=f"{name}_BatchNorm"
+    )(x)
     return layers.Activation("relu", name=f"{name}_Activation")(x)
 
 
@@ -74,8 +76,9 @@ def _block(x, kind: str, index: int, scale: float, scale_sum, *, activate: bool 
     from keras import layers
 
     prefix = f"{kind}_{index}"
-    b0 = _conv(x, {"Block35": 32, "Block17": 128, "Block8": 192}[kind], 1,
-               f"{prefix}_Branch_0_Conv2d_1x1")
+    b0 = _conv(
+        x, {"Block35": 32, "Block17": 128, "Block8": 192}[kind], 1, f"{prefix}_Branch_0_Conv2d_1x1"
+    )
     if kind == "Block35":
         b1 = _conv(x, 32, 1, f"{prefix}_Branch_1_Conv2d_0a_1x1")
         b1 = _conv(b1, 32, 3, f"{prefix}_Branch_1_Conv2d_0b_3x3")
@@ -94,8 +97,9 @@ def _block(x, kind: str, index: int, scale: float, scale_sum, *, activate: bool 
         b1 = _conv(b1, 192, (3, 1), f"{prefix}_Branch_1_Conv2d_0c_3x1")
         branches = [b0, b1]
     mixed = layers.Concatenate(axis=3, name=f"{prefix}_Concatenate")(branches)
-    up = layers.Conv2D(x.shape[-1], 1, padding="same", use_bias=True,
-                       name=f"{prefix}_Conv2d_1x1")(mixed)
+    up = layers.Conv2D(x.shape[-1], 1, padding="same", use_bias=True, name=f"{prefix}_Conv2d_1x1")(
+        mixed
+    )
     x = scale_sum(scale, name=f"{prefix}_ScaleSum")([x, up])
     return layers.Activation("relu", name=f"{prefix}_Activation")(x) if activate else x
 
@@ -107,7 +111,9 @@ def _mixed_6a(x):
     b1 = _conv(x, 192, 1, "Mixed_6a_Branch_1_Conv2d_0a_1x1")
     b1 = _conv(b1, 192, 3, "Mixed_6a_Branch_1_Conv2d_0b_3x3")
     b1 = _conv(b1, 256, 3, "Mixed_6a_Branch_1_Conv2d_1a_3x3", strides=2, padding="valid")
-    b2 = layers.MaxPooling2D(3, strides=2, padding="valid", name="Mixed_6a_Branch_2_MaxPool_1a_3x3")(x)
+    b2 = layers.MaxPooling2D(
+        3, strides=2, padding="valid", name="Mixed_6a_Branch_2_MaxPool_1a_3x3"
+    )(x)
     return layers.Concatenate(axis=3, name="Mixed_6a")([b0, b1, b2])
 
 
@@ -121,7 +127,9 @@ def _mixed_7a(x):
     b2 = _conv(x, 256, 1, "Mixed_7a_Branch_2_Conv2d_0a_1x1")
     b2 = _conv(b2, 256, 3, "Mixed_7a_Branch_2_Conv2d_0b_3x3")
     b2 = _conv(b2, 256, 3, "Mixed_7a_Branch_2_Conv2d_1a_3x3", strides=2, padding="valid")
-    b3 = layers.MaxPooling2D(3, strides=2, padding="valid", name="Mixed_7a_Branch_3_MaxPool_1a_3x3")(x)
+    b3 = layers.MaxPooling2D(
+        3, strides=2, padding="valid", name="Mixed_7a_Branch_3_MaxPool_1a_3x3"
+    )(x)
     return layers.Concatenate(axis=3, name="Mixed_7a")([b0, b1, b2, b3])
 
 

@@ -108,9 +108,12 @@ def _conv_bn_pairs(keras_model: keras.Model) -> dict[str, Any]:
             continue
         (tensor,) = layer._inbound_nodes[0].input_tensors
         conv = tensor._keras_history.operation
-        if (type(conv) is keras.layers.Conv2D and len(conv._inbound_nodes) == 1
-                and conv.get_config()["activation"] == "linear"
-                and consumers.get(conv.name) == 1):
+        if (
+            type(conv) is keras.layers.Conv2D
+            and len(conv._inbound_nodes) == 1
+            and conv.get_config()["activation"] == "linear"
+            and consumers.get(conv.name) == 1
+        ):
             pairs[conv.name] = layer
     return pairs
 
@@ -128,8 +131,10 @@ def _folded_weights(conv: Any, norm: Any) -> list[NDArray[np.float32]]:
     gamma = norm_weights.get("gamma", np.ones_like(bias))
     beta = norm_weights.get("beta", np.zeros_like(bias))
     scale = gamma / np.sqrt(norm_weights["moving_variance"] + norm.epsilon)
-    return [(kernel * scale).astype(np.float32),
-            ((bias - norm_weights["moving_mean"]) * scale + beta).astype(np.float32)]
+    return [
+        (kernel * scale).astype(np.float32),
+        ((bias - norm_weights["moving_mean"]) * scale + beta).astype(np.float32),
+    ]
 
 
 class _FoldedNorm(keras.layers.Layer):

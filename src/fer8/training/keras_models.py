@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 PRECISIONS = ("float32", "bfloat16")
 
 
-def graph_from_keras(keras_model: keras.Model, spec: ModelSpec, *,
-                     compact: bool = False) -> onnx.ModelProto:
+def graph_from_keras(
+    keras_model: keras.Model, spec: ModelSpec, *, compact: bool = False
+) -> onnx.ModelProto:
     """The ONNX graph of ``keras_model`` (inference mode), with ``spec`` in its metadata.
 
     Args:
@@ -49,12 +50,12 @@ def graph_from_keras(keras_model: keras.Model, spec: ModelSpec, *,
     """
     config = keras_model.get_config()
     weights = split_weights(config, keras_model.get_weights())
-    return build_graph(config, weights, name=spec.name, half=compact,
-                       metadata=onnx_metadata(spec))
+    return build_graph(config, weights, name=spec.name, half=compact, metadata=onnx_metadata(spec))
 
 
-def save_model(keras_model: keras.Model, spec: ModelSpec, path: str | os.PathLike, *,
-               compact: bool = False) -> Path:
+def save_model(
+    keras_model: keras.Model, spec: ModelSpec, path: str | os.PathLike, *, compact: bool = False
+) -> Path:
     """Write ``keras_model`` and ``spec`` as a ``.fer8`` file.
 
     Args:
@@ -100,8 +101,9 @@ def load_keras_model(path: str | os.PathLike) -> tuple[keras.Model, ModelSpec]:
             elif {NETWORK_MEMBER, WEIGHTS_MEMBER} <= members:
                 keras_model = keras.models.model_from_json(archive.read(NETWORK_MEMBER))
                 with np.load(archive.open(WEIGHTS_MEMBER)) as stored:
-                    keras_model.set_weights([stored[f"arr_{i}"].astype(np.float32)
-                                             for i in range(len(stored.files))])
+                    keras_model.set_weights(
+                        [stored[f"arr_{i}"].astype(np.float32) for i in range(len(stored.files))]
+                    )
             else:
                 raise ModelFormatError(f"{path}: no network inside")
         except ModelFormatError:
@@ -115,8 +117,9 @@ def load_keras_model(path: str | os.PathLike) -> tuple[keras.Model, ModelSpec]:
     return keras_model, spec
 
 
-def keras_expression_model(keras_model: keras.Model, spec: ModelSpec, *,
-                           precision: str = "float32") -> ExpressionModel:
+def keras_expression_model(
+    keras_model: keras.Model, spec: ModelSpec, *, precision: str = "float32"
+) -> ExpressionModel:
     """An :class:`ExpressionModel` that runs ``keras_model`` on TensorFlow (BatchNorm
     folded, one traced function): the reference ONNX Runtime is checked against, and
     the old runtime in ``scripts/bench_light.py``."""
@@ -169,8 +172,7 @@ class _LegacyReader:
         keras_model, spec = load_keras_model(path)
         return spec, graph_from_keras(keras_model, spec).SerializeToString()
 
-    def rewrite(self, path: str | os.PathLike, out: str | os.PathLike, *,
-                compact: bool) -> Path:
+    def rewrite(self, path: str | os.PathLike, out: str | os.PathLike, *, compact: bool) -> Path:
         keras_model, spec = load_keras_model(path)
         return save_model(keras_model, spec, out, compact=compact)
 

@@ -54,21 +54,29 @@ def plot_confusion(evaluation: Evaluation, path: str | os.PathLike, *, title: st
         axis.imshow(rates, cmap=cmap, vmin=0.0, vmax=1.0)
         for (i, j), value in np.ndenumerate(matrix):
             text = format(int(value), "d") if fmt == "d" else format(value, fmt)
-            axis.text(j, i, text, ha="center", va="center", fontsize=9,
-                      color="white" if rates[i, j] > 0.5 else "black")
+            axis.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
         axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
         axis.set_yticks(range(len(names)), names)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
         axis.set_title(panel)
-    figure.suptitle(f"{title + ': ' if title else ''}accuracy {evaluation.accuracy_all:.1%} "
-                    f"(faces not found count as wrong), macro-F1 {evaluation.macro_f1:.3f}, "
-                    f"n={evaluation.n} ({evaluation.no_face} faces not found)")
+    figure.suptitle(
+        f"{title + ': ' if title else ''}accuracy {evaluation.accuracy_all:.1%} "
+        f"(faces not found count as wrong), macro-F1 {evaluation.macro_f1:.3f}, "
+        f"n={evaluation.n} ({evaluation.no_face} faces not found)"
+    )
     return _save(figure, path)
 
 
-def plot_reliability(reliability: Reliability, path: str | os.PathLike, *,
-                     title: str = "") -> Path:
+def plot_reliability(reliability: Reliability, path: str | os.PathLike, *, title: str = "") -> Path:
     """A reliability diagram: each confidence bin's accuracy (bars) and mean confidence
     (dots, joined to the bar: a calibrated model's dots sit on its bars), over a
     histogram of how many faces each bin holds, so a gap in a bin of three faces is not
@@ -80,15 +88,32 @@ def plot_reliability(reliability: Reliability, path: str | os.PathLike, *,
     accuracy = np.array([np.nan if a is None else a for a in reliability.accuracy()])
     confidence = np.array([np.nan if c is None else c for c in reliability.confidence()])
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(5.5, 6.5), sharex=True, constrained_layout=True,
-        gridspec_kw={"height_ratios": [3, 1]})
+        2,
+        1,
+        figsize=(5.5, 6.5),
+        sharex=True,
+        constrained_layout=True,
+        gridspec_kw={"height_ratios": [3, 1]},
+    )
     width = 1.0 / bins
-    top.bar(centres, np.nan_to_num(accuracy), width=width, edgecolor="black",
-            color="#4c72b0", alpha=0.8, label="accuracy")
+    top.bar(
+        centres,
+        np.nan_to_num(accuracy),
+        width=width,
+        edgecolor="black",
+        color="#4c72b0",
+        alpha=0.8,
+        label="accuracy",
+    )
     # Each bin's mean confidence, joined to its accuracy: a line above a bar is
     # over-confidence, below it under-confidence.
-    top.vlines(centres, np.nan_to_num(accuracy), np.nan_to_num(confidence, nan=0.0),
-               colors="#c44e52", linewidth=2)
+    top.vlines(
+        centres,
+        np.nan_to_num(accuracy),
+        np.nan_to_num(confidence, nan=0.0),
+        colors="#c44e52",
+        linewidth=2,
+    )
     top.plot(centres, confidence, "o", color="#c44e52", label="mean confidence")
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
     top.set_xlim(0, 1)
@@ -99,8 +124,9 @@ def plot_reliability(reliability: Reliability, path: str | os.PathLike, *,
     bottom.bar(centres, reliability.counts, width=width, color="gray", edgecolor="black")
     bottom.set_xlabel("confidence (the most probable class's probability)")
     bottom.set_ylabel("faces")
-    figure.suptitle(f"{title + ': ' if title else ''}ECE {reliability.ece:.1%} "
-                    f"({bins} bins, n={reliability.n})")
+    figure.suptitle(
+        f"{title + ': ' if title else ''}ECE {reliability.ece:.1%} ({bins} bins, n={reliability.n})"
+    )
     return _save(figure, path)
 
 

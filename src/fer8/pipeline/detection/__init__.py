@@ -30,8 +30,16 @@ DEFAULT_DETECTOR = "yunet"
 
 _MODULES = {"yunet": yunet, "haar": haar}
 
-__all__ = ["DETECTORS", "DEFAULT_DETECTOR", "detect", "detector_options", "landmark_box",
-           "load_detectors", "settings", "verify_face"]
+__all__ = [
+    "DETECTORS",
+    "DEFAULT_DETECTOR",
+    "detect",
+    "detector_options",
+    "landmark_box",
+    "load_detectors",
+    "settings",
+    "verify_face",
+]
 
 
 def detect(image: NDArray[np.uint8], detector: str = DEFAULT_DETECTOR, **options: Any) -> list[Box]:
@@ -63,9 +71,14 @@ def settings(detector: str = DEFAULT_DETECTOR, **options: Any) -> dict[str, Any]
     return values
 
 
-def detector_options(detector: str = DEFAULT_DETECTOR, *, min_face: int | None = None,
-                     threshold: float | None = None, scale_factor: float | None = None,
-                     min_neighbors: int | None = None) -> dict[str, Any]:
+def detector_options(
+    detector: str = DEFAULT_DETECTOR,
+    *,
+    min_face: int | None = None,
+    threshold: float | None = None,
+    scale_factor: float | None = None,
+    min_neighbors: int | None = None,
+) -> dict[str, Any]:
     """The settings the command line offers, named for ``detector``'s function.
 
     ``threshold`` is YuNet's score threshold, or for Haar the score dlib's HOG check
@@ -77,12 +90,15 @@ def detector_options(detector: str = DEFAULT_DETECTOR, *, min_face: int | None =
     """
     options: dict[str, Any] = {"min_size": min_face}
     if detector == "haar":
-        options.update(verify_threshold=threshold, scale_factor=scale_factor,
-                       min_neighbors=min_neighbors)
+        options.update(
+            verify_threshold=threshold, scale_factor=scale_factor, min_neighbors=min_neighbors
+        )
     else:
         if scale_factor is not None or min_neighbors is not None:
-            raise ValueError(f"--haar-scale-factor and --haar-min-neighbors are settings of the "
-                             f"haar detector, not of {detector}")
+            raise ValueError(
+                f"--haar-scale-factor and --haar-min-neighbors are settings of the "
+                f"haar detector, not of {detector}"
+            )
         options["score_threshold"] = threshold
     return {name: value for name, value in options.items() if value is not None}
 
@@ -117,8 +133,9 @@ def _module(detector: str):
     try:
         return _MODULES[detector]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown detector {detector!r}; choose one of "
-                         f"{', '.join(DETECTORS)}") from None
+        raise ValueError(
+            f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}"
+        ) from None
 
 
 def _checked(detector: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,6 +143,8 @@ def _checked(detector: str, options: Mapping[str, Any]) -> dict[str, Any]:
     known = [name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"the {detector} detector has no setting {', '.join(unknown)}; "
-                         f"its settings: {', '.join(known)}")
+        raise ValueError(
+            f"the {detector} detector has no setting {', '.join(unknown)}; "
+            f"its settings: {', '.join(known)}"
+        )
     return dict(options)

@@ -146,12 +146,23 @@ def _confirmed(gray: NDArray[np.uint8], box: Box, threshold: float) -> bool:
     margin = box.w // 2
     x0, y0, x1, y1 = box.x - margin, box.y - margin, box.x + box.w + margin, box.y + box.h + margin
     height, width = gray.shape
-    crop = gray[max(0, y0):min(height, y1), max(0, x0):min(width, x1)]
-    crop = cv2.copyMakeBorder(crop, max(0, -y0), max(0, y1 - height), max(0, -x0),
-                              max(0, x1 - width), cv2.BORDER_REPLICATE)
+    crop = gray[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+    crop = cv2.copyMakeBorder(
+        crop,
+        max(0, -y0),
+        max(0, y1 - height),
+        max(0, -x0),
+        max(0, x1 - width),
+        cv2.BORDER_REPLICATE,
+    )
     scale = _VERIFY_FACE_SIZE / box.w
-    crop = cv2.resize(crop, None, fx=scale, fy=scale,
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    crop = cv2.resize(
+        crop,
+        None,
+        fx=scale,
+        fy=scale,
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     detections, scores, _ = _hog().run(np.ascontiguousarray(crop), 0, threshold)
     for rect, score in zip(detections, scores):
         cx = x0 + (rect.left() + rect.right()) / 2 / scale

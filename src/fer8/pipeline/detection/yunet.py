@@ -98,9 +98,16 @@ def detect(
     Returns:
         Every face box in original-image pixels, largest first; empty when there is none.
     """
-    return [d.box for d in detect_faces(image, score_threshold=score_threshold,
-                                        nms_threshold=nms_threshold, min_size=min_size,
-                                        max_side=max_side)]
+    return [
+        d.box
+        for d in detect_faces(
+            image,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            min_size=min_size,
+            max_side=max_side,
+        )
+    ]
 
 
 def detect_faces(
@@ -129,8 +136,9 @@ def detect_faces(
     _, found = detector.detect(search)
     detections = []
     for row in found if found is not None else ():
-        x0, y0, x1, y1 = (int(round(float(v) / scale))
-                          for v in (row[0], row[1], row[0] + row[2], row[1] + row[3]))
+        x0, y0, x1, y1 = (
+            int(round(float(v) / scale)) for v in (row[0], row[1], row[0] + row[2], row[1] + row[3])
+        )
         box = Box(x0, y0, x1 - x0, y1 - y0).clip(width, height)
         if box.w < min_size or box.h <= 0:
             continue
@@ -146,8 +154,9 @@ def landmark_box(box: Box) -> Box:
     side = _LANDMARK_SCALE * box.w
     cx = box.x + box.w / 2.0 + _LANDMARK_SHIFT_X * box.w
     cy = box.y + box.h / 2.0 + _LANDMARK_SHIFT_Y * box.h
-    return Box(int(round(cx - side / 2)), int(round(cy - side / 2)),
-               int(round(side)), int(round(side)))
+    return Box(
+        int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side)), int(round(side))
+    )
 
 
 def model_path() -> Path:
@@ -162,14 +171,17 @@ def model_path() -> Path:
         if path in _verified:
             return path
         if not path.is_file():
-            raise ModelNotFoundError(f"YuNet face detector {path} is missing from the package; "
-                                     "reinstall fer8")
+            raise ModelNotFoundError(
+                f"YuNet face detector {path} is missing from the package; reinstall fer8"
+            )
         from fer8.models.registry import sha256_file
 
         actual = sha256_file(path)
         if actual != MODEL_SHA256:
-            raise ChecksumMismatchError(f"YuNet face detector at {path} has SHA-256 {actual}, "
-                                        f"expected {MODEL_SHA256}; reinstall fer8")
+            raise ChecksumMismatchError(
+                f"YuNet face detector at {path} has SHA-256 {actual}, "
+                f"expected {MODEL_SHA256}; reinstall fer8"
+            )
         _verified.add(path)
     return path
 
@@ -185,7 +197,8 @@ def _detector(score_threshold: float, nms_threshold: float):
     detector = getattr(_local, "yunet", None)
     if detector is None:
         detector = _local.yunet = cv2.FaceDetectorYN.create(
-            str(model_path()), "", (320, 320), score_threshold, nms_threshold, 5000)
+            str(model_path()), "", (320, 320), score_threshold, nms_threshold, 5000
+        )
     detector.setScoreThreshold(score_threshold)
     detector.setNMSThreshold(nms_threshold)
     return detector

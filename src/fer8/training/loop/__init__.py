@@ -146,16 +146,20 @@ def train(
         counts.update(dataset.counts)
     labels = tuple(label for label in EXPRESSIONS if counts[label])
     if len(labels) < 2:
-        raise Fer8Error(f"{', '.join(config.data)}: needs at least two classes, "
-                        f"found {list(labels)}")
+        raise Fer8Error(
+            f"{', '.join(config.data)}: needs at least two classes, found {list(labels)}"
+        )
     if config.val is None:
-        held_out = [(source, *_hold_out(dataset, config.val_fraction, config.seed))
-                    for source, dataset in train_sets]
+        held_out = [
+            (source, *_hold_out(dataset, config.val_fraction, config.seed))
+            for source, dataset in train_sets
+        ]
         train_sets = [(source, train_part) for source, train_part, _ in held_out]
         val_sets = [(source, val_part) for source, _, val_part in held_out]
     else:
-        val_sets = [(source, source.read(fer2013_split="val"))
-                    for source in map(parse_source, config.val)]
+        val_sets = [
+            (source, source.read(fer2013_split="val")) for source in map(parse_source, config.val)
+        ]
     weights = None if resume else _starting_weights(config, labels)
     teachers = []
     if config.teachers:  # before the crops, which may take minutes to prepare
@@ -163,10 +167,12 @@ def train(
 
         teachers = load_teachers(config.teachers, labels)
     cache_root = _cache_root(cache)
-    train_split = _prepare(train_sets, labels, config, cache_root, workers, on_prepare, "train",
-                           teachers=teachers)
-    val_split = _prepare(val_sets, labels, config, cache_root, workers, on_prepare, "val",
-                         for_validation=True)
+    train_split = _prepare(
+        train_sets, labels, config, cache_root, workers, on_prepare, "train", teachers=teachers
+    )
+    val_split = _prepare(
+        val_sets, labels, config, cache_root, workers, on_prepare, "val", for_validation=True
+    )
     logger.info("%s", _summary_table("train", train_split, labels))
     logger.info("%s", _summary_table("val", val_split, labels))
     # Counted on what is trained on: after the validation share is held out and the
@@ -174,11 +180,13 @@ def train(
     trained = _per_class(train_split)
     for label in labels:
         if trained.get(label, 0) < FEW_IMAGES:
-            logger.warning("class %r has only %d training images; it will be poorly learnt",
-                           label, trained.get(label, 0))
+            logger.warning(
+                "class %r has only %d training images; it will be poorly learnt",
+                label,
+                trained.get(label, 0),
+            )
 
-    steps = config.steps_per_epoch or max(
-        1, int(train_split.draws.sum()) // config.batch_size)
+    steps = config.steps_per_epoch or max(1, int(train_split.draws.sum()) // config.batch_size)
     if resume:
         model = keras.saving.load_model(run_dir / CHECKPOINT_FILE)
         logger.info("resuming %s after epoch %d", run_dir, state["epochs_done"])
@@ -188,10 +196,12 @@ def train(
     if not resume:
         _begin_run(run_dir, config, state)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
-    preprocessing = _preprocessing(cast(str, config.backbone), gray=_grayscale(config, train_split),
-                                   mask=_mask(config))
-    train_ds = _dataset(train_split, config, preprocessing, training=True,
-                        start_step=state["epochs_done"] * steps)
+    preprocessing = _preprocessing(
+        cast(str, config.backbone), gray=_grayscale(config, train_split), mask=_mask(config)
+    )
+    train_ds = _dataset(
+        train_split, config, preprocessing, training=True, start_step=state["epochs_done"] * steps
+    )
     val_ds = _dataset(val_split, config, preprocessing, training=False)
 
     recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
@@ -202,14 +212,23 @@ def train(
     interrupted = False
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
-            model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epochs_done"],
-                      steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
-                      verbose=verbose)
+            model.fit(
+                train_ds,
+                epochs=config.epochs,
+                initial_epoch=state["epochs_done"],
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=verbose,
+            )
     except KeyboardInterrupt:
         interrupted = True
         if recorder.state["epochs_done"]:
-            logger.warning("interrupted; %s holds epoch %d; continue with --resume",
-                           run_dir / CHECKPOINT_FILE, recorder.state["epochs_done"])
+            logger.warning(
+                "interrupted; %s holds epoch %d; continue with --resume",
+                run_dir / CHECKPOINT_FILE,
+                recorder.state["epochs_done"],
+            )
     finally:
         for callback in callbacks:
             if isinstance(callback, _EpochProgress):
@@ -220,14 +239,24 @@ def train(
     finished = state["epochs_done"] >= config.epochs or recorder.stopped_early
     if finished and not interrupted and not keep_checkpoint:
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-        logger.info("run finished: %s removed (%s holds the best epoch; keep the checkpoint "
-                    "with --keep-checkpoint to extend a run later)", CHECKPOINT_FILE, MODEL_FILE)
+        logger.info(
+            "run finished: %s removed (%s holds the best epoch; keep the checkpoint "
+            "with --keep-checkpoint to extend a run later)",
+            CHECKPOINT_FILE,
+            MODEL_FILE,
+        )
     model_path = run_dir / MODEL_FILE
     if finished and not interrupted and model_path.exists():
         _calibrate(model_path, val_split, preprocessing, config.batch_size)
-    return TrainResult(run_dir, model_path if model_path.exists() else None,
-                       state["epochs_done"], state["best_epoch"], state["best_val_accuracy"],
-                       recorder.stopped_early, interrupted)
+    return TrainResult(
+        run_dir,
+        model_path if model_path.exists() else None,
+        state["epochs_done"],
+        state["best_epoch"],
+        state["best_val_accuracy"],
+        recorder.stopped_early,
+        interrupted,
+    )
 
 
 def _set_precision(precision: str) -> None:
@@ -277,8 +306,10 @@ def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | Non
         return None
     if config.backbone_weights == "imagenet":
         if config.backbone != "resnet50":
-            raise StartError(f"ImageNet weights exist for resnet50, not {config.backbone}; "
-                             "pass --backbone-weights PATH or none")
+            raise StartError(
+                f"ImageNet weights exist for resnet50, not {config.backbone}; "
+                "pass --backbone-weights PATH or none"
+            )
         from fer8.training.backbones import imagenet_weights
 
         return str(imagenet_weights())
@@ -287,8 +318,9 @@ def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | Non
     return config.backbone_weights
 
 
-def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int,
-                 weights: str | None = None):
+def _build_model(
+    config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int, weights: str | None = None
+):
     from fer8.training.backbones import build_backbone, build_classifier
 
     if config.init_model:
@@ -308,16 +340,24 @@ def _build_model(config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: 
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps // 2)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
-        decay_steps=max(1, total_steps - warmup), alpha=0.01,
-        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+        decay_steps=max(1, total_steps - warmup),
+        alpha=0.01,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
     optimizer = keras.optimizers.AdamW(
-        schedule, weight_decay=config.weight_decay, use_ema=config.ema_momentum > 0,
-        ema_momentum=config.ema_momentum)
+        schedule,
+        weight_decay=config.weight_decay,
+        use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum,
+    )
     smoothing = 0.0 if config.soft_labels else config.label_smoothing
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                  jit_compile=_jit_compile())
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=_jit_compile(),
+    )
     return model
 
 
@@ -358,9 +398,13 @@ def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
     logits.set_weights([kernel, bias])
     new = [label for label in labels if label not in spec.labels]
     dropped = [label for label in spec.labels if label not in labels]
-    logger.info("%s: %d classes kept their output weights; new: %s; dropped: %s",
-                config.init_model, len(shared), ", ".join(new) or "none",
-                ", ".join(dropped) or "none")
+    logger.info(
+        "%s: %d classes kept their output weights; new: %s; dropped: %s",
+        config.init_model,
+        len(shared),
+        ", ".join(new) or "none",
+        ", ".join(dropped) or "none",
+    )
     return model
 
 
@@ -372,4 +416,3 @@ def _stage(layer_name: str) -> int | None:
 
     match = re.match(r"(?:conv|pool)(\d)_", layer_name)
     return int(match.group(1)) if match else facenet_stage(layer_name)
-

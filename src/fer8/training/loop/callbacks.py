@@ -54,11 +54,13 @@ class _RepeatableDropout(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        generators = [v for v in self.model.non_trainable_variables
-                      if v.name == "seed_generator_state"]
+        generators = [
+            v for v in self.model.non_trainable_variables if v.name == "seed_generator_state"
+        ]
         for index, state in enumerate(generators):
-            state.assign(np.array([self.seed + index, epoch * self.steps_per_epoch],
-                                  dtype=state.dtype))
+            state.assign(
+                np.array([self.seed + index, epoch * self.steps_per_epoch], dtype=state.dtype)
+            )
 
 
 def _swap_in_average(model) -> None:
@@ -69,8 +71,9 @@ def _swap_in_average(model) -> None:
     TensorFlow, which round the weights a little every time.)
     """
     optimizer = model.optimizer
-    for variable, average in zip(optimizer._trainable_variables,
-                                 optimizer._model_variables_moving_average):
+    for variable, average in zip(
+        optimizer._trainable_variables, optimizer._model_variables_moving_average
+    ):
         value = variable.numpy()
         variable.assign(average)
         average.assign(value)
@@ -79,8 +82,9 @@ def _swap_in_average(model) -> None:
 class _EpochProgress(keras.callbacks.Callback):
     """Reports each training step to a progress callback made per epoch (``on_epoch``)."""
 
-    def __init__(self, on_epoch: Callable[[str, int], Callable[[int], None]], epochs: int,
-                 steps: int) -> None:
+    def __init__(
+        self, on_epoch: Callable[[str, int], Callable[[int], None]], epochs: int, steps: int
+    ) -> None:
         super().__init__()
         self.on_epoch = on_epoch
         self.epochs = epochs
@@ -134,8 +138,10 @@ class _Validation(keras.callbacks.Callback):
         truth = self.split.targets.argmax(axis=1)
         correct = probabilities.argmax(axis=1) == truth
         picked = probabilities[np.arange(len(truth)), truth]
-        accuracies = {name: float(correct[self.split.source == i].mean())
-                      for i, name in enumerate(self.split.names)}
+        accuracies = {
+            name: float(correct[self.split.source == i].mean())
+            for i, name in enumerate(self.split.names)
+        }
         if logs is not None:
             logs["val_loss"] = float(-np.log(np.maximum(picked, 1e-7)).mean())
             logs["val_accuracy"] = float(np.mean(list(accuracies.values())))
@@ -146,9 +152,16 @@ class _Validation(keras.callbacks.Callback):
 class _RunRecorder(keras.callbacks.Callback):
     """Every epoch: history row, checkpoint, best model, curves, early stopping."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig, labels: tuple[str, ...],
-                 state: dict, train_split: _Split, val_split: _Split,
-                 preprocessing: Preprocessing) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: TrainConfig,
+        labels: tuple[str, ...],
+        state: dict,
+        train_split: _Split,
+        val_split: _Split,
+        preprocessing: Preprocessing,
+    ) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.preprocessing = preprocessing
@@ -166,16 +179,23 @@ class _RunRecorder(keras.callbacks.Callback):
         logs = dict(logs or {})
         done = epoch + 1
         lr = float(self.model.optimizer.learning_rate)  # the schedule's value at this step
-        row = {"epoch": done, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-               "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-               "lr": lr, "seconds": round(time.monotonic() - self._started, 1),
-               **{k: v for k, v in logs.items() if k.startswith("val_accuracy_")}}
+        row = {
+            "epoch": done,
+            "loss": logs.get("loss"),
+            "accuracy": logs.get("accuracy"),
+            "val_loss": logs.get("val_loss"),
+            "val_accuracy": logs.get("val_accuracy"),
+            "lr": lr,
+            "seconds": round(time.monotonic() - self._started, 1),
+            **{k: v for k, v in logs.items() if k.startswith("val_accuracy_")},
+        }
         val_accuracy = float(row["val_accuracy"])
         best = self.state["best_val_accuracy"]
         improved = best is None or val_accuracy > best
         if improved:
-            self.state.update(best_val_accuracy=val_accuracy, best_epoch=done,
-                              epochs_without_improvement=0)
+            self.state.update(
+                best_val_accuracy=val_accuracy, best_epoch=done, epochs_without_improvement=0
+            )
             self._save_model(row)
         else:
             self.state["epochs_without_improvement"] += 1
@@ -189,16 +209,29 @@ class _RunRecorder(keras.callbacks.Callback):
             plot_curves(read_history(self.run_dir / HISTORY_FILE), self.run_dir / CURVES_FILE)
         except Exception:  # a picture must never cost a run
             logger.warning("could not draw %s", CURVES_FILE, exc_info=True)
-        per_source = "".join(f", {k[len('val_accuracy_'):]} {v:.4f}" for k, v in row.items()
-                             if k.startswith("val_accuracy_"))
+        per_source = "".join(
+            f", {k[len('val_accuracy_') :]} {v:.4f}"
+            for k, v in row.items()
+            if k.startswith("val_accuracy_")
+        )
         logger.info(
             "epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f%s, "
-            "lr %.2e, %.0f s%s", done, self.config.epochs, row["loss"], row["accuracy"],
-            row["val_loss"], val_accuracy, per_source, lr, row["seconds"],
-            " (best so far, saved)" if improved else "")
+            "lr %.2e, %.0f s%s",
+            done,
+            self.config.epochs,
+            row["loss"],
+            row["accuracy"],
+            row["val_loss"],
+            val_accuracy,
+            per_source,
+            lr,
+            row["seconds"],
+            " (best so far, saved)" if improved else "",
+        )
         if self.state["epochs_without_improvement"] >= self.config.patience:
-            logger.info("no better val_accuracy for %d epochs: stopping early",
-                           self.config.patience)
+            logger.info(
+                "no better val_accuracy for %d epochs: stopping early", self.config.patience
+            )
             self.stopped_early = True
             self.model.stop_training = True
 
@@ -207,15 +240,22 @@ class _RunRecorder(keras.callbacks.Callback):
         from fer8.training.keras_models import save_model
 
         spec = ModelSpec(
-            labels=self.labels, input_size=self.config.image_size,
+            labels=self.labels,
+            input_size=self.config.image_size,
             preprocessing=self.preprocessing,
             backbone=cast(str, self.config.backbone),
             name=self.run_dir.name,
-            metadata={"data": self.data_summary, "epoch": row["epoch"],
-                      "validation": {"accuracy": row["val_accuracy"], "loss": row["val_loss"],
-                                     **{k[4:]: v for k, v in row.items()
-                                        if k.startswith("val_accuracy_")}},
-                      "training": self.config.to_dict()})
+            metadata={
+                "data": self.data_summary,
+                "epoch": row["epoch"],
+                "validation": {
+                    "accuracy": row["val_accuracy"],
+                    "loss": row["val_loss"],
+                    **{k[4:]: v for k, v in row.items() if k.startswith("val_accuracy_")},
+                },
+                "training": self.config.to_dict(),
+            },
+        )
         averaged = bool(self.config.ema_momentum)
         if averaged:  # the weights that were validated
             _swap_in_average(self.model)
@@ -226,8 +266,9 @@ class _RunRecorder(keras.callbacks.Callback):
                 _swap_in_average(self.model)
 
 
-def _calibrate(model_path: Path, split: _Split, preprocessing: Preprocessing,
-               batch_size: int) -> None:
+def _calibrate(
+    model_path: Path, split: _Split, preprocessing: Preprocessing, batch_size: int
+) -> None:
     """Fit the temperature of the run's best model on the validation crops, and store
     it with the ECE and likelihood before and after in the model's metadata
     (``calibration``; :func:`fer8.models.calibration.calibrate_model_file`).
@@ -242,15 +283,21 @@ def _calibrate(model_path: Path, split: _Split, preprocessing: Preprocessing,
     model = read_model_file(model_path).with_temperature(1.0)
     parts = []
     for start in range(0, len(split.images), batch_size):
-        crops = split.images[start:start + batch_size]
+        crops = split.images[start : start + batch_size]
         if crops.shape[-1] == 1:
             crops = np.repeat(crops, 3, axis=-1)
         parts.append(model(preprocessing.apply(crops)))
-    summary = calibrate_model_file(model_path, model_path, np.concatenate(parts),
-                                   split.targets.argmax(axis=1),
-                                   [split.names[i] for i in split.source],
-                                   fitted_on="validation")
-    logger.info("calibrated on the validation crops: temperature %.3f, ECE %.1f%% -> %.1f%%",
-                summary["temperature"], 100 * summary["ece_before"],
-                100 * summary["ece_after"])
-
+    summary = calibrate_model_file(
+        model_path,
+        model_path,
+        np.concatenate(parts),
+        split.targets.argmax(axis=1),
+        [split.names[i] for i in split.source],
+        fitted_on="validation",
+    )
+    logger.info(
+        "calibrated on the validation crops: temperature %.3f, ECE %.1f%% -> %.1f%%",
+        summary["temperature"],
+        100 * summary["ece_before"],
+        100 * summary["ece_after"],
+    )

@@ -63,14 +63,17 @@ def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Datas
         val_indices.update(rng.choice(members, take, replace=False).tolist())
     train = [s for i, s in enumerate(data.samples) if i not in val_indices]
     val = [s for i, s in enumerate(data.samples) if i in val_indices]
-    return (replace(data, samples=tuple(train)),
-            replace(data, samples=tuple(val), skipped={}, kind=f"{data.kind} (held out)"))
+    return (
+        replace(data, samples=tuple(train)),
+        replace(data, samples=tuple(val), skipped={}, kind=f"{data.kind} (held out)"),
+    )
 
 
 def _sources(split: _Split) -> dict[str, dict[str, Any]]:
     """Each source's summary (one source's is the split's own)."""
-    return split.summary["sources"] if "sources" in split.summary else \
-        {split.names[0]: split.summary}
+    return (
+        split.summary["sources"] if "sources" in split.summary else {split.names[0]: split.summary}
+    )
 
 
 def _per_class(split: _Split) -> Counter:
@@ -90,19 +93,32 @@ def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
         header.append("weight")
     rows = [header]
     for name, summary in _sources(split).items():
-        row = [name, str(summary["images"]),
-               *(str(summary["per_class"].get(label, 0)) for label in labels)]
+        row = [
+            name,
+            str(summary["images"]),
+            *(str(summary["per_class"].get(label, 0)) for label in labels),
+        ]
         if title == "train":
             row.append(f"{summary['weight']:g}")
         rows.append(row)
     if len(rows) > 2:
         total = _per_class(split)
-        rows.append(["all", str(sum(total.values())), *(str(total[label]) for label in labels),
-                     *([""] if title == "train" else [])])
+        rows.append(
+            [
+                "all",
+                str(sum(total.values())),
+                *(str(total[label]) for label in labels),
+                *([""] if title == "train" else []),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
-                      for row in rows)
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    )
 
 
 def _cache_root(cache: str | os.PathLike | None) -> Path | None:
@@ -113,9 +129,18 @@ def _cache_root(cache: str | os.PathLike | None) -> Path | None:
     return cache_dir() / "crops"
 
 
-def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, ...],
-             config: TrainConfig, cache_root, workers: int, on_prepare, title: str, *,
-             for_validation: bool = False, teachers: Sequence = ()) -> _Split:
+def _prepare(
+    sources: Sequence[tuple[DataSource, Dataset]],
+    labels: tuple[str, ...],
+    config: TrainConfig,
+    cache_root,
+    workers: int,
+    on_prepare,
+    title: str,
+    *,
+    for_validation: bool = False,
+    teachers: Sequence = (),
+) -> _Split:
     """Frame every source's images and put them in one :class:`_Split`; with
     ``teachers`` (loaded models) their probabilities are blended into the targets."""
     from fer8.training.crops import PreparedCrops, prepare_crops
@@ -125,13 +150,24 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
     for index, (source, data) in enumerate(sources):
         samples = [s for s in data.samples if s.label in labels]
         if len(samples) < len(data.samples):
-            logger.warning("%s: %d images of classes the training data lacks are left out",
-                           source, len(data.samples) - len(samples))
-        progress = (on_prepare(f"prepare {title} {source.name}", len(samples))
-                    if on_prepare else None)
-        crops = prepare_crops(samples, cache_root, image_size=config.image_size,
-                              workers=workers, on_progress=progress, detector=config.detector,
-                              detector_options=config.detector_options, mask=_mask(config))
+            logger.warning(
+                "%s: %d images of classes the training data lacks are left out",
+                source,
+                len(data.samples) - len(samples),
+            )
+        progress = (
+            on_prepare(f"prepare {title} {source.name}", len(samples)) if on_prepare else None
+        )
+        crops = prepare_crops(
+            samples,
+            cache_root,
+            image_size=config.image_size,
+            workers=workers,
+            on_progress=progress,
+            detector=config.detector,
+            detector_options=config.detector_options,
+            mask=_mask(config),
+        )
         kept = [samples[i] for i in crops.kept]
         if not kept:
             raise Fer8Error(f"{source}: no face found in any image")
@@ -144,19 +180,25 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
                 targets[row, labels.index(sample.label)] = 1.0
         truth = targets.argmax(axis=1)  # a soft target's class is its majority
         class_counts = np.bincount([labels.index(s.label) for s in kept], minlength=len(labels))
-        summaries[source.name] = {**data.summary(), "images": len(kept),
-                                  "weight": source.weight,
-                                  "per_class": dict(zip(labels, map(int, class_counts))),
-                                  "crops": dict(crops.status)}
+        summaries[source.name] = {
+            **data.summary(),
+            "images": len(kept),
+            "weight": source.weight,
+            "per_class": dict(zip(labels, map(int, class_counts))),
+            "crops": dict(crops.status),
+        }
         if teachers:
             own = PreparedCrops(crops.images, np.arange(len(kept)))  # in the order of kept
             targets, summaries[source.name]["teachers"] = _taught(
-                targets, kept, own, labels, teachers, config, cache_root, workers, source)
-        parts.append((crops.images, targets, truth, index,
-                      1.0 if for_validation else source.weight))
+                targets, kept, own, labels, teachers, config, cache_root, workers, source
+            )
+        parts.append(
+            (crops.images, targets, truth, index, 1.0 if for_validation else source.weight)
+        )
     channels = max(images.shape[-1] for images, *_ in parts)
-    images = np.concatenate([np.repeat(i, channels, axis=-1) if i.shape[-1] < channels else i
-                             for i, *_ in parts])
+    images = np.concatenate(
+        [np.repeat(i, channels, axis=-1) if i.shape[-1] < channels else i for i, *_ in parts]
+    )
     targets = np.concatenate([t for _, t, _, _, _ in parts])
     truth = np.concatenate([c for _, _, c, _, _ in parts])
     source_ids = np.concatenate([np.full(len(t), i, np.int32) for _, t, _, i, _ in parts])
@@ -165,31 +207,55 @@ def _prepare(sources: Sequence[tuple[DataSource, Dataset]], labels: tuple[str, .
     drawn = np.bincount(truth, weights=draws, minlength=len(labels))
     weights = _class_weights(drawn, "none" if for_validation else config.class_weighting)
     names = tuple(source.name for source, _ in sources)
-    summary = summaries[names[0]] if len(names) == 1 else {"sources": summaries,
-                                                           "images": len(images)}
-    return _Split(images, targets, weights[truth].astype(np.float32), draws, source_ids, names,
-                  summary)
+    summary = (
+        summaries[names[0]] if len(names) == 1 else {"sources": summaries, "images": len(images)}
+    )
+    return _Split(
+        images, targets, weights[truth].astype(np.float32), draws, source_ids, names, summary
+    )
 
 
-def _taught(targets: NDArray[np.float32], kept: Sequence, crops, labels: tuple[str, ...],
-            teachers: Sequence, config: TrainConfig, cache_root, workers: int,
-            source: DataSource) -> tuple[NDArray[np.float32], dict[str, Any]]:
+def _taught(
+    targets: NDArray[np.float32],
+    kept: Sequence,
+    crops,
+    labels: tuple[str, ...],
+    teachers: Sequence,
+    config: TrainConfig,
+    cache_root,
+    workers: int,
+    source: DataSource,
+) -> tuple[NDArray[np.float32], dict[str, Any]]:
     """``targets`` blended with the teachers' probabilities, and how the teachers read
     the source (their agreement with its labels is a measure of label noise).
     ``crops`` are the run's own crops of ``kept``, which teachers of its input size read."""
     from fer8.training.distillation import blend, teacher_probabilities
 
-    taught = teacher_probabilities(kept, labels, teachers, cache_root,
-                                   detector=config.detector,
-                                   detector_options=config.detector_options, workers=workers,
-                                   framed={config.image_size: crops})
+    taught = teacher_probabilities(
+        kept,
+        labels,
+        teachers,
+        cache_root,
+        detector=config.detector,
+        detector_options=config.detector_options,
+        workers=workers,
+        framed={config.image_size: crops},
+    )
     read = ~np.isnan(taught).any(axis=1)
-    agreement = (float(np.mean(taught[read].argmax(1) == targets[read].argmax(1)))
-                 if read.any() else 0.0)
-    logger.info("%s: the teachers read %d of %d faces and agree with %.1f%% of their labels",
-                source, int(read.sum()), len(kept), 100 * agreement)
-    return (blend(targets, taught, config.teacher_weight),
-            {"read": int(read.sum()), "agreement": round(agreement, 4)})
+    agreement = (
+        float(np.mean(taught[read].argmax(1) == targets[read].argmax(1))) if read.any() else 0.0
+    )
+    logger.info(
+        "%s: the teachers read %d of %d faces and agree with %.1f%% of their labels",
+        source,
+        int(read.sum()),
+        len(kept),
+        100 * agreement,
+    )
+    return (
+        blend(targets, taught, config.teacher_weight),
+        {"read": int(read.sum()), "agreement": round(agreement, 4)},
+    )
 
 
 def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
@@ -237,8 +303,14 @@ def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Pre
     return replace(BACKBONES[backbone], grayscale=gray, mask=mask)
 
 
-def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *,
-             training: bool, start_step: int = 0):
+def _dataset(
+    split: _Split,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    *,
+    training: bool,
+    start_step: int = 0,
+):
     """A tf.data pipeline over the in-memory crops.
 
     Batches of indices are gathered from the uint8 array (no decoding per epoch),
@@ -276,8 +348,11 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
         return (batch, tf.gather(split.targets, indices), tf.gather(split.weights, indices))
 
     if not training:
-        dataset = tf.data.Dataset.range(len(images)).batch(config.batch_size).map(
-            load, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = (
+            tf.data.Dataset.range(len(images))
+            .batch(config.batch_size)
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     draws = tf.constant(split.draws, tf.float32)
@@ -297,15 +372,17 @@ def _dataset(split: _Split, config: TrainConfig, preprocessing: Preprocessing, *
         # all but impossible. Fold-in value 0 keeps these apart from augmentation's seeds.
         keys_seed = tf.random.experimental.stateless_fold_in(pass_seed, 0)
         keys = tf.random.stateless_uniform(tf.shape(indices), keys_seed, None, None, tf.int64)
-        return tf.data.Dataset.from_tensor_slices(
-            tf.gather(indices, tf.argsort(keys, stable=True)))
+        return tf.data.Dataset.from_tensor_slices(tf.gather(indices, tf.argsort(keys, stable=True)))
 
     order = tf.data.Dataset.counter().flat_map(permutation)
     batches = order.batch(config.batch_size, drop_remainder=True).skip(start_step)
     steps = tf.data.Dataset.counter(start_step)
     # Parallel but in order (tf.data's default), so the model sees batch k at step k.
-    return (tf.data.Dataset.zip(batches, steps).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.zip(batches, steps)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def preprocess_tensor(preprocessing: Preprocessing, crops):
@@ -319,11 +396,11 @@ def preprocess_tensor(preprocessing: Preprocessing, crops):
     if preprocessing.grayscale:
         x = tf.repeat(tf.reduce_sum(x * tf.constant(LUMA), axis=-1, keepdims=True), 3, axis=-1)
     x = x[..., ::-1] if preprocessing.channel_order == "BGR" else x
-    x = ((x - tf.constant(preprocessing.mean, tf.float32))
-         / tf.constant(preprocessing.std, tf.float32))
+    x = (x - tf.constant(preprocessing.mean, tf.float32)) / tf.constant(
+        preprocessing.std, tf.float32
+    )
     if preprocessing.standardize:
         mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         x = (x - mean) / tf.maximum(tf.sqrt(variance), 1.0 / tf.sqrt(pixels))
     return x
-

@@ -160,8 +160,9 @@ class TrainConfig:
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError("teacher_weight must be between 0 and 1")
         if self.class_weighting not in ("sqrt", "balanced", "none"):
-            raise ValueError(f"class_weighting must be sqrt, balanced or none, "
-                             f"not {self.class_weighting!r}")
+            raise ValueError(
+                f"class_weighting must be sqrt, balanced or none, not {self.class_weighting!r}"
+            )
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision must be auto, float32 or bfloat16, not {self.precision!r}")
         if not 0 <= self.ema_momentum < 1:
@@ -178,8 +179,9 @@ class TrainConfig:
                 object.__setattr__(self, "init_model", DEFAULT_MODEL)
             object.__setattr__(self, "backbone_weights", "none")
         if self.backbone is None:
-            object.__setattr__(self, "backbone", _backbone_of(self.init_model)
-                               if self.init_model else "resnet50")
+            object.__setattr__(
+                self, "backbone", _backbone_of(self.init_model) if self.init_model else "resnet50"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "detector_options": dict(self.detector_options)}
@@ -212,26 +214,40 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
     config_path = run_dir / CONFIG_FILE
     if not resume:
         if run_dir.exists() and any(run_dir.iterdir()) and not _never_trained(run_dir):
-            raise RunFolderError(f"{run_dir}: run folder exists and is not empty; pass "
-                                 "--resume to continue it, or choose another --out")
-        state = {"epochs_done": 0, "best_val_accuracy": None, "best_epoch": None,
-                 "epochs_without_improvement": 0}
+            raise RunFolderError(
+                f"{run_dir}: run folder exists and is not empty; pass "
+                "--resume to continue it, or choose another --out"
+            )
+        state = {
+            "epochs_done": 0,
+            "best_val_accuracy": None,
+            "best_epoch": None,
+            "epochs_without_improvement": 0,
+        }
         return config, state  # written by _begin_run once the run can start
-    if (config_path.exists() and (run_dir / MODEL_FILE).exists()
-            and not (run_dir / CHECKPOINT_FILE).exists()):
-        raise RunFolderError(f"{run_dir}: the run has ended and its {CHECKPOINT_FILE} was not "
-                             "kept; start a new run with --init-model "
-                             f"{run_dir / MODEL_FILE}, or pass --keep-checkpoint to be able "
-                             "to extend runs")
+    if (
+        config_path.exists()
+        and (run_dir / MODEL_FILE).exists()
+        and not (run_dir / CHECKPOINT_FILE).exists()
+    ):
+        raise RunFolderError(
+            f"{run_dir}: the run has ended and its {CHECKPOINT_FILE} was not "
+            "kept; start a new run with --init-model "
+            f"{run_dir / MODEL_FILE}, or pass --keep-checkpoint to be able "
+            "to extend runs"
+        )
     if not (run_dir / CHECKPOINT_FILE).exists() or not config_path.exists():
-        raise RunFolderError(f"{run_dir}: nothing to resume (no {CHECKPOINT_FILE}; "
-                             "a run writes it after its first epoch)")
+        raise RunFolderError(
+            f"{run_dir}: nothing to resume (no {CHECKPOINT_FILE}; "
+            "a run writes it after its first epoch)"
+        )
     stored = TrainConfig.from_dict(json.loads(config_path.read_text()))
     for name in ("data", "val"):
         given, kept = getattr(config, name), getattr(stored, name)
         if given and kept and list(map(_resolved, given)) != list(map(_resolved, kept)):
-            raise RunFolderError(f"{run_dir}: the run was trained on {name}="
-                                 f"{' '.join(kept)}, not {' '.join(given)}")
+            raise RunFolderError(
+                f"{run_dir}: the run was trained on {name}={' '.join(kept)}, not {' '.join(given)}"
+            )
     if config.epochs != stored.epochs:  # the one setting a resumed run may change
         stored = replace(stored, epochs=config.epochs)
         _write_json(config_path, stored.to_dict())
@@ -282,8 +298,10 @@ def _backbone_of(model: str) -> str:
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
     """Rows of a run's ``history.csv`` as numbers."""
     with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def _append_history(path: Path, row: Mapping[str, Any]) -> None:
@@ -326,4 +344,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
