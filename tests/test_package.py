@@ -59,3 +59,37 @@ def test_first_use_prints_nothing(tiny_model_path, astronaut_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
+
+
+def test_models_never_import_training():
+    """One direction: training builds on models, so models/ names no training module; a
+    format-1 file's reader is registered from the training side (fer8.models.legacy)."""
+    import ast
+    from pathlib import Path
+
+    models = Path(fer8.__file__).parent / "models"
+    found = []
+    for path in sorted(models.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}: {n}" for n in names if n.startswith("fer8.training")]
+    assert found == []
+
+
+def test_the_reader_of_format_1_files_is_registered_on_import():
+    code = "import fer8.models.legacy as m; print(type(m.legacy_reader()).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "_LegacyReader"
+
+
+def test_python_m_fer8_cli_runs_the_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "fer8.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("fer8, version")
