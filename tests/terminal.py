@@ -20,18 +20,30 @@ def run_with_stderr_on_a_terminal(
 ) -> tuple[int, str]:
     """Run ``python -m fer8 ARGS`` with stderr on a pseudo-terminal and stdout into a file;
     returns the exit code and every character written to the terminal."""
+    with open(stdout, "wb") as out:
+        return _on_a_terminal(args, out, env, timeout)
+
+
+def run_on_a_terminal(
+    args: list[str], *, env: dict | None = None, timeout: float = 300
+) -> tuple[int, str]:
+    """Run ``python -m fer8 ARGS`` with stdout and stderr on one pseudo-terminal, as in a
+    person's shell; returns the exit code and every character written to it."""
+    return _on_a_terminal(args, None, env, timeout)
+
+
+def _on_a_terminal(args: list[str], stdout, env: dict | None, timeout: float) -> tuple[int, str]:
     import pty
 
     leader, follower = pty.openpty()
-    with open(stdout, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fer8", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=follower,
-            env=env,
-            close_fds=True,
-        )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=follower if stdout is None else stdout,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
     os.close(follower)
     written = b""
     while True:

@@ -397,32 +397,12 @@ def test_table_columns_line_up_whatever_the_path_length(tmp_path, tiny_model_pat
 def test_on_a_terminal_each_failure_is_reported_once(tmp_path, tiny_model_path, astronaut):
     """stdout and stderr on one terminal: the table's error row is the report; a line on
     stderr as well would show the failure twice."""
-    import os
-    import pty
+    from terminal import run_on_a_terminal
 
     save(astronaut, tmp_path / "ok.png")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage")
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fer8", "predict", str(tmp_path), "--model", str(tiny_model_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        close_fds=True,
-    )
-    os.close(follower)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal closed: the process is gone
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(leader)
-    assert process.wait(timeout=300) == 1
-    text = screen.decode()
+    code, text = run_on_a_terminal(["predict", str(tmp_path), "--model", str(tiny_model_path)])
+    assert code == 1
     assert "SOURCE" in text  # a terminal gets the table
     assert text.count("broken.jpg") == 1 and "corrupt or truncated" in text
 

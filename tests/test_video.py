@@ -520,42 +520,14 @@ def test_live_with_a_camera_index_that_opens_nothing_is_a_usage_error(tiny_model
 def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model_path):
     """stdout and stderr on one terminal: the table's row says it, not a line as well."""
     import os
-    import pty
-    import subprocess
-    import sys
+
+    from terminal import run_on_a_terminal
 
     notes = tmp_path / "notes.jpg"
     notes.write_text("some notes, not a picture\n")
-    leader, follower = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fer8",
-            "live",
-            "--camera",
-            str(notes),
-            "--model",
-            str(tiny_model_path),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-        close_fds=True,
+    code, text = run_on_a_terminal(
+        ["live", "--camera", str(notes), "--model", str(tiny_model_path)], env=env
     )
-    os.close(follower)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(leader)
-    assert process.wait(timeout=300) == 1
-    text = screen.decode()
+    assert code == 1
     assert "SOURCE" in text and text.count("no frame could be read") == 1, text

@@ -404,10 +404,9 @@ def create_app(
             return Response(status_code=400)
         if declared_video or looks_like_video(data[:16]):
             if annotate or explain:
+                asked = "annotate=true" if annotate else "explain=true"
                 raise HTTPException(
-                    400,
-                    detail="annotate=true and explain=true take photos; "
-                    "for a video, use fer8 predict --annotate",
+                    400, detail=f"{asked} takes photos; for a video, use fer8 predict --annotate"
                 )
             sampling = {"fps": fps, "every_frame": every_frame, "smooth": smooth}
             frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
