@@ -241,8 +241,8 @@ def test_the_api_docs_page_shows_the_predict_endpoint_and_its_parameters(browser
             e.text.split()[0]
             for e in browser.find_elements(By.CSS_SELECTOR, ".parameters .parameter__name")
         }
-        # The query's four, and the request body's multipart field.
-        assert names == {"annotate", "fps", "every_frame", "smooth", "file"}
+        # The query's five, and the request body's multipart field.
+        assert names == {"annotate", "explain", "fps", "every_frame", "smooth", "file"}
         assert "multipart/form-data" in browser.find_element(By.CSS_SELECTOR, ".opblock-body").text
         assert console_errors(browser) == []
         screenshot(browser, "web-docs.png")
