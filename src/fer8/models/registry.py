@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="5cf60c82e47492d3ee4184ac9bc8fb34c3376356939a90a722cc9e4166bd7a92",
+        sha256="62a90462d4e001951e27e74d5c135fec72bb890f3984d8987f44a094fd39bdd9",
         bundled="default.fer8",
         description="ResNet50 trained by fer8 train on FER+, ExpW and SFEW; 7 classes, "
         "no worry; non-commercial research use (see MODEL_CARD.md)",
