@@ -141,7 +141,7 @@ def test_the_exported_onnx_file_has_the_temperature_built_in(calibrated_path, tm
     batch = _batch(5)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["probabilities", "features"]
-    (exported,) = session.run(None, {"input": batch})
+    (exported,) = session.run(["probabilities"], {"input": batch})
     np.testing.assert_allclose(exported, read_model_file(calibrated_path)(batch), atol=1e-6)
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert float(props["fer8.temperature"]) == 2.5

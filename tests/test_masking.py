@@ -64,16 +64,21 @@ def test_classify_masks_faces_for_a_model_that_masks(aligned_astronaut, tiny_mod
     assert not np.allclose(fer8.classify([face], masking), fer8.classify([face], tiny_model))
 
 
-def test_a_model_file_without_a_mask_keeps_its_spec_byte_for_byte():
-    """The bundled file (and every file written before masking) has no mask or
-    standardize key; reading and writing its spec gives back the same JSON."""
+def test_a_model_file_without_a_mask_keeps_its_spec_byte_for_byte(tiny_model_path):
+    """A file written before masking (the tiny test model's layout, the previous bundled
+    model's) has no mask or standardize key; reading and writing its spec gives back
+    the same JSON, and the bundled model's own spec round-trips too."""
     from fer8.models.registry import resolve_model
 
-    with zipfile.ZipFile(resolve_model("default")) as archive:
+    with zipfile.ZipFile(tiny_model_path) as archive:
         stored = json.loads(archive.read("fer8.json"))
     spec = ModelSpec.from_dict(stored)
     assert spec.preprocessing.mask is None and not spec.preprocessing.standardize
+    assert "mask" not in stored["preprocessing"] and "standardize" not in stored["preprocessing"]
     assert spec.to_dict()["preprocessing"] == stored["preprocessing"]
+    with zipfile.ZipFile(resolve_model("default")) as archive:
+        bundled = json.loads(archive.read("fer8.json"))
+    assert ModelSpec.from_dict(bundled).to_dict()["preprocessing"] == bundled["preprocessing"]
 
 
 def test_an_unknown_mask_is_refused():
