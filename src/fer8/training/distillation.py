@@ -67,7 +67,7 @@ def teacher_probabilities(
     detector: str,
     detector_options,
     workers: int = 2,
-    framed: Mapping[int, PreparedCrops] | None = None,
+    framed: Mapping[tuple[int, str | None], PreparedCrops] | None = None,
 ) -> NDArray[np.float32]:
     """The teachers' mean probabilities over ``labels`` for each sample.
 
@@ -75,8 +75,9 @@ def teacher_probabilities(
     more classes than the run; :func:`load_teachers` checks it knows these). A sample a
     teacher could not frame gets a NaN row; framing is the run's own (``detector``),
     so it fails for the same samples. ``framed`` holds crops of ``samples`` already
-    made, by input size (the run's own): a teacher of that size reads them instead of
-    the cache, and teachers of one size share their crops.
+    made, by input size and mask (the run's own): a teacher that frames faces that
+    way reads them instead of the cache, and teachers that frame alike share crops
+    (a teacher that masks faces never reads unmasked crops, nor the other way round).
     """
     from fer8.pipeline.classification import classify
     from fer8.training.crops import prepare_crops
@@ -85,17 +86,18 @@ def teacher_probabilities(
     total = np.zeros((len(samples), len(labels)), np.float64)
     for model in teachers:
         started = time.perf_counter()
-        size = model.spec.input_size
-        if size not in framed:
-            framed[size] = prepare_crops(
+        size, mask = model.spec.input_size, model.spec.preprocessing.mask
+        if (size, mask) not in framed:
+            framed[size, mask] = prepare_crops(
                 samples,
                 cache_root,
                 image_size=size,
                 workers=workers,
                 detector=detector,
                 detector_options=detector_options,
+                mask=mask,
             )
-        crops = framed[size]
+        crops = framed[size, mask]
         probabilities = np.full((len(samples), len(labels)), np.nan)
         if len(crops.kept):
             columns = [model.labels.index(label) for label in labels]

@@ -239,7 +239,7 @@ def _taught(
         detector=config.detector,
         detector_options=config.detector_options,
         workers=workers,
-        framed={config.image_size: crops},
+        framed={(config.image_size, _mask(config)): crops},
     )
     read = ~np.isnan(taught).any(axis=1)
     agreement = (
@@ -271,27 +271,31 @@ def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
     return weights * counts.sum() / (weights * counts).sum()
 
 
+def _start_preprocessing(config: TrainConfig) -> Preprocessing | None:
+    """The preprocessing of the model the run starts from (None: no ``init_model``),
+    whose framing and colour a fine-tuned model keeps unless told otherwise."""
+    if not config.init_model:
+        return None
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+
+    return read_spec(resolve_model(config.init_model)).preprocessing
+
+
 def _mask(config: TrainConfig) -> str | None:
     """The run's mask: as asked, else as its start's (see :attr:`TrainConfig.mask`)."""
     if config.mask is not None:
         return None if config.mask == "none" else config.mask
-    if config.init_model:
-        from fer8.models.modelfile import read_spec
-        from fer8.models.registry import resolve_model
-
-        return read_spec(resolve_model(config.init_model)).preprocessing.mask
-    return None
+    start = _start_preprocessing(config)
+    return start.mask if start is not None else None
 
 
 def _grayscale(config: TrainConfig, split: _Split) -> bool:
     if config.grayscale is not None:
         return config.grayscale
-    if config.init_model:
-        from fer8.models.modelfile import read_spec
-        from fer8.models.registry import resolve_model
-
-        if read_spec(resolve_model(config.init_model)).preprocessing.grayscale:
-            return True
+    start = _start_preprocessing(config)
+    if start is not None and start.grayscale:
+        return True
     return split.images.shape[-1] == 1
 
 
