@@ -89,6 +89,7 @@ async function showModel() {
 // Pictures smaller than this (shorter side) are drawn enlarged, so labels stay legible
 // (as fer8.annotate does for `fer8 predict --annotate`).
 const MIN_CANVAS = 320;
+const FRAME_WAIT_MS = 250;  // the longest wait for a sought video frame to be presented
 
 // What the canvas shows: a picture (a bitmap, or the video or camera element), its
 // size in the pixels the boxes are in, its faces, and the heatmap shown, if any.
@@ -389,6 +390,34 @@ function drawVideoTimelines() {
   }
 }
 
+// Resolves once the player shows the picture at `time`. "seeked" alone is not enough:
+// one from an earlier seek can arrive after this one started, and Chromium may fire it
+// before the new frame is decoded, so drawing then copies the frame shown before.
+function seekPlayer(player, time) {
+  return new Promise((resolve) => {
+    let target;
+    const done = () => {
+      // An earlier seek's event while this one is still going; once none is, this seek
+      // is done or a later one replaced it (and its caller moves on).
+      if (Math.abs(player.currentTime - target) > 1e-4 && player.seeking) return;
+      player.removeEventListener("seeked", done);
+      if (!player.requestVideoFrameCallback) {
+        resolve();
+        return;
+      }
+      // The frame may already be the one presented, when no callback comes.
+      const timer = setTimeout(resolve, FRAME_WAIT_MS);
+      player.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    };
+    player.addEventListener("seeked", done);
+    player.currentTime = time;
+    target = player.currentTime;  // the position as the player rounded it
+  });
+}
+
 async function seekFrame(index) {
   video.index = index;
   const frame = video.frames[index];
@@ -406,10 +435,7 @@ async function seekFrame(index) {
     return;
   }
   if (Math.abs(player.currentTime - frame.time - 1e-3) > 1e-4) {
-    await new Promise((resolve) => {
-      player.addEventListener("seeked", resolve, { once: true });
-      player.currentTime = frame.time + 1e-3;  // inside the frame, whatever the rounding
-    });
+    await seekPlayer(player, frame.time + 1e-3);  // inside the frame, whatever the rounding
   }
   if (video.index !== index) return;  // the slider moved on meanwhile
   show("video", player, player.videoWidth, player.videoHeight, frame.faces, upload);
