@@ -135,9 +135,7 @@ def samples(tmp_path_factory, astronaut, hopper):
     ]
 
 
-def test_a_random_crop_masked_is_the_contour_crop_and_a_box_crop_is_never_masked(
-    samples, tmp_path
-):
+def test_a_random_crop_masked_is_the_contour_crop_and_a_box_crop_is_never_masked(samples, tmp_path):
     size = 224  # the cache's own size: no resizing between the two framings
     crops = prepare_crops(samples, tmp_path, image_size=size, mask="random")
     plain = prepare_crops(samples, tmp_path, image_size=size)
