@@ -936,3 +936,67 @@ def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
     np.testing.assert_allclose(
         [predicted.probabilities[label] for label in model.labels], expected, atol=1e-6
     )
+
+
+def test_a_random_masked_run_masks_training_faces_only_and_its_model_does_not_mask(
+    tiny_data, tmp_path, monkeypatch, astronaut_path
+):
+    """--mask random: the training split carries contour masks (its crops unmasked), the
+    validation split none, and the model file records no mask: prediction unmasked."""
+    from PIL import Image
+
+    from fer8.training import loop
+    from fer8.training.crops import unpack_masks
+
+    splits = {}
+    dataset = loop._dataset
+
+    def recording(split, config, preprocessing, *, training, **kwargs):
+        splits["train" if training else "val"] = split
+        return dataset(split, config, preprocessing, training=training, **kwargs)
+
+    monkeypatch.setattr(loop, "_dataset", recording)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--cache",
+            str(cache),
+            "--mask",
+            "random",
+            *TRAIN_ARGS,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    model = fer8.load_model(tmp_path / "run" / "model.fer8")
+    assert model.spec.preprocessing.mask is None
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["mask"] == "random"
+    train, val = splits["train"], splits["val"]
+    assert val.masks is None and train.masks is not None
+    inside = unpack_masks(train.masks, 32)
+    assert inside.shape == (len(train.images), 32, 32)
+    # The crops are kept as aligned (background in the corners); their masks cut it off.
+    for crops in (train.images, val.images):
+        assert all(crop[:3, :3].any() and crop[-3:, -3:].any() for crop in crops)
+    assert not inside[:, :3, :3].any() and inside[:, 16, 16].all()
+    # The training crops are cached with their masks (RGBA); the validation crops are
+    # the unmasked run's, under its key.
+    modes = sorted(Image.open(p).mode for p in cache.rglob("*.png"))
+    assert modes == ["RGB"] * len(val.images) + ["RGBA"] * len(train.images)
+    # Prediction frames the face as aligned, unmasked.
+    image = fer8.load_image(astronaut_path)
+    box = fer8.detect(image)[0]
+    face = fer8.align(image, box, fer8.landmarks(image, box), size=224)
+    predicted = fer8.Predictor(model).predict(image).faces[0]
+    np.testing.assert_allclose(
+        [predicted.probabilities[label] for label in model.labels],
+        fer8.classify([face.image], model)[0],
+        atol=1e-6,
+    )

@@ -224,12 +224,14 @@ def _import_tensorflow_quietly() -> None:
 )
 @click.option(
     "--mask",
-    type=click.Choice(["contour", "none"]),
+    type=click.Choice(["contour", "random", "none"]),
     default=None,
     help="contour: cut every face out along its landmark contour onto black, in "
     "training and (recorded in the model) at prediction, so that sources cut "
-    "out differently (the AffectNet-like set) look alike. Default: as the "
-    "model the run starts from does.",
+    "out differently (the AffectNet-like set) look alike. random: cut each "
+    "training face out so half the time, drawn afresh each time it is seen; "
+    "validation and prediction unmasked. Default: as the model the run starts "
+    "from does.",
 )
 @_detector_options
 @_handle_errors

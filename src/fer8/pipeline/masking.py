@@ -52,17 +52,29 @@ def face_mask(points: NDArray[np.floating], size: int) -> NDArray[np.bool_]:
     return mask.astype(bool)
 
 
+def contour_mask(face: AlignedFace) -> NDArray[np.bool_] | None:
+    """True inside ``face``'s contour, in its crop's pixels; None for a face from a plain
+    box crop (no landmarks), which has no contour to cut along.
+
+    Training that masks faces at random (``fer8 train --mask random``) keeps this next
+    to the unmasked crop, so that its masked draws are exactly :func:`mask_face`'s crop.
+    """
+    if face.landmarks is None:
+        return None
+    points = np.asarray(face.landmarks, np.float64)
+    in_crop = points @ face.matrix[:, :2].T + face.matrix[:, 2]
+    return face_mask(in_crop, face.image.shape[0])
+
+
 def mask_face(face: AlignedFace) -> AlignedFace:
     """``face`` with everything outside its contour black.
 
     A face classified from a plain box crop (no landmarks, ``face.aligned`` False) has
     no contour to cut along and is returned as it is.
     """
-    if face.landmarks is None:
+    inside = contour_mask(face)
+    if inside is None:
         return face
-    points = np.asarray(face.landmarks, np.float64)
-    in_crop = points @ face.matrix[:, :2].T + face.matrix[:, 2]
-    inside = face_mask(in_crop, face.image.shape[0])
     return replace(face, image=np.where(inside[..., None], face.image, 0).astype(np.uint8))
 
 

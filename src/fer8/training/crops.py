@@ -8,6 +8,10 @@ other training settings, reads the PNGs back instead.
 
 An image in which no face is found is remembered as such (an empty ``.none`` file) and
 counted; an unreadable image is reported by name and left out. Neither stops the run.
+
+For training that masks faces at random (``mask="random"``) each crop is kept unmasked
+with its contour mask as the PNG's alpha channel (under a key of its own), and in memory
+as bits: the masked draws need no second copy of the crops.
 """
 
 from __future__ import annotations
@@ -51,11 +55,15 @@ class PreparedCrops:
         kept: Indices into the sample list of the rows of ``images``.
         status: How each sample went: ``aligned``, ``whole`` (used without landmarks),
             ``no face``, ``unreadable``.
+        masks: With ``mask="random"``: each crop's contour mask (1 inside the face; all
+            ones for a crop without landmarks), packed 8 pixels a byte along the rows
+            (:func:`pack_masks`), 1/24 of the crops' memory; else None.
     """
 
     images: NDArray[np.uint8]
     kept: NDArray[np.int64]
     status: Counter = field(default_factory=Counter)
+    masks: NDArray[np.uint8] | None = None
 
     def rgb(self) -> NDArray[np.uint8]:
         """``images`` with three channels, as :func:`fer8.classify` takes them."""
@@ -70,7 +78,8 @@ def settings_key(
     ``detector`` (name and every setting) shapes photos only; pre-cropped faces are
     never searched, so their key leaves it out and their crops are shared between
     detectors. ``mask`` (:mod:`fer8.pipeline.masking`) enters the key only when set,
-    so unmasked crops keep the keys they always had.
+    so unmasked crops keep the keys they always had; ``random`` crops (unmasked, their
+    contour mask as alpha) have keys of their own, so no other run misreads them.
     """
     values: dict = {
         "pipeline": PIPELINE_VERSION,
@@ -98,6 +107,7 @@ class CropCache:
         detector_options: Mapping | None = None,
         mask: str | None = None,
     ) -> None:
+        self.mask = mask
         self.crops = Path(root) / settings_key(size, mask=mask)
         framing = {"name": detector, **settings(detector, **(detector_options or {}))}
         self.photos = Path(root) / settings_key(size, framing, mask=mask)
@@ -119,7 +129,7 @@ class CropCache:
 
         with Image.open(path) as image:
             status = image.info.get("fer8", "aligned")
-            return status, np.asarray(image.convert("RGB"))
+            return status, np.asarray(image.convert("RGBA" if self.mask == "random" else "RGB"))
 
     def put(self, path: Path, status: str, crop: NDArray[np.uint8] | None) -> None:
         from PIL import Image, PngImagePlugin
@@ -149,7 +159,9 @@ def frame(
     Photos keep their labelled face (:func:`~fer8.pipeline.faces.labelled_face`) or, without a
     box, their largest face (the label is the photo's); crops are framed with
     :func:`~fer8.pipeline.faces.face_from_crop`. ``content``: the file's bytes, if already read.
-    ``mask``: cut the face out as :func:`fer8.classify` does for a model that masks.
+    ``mask``: cut the face out as :func:`fer8.classify` does for a model that masks;
+    ``random``: the crop unmasked, with its contour mask (:func:`~fer8.pipeline.masking.
+    contour_mask`; all 255 without landmarks) as a fourth, alpha channel of 0 or 255.
     """
     image = sample.load(content)
     framing = {
@@ -167,8 +179,12 @@ def frame(
         if not faces:
             return "no face", None
         face = faces[0][1]
-    face = masking.apply_mask(face, mask)
-    return ("aligned" if face.aligned else "whole"), face.image
+    status = "aligned" if face.aligned else "whole"
+    if mask == "random":
+        inside = masking.contour_mask(face)
+        alpha = np.full(face.image.shape[:2], 255, np.uint8) if inside is None else inside * 255
+        return status, np.dstack([face.image, alpha.astype(np.uint8)])
+    return status, masking.apply_mask(face, mask).image
 
 
 def prepare_crops(
@@ -194,7 +210,9 @@ def prepare_crops(
             for its crops to look like the training crops).
         detector_options: Its settings.
         mask: Cut each face out along its landmarks (a model that masks, see
-            :attr:`fer8.models.preprocessing.Preprocessing.mask`).
+            :attr:`fer8.models.preprocessing.Preprocessing.mask`); ``random``: keep the
+            faces as aligned and return their contour masks too
+            (:attr:`PreparedCrops.masks`), for training that masks them at random.
     """
     cache = (
         CropCache(cache_root, detector=detector, detector_options=detector_options, mask=mask)
@@ -231,6 +249,11 @@ def prepare_crops(
     # Filled in place: gray until the first colour crop, so a gray set (FER2013) takes a
     # third of the memory and nothing is ever held twice.
     images = np.zeros((len(samples), image_size, image_size, 1), np.uint8)
+    masks = (
+        np.zeros((len(samples), image_size, (image_size + 7) // 8), np.uint8)
+        if mask == "random"
+        else None
+    )
     with ThreadPoolExecutor(
         max(1, workers), initializer=load_detectors, initargs=(detector,)
     ) as pool:
@@ -238,6 +261,10 @@ def prepare_crops(
             status[state] += 1
             if crop is not None:
                 crop = _resize(crop, image_size)
+                if masks is not None:
+                    # Resized as the crop is: a pixel at least half inside is inside.
+                    masks[len(kept)] = pack_masks(crop[..., 3] >= 128)
+                    crop = crop[..., :3]
                 if images.shape[-1] == 1 and not _is_gray(crop):
                     images = np.repeat(images, 3, axis=-1)
                 images[len(kept)] = crop[..., : images.shape[-1]]
@@ -248,7 +275,22 @@ def prepare_crops(
         logger.warning(
             "no face found in %d of %d images; they are left out", status["no face"], len(samples)
         )
-    return PreparedCrops(images[: len(kept)], np.asarray(kept, np.int64), status)
+    return PreparedCrops(
+        images[: len(kept)],
+        np.asarray(kept, np.int64),
+        status,
+        None if masks is None else masks[: len(kept)],
+    )
+
+
+def pack_masks(masks: NDArray[np.bool_]) -> NDArray[np.uint8]:
+    """Boolean masks (..., S, S) as bits, 8 pixels a byte along each row."""
+    return np.packbits(masks, axis=-1)
+
+
+def unpack_masks(packed: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
+    """:func:`pack_masks`'s (..., S, S) masks back, as uint8 0 or 1 (what multiplies a crop)."""
+    return np.unpackbits(packed, axis=-1, count=size)
 
 
 def _resize(crop: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: A training class with fewer images than this is warned about.
 FEW_IMAGES = 50
+#: How often ``--mask random`` cuts a training face out: half the time, so that neither
+#: framing is a cue to a source (the AffectNet-like set comes cut out, the others not).
+RANDOM_MASK_CHANCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class _Split:
         source: (N,) index into ``names`` of each image's source.
         names: The sources' short names.
         summary: What was read and kept, per source.
+        masks: Packed contour masks of ``images`` (:attr:`PreparedCrops.masks`) for
+            training that masks faces at random (``--mask random``); else None.
     """
 
     images: NDArray[np.uint8]
@@ -51,6 +56,7 @@ class _Split:
     source: NDArray[np.int32]
     names: tuple[str, ...]
     summary: dict[str, Any]
+    masks: NDArray[np.uint8] | None = None
 
 
 def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -147,6 +153,7 @@ def _prepare(
 
     columns = [EXPRESSIONS.index(label) for label in labels]
     parts, summaries = [], {}
+    masks: list[NDArray[np.uint8] | None] = []
     for index, (source, data) in enumerate(sources):
         samples = [s for s in data.samples if s.label in labels]
         if len(samples) < len(data.samples):
@@ -166,7 +173,7 @@ def _prepare(
             on_progress=progress,
             detector=config.detector,
             detector_options=config.detector_options,
-            mask=_mask(config),
+            mask=_framing(config, for_validation),
         )
         kept = [samples[i] for i in crops.kept]
         if not kept:
@@ -195,6 +202,7 @@ def _prepare(
         parts.append(
             (crops.images, targets, truth, index, 1.0 if for_validation else source.weight)
         )
+        masks.append(crops.masks)
     channels = max(images.shape[-1] for images, *_ in parts)
     images = np.concatenate(
         [np.repeat(i, channels, axis=-1) if i.shape[-1] < channels else i for i, *_ in parts]
@@ -211,7 +219,15 @@ def _prepare(
         summaries[names[0]] if len(names) == 1 else {"sources": summaries, "images": len(images)}
     )
     return _Split(
-        images, targets, weights[truth].astype(np.float32), draws, source_ids, names, summary
+        images,
+        targets,
+        weights[truth].astype(np.float32),
+        draws,
+        source_ids,
+        names,
+        summary,
+        # Every source's, or none (they are framed alike).
+        None if masks[0] is None else np.concatenate([m for m in masks if m is not None]),
     )
 
 
@@ -283,11 +299,22 @@ def _start_preprocessing(config: TrainConfig) -> Preprocessing | None:
 
 
 def _mask(config: TrainConfig) -> str | None:
-    """The run's mask: as asked, else as its start's (see :attr:`TrainConfig.mask`)."""
+    """The model's mask, which prediction applies: as asked, else as its start's (see
+    :attr:`TrainConfig.mask`); none for ``random``, whose model predicts unmasked."""
     if config.mask is not None:
-        return None if config.mask == "none" else config.mask
+        return None if config.mask in ("none", "random") else config.mask
     start = _start_preprocessing(config)
     return start.mask if start is not None else None
+
+
+def _framing(config: TrainConfig, for_validation: bool) -> str | None:
+    """How one side's crops are prepared (:func:`fer8.training.crops.prepare_crops`'s
+    ``mask``): as the model frames faces, except that ``random`` training crops come
+    with their contour masks, and ``random`` validation crops are unmasked, as the
+    model's faces are at prediction."""
+    if config.mask == "random" and not for_validation:
+        return "random"
+    return _mask(config)
 
 
 def _grayscale(config: TrainConfig, split: _Split) -> bool:
@@ -327,22 +354,40 @@ def _dataset(
     resumed at ``start_step`` (the steps before it are skipped as indices, uncomputed).
     A pass draws each image ``draws`` times (its source's weight): the whole part of
     the weight every pass, the fraction as a chance drawn from (seed, pass).
+
+    With ``split.masks`` (``--mask random``), each face of a training batch is cut out
+    along its contour with probability :data:`RANDOM_MASK_CHANCE`, drawn from (seed,
+    step) for each place in the batch, so a face is drawn afresh each time it is seen;
+    before augmentation, so flips and shifts move the face and the black together.
     """
     import tensorflow as tf
 
     from fer8.training.augment import augment_batch
+    from fer8.training.crops import unpack_masks
 
     images = split.images
+    masks = split.masks if training else None
     size = config.image_size
     seed = tf.constant(config.seed, tf.int64)
 
     def gather(indices):
         return images[indices]
 
+    def gather_masks(indices):
+        return unpack_masks(masks[indices], size)
+
     @tf.autograph.experimental.do_not_convert  # plain TF ops; nothing for AutoGraph to do
     def load(indices, step=None):
         batch = tf.numpy_function(gather, [indices], tf.uint8, stateful=False)
         batch = tf.reshape(batch, [-1, size, size, images.shape[-1]])
+        if masks is not None and step is not None:
+            inside = tf.numpy_function(gather_masks, [indices], tf.uint8, stateful=False)
+            inside = tf.reshape(inside, [-1, size, size, 1])
+            # Fold-in value 0: augmentation's draws fold in 1, 2, ... of the same seed.
+            chance_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, step]), 0)
+            masked = tf.random.stateless_uniform(tf.shape(indices), chance_seed)
+            masked = masked < RANDOM_MASK_CHANCE
+            batch = tf.where(masked[:, None, None, None], batch * inside, batch)
         batch = tf.cast(batch, tf.float32)
         if images.shape[-1] == 1:
             batch = tf.image.grayscale_to_rgb(batch)

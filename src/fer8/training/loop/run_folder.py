@@ -110,9 +110,11 @@ class TrainConfig:
             FER+ votes) keeps the rest.
         mask: ``"contour"``: every face, of every source, cut out along its landmark
             contour onto black (:mod:`fer8.pipeline.masking`), and recorded in the model's
-            preprocessing so that prediction cuts faces out the same way. ``"none"``: as
-            aligned. None: as ``init_model`` does (a fine-tuned model frames faces as its
-            start did), else as aligned.
+            preprocessing so that prediction cuts faces out the same way. ``"random"``:
+            each training face cut out so half the time, drawn afresh each time it is
+            seen, and prediction (and validation) unmasked, so that black around a face
+            is no cue to its source. ``"none"``: as aligned. None: as ``init_model`` does
+            (a fine-tuned model frames faces as its start did), else as aligned.
     """
 
     data: tuple[str, ...]
@@ -155,8 +157,8 @@ class TrainConfig:
         object.__setattr__(self, "teachers", tuple(map(os.fspath, self.teachers)))
         if not self.data:
             raise ValueError("data needs at least one source")
-        if self.mask not in (*MASKS, "none"):
-            raise ValueError(f"mask must be one of {(*MASKS, 'none')}, not {self.mask!r}")
+        if self.mask not in (*MASKS, "none", "random"):
+            raise ValueError(f"mask must be one of {(*MASKS, 'none', 'random')}, not {self.mask!r}")
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError("teacher_weight must be between 0 and 1")
         if self.class_weighting not in ("sqrt", "balanced", "none"):
