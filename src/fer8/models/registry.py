@@ -54,8 +54,9 @@ MODELS: dict[str, RegisteredModel] = {
         name="default",
         sha256="62a90462d4e001951e27e74d5c135fec72bb890f3984d8987f44a094fd39bdd9",
         bundled="default.fer8",
-        description="ResNet50 trained by fer8 train on FER+, ExpW and SFEW; 7 classes, "
-        "no worry; non-commercial research use (see MODEL_CARD.md)",
+        description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
+        "AffectNet-like set, FER+, ExpW and SFEW; 7 classes, no worry; non-commercial "
+        "research use (see MODEL_CARD.md)",
     ),
 }
 
