@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="62a90462d4e001951e27e74d5c135fec72bb890f3984d8987f44a094fd39bdd9",
+        sha256="669bed3fbb332a9e99f539f3d61cd885695d0e1942bcc98a18f2024350561fa3",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW and SFEW; 7 classes, no worry; non-commercial "
