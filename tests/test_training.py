@@ -893,14 +893,8 @@ def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refuse
     assert missing.exit_code == 2 and "nope.fer8: no such model file" in missing.output
 
 
-def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
-    tiny_data, tmp_path, astronaut_path
-):
-    from PIL import Image
-
-    from fer8.pipeline.masking import mask_face
-
-    cache = tmp_path / "cache"
+def _train_masked(tiny_data, tmp_path, cache, mask: str):
+    """A one-epoch CLI run on ``tiny_data`` with ``--mask MASK``; its model."""
     result = CliRunner().invoke(
         cli,
         [
@@ -914,12 +908,31 @@ def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
             "--cache",
             str(cache),
             "--mask",
-            "contour",
+            mask,
             *TRAIN_ARGS,
         ],
     )
     assert result.exit_code == 0, result.output
-    model = fer8.load_model(tmp_path / "run" / "model.fer8")
+    return fer8.load_model(tmp_path / "run" / "model.fer8")
+
+
+def _predicted_and_aligned(model, photo):
+    """The model's prediction for the photo's face, and that face as aligned (unmasked)."""
+    image = fer8.load_image(photo)
+    box = fer8.detect(image)[0]
+    face = fer8.align(image, box, fer8.landmarks(image, box), size=224)
+    return fer8.Predictor(model).predict(image).faces[0], face
+
+
+def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
+    tiny_data, tmp_path, astronaut_path
+):
+    from PIL import Image
+
+    from fer8.pipeline.masking import mask_face
+
+    cache = tmp_path / "cache"
+    model = _train_masked(tiny_data, tmp_path, cache, "contour")
     assert model.spec.preprocessing.mask == "contour"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["mask"] == "contour"
     # Every cached training crop is a cut-out face: black corners, a face in the middle.
@@ -928,10 +941,7 @@ def test_a_masked_run_trains_on_cut_out_faces_and_its_model_masks_at_prediction(
     for crop in crops:
         assert crop[:8, :8].max() == 0 and crop[-8:, -8:].max() == 0 and crop[112, 112].any()
     # Prediction cuts the face out the same way (the unmasked crop would read otherwise).
-    image = fer8.load_image(astronaut_path)
-    box = fer8.detect(image)[0]
-    face = fer8.align(image, box, fer8.landmarks(image, box), size=224)
-    predicted = fer8.Predictor(model).predict(image).faces[0]
+    predicted, face = _predicted_and_aligned(model, astronaut_path)
     expected = fer8.classify([mask_face(face).image], model)[0]
     np.testing.assert_allclose(
         [predicted.probabilities[label] for label in model.labels], expected, atol=1e-6
@@ -957,25 +967,7 @@ def test_a_random_masked_run_masks_training_faces_only_and_its_model_does_not_ma
 
     monkeypatch.setattr(loop, "_dataset", recording)
     cache = tmp_path / "cache"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(tmp_path / "run"),
-            "--epochs",
-            "1",
-            "--cache",
-            str(cache),
-            "--mask",
-            "random",
-            *TRAIN_ARGS,
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    model = fer8.load_model(tmp_path / "run" / "model.fer8")
+    model = _train_masked(tiny_data, tmp_path, cache, "random")
     assert model.spec.preprocessing.mask is None
     assert json.loads((tmp_path / "run" / "config.json").read_text())["mask"] == "random"
     train, val = splits["train"], splits["val"]
@@ -991,10 +983,7 @@ def test_a_random_masked_run_masks_training_faces_only_and_its_model_does_not_ma
     modes = sorted(Image.open(p).mode for p in cache.rglob("*.png"))
     assert modes == ["RGB"] * len(val.images) + ["RGBA"] * len(train.images)
     # Prediction frames the face as aligned, unmasked.
-    image = fer8.load_image(astronaut_path)
-    box = fer8.detect(image)[0]
-    face = fer8.align(image, box, fer8.landmarks(image, box), size=224)
-    predicted = fer8.Predictor(model).predict(image).faces[0]
+    predicted, face = _predicted_and_aligned(model, astronaut_path)
     np.testing.assert_allclose(
         [predicted.probabilities[label] for label in model.labels],
         fer8.classify([face.image], model)[0],
