@@ -188,6 +188,10 @@ def train(
 
     steps = config.steps_per_epoch or max(1, int(train_split.draws.sum()) // config.batch_size)
     if resume:
+        # fer8's own layers (FaceNet's ScaleSum) must be registered before Keras reads
+        # the checkpoint's config; building a network imports them, resuming does not.
+        import fer8.training.layers  # noqa: F401
+
         model = keras.saving.load_model(run_dir / CHECKPOINT_FILE)
         logger.info("resuming %s after epoch %d", run_dir, state["epochs_done"])
     else:
