@@ -13,7 +13,7 @@ import pytest
 import fer8
 from fer8.models.modelfile import ModelSpec, read_spec
 from fer8.models.preprocessing import FACENET
-from fer8.training.backbones import BACKBONES, build_backbone, build_classifier
+from fer8.training.backbones import BACKBONES, MIN_INPUT_SIZE, build_backbone, build_classifier
 from fer8.training.facenet import inception_resnet_v1, stage
 from fer8.training.keras_models import load_keras_model, save_model
 
@@ -206,3 +206,53 @@ def test_a_facenet_run_resumes_in_a_new_process(small_crops, tmp_path, monkeypat
     history = (run_dir / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
     assert read_spec(run_dir / "model.fer8").backbone == "facenet"
+
+
+def test_each_backbone_takes_its_smallest_input_size_and_no_less():
+    """MIN_INPUT_SIZE is the networks' own: each builds at it; FaceNet and ResNet50 fail
+    one pixel below (vggface-resnet50 would take less: 32 is fer8's floor)."""
+    import keras
+
+    for name, smallest in MIN_INPUT_SIZE.items():
+        assert build_backbone(name, smallest).output_shape[0] is None
+    for name in ("facenet", "resnet50"):
+        with pytest.raises(ValueError):
+            build_backbone(name, MIN_INPUT_SIZE[name] - 1)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("backbone", [["--backbone", "facenet"], []], ids=["facenet", "default"])
+def test_an_image_size_below_the_backbones_fails_in_one_line_before_anything(
+    small_crops, tmp_path, backbone
+):
+    """64 px with FaceNet (named, or the bundled model's backbone by default): one line
+    naming 75, no crop prepared, --out as it was (not created, or left empty)."""
+    from click.testing import CliRunner
+
+    from fer8.cli import cli
+
+    given = tmp_path / "given"
+    given.mkdir()
+    for out in (tmp_path / "new", given):
+        result = CliRunner().invoke(
+            cli,
+            [
+                "train",
+                "--data",
+                str(small_crops),
+                "--image-size",
+                "64",
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+                *backbone,
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            "fer8: error: image size 64 is below the smallest input of the facenet "
+            "backbone: use --image-size 75 or more"
+        ]
+    assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()
+    assert list(given.iterdir()) == []
