@@ -354,12 +354,13 @@ def _absolute(spec: str) -> str:
     """A --data/--val spec with its path absolute; a missing path is a usage error."""
     from dataclasses import replace
 
+    from fer8.training.archives import archive_part
     from fer8.training.datasets import DatasetError, parse_source
 
     try:
         source = parse_source(spec)
     except DatasetError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not source.path.exists():
+    if not source.path.exists() and archive_part(source.path) is None:
         raise click.BadParameter(f"{source.path}: no such file or folder")
     return str(replace(source, path=source.path.resolve()))
