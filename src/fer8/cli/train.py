@@ -53,7 +53,8 @@ def _import_tensorflow_quietly() -> None:
     multiple=True,
     metavar="PATH[@SPLIT][:WEIGHT]",
     help="Training data: class folders, a FER+ folder (label.csv), an ExpW folder "
-    "(label.lst) or fer2013.csv. Repeat for several sources; @train or @val "
+    "(label.lst) or fer2013.csv, or an archive of one (.tar.gz, .zip; "
+    "ARCHIVE/FOLDER for one of several inside). Repeat for several sources; @train or @val "
     "takes one side of the fixed split (by photo, film or subject); :WEIGHT "
     "draws each image that many times per epoch (e.g. expw@train:3).",
 )
