@@ -256,3 +256,10 @@ def test_an_image_size_below_the_backbones_fails_in_one_line_before_anything(
         ]
     assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()
     assert list(given.iterdir()) == []
+    # From Python too: train() refuses it before it reads the data.
+    from fer8.training.loop import StartError, TrainConfig, train
+
+    config = TrainConfig(data=str(small_crops), image_size=74, backbone="facenet")
+    with pytest.raises(StartError, match="use --image-size 75 or more"):
+        train(config, tmp_path / "new", cache=tmp_path / "cache")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()

@@ -277,41 +277,42 @@ def train(
     them. Crops are cached, so a second run starts training at once.
     """
     _import_tensorflow_quietly()
-    from fer8.training.loop import StartError, TrainConfig
+    from fer8.training.loop import StartError, TrainConfig, check_image_size
     from fer8.training.loop import train as run_training
 
     if backbone_weights not in (None, "imagenet", "none"):
         backbone_weights = str(Path(backbone_weights).resolve())
-    try:
-        config = TrainConfig(
-            # Absolute paths: a resumed run may be started from another folder.
-            data=tuple(map(_absolute, sources)),
-            val=tuple(map(_absolute, val_sources)) or None,
-            val_fraction=val_fraction,
-            grayscale=grayscale,
-            **detection,
-            epochs=epochs,
-            batch_size=batch_size,
-            image_size=image_size,
-            backbone=backbone,
-            backbone_weights=backbone_weights,
-            init_model=str(init_model.resolve()) if init_model else None,
-            freeze_stages=freeze_stages,
-            learning_rate=learning_rate,
-            warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing,
-            ema_momentum=ema_momentum,
-            soft_labels=soft_labels,
-            class_weighting=class_weighting,
-            patience=patience,
-            steps_per_epoch=steps_per_epoch,
-            precision=precision,
-            seed=seed,
-            teachers=tuple(map(_teacher, teachers)),
-            teacher_weight=teacher_weight,
-            mask=mask,
-        )
-    except StartError as exc:  # a usage error, found before anything is read
+    config = TrainConfig(
+        # Absolute paths: a resumed run may be started from another folder.
+        data=tuple(map(_absolute, sources)),
+        val=tuple(map(_absolute, val_sources)) or None,
+        val_fraction=val_fraction,
+        grayscale=grayscale,
+        **detection,
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=image_size,
+        backbone=backbone,
+        backbone_weights=backbone_weights,
+        init_model=str(init_model.resolve()) if init_model else None,
+        freeze_stages=freeze_stages,
+        learning_rate=learning_rate,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        ema_momentum=ema_momentum,
+        soft_labels=soft_labels,
+        class_weighting=class_weighting,
+        patience=patience,
+        steps_per_epoch=steps_per_epoch,
+        precision=precision,
+        seed=seed,
+        teachers=tuple(map(_teacher, teachers)),
+        teacher_weight=teacher_weight,
+        mask=mask,
+    )
+    try:  # a usage error, found before anything is read or written
+        check_image_size(config)
+    except StartError as exc:
         _fail(exc, EXIT_USAGE)
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)

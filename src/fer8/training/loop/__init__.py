@@ -72,6 +72,7 @@ from fer8.training.loop.run_folder import (  # noqa: F401
     _begin_run,
     _open_run,
     _undo_begin,
+    check_image_size,
     read_history,
 )
 
@@ -128,10 +129,12 @@ def train(
             ``resume`` was given and there is nothing to resume.
         DatasetError: The data cannot be read.
         DownloadError: The starting weights cannot be downloaded.
-        StartError: ImageNet weights asked for another backbone than resnet50.
+        StartError: ImageNet weights asked for another backbone than resnet50, or an
+            image size below what the backbone takes.
     """
     run_dir = Path(run_dir)
     config, state = _open_run(config, run_dir, resume)
+    check_image_size(config)
     _set_precision(config.precision)
     # The seed fixes the new layers' initial weights; the data order, augmentation and
     # dropout are seeded by (seed, epoch or step), so a resumed run goes on exactly as

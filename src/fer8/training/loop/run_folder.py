@@ -69,7 +69,7 @@ class TrainConfig:
         batch_size: Images per step.
         image_size: Side of the model input, at least what the backbone takes
             (:data:`fer8.training.backbones.MIN_INPUT_SIZE`: 75 for FaceNet, 32 for
-            ResNet50); a smaller one raises :class:`StartError`.
+            ResNet50); :func:`train` refuses a smaller one before it reads any data.
         backbone: ``resnet50``, ``vggface-resnet50`` or ``facenet``; None: the
             ``init_model``'s, else the bundled model's when the run starts from it
             (no ``backbone_weights``), else ``resnet50``.
@@ -186,14 +186,6 @@ class TrainConfig:
             object.__setattr__(
                 self, "backbone", _backbone_of(self.init_model) if self.init_model else "resnet50"
             )
-        from fer8.training.backbones import MIN_INPUT_SIZE
-
-        smallest = MIN_INPUT_SIZE.get(cast(str, self.backbone), 1)
-        if self.image_size < smallest:  # before any data is read: Keras would fail later
-            raise StartError(
-                f"image size {self.image_size} is below the smallest input of the "
-                f"{self.backbone} backbone: use --image-size {smallest} or more"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "detector_options": dict(self.detector_options)}
@@ -206,6 +198,24 @@ class TrainConfig:
         if "detector" not in values:  # runs before YuNet framed photos with Haar
             values["detector"] = "haar"
         return cls(**values)
+
+
+def check_image_size(config: TrainConfig) -> None:
+    """Refuse an image size below what the backbone takes
+    (:data:`fer8.training.backbones.MIN_INPUT_SIZE`), which Keras would only find when
+    it builds the network, after the data is prepared.
+
+    Raises:
+        StartError: ``config.image_size`` is too small for ``config.backbone``.
+    """
+    from fer8.training.backbones import MIN_INPUT_SIZE
+
+    smallest = MIN_INPUT_SIZE.get(cast(str, config.backbone), 1)
+    if config.image_size < smallest:
+        raise StartError(
+            f"image size {config.image_size} is below the smallest input of the "
+            f"{config.backbone} backbone: use --image-size {smallest} or more"
+        )
 
 
 @dataclass(frozen=True)
