@@ -793,12 +793,10 @@ def test_teachers_probabilities_are_blended_into_the_training_targets(
     run_dir, cache, _ = first_run
     teacher = str(run_dir / "model.fer8")
     # Framed as the teacher frames faces (unmasked; the bundled model the run would
-    # start from masks them), so the teachers read the run's own crops; started as the
-    # teacher was (the bundled model's FaceNet takes no 32 px input).
+    # start from masks them), so the teachers read the run's own crops.
     config = training.TrainConfig(
         data=str(tiny_data),
         image_size=32,
-        backbone_weights="none",
         teachers=(teacher,) * 2,
         teacher_weight=0.75,
         mask="none",
