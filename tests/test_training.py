@@ -202,7 +202,7 @@ def test_the_data_is_a_table_and_few_images_are_counted_as_trained(tiny_data, tm
     messages = [record.getMessage() for record in caplog.records]
     few = [m for m in messages if "poorly learnt" in m]  # one line for all such classes
     assert few == [
-        "training images of classes with fewer than 50, which will be poorly learnt: happy 3, sad 3"
+        "classes with fewer than 50 training images will be poorly learnt: happy 3, sad 3"
     ]
     (train,) = [m.splitlines() for m in messages if m.startswith("train data")]
     assert [line.split() for line in train] == [

@@ -186,7 +186,7 @@ def train(
     ]
     if few:  # one line, however many classes (all 7 on JAFFE)
         logger.warning(
-            "training images of classes with fewer than %d, which will be poorly learnt: %s",
+            "classes with fewer than %d training images will be poorly learnt: %s",
             FEW_IMAGES,
             ", ".join(few),
         )
