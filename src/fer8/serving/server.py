@@ -1,8 +1,9 @@
 """``fer8 serve``: an HTTP API, a web page and (when configured) the LINE bot.
 
 FastAPI on uvicorn. The model is loaded once at start and runs in its own thread, which
-batches the uploads waiting for it (:class:`~fer8.serving.runner.ModelRunner`), so the event loop keeps
-answering ``/healthz`` and webhooks while photos are being classified. It needs the
+batches the uploads waiting for it and takes videos a few frames at a time between them
+(:class:`~fer8.serving.runner.ModelRunner`), so the event loop keeps answering
+``/healthz`` and webhooks while photos are being classified. It needs the
 ``serve`` extra (``fer8 serve`` says how to install it); only ``fer8 serve`` imports
 this module.
 """
@@ -65,8 +66,7 @@ def _explained(
 ) -> dict[str, Any] | bytes:
     """``explain=true``: the result with each face's heatmap (base64 PNG and the photo box
     it covers), or with ``annotate=true`` too, the photo with the heatmaps and the boxes
-    drawn, as JPEG. Runs in a worker thread beside the model's (ONNX Runtime sessions
-    take concurrent calls)."""
+    drawn, as JPEG. Runs in the model's thread, in its turn (:meth:`ModelRunner.call`)."""
     from PIL import Image
 
     from fer8.pipeline.annotate import annotate
@@ -420,8 +420,12 @@ def create_app(
             from fer8.errors import ExplanationError, InvalidImageError
 
             try:
-                answer = await anyio.to_thread.run_sync(
-                    functools.partial(_explained, predictor, data, source, jpeg=annotate)
+                # In the model's queue, like photos: beside it, it would fight them
+                # for the cores.
+                answer = await asyncio.wrap_future(
+                    runner.call(
+                        functools.partial(_explained, predictor, data, source, jpeg=annotate)
+                    )
                 )
             except InvalidImageError as exc:
                 raise HTTPException(400, detail=f"{source}: {exc.problem}") from None
