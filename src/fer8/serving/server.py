@@ -48,7 +48,7 @@ DEFAULT_MAX_VIDEO_MB = 100
 WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
 
 
-def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
+def _annotated_jpeg(data: bytes, result: ImageResult, max_pixels: int) -> bytes:
     """The upload with the result drawn on it, as JPEG (decoded again: results carry no
     pixels, which keeps memory flat, and a decode costs ~5 ms against ~90 ms of model)."""
     from PIL import Image
@@ -57,7 +57,8 @@ def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
     from fer8.pipeline.images import load_image
 
     buffer = io.BytesIO()
-    Image.fromarray(annotate(load_image(data), result)).save(buffer, "JPEG", quality=90)
+    image = load_image(data, max_pixels=max_pixels)  # the server's limit, which let it in
+    Image.fromarray(annotate(image, result)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -439,7 +440,9 @@ def create_app(
             raise HTTPException(400, detail=f"{source}: {result.error}")
         request.state.faces = len(result.faces)  # for the access log and /metrics
         if annotate:
-            jpeg = await anyio.to_thread.run_sync(_annotated_jpeg, data, result)
+            jpeg = await anyio.to_thread.run_sync(
+                _annotated_jpeg, data, result, predictor.max_pixels
+            )
             return Response(jpeg, media_type="image/jpeg")
         return JSONResponse(result.to_dict())
 
