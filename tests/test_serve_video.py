@@ -25,6 +25,7 @@ from fer8.serving.line import (  # noqa: E402
     LineSettings,
     video_reply_text,
 )
+from fer8.serving.runner import ModelRunner  # noqa: E402
 from fer8.serving.server import create_app  # noqa: E402
 
 IMAGE_LIMIT, VIDEO_LIMIT = 1_000_000, 4_000_000
@@ -249,6 +250,34 @@ def test_a_photo_is_answered_between_the_turns_of_a_video(predictor, videos, ast
     assert events.index("photo") == runner.video_frames < 32
     # Taken in turns, the video's frames and tracks are those it has alone.
     assert_same_frames(frames, frames_of(predictor, path, "large.avi", every_frame=True))
+
+
+def test_a_video_whose_caller_has_gone_stops_at_the_end_of_its_turn(
+    predictor, videos, astronaut_path
+):
+    """A handler whose client went away cancels its future; the rest of the video is not
+    read, and the model goes on with other work."""
+    recording = Recording(predictor)
+    runner = ModelRunner(recording, video_frames=2)
+    try:
+        video = runner.submit_video(
+            videos["large"].read_bytes(), "large.avi", {"every_frame": True}
+        )
+        assert recording.video_started.wait(60)
+        assert video.cancel()
+        recording.photo_queued.set()  # lets the video's first turn end
+        photo = runner.submit(astronaut_path.read_bytes(), "a.png").result(timeout=60)
+        assert len(photo.faces) == 1
+    finally:
+        runner.close()
+    assert [what for what, _ in recording.events] == ["video frame"] * 2 + ["photo"]
+
+
+def test_closing_the_runner_finishes_the_videos_queued_before(predictor, videos):
+    runner = ModelRunner(predictor, video_frames=2)
+    video = runner.submit_video(videos["moving"].read_bytes(), "clip.mp4", {"fps": 5})
+    runner.close()
+    assert len(video.result(timeout=0)) == 5
 
 
 def test_explanations_wait_in_the_model_queue(predictor, astronaut_path):

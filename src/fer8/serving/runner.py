@@ -14,7 +14,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
@@ -77,9 +77,11 @@ class ModelRunner:
     A video takes its turn like a photo batch, but a turn classifies only
     ``video_frames`` of its sampled frames; then it queues again, behind the photos,
     explanations and other videos that came meanwhile. So a photo that arrives while a
-    video is being read waits for the end of one turn, not of the video, and videos
-    share the model by turns. A video's frames are read in order by one
-    :meth:`Predictor.predict_video`, so its frames and tracks are those it gives alone.
+    video is being read waits for the end of one turn (and for the frames the predictor
+    has started preparing ahead of it), not of the video, and videos share the model by
+    turns. A video's frames come from one :meth:`Predictor.predict_video` iterator,
+    advanced turn by turn, so its frames and tracks are those it gives alone. A video
+    whose caller has stopped waiting (a cancelled future) stops at its next turn.
     """
 
     def __init__(
@@ -158,7 +160,10 @@ class ModelRunner:
 
     def _video_turn(self, job: _VideoJob) -> bool:
         """Classify the video's next ``video_frames`` frames; True when it is done (its
-        future has its frames, or the error)."""
+        future has its frames, or the error, or the caller has stopped waiting)."""
+        if job.future.cancelled():  # the client has gone: the model has better to do
+            job.close()
+            return True
         try:
             if job.frames is None:
                 # FFmpeg reads files, not bytes; the suffix helps it guess the container.
@@ -172,13 +177,13 @@ class ModelRunner:
                 result = next(job.frames, None)
                 if result is None:
                     job.close()
-                    job.future.set_result(job.results)
+                    _settle(job.future, job.results)
                     return True
                 job.results.append(replace(result, source=job.source))
         except Exception as exc:
             logger.exception("video prediction failed")
             job.close()
-            job.future.set_exception(exc)
+            _settle(job.future, error=exc)
             return True
         return False
 
@@ -191,18 +196,33 @@ class ModelRunner:
         futures = [future for _, _, future in batch]
         try:
             for future, result in zip(futures, self.predictor.predict_many(uploads)):
-                future.set_result(result)
+                _settle(future, result)
         except Exception as exc:  # the model itself failed: every waiting caller hears it
             logger.exception("prediction failed")
             for future in futures:
                 if not future.done():
-                    future.set_exception(exc)
+                    _settle(future, error=exc)
 
 
 def _run_call(job: _CallJob) -> None:
+    if job.future.cancelled():
+        return
     try:
         result = job.function()
     except Exception as exc:  # the caller hears it
-        job.future.set_exception(exc)
+        _settle(job.future, error=exc)
     else:
-        job.future.set_result(result)
+        _settle(job.future, result)
+
+
+def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Give a caller its answer, unless it has stopped waiting: a handler whose client
+    went away cancels its future (``asyncio.wrap_future`` passes the cancellation on),
+    and setting a cancelled future's result raises."""
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
