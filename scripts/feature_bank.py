@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fer8.models.feature_bank import read_feature_bank
 from fer8.models.modelfile import BANK_MEMBER, with_member
+from fer8.models.registry import sha256_file
 from fer8.progress import ProgressBar
 from fer8.training.new_class import HELD_OUT_SHARE, build_bank
 
@@ -57,7 +58,7 @@ def main() -> None:
     assert stored is not None
     logger.info(
         "%s: bank of %d faces (%s; %d held out), %d features each; %.2f -> %.2f MB "
-        "(+%.2f MB) in %.1f min",
+        "(+%.2f MB) in %.1f min; SHA-256 %s (the registry's, for the bundled model)",
         args.model,
         len(stored.classes),
         ", ".join(f"{label} {n}" for label, n in stored.counts.items()),
@@ -67,6 +68,7 @@ def main() -> None:
         args.model.stat().st_size / 1e6,
         (args.model.stat().st_size - before) / 1e6,
         (time.monotonic() - started) / 60,
+        sha256_file(args.model),
     )
 
 

@@ -15,6 +15,7 @@ The bank is the model file's member ``feature_bank.npz`` (:data:`BANK_MEMBER`):
 ``codes`` (N, K) ``uint8``, ``low`` and ``step`` (K,) ``float32`` (feature =
 ``low + step * code``, one scale per feature, so that features of small and large range
 keep their resolution), ``classes`` (N,) indices into ``labels``, ``held_out`` (N,),
+``gray`` (N,),
 ``labels`` (JSON), and a JSON ``about`` (how it was made).
 """
 
@@ -47,6 +48,9 @@ class FeatureBank:
         features: (N, K) pooled features, float32 (as stored: quantised).
         classes: (N,) class index of each row.
         held_out: (N,) True for rows kept for validation, never fitted.
+        gray: (N,) True for faces that were gray crops (FER+'s 48 px faces): a model
+            reads gray and colour faces differently, so a new class learnt from gray
+            photos is checked against gray faces of the old classes too.
         about: How the bank was made (sources, faces per class), for reports.
     """
 
@@ -54,14 +58,19 @@ class FeatureBank:
     features: NDArray[np.float32]
     classes: NDArray[np.int64]
     held_out: NDArray[np.bool_]
+    gray: NDArray[np.bool_]
     about: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.features)
-        if self.features.ndim != 2 or len(self.classes) != n or len(self.held_out) != n:
+        if (
+            self.features.ndim != 2
+            or not len(self.classes) == len(self.held_out) == len(self.gray) == n
+        ):
             raise ValueError(
-                f"a bank needs (N, K) features with N classes and held-out flags; got "
-                f"{self.features.shape}, {len(self.classes)}, {len(self.held_out)}"
+                f"a bank needs (N, K) features with N classes, held-out and gray flags; got "
+                f"{self.features.shape}, {len(self.classes)}, {len(self.held_out)}, "
+                f"{len(self.gray)}"
             )
         if n and not 0 <= int(self.classes.min()) <= int(self.classes.max()) < len(self.labels):
             raise ValueError(f"class indices outside the {len(self.labels)} labels")
@@ -83,7 +92,12 @@ class FeatureBank:
             raise ValueError(f"the bank's classes {missing} are not among {list(labels)}")
         mapping = np.array([list(labels).index(label) for label in self.labels], np.int64)
         return FeatureBank(
-            tuple(labels), self.features, mapping[self.classes], self.held_out, self.about
+            tuple(labels),
+            self.features,
+            mapping[self.classes],
+            self.held_out,
+            self.gray,
+            self.about,
         )
 
     def extended(
@@ -91,6 +105,7 @@ class FeatureBank:
         features: NDArray[np.float32],
         classes: NDArray[np.int64],
         held_out: NDArray[np.bool_],
+        gray: NDArray[np.bool_],
         labels: Sequence[str],
     ) -> FeatureBank:
         """This bank (relabelled to ``labels``) with more rows; ``classes`` index ``labels``."""
@@ -100,6 +115,7 @@ class FeatureBank:
             np.concatenate([base.features, np.asarray(features, np.float32)]),
             np.concatenate([base.classes, np.asarray(classes, np.int64)]),
             np.concatenate([base.held_out, np.asarray(held_out, bool)]),
+            np.concatenate([base.gray, np.asarray(gray, bool)]),
             dict(self.about),
         )
 
@@ -118,6 +134,7 @@ class FeatureBank:
             step=step,
             classes=self.classes.astype(np.int16),
             held_out=self.held_out.astype(bool),
+            gray=self.gray.astype(bool),
             labels=np.frombuffer(json.dumps(list(self.labels)).encode(), np.uint8),
             about=np.frombuffer(json.dumps(dict(self.about)).encode(), np.uint8),
         )
@@ -138,6 +155,7 @@ class FeatureBank:
                     features.astype(np.float32),
                     arrays["classes"].astype(np.int64),
                     arrays["held_out"].astype(bool),
+                    arrays["gray"].astype(bool),
                     json.loads(arrays["about"].tobytes()),
                 )
         except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
