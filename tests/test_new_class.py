@@ -26,7 +26,13 @@ from fer8.models.feature_bank import FeatureBank, pooled_features, read_feature_
 from fer8.models.modelfile import BANK_MEMBER, read_graph, read_network_config, with_member
 from fer8.models.onnx_graph import add_classes as widen_graph
 from fer8.models.onnx_graph import head_weights
-from fer8.training.new_class import NoFeatureBankError, add_classes, build_bank, choose_offset
+from fer8.training.new_class import (
+    NoFeatureBankError,
+    add_classes,
+    build_bank,
+    choose_offset,
+    guarded_offset,
+)
 
 
 def variants(image: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
@@ -181,6 +187,25 @@ def test_offset_costs_at_most_the_allowed_drop():
     after = np.concatenate([old, new + offset], 1).argmax(1)
     assert (after != classes).sum() == 10
     assert choose_offset(old, new, classes, 0.0) < choose_offset(old, new, classes, 1.0)
+
+
+def test_each_class_and_kind_of_face_is_guarded_on_its_own():
+    """900 faces of class 0 and 100 of class 1, all read right; the new logit comes
+    closest on class 1's gray faces. Guarded as one set, 1 point would let 10 faces go,
+    all of class 1; guarded apart, class 1's gray faces may lose 1 point of their own."""
+    random = np.random.default_rng(0)
+    classes = np.repeat([0, 1], [900, 100])
+    gray = np.arange(1000) % 2 == 0
+    old = np.zeros((1000, 2))
+    old[np.arange(1000), classes] = 5.0
+    new = random.uniform(-5, 0, (1000, 1))
+    new[(classes == 1) & gray] += 4.0
+    pooled = choose_offset(old, new, classes, 1.0)
+    apart = guarded_offset(old, new, classes, gray, 1.0)
+    assert apart < pooled
+    after = np.concatenate([old, new + apart], 1).argmax(1)
+    assert (after != classes).sum() == 0  # 1% of 50 gray faces of class 1 is no face
+    assert ((np.concatenate([old, new + pooled], 1).argmax(1) != classes) & (classes == 1)).sum()
 
 
 def test_errors_are_one_clear_line(tiny_model_path, banked_model, worry_data, tmp_path):

@@ -288,19 +288,12 @@ def add_classes(
     # own: a validation set's mix of classes and kinds of faces is not the bank's (FER+
     # Valid is 38% neutral, all gray), and a class learnt from gray photos takes gray
     # neutral faces over first.
-    offset = min(
-        (
-            choose_offset(
-                _logits(group.features, old_kernel, old_bias),
-                _logits(group.features, kernel, bias),
-                group.classes,
-                options.max_old_drop,
-            )
-            for index in range(len(spec.labels))
-            for gray in (True, False)
-            if len((group := guard.subset((guard.classes == index) & (guard.gray == gray))).classes)
-        ),
-        default=0.0,
+    offset = guarded_offset(
+        _logits(guard.features, old_kernel, old_bias),
+        _logits(guard.features, kernel, bias),
+        guard.classes,
+        guard.gray,
+        options.max_old_drop,
     )
     bias = bias + offset
     full_kernel = np.concatenate([old_kernel, kernel], 1)
@@ -419,6 +412,25 @@ def fit_new_columns(
     # z @ k + b == x @ (k / scale) + (b - mean / scale @ k)
     unscaled = kernel / scale[:, None]
     return unscaled, bias - mean @ unscaled
+
+
+def guarded_offset(
+    old_logits: NDArray[np.floating],
+    new_logits: NDArray[np.floating],
+    classes: NDArray[np.int64],
+    gray: NDArray[np.bool_],
+    max_drop: float,
+) -> float:
+    """The largest offset of the new logits that costs no old class more than
+    ``max_drop`` points of recall, on its gray crops and on its colour photos each
+    (:func:`choose_offset` per group; 0 without faces)."""
+    offsets = [
+        choose_offset(old_logits[rows], new_logits[rows], classes[rows], max_drop)
+        for index in np.unique(classes)
+        for kind in (True, False)
+        if (rows := (classes == index) & (gray == kind)).any()
+    ]
+    return min(offsets, default=0.0)
 
 
 def choose_offset(
