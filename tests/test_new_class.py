@@ -227,3 +227,28 @@ def test_widening_refuses_a_head_it_cannot_extend(banked_model):
     graph = read_graph(banked_model)
     with pytest.raises(ModelFormatError, match="do not fit"):
         widen_graph(graph, config, np.zeros((3, 1)), np.zeros(1))
+
+
+def test_keep_classes_runs_without_the_train_extra(banked_model, worry_data, tmp_path):
+    """The light install: TensorFlow, Keras, onnx and h5py are absent."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('tensorflow', 'keras', 'onnx', 'h5py'):\n"
+        "    sys.modules[name] = None  # not installed\n"
+        "from fer8.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    args = ["train", "--data", worry_data, "--keep-classes", "--out", tmp_path / "run"]
+    args += ["--init-model", banked_model, "--cache", tmp_path / "crops"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert fer8.load_model(tmp_path / "run" / "model.fer8").labels[-1] == "worry"
