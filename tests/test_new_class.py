@@ -136,6 +136,13 @@ def test_new_model_runs_everywhere(worry_run, astronaut_path, tmp_path):
     result = runner.invoke(cli, ["evaluate", "--model", str(model), "--data", str(data)])
     assert result.exit_code == 0, result.output
 
+    calibrated = tmp_path / "calibrated.fer8"
+    args = ["calibrate", "--model", model, "--data", data, "--out", calibrated]
+    result = runner.invoke(cli, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    assert fer8.load_model(calibrated).labels[-1] == "worry"
+    assert read_feature_bank(calibrated) is not None  # a ninth class can follow
+
 
 def test_keras_reads_the_widened_network(worry_run):
     from fer8.training.keras_models import load_keras_model
@@ -252,3 +259,18 @@ def test_keep_classes_runs_without_the_train_extra(banked_model, worry_data, tmp
     )
     assert done.returncode == 0, done.stderr
     assert fer8.load_model(tmp_path / "run" / "model.fer8").labels[-1] == "worry"
+
+
+def test_the_server_answers_with_the_new_class(worry_run, astronaut_path):
+    from fastapi.testclient import TestClient
+
+    from fer8.serving.server import create_app
+
+    app = create_app(fer8.Predictor(worry_run[0] / "model.fer8"))
+    with TestClient(app) as client, astronaut_path.open("rb") as file:
+        response = client.post(
+            "/v1/predict?explain=true", files={"file": ("a.png", file, "image/png")}
+        )
+    assert response.status_code == 200, response.text
+    face = response.json()["faces"][0]
+    assert face["label"] == "worry" and len(face["probabilities"]) == 8
