@@ -227,6 +227,16 @@ def test_errors_are_one_clear_line(tiny_model_path, banked_model, worry_data, tm
     )
     assert result.exit_code != 0
     assert "every class in it (happy) is one the model has" in result.output
+    # A run folder is never overwritten.
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "model.fer8").write_bytes(b"mine")
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--data", str(worry_data), "--keep-classes", "--out", str(tmp_path / "c")]
+        + ["--init-model", str(banked_model)],
+    )
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert (tmp_path / "c" / "model.fer8").read_bytes() == b"mine"
 
 
 def test_widening_refuses_a_head_it_cannot_extend(banked_model):

@@ -35,7 +35,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ HELD_OUT_SHARE = 0.2
 
 class NoFeatureBankError(Fer8Error, ValueError):
     """The start model carries no feature bank to learn a new class against."""
+
+
+class RunFolderExistsError(Fer8Error, FileExistsError):
+    """The run folder holds something already (a run is never overwritten)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,7 @@ def add_classes(
     Raises:
         DatasetError: ``data`` holds no usable photos, or no class the model lacks.
         NoFeatureBankError: The start model has no feature bank.
+        RunFolderExistsError: ``out_dir`` exists and is not empty.
     """
     import fer8
     from fer8.models.modelfile import (
@@ -213,6 +218,11 @@ def add_classes(
 
     started = time.monotonic()
     options = options or KeepClassesOptions()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise RunFolderExistsError(
+            f"{out}: run folder exists and is not empty; choose another --out"
+        )
     source = resolve_model(init_model)
     spec = read_spec(source)
     bank = read_feature_bank(source)
@@ -333,14 +343,11 @@ def add_classes(
         seconds=time.monotonic() - started,
         crops=crops,
     )
-    from dataclasses import replace
-
     metadata = dict(spec.metadata)
     metadata["keep_classes"] = [*metadata.get("keep_classes", []), report.to_dict()]
     new_spec = replace(
         spec, labels=labels, name=f"{spec.name}+{'+'.join(new_labels)}", metadata=metadata
     )
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     network = json.loads(_network_json(source))
     if "config" in network:
