@@ -284,3 +284,11 @@ def test_the_server_answers_with_the_new_class(worry_run, astronaut_path):
     assert response.status_code == 200, response.text
     face = response.json()["faces"][0]
     assert face["label"] == "worry" and len(face["probabilities"]) == 8
+
+
+def test_members_made_from_the_old_network_are_left_out(banked_model, worry_data, tmp_path, caplog):
+    """An int8 copy of the graph, say: it would still give the old classes only."""
+    start = with_member(banked_model, "model_int8.onnx", b"old graph", tmp_path / "start.fer8")
+    path, _ = add_classes(worry_data, tmp_path / "run", init_model=start, cache="")
+    assert "model_int8.onnx not carried over" in caplog.text
+    assert "model_int8.onnx" not in zipfile.ZipFile(path).namelist()

@@ -618,11 +618,21 @@ def _logits(
 
 
 def _network_json(path: Path) -> str:
+    """The start model's ``network.json``; warns about members the new file will lack
+    (an int8 copy of the graph, say: made from the old network, it must be made again)."""
     import zipfile
 
-    from fer8.models.modelfile import NETWORK_MEMBER
+    from fer8.models.modelfile import BANK_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, SPEC_MEMBER
 
     with zipfile.ZipFile(path) as archive:
+        left = set(archive.namelist()) - {SPEC_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, BANK_MEMBER}
+        if left:
+            logger.warning(
+                "%s: %s not carried over to the new model (made from the old network); "
+                "make them again from the new model file",
+                path,
+                ", ".join(sorted(left)),
+            )
         return archive.read(NETWORK_MEMBER).decode()
 
 
