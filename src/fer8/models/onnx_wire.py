@@ -1,10 +1,11 @@
 """Reading and extending a serialized ONNX graph without the ``onnx`` package.
 
 Prediction depends on ONNX Runtime only; the ``onnx`` package (protobuf classes for the
-format) comes with the ``train`` extra. Two small jobs on a stored graph are needed at
-prediction time: finding a node's tensors and a few weights (the classifier head, for
-class activation maps), and adding a graph output to a graph written before fer8 gave it
-that output. Both need only protobuf's wire format, which is simple enough to read here:
+format) comes with the ``train`` extra. Three small jobs on a stored graph are needed
+without it: finding a node's tensors and a few weights (the classifier head, for
+class activation maps), adding a graph output to a graph written before fer8 gave it
+that output, and replacing a few weights (a classifier that learns a new class,
+:mod:`fer8.training.new_class`). All need only protobuf's wire format, which is simple enough to read here:
 each field is a key (field number and wire type) followed by its value, and a message
 that appears twice in a stream is merged, its repeated fields appended. So a graph gains
 a node and an output by appending a few bytes to the model, never by rewriting its
@@ -130,6 +131,56 @@ def with_nodes_and_outputs(data: bytes, nodes: list[Node], outputs: list[str]) -
     return data + _message(_MODEL_GRAPH, graph)
 
 
+def with_initializers(data: bytes, arrays: dict[str, NDArray]) -> bytes:
+    """The model with the named initializers replaced by ``arrays`` (each stored in its
+    array's own type, as raw little-endian bytes), every other byte of it as it was.
+
+    Only the graph's initializer list changes: the graph message is copied field by
+    field without the old tensors, and the new ones are appended to it.
+
+    Raises:
+        ModelFormatError: An array's name is no initializer of the graph, or its type is
+            not one fer8 stores.
+    """
+    codes = {np.dtype(dtype): code for code, dtype in _DTYPES.items()}
+    missing = set(arrays) - set(read_graph_index(data).initializers)
+    if missing:
+        raise ModelFormatError(f"the graph has no weight {sorted(missing)[0]!r}")
+    tensors = b""
+    for name, array in arrays.items():
+        code = codes.get(np.dtype(array.dtype))
+        if code is None:
+            raise ModelFormatError(f"weight {name!r}: cannot store type {array.dtype}")
+        body = b"".join(_key(_TENSOR_DIMS, _VARINT) + _varint(int(d)) for d in array.shape)
+        body += _key(_TENSOR_DATA_TYPE, _VARINT) + _varint(code)
+        body += _string(_TENSOR_NAME, name)
+        raw = np.ascontiguousarray(array, np.dtype(array.dtype).newbyteorder("<")).tobytes()
+        body += _message(_TENSOR_RAW, raw)
+        tensors += _message(_GRAPH_INITIALIZER, body)
+    out = bytearray()
+    for number, wire, value, begin, end in _field_spans(data, 0, len(data)):
+        if number != _MODEL_GRAPH or wire != _BYTES:
+            out += data[begin:end]
+            continue
+        graph = bytearray()
+        for inner, inner_wire, inner_value, inner_begin, inner_end in _field_spans(data, *value):
+            if inner == _GRAPH_INITIALIZER and inner_wire == _BYTES:
+                tensor = next(
+                    (
+                        _text(data, span)
+                        for field_number, field_wire, span in _fields(data, *inner_value)
+                        if field_number == _TENSOR_NAME and field_wire == _BYTES
+                    ),
+                    None,
+                )
+                if tensor in arrays:
+                    continue
+            graph += data[inner_begin:inner_end]
+        out += _message(_MODEL_GRAPH, bytes(graph) + tensors)
+        tensors = b""  # a graph written in several parts gets the new tensors once
+    return bytes(out)
+
+
 def _index_graph(index: GraphIndex, start: int, end: int) -> None:
     data = index.data
     for number, wire, value in _fields(data, start, end):
@@ -169,9 +220,16 @@ def _index_graph(index: GraphIndex, start: int, end: int) -> None:
 def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) of one message's fields; a length-delimited
     value is given as its (start, end) positions, so nothing large is copied."""
+    for number, wire, value, _, _ in _field_spans(data, start, end):
+        yield number, wire, value
+
+
+def _field_spans(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any, int, int]]:
+    """:func:`_fields`, with where each field begins and ends (key included)."""
     position = start
     value: Any  # an int, a (start, end) span or 8/4 raw bytes, by wire type
     while position < end:
+        begin = position
         key, position = _read_varint(data, position)
         number, wire = key >> 3, key & 7
         if wire == _VARINT:
@@ -188,7 +246,7 @@ def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]
             raise ValueError(f"wire type {wire} at byte {position}")
         if position > end:
             raise ValueError(f"a field runs past its message at byte {position}")
-        yield number, wire, value
+        yield number, wire, value, begin, position
 
 
 def _read_varint(data: bytes, position: int) -> tuple[int, int]:
