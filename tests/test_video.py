@@ -16,6 +16,7 @@ from conftest import LABELS, save
 from videos import (
     RATE,
     blank,
+    crossing,
     cut,
     face_of,
     moving,
@@ -203,6 +204,16 @@ def test_a_moving_face_keeps_one_track(predictor, clips):
         "faces": [face.to_dict()],
         "error": None,
     }
+
+
+def test_a_face_crossing_the_picture_keeps_one_track_from_edge_to_edge(predictor, faces, tmp_path):
+    """Half out of the picture, the first face's landmarks align it badly: its crop
+    looked like someone else's, and the face had a new track from the second sample on."""
+    clip = write_video(tmp_path / "crossing.mp4", crossing(faces["astronaut"]), rate=25)
+    results = list(predictor.predict_video(clip, fps=5))
+    assert len(results) == 20 and all(len(r.faces) == 1 for r in results)
+    assert results[0].faces[0].box.x == 0 and results[-1].faces[0].box.x > 400
+    assert {r.faces[0].track for r in results} == {1}
 
 
 def test_two_faces_get_two_tracks_that_stay_on_their_side(predictor, clips):
