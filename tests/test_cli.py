@@ -525,6 +525,22 @@ def test_landmarks_in_the_csv_and_explanations_beside_the_annotated_pictures(
     assert explained.shape == plain.shape and not np.array_equal(explained, plain)
 
 
+def test_explain_keeps_apart_pictures_that_share_a_name(
+    tmp_path, tiny_model_path, astronaut, hopper
+):
+    """``a.jpg`` and ``a.png`` gave one ``a.explain.png``, the second drawn over the first."""
+    first = save(astronaut, tmp_path / "in" / "a.png")
+    second = save(hopper, tmp_path / "in" / "a.jpg")
+    out = tmp_path / "out"
+    result = run("predict", first, second, "--model", tiny_model_path, "--explain", out)
+    assert result.exit_code == 0, result.output
+    with open(out / "sources.csv", newline="") as handle:
+        index = {row["annotated"]: row["source"] for row in csv.DictReader(handle)}
+    assert index == {"a.explain.png": str(first), "a-2.explain.png": str(second)}
+    assert fer8.load_image(out / "a.explain.png").shape == astronaut.shape
+    assert fer8.load_image(out / "a-2.explain.png").shape == hopper.shape
+
+
 def test_explain_refuses_a_model_without_an_exact_map(photos, tmp_path):
     import keras
 

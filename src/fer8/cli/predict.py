@@ -189,7 +189,7 @@ def predict(
     if annotate_dir is not None:
         _check_annotations(inputs, annotate_dir)
     if explain_dir is not None:
-        _check_annotations(inputs, explain_dir)
+        _check_annotations(inputs, explain_dir, explain=True)
     predictor = Predictor(
         model,
         max_faces=max_faces,
@@ -252,11 +252,14 @@ def predict(
                 )
                 annotated[item.annotated] = result.source
             if explain_dir is not None and not item.video and result.error is None:
-                name = _explained_name(item)
                 _write_explained(
-                    item.source, result, explain_dir / name, max_pixels, landmarks=draw_landmarks
+                    item.source,
+                    result,
+                    explain_dir / item.explained,
+                    max_pixels,
+                    landmarks=draw_landmarks,
                 )
-                explained[name] = result.source
+                explained[item.explained] = result.source
             writer.write(result)
             if last:
                 bar.update(1)
@@ -335,11 +338,13 @@ def _predict_on_ray(
 
 @dataclass(frozen=True)
 class _Input:
-    """One input of ``fer8 predict``: the source for the predictor, its path under
-    --annotate (a video's is its ``.mp4``), and whether it is a video."""
+    """One input of ``fer8 predict``: the source for the predictor, its paths under
+    --annotate (a video's is its ``.mp4``) and --explain (``NAME.explain.png``), and
+    whether it is a video."""
 
     source: Any
     annotated: str
+    explained: str
     video: bool = False
 
 
@@ -349,7 +354,9 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
     Annotated pictures keep the inputs' folders, relative to the deepest folder that
     holds every input (one folder given: that folder), so ``a/IMG_1.jpg`` and
     ``b/IMG_1.jpg`` stay apart; a name that still repeats (the same file given twice)
-    gets ``-2``, ``-3`` before its extension. Nothing a user gave is drawn over.
+    gets ``-2``, ``-3`` before its extension. The --explain pictures are named the same
+    way from the names without their extensions, so ``a.jpg`` and ``a.png`` give
+    ``a.explain.png`` and ``a-2.explain.png``. Nothing a user gave is drawn over.
     """
     from fer8.pipeline.images import IMAGE_EXTENSIONS, iter_image_files
     from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
@@ -361,20 +368,24 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
     ]
     base = os.path.commonpath(folders) if folders else os.getcwd()
     taken: set[str] = set()
+    explained: set[str] = set()
+
+    def explain_name(name: str) -> str:
+        return _unique(str(Path(name).with_suffix("")), explained) + ".explain.png"
+
     for arg in paths:
         if arg == "-":
             stdin = io.BytesIO(sys.stdin.buffer.read())
             stdin.name = "-"
-            yield _Input(stdin, _unique("stdin.png", taken))
+            yield _Input(stdin, _unique("stdin.png", taken), explain_name("stdin.png"))
             continue
         for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
             name = os.path.relpath(os.path.abspath(path), base)
             if is_video(path):
-                yield _Input(
-                    str(path), _unique(str(Path(name).with_suffix(".mp4")), taken), video=True
-                )
+                annotated = _unique(str(Path(name).with_suffix(".mp4")), taken)
+                yield _Input(str(path), annotated, explain_name(name), video=True)
             else:
-                yield _Input(str(path), _unique(name, taken))
+                yield _Input(str(path), _unique(name, taken), explain_name(name))
 
 
 def _results(
@@ -454,14 +465,18 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _check_annotations(inputs: list[_Input], annotate_dir: Path) -> None:
-    """Refuse an --annotate folder where an annotated picture would replace an input."""
-    written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
-    written |= {
-        os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
-        for item in inputs
-        if item.video
-    }
+def _check_annotations(inputs: list[_Input], annotate_dir: Path, *, explain: bool = False) -> None:
+    """Refuse an --annotate (or --explain) folder where a picture written there would
+    replace an input."""
+    if explain:
+        written = {os.path.abspath(annotate_dir / item.explained) for item in inputs}
+    else:
+        written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
+        written |= {
+            os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
+            for item in inputs
+            if item.video
+        }
     for item in inputs:
         if (
             isinstance(item.source, str)
@@ -469,7 +484,8 @@ def _check_annotations(inputs: list[_Input], annotate_dir: Path) -> None:
             and os.path.abspath(item.source) in written
         ):
             click.echo(
-                f"fer8: error: --annotate {annotate_dir} would draw over the input "
+                f"fer8: error: --{'explain' if explain else 'annotate'} {annotate_dir} "
+                "would draw over the input "
                 f"{item.source}; choose another folder",
                 err=True,
             )
@@ -541,10 +557,6 @@ def _explained(predictor, source: Any, detect: bool) -> Any:
         return ImageResult(name, (), exc.problem)
     faces = tuple(item.face for item in explanations)
     return _ExplainedResult(ImageResult(name, faces), tuple(explanations))
-
-
-def _explained_name(item: _Input) -> str:
-    return str(Path(item.annotated).with_suffix(".explain.png"))
 
 
 def _write_explained(
