@@ -418,6 +418,24 @@ def test_csv_and_table_add_frame_time_and_track(folder, tiny_model_path):
     ]
 
 
+def test_a_video_alone_shows_a_bar_over_its_frames(clips, tiny_model_path, tmp_path):
+    """The bar counted files and hid itself for one input: a long video showed nothing."""
+    import re
+
+    from terminal import run_with_stderr_on_a_terminal, screen
+
+    code, written = run_with_stderr_on_a_terminal(
+        ["predict", str(clips["cut"]), "--model", str(tiny_model_path), "--progress"],
+        stdout=tmp_path / "out.jsonl",
+    )
+    assert code == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 20  # 4 s at 5 fps
+    # Redrawn as the frames go: a step a sampled frame, 5% each.
+    shown = {int(p) for p in re.findall(r"predict .*?(\d+)%", written)}
+    assert {25, 50, 75, 100} <= shown, written
+    assert screen(written)[-1].startswith("predict") and screen(written)[-1].endswith("100%")
+
+
 def test_a_video_without_faces_gives_no_face_rows_and_exit_0(clips, tiny_model_path):
     result = run("predict", clips["empty"], "--model", tiny_model_path, "--format", "table")
     assert result.exit_code == 0, result.stderr

@@ -222,6 +222,10 @@ def predict(
     show_progress = (
         progress if progress is not None else (sys.stderr.isatty() and not sys.stdout.isatty())
     )
+    # A step per photo, and per sampled frame of a video: a long video moves the bar too.
+    steps = _progress_steps(inputs, sampling) if show_progress else [1] * len(inputs)
+    left = iter(steps)
+    step = next(left, 0)  # the current input's steps not yet counted
     failed = 0
     annotated: dict[str, str] = {}
     explained: dict[str, str] = {}
@@ -229,7 +233,9 @@ def predict(
     results = _results(
         predictor, inputs, detect=not no_detect, sampling=sampling, explain=explain_dir is not None
     )
-    with ProgressBar("predict", len(inputs), hidden=not show_progress or len(inputs) < 2) as bar:
+    # One photo alone shows no bar: it is done before a bar could say anything.
+    hidden = not show_progress or sum(steps) < 2
+    with ProgressBar("predict", sum(steps), hidden=hidden) as bar:
         for item, result, last in results:
             if result.error is not None:
                 failed += 1
@@ -261,8 +267,14 @@ def predict(
                 )
                 explained[item.explained] = result.source
             writer.write(result)
+            # A video's frame count is its header's estimate: its last frame counts
+            # what is left of its steps, and no frame before counts past them.
             if last:
+                bar.update(step)
+                step = next(left, 0)
+            elif step > 1:
                 bar.update(1)
+                step -= 1
     writer.close()
     if annotated and annotate_dir is not None:
         _write_annotation_index(annotate_dir, annotated)
@@ -386,6 +398,19 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
                 yield _Input(str(path), annotated, explain_name(name), video=True)
             else:
                 yield _Input(str(path), _unique(name, taken), explain_name(name))
+
+
+def _progress_steps(inputs: list[_Input], sampling: dict) -> list[int]:
+    """The progress bar's steps for each input: 1 for a photo, the frames a video will
+    give (as its header says; 1 when it does not)."""
+    from fer8.pipeline.video import sampled_count
+
+    return [
+        (sampled_count(item.source, fps=sampling["fps"], every_frame=sampling["every_frame"]) or 1)
+        if item.video
+        else 1
+        for item in inputs
+    ]
 
 
 def _results(
