@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,6 +431,25 @@ def test_help_says_what_the_bundled_model_predicts():
     help_text = " ".join(run("--help").stdout.split())
     assert "predicts " + ", ".join(map(display_name, labels)) + "." in help_text
     assert "worry" not in help_text.lower()  # the bundled model cannot predict it
+
+
+def test_help_and_the_package_name_the_bundled_network():
+    """Both called it a ResNet50 after the bundled model became a FaceNet."""
+    import re
+
+    from fer8.cli.common import _NETWORKS
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+
+    spec = read_spec(resolve_model(None))
+    help_text = " ".join(run("--help").stdout.split())
+    network = f"{_NETWORKS[spec.backbone]} at {spec.input_size} pixels"
+    assert f"The bundled model (used without --model) is {network}" in help_text
+    assert spec.backbone == "facenet" and "ResNet50" not in help_text
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    (description,) = re.findall(r'^description = "(.*)"$', pyproject, re.MULTILINE)
+    assert "FaceNet (Inception-ResNet-v1) classifier" in description
+    assert "ResNet50" not in description
 
 
 def test_serve_without_its_extra_names_the_install_command_for_this_checkout(monkeypatch):

@@ -187,29 +187,42 @@ def _verbosity() -> int:
 
 
 class _Group(click.Group):
-    """fer8's command group: its help names the classes the bundled model predicts,
-    read from the model file's spec when help is shown (a few milliseconds), so it
-    always says what ``fer8 predict`` without ``--model`` can answer."""
+    """fer8's command group: its help names the bundled model's network and the classes
+    it predicts, read from the model file's spec when help is shown (a few
+    milliseconds), so it always says what ``fer8 predict`` without ``--model`` runs."""
 
     def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         template = self.help or ""
-        self.help = template.replace("{classes}", _bundled_classes())
+        self.help = _bundled_model(template)
         try:
             super().format_help_text(ctx, formatter)
         finally:
             self.help = template
 
 
-def _bundled_classes() -> str:
+#: How help names the networks of ``fer8 train --backbone``.
+_NETWORKS = {
+    "facenet": "FaceNet's Inception-ResNet-v1",
+    "resnet50": "a ResNet50",
+    "vggface-resnet50": "a VGGFace2 ResNet50",
+}
+
+
+def _bundled_model(template: str) -> str:
+    """``template`` with ``{network}`` and ``{classes}`` said of the bundled model."""
     from fer8.labels import display_name
     from fer8.models.modelfile import read_spec
     from fer8.models.registry import resolve_model
 
     try:
-        labels = read_spec(resolve_model(None)).labels
+        spec = read_spec(resolve_model(None))
     except Fer8Error:
-        return "(no bundled model is installed)"
-    return ", ".join(display_name(label) for label in labels)
+        return template.replace("{network}", "(no bundled model is installed)").replace(
+            "{classes}", "nothing"
+        )
+    network = f"{_NETWORKS.get(spec.backbone, spec.backbone)} at {spec.input_size} pixels"
+    classes = ", ".join(display_name(label) for label in spec.labels)
+    return template.replace("{network}", network).replace("{classes}", classes)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,10 +236,10 @@ def _bundled_classes() -> str:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """fer8: facial expression recognition with face detection, landmark alignment and a
-    ResNet50 classifier.
+    classifier network.
 
-    The bundled model (used without --model) predicts {classes}. A model trained with
-    fer8 train predicts the classes of its data.
+    The bundled model (used without --model) is {network} and predicts {classes}. A
+    model trained with fer8 train predicts the classes of its data.
     """
     level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format=_log_format(verbose))
