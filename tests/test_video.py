@@ -436,6 +436,29 @@ def test_a_video_alone_shows_a_bar_over_its_frames(clips, tiny_model_path, tmp_p
     assert screen(written)[-1].startswith("predict") and screen(written)[-1].endswith("100%")
 
 
+def test_a_reader_that_goes_away_ends_fer8_quietly(clips, tiny_model_path):
+    """`fer8 predict long.avi | head -2` ended with `fer8: error: [Errno 32] Broken
+    pipe`, exit 1; Unix tools end quietly (a shell reports 141, SIGPIPE's)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "predict", str(clips["moving"]), "--every-frame"]
+        + ["--model", str(tiny_model_path), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # A small pipe, so that the 20 rows (about 30 KB) cannot all wait in it.
+    fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    rows = [json.loads(process.stdout.readline()) for _ in range(2)]
+    process.stdout.close()  # `head -2` has what it wants
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert [row["frame"] for row in rows] == [0, 1]
+    assert stderr == ""
+
+
 def test_a_video_without_faces_gives_no_face_rows_and_exit_0(clips, tiny_model_path):
     result = run("predict", clips["empty"], "--model", tiny_model_path, "--format", "table")
     assert result.exit_code == 0, result.stderr

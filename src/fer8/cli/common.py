@@ -2,7 +2,8 @@
 detection, videos and mirroring, turning fer8's errors into one line and an exit code, and
 the pip command that adds an extra to this installation.
 
-Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors.
+Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors, 141 the
+reader of stdout went away (``| head``), quietly, as Unix tools end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ T = TypeVar("T")
 
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The reader of stdout went away (``fer8 predict long.mp4 | head -2``): what a shell
+#: reports for a Unix tool that SIGPIPE ended, 128 + 13.
+EXIT_BROKEN_PIPE = 141
 
 
 # Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
@@ -154,12 +158,20 @@ def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
-    """Turn fer8's errors into one line on stderr (a traceback too with -v)."""
+    """Turn fer8's errors into one line on stderr (a traceback too with -v); end
+    quietly when the reader of stdout goes away."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            finally:
+                # Written out here, where a reader gone is handled below, not by
+                # Python's flush at exit, which would print a traceback-like message.
+                sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
         except (
             ModelNotFoundError,
             ModelFormatError,
@@ -172,6 +184,20 @@ def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
             _fail(exc, EXIT_INPUT_FAILED)
 
     return wrapper
+
+
+def _stdout_gone() -> NoReturn:
+    """Exit without a word, as Unix tools do when their reader has gone (``| head``).
+    stdout is pointed at /dev/null first: what is left in its buffer would fail again
+    when Python flushes it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (tests): nothing is flushed at exit
+    finally:
+        os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
