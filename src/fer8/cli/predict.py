@@ -151,9 +151,10 @@ def predict(
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
-    videos) or - for one image's bytes on stdin. Videos give a row per face per sampled
-    frame, with the frame, its time and the face's track id. With --engine ray (photos)
-    they can also be globs and URIs that pyarrow reads (s3://bucket/photos/, gs://...).
+    videos), http(s) URLs of images, or - for one image's bytes on stdin. Videos give
+    a row per face per sampled frame, with the frame, its time and the face's track
+    id. With --engine ray (photos) they can also be globs and URIs that pyarrow reads
+    (s3://bucket/photos/, gs://...).
     """
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
@@ -370,13 +371,15 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
     way from the names without their extensions, so ``a.jpg`` and ``a.png`` give
     ``a.explain.png`` and ``a-2.explain.png``. Nothing a user gave is drawn over.
     """
-    from fer8.pipeline.images import IMAGE_EXTENSIONS, iter_image_files
+    from urllib.parse import unquote, urlparse
+
+    from fer8.pipeline.images import IMAGE_EXTENSIONS, is_url, iter_image_files
     from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
 
     folders = [
         os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
         for arg in paths
-        if arg != "-"
+        if arg != "-" and not is_url(arg)
     ]
     base = os.path.commonpath(folders) if folders else os.getcwd()
     taken: set[str] = set()
@@ -390,6 +393,10 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
             stdin = io.BytesIO(sys.stdin.buffer.read())
             stdin.name = "-"
             yield _Input(stdin, _unique("stdin.png", taken), explain_name("stdin.png"))
+            continue
+        if is_url(arg):  # a photo, downloaded when it is read
+            name = os.path.basename(unquote(urlparse(arg).path)) or "download.png"
+            yield _Input(arg, _unique(name, taken), explain_name(name))
             continue
         for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
             name = os.path.relpath(os.path.abspath(path), base)
