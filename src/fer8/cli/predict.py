@@ -112,7 +112,7 @@ ANNOTATION_INDEX = "sources.csv"
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this process; ray: a Ray cluster (the ray extra), writing --out.",
+    help="local: this process; ray: a Ray cluster (the ray extra; photos only), writing --out.",
 )
 @click.option(
     "--ray-address",
@@ -307,6 +307,7 @@ def _predict_on_ray(
     from fer8.distributed.inputs import list_inputs
     from fer8.distributed.ray_data import connect, predict_files
     from fer8.distributed.rows import row_format
+    from fer8.errors import InvalidVideoError
     from fer8.models.registry import resolve_model
 
     try:
@@ -324,7 +325,10 @@ def _predict_on_ray(
         sys.exit(EXIT_USAGE)
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
-    files = list_inputs(paths)
+    try:
+        files = list_inputs(paths)
+    except InvalidVideoError as exc:  # photos only, said before the cluster starts
+        _fail(exc, EXIT_USAGE)
     # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
     # an error about Ray Data's own actor arguments; -v shows them.
     connect(
