@@ -26,8 +26,8 @@
 #            1e-4 (FER+ +2.7 points, JAFFE +5.2, the set's test +1.4 over stage 1).
 # Each stage's epoch is chosen on the mean accuracy over FER+ Valid, ExpW@val, SFEW@val
 # and the set's @val. JAFFE and the set's test split are kept out: they are the held-out
-# tests. Then `fer8 calibrate` fits a temperature on the validation sets and the model is
-# packed with float16 kernels.
+# tests. Then `fer8 calibrate` fits a temperature on the validation sets, the model is
+# packed with float16 kernels and given its feature bank (scripts/feature_bank.py).
 #
 # Run it again after an interruption: a finished run is skipped and an unfinished one
 # resumes at its next epoch. The work is one function, parsed whole before it runs, and
@@ -72,6 +72,11 @@ main() {
         --data "$data/affectnet_masked/train@val" --out "$run/calibrated.fer8" --force
     # pack_model.py also says whether the packed file is the one registered (bundled)
     python "$here/pack_model.py" "$run/calibrated.fer8" "$model_out"
+    # The feature bank that `fer8 train --keep-classes` learns new classes against:
+    # 200 training faces per class (40 held out), 2.3 MB; it changes the file's SHA-256,
+    # which feature_bank.py prints for the registry.
+    python "$here/feature_bank.py" "$model_out" --data "$data/affectnet_masked/train@train" \
+        --data "$data/FER2013Train" --data "$data/expw@train" --data "$data/sfew/Train@train"
 }
 
 # One `fer8 train` run into OUT, skipped when finished, resumed when interrupted.

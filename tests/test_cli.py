@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -432,6 +433,25 @@ def test_help_says_what_the_bundled_model_predicts():
     assert "worry" not in help_text.lower()  # the bundled model cannot predict it
 
 
+def test_help_and_the_package_name_the_bundled_network():
+    """Both called it a ResNet50 after the bundled model became a FaceNet."""
+    import re
+
+    from fer8.cli.common import _NETWORKS
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+
+    spec = read_spec(resolve_model(None))
+    help_text = " ".join(run("--help").stdout.split())
+    network = f"{_NETWORKS[spec.backbone]} at {spec.input_size} pixels"
+    assert f"The bundled model (used without --model) is {network}" in help_text
+    assert spec.backbone == "facenet" and "ResNet50" not in help_text
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    (description,) = re.findall(r'^description = "(.*)"$', pyproject, re.MULTILINE)
+    assert "FaceNet (Inception-ResNet-v1) classifier" in description
+    assert "ResNet50" not in description
+
+
 def test_serve_without_its_extra_names_the_install_command_for_this_checkout(monkeypatch):
     from fer8.cli import install_command
 
@@ -523,6 +543,22 @@ def test_landmarks_in_the_csv_and_explanations_beside_the_annotated_pictures(
     explained = fer8.load_image(out / "astronaut.explain.png")
     plain = fer8.load_image(out / "astronaut.png")
     assert explained.shape == plain.shape and not np.array_equal(explained, plain)
+
+
+def test_explain_keeps_apart_pictures_that_share_a_name(
+    tmp_path, tiny_model_path, astronaut, hopper
+):
+    """``a.jpg`` and ``a.png`` gave one ``a.explain.png``, the second drawn over the first."""
+    first = save(astronaut, tmp_path / "in" / "a.png")
+    second = save(hopper, tmp_path / "in" / "a.jpg")
+    out = tmp_path / "out"
+    result = run("predict", first, second, "--model", tiny_model_path, "--explain", out)
+    assert result.exit_code == 0, result.output
+    with open(out / "sources.csv", newline="") as handle:
+        index = {row["annotated"]: row["source"] for row in csv.DictReader(handle)}
+    assert index == {"a.explain.png": str(first), "a-2.explain.png": str(second)}
+    assert fer8.load_image(out / "a.explain.png").shape == astronaut.shape
+    assert fer8.load_image(out / "a-2.explain.png").shape == hopper.shape
 
 
 def test_explain_refuses_a_model_without_an_exact_map(photos, tmp_path):

@@ -93,3 +93,41 @@ def test_python_m_fer8_cli_runs_the_command():
         [sys.executable, "-m", "fer8.cli", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout.startswith("fer8, version")
+
+
+def test_the_serve_extra_has_what_the_serving_scripts_import():
+    """``pip install 'fer8[serve]'`` is enough to run scripts/soak_serve.py and
+    bench_serve.py against a server (they also import modules of the checkout's tests/)."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    import pytest
+    from conftest import ROOT
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = {
+        name(r) for r in project["dependencies"] + project["optional-dependencies"]["serve"]
+    }
+    distributions = packages_distributions()
+    local = {path.stem for folder in ("scripts", "tests") for path in (ROOT / folder).glob("*.py")}
+    for script in ("soak_serve.py", "bench_serve.py"):
+        tree = ast.parse((ROOT / "scripts" / script).read_text())
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        }
+        for module in imported - set(sys.stdlib_module_names) - local - {"fer8", "__future__"}:
+            packages = {name(d) for d in distributions.get(module, [module])}
+            assert packages & installed, f"{script} imports {module}, not in the serve extra"

@@ -8,6 +8,7 @@ through it from other processes, as on a real cluster.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -22,7 +23,7 @@ from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES, LABELS
+from conftest import EXAMPLES, LABELS, save
 
 from fer8.cli import cli
 from fer8.distributed.inputs import list_inputs
@@ -466,6 +467,33 @@ def test_list_inputs_follows_plain_predict(tmp_path, monkeypatch):
     assert all(f.path == str(tmp_path / f.source) for f in files[:5])
     with pytest.raises(FileNotFoundError, match="no image files"):
         list_inputs(["a/*.gif"])
+
+
+def test_ray_refuses_a_video_before_it_starts_and_leaves_out_those_of_a_folder(
+    tmp_path, monkeypatch, caplog, astronaut
+):
+    """A video was "not an image" (an error row) after the cluster had started."""
+    from videos import blank, write_video
+
+    save(astronaut, tmp_path / "clips" / "photo.png")
+    video = write_video(tmp_path / "clips" / "clip.mp4", [blank() for _ in range(3)])
+    result = CliRunner().invoke(
+        cli, ["predict", str(video), "--engine", "ray", "--out", str(tmp_path / "x.parquet")]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"fer8: error: {video}: is a video: --engine ray reads photos only; "
+        "predict videos without it\n"
+    )
+    assert not (tmp_path / "x.parquet").exists()
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        files = list_inputs(["clips", "clips/*"])
+    assert [f.source for f in files] == ["clips/photo.png", "clips/photo.png"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "clips: left out 1 video (--engine ray reads photos only; predict videos without it)",
+        "clips/*: left out 1 video (--engine ray reads photos only; predict videos without it)",
+    ]
 
 
 def test_a_failed_run_leaves_no_results_file(tmp_path):

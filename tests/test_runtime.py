@@ -220,7 +220,7 @@ def test_train_without_the_train_extra_says_what_to_install(tmp_path):
     assert "fer8 train needs the train extra" in done.stderr and "[train]" in done.stderr
 
 
-def test_export_replaces_no_file_and_makes_no_folder_unless_forced(tmp_path, tiny_model_path):
+def test_export_replaces_no_file_unless_forced_and_makes_its_folder(tmp_path, tiny_model_path):
     def export(*args):
         return CliRunner().invoke(cli, ["export", "--model", str(tiny_model_path), *args])
 
@@ -229,13 +229,10 @@ def test_export_replaces_no_file_and_makes_no_folder_unless_forced(tmp_path, tin
     refused = export("--out", str(existing))
     assert refused.exit_code == 2 and "exists; pass --force" in refused.output
     assert existing.read_bytes() == b"someone's file"
-    typo = export("--out", str(tmp_path / "exprots" / "model.onnx"))
-    assert typo.exit_code == 2 and "exprots does not exist" in typo.output
-    assert not (tmp_path / "exprots").exists()
     assert export("--out", str(existing), "--force").exit_code == 0
     assert existing.read_bytes()[:8] != b"someone'"
-    assert export("--out", str(tmp_path / "new" / "m.onnx"), "--force").exit_code == 0
-    assert (tmp_path / "new" / "m.onnx").stat().st_size > 1000
+    assert export("--out", str(tmp_path / "new" / "dir" / "m.onnx")).exit_code == 0
+    assert (tmp_path / "new" / "dir" / "m.onnx").stat().st_size > 1000
     help_text = CliRunner().invoke(cli, ["export", "--help"]).output
     assert "--model NAME|PATH" in help_text and "--force" in help_text
 

@@ -179,6 +179,41 @@ def test_the_serve_command_passes_its_options_and_warns_once(monkeypatch, tmp_pa
     assert len(started) == 2
 
 
+def test_the_image_limit_the_400_names_is_an_option_of_fer8_serve(
+    monkeypatch, tiny_model_path, astronaut_path
+):
+    import fer8.pipeline.images as images
+    import fer8.serving.launch as launch
+
+    started = []
+    monkeypatch.setattr(launch, "serve", started.append)
+    result = CliRunner().invoke(
+        cli, ["serve", "--model", str(tiny_model_path), "--max-pixels", "200000"]
+    )
+    assert result.exit_code == 0, result.output
+    (options,) = started
+    photo = {"file": ("a.png", astronaut_path.read_bytes())}  # 512x512: 262,144 pixels
+    with UvicornThread(launch.build_app(options)) as url:
+        for query in ("", "?annotate=true", "?explain=true"):
+            refused = httpx.post(f"{url}/v1/predict{query}", files=photo, timeout=60)
+            assert refused.status_code == 400
+            assert "(512x512 pixels, limit 200,000 pixels" in refused.json()["detail"]
+            assert "--max-pixels" in refused.json()["detail"]
+    # A raised limit holds for the annotated picture too (decoded again to draw on).
+    limits = []
+    load_image = images.load_image
+    monkeypatch.setattr(
+        images,
+        "load_image",
+        lambda *a, **kw: limits.append(kw["max_pixels"]) or load_image(*a, **kw),
+    )
+    raised = launch.replace(options, max_pixels=300_000)
+    with UvicornThread(launch.build_app(raised)) as url:
+        drawn = httpx.post(f"{url}/v1/predict?annotate=true", files=photo, timeout=60)
+        assert drawn.status_code == 200 and drawn.headers["content-type"] == "image/jpeg"
+    assert limits == [300_000]
+
+
 def test_without_prometheus_client_serve_names_the_extra(monkeypatch):
     import sys
 

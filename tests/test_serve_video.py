@@ -3,6 +3,9 @@ the LINE bot's answer to a video message."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -22,6 +25,7 @@ from fer8.serving.line import (  # noqa: E402
     LineSettings,
     video_reply_text,
 )
+from fer8.serving.runner import ModelRunner  # noqa: E402
 from fer8.serving.server import create_app  # noqa: E402
 
 IMAGE_LIMIT, VIDEO_LIMIT = 1_000_000, 4_000_000
@@ -174,6 +178,122 @@ def test_bad_videos(api, videos):
         files={"file": ("empty.mp4", videos["empty"].read_bytes())},
     )
     assert empty.status_code == 200 and [f["faces"] for f in empty.json()] == [[], [], []]
+
+
+# --- sharing the model: photos and explanations between a video's turns ----------------
+
+
+class Recording:
+    """The predictor, recording in order each video frame it gives, each photo batch and
+    each explanation it runs (with the thread that ran it). A video waits after its first
+    frame until ``photo_queued`` is set, so that the photo is sure to arrive mid-video."""
+
+    def __init__(self, predictor) -> None:
+        self._predictor = predictor
+        self.events: list[tuple[str, str]] = []
+        self.video_started = threading.Event()
+        self.photo_queued = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._predictor, name)
+
+    def _record(self, what: str) -> None:
+        self.events.append((what, threading.current_thread().name))
+
+    def predict_video(self, *args, **kwargs):
+        for index, result in enumerate(self._predictor.predict_video(*args, **kwargs)):
+            if index == 1:
+                self.video_started.set()
+                assert self.photo_queued.wait(60)
+            self._record("video frame")
+            yield result
+
+    def predict_many(self, uploads):
+        results = list(self._predictor.predict_many(uploads))
+        self._record("photo")
+        return results
+
+    def explain(self, image):
+        self._record("explain")
+        return self._predictor.explain(image)
+
+
+def test_a_photo_is_answered_between_the_turns_of_a_video(predictor, videos, astronaut_path):
+    recording = Recording(predictor)
+    app = create_app(recording, max_upload_bytes=IMAGE_LIMIT, max_video_bytes=VIDEO_LIMIT)
+    runner = app.state.runner
+    submit = runner.submit
+
+    def submit_and_tell(data, source):
+        future = submit(data, source)
+        recording.photo_queued.set()
+        return future
+
+    runner.submit = submit_and_tell
+    path = videos["large"]  # 32 frames, every one sampled
+    with UvicornThread(app) as url, ThreadPoolExecutor(1) as pool:
+        video = pool.submit(
+            httpx.post,
+            f"{url}/v1/predict?every_frame=true",
+            timeout=120,
+            files={"file": ("large.avi", path.read_bytes(), "video/x-msvideo")},
+        )
+        assert recording.video_started.wait(60)
+        photo = httpx.post(
+            f"{url}/v1/predict", timeout=120, files={"file": ("a.png", astronaut_path.read_bytes())}
+        )
+        assert photo.status_code == 200 and not video.done()
+        frames = video.result().json()
+    events = [what for what, _ in recording.events]
+    assert events.count("video frame") == len(frames) == 32
+    # The photo waited for the end of the video's first turn, not for the video.
+    assert events.index("photo") == runner.video_frames < 32
+    # Taken in turns, the video's frames and tracks are those it has alone.
+    assert_same_frames(frames, frames_of(predictor, path, "large.avi", every_frame=True))
+
+
+def test_a_video_whose_caller_has_gone_stops_at_the_end_of_its_turn(
+    predictor, videos, astronaut_path
+):
+    """A handler whose client went away cancels its future; the rest of the video is not
+    read, and the model goes on with other work."""
+    recording = Recording(predictor)
+    runner = ModelRunner(recording, video_frames=2)
+    try:
+        video = runner.submit_video(
+            videos["large"].read_bytes(), "large.avi", {"every_frame": True}
+        )
+        assert recording.video_started.wait(60)
+        assert video.cancel()
+        recording.photo_queued.set()  # lets the video's first turn end
+        photo = runner.submit(astronaut_path.read_bytes(), "a.png").result(timeout=60)
+        assert len(photo.faces) == 1
+    finally:
+        runner.close()
+    assert [what for what, _ in recording.events] == ["video frame"] * 2 + ["photo"]
+
+
+def test_closing_the_runner_finishes_the_videos_queued_before(predictor, videos):
+    runner = ModelRunner(predictor, video_frames=2)
+    video = runner.submit_video(videos["moving"].read_bytes(), "clip.mp4", {"fps": 5})
+    runner.close()
+    assert len(video.result(timeout=0)) == 5
+
+
+def test_explanations_wait_in_the_model_queue(predictor, astronaut_path):
+    recording = Recording(predictor)
+    with UvicornThread(create_app(recording)) as url:
+        explained = httpx.post(
+            f"{url}/v1/predict?explain=true",
+            timeout=120,
+            files={"file": ("a.png", astronaut_path.read_bytes())},
+        )
+        assert explained.status_code == 200 and explained.json()["faces"][0]["explanation"]
+        broken = httpx.post(
+            f"{url}/v1/predict?explain=true", files={"file": ("b.png", b"not a picture")}
+        )
+        assert broken.status_code == 400 and broken.json()["detail"].startswith("b.png: ")
+    assert recording.events == [("explain", "fer8-model")]
 
 
 # --- the LINE bot ------------------------------------------------------------------------

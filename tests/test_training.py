@@ -823,6 +823,38 @@ def test_teachers_probabilities_are_blended_into_the_training_targets(
     )
 
 
+def test_a_teachers_reading_is_kept_in_the_cache_for_a_resumed_run(
+    first_run, tiny_data, tmp_path, monkeypatch
+):
+    """A resumed run reads its teachers' probabilities from the crop cache instead of
+    running every teacher over every face again; another teacher file reads afresh."""
+    import fer8.pipeline.classification as classification
+    from fer8.training.datasets import parse_source
+    from fer8.training.distillation import load_teachers, teacher_probabilities
+
+    run_dir, cache, _ = first_run
+    copy = tmp_path / "teacher.fer8"
+    shutil.copy(run_dir / "model.fer8", copy)
+    samples = parse_source(str(tiny_data)).read().samples
+    labels = ("happy", "sad")
+    teachers = load_teachers([str(copy)], labels)
+    options = {"cache_root": tmp_path / "cache", "detector": "yunet", "detector_options": {}}
+    first = teacher_probabilities(samples, labels, teachers, **options)
+    assert list((tmp_path / "cache" / "teachers").glob("*.npy"))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the teacher read the faces again")
+
+    monkeypatch.setattr(classification, "classify", no_reading)
+    np.testing.assert_array_equal(
+        teacher_probabilities(samples, labels, teachers, **options), first
+    )
+    with copy.open("ab") as file:  # another file: its reading is not the stored one
+        file.write(b"\0")
+    with pytest.raises(AssertionError, match="read the faces again"):
+        teacher_probabilities(samples, labels, teachers, **options)
+
+
 def test_a_run_with_a_teacher_records_it_and_a_teacher_lacking_a_class_is_refused(
     first_run, tiny_data, tmp_path, hopper
 ):

@@ -16,6 +16,7 @@ from conftest import LABELS, save
 from videos import (
     RATE,
     blank,
+    crossing,
     cut,
     face_of,
     moving,
@@ -203,6 +204,16 @@ def test_a_moving_face_keeps_one_track(predictor, clips):
         "faces": [face.to_dict()],
         "error": None,
     }
+
+
+def test_a_face_crossing_the_picture_keeps_one_track_from_edge_to_edge(predictor, faces, tmp_path):
+    """Half out of the picture, the first face's landmarks align it badly: its crop
+    looked like someone else's, and the face had a new track from the second sample on."""
+    clip = write_video(tmp_path / "crossing.mp4", crossing(faces["astronaut"]), rate=25)
+    results = list(predictor.predict_video(clip, fps=5))
+    assert len(results) == 20 and all(len(r.faces) == 1 for r in results)
+    assert results[0].faces[0].box.x == 0 and results[-1].faces[0].box.x > 400
+    assert {r.faces[0].track for r in results} == {1}
 
 
 def test_two_faces_get_two_tracks_that_stay_on_their_side(predictor, clips):
@@ -405,6 +416,47 @@ def test_csv_and_table_add_frame_time_and_track(folder, tiny_model_path):
     assert [line.split()[1:4] for line in table[1:]] == [
         [str(i), f"{i / RATE:.2f}", "1"] for i in range(0, 20, 5)
     ]
+
+
+def test_a_video_alone_shows_a_bar_over_its_frames(clips, tiny_model_path, tmp_path):
+    """The bar counted files and hid itself for one input: a long video showed nothing."""
+    import re
+
+    from terminal import run_with_stderr_on_a_terminal, screen
+
+    code, written = run_with_stderr_on_a_terminal(
+        ["predict", str(clips["cut"]), "--model", str(tiny_model_path), "--progress"],
+        stdout=tmp_path / "out.jsonl",
+    )
+    assert code == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 20  # 4 s at 5 fps
+    # Redrawn as the frames go: a step a sampled frame, 5% each.
+    shown = {int(p) for p in re.findall(r"predict .*?(\d+)%", written)}
+    assert {25, 50, 75, 100} <= shown, written
+    assert screen(written)[-1].startswith("predict") and screen(written)[-1].endswith("100%")
+
+
+def test_a_reader_that_goes_away_ends_fer8_quietly(clips, tiny_model_path):
+    """`fer8 predict long.avi | head -2` ended with `fer8: error: [Errno 32] Broken
+    pipe`, exit 1; Unix tools end quietly (a shell reports 141, SIGPIPE's)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fer8", "predict", str(clips["moving"]), "--every-frame"]
+        + ["--model", str(tiny_model_path), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # A small pipe, so that the 20 rows (about 30 KB) cannot all wait in it.
+    fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    rows = [json.loads(process.stdout.readline()) for _ in range(2)]
+    process.stdout.close()  # `head -2` has what it wants
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert [row["frame"] for row in rows] == [0, 1]
+    assert stderr == ""
 
 
 def test_a_video_without_faces_gives_no_face_rows_and_exit_0(clips, tiny_model_path):

@@ -9,8 +9,10 @@ the picture's right edge, and with an error.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -467,6 +469,23 @@ def test_a_video_shows_each_face_timeline_and_scrubs(
         assert {
             row.get_attribute("id"): int(row.get_attribute("data-samples")) for row in rows
         } == {f"timeline-{track}": count for track, count in tracks.items()}
+        # Each strip's title: how long each expression lasted, not a confidence.
+        labels: dict[int, list[str]] = {}
+        for frame in api:
+            for face in frame["faces"]:
+                labels.setdefault(face["track"], []).append(face["label"])
+        assert {
+            row.get_attribute("id"): row.find_element(By.TAG_NAME, "figcaption").text
+            for row in rows
+        } == {
+            f"timeline-{track}": f"Face {track} · "
+            + ", ".join(
+                f"{display_name(label)} {math.floor(100 * n / len(seen) + 0.5)}%"
+                for label, n in Counter(seen).most_common()
+            )
+            + " of the time"
+            for track, seen in labels.items()
+        }
         assert browser.find_element(By.ID, "canvas").is_displayed()
         scrub = browser.find_element(By.ID, "scrub")
         assert scrub.get_attribute("max") == str(len(api) - 1)

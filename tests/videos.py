@@ -70,6 +70,20 @@ def moving(face: np.ndarray, frames: int = 20, step: int = 12) -> list[np.ndarra
     return [place(blank(), face, 20 + step * i) for i in range(frames)]
 
 
+def crossing(face: np.ndarray, frames: int = 100, step: int = 6) -> list[np.ndarray]:
+    """One face crossing the picture, ``step`` pixels a frame: half out of it on the left
+    at first, partly out on the right at the end (written at 25 fps: a 4 s clip)."""
+    height, width = face.shape[:2]
+    pictures = []
+    for i in range(frames):
+        x = step * i - width // 2
+        picture = blank()
+        left, right = max(0, x), min(WIDTH, x + width)
+        picture[70 : 70 + height, left:right] = face[: HEIGHT - 70, left - x : right - x]
+        pictures.append(picture)
+    return pictures
+
+
 def two_faces(left: np.ndarray, right: np.ndarray, frames: int = 12) -> list[np.ndarray]:
     """Two faces side by side, each drifting slowly towards the middle."""
     return [

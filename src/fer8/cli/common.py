@@ -2,7 +2,8 @@
 detection, videos and mirroring, turning fer8's errors into one line and an exit code, and
 the pip command that adds an extra to this installation.
 
-Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors.
+Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors, 141 the
+reader of stdout went away (``| head``), quietly, as Unix tools end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ T = TypeVar("T")
 
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The reader of stdout went away (``fer8 predict long.mp4 | head -2``): what a shell
+#: reports for a Unix tool that SIGPIPE ended, 128 + 13.
+EXIT_BROKEN_PIPE = 141
 
 
 # Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
@@ -154,12 +158,20 @@ def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
-    """Turn fer8's errors into one line on stderr (a traceback too with -v)."""
+    """Turn fer8's errors into one line on stderr (a traceback too with -v); end
+    quietly when the reader of stdout goes away."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            finally:
+                # Written out here, where a reader gone is handled below, not by
+                # Python's flush at exit, which would print a traceback-like message.
+                sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
         except (
             ModelNotFoundError,
             ModelFormatError,
@@ -172,6 +184,20 @@ def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
             _fail(exc, EXIT_INPUT_FAILED)
 
     return wrapper
+
+
+def _stdout_gone() -> NoReturn:
+    """Exit without a word, as Unix tools do when their reader has gone (``| head``).
+    stdout is pointed at /dev/null first: what is left in its buffer would fail again
+    when Python flushes it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (tests): nothing is flushed at exit
+    finally:
+        os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
@@ -187,29 +213,42 @@ def _verbosity() -> int:
 
 
 class _Group(click.Group):
-    """fer8's command group: its help names the classes the bundled model predicts,
-    read from the model file's spec when help is shown (a few milliseconds), so it
-    always says what ``fer8 predict`` without ``--model`` can answer."""
+    """fer8's command group: its help names the bundled model's network and the classes
+    it predicts, read from the model file's spec when help is shown (a few
+    milliseconds), so it always says what ``fer8 predict`` without ``--model`` runs."""
 
     def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         template = self.help or ""
-        self.help = template.replace("{classes}", _bundled_classes())
+        self.help = _bundled_model(template)
         try:
             super().format_help_text(ctx, formatter)
         finally:
             self.help = template
 
 
-def _bundled_classes() -> str:
+#: How help names the networks of ``fer8 train --backbone``.
+_NETWORKS = {
+    "facenet": "FaceNet's Inception-ResNet-v1",
+    "resnet50": "a ResNet50",
+    "vggface-resnet50": "a VGGFace2 ResNet50",
+}
+
+
+def _bundled_model(template: str) -> str:
+    """``template`` with ``{network}`` and ``{classes}`` said of the bundled model."""
     from fer8.labels import display_name
     from fer8.models.modelfile import read_spec
     from fer8.models.registry import resolve_model
 
     try:
-        labels = read_spec(resolve_model(None)).labels
+        spec = read_spec(resolve_model(None))
     except Fer8Error:
-        return "(no bundled model is installed)"
-    return ", ".join(display_name(label) for label in labels)
+        return template.replace("{network}", "(no bundled model is installed)").replace(
+            "{classes}", "nothing"
+        )
+    network = f"{_NETWORKS.get(spec.backbone, spec.backbone)} at {spec.input_size} pixels"
+    classes = ", ".join(display_name(label) for label in spec.labels)
+    return template.replace("{network}", network).replace("{classes}", classes)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,10 +262,10 @@ def _bundled_classes() -> str:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """fer8: facial expression recognition with face detection, landmark alignment and a
-    ResNet50 classifier.
+    classifier network.
 
-    The bundled model (used without --model) predicts {classes}. A model trained with
-    fer8 train predicts the classes of its data.
+    The bundled model (used without --model) is {network} and predicts {classes}. A
+    model trained with fer8 train predicts the classes of its data.
     """
     level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format=_log_format(verbose))

@@ -31,44 +31,32 @@ from fer8.cli.common import EXIT_USAGE, _handle_errors, cli, install_command
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="File to write (a new one, in a folder that exists).",
+    help="File to write (a new one; its folder is made if missing).",
 )
-@click.option(
-    "--force", is_flag=True, help="Replace an existing --out file, and make its folder if missing."
-)
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @_handle_errors
 def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     """Write a model for other runtimes, or convert an older model file.
 
     The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
-    probabilities (N, C); its metadata (fer8.labels, fer8.input_size,
-    fer8.preprocessing) says how to prepare the input and read the output. A network
-    whose head is global average pooling and dense layers also gives "features", the
-    last feature map (N, K, h, w), which class activation maps weight.
+    probabilities (N, C); its metadata says how to frame a face (fer8.framing), prepare
+    the input (fer8.input_size, fer8.preprocessing) and read the output (fer8.labels).
+    A network whose head is global average pooling and dense layers also gives
+    "features", the last feature map (N, K, h, w), which class activation maps weight.
     """
     from fer8.models.export import export_fer8, export_onnx
+    from fer8.models.modelfile import read_spec
     from fer8.models.registry import resolve_model
 
-    # Like fer8 train's run folder and --annotate's inputs: nothing is replaced, and no
-    # folder made from a mistyped path, unless asked.
+    # Like fer8 train's run folder and --annotate's inputs: nothing is replaced unless
+    # asked. A missing folder is made, as by any tool that writes a file.
     if not force and out_path.exists():
         raise click.UsageError(f"--out {out_path} exists; pass --force to replace it")
-    if not force and not out_path.parent.is_dir():
-        raise click.UsageError(
-            f"--out {out_path}: the folder {out_path.parent} does not "
-            "exist; make it, or pass --force"
-        )
     source = resolve_model(model)
     if fmt == "onnx":
-        try:
-            export_onnx(source, out_path)
-        except ImportError as exc:  # a temperature to build into the graph
-            click.echo(
-                f"fer8: error: exporting a calibrated model needs the train extra "
-                f"({exc.name} is missing): {install_command('train')}",
-                err=True,
-            )
-            sys.exit(EXIT_USAGE)
+        from fer8.pipeline.faces import framing
+
+        export_onnx(source, out_path, metadata=framing(read_spec(source)))
     else:
         try:
             export_fer8(source, out_path)

@@ -112,7 +112,7 @@ ANNOTATION_INDEX = "sources.csv"
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this process; ray: a Ray cluster (the ray extra), writing --out.",
+    help="local: this process; ray: a Ray cluster (the ray extra; photos only), writing --out.",
 )
 @click.option(
     "--ray-address",
@@ -151,9 +151,10 @@ def predict(
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
-    videos) or - for one image's bytes on stdin. Videos give a row per face per sampled
-    frame, with the frame, its time and the face's track id. With --engine ray (photos)
-    they can also be globs and URIs that pyarrow reads (s3://bucket/photos/, gs://...).
+    videos), http(s) URLs of images, or - for one image's bytes on stdin. Videos give
+    a row per face per sampled frame, with the frame, its time and the face's track
+    id. With --engine ray (photos) they can also be globs and URIs that pyarrow reads
+    (s3://bucket/photos/, gs://...).
     """
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
@@ -189,7 +190,7 @@ def predict(
     if annotate_dir is not None:
         _check_annotations(inputs, annotate_dir)
     if explain_dir is not None:
-        _check_annotations(inputs, explain_dir)
+        _check_annotations(inputs, explain_dir, explain=True)
     predictor = Predictor(
         model,
         max_faces=max_faces,
@@ -222,6 +223,10 @@ def predict(
     show_progress = (
         progress if progress is not None else (sys.stderr.isatty() and not sys.stdout.isatty())
     )
+    # A step per photo, and per sampled frame of a video: a long video moves the bar too.
+    steps = _progress_steps(inputs, sampling) if show_progress else [1] * len(inputs)
+    left = iter(steps)
+    step = next(left, 0)  # the current input's steps not yet counted
     failed = 0
     annotated: dict[str, str] = {}
     explained: dict[str, str] = {}
@@ -229,7 +234,9 @@ def predict(
     results = _results(
         predictor, inputs, detect=not no_detect, sampling=sampling, explain=explain_dir is not None
     )
-    with ProgressBar("predict", len(inputs), hidden=not show_progress or len(inputs) < 2) as bar:
+    # One photo alone shows no bar: it is done before a bar could say anything.
+    hidden = not show_progress or sum(steps) < 2
+    with ProgressBar("predict", sum(steps), hidden=hidden) as bar:
         for item, result, last in results:
             if result.error is not None:
                 failed += 1
@@ -252,14 +259,23 @@ def predict(
                 )
                 annotated[item.annotated] = result.source
             if explain_dir is not None and not item.video and result.error is None:
-                name = _explained_name(item)
                 _write_explained(
-                    item.source, result, explain_dir / name, max_pixels, landmarks=draw_landmarks
+                    item.source,
+                    result,
+                    explain_dir / item.explained,
+                    max_pixels,
+                    landmarks=draw_landmarks,
                 )
-                explained[name] = result.source
+                explained[item.explained] = result.source
             writer.write(result)
+            # A video's frame count is its header's estimate: its last frame counts
+            # what is left of its steps, and no frame before counts past them.
             if last:
+                bar.update(step)
+                step = next(left, 0)
+            elif step > 1:
                 bar.update(1)
+                step -= 1
     writer.close()
     if annotated and annotate_dir is not None:
         _write_annotation_index(annotate_dir, annotated)
@@ -291,6 +307,7 @@ def _predict_on_ray(
     from fer8.distributed.inputs import list_inputs
     from fer8.distributed.ray_data import connect, predict_files
     from fer8.distributed.rows import row_format
+    from fer8.errors import InvalidVideoError
     from fer8.models.registry import resolve_model
 
     try:
@@ -308,7 +325,10 @@ def _predict_on_ray(
         sys.exit(EXIT_USAGE)
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
-    files = list_inputs(paths)
+    try:
+        files = list_inputs(paths)
+    except InvalidVideoError as exc:  # photos only, said before the cluster starts
+        _fail(exc, EXIT_USAGE)
     # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
     # an error about Ray Data's own actor arguments; -v shows them.
     connect(
@@ -335,11 +355,13 @@ def _predict_on_ray(
 
 @dataclass(frozen=True)
 class _Input:
-    """One input of ``fer8 predict``: the source for the predictor, its path under
-    --annotate (a video's is its ``.mp4``), and whether it is a video."""
+    """One input of ``fer8 predict``: the source for the predictor, its paths under
+    --annotate (a video's is its ``.mp4``) and --explain (``NAME.explain.png``), and
+    whether it is a video."""
 
     source: Any
     annotated: str
+    explained: str
     video: bool = False
 
 
@@ -349,32 +371,57 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
     Annotated pictures keep the inputs' folders, relative to the deepest folder that
     holds every input (one folder given: that folder), so ``a/IMG_1.jpg`` and
     ``b/IMG_1.jpg`` stay apart; a name that still repeats (the same file given twice)
-    gets ``-2``, ``-3`` before its extension. Nothing a user gave is drawn over.
+    gets ``-2``, ``-3`` before its extension. The --explain pictures are named the same
+    way from the names without their extensions, so ``a.jpg`` and ``a.png`` give
+    ``a.explain.png`` and ``a-2.explain.png``. Nothing a user gave is drawn over.
     """
-    from fer8.pipeline.images import IMAGE_EXTENSIONS, iter_image_files
+    from urllib.parse import unquote, urlparse
+
+    from fer8.pipeline.images import IMAGE_EXTENSIONS, is_url, iter_image_files
     from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
 
     folders = [
         os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
         for arg in paths
-        if arg != "-"
+        if arg != "-" and not is_url(arg)
     ]
     base = os.path.commonpath(folders) if folders else os.getcwd()
     taken: set[str] = set()
+    explained: set[str] = set()
+
+    def explain_name(name: str) -> str:
+        return _unique(str(Path(name).with_suffix("")), explained) + ".explain.png"
+
     for arg in paths:
         if arg == "-":
             stdin = io.BytesIO(sys.stdin.buffer.read())
             stdin.name = "-"
-            yield _Input(stdin, _unique("stdin.png", taken))
+            yield _Input(stdin, _unique("stdin.png", taken), explain_name("stdin.png"))
+            continue
+        if is_url(arg):  # a photo, downloaded when it is read
+            name = os.path.basename(unquote(urlparse(arg).path)) or "download.png"
+            yield _Input(arg, _unique(name, taken), explain_name(name))
             continue
         for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
             name = os.path.relpath(os.path.abspath(path), base)
             if is_video(path):
-                yield _Input(
-                    str(path), _unique(str(Path(name).with_suffix(".mp4")), taken), video=True
-                )
+                annotated = _unique(str(Path(name).with_suffix(".mp4")), taken)
+                yield _Input(str(path), annotated, explain_name(name), video=True)
             else:
-                yield _Input(str(path), _unique(name, taken))
+                yield _Input(str(path), _unique(name, taken), explain_name(name))
+
+
+def _progress_steps(inputs: list[_Input], sampling: dict) -> list[int]:
+    """The progress bar's steps for each input: 1 for a photo, the frames a video will
+    give (as its header says; 1 when it does not)."""
+    from fer8.pipeline.video import sampled_count
+
+    return [
+        (sampled_count(item.source, fps=sampling["fps"], every_frame=sampling["every_frame"]) or 1)
+        if item.video
+        else 1
+        for item in inputs
+    ]
 
 
 def _results(
@@ -454,14 +501,18 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _check_annotations(inputs: list[_Input], annotate_dir: Path) -> None:
-    """Refuse an --annotate folder where an annotated picture would replace an input."""
-    written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
-    written |= {
-        os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
-        for item in inputs
-        if item.video
-    }
+def _check_annotations(inputs: list[_Input], annotate_dir: Path, *, explain: bool = False) -> None:
+    """Refuse an --annotate (or --explain) folder where a picture written there would
+    replace an input."""
+    if explain:
+        written = {os.path.abspath(annotate_dir / item.explained) for item in inputs}
+    else:
+        written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
+        written |= {
+            os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
+            for item in inputs
+            if item.video
+        }
     for item in inputs:
         if (
             isinstance(item.source, str)
@@ -469,7 +520,8 @@ def _check_annotations(inputs: list[_Input], annotate_dir: Path) -> None:
             and os.path.abspath(item.source) in written
         ):
             click.echo(
-                f"fer8: error: --annotate {annotate_dir} would draw over the input "
+                f"fer8: error: --{'explain' if explain else 'annotate'} {annotate_dir} "
+                "would draw over the input "
                 f"{item.source}; choose another folder",
                 err=True,
             )
@@ -541,10 +593,6 @@ def _explained(predictor, source: Any, detect: bool) -> Any:
         return ImageResult(name, (), exc.problem)
     faces = tuple(item.face for item in explanations)
     return _ExplainedResult(ImageResult(name, faces), tuple(explanations))
-
-
-def _explained_name(item: _Input) -> str:
-    return str(Path(item.annotated).with_suffix(".explain.png"))
 
 
 def _write_explained(

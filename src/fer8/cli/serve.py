@@ -17,6 +17,7 @@ from fer8.cli.common import (
     cli,
     install_command,
 )
+from fer8.pipeline.images import MAX_PIXELS
 
 
 @cli.command()
@@ -41,6 +42,13 @@ from fer8.cli.common import (
     default=100.0,
     show_default=True,
     help="The same for videos (a video/* body, or a file declared a video).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images with 400 (raise it for panoramas).",
 )
 @click.option(
     "--api-key-file",
@@ -82,6 +90,7 @@ def serve(
     model: str | None,
     max_upload_mb: float,
     max_video_mb: float,
+    max_pixels: int,
     api_key_file: Path | None,
     workers: int,
     shutdown_timeout: float,
@@ -126,6 +135,7 @@ def serve(
             detection=detection,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             max_video_bytes=int(max_video_mb * 1024 * 1024),
+            max_pixels=max_pixels,
             api_key_file=None if api_key_file is None else str(api_key_file),
             host=host,
             port=port,

@@ -236,6 +236,14 @@ def _import_tensorflow_quietly() -> None:
     "validation and prediction unmasked. Default: as the model the run starts "
     "from does.",
 )
+@click.option(
+    "--keep-classes",
+    is_flag=True,
+    help="Add the classes of --data (one folder of class folders, e.g. DATA/worry/) "
+    "to the start model's, in minutes and without TensorFlow: the network stays, a "
+    "new classifier row is learnt against the feature bank in the model file. "
+    "Uses --init-model, --val, --cache and --workers only; see docs/training.md.",
+)
 @_detector_options
 @_handle_errors
 def train(
@@ -268,6 +276,7 @@ def train(
     teachers: tuple[str, ...],
     teacher_weight: float,
     mask: str | None,
+    keep_classes: bool,
     detection: dict,
 ) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
@@ -276,6 +285,11 @@ def train(
     pre-cropped faces (FER+, fer2013.csv, small images) are framed like predict frames
     them. Crops are cached, so a second run starts training at once.
     """
+    if keep_classes:
+        from fer8.cli.keep_classes import keep_classes as run_keep_classes
+
+        run_keep_classes(sources, run_dir, init_model, val_sources, cache, workers)
+        return
     _import_tensorflow_quietly()
     from fer8.training.loop import StartError, TrainConfig, check_image_size
     from fer8.training.loop import train as run_training

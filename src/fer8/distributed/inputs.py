@@ -7,18 +7,30 @@ gets an error row instead of vanishing), and each row's ``source`` is the name t
 would see from plain ``fer8 predict``. It also gives the run's length for the progress
 bar before any work starts. Remote URIs (``s3://``, ``gs://``, anything
 :func:`pyarrow.fs.FileSystem.from_uri` knows) are listed through pyarrow.
+
+A distributed run reads photos only: a video named on its own is refused before the
+run starts (plain ``fer8 predict`` reads it), and the videos a folder or a glob holds
+are left out with one warning line, where plain ``fer8 predict`` would read them.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import glob
+import logging
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fer8.errors import InvalidVideoError
 from fer8.pipeline.images import IMAGE_EXTENSIONS, iter_image_files
+from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
+
+logger = logging.getLogger(__name__)
+
+#: Why a video is not read: said in the error and the warning.
+PHOTOS_ONLY = "--engine ray reads photos only; predict videos without it"
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _GLOB = re.compile(r"[*?\[]")
@@ -45,6 +57,8 @@ def list_inputs(args: Iterable[str]) -> list[InputFile]:
         FileNotFoundError: A folder or glob that matches no image file, or a URI that
             does not exist; a missing local file is left in (it gives an error row, as
             in plain ``fer8 predict``).
+        InvalidVideoError: A file named on its own is a video (videos in folders and
+            globs are left out, with a warning).
     """
     files: list[InputFile] = []
     for arg in args:
@@ -52,18 +66,32 @@ def list_inputs(args: Iterable[str]) -> list[InputFile]:
             found = _list_uri(arg)
         elif _GLOB.search(arg) and not os.path.exists(arg):
             matches = sorted(glob.glob(arg, recursive=True))
-            found = [
-                InputFile(os.path.abspath(path), str(path)) for path in iter_image_files(matches)
-            ]
+            found = _local(arg, matches)
         else:
             local = arg.removeprefix("file://")
-            found = [
-                InputFile(os.path.abspath(path), str(path)) for path in iter_image_files([local])
-            ]
+            if os.path.isfile(local) and is_video(local):
+                raise InvalidVideoError(local, f"is a video: {PHOTOS_ONLY}")
+            found = _local(arg, [local])
         if not found:
             raise FileNotFoundError(f"{arg}: no image files found")
         files.extend(found)
     return files
+
+
+def _local(arg: str, paths: list[str]) -> list[InputFile]:
+    """The image files of local files and folders, the videos among them left out."""
+    found = iter_image_files(paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    photos, videos = [], 0
+    for path in found:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            videos += 1
+        else:
+            photos.append(InputFile(os.path.abspath(path), str(path)))
+    if videos:
+        logger.warning(
+            "%s: left out %d video%s (%s)", arg, videos, "s" if videos > 1 else "", PHOTOS_ONLY
+        )
+    return photos
 
 
 def _list_uri(uri: str) -> list[InputFile]:

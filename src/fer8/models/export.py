@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,21 @@ from fer8.models.modelfile import (
     read_spec,
     replaced_atomically,
 )
+from fer8.models.onnx_wire import (
+    Node,
+    with_metadata,
+    with_nodes_and_outputs,
+    with_renamed_outputs,
+)
+from fer8.models.onnx_wire import metadata as wire_metadata
 
 
-def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+def export_onnx(
+    model_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write the network of ``model_path`` as an ONNX file with the model's labels,
     input size and preprocessing in its metadata (``fer8.*`` keys).
 
@@ -31,61 +44,53 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     A calibrated model (a temperature in its spec) has the temperature built into the
     graph (:func:`calibrated_graph`), so the exported ``probabilities`` are the ones
     fer8 reports; ``fer8.temperature`` in the metadata then says it is applied.
+    Nothing here needs the ``onnx`` package: the graph is edited as protobuf bytes
+    (:mod:`fer8.models.onnx_wire`), so a light install exports too.
 
-    Raises:
-        ImportError: A calibrated model and no ``onnx`` package to edit its graph.
+    Args:
+        model_path: A model file.
+        out: The ONNX file to write; its folder is made if missing.
+        metadata: More ``metadata_props``, e.g. how fer8 frames a face for the network
+            (:func:`fer8.pipeline.faces.framing`, which ``fer8 export`` adds).
     """
     spec = read_spec(model_path)
     graph = read_graph(model_path)
     if spec.temperature != 1.0:
         graph = calibrated_graph(graph, spec)
-    return _write_atomically(Path(out), graph)
+    props = wire_metadata(graph)
+    props.update(onnx_metadata(spec))
+    if spec.temperature != 1.0:
+        props["fer8.temperature"] = repr(spec.temperature)
+    props.update(metadata or {})
+    return _write_atomically(Path(out), with_metadata(graph, props))
 
 
 def calibrated_graph(graph: bytes, spec: ModelSpec) -> bytes:
     """``graph`` with ``spec.temperature`` applied after its softmax: the old output
     ``probabilities`` p goes through Max(p, tiny) -> Log -> Mul(1 / T) -> Softmax, which
     is softmax(logits / T) (see :mod:`fer8.models.calibration`), and that is the new
-    ``probabilities``. The metadata gets the current spec and ``fer8.temperature``.
-    Any other output of the graph is left as it is.
-
-    Raises:
-        ImportError: The ``onnx`` package (the ``train`` extra) is not installed.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
+    ``probabilities``. Any other output of the graph is left as it is; so is the
+    metadata (:func:`export_onnx` writes it)."""
     from fer8.models.calibration import SMALLEST_PROBABILITY
     from fer8.models.onnx_graph import OUTPUT_NAME
 
-    model = onnx.load_from_string(graph)
     raw = f"{OUTPUT_NAME}_uncalibrated"
-    for node in model.graph.node:
-        node.output[:] = [raw if name == OUTPUT_NAME else name for name in node.output]
-    model.graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.array(SMALLEST_PROBABILITY, np.float32), "calibration_tiny"),
-            numpy_helper.from_array(
-                np.array(1.0 / spec.temperature, np.float32), "calibration_inverse_temperature"
-            ),
-        ]
-    )
-    model.graph.node.extend(
-        [
-            helper.make_node("Max", [raw, "calibration_tiny"], ["calibration_floored"]),
-            helper.make_node("Log", ["calibration_floored"], ["calibration_log"]),
-            helper.make_node(
-                "Mul",
-                ["calibration_log", "calibration_inverse_temperature"],
-                ["calibration_logits"],
-            ),
-            helper.make_node("Softmax", ["calibration_logits"], [OUTPUT_NAME], axis=-1),
-        ]
-    )
-    props = {prop.key: prop.value for prop in model.metadata_props}
-    props.update(onnx_metadata(spec), **{"fer8.temperature": repr(spec.temperature)})
-    helper.set_model_props(model, props)
-    return model.SerializeToString()
+    nodes = [
+        Node("Max", (raw, "calibration_tiny"), ("calibration_floored",)),
+        Node("Log", ("calibration_floored",), ("calibration_log",)),
+        Node(
+            "Mul",
+            ("calibration_log", "calibration_inverse_temperature"),
+            ("calibration_logits",),
+        ),
+        Node("Softmax", ("calibration_logits",), (OUTPUT_NAME,), (("axis", -1),)),
+    ]
+    weights = {
+        "calibration_tiny": np.array(SMALLEST_PROBABILITY, np.float32),
+        "calibration_inverse_temperature": np.array(1.0 / spec.temperature, np.float32),
+    }
+    renamed = with_renamed_outputs(graph, {OUTPUT_NAME: raw})
+    return with_nodes_and_outputs(renamed, nodes, [], weights)
 
 
 def export_fer8(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:

@@ -8,7 +8,10 @@ A ``.fer8`` file is a zip archive:
   (no TensorFlow needed) and from which ``fer8 train --init-model`` reads the weights
   back into Keras; its layers and weights are named as in Keras;
 * ``network.json``: the Keras model config, so that Keras can rebuild the network to
-  train it further.
+  train it further;
+* ``feature_bank.npz`` (optional): pooled features of faces of its classes, which
+  ``fer8 train --keep-classes`` learns a new class against
+  (:mod:`fer8.models.feature_bank`).
 
 The weights are stored once, in the graph: a *compact* file (the bundled one) keeps
 kernels as float16 (95 -> 47 MB), everything else as float32. Files written by fer8
@@ -50,6 +53,8 @@ NETWORK_MEMBER = "network.json"
 #: Members of format version 1 files, read through Keras (the ``train`` extra).
 KERAS_MEMBER = "model.keras"
 WEIGHTS_MEMBER = "weights.npz"
+#: Pooled features of faces of the model's classes (:mod:`fer8.models.feature_bank`).
+BANK_MEMBER = "feature_bank.npz"
 
 
 @dataclass(frozen=True)
@@ -349,19 +354,53 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
 
 
 def write_model_file(
-    path: str | os.PathLike, spec: ModelSpec, network_json: str, graph: bytes
+    path: str | os.PathLike,
+    spec: ModelSpec,
+    network_json: str,
+    graph: bytes,
+    *,
+    bank: bytes | None = None,
 ) -> Path:
     """Write a ``.fer8`` file from its parts (to a temporary name first, so an
     interrupted save never leaves a truncated model behind). The same parts always make
     the same bytes (the members carry a fixed date), so repacking a run reproduces its
-    SHA-256."""
+    SHA-256. ``bank``: the ``feature_bank.npz`` member, if any."""
     with replaced_atomically(path) as partial, zipfile.ZipFile(partial, "w") as archive:
         _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
         _write_member(archive, NETWORK_MEMBER, network_json.encode())
         # Stored, not deflated: ONNX Runtime then reads it at disk speed, and float
         # weights hardly compress.
         _write_member(archive, ONNX_MEMBER, graph, stored=True)
+        if bank is not None:  # already compressed (npz)
+            _write_member(archive, BANK_MEMBER, bank, stored=True)
     return Path(path)
+
+
+def with_member(path: str | os.PathLike, name: str, data: bytes, out: str | os.PathLike) -> Path:
+    """Write a copy of the model file ``path`` to ``out`` with ``data`` as its member
+    ``name`` (added, or replacing one of that name); every other member is copied byte
+    for byte. ``out`` may be ``path`` itself: it is replaced atomically.
+
+    Raises:
+        ModelFormatError: ``path`` is not a model file.
+    """
+    path = Path(path)
+    read_spec(path)  # a clear error for anything that is not a model file
+    with (
+        zipfile.ZipFile(path) as source,
+        replaced_atomically(out) as partial,
+        zipfile.ZipFile(partial, "w") as archive,
+    ):
+        for info in source.infolist():
+            if info.filename != name:
+                _write_member(
+                    archive,
+                    info.filename,
+                    source.read(info),
+                    stored=info.compress_type == zipfile.ZIP_STORED,
+                )
+        _write_member(archive, name, data, stored=True)
+    return Path(out)
 
 
 def rewrite_spec(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLike) -> Path:

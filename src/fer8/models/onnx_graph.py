@@ -608,3 +608,85 @@ def head_weights(
         bias = shift if bias is None else bias @ scale + shift
     assert matrix is not None and bias is not None  # classifier_head found a Dense
     return matrix, bias
+
+
+def add_classes(
+    data: bytes,
+    config: Mapping[str, Any],
+    kernel: NDArray[np.floating],
+    bias: NDArray[np.floating],
+) -> tuple[bytes, dict[str, Any]]:
+    """The graph and Keras config of the network with more classes: its classifier's
+    dense layer gains the columns ``kernel`` (K, M) and ``bias`` (M,) after its own, so
+    the old classes keep their outputs, in their order, and the new ones follow.
+
+    The weights change in the graph itself (stored in the type the layer's are, float16
+    in a compact file), and the config's layer gets the new number of units, so that
+    ONNX Runtime, Keras (``fer8 train --init-model``) and anything made from the graph
+    (an exported or quantised copy) all compute the new network.
+
+    Raises:
+        ModelFormatError: The head is not global average pooling, dropout and one dense
+            layer (a softmax after it allowed), or the shapes do not fit it.
+    """
+    import copy
+
+    from fer8.models.onnx_wire import read_graph_index, with_initializers
+
+    try:
+        head = classifier_head(config)
+    except ExplanationError as exc:
+        raise ModelFormatError(f"cannot add a class to this network: {exc}") from None
+    dense = [layer for layer in head.layers if layer["class_name"] == "Dense"]
+    if len(dense) != 1 or head.layers[-1]["class_name"] not in ("Dense", "Activation"):
+        raise ModelFormatError(
+            "cannot add a class to this network: its head after the pooling is not "
+            "one dense layer (with dropout before it and a softmax after it)"
+        )
+    name = dense[0]["name"]
+    if any(
+        layer["class_name"] not in ("Dense", "Dropout", "Activation") for layer in head.layers
+    ) or not dense[0]["config"].get("use_bias", True):
+        raise ModelFormatError(
+            f"cannot add a class to this network: layer {name!r} is not the only affine "
+            "layer after the pooling, or has no bias"
+        )
+    index = read_graph_index(data)
+    old_kernel, old_bias = index.array(f"{name}/kernel"), index.array(f"{name}/bias")
+    kernel, bias = np.atleast_2d(kernel), np.atleast_1d(bias)
+    if kernel.shape[0] != old_kernel.shape[0] or kernel.shape[1] != len(bias):
+        raise ModelFormatError(
+            f"new columns {kernel.shape} and bias {bias.shape} do not fit the layer "
+            f"{name!r}'s kernel {old_kernel.shape}"
+        )
+    graph = with_initializers(
+        data,
+        {
+            f"{name}/kernel": np.concatenate([old_kernel, kernel.astype(old_kernel.dtype)], 1),
+            f"{name}/bias": np.concatenate([old_bias, bias.astype(old_bias.dtype)]),
+        },
+    )
+    units = old_kernel.shape[1] + kernel.shape[1]
+    widened = copy.deepcopy(dict(config))
+    for layer in widened["layers"]:
+        if layer["name"] == name:
+            layer["config"]["units"] = units
+        for node in layer.get("inbound_nodes", []):
+            _set_last_dim(node, name, units)
+    return graph, widened
+
+
+def _set_last_dim(value: Any, layer: str, size: int) -> None:
+    """Give Keras tensors that ``layer`` outputs, in an inbound node, ``size`` as their
+    last dimension (Keras checks a config's recorded shapes when it rebuilds it)."""
+    if isinstance(value, dict):
+        settings = value.get("config")
+        if value.get("class_name") == "__keras_tensor__" and isinstance(settings, dict):
+            if settings.get("keras_history", [None])[0] == layer and settings.get("shape"):
+                settings["shape"] = [*settings["shape"][:-1], size]
+            return
+        for item in value.values():
+            _set_last_dim(item, layer, size)
+    elif isinstance(value, list):
+        for item in value:
+            _set_last_dim(item, layer, size)

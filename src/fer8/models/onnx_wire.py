@@ -1,10 +1,13 @@
 """Reading and extending a serialized ONNX graph without the ``onnx`` package.
 
 Prediction depends on ONNX Runtime only; the ``onnx`` package (protobuf classes for the
-format) comes with the ``train`` extra. Two small jobs on a stored graph are needed at
-prediction time: finding a node's tensors and a few weights (the classifier head, for
-class activation maps), and adding a graph output to a graph written before fer8 gave it
-that output. Both need only protobuf's wire format, which is simple enough to read here:
+format) comes with the ``train`` extra. A few small jobs on a stored graph are needed
+without it: finding a node's tensors and a few weights (the classifier head, for class
+activation maps), adding a graph output to a graph written before fer8 gave it that
+output, replacing a few weights (a classifier that learns a new class,
+:mod:`fer8.training.new_class`) and, for ``fer8 export``, building a calibrated model's
+temperature into its graph and writing its metadata. They need only protobuf's wire
+format, which is simple enough to read here:
 each field is a key (field number and wire type) followed by its value, and a message
 that appears twice in a stream is merged, its repeated fields appended. So a graph gains
 a node and an output by appending a few bytes to the model, never by rewriting its
@@ -15,7 +18,7 @@ Field numbers are those of ``onnx/onnx.proto`` (IR version 8).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +28,12 @@ from numpy.typing import NDArray
 from fer8.errors import ModelFormatError
 
 # onnx.proto field numbers used here.
-_MODEL_GRAPH = 7
+_MODEL_GRAPH, _MODEL_METADATA = 7, 14
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_OUTPUT = 1, 5, 12
-_NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE = 1, 2, 3, 4
+_NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 1, 2, 3, 4, 5
+_ATTRIBUTE_NAME, _ATTRIBUTE_INT, _ATTRIBUTE_TYPE = 1, 3, 20
+_ATTRIBUTE_TYPE_INT = 2
+_ENTRY_KEY, _ENTRY_VALUE = 1, 2
 _TENSOR_DIMS, _TENSOR_DATA_TYPE, _TENSOR_FLOAT_DATA, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 4, 8, 9
 _VALUE_NAME, _VALUE_TYPE = 1, 2
 _TYPE_TENSOR, _TENSOR_TYPE_ELEM = 1, 1
@@ -40,11 +46,13 @@ _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 
 @dataclass(frozen=True)
 class Node:
-    """One graph node: its operator and the names of its tensors."""
+    """One graph node: its operator, the names of its tensors and its integer
+    attributes (the only kind fer8 adds; :func:`read_graph_index` does not read them)."""
 
     op_type: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    attributes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -113,21 +121,160 @@ def read_graph_index(data: bytes) -> GraphIndex:
     return index
 
 
-def with_nodes_and_outputs(data: bytes, nodes: list[Node], outputs: list[str]) -> bytes:
-    """The model with ``nodes`` appended to its graph and ``outputs`` (float tensors of
-    unspecified shape) added to the graph's outputs. The nodes take no attributes."""
+def with_nodes_and_outputs(
+    data: bytes,
+    nodes: list[Node],
+    outputs: list[str],
+    initializers: Mapping[str, NDArray[np.float32]] | None = None,
+) -> bytes:
+    """The model with ``nodes`` appended to its graph, ``outputs`` (float tensors of
+    unspecified shape) added to the graph's outputs, and ``initializers`` (float32
+    arrays, by name) added to its weights."""
     graph = b""
     for node in nodes:
         body = b"".join(_string(_NODE_INPUT, name) for name in node.inputs)
         body += b"".join(_string(_NODE_OUTPUT, name) for name in node.outputs)
         body += _string(_NODE_OP_TYPE, node.op_type)
+        for name, value in node.attributes:
+            attribute = _string(_ATTRIBUTE_NAME, name)
+            attribute += _key(_ATTRIBUTE_INT, _VARINT) + _varint(value)
+            attribute += _key(_ATTRIBUTE_TYPE, _VARINT) + _varint(_ATTRIBUTE_TYPE_INT)
+            body += _message(_NODE_ATTRIBUTE, attribute)
         graph += _message(_GRAPH_NODE, body)
+    for name, array in (initializers or {}).items():
+        array = np.asarray(array, np.float32)
+        tensor = b"".join(_key(_TENSOR_DIMS, _VARINT) + _varint(dim) for dim in array.shape)
+        tensor += _key(_TENSOR_DATA_TYPE, _VARINT) + _varint(FLOAT)
+        tensor += _string(_TENSOR_NAME, name)
+        tensor += _message(_TENSOR_RAW, array.astype("<f4").tobytes())
+        graph += _message(_GRAPH_INITIALIZER, tensor)
     for name in outputs:
         tensor_type = _message(_TYPE_TENSOR, _key(_TENSOR_TYPE_ELEM, _VARINT) + _varint(FLOAT))
         graph += _message(
             _GRAPH_OUTPUT, _string(_VALUE_NAME, name) + _message(_VALUE_TYPE, tensor_type)
         )
     return data + _message(_MODEL_GRAPH, graph)
+
+
+def with_initializers(data: bytes, arrays: dict[str, NDArray]) -> bytes:
+    """The model with the named initializers replaced by ``arrays`` (each stored in its
+    array's own type, as raw little-endian bytes), every other byte of it as it was.
+
+    Only the graph's initializer list changes: the graph message is copied field by
+    field without the old tensors, and the new ones are appended to it.
+
+    Raises:
+        ModelFormatError: An array's name is no initializer of the graph, or its type is
+            not one fer8 stores.
+    """
+    codes = {np.dtype(dtype): code for code, dtype in _DTYPES.items()}
+    missing = set(arrays) - set(read_graph_index(data).initializers)
+    if missing:
+        raise ModelFormatError(f"the graph has no weight {sorted(missing)[0]!r}")
+    tensors = b""
+    for name, array in arrays.items():
+        code = codes.get(np.dtype(array.dtype))
+        if code is None:
+            raise ModelFormatError(f"weight {name!r}: cannot store type {array.dtype}")
+        body = b"".join(_key(_TENSOR_DIMS, _VARINT) + _varint(int(d)) for d in array.shape)
+        body += _key(_TENSOR_DATA_TYPE, _VARINT) + _varint(code)
+        body += _string(_TENSOR_NAME, name)
+        raw = np.ascontiguousarray(array, np.dtype(array.dtype).newbyteorder("<")).tobytes()
+        body += _message(_TENSOR_RAW, raw)
+        tensors += _message(_GRAPH_INITIALIZER, body)
+    out = bytearray()
+    for number, wire, value, begin, end in _spans(data, 0, len(data)):
+        if number != _MODEL_GRAPH or wire != _BYTES:
+            out += data[begin:end]
+            continue
+        graph = bytearray()
+        for inner, inner_wire, inner_value, inner_begin, inner_end in _spans(data, *value):
+            if inner == _GRAPH_INITIALIZER and inner_wire == _BYTES:
+                tensor = next(
+                    (
+                        _text(data, span)
+                        for field_number, field_wire, span in _fields(data, *inner_value)
+                        if field_number == _TENSOR_NAME and field_wire == _BYTES
+                    ),
+                    None,
+                )
+                if tensor in arrays:
+                    continue
+            graph += data[inner_begin:inner_end]
+        out += _message(_MODEL_GRAPH, bytes(graph) + tensors)
+        tensors = b""  # a graph written in several parts gets the new tensors once
+    return bytes(out)
+
+
+def with_renamed_outputs(data: bytes, renamed: Mapping[str, str]) -> bytes:
+    """The model with the nodes' output tensors named as ``renamed`` says (old -> new);
+    the graph's outputs, and the nodes' inputs, keep their names. So a graph output
+    can be computed further: rename what computes it, then append nodes that compute
+    it from the renamed tensor (:func:`with_nodes_and_outputs`)."""
+    return _rewritten(
+        data, _MODEL_GRAPH, lambda start, end: _renamed_graph(data, start, end, renamed)
+    )
+
+
+def metadata(data: bytes) -> dict[str, str]:
+    """The model's ``metadata_props``, key -> value (a later entry wins)."""
+    props: dict[str, str] = {}
+    try:
+        for number, wire, value in _fields(data, 0, len(data)):
+            if number == _MODEL_METADATA and wire == _BYTES:
+                entry = {
+                    inner: _text(data, inner_value)
+                    for inner, inner_wire, inner_value in _fields(data, *value)
+                    if inner_wire == _BYTES
+                }
+                props[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
+    except (IndexError, ValueError) as exc:
+        raise ModelFormatError(f"not a readable ONNX graph ({exc})") from None
+    return props
+
+
+def with_metadata(data: bytes, props: Mapping[str, str]) -> bytes:
+    """The model with ``props`` as its whole ``metadata_props`` (the old ones dropped)."""
+    kept = _rewritten(data, _MODEL_METADATA, lambda start, end: None)
+    return kept + b"".join(
+        _message(_MODEL_METADATA, _string(_ENTRY_KEY, key) + _string(_ENTRY_VALUE, value))
+        for key, value in props.items()
+    )
+
+
+def _rewritten(data: bytes, number: int, rewrite: Callable[[int, int], bytes | None]) -> bytes:
+    """The model's top-level fields, those numbered ``number`` replaced by
+    ``rewrite(start, end)`` of their value (dropped where it gives None), the others
+    copied byte for byte."""
+    parts: list[bytes] = []
+    try:
+        for field_number, wire, value, begin, end in _spans(data, 0, len(data)):
+            if field_number == number and wire == _BYTES:
+                body = rewrite(*value)
+                if body is not None:
+                    parts.append(_message(number, body))
+            else:
+                parts.append(data[begin:end])
+    except (IndexError, ValueError) as exc:
+        raise ModelFormatError(f"not a readable ONNX graph ({exc})") from None
+    return b"".join(parts)
+
+
+def _renamed_graph(data: bytes, start: int, end: int, renamed: Mapping[str, str]) -> bytes:
+    parts: list[bytes] = []
+    for number, wire, value, begin, stop in _spans(data, start, end):
+        if number == _GRAPH_NODE and wire == _BYTES:
+            body = b""
+            for inner, _, inner_value, inner_begin, inner_stop in _spans(data, *value):
+                name = _text(data, inner_value) if inner == _NODE_OUTPUT else None
+                if name is not None and name in renamed:
+                    body += _string(_NODE_OUTPUT, renamed[name])
+                else:
+                    body += data[inner_begin:inner_stop]
+            parts.append(_message(_GRAPH_NODE, body))
+        else:
+            parts.append(data[begin:stop])
+    return b"".join(parts)
 
 
 def _index_graph(index: GraphIndex, start: int, end: int) -> None:
@@ -169,9 +316,16 @@ def _index_graph(index: GraphIndex, start: int, end: int) -> None:
 def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) of one message's fields; a length-delimited
     value is given as its (start, end) positions, so nothing large is copied."""
+    for number, wire, value, _, _ in _spans(data, start, end):
+        yield number, wire, value
+
+
+def _spans(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any, int, int]]:
+    """:func:`_fields`, each with where the whole field (key and value) begins and ends."""
     position = start
     value: Any  # an int, a (start, end) span or 8/4 raw bytes, by wire type
     while position < end:
+        begin = position
         key, position = _read_varint(data, position)
         number, wire = key >> 3, key & 7
         if wire == _VARINT:
@@ -188,7 +342,7 @@ def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]
             raise ValueError(f"wire type {wire} at byte {position}")
         if position > end:
             raise ValueError(f"a field runs past its message at byte {position}")
-        yield number, wire, value
+        yield number, wire, value, begin, position
 
 
 def _read_varint(data: bytes, position: int) -> tuple[int, int]:
@@ -216,6 +370,7 @@ def _text(data: bytes, span: tuple[int, int]) -> str:
 
 
 def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # a negative int64 is its two's complement, ten bytes
     out = bytearray()
     while True:
         byte = value & 0x7F

@@ -52,7 +52,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="669bed3fbb332a9e99f539f3d61cd885695d0e1942bcc98a18f2024350561fa3",
+        sha256="89c717891645bbbd5c0c93a7b07125524eafbc2bb691c682103a5159d2f7288c",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW and SFEW; 7 classes, no worry; non-commercial "

@@ -13,20 +13,35 @@ functions, so a training crop is framed exactly like the crop ``fer8 predict`` m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.pipeline.alignment import AlignedFace, align, crop_square, landmarks_fit
+from fer8.models.modelfile import ModelSpec
+from fer8.pipeline.alignment import (
+    EYE_X,
+    EYE_Y,
+    FALLBACK_MARGIN,
+    AlignedFace,
+    align,
+    crop_square,
+    landmarks_fit,
+)
 from fer8.pipeline.detection import DEFAULT_DETECTOR, detect, verify_face
+from fer8.pipeline.landmarking import LEFT_EYE, RIGHT_EYE
 from fer8.pipeline.landmarking import landmarks as fit_landmarks
+from fer8.pipeline.masking import BROWS, CHIN, FOREHEAD, JAW
 from fer8.results import Box
 
 #: A labelled box and a detected one are the same face from this overlap on (boxes of
 #: different detectors frame a face differently, so the bar is low).
 MATCH_IOU = 0.3
+#: The side of the aligned crops; the classifier resizes them to its input
+#: (:func:`fer8.pipeline.classification.classify`, area averaging when shrinking).
+ALIGNED_SIZE = 224
 
 
 def faces_in_photo(
@@ -36,7 +51,7 @@ def faces_in_photo(
     detector_options: Mapping[str, Any] | None = None,
     max_faces: int | None = None,
     landmark_model: Any = None,
-    size: int = 224,
+    size: int = ALIGNED_SIZE,
 ) -> list[tuple[Box, AlignedFace]]:
     """Every face of a photo, largest first, each aligned from its landmarks.
 
@@ -59,7 +74,7 @@ def labelled_face(
     detector: str = DEFAULT_DETECTOR,
     detector_options: Mapping[str, Any] | None = None,
     landmark_model: Any = None,
-    size: int = 224,
+    size: int = ALIGNED_SIZE,
 ) -> tuple[Box, AlignedFace]:
     """The face a dataset labels with ``box``, framed as :func:`faces_in_photo` frames it.
 
@@ -88,7 +103,7 @@ def _align(
 
 
 def face_from_crop(
-    image: NDArray[np.uint8], *, landmark_model: Any = None, size: int = 224
+    image: NDArray[np.uint8], *, landmark_model: Any = None, size: int = ALIGNED_SIZE
 ) -> tuple[Box, AlignedFace]:
     """Frame a picture that is already one face like :func:`faces_in_photo` would.
 
@@ -106,3 +121,73 @@ def face_from_crop(
         if landmarks_fit(points, box):
             return box, align(image, box, points, size)
     return box, crop_square(image, box, size, margin=0.0)
+
+
+def framing(spec: ModelSpec) -> dict[str, str]:
+    """How fer8 frames a face for the model ``spec`` describes, as ONNX metadata, so
+    that another runtime can feed an exported network (``fer8 export``) the crops it
+    was trained on: ``fer8.framing`` in words, ``fer8.framing_json`` in numbers.
+
+    The crop is aligned at :data:`ALIGNED_SIZE`, masked there when the model masks,
+    then shrunk to the model's input with area averaging: aligning straight at the
+    input size blurs and places the face differently, and costs accuracy.
+    """
+    size, side = ALIGNED_SIZE, spec.input_size
+    left = (round(EYE_X * size, 2), round(EYE_Y * size, 2))
+    right = (round((1 - EYE_X) * size, 2), round(EYE_Y * size, 2))
+    mask = spec.preprocessing.mask
+    words = [
+        f"Detect the face ({DEFAULT_DETECTOR}) and fit dlib's 68 landmarks (iBUG 300-W). "
+        "Warp the photo with the similarity transform that puts the eye centres (the "
+        f"means of points {_span(LEFT_EYE)} and {_span(RIGHT_EYE)}) at {left} and "
+        f"{right} of a {size}x{size} crop: bilinear, black beyond the photo (a face "
+        "over twice the crop's size is first shrunk by a whole factor with area "
+        "averaging)."
+    ]
+    if mask == "contour":
+        words.append(
+            "Black out everything outside the convex hull of the jaw (points "
+            f"{_span(JAW)}) and the eyebrows ({_span(BROWS)}) raised by {FOREHEAD} of "
+            f"the distance from the brows' middle to the chin (point {CHIN})."
+        )
+    interpolation = "area" if side < size else "bilinear" if side > size else None
+    if interpolation is not None:
+        words.append(
+            f"Resize the {size}x{size} crop to {side}x{side} "
+            + (
+                "with area averaging (OpenCV INTER_AREA). Aligning straight at "
+                f"{side} frames faces otherwise and costs accuracy."
+                if interpolation == "area"
+                else "bilinearly (OpenCV INTER_LINEAR)."
+            )
+        )
+    words.append(
+        "Then preprocess as fer8.preprocessing says. (A face whose landmarks do not fit "
+        f"is cropped square around its box, {1 + FALLBACK_MARGIN:g} times its longer "
+        "side, unmasked.)"
+    )
+    numbers: dict[str, Any] = {
+        "detector": DEFAULT_DETECTOR,
+        "landmarks": "dlib 68 (iBUG 300-W)",
+        "aligned_size": size,
+        "left_eye": {"points": _indices(LEFT_EYE), "at": left},
+        "right_eye": {"points": _indices(RIGHT_EYE), "at": right},
+        "mask": mask,
+        "resize": {"to": side, "interpolation": interpolation},
+    }
+    if mask == "contour":
+        numbers["contour"] = {
+            "jaw": _indices(JAW),
+            "brows": _indices(BROWS),
+            "chin": CHIN,
+            "forehead": FOREHEAD,
+        }
+    return {"fer8.framing": " ".join(words), "fer8.framing_json": json.dumps(numbers)}
+
+
+def _indices(points: slice) -> list[int]:
+    return list(range(points.start, points.stop))
+
+
+def _span(points: slice) -> str:
+    return f"{points.start}-{points.stop - 1}"

@@ -52,10 +52,23 @@ FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP", "PPM")
 #: own progressive scripts use 10 scans (6 for gray), optimisers a few dozen at most.
 MAX_JPEG_SCANS = 100
 
+#: A string starting with one of these is a URL that :func:`load_image` downloads, not
+#: a path.
+URL_SCHEMES = ("http://", "https://")
+#: Most bytes downloaded for one image, and the most seconds a download may take (the
+#: connection, and the whole transfer).
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 30.0
+
 #: File extensions that folder walks treat as images.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
+
+
+def is_url(source: object) -> bool:
+    """Whether ``source`` is an http(s) URL, which :func:`load_image` downloads."""
+    return isinstance(source, str) and source.lower().startswith(URL_SCHEMES)
 
 
 def describe_source(source: object) -> str:
@@ -78,9 +91,10 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> NDArray[
     images are converted, and animations give their first frame. Arrays are taken as RGB.
 
     Args:
-        source: A path, the encoded bytes of an image, a binary file object, or an
-            array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or floats
-            in [0, 1].
+        source: A path, an http(s) URL (downloaded: at most ``MAX_DOWNLOAD_BYTES`` in
+            ``DOWNLOAD_TIMEOUT`` seconds), the encoded bytes of an image, a binary file
+            object, or an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8,
+            uint16 or floats in [0, 1].
         max_pixels: Images with more pixels are refused before they are decoded
             (``fer8 predict --max-pixels``). Pillow's own limit (about 179 megapixels)
             is raised to this for the decode when it is higher.
@@ -89,7 +103,8 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> NDArray[
         A C-contiguous RGB ``uint8`` array of shape (H, W, 3).
 
     Raises:
-        InvalidImageError: The source is missing, empty, truncated, corrupt, not an
+        InvalidImageError: The source is missing, cannot be downloaded, empty,
+            truncated, corrupt, not an
             image in a format of ``FORMATS``, larger than ``max_pixels`` or ``MAX_SIDE``,
             or a JPEG of more than ``MAX_JPEG_SCANS`` scans. The message is one line
             and starts with the source's name. No other exception escapes for any
@@ -126,6 +141,8 @@ def iter_image_files(
 def _read_bytes(source: ImageSource, name: str) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
+    if is_url(source):
+        return _download(str(source), name)
     if isinstance(source, (str, os.PathLike)):
         try:
             return Path(source).read_bytes()
@@ -144,6 +161,44 @@ def _read_bytes(source: ImageSource, name: str) -> bytes:
             raise InvalidImageError(name, "file object is in text mode; open it with 'rb'")
         return bytes(data)
     raise InvalidImageError(name, f"unsupported image source type {type(source).__name__}")
+
+
+def _download(url: str, name: str) -> bytes:
+    """The bytes at ``url``, within ``MAX_DOWNLOAD_BYTES`` and ``DOWNLOAD_TIMEOUT``."""
+    import http.client
+    import time
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    from fer8 import __version__
+
+    deadline = time.monotonic() + DOWNLOAD_TIMEOUT
+    request = Request(url, headers={"User-Agent": f"fer8/{__version__}"})
+    chunks: list[bytes] = []
+    size = 0
+    too_large = f"larger than {MAX_DOWNLOAD_BYTES:,} bytes; download it and pass the file"
+    try:
+        with urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                raise InvalidImageError(name, too_large)
+            while chunk := response.read(1 << 16):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise InvalidImageError(name, too_large)
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunks.append(chunk)
+    except HTTPError as exc:
+        raise InvalidImageError(name, f"cannot download (HTTP {exc.code} {exc.reason})") from None
+    except TimeoutError:
+        raise InvalidImageError(
+            name, f"cannot download (no answer within {DOWNLOAD_TIMEOUT:g} s)"
+        ) from None
+    except (URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = " ".join(str(getattr(exc, "reason", None) or exc).split())
+        raise InvalidImageError(name, f"cannot download ({reason})") from None
+    return b"".join(chunks)
 
 
 def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:

@@ -23,9 +23,11 @@ from fer8.pipeline.alignment import AlignedFace
 #: How far the forehead line lies above the eyebrows, as a fraction of brows-to-chin.
 FOREHEAD = 0.6
 
-_JAW = slice(0, 17)
-_BROWS = slice(17, 27)
-_CHIN = 8
+#: The landmarks (iBUG 300-W indices) the contour is made of: the jaw line, the
+#: eyebrows, and the chin's point, from which the forehead line is raised.
+JAW = slice(0, 17)
+BROWS = slice(17, 27)
+CHIN = 8
 
 
 def contour(points: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -34,10 +36,10 @@ def contour(points: NDArray[np.floating]) -> NDArray[np.float64]:
     import cv2
 
     points = np.asarray(points, np.float64)
-    brows = points[_BROWS]
-    up = brows.mean(axis=0) - points[_CHIN]
+    brows = points[BROWS]
+    up = brows.mean(axis=0) - points[CHIN]
     forehead = brows + FOREHEAD * up
-    outline = np.concatenate([points[_JAW], forehead])
+    outline = np.concatenate([points[JAW], forehead])
     return cv2.convexHull(outline.astype(np.float32))[:, 0].astype(np.float64)
 
 

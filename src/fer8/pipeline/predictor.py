@@ -66,6 +66,7 @@ class _Prepared:
     frame: int | None = None  # a video frame's index and time
     time: float | None = None
     signature: FrameSignature | None = None  # a video frame's, to see scene cuts
+    picture: tuple[int, int] | None = None  # a video frame's width and height
 
     @property
     def complete(self) -> bool:
@@ -309,6 +310,7 @@ class Predictor:
             prepared = self._prepare(frame.image, detect=True)
             prepared.source, prepared.frame, prepared.time = source, frame.index, frame.time
             prepared.signature = frame_signature(frame.image)
+            prepared.picture = (frame.image.shape[1], frame.image.shape[0])
             return prepared
 
         prepared = _prefetch(prepare, _until_broken(frames), self._pool, self._look_ahead)
@@ -325,7 +327,7 @@ class Predictor:
             # that did not fit) is framed differently, not another face.
             looks = [crop.image if crop.aligned else None for crop in item.crops]
             time = cast(float, item.time)  # a frame's, set in prepare()
-            tracks = tracker.update(item.boxes, time, looks, cut=cut)
+            tracks = tracker.update(item.boxes, time, looks, picture=item.picture, cut=cut)
             rows = list(item.probabilities)
             if smoother is not None:
                 rows = [smoother.update(track, time, row) for track, row in zip(tracks, rows)]

@@ -6,7 +6,8 @@ sampled frames a fifth of a second apart a face moves little and looks the same,
 tracker that needs no embedding network costs nothing next to the classifier. A face
 that leaves the picture and comes back after ``max_gap`` seconds gets a new id; so does
 one that looks suddenly different (another person in the same place), and a scene cut
-(:func:`fer8.pipeline.video.is_cut`) ends every track.
+(:func:`fer8.pipeline.video.is_cut`) ends every track. A face that the picture's edge
+cuts is matched by its box alone: its landmarks, and so its look, are not to be trusted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ MAX_GAP = 1.0
 #: 0.70 over 10 women's 7 expressions each), while the two example portraits, one
 #: person replaced by another at the same place, are at 0.49.
 MIN_LIKENESS = 0.6
+#: A box this close to the picture's edge (a fraction of its width) is of a face the edge
+#: cuts, whose look is not compared (see :meth:`Tracker.update`).
+EDGE = 0.1
 
 
 def appearance(face: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -95,6 +99,7 @@ class Tracker:
         time: float,
         faces: Sequence[NDArray[np.uint8] | None] | None = None,
         *,
+        picture: tuple[int, int] | None = None,
         cut: bool = False,
     ) -> list[int]:
         """The track id of each box of one frame at ``time`` seconds, in the boxes' order.
@@ -106,13 +111,20 @@ class Tracker:
                 looks like its track; ``None`` matches by the boxes alone, and a ``None``
                 entry (a crop that could not be aligned, framed otherwise) skips the check
                 for that box.
+            picture: The frame's width and height. A face that the frame's edge cuts
+                (its box touches the edge: coming into the picture or leaving it) is
+                matched by its box alone, and its track keeps the look it had: landmarks
+                fitted to half a face align it badly, so its crop looks like no one.
             cut: The frame starts a new shot: every track ends, each box gets a new id.
         """
         if cut:
             self._tracks = []
         self._tracks = [t for t in self._tracks if time - t.seen <= self.max_gap]
         looks = (
-            [None if face is None else appearance(face) for face in faces]
+            [
+                None if face is None or (picture and _at_edge(box, *picture)) else appearance(face)
+                for box, face in zip(boxes, faces)
+            ]
             if faces is not None
             else [None] * len(boxes)
         )
@@ -159,6 +171,17 @@ class Tracker:
         # another face.
         similar = 0.5 <= new.w / max(old.w, 1) <= 2.0
         return 1.0 - shift / self.max_shift if shift <= self.max_shift and similar else None
+
+
+def _at_edge(box: Box, width: int, height: int) -> bool:
+    # A detector's box of a half face ends a pixel or two short of the edge.
+    near = EDGE * box.w
+    return (
+        box.x <= near
+        or box.y <= near
+        or box.x + box.w >= width - near
+        or box.y + box.h >= height - near
+    )
 
 
 @dataclass

@@ -190,6 +190,30 @@ def read_frames(
     )
 
 
+def sampled_count(
+    path: str | os.PathLike, *, fps: float | None = DEFAULT_FPS, every_frame: bool = False
+) -> int | None:
+    """About how many frames :func:`read_frames` will give for a video file, from the
+    frame count and rate its header declares (for a progress bar); None when it does
+    not say or cannot be opened."""
+    import cv2
+
+    try:
+        capture = _open(path, describe_video(path))
+    except InvalidVideoError:
+        return None
+    try:
+        count, rate = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    if not (math.isfinite(count) and count > 0):
+        return None
+    if every_frame or fps is None or not (math.isfinite(rate) and rate > fps):
+        return int(count)
+    # Frame i (at i / rate s) is kept when it is the first at or after a multiple of 1/fps.
+    return math.ceil(count * fps / rate)
+
+
 class VideoFrames(Iterator[Frame]):
     """The iterator :func:`read_frames` returns; ``rate`` is the video's own frame rate
     (frames per second, 0 when it does not say)."""

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from fer8.pipeline.images import MAX_PIXELS
 from fer8.serving.metrics import MULTIPROC_ENV
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class ServeOptions:
             (``{"detector": ..., "detector_options": {...}}``).
         max_upload_bytes: Larger uploads get 413.
         max_video_bytes: The same for videos.
+        max_pixels: Larger images get 400 (:class:`~fer8.pipeline.predictor.Predictor`'s
+            ``max_pixels``).
         api_key_file: Where the API keys are; ``None`` reads ``$FER8_API_KEYS``.
         host: Address to listen on.
         port: Port to listen on.
@@ -66,6 +69,7 @@ class ServeOptions:
     detection: dict[str, Any] = field(default_factory=dict)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_video_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
     api_key_file: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -112,7 +116,11 @@ def build_app(options: ServeOptions) -> FastAPI:
     # Workers share the cores: each ONNX Runtime session gets its share, not all of
     # them (N sessions of N threads each would fight over every core).
     threads = 0 if options.workers == 1 else max(1, (os.cpu_count() or 1) // options.workers)
-    predictor = Predictor(load_model(options.model, threads=threads), **options.detection)
+    predictor = Predictor(
+        load_model(options.model, threads=threads),
+        max_pixels=options.max_pixels,
+        **options.detection,
+    )
     loaded = time.perf_counter() - started
     logger.info(
         "model %s loaded in %.1f s%s",

@@ -1,8 +1,9 @@
 """``fer8 serve``: an HTTP API, a web page and (when configured) the LINE bot.
 
 FastAPI on uvicorn. The model is loaded once at start and runs in its own thread, which
-batches the uploads waiting for it (:class:`~fer8.serving.runner.ModelRunner`), so the event loop keeps
-answering ``/healthz`` and webhooks while photos are being classified. It needs the
+batches the uploads waiting for it and takes videos a few frames at a time between them
+(:class:`~fer8.serving.runner.ModelRunner`), so the event loop keeps answering
+``/healthz`` and webhooks while photos are being classified. It needs the
 ``serve`` extra (``fer8 serve`` says how to install it); only ``fer8 serve`` imports
 this module.
 """
@@ -47,7 +48,7 @@ DEFAULT_MAX_VIDEO_MB = 100
 WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
 
 
-def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
+def _annotated_jpeg(data: bytes, result: ImageResult, max_pixels: int) -> bytes:
     """The upload with the result drawn on it, as JPEG (decoded again: results carry no
     pixels, which keeps memory flat, and a decode costs ~5 ms against ~90 ms of model)."""
     from PIL import Image
@@ -56,7 +57,8 @@ def _annotated_jpeg(data: bytes, result: ImageResult) -> bytes:
     from fer8.pipeline.images import load_image
 
     buffer = io.BytesIO()
-    Image.fromarray(annotate(load_image(data), result)).save(buffer, "JPEG", quality=90)
+    image = load_image(data, max_pixels=max_pixels)  # the server's limit, which let it in
+    Image.fromarray(annotate(image, result)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -65,8 +67,7 @@ def _explained(
 ) -> dict[str, Any] | bytes:
     """``explain=true``: the result with each face's heatmap (base64 PNG and the photo box
     it covers), or with ``annotate=true`` too, the photo with the heatmaps and the boxes
-    drawn, as JPEG. Runs in a worker thread beside the model's (ONNX Runtime sessions
-    take concurrent calls)."""
+    drawn, as JPEG. Runs in the model's thread, in its turn (:meth:`ModelRunner.call`)."""
     from PIL import Image
 
     from fer8.pipeline.annotate import annotate
@@ -420,8 +421,12 @@ def create_app(
             from fer8.errors import ExplanationError, InvalidImageError
 
             try:
-                answer = await anyio.to_thread.run_sync(
-                    functools.partial(_explained, predictor, data, source, jpeg=annotate)
+                # In the model's queue, like photos: beside it, it would fight them
+                # for the cores.
+                answer = await asyncio.wrap_future(
+                    runner.call(
+                        functools.partial(_explained, predictor, data, source, jpeg=annotate)
+                    )
                 )
             except InvalidImageError as exc:
                 raise HTTPException(400, detail=f"{source}: {exc.problem}") from None
@@ -435,7 +440,9 @@ def create_app(
             raise HTTPException(400, detail=f"{source}: {result.error}")
         request.state.faces = len(result.faces)  # for the access log and /metrics
         if annotate:
-            jpeg = await anyio.to_thread.run_sync(_annotated_jpeg, data, result)
+            jpeg = await anyio.to_thread.run_sync(
+                _annotated_jpeg, data, result, predictor.max_pixels
+            )
             return Response(jpeg, media_type="image/jpeg")
         return JSONResponse(result.to_dict())
 

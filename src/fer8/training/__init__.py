@@ -1,8 +1,9 @@
 """Training and evaluation: the only subpackage that imports TensorFlow or Keras.
 
 ``backend``, ``backbones``, ``keras_models``, ``inference``, ``augment`` and ``loop``
-need the ``train`` extra. ``datasets``, ``crops``, ``evaluation`` and ``plots`` are
-TensorFlow-free: ``fer8 evaluate`` uses them on the plain install.
+need the ``train`` extra. ``datasets``, ``crops``, ``evaluation``, ``plots`` and
+``new_class`` are TensorFlow-free: ``fer8 evaluate`` and ``fer8 train --keep-classes``
+use them on the plain install.
 """
 
 from fer8.models.legacy import register_legacy_reader

@@ -251,15 +251,23 @@ def read_dataset(
     return dataset
 
 
-def read_class_folders(root: Path, *, cropped: bool | None = None) -> Dataset:
-    """``root/<class>/**/<image>``; folders that name no class are counted and warned about."""
+def read_class_folders(
+    root: Path, *, cropped: bool | None = None, any_class: bool = False
+) -> Dataset:
+    """``root/<class>/**/<image>``; folders that name no class are counted and warned about.
+
+    Args:
+        any_class: A folder that names no known class is a class of its own, named as
+            the folder is in lower case (``Contempt`` -> ``contempt``), for a model that
+            learns new classes (``fer8 train --keep-classes``).
+    """
     samples: list[Sample] = []
     skipped: Counter[str] = Counter()
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(
             f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
         )
-        label = match_class(folder.name)
+        label = match_class(folder.name) or (folder.name.strip().lower() if any_class else None)
         if label is None:
             logger.warning(
                 "%s: folder %r is no expression class (known: %s); its %d images are not used",

@@ -9,14 +9,17 @@ probabilities also say how sure a label is, where a one-hot target cannot.
 
 Teachers read the clean (unaugmented) training crops once, when a run starts, each at
 its own input size and colour, on its own runtime (ONNX Runtime for format-2 files);
-the blend is fixed for the run, so a resumed run sees the same targets.
+the blend is fixed for the run, so a resumed run sees the same targets. Each teacher's
+reading is kept in the crop cache, so a resumed run does not read every face again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -86,6 +89,11 @@ def teacher_probabilities(
     total = np.zeros((len(samples), len(labels)), np.float64)
     for model in teachers:
         started = time.perf_counter()
+        stored = _stored_path(model, samples, labels, cache_root, detector, detector_options)
+        if stored is not None and stored.is_file():
+            total += np.load(stored)
+            logger.info("a teacher's reading of %d faces was read from %s", len(samples), stored)
+            continue
         size, mask = model.spec.input_size, model.spec.preprocessing.mask
         if (size, mask) not in framed:
             framed[size, mask] = prepare_crops(
@@ -104,10 +112,42 @@ def teacher_probabilities(
             read = classify(crops.rgb(), model)[:, columns].astype(np.float64)
             probabilities[crops.kept] = read / np.maximum(read.sum(1, keepdims=True), 1e-12)
         total += probabilities
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            partial = stored.with_suffix(".partial.npy")
+            np.save(partial, probabilities)
+            partial.replace(stored)
         logger.info(
             "a teacher read %d faces in %.0f s", len(crops.kept), time.perf_counter() - started
         )
     return (total / len(teachers)).astype(np.float32)
+
+
+def _stored_path(
+    model: ExpressionModel,
+    samples: Sequence[Sample],
+    labels: tuple[str, ...],
+    cache_root,
+    detector: str,
+    detector_options,
+) -> Path | None:
+    """Where a teacher's reading of ``samples`` is kept in the crop cache, so that a
+    resumed or repeated run does not read every face again (an hour on a busy 2-core
+    machine for a large set); None when there is no cache or the teacher has no file.
+
+    The key covers everything the reading depends on: the teacher file's bytes, the
+    run's classes, its framing (detector and options) and the samples in order.
+    """
+    if cache_root is None or model.source is None:
+        return None
+    digest = hashlib.sha256()
+    with open(model.source, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(repr((labels, detector, sorted(dict(detector_options or {}).items()))).encode())
+    for sample in samples:
+        digest.update(f"{sample.source}|{sample.box}|{sample.cropped}\n".encode())
+    return Path(cache_root) / "teachers" / f"{digest.hexdigest()[:32]}.npy"
 
 
 def blend(

@@ -31,6 +31,11 @@ const textColor = ([r, g, b]) => (0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#00
 const displayName = (label) => label.charAt(0).toUpperCase() + label.slice(1);
 // As fer8.labels.percent: one decimal, the same as the table, drawn labels and the bot.
 const percent = (p) => `${(p * 100).toFixed(1)}%`;
+// n of total in whole percent; "<1%" for a few samples that would round to nothing.
+const share = (n, total) => {
+  const rounded = Math.round((100 * n) / total);
+  return rounded === 0 && n > 0 ? "<1%" : `${rounded}%`;
+};
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -345,10 +350,13 @@ function drawTimeline(row, samples, start, end, step, cursor = null) {
     ctx.fillStyle = "#1d2330";
     ctx.fillRect(at(cursor) - 1, 0, 2, canvas.height);
   }
+  // How long each label lasted, as a share of the samples (not a confidence, which the
+  // strip's height shows): "Happy 70%, Neutral 30% of the time".
   const counts = {};
   for (const s of samples) counts[s.label] = (counts[s.label] || 0) + 1;
   const summary = Object.entries(counts).sort((a, b) => b[1] - a[1])
-    .map(([label, n]) => `${displayName(label)} ${percent(n / samples.length)}`).join(", ");
+    .map(([label, n]) => `${displayName(label)} ${share(n, samples.length)}`).join(", ")
+    + " of the time";
   row.dataset.samples = String(samples.length);
   row.querySelector("figcaption").textContent += ` · ${summary}`;
   canvas.setAttribute("aria-label", row.querySelector("figcaption").textContent);

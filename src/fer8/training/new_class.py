@@ -1,0 +1,644 @@
+"""Teach a model a class it does not know from a few dozen photos, in minutes.
+
+``fer8 train --data DIR --keep-classes`` (:func:`add_classes`): the start model keeps
+its network and its classes; each new class (a folder of ``DIR`` that is not one of
+them) becomes one more output, a new column of the classifier's dense layer, learnt
+against what the model knows about its other classes: the pooled features of faces of
+theirs that its file carries (:mod:`fer8.models.feature_bank`), never their images.
+
+1. The photos are framed as ``fer8 predict`` frames faces (:mod:`fer8.training.crops`,
+   the model's input size and mask), and the network computes their pooled features
+   once, with ONNX Runtime. The backbone stays as it is, so nothing the model answered
+   before changes but what the new column takes over.
+2. The new columns are fitted by softmax regression over all classes with the old
+   columns held fixed (numpy; no TensorFlow), each class weighted equally.
+3. One offset is added to the new classes' logits: the largest that costs each old
+   class at most ``max_old_drop`` points of recall on held-out faces of its own (the
+   bank's held-out rows, ``--val``, the ``@val`` photos of old classes), its gray crops
+   and its colour photos each on their own, so that a face of an old class is rarely read
+   as a new one. With the bank alone (about 40 held-out faces a class) that is: no
+   held-out face that the model read right changes its answer.
+4. The columns are written into the ONNX graph (and the Keras config), so the result is
+   an ordinary model file; the new classes' features join its bank, so that a further
+   class can be learnt against them too.
+
+The report (``report.json`` in the run folder) gives the new classes' precision and
+recall on the ``@val`` part of the photos (:func:`fer8.training.datasets.split_of`), and
+the old classes' accuracy before and after on their held-out faces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fer8.errors import Fer8Error
+from fer8.models.feature_bank import FeatureBank, pooled_features, read_feature_bank
+from fer8.models.modelfile import ExpressionModel
+from fer8.training.datasets import Dataset, DatasetError, Sample
+
+logger = logging.getLogger(__name__)
+
+#: Held-out faces per class of a bank that :func:`build_bank` makes, as a share.
+HELD_OUT_SHARE = 0.2
+
+
+class NoFeatureBankError(Fer8Error, ValueError):
+    """The start model carries no feature bank to learn a new class against."""
+
+
+class RunFolderExistsError(Fer8Error, FileExistsError):
+    """The run folder holds something already (a run is never overwritten)."""
+
+
+@dataclass(frozen=True)
+class KeepClassesOptions:
+    """Settings of :func:`add_classes`.
+
+    Attributes:
+        max_old_drop: Points of recall on each old class's held-out faces (gray and
+            colour apart) that the new classes may cost (the offset of their logits is
+            the largest within it).
+        l2: Weight decay of the new columns (times their squared norm).
+        steps: Gradient steps (Adam) of the fit.
+    """
+
+    max_old_drop: float = 0.5
+    l2: float = 1e-3
+    steps: int = 300
+
+
+@dataclass(frozen=True)
+class ClassFigures:
+    """A new class's figures on validation faces (its ``@val`` photos as positives,
+    every held-out face of another class as negatives)."""
+
+    precision: float
+    recall: float
+    positives: int
+    predicted: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": _json_float(self.precision),
+            "recall": _json_float(self.recall),
+            "positives": self.positives,
+            "predicted": self.predicted,
+        }
+
+
+@dataclass(frozen=True)
+class OldAccuracy:
+    """The old classes' accuracy on one validation set, before and after."""
+
+    faces: int
+    before: float
+    after: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "faces": self.faces,
+            "before": _json_float(self.before),
+            "after": _json_float(self.after),
+        }
+
+
+@dataclass(frozen=True)
+class KeepClassesReport:
+    """What :func:`add_classes` did and how the result does.
+
+    Attributes:
+        labels: The new model's labels (the old ones first, in their order).
+        new_labels: The classes added.
+        photos: Faces per class fitted (``@train`` photos).
+        new_classes: Figures per new class on the validation faces.
+        old_accuracy: Per validation set of the old classes (``held-out bank``, each
+            ``--val``, the ``@val`` photos of old classes in ``DATA``).
+        offset: What was added to the new classes' logits.
+        seconds: Wall time of the whole call, crops included.
+    """
+
+    labels: tuple[str, ...]
+    new_labels: tuple[str, ...]
+    photos: Mapping[str, int]
+    new_classes: Mapping[str, ClassFigures]
+    old_accuracy: Mapping[str, OldAccuracy]
+    offset: float
+    seconds: float
+    crops: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "new_labels": list(self.new_labels),
+            "photos": dict(self.photos),
+            "crops": dict(self.crops),
+            "new_classes": {k: v.to_dict() for k, v in self.new_classes.items()},
+            "old_accuracy": {k: v.to_dict() for k, v in self.old_accuracy.items()},
+            "offset": float(self.offset),
+            "seconds": round(float(self.seconds), 1),
+        }
+
+    def lines(self) -> list[str]:
+        """The report as a few lines of text, for the command line."""
+        out = [f"classes: {', '.join(self.labels)} (new: {', '.join(self.new_labels)})"]
+        for label, figures in self.new_classes.items():
+            out.append(
+                f"{label}: precision {_percent(figures.precision)}, recall "
+                f"{_percent(figures.recall)} on {figures.positives} @val photos "
+                f"({figures.predicted} faces read as {label})"
+            )
+        for name, old in self.old_accuracy.items():
+            out.append(
+                f"old classes on {name} ({old.faces} faces): accuracy "
+                f"{_percent(old.before)} before, {_percent(old.after)} after"
+            )
+        out.append(f"offset of the new logits {self.offset:+.2f}; {self.seconds / 60:.1f} min")
+        return out
+
+
+def add_classes(
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    init_model: str | os.PathLike | None = None,
+    val: Sequence[str] = (),
+    cache: str | os.PathLike | None = None,
+    workers: int = 2,
+    options: KeepClassesOptions | None = None,
+    on_progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> tuple[Path, KeepClassesReport]:
+    """Learn the classes of ``data`` that the start model lacks; write ``OUT/model.fer8``
+    and ``OUT/report.json``.
+
+    Args:
+        data: Class folders (``DATA/<class>/*.jpg``); a folder that names no known class
+            is a new class named after it. Folders of the model's own classes add faces
+            of those classes to the fit.
+        out_dir: The run folder.
+        init_model: The start model (a file or a registered name); the bundled one by
+            default.
+        val: More validation faces of the model's classes (``PATH[@SPLIT]``).
+        cache: Crop cache folder (default ``crops/`` in the fer8 cache); ``""``: none.
+        workers: Threads framing photos.
+        options: Fit settings.
+        on_progress: Given a title and a total, returns a callable that takes the number
+            of items just done (a progress bar).
+
+    Returns:
+        The model file and the report.
+
+    Raises:
+        DatasetError: ``data`` holds no usable photos, or no class the model lacks.
+        NoFeatureBankError: The start model has no feature bank.
+        RunFolderExistsError: ``out_dir`` exists and is not empty.
+    """
+    import fer8
+    from fer8.models.modelfile import (
+        NETWORK_MEMBER,
+        read_graph,
+        read_network_config,
+        read_spec,
+        write_model_file,
+    )
+    from fer8.models.onnx_graph import add_classes as widen_graph
+    from fer8.models.onnx_graph import head_weights
+    from fer8.models.registry import resolve_model
+    from fer8.training.datasets import parse_source, read_class_folders
+
+    started = time.monotonic()
+    options = options or KeepClassesOptions()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise RunFolderExistsError(
+            f"{out}: run folder exists and is not empty; choose another --out"
+        )
+    source = resolve_model(init_model)
+    spec = read_spec(source)
+    bank = read_feature_bank(source)
+    if bank is None:
+        raise NoFeatureBankError(
+            f"{source}: the model file has no feature bank to learn new classes against; "
+            "add one with scripts/feature_bank.py (it needs training faces of its classes)"
+        )
+    root = Path(data)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: --keep-classes needs a folder of class folders")
+    photos = read_class_folders(root, any_class=True)
+    if not photos.samples:
+        raise DatasetError(f"{root}: no images in class folders")
+    found = sorted({s.label for s in photos.samples})
+    new_labels = tuple(label for label in found if label not in spec.labels)
+    if not new_labels:
+        raise DatasetError(
+            f"{root}: every class in it ({', '.join(found)}) is one the model has; "
+            "--keep-classes adds classes (name a folder after the new one)"
+        )
+    labels = (*spec.labels, *new_labels)
+    model = fer8.load_model(source)
+    graph = read_graph(source)
+    config = read_network_config(source)
+    if config is None:
+        raise NoFeatureBankError(f"{source}: no {NETWORK_MEMBER} to add classes to")
+    old_kernel, old_bias = head_weights(graph, config)
+    bank = bank.relabelled(labels)
+
+    def features_of(samples: Sequence[Sample], title: str) -> tuple[_Faces, dict[str, int]]:
+        found, kept, gray, status = _features(model, samples, cache, workers, title, on_progress)
+        classes = np.array([labels.index(samples[i].label) for i in kept], np.int64)
+        return _Faces(found, classes, gray), status
+
+    train_part, val_part = photos.part("train"), photos.part("val")
+    if not any(s.label in new_labels for s in train_part.samples):
+        # Too few photos for the fixed split to leave any in training: fit on all.
+        train_part, val_part = photos, Dataset(photos.root, "folders@val", ())
+    fit, crops = features_of(train_part.samples, "framing photos")
+    held, val_crops = features_of(val_part.samples, "framing @val photos")
+    crops = {k: crops.get(k, 0) + val_crops.get(k, 0) for k in {*crops, *val_crops}}
+    missing = [label for label in new_labels if not (fit.classes == labels.index(label)).any()]
+    if missing:
+        raise DatasetError(f"{root}: no face found in the photos of {', '.join(missing)}")
+
+    old_sets: dict[str, _Faces] = {}
+    kept = bank.held_out & (bank.classes < len(spec.labels))
+    if kept.any():
+        old_sets["held-out bank"] = _Faces(bank.features[kept], bank.classes[kept], bank.gray[kept])
+    for spec_text in val:
+        source_name = parse_source(spec_text).name
+        usable = [s for s in parse_source(spec_text).read().samples if s.label in labels]
+        old_sets[source_name] = features_of(usable, f"framing {source_name}")[0]
+    own_old = held.classes < len(spec.labels)
+    if own_old.any():
+        old_sets[f"{root.name}@val"] = held.subset(own_old)
+
+    fitted = ~bank.held_out
+    kernel, bias = fit_new_columns(
+        np.concatenate([bank.features[fitted], fit.features]),
+        np.concatenate([bank.classes[fitted], fit.classes]),
+        old_kernel,
+        old_bias,
+        len(new_labels),
+        l2=options.l2,
+        steps=options.steps,
+    )
+    # What the file will hold: float16 columns in a compact graph.
+    kernel = kernel.astype(np.float16).astype(np.float64)
+    guard = _Faces.joined(list(old_sets.values()))
+    # Each old class, and its gray crops apart from its colour photos, is guarded on its
+    # own: a validation set's mix of classes and kinds of faces is not the bank's (FER+
+    # Valid is 38% neutral, all gray), and a class learnt from gray photos takes gray
+    # neutral faces over first.
+    offset = guarded_offset(
+        _logits(guard.features, old_kernel, old_bias),
+        _logits(guard.features, kernel, bias),
+        guard.classes,
+        guard.gray,
+        options.max_old_drop,
+    )
+    bias = bias + offset
+    full_kernel = np.concatenate([old_kernel, kernel], 1)
+    full_bias = np.concatenate([old_bias, bias])
+
+    old_accuracy = {}
+    for name, faces in old_sets.items():
+        before = _logits(faces.features, old_kernel, old_bias).argmax(1)
+        after = _logits(faces.features, full_kernel, full_bias).argmax(1)
+        old_accuracy[name] = OldAccuracy(
+            len(faces.classes),
+            float((before == faces.classes).mean()) if len(faces.classes) else math.nan,
+            float((after == faces.classes).mean()) if len(faces.classes) else math.nan,
+        )
+    # Positives: the new classes' @val photos; negatives: every old-class face held out.
+    judged = _Faces.joined([held.subset(~own_old), guard])
+    predicted = _logits(judged.features, full_kernel, full_bias).argmax(1)
+    figures = {
+        label: class_figures(predicted, judged.classes, labels.index(label)) for label in new_labels
+    }
+
+    new_graph, new_config = widen_graph(graph, config, kernel, bias)
+    new_bank = bank.extended(
+        np.concatenate([fit.features, held.features]),
+        np.concatenate([fit.classes, held.classes]),
+        np.concatenate([np.zeros(len(fit.classes), bool), np.ones(len(held.classes), bool)]),
+        np.concatenate([fit.gray, held.gray]),
+        labels,
+    )
+    report = KeepClassesReport(
+        labels=labels,
+        new_labels=new_labels,
+        photos={label: int((fit.classes == labels.index(label)).sum()) for label in found},
+        new_classes=figures,
+        old_accuracy=old_accuracy,
+        offset=float(offset),
+        seconds=time.monotonic() - started,
+        crops=crops,
+    )
+    metadata = dict(spec.metadata)
+    metadata["keep_classes"] = [*metadata.get("keep_classes", []), report.to_dict()]
+    new_spec = replace(
+        spec, labels=labels, name=f"{spec.name}+{'+'.join(new_labels)}", metadata=metadata
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    network = json.loads(_network_json(source))
+    if "config" in network:
+        network["config"] = new_config
+    else:
+        network = new_config
+    path = write_model_file(
+        out / "model.fer8", new_spec, json.dumps(network), new_graph, bank=new_bank.to_bytes()
+    )
+    report = replace(report, seconds=time.monotonic() - started)
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return path, report
+
+
+def fit_new_columns(
+    features: NDArray[np.floating],
+    classes: NDArray[np.int64],
+    old_kernel: NDArray[np.floating],
+    old_bias: NDArray[np.floating],
+    new: int,
+    *,
+    l2: float = 1e-3,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """New classifier columns (K, new) and biases (new,) by softmax regression over all
+    classes, the old columns fixed, each class weighted equally (a class of 20 photos
+    counts as much as one of 200 faces).
+
+    Args:
+        features: (N, K) pooled features.
+        classes: (N,) class indices; the new classes follow the old ones.
+        old_kernel: (K, C) the classifier's kernel; ``old_bias`` (C,) its bias.
+        new: How many classes are added.
+        l2: Weight decay of the new columns.
+        steps: Full-batch Adam steps.
+
+    Returns:
+        The kernel columns and biases of the new classes.
+    """
+    x = np.asarray(features, np.float64)
+    y = np.asarray(classes, np.int64)
+    total = old_kernel.shape[1] + new
+    counts = np.bincount(y, minlength=total).astype(np.float64)
+    present = counts > 0
+    weights = (1.0 / (counts[y] * present.sum()))[:, None]
+    old_logits = _logits(x, old_kernel, old_bias)
+    # Scale-free steps: features are centred and scaled for the fit, folded back after.
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    kernel = np.zeros((x.shape[1], new))
+    bias = np.zeros(new)
+    target = np.zeros((len(y), total))
+    target[np.arange(len(y)), y] = 1.0
+    moments = [np.zeros_like(kernel), np.zeros_like(bias)]
+    squares = [np.zeros_like(kernel), np.zeros_like(bias)]
+    for step in range(1, steps + 1):
+        logits = np.concatenate([old_logits, z @ kernel + bias], 1)
+        logits -= logits.max(1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(1, keepdims=True)
+        error = (probabilities - target)[:, -new:] * weights
+        grads = [z.T @ error + 2 * l2 * kernel, error.sum(0)]
+        for i, (param, grad) in enumerate(zip((kernel, bias), grads)):
+            moments[i] = 0.9 * moments[i] + 0.1 * grad
+            squares[i] = 0.999 * squares[i] + 0.001 * grad**2
+            corrected = moments[i] / (1 - 0.9**step)
+            param -= learning_rate * corrected / (np.sqrt(squares[i] / (1 - 0.999**step)) + 1e-8)
+    # z @ k + b == x @ (k / scale) + (b - mean / scale @ k)
+    unscaled = kernel / scale[:, None]
+    return unscaled, bias - mean @ unscaled
+
+
+def guarded_offset(
+    old_logits: NDArray[np.floating],
+    new_logits: NDArray[np.floating],
+    classes: NDArray[np.int64],
+    gray: NDArray[np.bool_],
+    max_drop: float,
+) -> float:
+    """The largest offset of the new logits that costs no old class more than
+    ``max_drop`` points of recall, on its gray crops and on its colour photos each
+    (:func:`choose_offset` per group; 0 without faces)."""
+    offsets = [
+        choose_offset(old_logits[rows], new_logits[rows], classes[rows], max_drop)
+        for index in np.unique(classes)
+        for kind in (True, False)
+        if (rows := (classes == index) & (gray == kind)).any()
+    ]
+    return min(offsets, default=0.0)
+
+
+def choose_offset(
+    old_logits: NDArray[np.floating],
+    new_logits: NDArray[np.floating],
+    classes: NDArray[np.int64],
+    max_drop: float,
+) -> float:
+    """The largest number that, added to the new classes' logits, costs at most
+    ``max_drop`` points of accuracy on faces of the old classes.
+
+    A face of an old class that the model read right is lost once its best new logit
+    passes its best old one, i.e. when the offset passes the gap between the two; the
+    offset is the gap of the ``k``-th face lost, ``k`` the faces ``max_drop`` allows.
+    Faces the model read wrong stay wrong whatever the offset.
+    """
+    if not len(classes):
+        return 0.0
+    right = old_logits.argmax(1) == classes
+    gaps = np.sort(old_logits.max(1)[right] - new_logits.max(1)[right])
+    allowed = int(math.floor(max_drop / 100 * len(classes) + 1e-9))
+    if allowed >= len(gaps):
+        return float(gaps[-1]) + 1.0 if len(gaps) else 0.0
+    # Just under the gap of the first face not allowed to change.
+    return float(gaps[allowed]) - 1e-3
+
+
+def class_figures(
+    predicted: NDArray[np.int64], classes: NDArray[np.int64], index: int
+) -> ClassFigures:
+    """Precision and recall of class ``index``."""
+    positives = int((classes == index).sum())
+    chosen = int((predicted == index).sum())
+    hits = int(((predicted == index) & (classes == index)).sum())
+    return ClassFigures(
+        precision=hits / chosen if chosen else math.nan,
+        recall=hits / positives if positives else math.nan,
+        positives=positives,
+        predicted=chosen,
+    )
+
+
+def build_bank(
+    model_path: str | os.PathLike,
+    sources: Sequence[str],
+    *,
+    per_class: int = 200,
+    held_out: float = HELD_OUT_SHARE,
+    cache: str | os.PathLike | None = None,
+    workers: int = 2,
+    seed: int = 0,
+    on_progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> FeatureBank:
+    """A feature bank for a model from its training data: up to ``per_class`` faces of
+    each of its classes, drawn evenly from ``sources`` (``PATH[@SPLIT]``), framed as the
+    model frames faces; ``held_out`` of each class's rows are kept for validation.
+
+    Raises:
+        DatasetError: A source cannot be read, or a class has no faces in any.
+    """
+    import fer8
+    from fer8.training.datasets import parse_source
+
+    model = fer8.load_model(model_path)
+    labels = model.labels
+    random = np.random.default_rng(seed)
+    datasets = [(parse_source(text).name, parse_source(text).read()) for text in sources]
+    chosen: list[Sample] = []
+    drawn: dict[str, dict[str, int]] = {}
+    for label in labels:
+        pools = [[s for s in dataset.samples if s.label == label] for _, dataset in datasets]
+        quota = _even_shares(per_class, [len(pool) for pool in pools])
+        for (name, _), pool, n in zip(datasets, pools, quota):
+            picks = random.choice(len(pool), n, replace=False)
+            chosen.extend(pool[i] for i in sorted(picks.tolist()))
+            drawn.setdefault(name, {})[label] = int(n)
+    if not chosen:
+        raise DatasetError("no faces of the model's classes in the sources")
+    found, kept, gray, status = _features(model, chosen, cache, workers, "bank faces", on_progress)
+    classes = np.array([labels.index(chosen[i].label) for i in kept], np.int64)
+    flags = np.zeros(len(classes), bool)
+    for index in range(len(labels)):
+        rows = np.flatnonzero(classes == index)
+        flags[random.choice(rows, int(round(held_out * len(rows))), replace=False)] = True
+    about = {"sources": list(sources), "drawn": drawn, "crops": status, "seed": seed}
+    return FeatureBank(tuple(labels), found, classes, flags, gray, about)
+
+
+def _even_shares(total: int, available: Sequence[int]) -> list[int]:
+    """Split ``total`` over pools as evenly as their sizes allow (a small pool gives
+    all it has, the others make up for it)."""
+    shares = [0] * len(available)
+    left = total
+    open_pools = [i for i, n in enumerate(available) if n]
+    while left > 0 and open_pools:
+        each = max(1, left // len(open_pools))
+        for i in list(open_pools):
+            take = min(each, available[i] - shares[i], left)
+            shares[i] += take
+            left -= take
+            if shares[i] == available[i]:
+                open_pools.remove(i)
+            if left == 0:
+                break
+    return shares
+
+
+def _features(
+    model: ExpressionModel,
+    samples: Sequence[Sample],
+    cache: str | os.PathLike | None,
+    workers: int,
+    title: str,
+    on_progress: Callable[[str, int], Callable[[int], None]] | None,
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.bool_], dict[str, int]]:
+    """Pooled features of the samples that gave a face, their indices, whether each
+    crop is gray, and the crops' statuses."""
+    from fer8.training.crops import prepare_crops
+
+    if not samples:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), {}
+    cache_root = None
+    if cache is None or os.fspath(cache):
+        from fer8.models.registry import cache_dir
+
+        cache_root = Path(cache) if cache is not None else cache_dir() / "crops"
+    prepared = prepare_crops(
+        samples,
+        cache_root,
+        image_size=model.spec.input_size,
+        workers=workers,
+        mask=model.spec.preprocessing.mask,
+        on_progress=on_progress(title, len(samples)) if on_progress else None,
+    )
+    found = pooled_features(
+        model,
+        prepared.rgb(),
+        on_progress=on_progress("features", len(prepared.kept)) if on_progress else None,
+    )
+    crops = prepared.images
+    gray = (
+        np.ones(len(crops), bool)
+        if crops.shape[-1] == 1
+        else ((crops[..., 0] == crops[..., 1]) & (crops[..., 0] == crops[..., 2])).all((1, 2))
+    )
+    return found, prepared.kept, gray, dict(prepared.status)
+
+
+@dataclass(frozen=True)
+class _Faces:
+    """Pooled features of faces, their class indices and whether each crop is gray."""
+
+    features: NDArray[np.float32]
+    classes: NDArray[np.int64]
+    gray: NDArray[np.bool_]
+
+    def subset(self, rows: NDArray[np.bool_]) -> _Faces:
+        return _Faces(self.features[rows], self.classes[rows], self.gray[rows])
+
+    @staticmethod
+    def joined(parts: Sequence[_Faces]) -> _Faces:
+        parts = [part for part in parts if len(part.classes)]
+        if not parts:
+            return _Faces(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        return _Faces(
+            np.concatenate([part.features for part in parts]),
+            np.concatenate([part.classes for part in parts]),
+            np.concatenate([part.gray for part in parts]),
+        )
+
+
+def _logits(
+    features: NDArray[np.floating], kernel: NDArray[np.floating], bias: NDArray[np.floating]
+) -> NDArray[np.float64]:
+    if not len(features):
+        return np.zeros((0, kernel.shape[1]))
+    return np.asarray(features, np.float64) @ kernel + bias
+
+
+def _network_json(path: Path) -> str:
+    """The start model's ``network.json``; warns about members the new file will lack
+    (an int8 copy of the graph, say: made from the old network, it must be made again)."""
+    import zipfile
+
+    from fer8.models.modelfile import BANK_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, SPEC_MEMBER
+
+    with zipfile.ZipFile(path) as archive:
+        left = set(archive.namelist()) - {SPEC_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, BANK_MEMBER}
+        if left:
+            logger.warning(
+                "%s: %s not carried over to the new model (made from the old network); "
+                "make them again from the new model file",
+                path,
+                ", ".join(sorted(left)),
+            )
+        return archive.read(NETWORK_MEMBER).decode()
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 4)

@@ -1,0 +1,129 @@
+"""`fer8 export --format onnx` in a light install: the bundled model (calibrated, so its
+graph gains the temperature) is exported without the onnx package, into a folder that
+did not exist; the file says how fer8 frames a face, and a face framed as it says gets
+the probabilities fer8 reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fer8
+from fer8.models.preprocessing import Preprocessing
+from fer8.pipeline.classification import model_batch
+from fer8.pipeline.faces import faces_in_photo
+
+# The train extra is absent: importing any of these fails, as when not installed.
+LIGHT_INSTALL = (
+    "import sys\n"
+    "for name in ('tensorflow', 'keras', 'onnx', 'h5py'):\n"
+    "    sys.modules[name] = None\n"
+    "from fer8.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "new" / "dir" / "default.onnx"
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_INSTALL, "export", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(exported):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+
+
+def test_a_light_install_exports_the_calibrated_model_with_its_framing(session):
+    spec = fer8.load_model().spec
+    assert spec.temperature != 1.0  # the bundled model is calibrated
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert float(metadata["fer8.temperature"]) == spec.temperature
+    assert json.loads(metadata["fer8.labels"]) == list(spec.labels)
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "features"]
+    framing = json.loads(metadata["fer8.framing_json"])
+    assert framing["aligned_size"] == 224 and framing["mask"] == "contour"
+    assert framing["resize"] == {"to": 160, "interpolation": "area"}
+    words = metadata["fer8.framing"]
+    assert "224x224 crop" in words and "to 160x160 with area averaging" in words
+    assert "convex hull of the jaw" in words
+
+
+def test_the_exported_graph_gives_fer8s_probabilities(session, default_predictor, astronaut):
+    """The temperature is in the graph: fer8's own crops give fer8's probabilities."""
+    model = default_predictor.model
+    faces = [crop for _, crop in faces_in_photo(astronaut)]
+    batch = model.spec.preprocessing.apply(model_batch(faces, model))
+    (probabilities,) = session.run(["probabilities"], {"input": batch})
+    reported = default_predictor.predict(astronaut).faces[0].probabilities
+    np.testing.assert_allclose(probabilities[0], list(reported.values()), atol=1e-5)
+    # And not the network's own (uncalibrated) probabilities.
+    raw = model.with_temperature(1.0)(batch)
+    assert np.abs(raw - probabilities).max() > 1e-3
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "hopper"])
+def test_a_face_framed_as_the_metadata_says_gets_fers_probabilities(
+    session, default_predictor, photo, request
+):
+    """A user of another runtime frames the face from the metadata alone (here with
+    OpenCV and fer8's landmarks) and gets what fer8 reports; aligning straight at the
+    input size, which the metadata warns against, does not."""
+    image = request.getfixturevalue(photo)
+    (face,) = default_predictor.predict(image).faces
+    metadata = session.get_modelmeta().custom_metadata_map
+    framing = json.loads(metadata["fer8.framing_json"])
+    preprocessing = Preprocessing.from_dict(json.loads(metadata["fer8.preprocessing"]))
+    reported = np.array(list(face.probabilities.values()))
+
+    def probabilities(aligned_size):
+        crop = _framed(image, np.asarray(face.landmarks, np.float64), framing, aligned_size)
+        (out,) = session.run(["probabilities"], {"input": preprocessing.apply(crop[None])})
+        return out[0]
+
+    framed = np.abs(probabilities(framing["aligned_size"]) - reported).max()
+    straight = np.abs(probabilities(framing["resize"]["to"]) - reported).max()
+    assert framed < 2e-4 and straight > 10 * framed  # 5e-5 against 1.3e-3 and 2.7e-2
+
+
+def _framed(image, points, framing, aligned_size):
+    """The model's input crop, made as ``fer8.framing_json`` says."""
+    import cv2
+
+    scale = aligned_size / framing["aligned_size"]
+    source = [points[framing[eye]["points"]].mean(axis=0) for eye in ("left_eye", "right_eye")]
+    target = [np.array(framing[eye]["at"]) * scale for eye in ("left_eye", "right_eye")]
+    # The similarity transform taking one pair of points to the other, as complex numbers.
+    (s0, s1), (t0, t1) = (complex(*p) for p in source), (complex(*p) for p in target)
+    zoom = (t1 - t0) / (s1 - s0)
+    shift = t0 - zoom * s0
+    matrix = np.array([[zoom.real, -zoom.imag, shift.real], [zoom.imag, zoom.real, shift.imag]])
+    crop = cv2.warpAffine(image, matrix, (aligned_size, aligned_size), flags=cv2.INTER_LINEAR)
+    if framing["mask"] == "contour":
+        contour = framing["contour"]
+        inside = points @ matrix[:, :2].T + matrix[:, 2]
+        brows = inside[contour["brows"]]
+        forehead = brows + contour["forehead"] * (brows.mean(axis=0) - inside[contour["chin"]])
+        outline = np.concatenate([inside[contour["jaw"]], forehead]).astype(np.float32)
+        mask = np.zeros(crop.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(cv2.convexHull(outline) * 16).astype(np.int32)], 1, shift=4)
+        crop = crop * mask[..., None]
+    side = framing["resize"]["to"]
+    if aligned_size != side:
+        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    return crop
