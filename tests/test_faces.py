@@ -210,3 +210,31 @@ def test_the_yunet_model_ships_with_its_licence_and_checksum():
     assert "Apache License" in (path.parent / "face_detection_yunet.LICENSE").read_text()
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"models/*.onnx", "models/*.LICENSE"' in pyproject  # in the wheel too
+
+
+def _small_and_large_faces(astronaut: np.ndarray) -> tuple[np.ndarray, Box]:
+    """A 900x600 picture: the astronaut photo, and beside it her portrait shrunk so her
+    face is about 28 pixels wide (YuNet's box), between the default smallest face (20)
+    and twice it (what the coarse pass alone finds)."""
+    canvas = np.full((600, 900, 3), 110, np.uint8)
+    canvas[:512, :512] = astronaut
+    small = cv2.resize(astronaut, None, fx=0.31, fy=0.31, interpolation=cv2.INTER_AREA)
+    canvas[300 : 300 + small.shape[0], 650 : 650 + small.shape[1]] = small
+    x, y, w, h = (round(0.31 * v) for v in FACES["yunet"]["astronaut"].to_list())
+    return canvas, Box(x + 650, y + 300, w, h)
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "hopper", "two_faces"])
+def test_coarse_search_finds_the_faces_the_full_size_search_finds(request, photo):
+    image = request.getfixturevalue(photo)
+    coarse, full = fer8.detect(image), fer8.detect(image, coarse=False)
+    assert len(coarse) == len(full) > 0
+    assert all(a.iou(b) > 0.8 for a, b in zip(coarse, full))
+
+
+def test_coarse_search_finds_a_small_face_beside_a_large_one(astronaut):
+    picture, small = _small_and_large_faces(astronaut)
+    coarse, full = fer8.detect(picture), fer8.detect(picture, coarse=False)
+    assert len(full) == 2 and full[1].iou(small) > 0.5
+    assert len(coarse) == 2
+    assert coarse[0].iou(full[0]) > 0.8 and coarse[1].iou(full[1]) > 0.8

