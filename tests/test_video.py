@@ -29,6 +29,7 @@ from videos import (
 import fer8
 from fer8.cli import cli
 from fer8.errors import InvalidVideoError
+from fer8.pipeline.predictor import READ_AHEAD
 from fer8.pipeline.timeline import Timeline
 from fer8.pipeline.tracking import Smoother, Tracker
 from fer8.pipeline.video import Frame, frame_signature, is_cut, read_frames
@@ -289,9 +290,11 @@ def test_frames_are_read_only_a_few_batches_ahead(predictor, faces):
     results = predictor.predict_frames(endless(), "stream")
     first = list(itertools.islice(results, 3))
     assert [r.frame for r in first] == [0, 1, 2]
-    assert len(pulled) <= 3 + 2 * predictor.batch_size + 1
+    # Two batches being prepared, and a few frames decoded ahead of them in a thread.
+    ahead = 2 * predictor.batch_size + 1 + READ_AHEAD + 1
+    assert len(pulled) <= 3 + ahead
     list(itertools.islice(results, 20))
-    assert len(pulled) <= 23 + 2 * predictor.batch_size + 1
+    assert len(pulled) <= 23 + ahead
     results.close()
 
 
@@ -536,3 +539,30 @@ def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model
     )
     assert code == 1
     assert "SOURCE" in text and text.count("no frame could be read") == 1, text
+
+
+def test_frames_are_decoded_in_a_thread_that_stops_with_the_results(predictor, faces):
+    import threading
+
+    picture = moving(faces["astronaut"], frames=1)[0]
+    readers: set[str] = set()
+
+    def failing():
+        for index in range(3):
+            readers.add(threading.current_thread().name)
+            yield Frame(index, index / RATE, picture)
+        raise RuntimeError("the camera fell off")
+
+    results = predictor.predict_frames(failing(), "camera")
+    with pytest.raises(RuntimeError, match="fell off"):
+        next(itertools.islice(results, 3, None))
+    assert readers == {"fer8-read"}
+
+    def endless():
+        for index in itertools.count():
+            yield Frame(index, index / RATE, picture)
+
+    results = predictor.predict_frames(endless(), "stream")
+    next(results)
+    results.close()
+    assert not [t for t in threading.enumerate() if t.name == "fer8-read"]

@@ -311,7 +311,12 @@ class Predictor:
             prepared.signature = frame_signature(frame.image)
             return prepared
 
-        prepared = _prefetch(prepare, _until_broken(frames), self._pool, self._look_ahead)
+        # Frames are decoded in a thread of their own, so that decoding overlaps both the
+        # preparation and the network (FFmpeg and OpenCV release the GIL).
+        read = _until_broken(frames)
+        if self._pool is not None:
+            read = _read_ahead(read, READ_AHEAD)
+        prepared = _prefetch(prepare, read, self._pool, self._look_ahead)
         before: FrameSignature | None = None
         for item in self._classified(prepared):
             if item.error is not None:
@@ -443,6 +448,56 @@ def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError
         yield from frames
     except InvalidVideoError as exc:
         yield exc
+
+
+#: Video frames decoded ahead of their preparation, in a thread of their own.
+READ_AHEAD = 2
+
+
+def _read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """``items`` again, in order, taken from ``items`` up to ``depth`` ahead in a thread of
+    their own. An exception raised by ``items`` is raised here, after the items before
+    it; stopping early stops the thread."""
+    import queue
+    import threading
+
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def read() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((True, done))
+        except BaseException as exc:  # handed over to the caller's thread
+            ready.put((False, exc))
+
+    thread = threading.Thread(target=read, name="fer8-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = ready.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let it out of a full queue
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def _prefetch(
