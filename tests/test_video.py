@@ -17,6 +17,7 @@ from videos import (
     RATE,
     blank,
     cut,
+    enters,
     face_of,
     moving,
     new_shot,
@@ -58,6 +59,7 @@ def clips(tmp_path_factory, faces):
         "empty": write_video(folder / "empty.mp4", [blank() for _ in range(10)]),
         "swap": write_video(folder / "swap.mp4", swap(faces["astronaut"], faces["hopper"])),
         "shot": write_video(folder / "shot.mp4", new_shot(faces["astronaut"])),
+        "enters": write_video(folder / "enters.avi", enters(faces["astronaut"], faces["hopper"])),
     }
 
 
@@ -566,3 +568,42 @@ def test_frames_are_decoded_in_a_thread_that_stops_with_the_results(predictor, f
     next(results)
     results.close()
     assert not [t for t in threading.enumerate() if t.name == "fer8-read"]
+
+
+# --- searching frames whole only now and then ----------------------------------------------
+
+
+def faces_and_tracks(results):
+    return [[(f.track, f.box) for f in r.faces] for r in results]
+
+
+@pytest.mark.parametrize("clip", ["moving", "two", "cut", "shot", "swap"])
+def test_following_faces_finds_what_searching_every_frame_finds(predictor, clips, clip):
+    """Between whole searches (here one a second, 10 frames), faces are only looked for
+    around their last boxes: the same faces, boxes and tracks as searching every frame."""
+    every = faces_and_tracks(predictor.predict_video(clips[clip], every_frame=True, search_every=0))
+    followed = faces_and_tracks(
+        predictor.predict_video(clips[clip], every_frame=True, search_every=1.0)
+    )
+    assert [[t for t, _ in frame] for frame in followed] == [
+        [t for t, _ in frame] for frame in every
+    ]
+    for a, b in zip(followed, every):
+        assert all(x.iou(y) > 0.8 for (_, x), (_, y) in zip(a, b))
+
+
+def test_a_face_that_enters_is_found_at_the_next_whole_search(predictor, clips):
+    # 10 fps: whole searches at frames 0 and 5; the second face appears at frame 3.
+    results = list(predictor.predict_video(clips["enters"], every_frame=True, search_every=0.5))
+    counts = [len(r.faces) for r in results]
+    assert counts == [1] * 5 + [2] * 7
+    everything = list(predictor.predict_video(clips["enters"], every_frame=True, search_every=0))
+    assert [len(r.faces) for r in everything] == [1] * 3 + [2] * 9
+    assert {f.track for r in results for f in r.faces if f.box.x < 320} == {1}
+    assert {f.track for r in results for f in r.faces if f.box.x >= 320} == {2}
+
+
+def test_a_cut_is_searched_whole_and_ends_the_tracks(predictor, clips):
+    results = list(predictor.predict_video(clips["cut"], every_frame=True, search_every=10.0))
+    tracks = [[f.track for f in r.faces] for r in results]
+    assert tracks == [[1]] * 10 + [[]] * 20 + [[2]] * 10

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,7 +23,13 @@ from fer8.models.modelfile import ExpressionModel
 from fer8.models.registry import load_model
 from fer8.pipeline.alignment import AlignedFace
 from fer8.pipeline.classification import classify
-from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
+from fer8.pipeline.detection import (
+    DEFAULT_DETECTOR,
+    SEARCH_EVERY,
+    Follower,
+    load_detectors,
+    settings,
+)
 from fer8.pipeline.faces import face_from_crop, faces_in_photo
 from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.pipeline.landmarking import load_landmark_model
@@ -249,6 +255,7 @@ class Predictor:
         fps: float | None = DEFAULT_FPS,
         every_frame: bool = False,
         smooth: float = 0.0,
+        search_every: float = SEARCH_EVERY,
     ) -> Iterator[FrameResult]:
         """Classify every face of a video's sampled frames, following each face with a
         track id.
@@ -269,6 +276,10 @@ class Predictor:
             smooth: Average each track's probabilities over this many seconds (the
                 frame and those before it); the label and confidence follow the
                 average. 0 keeps each frame's own.
+            search_every: Search a frame whole for faces at least this often (seconds
+                of video), and in between only around the faces of the frame before
+                (see :class:`~fer8.pipeline.detection.Follower`): a face that enters is
+                found at most this late. 0 searches every frame whole.
 
         Returns:
             One :class:`~fer8.results.FrameResult` per sampled frame, in order. A video
@@ -284,14 +295,21 @@ class Predictor:
 
         def results() -> Iterator[FrameResult]:
             try:
-                yield from self.predict_frames(frames, name, smooth=smooth)
+                yield from self.predict_frames(
+                    frames, name, smooth=smooth, search_every=search_every
+                )
             finally:  # also when the caller stops early: the file is released now
                 frames.close()
 
         return results()
 
     def predict_frames(
-        self, frames: Iterable[Frame], source: str, *, smooth: float = 0.0
+        self,
+        frames: Iterable[Frame],
+        source: str,
+        *,
+        smooth: float = 0.0,
+        search_every: float = SEARCH_EVERY,
     ) -> Iterator[FrameResult]:
         """:meth:`predict_video` for frames read elsewhere (a camera loop that also
         shows them, say): each :class:`~fer8.pipeline.video.Frame` gives one result.
@@ -299,21 +317,42 @@ class Predictor:
         Frames are prepared (detect, landmarks, align) ahead in the ``workers``
         threads, and at most a few batches of them are in flight, each holding its face
         crops but not its pixels. An :class:`~fer8.errors.InvalidVideoError` from
-        ``frames`` ends the results with one whose ``error`` is set.
+        ``frames`` ends the results with one whose ``error`` is set. ``smooth`` and
+        ``search_every`` are :meth:`predict_video`'s.
         """
         tracker, smoother = Tracker(), Smoother(smooth) if smooth > 0 else None
+        follower = Follower(self.detector, self.detector_options, search_every)
 
-        def prepare(frame: Frame | InvalidVideoError) -> _Prepared:
-            if isinstance(frame, InvalidVideoError):
-                return _Prepared(source, error=frame.problem, frame=frame.frame)
-            prepared = self._prepare(frame.image, detect=True)
+        def found(frames: Iterable[Frame | InvalidVideoError]) -> Iterator[_Found]:
+            """Each frame with its signature and face boxes, in order (the follower
+            needs the frame before)."""
+            before: FrameSignature | None = None
+            for frame in frames:
+                if isinstance(frame, InvalidVideoError):
+                    yield frame
+                    continue
+                signature = frame_signature(frame.image)
+                cut = before is not None and is_cut(before, signature)
+                before = signature
+                try:
+                    boxes: list[Box] | None = follower.find(frame.image, frame.time, cut=cut)
+                except Exception:  # searched again in prepare(), which reports it
+                    boxes = None
+                yield frame, signature, boxes
+
+        def prepare(item: _Found) -> _Prepared:
+            if isinstance(item, InvalidVideoError):
+                return _Prepared(source, error=item.problem, frame=item.frame)
+            frame, signature, boxes = item
+            prepared = self._prepare(frame.image, detect=True, boxes=boxes)
             prepared.source, prepared.frame, prepared.time = source, frame.index, frame.time
-            prepared.signature = frame_signature(frame.image)
+            prepared.signature = signature
             return prepared
 
-        # Frames are decoded in a thread of their own, so that decoding overlaps both the
-        # preparation and the network (FFmpeg and OpenCV release the GIL).
-        read = _until_broken(frames)
+        # Frames are decoded and their faces found in a thread of their own, so that this
+        # overlaps both the landmarks and alignment (in the pool) and the network (here):
+        # FFmpeg, OpenCV, dlib and ONNX Runtime release the GIL.
+        read = found(_until_broken(frames))
         if self._pool is not None:
             read = _read_ahead(read, READ_AHEAD)
         prepared = _prefetch(prepare, read, self._pool, self._look_ahead)
@@ -368,8 +407,11 @@ class Predictor:
             self._run_batch(queued)
         yield from pending
 
-    def _prepare(self, source: ImageSource, detect: bool) -> _Prepared:
-        """The CPU stages for one input; errors are recorded, never raised."""
+    def _prepare(
+        self, source: ImageSource, detect: bool, boxes: list[Box] | None = None
+    ) -> _Prepared:
+        """The CPU stages for one input; errors are recorded, never raised. ``boxes``:
+        the faces when they were found already (a video's follower)."""
         name = describe_source(source)
         try:
             image = load_image(source, max_pixels=self.max_pixels)
@@ -380,6 +422,7 @@ class Predictor:
                     detector_options=self.detector_options,
                     max_faces=self.max_faces,
                     landmark_model=self.landmark_model,
+                    boxes=boxes,
                 )
             else:
                 found = [face_from_crop(image, landmark_model=self.landmark_model)]
@@ -439,6 +482,10 @@ class Predictor:
             pose=pose,
             **extra,
         )
+
+
+#: A video frame with its signature and face boxes, or the error that ended the video.
+_Found = Union[tuple[Frame, FrameSignature, list[Box] | None], InvalidVideoError]
 
 
 def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,6 +56,8 @@ _CANDIDATE_SIZE = 0.75  # candidates down to this fraction of min_size (coarse b
 # Only photos whose coarse copy keeps this many pixels on its shorter side get a coarse
 # pass: a smaller photo costs little at full scale.
 _COARSE_MIN_SIDE = 160
+# refind(): a face is found again where a box overlaps its old one at least this much.
+_REFOUND_IOU = 0.3
 
 _local = threading.local()  # cv2.FaceDetectorYN keeps per-call state: one per thread
 _verified: set[Path] = set()
@@ -143,16 +146,84 @@ def detect_faces(
     height, width = image.shape[:2]
     if min(height, width) < min_size:  # no face of min_size fits
         return []
-    scale = min(1.0, _SEARCH_FACE / max(min_size, 1), max_side / max(height, width))
+    scale = _search_scale(image, min_size, max_side)
     if min(height, width) * scale < _SMALLEST:
         return []  # a panorama's short side shrunk below any face (or to 0, which OpenCV refuses)
-    if coarse and min(height, width) * scale * _COARSE_SCALE >= _COARSE_MIN_SIDE:
+    if coarse and _coarse_first(image, scale):
         detections = _coarse_then_fine(image, scale, score_threshold, nms_threshold, min_size)
     else:
         detections = _search(image, scale, score_threshold, nms_threshold, min_size)
     detections.sort(key=lambda d: d.box.area, reverse=True)
     logger.debug("yunet: %d faces", len(detections))
     return detections
+
+
+def refind(
+    image: NDArray[np.uint8],
+    boxes: Sequence[Box],
+    *,
+    score_threshold: float = 0.6,
+    nms_threshold: float = 0.3,
+    min_size: int = 20,
+    max_side: int = 1280,
+    coarse: bool = True,
+) -> list[Detection] | None:
+    """The faces of ``boxes`` (a video's previous frame) found again in ``image``, each
+    searched in a window around its old box at the scale :func:`detect_faces` would
+    search it at, so its box is the one a search of the whole frame gives.
+
+    Returns:
+        One detection per box, in their order, or None when a face was not found near
+        its old box (it left, turned away, or two merged): then the whole frame is to be
+        searched. A face that entered the picture is not looked for.
+    """
+    height, width = image.shape[:2]
+    scale = _search_scale(image, min_size, max_side)
+    halved = coarse and _coarse_first(image, scale)
+    found: list[Detection] = []
+    for box in boxes:
+        # A face the coarse pass is sure of is searched at its scale, one it is not
+        # (see _coarse_then_fine) at full scale; with a margin, as boxes jitter.
+        at = (
+            scale * _COARSE_SCALE
+            if halved and box.w * scale * _COARSE_SCALE >= 1.2 * _SEARCH_FACE
+            else scale
+        )
+        side = max(box.w, box.h)
+        x0, y0 = max(0, box.x - side // 2), max(0, box.y - side // 2)
+        x1, y1 = min(width, box.x + box.w + side // 2), min(height, box.y + box.h + side // 2)
+        near = [
+            _shifted(d, x0, y0)
+            for d in _search(image[y0:y1, x0:x1], at, score_threshold, nms_threshold, min_size)
+        ]
+        best = max(near, key=lambda d: d.box.iou(box), default=None)
+        if best is None or best.box.iou(box) < _REFOUND_IOU:
+            return None
+        if any(best.box.iou(d.box) > nms_threshold for d in found):
+            return None  # two faces became one
+        found.append(best)
+    return found
+
+
+def _search_scale(image: NDArray[np.uint8], min_size: int, max_side: int) -> float:
+    """The scale a photo is searched at: a face of ``min_size`` 20 pixels wide."""
+    height, width = image.shape[:2]
+    return min(1.0, _SEARCH_FACE / max(min_size, 1), max_side / max(height, width))
+
+
+def _coarse_first(image: NDArray[np.uint8], scale: float) -> bool:
+    """Whether a photo searched at ``scale`` gets a coarse pass first."""
+    return min(image.shape[:2]) * scale * _COARSE_SCALE >= _COARSE_MIN_SIDE
+
+
+def _shifted(detection: Detection, x: int, y: int) -> Detection:
+    """A detection in a window at (x, y), in the whole image's pixels."""
+    box = detection.box
+    return Detection(
+        Box(box.x + x, box.y + y, box.w, box.h),
+        detection.score,
+        detection.keypoints + np.array([x, y], np.float32),
+    )
 
 
 def _coarse_then_fine(
@@ -186,11 +257,7 @@ def _coarse_then_fine(
         x0, y0 = max(0, box.x - side), max(0, box.y - side)
         x1, y1 = min(width, box.x + box.w + side), min(height, box.y + box.h + side)
         for d in _search(image[y0:y1, x0:x1], scale, score_threshold, nms_threshold, min_size):
-            d = Detection(
-                Box(d.box.x + x0, d.box.y + y0, d.box.w, d.box.h),
-                d.score,
-                d.keypoints + np.array([x0, y0], np.float32),
-            )
+            d = _shifted(d, x0, y0)
             # Only the face the window was opened for: a face cut by the window's edge
             # is found whole by its own window, or by the coarse pass.
             cx, cy = d.box.x + d.box.w / 2, d.box.y + d.box.h / 2
