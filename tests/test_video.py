@@ -607,3 +607,31 @@ def test_a_cut_is_searched_whole_and_ends_the_tracks(predictor, clips):
     results = list(predictor.predict_video(clips["cut"], every_frame=True, search_every=10.0))
     tracks = [[f.track for f in r.faces] for r in results]
     assert tracks == [[1]] * 10 + [[]] * 20 + [[2]] * 10
+
+
+def test_newest_drops_the_frames_a_slow_consumer_missed():
+    import time
+
+    from fer8.pipeline.video import newest
+
+    def camera():
+        for index in range(60):
+            time.sleep(0.002)
+            yield index
+
+    taken = []
+    for index in newest(camera()):
+        taken.append(index)
+        time.sleep(0.03)  # an analysis slower than the camera
+    assert taken[-1] == 59 and taken == sorted(taken)
+    assert len(taken) < 30  # frames were dropped, not queued
+
+    def failing():
+        yield 1
+        raise InvalidVideoError("camera 0", "frame 1 cannot be decoded", 1)
+
+    got = []
+    with pytest.raises(InvalidVideoError):
+        for index in newest(failing()):
+            got.append(index)
+    assert got == [1]
