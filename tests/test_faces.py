@@ -238,3 +238,26 @@ def test_coarse_search_finds_a_small_face_beside_a_large_one(astronaut):
     assert len(full) == 2 and full[1].iou(small) > 0.5
     assert len(coarse) == 2
     assert coarse[0].iou(full[0]) > 0.8 and coarse[1].iou(full[1]) > 0.8
+
+
+def test_landmarks_in_a_process_of_their_own_are_the_same_points(astronaut, two_faces, tmp_path):
+    from fer8.pipeline.landmarking import LandmarkProcess, load_landmark_model
+
+    process = LandmarkProcess()
+    try:
+        here = load_landmark_model()
+        small = cv2.resize(astronaut, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+        for image in (astronaut, two_faces, small):  # the last is upscaled for dlib
+            for box in fer8.detect(image) + [Box(-20, -20, 60, 60)]:
+                np.testing.assert_array_equal(
+                    fer8.landmarks(image, box, predictor=process),
+                    fer8.landmarks(image, box, predictor=here),
+                )
+    finally:
+        process.close()
+    broken = tmp_path / "broken.dat"
+    broken.write_bytes(b"not a model")
+    process = LandmarkProcess(broken)
+    with pytest.raises(fer8.errors.ModelNotFoundError, match="broken.dat could not be loaded"):
+        fer8.landmarks(astronaut, Box(178, 63, 90, 113), predictor=process)
+    process.close()

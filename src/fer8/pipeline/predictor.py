@@ -102,6 +102,10 @@ class Predictor:
         warmup: Run the model once now, so the first real call is not slow.
         max_pixels: Larger images are refused (see :func:`fer8.load_image`); raise it
             for panoramas.
+        landmark_model: dlib's shape predictor, loaded (``fer8.pipeline.landmarking.
+            load_landmark_model``) or in a process of its own (``LandmarkProcess``, which
+            ``fer8 predict`` starts first thing so that the model loads in parallel);
+            the default model, loaded here, when None.
     """
 
     def __init__(
@@ -117,13 +121,14 @@ class Predictor:
         cache: str | os.PathLike | None = None,
         warmup: bool = True,
         max_pixels: int = MAX_PIXELS,
+        landmark_model: Any = None,
     ) -> None:
         if max_faces is not None and max_faces < 1:
             raise ValueError("max_faces must be at least 1")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.model = model if isinstance(model, ExpressionModel) else load_model(model, cache=cache)
-        self.landmark_model = load_landmark_model()
+        self.landmark_model = landmark_model or load_landmark_model()
         self.max_faces = max_faces
         self.max_pixels = max_pixels
         self.batch_size = batch_size
