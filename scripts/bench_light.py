@@ -5,7 +5,9 @@ fer8 (``--old-rev``), in the same run.
 
 fer8 caches ONNX Runtime's optimised graph after the first load (``fer8.models.runtime``),
 so this checkout is measured both ways: with the graph cached, as every run after a
-machine's first, and with an empty cache. Peak memory is the process's own, and beside
+machine's first, and with an empty cache; and with dlib's landmark model loaded in a
+process of its own (what ``fer8 predict`` does when a core is free) and in process.
+Peak memory is the process's own, and beside
 it the sum of its child processes' peaks (``fer8 predict`` runs dlib's landmark model in
 one, see ``fer8.pipeline.landmarking.LandmarkProcess``).
 
@@ -53,7 +55,9 @@ def _children_peak(pid: int, peaks: dict[int, float]) -> None:
             peaks[child] = max(peaks.get(child, 0.0), peak)
 
 
-def run_once(src: Path, cwd: Path, home: Path) -> tuple[float, float, float]:
+def run_once(
+    src: Path, cwd: Path, home: Path, landmark_process: str = ""
+) -> tuple[float, float, float]:
     """Wall seconds, peak resident MB of one ``fer8 predict`` process with its cache in
     ``home``, and the sum of its child processes' peaks (the landmark process)."""
     env = {
@@ -61,6 +65,7 @@ def run_once(src: Path, cwd: Path, home: Path) -> tuple[float, float, float]:
         "PYTHONPATH": str(src),
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "FER8_HOME": str(home),
+        "FER8_LANDMARK_PROCESS": landmark_process,  # this checkout: always, or never
     }
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -102,18 +107,19 @@ def main() -> None:
         try:
             # name: (checkout, whether each run starts with an empty fer8 cache)
             variants = {
-                "onnxruntime (this checkout)": (ROOT, False),
-                "onnxruntime, empty cache (a machine's first run)": (ROOT, True),
-                f"fer8 at {args.old_rev}": (old, False),
+                "this checkout": (ROOT, False, "1"),
+                "this checkout, landmarks in process": (ROOT, False, "0"),
+                "this checkout, empty cache (a machine's first run)": (ROOT, True, "1"),
+                f"fer8 at {args.old_rev}": (old, False, "0"),
             }
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
             home = Path(tmp) / "home"
-            for root, _ in variants.values():
+            for root, _, _ in variants.values():
                 run_once(root / "src", root, home)  # warm the page cache and fer8's cache
             for repeat in range(args.repeats):
-                for name, (root, empty) in variants.items():
+                for name, (root, empty, separate) in variants.items():
                     run_home = Path(tempfile.mkdtemp(dir=tmp)) if empty else home
-                    runs[name].append(run_once(root / "src", root, run_home))
+                    runs[name].append(run_once(root / "src", root, run_home, separate))
                     logger.info(
                         "%d %s: %.2f s, %.0f MB (+%.0f MB children)",
                         repeat,

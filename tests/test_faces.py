@@ -261,3 +261,24 @@ def test_landmarks_in_a_process_of_their_own_are_the_same_points(astronaut, two_
     with pytest.raises(fer8.errors.ModelNotFoundError, match="broken.dat could not be loaded"):
         fer8.landmarks(astronaut, Box(178, 63, 90, 113), predictor=process)
     process.close()
+
+
+def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(
+    astronaut_path, tiny_model_path, monkeypatch
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from fer8.cli import cli
+    from fer8.pipeline.landmarking import LandmarkProcess
+
+    outputs = []
+    for separate in ("1", "0"):
+        monkeypatch.setenv("FER8_LANDMARK_PROCESS", separate)
+        assert LandmarkProcess.has_a_core() is (separate == "1")
+        args = ["predict", str(astronaut_path), "--model", str(tiny_model_path)]
+        result = CliRunner().invoke(cli, [*args, "--format", "json", "--landmarks"])
+        assert result.exit_code == 0, result.output
+        outputs.append(json.loads(result.output))
+    assert outputs[0] == outputs[1] and len(outputs[0][0]["faces"]) == 1

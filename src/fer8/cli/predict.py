@@ -158,8 +158,8 @@ def predict(
     from fer8.pipeline.landmarking import LandmarkProcess
 
     # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
-    # its own, on the other core, while the expression model loads and the photos are read.
-    landmark_model = LandmarkProcess() if engine != "ray" else None
+    # its own, on a free core, while the expression model loads and the photos are read.
+    landmark_model = LandmarkProcess() if engine != "ray" and LandmarkProcess.has_a_core() else None
 
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor

@@ -78,9 +78,9 @@ class LandmarkProcess:
     """dlib's shape predictor, loaded and run in a Python process of its own.
 
     Loading the 68-point model takes about 0.3 s, all of it holding the GIL, so no
-    thread can overlap it; a process can. ``fer8 predict`` starts one first thing, and
-    the model loads on the other core while the expression model loads and the photo is
-    decoded and searched. :func:`landmarks` sends it the part of the image around each
+    thread can overlap it; a process can. ``fer8 predict`` starts one first thing when a
+    core is free for it (:meth:`has_a_core`), and the model loads on that core while the
+    expression model loads and the photo is decoded and searched. :func:`landmarks` sends it the part of the image around each
     face (the points are the same: dlib's features lie well inside that part) and gets
     the 68 points back. The process ends when this one does, or on :meth:`close`.
 
@@ -139,6 +139,22 @@ class LandmarkProcess:
             if points.size != 68 * 2:
                 self._died()
         return points.reshape(68, 2).astype(np.float32) + np.array([x0, y0], np.float32)
+
+    @staticmethod
+    def has_a_core() -> bool:
+        """Whether a core looks free for the process (Linux: at least two usable cores and
+        a load average below their number less one). On a busy machine the process would
+        only add its start-up to the work: there the model is better loaded in process.
+        ``$FER8_LANDMARK_PROCESS`` set to 1 or 0 decides instead (benchmarks)."""
+        forced = os.environ.get("FER8_LANDMARK_PROCESS")
+        if forced in ("0", "1"):
+            return forced == "1"
+        try:
+            cores = len(os.sched_getaffinity(0))
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not Linux: no cheap way to tell
+            return False
+        return cores >= 2 and load <= cores - 1
 
     def close(self) -> None:
         """End the process (it also ends when this process does)."""
