@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ class LandmarkProcess:
         )
         self._lock = threading.Lock()
         self._ready = False
+        # Ended when this object goes (its end of the pipe closed, the child's input ends).
+        self._end = weakref.finalize(self, _end_process, self._process)
 
     def fit(self, image: NDArray[np.uint8], rect: tuple[int, int, int, int]) -> NDArray[np.float32]:
         """The 68 points (x, y) dlib fits to the face in ``rect`` (left, top, right,
@@ -159,9 +162,7 @@ class LandmarkProcess:
     def close(self) -> None:
         """End the process (it also ends when this process does)."""
         with self._lock:
-            if self._process.stdin is not None and not self._process.stdin.closed:
-                self._process.stdin.close()
-            self._process.wait()
+            self._end()
 
     def _check(self, status: bytes) -> None:
         if status != _OK:
@@ -174,6 +175,20 @@ class LandmarkProcess:
             f"process (it ended{'' if code is None else f' with exit status {code}'}); "
             "check the file, or use the model in process (fer8.Predictor's default)"
         )
+
+
+def _end_process(process: Any) -> None:
+    """Close a landmark process's input, which ends it, and reap it."""
+    if process.stdin is not None and not process.stdin.closed:
+        try:
+            process.stdin.close()
+        except OSError:  # it ended already, with input still buffered
+            pass
+    try:
+        process.wait(timeout=5)
+    except Exception:  # a stuck child must not keep this process from ending
+        process.kill()
+        process.wait()
 
 
 _OK = b"ok\0\0"

@@ -169,8 +169,10 @@ def refind(
     coarse: bool = True,
 ) -> list[Detection] | None:
     """The faces of ``boxes`` (a video's previous frame) found again in ``image``, each
-    searched in a window around its old box at the scale :func:`detect_faces` would
-    search it at, so its box is the one a search of the whole frame gives.
+    searched in a window of twice its size around its old box, at the scale at which
+    :func:`detect_faces` gives its final boxes, so its box is the one a search of the
+    whole frame gives. ``coarse`` is accepted with the other settings of
+    :func:`detect_faces` and changes nothing here.
 
     Returns:
         One detection per box, in their order, or None when a face was not found near
@@ -179,22 +181,14 @@ def refind(
     """
     height, width = image.shape[:2]
     scale = _search_scale(image, min_size, max_side)
-    halved = coarse and _coarse_first(image, scale)
     found: list[Detection] = []
     for box in boxes:
-        # A face the coarse pass is sure of is searched at its scale, one it is not
-        # (see _coarse_then_fine) at full scale; with a margin, as boxes jitter.
-        at = (
-            scale * _COARSE_SCALE
-            if halved and box.w * scale * _COARSE_SCALE >= 1.2 * _SEARCH_FACE
-            else scale
-        )
         side = max(box.w, box.h)
-        x0, y0 = max(0, box.x - side // 2), max(0, box.y - side // 2)
+        x0, y0 = _on_grid(box.x - side // 2, scale), _on_grid(box.y - side // 2, scale)
         x1, y1 = min(width, box.x + box.w + side // 2), min(height, box.y + box.h + side // 2)
         near = [
             _shifted(d, x0, y0)
-            for d in _search(image[y0:y1, x0:x1], at, score_threshold, nms_threshold, min_size)
+            for d in _search(image[y0:y1, x0:x1], scale, score_threshold, nms_threshold, min_size)
         ]
         best = max(near, key=lambda d: d.box.iou(box), default=None)
         if best is None or best.box.iou(box) < _REFOUND_IOU:
@@ -203,6 +197,14 @@ def refind(
             return None  # two faces became one
         found.append(best)
     return found
+
+
+def _on_grid(start: int, scale: float) -> int:
+    """A window's first column (or row) moved back onto YuNet's coarsest grid (32 pixels
+    of the search copy), so that the window is searched on the same grid as the whole
+    photo, which gives the same boxes."""
+    step = 32 / scale
+    return max(0, int(int(max(0, start) / step) * step))
 
 
 def _search_scale(image: NDArray[np.uint8], min_size: int, max_side: int) -> float:
@@ -234,7 +236,11 @@ def _coarse_then_fine(
     min_size: int,
 ) -> list[Detection]:
     """The photo searched at :data:`_COARSE_SCALE` of ``scale``, then each face that pass
-    is unsure of (small, or scored low) searched again at ``scale`` in a window around it."""
+    found searched again at ``scale`` in a window around it: a window of twice its size
+    for a face the pass is sure of, which gives the box a search of the whole photo would
+    give (YuNet's boxes depend on the scale: at half scale they are a few pixels off,
+    enough to move the landmarks fitted on them), and of three times its size for one it
+    is unsure of (small, or scored low)."""
     candidates = _search(
         image,
         scale * _COARSE_SCALE,
@@ -243,28 +249,29 @@ def _coarse_then_fine(
         int(min_size * _CANDIDATE_SIZE),
     )
     height, width = image.shape[:2]
-    sure = [
-        d
-        for d in candidates
-        if d.score >= score_threshold and d.box.w * scale * _COARSE_SCALE >= _SEARCH_FACE
-    ]
-    found = list(sure)
+    found = []
     for candidate in candidates:
-        if any(candidate is d for d in sure):
-            continue
         box = candidate.box
+        sure = candidate.score >= score_threshold and box.w * scale * _COARSE_SCALE >= _SEARCH_FACE
         side = max(box.w, box.h)
-        x0, y0 = max(0, box.x - side), max(0, box.y - side)
-        x1, y1 = min(width, box.x + box.w + side), min(height, box.y + box.h + side)
+        margin = side // 2 if sure else side
+        x0, y0 = _on_grid(box.x - margin, scale), _on_grid(box.y - margin, scale)
+        x1, y1 = min(width, box.x + box.w + margin), min(height, box.y + box.h + margin)
+        near = []
         for d in _search(image[y0:y1, x0:x1], scale, score_threshold, nms_threshold, min_size):
             d = _shifted(d, x0, y0)
             # Only the face the window was opened for: a face cut by the window's edge
-            # is found whole by its own window, or by the coarse pass.
+            # is found whole by its own window.
             cx, cy = d.box.x + d.box.w / 2, d.box.y + d.box.h / 2
             if box.x - box.w / 2 <= cx <= box.x + 1.5 * box.w and (
                 box.y - box.h / 2 <= cy <= box.y + 1.5 * box.h
             ):
-                found.append(d)
+                near.append(d)
+        if not sure:
+            found.extend(near)
+            continue
+        best = max(near, key=lambda d: d.box.iou(box), default=None)
+        found.append(best if best is not None and best.box.iou(box) >= _REFOUND_IOU else candidate)
     # A face found both by the coarse pass and in a window (or in two windows) once:
     # the best-scored box stays.
     kept: list[Detection] = []
