@@ -110,12 +110,13 @@ def detect(
             pixels); raise it to find small faces in large group photos.
         coarse: Search a photo whose search copy is over 320 pixels on its shorter
             side first at half that scale, where faces of twice ``min_size`` are found
-            at a quarter of the cost, and then at full scale only in a window around
-            each face that pass is unsure of (smaller than twice ``min_size``, or
-            scored between 0.3 and ``score_threshold``). The same faces are found
-            (ExpW's photos, at twice their size: 97.9% against 97.8% at full scale)
-            3-5 times faster; boxes of large faces are those YuNet gives at half
-            scale, a few pixels off the full-scale ones. False searches at full scale.
+            at a quarter of the cost, then each face found again at full scale in a
+            window around it (twice its size, or three times for a face that pass is
+            unsure of: smaller than twice ``min_size``, or scored between 0.3 and
+            ``score_threshold``), on the full search's grid, so that the boxes are the
+            full search's. The same faces are found (ExpW's photos at twice their size:
+            see docs/benchmarks.md), faster where they are small against the photo.
+            False searches the whole photo at full scale.
 
     Returns:
         Every face box in original-image pixels, largest first; empty when there is none.
