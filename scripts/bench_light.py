@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """One photo from the command line, as a new user runs it: wall time and peak memory of a
-whole ``fer8 predict examples/astronaut.png`` process, fer8 on ONNX Runtime against the
-last fer8 that predicted on TensorFlow, in the same run.
+whole ``fer8 predict examples/astronaut.png`` process, this checkout against an earlier
+fer8 (``--old-rev``), in the same run.
 
 fer8 caches ONNX Runtime's optimised graph after the first load (``fer8.models.runtime``),
-so the new path is measured both ways: with the graph cached, as every run after a
-machine's first, and with an empty cache.
+so this checkout is measured both ways: with the graph cached, as every run after a
+machine's first, and with an empty cache; and with dlib's landmark model loaded in a
+process of its own (what ``fer8 predict`` does when a core is free) and in process.
+Peak memory is the process's own, and beside
+it the sum of its child processes' peaks (``fer8 predict`` runs dlib's landmark model in
+one, see ``fer8.pipeline.landmarking.LandmarkProcess``).
 
-The old fer8 is checked out from git (``--old-rev``, default ``89a97a1``: the package
-layout of today, prediction on TensorFlow) into a temporary worktree and run with this
-interpreter, which therefore needs the train extra (TensorFlow). The two take turns,
-``--repeats`` times each, so both see the same machine; the medians are reported.
+The old fer8 is checked out from git (``--old-rev``, default ``998e0e7``, before the
+landmark process) into a temporary worktree and run with this interpreter. The variants
+take turns, ``--repeats`` times each, so all see the same machine; the medians are
+reported.
 
 Usage:
-    python scripts/bench_light.py [--repeats 5] [--old-rev 89a97a1] [--json out.json]
+    python scripts/bench_light.py [--repeats 7] [--old-rev 998e0e7] [--json out.json]
 """
 
 from __future__ import annotations
@@ -35,14 +39,33 @@ PHOTO = "examples/astronaut.png"
 logger = logging.getLogger("bench_light")
 
 
-def run_once(src: Path, cwd: Path, home: Path) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of one ``fer8 predict`` process with its cache
-    in ``home``."""
+def _children_peak(pid: int, peaks: dict[int, float]) -> None:
+    """Record the peak resident MB (VmHWM) of each child process of ``pid``."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in map(int, children):
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue
+        if "VmHWM:" in status:
+            peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+            peaks[child] = max(peaks.get(child, 0.0), peak)
+
+
+def run_once(
+    src: Path, cwd: Path, home: Path, landmark_process: str = ""
+) -> tuple[float, float, float]:
+    """Wall seconds, peak resident MB of one ``fer8 predict`` process with its cache in
+    ``home``, and the sum of its child processes' peaks (the landmark process)."""
     env = {
         **os.environ,
         "PYTHONPATH": str(src),
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "FER8_HOME": str(home),
+        "FER8_LANDMARK_PROCESS": landmark_process,  # this checkout: always, or never
     }
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -52,18 +75,24 @@ def run_once(src: Path, cwd: Path, home: Path) -> tuple[float, float]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    _, status, usage = os.wait4(process.pid, 0)
+    peaks: dict[int, float] = {}
+    while True:  # polling the children costs the process nothing measurable
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        _children_peak(process.pid, peaks)
+        time.sleep(0.005)
     seconds = time.perf_counter() - start
     out, err = process.communicate()
     if os.waitstatus_to_exitcode(status) != 0 or b'"happy"' not in out:
         raise SystemExit(f"fer8 predict failed in {cwd}: {err.decode()[-500:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, sum(peaks.values())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--old-rev", default="89a97a1")
+    parser.add_argument("--old-rev", default="998e0e7")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -78,19 +107,25 @@ def main() -> None:
         try:
             # name: (checkout, whether each run starts with an empty fer8 cache)
             variants = {
-                "onnxruntime (this checkout)": (ROOT, False),
-                "onnxruntime, empty cache (a machine's first run)": (ROOT, True),
-                f"tensorflow ({args.old_rev})": (old, False),
+                "this checkout": (ROOT, False, "1"),
+                "this checkout, landmarks in process": (ROOT, False, "0"),
+                "this checkout, empty cache (a machine's first run)": (ROOT, True, "1"),
+                f"fer8 at {args.old_rev}": (old, False, "0"),
             }
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
             home = Path(tmp) / "home"
-            for root, _ in variants.values():
+            for root, _, _ in variants.values():
                 run_once(root / "src", root, home)  # warm the page cache and fer8's cache
             for repeat in range(args.repeats):
-                for name, (root, empty) in variants.items():
+                for name, (root, empty, separate) in variants.items():
                     run_home = Path(tempfile.mkdtemp(dir=tmp)) if empty else home
-                    runs[name].append(run_once(root / "src", root, run_home))
-                    logger.info("%d %s: %.2f s, %.0f MB", repeat, name, *runs[name][-1])
+                    runs[name].append(run_once(root / "src", root, run_home, separate))
+                    logger.info(
+                        "%d %s: %.2f s, %.0f MB (+%.0f MB children)",
+                        repeat,
+                        name,
+                        *runs[name][-1],
+                    )
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
@@ -100,17 +135,21 @@ def main() -> None:
 
     report = {
         name: {
-            "wall_s_median": statistics.median(s for s, _ in values),
-            "peak_rss_mb_median": statistics.median(m for _, m in values),
+            "wall_s_median": statistics.median(s for s, _, _ in values),
+            "peak_rss_mb_median": statistics.median(m for _, m, _ in values),
+            "children_peak_rss_mb_median": statistics.median(c for _, _, c in values),
             "runs": values,
         }
         for name, values in runs.items()
     }
     print(f"`fer8 predict {PHOTO}`, a whole process, median of {args.repeats}:\n")
-    print("| fer8 | wall s | peak RSS MB |")
-    print("| --- | --- | --- |")
+    print("| fer8 | wall s | peak RSS MB | its child processes' peak RSS MB |")
+    print("| --- | --- | --- | --- |")
     for name, row in report.items():
-        print(f"| {name} | {row['wall_s_median']:.2f} | {row['peak_rss_mb_median']:.0f} |")
+        print(
+            f"| {name} | {row['wall_s_median']:.2f} | {row['peak_rss_mb_median']:.0f} | "
+            f"{row['children_peak_rss_mb_median']:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

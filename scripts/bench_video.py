@@ -11,8 +11,13 @@ long, then, each in a fresh process (the bundled model unless ``--model``):
 2. Peak resident memory (VmHWM from ``/proc/self/status``) of the 30 s and the 10 min
    video at ``--fps 5``: equal within 10% means memory does not grow with length.
 
+With ``--old-rev REV`` it instead analyses every frame of one ``--seconds`` long video
+with this checkout and with fer8 at ``REV`` (a temporary git worktree), taking turns,
+and reports the median frames per second and CPU time a frame of each.
+
 Usage:
     python scripts/bench_video.py [--model PATH] [--rate 10] [--json out.json]
+    python scripts/bench_video.py --old-rev 998e0e7 --seconds 10 --rate 25 [--repeats 2]
 """
 
 from __future__ import annotations
@@ -63,29 +68,28 @@ def make_video(path: Path, seconds: float, rate: float) -> Path:
     return path
 
 
-def run_child(video: Path, model: str | None, sampling: dict) -> dict:
-    """Analyse one video in a fresh process: frames, faces, seconds, peak memory."""
+def run_child(video: Path, model: str | None, sampling: dict, src: Path = ROOT / "src") -> dict:
+    """Analyse one video in a fresh process (fer8 from ``src``): frames, faces, seconds,
+    CPU seconds, peak memory."""
     code = (
-        "import json, sys, time\n"
+        "import json, os, sys, time\n"
         "import fer8\n"
         "predictor = fer8.Predictor(%r)\n"
-        "start = time.perf_counter()\n"
+        "start, cpu = time.perf_counter(), sum(os.times()[:2])\n"
         "frames = faces = 0\n"
         "for result in predictor.predict_video(%r, **%r):\n"
         "    frames += 1; faces += len(result.faces)\n"
         "    assert result.error is None, result.error\n"
-        "seconds = time.perf_counter() - start\n"
+        "seconds, cpu = time.perf_counter() - start, sum(os.times()[:2]) - cpu\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec.
         "status = open('/proc/self/status').read()\n"
         "peak = int(status.split('VmHWM:')[1].split()[0]) / 1024\n"
         "print(json.dumps({'frames': frames, 'faces': faces, 'seconds': seconds,"
-        " 'peak_mb': peak}))\n"
+        " 'cpu_seconds': cpu, 'peak_mb': peak}))\n"
     ) % (model, str(video), sampling)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
-        ),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
     }
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
@@ -106,7 +110,17 @@ def main() -> None:
         help="length of the long video in seconds (default 600)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--old-rev",
+        help="instead: every frame of a --seconds long video with this checkout and with "
+        "fer8 at this git revision, taking turns --repeats times",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="with --old-rev")
+    parser.add_argument("--repeats", type=int, default=2, help="with --old-rev")
     args = parser.parse_args()
+    if args.old_rev:
+        compare(args)
+        return
 
     folder = Path(tempfile.mkdtemp(prefix="fer8-bench-video-"))
     started = time.perf_counter()
@@ -153,6 +167,51 @@ def main() -> None:
     print(f"\npeak memory, long against short: {100 * (peaks[1] / peaks[0] - 1):+.1f}%")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Every frame of one video, this checkout against ``args.old_rev``, taking turns."""
+    import statistics
+
+    folder = Path(tempfile.mkdtemp(prefix="fer8-bench-video-"))
+    video = make_video(folder / "video.mp4", args.seconds, args.rate)
+    old = folder / "old"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.old_rev],
+        check=True,
+        capture_output=True,
+    )
+    runs: dict[str, list[dict]] = {f"fer8 at {args.old_rev}": [], "this checkout": []}
+    try:
+        for _ in range(args.repeats):
+            for name, src in zip(runs, (old / "src", ROOT / "src")):
+                result = run_child(video, args.model, {"every_frame": True}, src)
+                runs[name].append(result)
+                print(
+                    f"{name}: {result['frames']} frames ({result['faces']} faces) in "
+                    f"{result['seconds']:.1f} s, {result['cpu_seconds']:.1f} CPU s",
+                    file=sys.stderr,
+                )
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
+            check=False,
+            capture_output=True,
+        )
+    print(
+        f"| 1280x720, two faces, every frame of {args.seconds:g} s at {args.rate:g} fps | "
+        "frames/s (median) | CPU ms a frame | faces | peak memory |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, results in runs.items():
+        rate = statistics.median(r["frames"] / r["seconds"] for r in results)
+        cpu = statistics.median(1000 * r["cpu_seconds"] / r["frames"] for r in results)
+        print(
+            f"| {name} | {rate:.1f} | {cpu:.0f} | {results[0]['faces']:,} | "
+            f"{max(r['peak_mb'] for r in results):.0f} MB |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -210,3 +210,75 @@ def test_the_yunet_model_ships_with_its_licence_and_checksum():
     assert "Apache License" in (path.parent / "face_detection_yunet.LICENSE").read_text()
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"models/*.onnx", "models/*.LICENSE"' in pyproject  # in the wheel too
+
+
+def _small_and_large_faces(astronaut: np.ndarray) -> tuple[np.ndarray, Box]:
+    """A 900x600 picture: the astronaut photo, and beside it her portrait shrunk so her
+    face is about 28 pixels wide (YuNet's box), between the default smallest face (20)
+    and twice it (what the coarse pass alone finds)."""
+    canvas = np.full((600, 900, 3), 110, np.uint8)
+    canvas[:512, :512] = astronaut
+    small = cv2.resize(astronaut, None, fx=0.31, fy=0.31, interpolation=cv2.INTER_AREA)
+    canvas[300 : 300 + small.shape[0], 650 : 650 + small.shape[1]] = small
+    x, y, w, h = (round(0.31 * v) for v in FACES["yunet"]["astronaut"].to_list())
+    return canvas, Box(x + 650, y + 300, w, h)
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "hopper", "two_faces"])
+def test_coarse_search_finds_the_faces_the_full_size_search_finds(request, photo):
+    image = request.getfixturevalue(photo)
+    coarse, full = fer8.detect(image), fer8.detect(image, coarse=False)
+    assert len(coarse) == len(full) > 0
+    assert all(a.iou(b) > 0.9 for a, b in zip(coarse, full))  # searched again at full size
+
+
+def test_coarse_search_finds_a_small_face_beside_a_large_one(astronaut):
+    picture, small = _small_and_large_faces(astronaut)
+    coarse, full = fer8.detect(picture), fer8.detect(picture, coarse=False)
+    assert len(full) == 2 and full[1].iou(small) > 0.5
+    assert len(coarse) == 2
+    assert coarse[0].iou(full[0]) > 0.8 and coarse[1].iou(full[1]) > 0.8
+
+
+def test_landmarks_in_a_process_of_their_own_are_the_same_points(astronaut, two_faces, tmp_path):
+    from fer8.pipeline.landmarking import LandmarkProcess, load_landmark_model
+
+    process = LandmarkProcess()
+    try:
+        here = load_landmark_model()
+        small = cv2.resize(astronaut, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+        for image in (astronaut, two_faces, small):  # the last is upscaled for dlib
+            for box in fer8.detect(image) + [Box(-20, -20, 60, 60)]:
+                np.testing.assert_array_equal(
+                    fer8.landmarks(image, box, predictor=process),
+                    fer8.landmarks(image, box, predictor=here),
+                )
+    finally:
+        process.close()
+    broken = tmp_path / "broken.dat"
+    broken.write_bytes(b"not a model")
+    process = LandmarkProcess(broken)
+    with pytest.raises(fer8.errors.ModelNotFoundError, match="broken.dat could not be loaded"):
+        fer8.landmarks(astronaut, Box(178, 63, 90, 113), predictor=process)
+    process.close()
+
+
+def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(
+    astronaut_path, tiny_model_path, monkeypatch
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from fer8.cli import cli
+    from fer8.pipeline.landmarking import LandmarkProcess
+
+    outputs = []
+    for separate in ("1", "0"):
+        monkeypatch.setenv("FER8_LANDMARK_PROCESS", separate)
+        assert LandmarkProcess.has_a_core() is (separate == "1")
+        args = ["predict", str(astronaut_path), "--model", str(tiny_model_path)]
+        result = CliRunner().invoke(cli, [*args, "--format", "json", "--landmarks"])
+        assert result.exit_code == 0, result.output
+        outputs.append(json.loads(result.output))
+    assert outputs[0] == outputs[1] and len(outputs[0][0]["faces"]) == 1

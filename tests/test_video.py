@@ -18,6 +18,7 @@ from videos import (
     blank,
     crossing,
     cut,
+    enters,
     face_of,
     moving,
     new_shot,
@@ -30,6 +31,7 @@ from videos import (
 import fer8
 from fer8.cli import cli
 from fer8.errors import InvalidVideoError
+from fer8.pipeline.predictor import READ_AHEAD
 from fer8.pipeline.timeline import Timeline
 from fer8.pipeline.tracking import Smoother, Tracker
 from fer8.pipeline.video import Frame, frame_signature, is_cut, read_frames
@@ -58,6 +60,7 @@ def clips(tmp_path_factory, faces):
         "empty": write_video(folder / "empty.mp4", [blank() for _ in range(10)]),
         "swap": write_video(folder / "swap.mp4", swap(faces["astronaut"], faces["hopper"])),
         "shot": write_video(folder / "shot.mp4", new_shot(faces["astronaut"])),
+        "enters": write_video(folder / "enters.avi", enters(faces["astronaut"], faces["hopper"])),
     }
 
 
@@ -300,9 +303,11 @@ def test_frames_are_read_only_a_few_batches_ahead(predictor, faces):
     results = predictor.predict_frames(endless(), "stream")
     first = list(itertools.islice(results, 3))
     assert [r.frame for r in first] == [0, 1, 2]
-    assert len(pulled) <= 3 + 2 * predictor.batch_size + 1
+    # Two batches being prepared, and a few frames decoded ahead of them in a thread.
+    ahead = 2 * predictor.batch_size + 1 + READ_AHEAD + 1
+    assert len(pulled) <= 3 + ahead
     list(itertools.islice(results, 20))
-    assert len(pulled) <= 23 + 2 * predictor.batch_size + 1
+    assert len(pulled) <= 23 + ahead
     results.close()
 
 
@@ -588,3 +593,97 @@ def test_live_on_a_terminal_reports_an_unreadable_file_once(tmp_path, tiny_model
     )
     assert code == 1
     assert "SOURCE" in text and text.count("no frame could be read") == 1, text
+
+
+def test_frames_are_decoded_in_a_thread_that_stops_with_the_results(predictor, faces):
+    import threading
+
+    picture = moving(faces["astronaut"], frames=1)[0]
+    readers: set[str] = set()
+
+    def failing():
+        for index in range(3):
+            readers.add(threading.current_thread().name)
+            yield Frame(index, index / RATE, picture)
+        raise RuntimeError("the camera fell off")
+
+    results = predictor.predict_frames(failing(), "camera")
+    with pytest.raises(RuntimeError, match="fell off"):
+        next(itertools.islice(results, 3, None))
+    assert readers == {"fer8-read"}
+
+    def endless():
+        for index in itertools.count():
+            yield Frame(index, index / RATE, picture)
+
+    results = predictor.predict_frames(endless(), "stream")
+    next(results)
+    results.close()
+    assert not [t for t in threading.enumerate() if t.name == "fer8-read"]
+
+
+# --- searching frames whole only now and then ----------------------------------------------
+
+
+def faces_and_tracks(results):
+    return [[(f.track, f.box) for f in r.faces] for r in results]
+
+
+@pytest.mark.parametrize("clip", ["moving", "two", "cut", "shot", "swap"])
+def test_following_faces_finds_what_searching_every_frame_finds(predictor, clips, clip):
+    """Between whole searches (here one a second, 10 frames), faces are only looked for
+    around their last boxes: the same faces, boxes and tracks as searching every frame."""
+    every = faces_and_tracks(predictor.predict_video(clips[clip], every_frame=True, search_every=0))
+    followed = faces_and_tracks(
+        predictor.predict_video(clips[clip], every_frame=True, search_every=1.0)
+    )
+    assert [[t for t, _ in frame] for frame in followed] == [
+        [t for t, _ in frame] for frame in every
+    ]
+    for a, b in zip(followed, every):
+        assert all(x.iou(y) > 0.8 for (_, x), (_, y) in zip(a, b))
+
+
+def test_a_face_that_enters_is_found_at_the_next_whole_search(predictor, clips):
+    # 10 fps: whole searches at frames 0 and 5; the second face appears at frame 3.
+    results = list(predictor.predict_video(clips["enters"], every_frame=True, search_every=0.5))
+    counts = [len(r.faces) for r in results]
+    assert counts == [1] * 5 + [2] * 7
+    everything = list(predictor.predict_video(clips["enters"], every_frame=True, search_every=0))
+    assert [len(r.faces) for r in everything] == [1] * 3 + [2] * 9
+    assert {f.track for r in results for f in r.faces if f.box.x < 320} == {1}
+    assert {f.track for r in results for f in r.faces if f.box.x >= 320} == {2}
+
+
+def test_a_cut_is_searched_whole_and_ends_the_tracks(predictor, clips):
+    results = list(predictor.predict_video(clips["cut"], every_frame=True, search_every=10.0))
+    tracks = [[f.track for f in r.faces] for r in results]
+    assert tracks == [[1]] * 10 + [[]] * 20 + [[2]] * 10
+
+
+def test_newest_drops_the_frames_a_slow_consumer_missed():
+    import time
+
+    from fer8.pipeline.video import newest
+
+    def camera():
+        for index in range(60):
+            time.sleep(0.002)
+            yield index
+
+    taken = []
+    for index in newest(camera()):
+        taken.append(index)
+        time.sleep(0.03)  # an analysis slower than the camera
+    assert taken[-1] == 59 and taken == sorted(taken)
+    assert len(taken) < 30  # frames were dropped, not queued
+
+    def failing():
+        yield 1
+        raise InvalidVideoError("camera 0", "frame 1 cannot be decoded", 1)
+
+    got = []
+    with pytest.raises(InvalidVideoError):
+        for index in newest(failing()):
+            got.append(index)
+    assert got == [1]

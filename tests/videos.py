@@ -124,3 +124,14 @@ def truncate(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def enters(staying: np.ndarray, entering: np.ndarray, at: int = 3, frames: int = 12) -> list:
+    """One face throughout on the left; another appears on the right from frame ``at``."""
+    right = WIDTH - entering.shape[1] - 10
+    return [
+        place(blank(), staying, 10)
+        if i < at
+        else place(place(blank(), staying, 10), entering, right)
+        for i in range(frames)
+    ]

@@ -76,7 +76,7 @@ def live(
     from collections import deque
 
     from fer8.pipeline.predictor import Predictor
-    from fer8.pipeline.video import describe_video, read_frames
+    from fer8.pipeline.video import describe_video, newest, read_frames
 
     source: int | str = int(camera) if camera.isdigit() else camera
     # Small batches: frames are read ahead by two batches, and on a camera each frame
@@ -101,9 +101,16 @@ def live(
                 waiting.append(frame)
             yield frame
 
+    # A camera or a stream goes on at its own pace: when the analysis is slower, the
+    # frames that came meanwhile are dropped, so each result is of the latest picture
+    # rather than of one that waited in a growing queue. A file's frames are all taken.
+    live_source = isinstance(source, int) or "://" in source
+    dropping = newest(frames) if live_source else None
     failed = False
     try:
-        for result in predictor.predict_frames(remember(frames), name, smooth=sampling["smooth"]):
+        for result in predictor.predict_frames(
+            remember(dropping or frames), name, smooth=sampling["smooth"]
+        ):
             if result.error is not None:
                 failed = True
                 if report_failures:
@@ -124,6 +131,8 @@ def live(
     except KeyboardInterrupt:
         pass
     finally:
+        if dropping is not None:
+            dropping.close()  # stops its reading thread before the video is released
         frames.close()
         writer.close()
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)

@@ -156,6 +156,12 @@ def predict(
     id. With --engine ray (photos) they can also be globs and URIs that pyarrow reads
     (s3://bucket/photos/, gs://...).
     """
+    from fer8.pipeline.landmarking import LandmarkProcess
+
+    # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
+    # its own, on a free core, while the expression model loads and the photos are read.
+    landmark_model = LandmarkProcess() if engine != "ray" and LandmarkProcess.has_a_core() else None
+
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
 
@@ -197,6 +203,7 @@ def predict(
         batch_size=batch_size,
         flip=flip,
         max_pixels=max_pixels,
+        landmark_model=landmark_model,
         **detection,
     )
     if explain_dir is not None:

@@ -52,6 +52,7 @@ def faces_in_photo(
     max_faces: int | None = None,
     landmark_model: Any = None,
     size: int = ALIGNED_SIZE,
+    boxes: list[Box] | None = None,
 ) -> list[tuple[Box, AlignedFace]]:
     """Every face of a photo, largest first, each aligned from its landmarks.
 
@@ -62,8 +63,12 @@ def faces_in_photo(
         max_faces: Keep only the largest N faces.
         landmark_model: A loaded dlib shape predictor (loaded on first use when None).
         size: Side of the aligned crops.
+        boxes: The faces' boxes, largest first, when they were found already (a video's
+            :class:`~fer8.pipeline.detection.Follower`); detected when None.
     """
-    boxes = detect(image, detector, **(detector_options or {}))[:max_faces]
+    if boxes is None:
+        boxes = detect(image, detector, **(detector_options or {}))
+    boxes = boxes[:max_faces]
     return [(box, _align(image, box, detector, landmark_model, size)) for box in boxes]
 
 

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,145 @@ def load_landmark_model(path: str | os.PathLike | None = None):
     return predictor
 
 
+class LandmarkProcess:
+    """dlib's shape predictor, loaded and run in a Python process of its own.
+
+    Loading the 68-point model takes about 0.3 s, all of it holding the GIL, so no
+    thread can overlap it; a process can. ``fer8 predict`` starts one first thing when a
+    core is free for it (:meth:`has_a_core`), and the model loads on that core while the
+    expression model loads and the photo is decoded and searched. :func:`landmarks` sends it the part of the image around each
+    face (the points are the same: dlib's features lie well inside that part) and gets
+    the 68 points back. The process ends when this one does, or on :meth:`close`.
+
+    Args:
+        path: The model file; the default model (:func:`landmark_model_path`) when None.
+
+    Raises:
+        ModelNotFoundError: Here, when no model file is found; from :meth:`fit`, when
+            the process could not load it or ended.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        import subprocess
+        import sys
+
+        self.path = Path(path) if path is not None else landmark_model_path()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(self.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._lock = threading.Lock()
+        self._ready = False
+        # Ended when this object goes (its end of the pipe closed, the child's input ends).
+        self._end = weakref.finalize(self, _end_process, self._process)
+
+    def fit(self, image: NDArray[np.uint8], rect: tuple[int, int, int, int]) -> NDArray[np.float32]:
+        """The 68 points (x, y) dlib fits to the face in ``rect`` (left, top, right,
+        bottom) of an RGB image, in the image's pixels."""
+        left, top, right, bottom = rect
+        # The face with a margin of its own size each side: dlib's features lie within
+        # a fraction of the face around it, so they see the same pixels.
+        margin = max(right - left, bottom - top)
+        height, width = image.shape[:2]
+        x0, y0 = max(0, left - margin), max(0, top - margin)
+        x1, y1 = min(width, right + margin), min(height, bottom + margin)
+        if x1 <= x0 or y1 <= y0:  # a box outside the image: let dlib see a pixel of it
+            x0, y0 = min(max(0, left), width - 1), min(max(0, top), height - 1)
+            x1, y1 = x0 + 1, y0 + 1
+        part = np.ascontiguousarray(image[y0:y1, x0:x1])
+        header = np.array(
+            [y1 - y0, x1 - x0, left - x0, top - y0, right - x0, bottom - y0], np.int32
+        )
+        with self._lock:
+            stdin, stdout = self._process.stdin, self._process.stdout
+            assert stdin is not None and stdout is not None  # both are pipes
+            try:
+                if not self._ready:
+                    self._check(stdout.read(4))
+                    self._ready = True
+                stdin.write(header.tobytes() + part.tobytes())
+                stdin.flush()
+                self._check(stdout.read(4))
+                points = np.frombuffer(stdout.read(68 * 2 * 4), np.int32)
+            except (OSError, ValueError):
+                points = np.zeros(0, np.int32)
+            if points.size != 68 * 2:
+                self._died()
+        return points.reshape(68, 2).astype(np.float32) + np.array([x0, y0], np.float32)
+
+    @staticmethod
+    def has_a_core() -> bool:
+        """Whether a core looks free for the process (Linux: at least two usable cores and
+        a load average below their number less one). On a busy machine the process would
+        only add its start-up to the work: there the model is better loaded in process.
+        ``$FER8_LANDMARK_PROCESS`` set to 1 or 0 decides instead (benchmarks)."""
+        forced = os.environ.get("FER8_LANDMARK_PROCESS")
+        if forced in ("0", "1"):
+            return forced == "1"
+        try:
+            cores = len(os.sched_getaffinity(0))
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not Linux: no cheap way to tell
+            return False
+        return cores >= 2 and load <= cores - 1
+
+    def close(self) -> None:
+        """End the process (it also ends when this process does)."""
+        with self._lock:
+            self._end()
+
+    def _check(self, status: bytes) -> None:
+        if status != _OK:
+            self._died()
+
+    def _died(self) -> None:
+        code = self._process.poll()
+        raise ModelNotFoundError(
+            f"dlib's landmark model {self.path} could not be loaded or run in its own "
+            f"process (it ended{'' if code is None else f' with exit status {code}'}); "
+            "check the file, or use the model in process (fer8.Predictor's default)"
+        )
+
+
+def _end_process(process: Any) -> None:
+    """Close a landmark process's input, which ends it, and reap it."""
+    if process.stdin is not None and not process.stdin.closed:
+        try:
+            process.stdin.close()
+        except OSError:  # it ended already, with input still buffered
+            pass
+    try:
+        process.wait(timeout=5)
+    except Exception:  # a stuck child must not keep this process from ending
+        process.kill()
+        process.wait()
+
+
+_OK = b"ok\0\0"
+# The landmark process: loads the model, says ok, then for each face reads a header
+# (height, width, left, top, right, bottom as int32) and the RGB pixels, and writes ok
+# and 68 x, y int32 points; it ends at the end of its input.
+_WORKER = """
+import sys
+import numpy as np
+import dlib
+predictor = dlib.shape_predictor(sys.argv[1])
+read, write = sys.stdin.buffer, sys.stdout.buffer
+write.write(b"ok\\0\\0"); write.flush()
+while True:
+    header = read.read(24)
+    if len(header) < 24:
+        break
+    height, width, left, top, right, bottom = np.frombuffer(header, np.int32).tolist()
+    image = np.frombuffer(read.read(height * width * 3), np.uint8).reshape(height, width, 3)
+    shape = predictor(image, dlib.rectangle(left, top, right, bottom))
+    points = np.array([(p.x, p.y) for p in shape.parts()], np.int32)
+    write.write(b"ok\\0\\0" + points.tobytes()); write.flush()
+"""
+
+
 def landmarks(
     image: NDArray[np.uint8],
     box: Box,
@@ -91,13 +231,13 @@ def landmarks(
             detector's boxes; a YuNet box is first mapped to one of those
             (:func:`fer8.pipeline.detection.landmark_box`), which keeps the fit as good as on
             Haar's boxes.
-        predictor: A loaded shape predictor; the default model when omitted.
+        predictor: A loaded shape predictor, or a :class:`LandmarkProcess`; the
+            default model when omitted.
 
     Returns:
         A (68, 2) float32 array of (x, y) points in original-image pixels.
     """
     import cv2
-    import dlib
 
     predictor = predictor or load_landmark_model()
     box = landmark_box(box, detector)
@@ -116,14 +256,19 @@ def landmarks(
         region, offset = image, np.zeros(2, np.float32)
     left = (box.x - offset[0]) * scale
     top = (box.y - offset[1]) * scale
-    rect = dlib.rectangle(
+    rect = (
         int(round(left)),
         int(round(top)),
         int(round(left + box.w * scale)),
         int(round(top + box.h * scale)),
     )
-    shape = predictor(np.ascontiguousarray(region), rect)
-    points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    if isinstance(predictor, LandmarkProcess):
+        points = predictor.fit(region, rect)
+    else:
+        import dlib
+
+        shape = predictor(np.ascontiguousarray(region), dlib.rectangle(*rect))
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
     return points / scale + offset
 
 

@@ -77,7 +77,7 @@ def mask_face(face: AlignedFace) -> AlignedFace:
     inside = contour_mask(face)
     if inside is None:
         return face
-    return replace(face, image=np.where(inside[..., None], face.image, 0).astype(np.uint8))
+    return replace(face, image=face.image * inside[..., None])  # uint8 times bool: uint8
 
 
 def apply_mask(face: AlignedFace, mask: str | None) -> AlignedFace:

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,7 +23,13 @@ from fer8.models.modelfile import ExpressionModel
 from fer8.models.registry import load_model
 from fer8.pipeline.alignment import AlignedFace
 from fer8.pipeline.classification import classify
-from fer8.pipeline.detection import DEFAULT_DETECTOR, load_detectors, settings
+from fer8.pipeline.detection import (
+    DEFAULT_DETECTOR,
+    SEARCH_EVERY,
+    Follower,
+    load_detectors,
+    settings,
+)
 from fer8.pipeline.faces import face_from_crop, faces_in_photo
 from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.pipeline.landmarking import load_landmark_model
@@ -97,6 +103,10 @@ class Predictor:
         warmup: Run the model once now, so the first real call is not slow.
         max_pixels: Larger images are refused (see :func:`fer8.load_image`); raise it
             for panoramas.
+        landmark_model: dlib's shape predictor, loaded (``fer8.pipeline.landmarking.
+            load_landmark_model``) or in a process of its own (``LandmarkProcess``, which
+            ``fer8 predict`` starts first thing so that the model loads in parallel);
+            the default model, loaded here, when None.
     """
 
     def __init__(
@@ -112,13 +122,14 @@ class Predictor:
         cache: str | os.PathLike | None = None,
         warmup: bool = True,
         max_pixels: int = MAX_PIXELS,
+        landmark_model: Any = None,
     ) -> None:
         if max_faces is not None and max_faces < 1:
             raise ValueError("max_faces must be at least 1")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.model = model if isinstance(model, ExpressionModel) else load_model(model, cache=cache)
-        self.landmark_model = load_landmark_model()
+        self.landmark_model = landmark_model or load_landmark_model()
         self.max_faces = max_faces
         self.max_pixels = max_pixels
         self.batch_size = batch_size
@@ -250,6 +261,7 @@ class Predictor:
         fps: float | None = DEFAULT_FPS,
         every_frame: bool = False,
         smooth: float = 0.0,
+        search_every: float = SEARCH_EVERY,
     ) -> Iterator[FrameResult]:
         """Classify every face of a video's sampled frames, following each face with a
         track id.
@@ -270,6 +282,10 @@ class Predictor:
             smooth: Average each track's probabilities over this many seconds (the
                 frame and those before it); the label and confidence follow the
                 average. 0 keeps each frame's own.
+            search_every: Search a frame whole for faces at least this often (seconds
+                of video), and in between only around the faces of the frame before
+                (see :class:`~fer8.pipeline.detection.Follower`): a face that enters is
+                found at most this late. 0 searches every frame whole.
 
         Returns:
             One :class:`~fer8.results.FrameResult` per sampled frame, in order. A video
@@ -285,14 +301,21 @@ class Predictor:
 
         def results() -> Iterator[FrameResult]:
             try:
-                yield from self.predict_frames(frames, name, smooth=smooth)
+                yield from self.predict_frames(
+                    frames, name, smooth=smooth, search_every=search_every
+                )
             finally:  # also when the caller stops early: the file is released now
                 frames.close()
 
         return results()
 
     def predict_frames(
-        self, frames: Iterable[Frame], source: str, *, smooth: float = 0.0
+        self,
+        frames: Iterable[Frame],
+        source: str,
+        *,
+        smooth: float = 0.0,
+        search_every: float = SEARCH_EVERY,
     ) -> Iterator[FrameResult]:
         """:meth:`predict_video` for frames read elsewhere (a camera loop that also
         shows them, say): each :class:`~fer8.pipeline.video.Frame` gives one result.
@@ -300,20 +323,46 @@ class Predictor:
         Frames are prepared (detect, landmarks, align) ahead in the ``workers``
         threads, and at most a few batches of them are in flight, each holding its face
         crops but not its pixels. An :class:`~fer8.errors.InvalidVideoError` from
-        ``frames`` ends the results with one whose ``error`` is set.
+        ``frames`` ends the results with one whose ``error`` is set. ``smooth`` and
+        ``search_every`` are :meth:`predict_video`'s.
         """
         tracker, smoother = Tracker(), Smoother(smooth) if smooth > 0 else None
+        follower = Follower(self.detector, self.detector_options, search_every)
 
-        def prepare(frame: Frame | InvalidVideoError) -> _Prepared:
-            if isinstance(frame, InvalidVideoError):
-                return _Prepared(source, error=frame.problem, frame=frame.frame)
-            prepared = self._prepare(frame.image, detect=True)
+        def found(frames: Iterable[Frame | InvalidVideoError]) -> Iterator[_Found]:
+            """Each frame with its signature and face boxes, in order (the follower
+            needs the frame before)."""
+            before: FrameSignature | None = None
+            for frame in frames:
+                if isinstance(frame, InvalidVideoError):
+                    yield frame
+                    continue
+                signature = frame_signature(frame.image)
+                cut = before is not None and is_cut(before, signature)
+                before = signature
+                try:
+                    boxes: list[Box] | None = follower.find(frame.image, frame.time, cut=cut)
+                except Exception:  # searched again in prepare(), which reports it
+                    boxes = None
+                yield frame, signature, boxes
+
+        def prepare(item: _Found) -> _Prepared:
+            if isinstance(item, InvalidVideoError):
+                return _Prepared(source, error=item.problem, frame=item.frame)
+            frame, signature, boxes = item
+            prepared = self._prepare(frame.image, detect=True, boxes=boxes)
             prepared.source, prepared.frame, prepared.time = source, frame.index, frame.time
-            prepared.signature = frame_signature(frame.image)
+            prepared.signature = signature
             prepared.picture = (frame.image.shape[1], frame.image.shape[0])
             return prepared
 
-        prepared = _prefetch(prepare, _until_broken(frames), self._pool, self._look_ahead)
+        # Frames are decoded and their faces found in a thread of their own, so that this
+        # overlaps both the landmarks and alignment (in the pool) and the network (here):
+        # FFmpeg, OpenCV, dlib and ONNX Runtime release the GIL.
+        read = found(_until_broken(frames))
+        if self._pool is not None:
+            read = _read_ahead(read, READ_AHEAD)
+        prepared = _prefetch(prepare, read, self._pool, self._look_ahead)
         before: FrameSignature | None = None
         for item in self._classified(prepared):
             if item.error is not None:
@@ -365,8 +414,11 @@ class Predictor:
             self._run_batch(queued)
         yield from pending
 
-    def _prepare(self, source: ImageSource, detect: bool) -> _Prepared:
-        """The CPU stages for one input; errors are recorded, never raised."""
+    def _prepare(
+        self, source: ImageSource, detect: bool, boxes: list[Box] | None = None
+    ) -> _Prepared:
+        """The CPU stages for one input; errors are recorded, never raised. ``boxes``:
+        the faces when they were found already (a video's follower)."""
         name = describe_source(source)
         try:
             image = load_image(source, max_pixels=self.max_pixels)
@@ -377,6 +429,7 @@ class Predictor:
                     detector_options=self.detector_options,
                     max_faces=self.max_faces,
                     landmark_model=self.landmark_model,
+                    boxes=boxes,
                 )
             else:
                 found = [face_from_crop(image, landmark_model=self.landmark_model)]
@@ -438,6 +491,10 @@ class Predictor:
         )
 
 
+#: A video frame with its signature and face boxes, or the error that ended the video.
+_Found = Union[tuple[Frame, FrameSignature, list[Box] | None], InvalidVideoError]
+
+
 def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError]:
     """The frames, then the error that ended them, if any, as a last item: raised inside
     :func:`_prefetch` it would drop the frames already read but not yet classified."""
@@ -445,6 +502,56 @@ def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError
         yield from frames
     except InvalidVideoError as exc:
         yield exc
+
+
+#: Video frames decoded ahead of their preparation, in a thread of their own.
+READ_AHEAD = 2
+
+
+def _read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """``items`` again, in order, taken from ``items`` up to ``depth`` ahead in a thread of
+    their own. An exception raised by ``items`` is raised here, after the items before
+    it; stopping early stops the thread."""
+    import queue
+    import threading
+
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def read() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((True, done))
+        except BaseException as exc:  # handed over to the caller's thread
+            ready.put((False, exc))
+
+    thread = threading.Thread(target=read, name="fer8-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = ready.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let it out of a full queue
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def _prefetch(

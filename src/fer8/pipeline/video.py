@@ -12,10 +12,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +23,9 @@ from numpy.typing import NDArray
 from fer8.errors import InvalidVideoError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_NONE = object()  # newest(): no frame waiting
 
 #: What :func:`read_frames` accepts: a file path, a stream URL, or a camera's index.
 VideoSource = Union[str, os.PathLike, int]
@@ -231,6 +234,55 @@ class VideoFrames(Iterator[Frame]):
     def close(self) -> None:
         """Release the video (also done when the frames run out)."""
         self._frames.close()
+
+
+def newest(frames: Iterable[T]) -> Generator[T, None, None]:
+    """``frames`` read as fast as they come, in a thread, giving each time the newest one
+    and dropping those that came before it: a live camera's frames, taken by a consumer
+    slower than the camera, are then always the camera's latest picture rather than one
+    that waited in a queue, falling further behind (``fer8 live``).
+
+    An error from ``frames`` is raised after the frame before it; stopping early stops
+    the reading thread (at its next frame).
+    """
+    import threading
+
+    changed = threading.Condition()
+    state: dict[str, Any] = {"frame": _NONE, "error": None, "ended": False, "stop": False}
+
+    def read() -> None:
+        try:
+            for frame in frames:
+                with changed:
+                    if state["stop"]:
+                        return
+                    state["frame"] = frame
+                    changed.notify()
+        except BaseException as exc:  # handed over to the caller's thread
+            with changed:
+                state["error"] = exc
+        with changed:
+            state["ended"] = True
+            changed.notify()
+
+    thread = threading.Thread(target=read, name="fer8-newest", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with changed:
+                changed.wait_for(lambda: state["frame"] is not _NONE or state["ended"])
+                frame, state["frame"] = state["frame"], _NONE
+                error, ended = state["error"], state["ended"]
+            if frame is not _NONE:
+                yield frame
+            elif error is not None:
+                raise error
+            elif ended:
+                return
+    finally:
+        with changed:
+            state["stop"] = True
+        thread.join()
 
 
 def _open(source: VideoSource, name: str):

@@ -27,12 +27,17 @@ from fer8.results import Box
 #: Detector names, the default first.
 DETECTORS = ("yunet", "haar")
 DEFAULT_DETECTOR = "yunet"
+#: :class:`Follower`: a video's frames are searched whole at least this often (seconds of
+#: video); in between, faces are only looked for around where they were.
+SEARCH_EVERY = 0.2
 
 _MODULES = {"yunet": yunet, "haar": haar}
 
 __all__ = [
     "DETECTORS",
     "DEFAULT_DETECTOR",
+    "SEARCH_EVERY",
+    "Follower",
     "detect",
     "detector_options",
     "landmark_box",
@@ -58,6 +63,59 @@ def detect(image: NDArray[np.uint8], detector: str = DEFAULT_DETECTOR, **options
         ValueError: An unknown detector or setting.
     """
     return _module(detector).detect(image, **_checked(detector, options))
+
+
+class Follower:
+    """Finds the faces of a video's frames, taken in order, searching a frame whole only
+    every ``every`` seconds of video, at a scene cut, when a face was lost, or when the
+    frame before had none, and in between only around the faces of the frame before.
+
+    Between two frames a face moves little, so a window around its last box finds it
+    again for a fraction of a whole search; a face that enters the picture beside
+    another is found at the next whole search, at most ``every`` seconds later. Haar has no such search:
+    each frame is searched whole.
+
+    Args:
+        detector: As in :func:`detect`.
+        options: That detector's settings.
+        every: Seconds of video between whole searches; 0 searches every frame whole.
+    """
+
+    def __init__(
+        self,
+        detector: str = DEFAULT_DETECTOR,
+        options: Mapping[str, Any] | None = None,
+        every: float = SEARCH_EVERY,
+    ) -> None:
+        self.detector = detector
+        self.options = _checked(detector, options or {})
+        self.every = every
+        self._boxes: list[Box] | None = None
+        self._searched = 0.0
+
+    def find(self, image: NDArray[np.uint8], time: float, *, cut: bool = False) -> list[Box]:
+        """The face boxes of the frame at ``time`` seconds, largest first.
+
+        Args:
+            image: The frame, RGB ``uint8``.
+            time: Its time in the video, in seconds.
+            cut: It starts a new shot (:func:`fer8.pipeline.video.is_cut`): searched whole.
+        """
+        found = None
+        if (
+            self.detector == "yunet"
+            and self._boxes  # with no face to follow, any face is a new one
+            and not cut
+            and time - self._searched < self.every - 1e-6
+        ):
+            found = yunet.refind(image, self._boxes, **self.options)
+        if found is None:
+            boxes = detect(image, self.detector, **self.options)
+            self._searched = time
+        else:
+            boxes = sorted((d.box for d in found), key=lambda b: b.area, reverse=True)
+        self._boxes = boxes
+        return boxes
 
 
 def settings(detector: str = DEFAULT_DETECTOR, **options: Any) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""In-process prediction, this checkout against an earlier fer8, in the same run.
+
+Each variant runs in a fresh process with the bundled model (or ``--model``), the
+variants taking turns ``--repeats`` times:
+
+* **one photo**: ``Predictor.predict`` on the astronaut (512x512, one face, decoded
+  once beforehand), the median of blocks of 20 calls; the median over blocks is reported;
+* **a folder**: ``Predictor.predict_many`` over ``--images`` photo files (the two
+  example portraits, copied), in photos per second;
+* **where the time goes**: with ``--profile``, cProfile over 20 calls of
+  ``Predictor.predict``: the functions taking the most time of their own.
+
+Usage:
+    python scripts/bench_pipeline.py [--old-rev 998e0e7] [--repeats 3] [--images 100]
+        [--profile] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import cProfile, io, json, pstats, statistics, sys, time
+import fer8
+model, folder, profile = sys.argv[1] or None, sys.argv[2], sys.argv[3] == "1"
+predictor = fer8.Predictor(model)
+photo = fer8.load_image(%(astronaut)r)
+for _ in range(3):
+    predictor.predict(photo)
+blocks = []
+for _ in range(5):
+    start = time.perf_counter()
+    for _ in range(20):
+        predictor.predict(photo)
+    blocks.append((time.perf_counter() - start) / 20)
+import pathlib
+files = sorted(pathlib.Path(folder).iterdir())
+list(predictor.predict_many(files[:8]))
+start = time.perf_counter()
+faces = sum(len(r.faces) for r in predictor.predict_many(files))
+folder_rate = len(files) / (time.perf_counter() - start)
+top = []
+if profile:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(20):
+        predictor.predict(photo)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
+    top = [(f"{func[2]} ({pathlib.Path(func[0]).name}:{func[1]})", 1000 * v[2] / 20)
+           for func, v in rows]
+print(json.dumps({"photo_ms": 1000 * statistics.median(blocks), "folder_per_s": folder_rate,
+                  "faces": faces, "top": top}))
+"""
+
+
+def run(src: Path, model: str | None, folder: Path, profile: bool) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    code = CHILD % {"astronaut": str(ROOT / "examples" / "astronaut.png")}
+    out = subprocess.run(
+        [sys.executable, "-c", code, model or "", str(folder), "1" if profile else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model")
+    parser.add_argument("--old-rev", default="998e0e7")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="fer8-bench-pipeline-"))
+    folder = tmp / "photos"
+    folder.mkdir()
+    examples = [ROOT / "examples" / "astronaut.png", ROOT / "examples" / "grace_hopper.jpg"]
+    for index in range(args.images):
+        source = examples[index % 2]
+        shutil.copy(source, folder / f"{index:04d}{source.suffix}")
+    old = tmp / "old"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.old_rev],
+        check=True,
+        capture_output=True,
+    )
+    runs: dict[str, list[dict]] = {f"fer8 at {args.old_rev}": [], "this checkout": []}
+    try:
+        for repeat in range(args.repeats):
+            for name, src in zip(runs, (old / "src", ROOT / "src")):
+                result = run(src, args.model, folder, args.profile and repeat == 0)
+                runs[name].append(result)
+                print(
+                    f"{name}: one photo {result['photo_ms']:.1f} ms, "
+                    f"folder {result['folder_per_s']:.1f} photos/s",
+                    file=sys.stderr,
+                )
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("| fer8 | one photo, ms (median of blocks of 20) | folder, photos/s |")
+    print("| --- | ---: | ---: |")
+    for name, results in runs.items():
+        photo = statistics.median(r["photo_ms"] for r in results)
+        rate = statistics.median(r["folder_per_s"] for r in results)
+        print(f"| {name} | {photo:.1f} | {rate:.1f} |")
+    if args.profile:
+        for name, results in runs.items():
+            print(f"\n{name}, own time, ms per call of Predictor.predict:")
+            for label, ms in results[0]["top"]:
+                print(f"  {ms:7.2f}  {label}")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
