@@ -259,3 +259,75 @@ def test_evaluate_reports_ece_and_draws_a_reliability_diagram(
     assert report["ece"] == pytest.approx(expected, abs=1e-6) and report["ece"] > 0
     assert report["reliability"]["bins"] == 15 and sum(report["reliability"]["counts"]) == 36
     assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_temperature_keeps_the_model_file_it_came_from(calibrated_path):
+    model = read_model_file(calibrated_path)
+    raw = model.with_temperature(1.0)
+    assert raw.source == model.source == calibrated_path
+    assert raw.spec.temperature == 1.0 and model.spec.temperature == 2.5
+
+
+def test_calibrate_reports_the_given_models_error_before(calibrated_path, labelled_crops, tmp_path):
+    """ "ECE before" is the model as given (its temperature of 2.5), the figure fer8
+    evaluate gives, not its network's at temperature 1."""
+    from fer8.training.datasets import read_dataset
+    from fer8.training.evaluation import predicted_probabilities
+
+    out = tmp_path / "again.fer8"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            "--model",
+            str(calibrated_path),
+            "--data",
+            str(labelled_crops),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    probabilities, truth = predicted_probabilities(
+        fer8.Predictor(calibrated_path), read_dataset(labelled_crops)
+    )
+    given = Reliability.from_probabilities(probabilities, truth).ece
+    raw = Reliability.from_probabilities(apply_temperature(probabilities, 1 / 2.5), truth).ece
+    assert f"{given:.1%}" != f"{raw:.1%}"  # the two figures tell apart
+    calibration = read_spec(out).metadata["calibration"]
+    assert calibration["ece_before"] == pytest.approx(given, abs=1e-6)
+    assert calibration["temperature_before"] == 2.5
+    pooled = result.stdout.splitlines()[-1].split()
+    assert pooled[:4] == ["all", "(pooled)", "36", f"{given:.1%}"]
+    nll = negative_log_likelihood(probabilities, truth)
+    assert calibration["nll_before"] == pytest.approx(nll, rel=1e-5)
+    assert calibration["ece_after"] <= calibration["ece_before"]
+
+
+def test_a_fitted_temperature_that_raises_the_error_is_not_kept(tiny_model_path, tmp_path, caplog):
+    """Every face 75% sure and right three times in four: calibrated already (ECE 0). The
+    wrong answers put 1% on the truth, so the likelihood wants a softer temperature,
+    which would make the model underconfident: the model's own temperature is kept, and
+    one warning line gives both errors."""
+    import logging
+
+    from fer8.models.calibration import calibrate_model_file
+
+    row = [0.75, 0.19, 0.01, 0.01, 0.01, 0.02, 0.01]
+    probabilities = np.array([row] * 40)
+    truth = np.array([0, 0, 0, 2] * 10)
+    assert Reliability.from_probabilities(probabilities, truth).ece == pytest.approx(0)
+    fitted = fit_temperature(probabilities, truth)
+    assert fitted > 1.2
+    out = tmp_path / "kept.fer8"
+    with caplog.at_level(logging.WARNING, logger="fer8.models.calibration"):
+        summary = calibrate_model_file(
+            tiny_model_path, out, probabilities, truth, ["faces"] * 40, fitted_on="faces"
+        )
+    spec = read_spec(out)
+    assert spec.temperature == summary["temperature"] == 1.0
+    assert summary["fitted_temperature"] == pytest.approx(fitted)
+    assert summary["ece_after"] == summary["ece_before"] == pytest.approx(0)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "kept temperature 1.000 (ECE 0.0% on faces)" in warning
+    assert f"the fitted {fitted:.3f} would raise it to" in warning and "\n" not in warning

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import fer8
-from fer8.models.modelfile import ModelSpec
+from fer8.models.modelfile import ModelSpec, read_spec
 from fer8.models.preprocessing import FACENET
-from fer8.training.backbones import BACKBONES, build_backbone, build_classifier
+from fer8.training.backbones import BACKBONES, MIN_INPUT_SIZE, build_backbone, build_classifier
 from fer8.training.facenet import inception_resnet_v1, stage
 from fer8.training.keras_models import load_keras_model, save_model
 
@@ -116,3 +116,143 @@ def test_facenet_input_is_standardised_per_image():
     flat = FACENET.apply(np.full((1, 8, 8, 3), 77, np.uint8))
     assert np.all(flat == 0)
     assert FACENET.to_dict()["standardize"] is True
+
+
+@pytest.fixture(scope="module")
+def small_crops(tmp_path_factory):
+    """Two classes of four 48x48 noise crops (small images are taken as crops: no
+    detection, so preparing them takes no time)."""
+    from conftest import save
+
+    root = tmp_path_factory.mktemp("crops")
+    rng = np.random.default_rng(4)
+    for label in ("happy", "sad"):
+        for i in range(4):
+            save(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), root / label / f"{i}.png")
+    return root
+
+
+def small_facenet(name: str, input_size: int, weights=None):
+    """A stand-in for Inception-ResNet-v1: a stem convolution and one scaled residual
+    block (:class:`~fer8.training.layers.ScaleSum`), named like FaceNet's layers. A run
+    of the real network at 96 px takes minutes on 2 cores; what resuming needs of it is
+    a fer8 layer in the checkpoint's config."""
+    import keras
+
+    from fer8.training.layers import ScaleSum
+
+    assert name == "facenet" and weights is None
+    inputs = keras.Input((input_size, input_size, 3), name="input_1")
+    x = keras.layers.Conv2D(8, 3, strides=4, use_bias=False, name="Conv2d_1a_3x3")(inputs)
+    x = keras.layers.BatchNormalization(scale=False, name="Conv2d_1a_3x3_BatchNorm")(x)
+    x = keras.layers.Activation("relu", name="Conv2d_1a_3x3_Activation")(x)
+    up = keras.layers.Conv2D(8, 1, name="Block35_1_Conv2d_1x1")(x)
+    x = ScaleSum(0.17, name="Block35_1_ScaleSum")([x, up])
+    x = keras.layers.GlobalAveragePooling2D(name="AvgPool")(x)
+    return keras.Model(inputs, x, name="inception_resnet_v1")
+
+
+def test_a_facenet_run_resumes_in_a_new_process(small_crops, tmp_path, monkeypatch):
+    """The issue's commands: one epoch keeping its checkpoint, then --resume --epochs 2 in a
+    fresh process, where nothing has imported fer8's Keras layers (ScaleSum) before the
+    checkpoint is read."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from fer8.cli import cli
+    from fer8.training import backbones
+
+    monkeypatch.setattr(backbones, "build_backbone", small_facenet)
+    run_dir = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        str(small_crops),
+        "--image-size",
+        "96",
+        "--batch-size",
+        "8",
+        "--keep-checkpoint",
+        "--out",
+        str(run_dir),
+        "--backbone",
+        "facenet",
+        "--backbone-weights",
+        "none",
+        "--val-fraction",
+        "0.25",
+        "--precision",
+        "float32",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    first = CliRunner().invoke(cli, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    # A new process builds no network: the checkpoint's config alone names ScaleSum.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fer8", *args, "--epochs", "2", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "after epoch 1" in resumed.stderr
+    assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 2
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
+    assert read_spec(run_dir / "model.fer8").backbone == "facenet"
+
+
+def test_each_backbone_takes_its_smallest_input_size_and_no_less():
+    """MIN_INPUT_SIZE is the networks' own: each builds at it; FaceNet and ResNet50 fail
+    one pixel below (vggface-resnet50 would take less: 32 is fer8's floor)."""
+    import keras
+
+    for name, smallest in MIN_INPUT_SIZE.items():
+        assert build_backbone(name, smallest).output_shape[0] is None
+    for name in ("facenet", "resnet50"):
+        with pytest.raises(ValueError):
+            build_backbone(name, MIN_INPUT_SIZE[name] - 1)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("backbone", [["--backbone", "facenet"], []], ids=["facenet", "default"])
+def test_an_image_size_below_the_backbones_fails_in_one_line_before_anything(
+    small_crops, tmp_path, backbone
+):
+    """64 px with FaceNet (named, or the bundled model's backbone by default): one line
+    naming 75, no crop prepared, --out as it was (not created, or left empty)."""
+    from click.testing import CliRunner
+
+    from fer8.cli import cli
+
+    given = tmp_path / "given"
+    given.mkdir()
+    for out in (tmp_path / "new", given):
+        result = CliRunner().invoke(
+            cli,
+            [
+                "train",
+                "--data",
+                str(small_crops),
+                "--image-size",
+                "64",
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+                *backbone,
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            "fer8: error: image size 64 is below the smallest input of the facenet "
+            "backbone: use --image-size 75 or more"
+        ]
+    assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()
+    assert list(given.iterdir()) == []

@@ -328,3 +328,24 @@ def test_a_graph_fer8_cannot_translate_is_named(tmp_path):
     config = network.get_config()
     with pytest.raises(ModelFormatError, match="'odd' is a LayerNormalization"):
         build_graph(config, split_weights(config, network.get_weights()))
+
+
+def test_converting_an_older_file_prints_no_tensorflow_lines(tmp_path, tiny_model_path):
+    """A real process, as a user runs it: the new file's path alone, no TensorFlow
+    start-up lines on stderr (they were there when fer8's layers imported Keras first)."""
+    import os
+    import subprocess
+
+    old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=True)
+    new = tmp_path / "new.fer8"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.run(
+        [sys.executable, "-m", "fer8", "export", "--model", str(old), "--format", "fer8"]
+        + ["--out", str(new)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == f"{new}\n" and process.stderr == ""

@@ -67,7 +67,10 @@ def calibrate(
     temperature that minimises the negative log-likelihood of the true classes is
     stored in the new model file, which every runtime and fer8 export then apply. It
     changes no label, only the confidences. Prints each dataset's expected calibration
-    error (15 bins) before and after.
+    error (15 bins) before (the model as given, with its own temperature, as fer8
+    evaluate measures it) and after. A fitted temperature that would raise the error
+    (averaged over the datasets) is not kept: the model's own stays, and a warning
+    gives both figures.
     """
     import numpy as np
 

@@ -31,7 +31,8 @@ from fer8.progress import ProgressBar
     multiple=True,
     metavar="PATH[@SPLIT]",
     help="Labelled data: class folders, a FER+ folder (label.csv), an ExpW folder "
-    "(label.lst) or fer2013.csv; @train or @val for one side of the fixed "
+    "(label.lst) or fer2013.csv, or an archive of one (.tar.gz, .zip; "
+    "ARCHIVE/FOLDER for one of several inside); @train or @val for one side of the fixed "
     "split (by photo, film or subject). Repeat for several datasets.",
 )
 @click.option(

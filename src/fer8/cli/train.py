@@ -14,6 +14,7 @@ from fer8.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     _detector_options,
+    _fail,
     _handle_errors,
     _verbosity,
     cli,
@@ -52,7 +53,8 @@ def _import_tensorflow_quietly() -> None:
     multiple=True,
     metavar="PATH[@SPLIT][:WEIGHT]",
     help="Training data: class folders, a FER+ folder (label.csv), an ExpW folder "
-    "(label.lst) or fer2013.csv. Repeat for several sources; @train or @val "
+    "(label.lst) or fer2013.csv, or an archive of one (.tar.gz, .zip; "
+    "ARCHIVE/FOLDER for one of several inside). Repeat for several sources; @train or @val "
     "takes one side of the fixed split (by photo, film or subject); :WEIGHT "
     "draws each image that many times per epoch (e.g. expw@train:3).",
 )
@@ -91,7 +93,8 @@ def _import_tensorflow_quietly() -> None:
     type=click.IntRange(min=32),
     default=224,
     show_default=True,
-    help="Side of the model input; 112 trains about 4x faster on CPUs.",
+    help="Side of the model input; 112 trains about 4x faster on CPUs. At least "
+    "75 for facenet, 32 for resnet50.",
 )
 @click.option(
     "--backbone",
@@ -274,39 +277,42 @@ def train(
     them. Crops are cached, so a second run starts training at once.
     """
     _import_tensorflow_quietly()
-    from fer8.training.loop import TrainConfig
+    from fer8.training.loop import StartError, TrainConfig
     from fer8.training.loop import train as run_training
 
     if backbone_weights not in (None, "imagenet", "none"):
         backbone_weights = str(Path(backbone_weights).resolve())
-    config = TrainConfig(
-        # Absolute paths: a resumed run may be started from another folder.
-        data=tuple(map(_absolute, sources)),
-        val=tuple(map(_absolute, val_sources)) or None,
-        val_fraction=val_fraction,
-        grayscale=grayscale,
-        **detection,
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=image_size,
-        backbone=backbone,
-        backbone_weights=backbone_weights,
-        init_model=str(init_model.resolve()) if init_model else None,
-        freeze_stages=freeze_stages,
-        learning_rate=learning_rate,
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        ema_momentum=ema_momentum,
-        soft_labels=soft_labels,
-        class_weighting=class_weighting,
-        patience=patience,
-        steps_per_epoch=steps_per_epoch,
-        precision=precision,
-        seed=seed,
-        teachers=tuple(map(_teacher, teachers)),
-        teacher_weight=teacher_weight,
-        mask=mask,
-    )
+    try:
+        config = TrainConfig(
+            # Absolute paths: a resumed run may be started from another folder.
+            data=tuple(map(_absolute, sources)),
+            val=tuple(map(_absolute, val_sources)) or None,
+            val_fraction=val_fraction,
+            grayscale=grayscale,
+            **detection,
+            epochs=epochs,
+            batch_size=batch_size,
+            image_size=image_size,
+            backbone=backbone,
+            backbone_weights=backbone_weights,
+            init_model=str(init_model.resolve()) if init_model else None,
+            freeze_stages=freeze_stages,
+            learning_rate=learning_rate,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            ema_momentum=ema_momentum,
+            soft_labels=soft_labels,
+            class_weighting=class_weighting,
+            patience=patience,
+            steps_per_epoch=steps_per_epoch,
+            precision=precision,
+            seed=seed,
+            teachers=tuple(map(_teacher, teachers)),
+            teacher_weight=teacher_weight,
+            mask=mask,
+        )
+    except StartError as exc:  # a usage error, found before anything is read
+        _fail(exc, EXIT_USAGE)
     if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(
@@ -349,12 +355,13 @@ def _absolute(spec: str) -> str:
     """A --data/--val spec with its path absolute; a missing path is a usage error."""
     from dataclasses import replace
 
+    from fer8.training.archives import archive_part
     from fer8.training.datasets import DatasetError, parse_source
 
     try:
         source = parse_source(spec)
     except DatasetError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not source.path.exists():
+    if not source.path.exists() and archive_part(source.path) is None:
         raise click.BadParameter(f"{source.path}: no such file or folder")
     return str(replace(source, path=source.path.resolve()))

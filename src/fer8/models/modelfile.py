@@ -180,7 +180,10 @@ class ExpressionModel:
         """The same network with another temperature (1: its uncalibrated
         probabilities, which calibration is fitted on)."""
         return ExpressionModel(
-            self._run, replace(self.spec, temperature=float(temperature)), runtime=self.runtime
+            self._run,
+            replace(self.spec, temperature=float(temperature)),
+            runtime=self.runtime,
+            source=self.source,
         )
 
     def features(

@@ -39,6 +39,19 @@ BACKBONES: dict[str, Preprocessing] = {
     "facenet": FACENET,
 }
 
+#: Backbone name -> the smallest input side it takes, worked out from its layers (the
+#: tests build each at this size, and FaceNet and ResNet50 one pixel below, which fail):
+#:
+#: * ``facenet``: six unpadded 3x3 layers with stride 2 (``Conv2d_1a``, ``MaxPool_3a``,
+#:   ``Conv2d_4b``, ``Mixed_6a``, ``Mixed_7a``) or 1 (``Conv2d_2a``, ``Conv2d_4a``) take
+#:   75 px down to 37, 35, 17, 15, 7, 3 and 1; 74 leaves ``Mixed_7a`` 2x2, too small for
+#:   its 3x3 kernel.
+#: * ``resnet50``: its layers are padded and would take less, but
+#:   ``keras.applications.ResNet50`` refuses inputs below 32 px.
+#: * ``vggface-resnet50``: the network takes 5 px; 32 is fer8's floor for every backbone
+#:   (a face at less says little).
+MIN_INPUT_SIZE: dict[str, int] = {"resnet50": 32, "vggface-resnet50": 32, "facenet": 75}
+
 #: Name of the classifier's output layer (softmax, kept in float32 under mixed precision).
 OUTPUT_LAYER = "probabilities"
 

@@ -197,7 +197,10 @@ def read_dataset(
 
     Args:
         path: A class-folder tree, a FER+ folder (with ``label.csv``), an ExpW folder
-            (with ``label.lst``), ``fer2013.csv`` or a folder holding it.
+            (with ``label.lst``), ``fer2013.csv`` or a folder holding it; or an archive
+            of one (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``), or a folder inside an
+            archive (``ferplus.tar.gz/FER2013Valid``), read from the folder it unpacks
+            to (:mod:`fer8.training.archives`).
         split: ``"train"`` or ``"val"``: only that part of the fixed split
             (:func:`split_of`); for fer2013.csv, its ``Usage`` rows (``"test"`` too).
             None: everything (for fer2013.csv: ``fer2013_split``'s rows).
@@ -207,10 +210,22 @@ def read_dataset(
             shorter side is at most 128 px are taken as crops and larger ones as photos.
 
     Raises:
-        DatasetError: Nothing usable at ``path``, a malformed label file, or an unknown
-            split.
+        DatasetError: Nothing usable at ``path``, a malformed label file, an archive
+            that cannot be unpacked, or an unknown split.
     """
     root = Path(path)
+    if not root.is_dir():
+        from fer8.training.archives import archive_part, dataset_folder
+
+        if archive_part(root) is not None:  # an archive, or a path inside one
+            folder = dataset_folder(root)
+            try:
+                dataset = read_dataset(
+                    folder, split=split, fer2013_split=fer2013_split, cropped=cropped
+                )
+            except DatasetError as exc:  # named by the archive, not the cache folder
+                raise DatasetError(str(exc).replace(str(folder), str(root))) from None
+            return replace(dataset, root=root)
     if not root.exists():
         raise DatasetError(f"{root}: no such file or folder")
     if split not in (None, "train", "val", "test"):
@@ -310,30 +325,45 @@ def read_fer2013(csv_path: Path, *, split: str = "train") -> Dataset:
     usage = FER2013_SPLITS[split]
     samples: list[Sample] = []
     skipped: Counter[str] = Counter()
-    with csv_path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
-        if missing:
-            raise DatasetError(
-                f"{csv_path}: not a fer2013.csv (no {', '.join(sorted(missing))} column)"
-            )
-        for row_number, row in enumerate(reader, 2):
-            if row.get("Usage", usage) != usage:
-                continue
-            name = f"{csv_path}:{row_number}"
-            try:
-                pixels = bytes(int(v) for v in row["pixels"].split())
-                label = FER2013_CODES[int(row["emotion"])]
-            except (ValueError, IndexError):
-                skipped["malformed row"] += 1
-                logger.warning("%s: malformed row, skipped", name)
-                continue
-            if len(pixels) != 48 * 48:
-                skipped["malformed row"] += 1
-                logger.warning("%s: %d pixels, expected 2304; skipped", name, len(pixels))
-                continue
-            samples.append(Sample(name, label, True, pixels=pixels))
+    try:
+        with csv_path.open(newline="") as handle:
+            _read_fer2013_rows(csv_path, csv.DictReader(handle), usage, samples, skipped)
+    except (UnicodeDecodeError, csv.Error):  # an archive or an image given as --data
+        raise DatasetError(
+            f"{csv_path}: not a fer2013.csv (not text); datasets are folders, "
+            "fer2013.csv files and .tar.gz, .tgz, .tar or .zip archives"
+        ) from None
     return Dataset(csv_path, "fer2013", tuple(samples), dict(skipped))
+
+
+def _read_fer2013_rows(
+    csv_path: Path,
+    reader: csv.DictReader,
+    usage: str,
+    samples: list[Sample],
+    skipped: Counter[str],
+) -> None:
+    missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
+    if missing:
+        raise DatasetError(
+            f"{csv_path}: not a fer2013.csv (no {', '.join(sorted(missing))} column)"
+        )
+    for row_number, row in enumerate(reader, 2):
+        if row.get("Usage", usage) != usage:
+            continue
+        name = f"{csv_path}:{row_number}"
+        try:
+            pixels = bytes(int(v) for v in row["pixels"].split())
+            label = FER2013_CODES[int(row["emotion"])]
+        except (ValueError, IndexError):
+            skipped["malformed row"] += 1
+            logger.warning("%s: malformed row, skipped", name)
+            continue
+        if len(pixels) != 48 * 48:
+            skipped["malformed row"] += 1
+            logger.warning("%s: %d pixels, expected 2304; skipped", name, len(pixels))
+            continue
+        samples.append(Sample(name, label, True, pixels=pixels))
 
 
 def read_expw(root: Path) -> Dataset:
@@ -403,9 +433,11 @@ class DataSource:
     def name(self) -> str:
         """A short name for tables and logs: the folder name and the split (with its
         parent's name for folders called like a split, such as SFEW's ``sfew/Train``)."""
-        name = self.path.name
+        from fer8.training.archives import stem
+
+        name = stem(self.path.name)  # jaffe.tar.gz: jaffe
         if name.lower() in _GENERIC_NAMES:
-            name = f"{self.path.parent.name}-{name}"
+            name = f"{stem(self.path.parent.name)}-{name}"
         return name + (f"@{self.split}" if self.split else "")
 
     def __str__(self) -> str:

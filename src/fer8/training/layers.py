@@ -6,7 +6,14 @@ imports it before it rebuilds any network from a model file.
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
+
+from fer8.training.backend import import_keras
+
+if TYPE_CHECKING:
+    import keras
+else:  # quietly: a command that reads a FaceNet file may import Keras here first
+    keras = import_keras()
 
 
 @keras.saving.register_keras_serializable(package="fer8")

@@ -178,13 +178,15 @@ def train(
     # Counted on what is trained on: after the validation share is held out and the
     # images without a face are left out (the data's own counts were larger).
     trained = _per_class(train_split)
-    for label in labels:
-        if trained.get(label, 0) < FEW_IMAGES:
-            logger.warning(
-                "class %r has only %d training images; it will be poorly learnt",
-                label,
-                trained.get(label, 0),
-            )
+    few = [
+        f"{label} {trained.get(label, 0)}" for label in labels if trained.get(label, 0) < FEW_IMAGES
+    ]
+    if few:  # one line, however many classes (all 7 on JAFFE)
+        logger.warning(
+            "training images of classes with fewer than %d, which will be poorly learnt: %s",
+            FEW_IMAGES,
+            ", ".join(few),
+        )
 
     steps = config.steps_per_epoch or max(1, int(train_split.draws.sum()) // config.batch_size)
     if resume:

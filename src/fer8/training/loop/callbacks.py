@@ -275,7 +275,9 @@ def _calibrate(
 
     The saved file is run, through ONNX Runtime as ``fer8 predict`` runs it, rather than
     the network in memory, which holds the last epoch's weights, not the best one's.
-    Each validation source weighs the same in the fit, as in ``val_accuracy``.
+    Each validation source weighs the same in the fit, as in ``val_accuracy``. A fitted
+    temperature that would raise the error on these crops is not kept (a warning says
+    so, with both figures).
     """
     from fer8.models.calibration import calibrate_model_file
     from fer8.models.modelfile import read_model_file

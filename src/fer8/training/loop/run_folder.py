@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -67,7 +67,9 @@ class TrainConfig:
             training source, per class.
         epochs: Epochs at most (early stopping may end sooner).
         batch_size: Images per step.
-        image_size: Side of the model input.
+        image_size: Side of the model input, at least what the backbone takes
+            (:data:`fer8.training.backbones.MIN_INPUT_SIZE`: 75 for FaceNet, 32 for
+            ResNet50); a smaller one raises :class:`StartError`.
         backbone: ``resnet50``, ``vggface-resnet50`` or ``facenet``; None: the
             ``init_model``'s, else the bundled model's when the run starts from it
             (no ``backbone_weights``), else ``resnet50``.
@@ -183,6 +185,14 @@ class TrainConfig:
         if self.backbone is None:
             object.__setattr__(
                 self, "backbone", _backbone_of(self.init_model) if self.init_model else "resnet50"
+            )
+        from fer8.training.backbones import MIN_INPUT_SIZE
+
+        smallest = MIN_INPUT_SIZE.get(cast(str, self.backbone), 1)
+        if self.image_size < smallest:  # before any data is read: Keras would fail later
+            raise StartError(
+                f"image size {self.image_size} is below the smallest input of the "
+                f"{self.backbone} backbone: use --image-size {smallest} or more"
             )
 
     def to_dict(self) -> dict[str, Any]:
