@@ -175,3 +175,13 @@ def test_calibrate_by_quality_writes_a_rule(tiny_model_path, labelled_crops, tmp
     assert read_spec(again).temperature == pytest.approx(2, rel=0.1)
     with zipfile.ZipFile(again) as archive:
         assert "temperature_rule" not in json.loads(archive.read(SPEC_MEMBER))
+
+
+def test_an_exported_graph_says_it_applies_the_one_temperature(tiny_model_path):
+    from fer8.models.modelfile import onnx_metadata
+
+    spec = replace(read_spec(tiny_model_path), temperature=1.5)
+    assert not any("rule" in key for key in onnx_metadata(spec))
+    props = onnx_metadata(replace(spec, temperature_rule=RULE))
+    assert json.loads(props["fer8.temperature_rule"]) == RULE.to_dict()
+    assert props["fer8.temperature_rule_applied"].startswith("no: the graph applies")
