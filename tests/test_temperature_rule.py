@@ -155,6 +155,7 @@ def test_calibrate_by_quality_writes_a_rule(tiny_model_path, labelled_crops, tmp
     args = ["calibrate", "--model", str(tiny_model_path), "--data", str(labelled_crops)]
     result = CliRunner().invoke(cli, [*args, "--out", str(out), "--by", "quality"])
     assert result.exit_code == 0, result.output
+    assert "temperature rule 1/T = " in result.stderr and "x small_gray" in result.stderr
     spec = read_spec(out)
     calibration = spec.metadata["calibration"]
     assert spec.temperature_rule is not None
@@ -185,3 +186,19 @@ def test_an_exported_graph_says_it_applies_the_one_temperature(tiny_model_path):
     props = onnx_metadata(replace(spec, temperature_rule=RULE))
     assert json.loads(props["fer8.temperature_rule"]) == RULE.to_dict()
     assert props["fer8.temperature_rule_applied"].startswith("no: the graph applies")
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_each_judged_face_is_given_its_crop_measures(tiny_model_path, labelled_crops, flip):
+    import fer8
+    from fer8.training.datasets import read_dataset
+    from fer8.training.evaluation import measured_probabilities, predicted_probabilities
+
+    predictor = fer8.Predictor(tiny_model_path, flip=flip)
+    dataset = read_dataset(labelled_crops)
+    probabilities, truth, measures = measured_probabilities(predictor, dataset)
+    assert measures.shape == (len(truth), len(CROP_MEASURES)) == (36, 3)
+    # Half the crops are small gray ones, as the fixture made them.
+    assert measures[:, 2].sum() == 18
+    expected, _ = predicted_probabilities(predictor, dataset)
+    np.testing.assert_array_equal(probabilities, expected)

@@ -76,7 +76,9 @@ def calibrate(
     Every image goes through the fer8 predict pipeline, as in fer8 evaluate; the
     temperature that minimises the negative log-likelihood of the true classes is
     stored in the new model file, which every runtime and fer8 export then apply. It
-    changes no label, only the confidences. Prints each dataset's expected calibration
+    changes no label, only the confidences. With --by quality a rule that gives each
+    face its own temperature, from its crop, is fitted and stored too (see
+    docs/training.md). Prints each dataset's expected calibration
     error (15 bins) before (the model as given, with its own temperature, as fer8
     evaluate measures it) and after. A fitted temperature that would raise the error
     (averaged over the datasets) is not kept: the model's own stays, and a warning
@@ -125,6 +127,10 @@ def calibrate(
         by=by,
     )
     click.echo(_calibration_table(summary))
+    rule = summary.get("temperature_rule")
+    if rule is not None:
+        terms = " ".join(f"{w:+.4f} x {m}" for m, w in zip(rule["measures"], rule["weights"]))
+        click.echo(f"fer8: temperature rule 1/T = {rule['intercept']:.4f} {terms}", err=True)
     click.echo(f"fer8: temperature {summary['temperature']:.4f}; model: {out_path}", err=True)
 
 
