@@ -47,6 +47,15 @@ from fer8.progress import ProgressBar
     show_default=True,
     help="Which rows of a fer2013.csv to use.",
 )
+@click.option(
+    "--by",
+    type=click.Choice(["temperature", "quality"]),
+    default="temperature",
+    show_default=True,
+    help="temperature: one for every face. quality: also a rule that gives each face "
+    "its own temperature from its crop's colour and detail, which fer8 then applies "
+    "(an older fer8 applies the one temperature).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @_flip_option
 @_detector_options
@@ -57,6 +66,7 @@ def calibrate(
     out_path: Path,
     force: bool,
     split: str,
+    by: str,
     batch_size: int,
     flip: bool,
     detection: dict,
@@ -66,7 +76,9 @@ def calibrate(
     Every image goes through the fer8 predict pipeline, as in fer8 evaluate; the
     temperature that minimises the negative log-likelihood of the true classes is
     stored in the new model file, which every runtime and fer8 export then apply. It
-    changes no label, only the confidences. Prints each dataset's expected calibration
+    changes no label, only the confidences. With --by quality a rule that gives each
+    face its own temperature, from its crop, is fitted and stored too (see
+    docs/training.md). Prints each dataset's expected calibration
     error (15 bins) before (the model as given, with its own temperature, as fer8
     evaluate measures it) and after. A fitted temperature that would raise the error
     (averaged over the datasets) is not kept: the model's own stays, and a warning
@@ -79,7 +91,7 @@ def calibrate(
     from fer8.models.registry import resolve_model
     from fer8.pipeline.predictor import Predictor
     from fer8.training.datasets import parse_source
-    from fer8.training.evaluation import predicted_probabilities
+    from fer8.training.evaluation import measured_probabilities
 
     if out_path.exists() and not force:
         raise click.BadParameter(
@@ -91,15 +103,18 @@ def calibrate(
     # gets a new one, not one on top of it.
     network = read_model_file(source).with_temperature(1.0)
     predictor = Predictor(network, batch_size=batch_size, flip=flip, **detection)
-    parts, truths, groups = [], [], []
+    parts, truths, measures, groups = [], [], [], []
     for name, dataset in datasets:
         progress = ProgressBar(f"calibrate on {name}", len(dataset.samples))
-        probabilities, truth = predicted_probabilities(predictor, dataset, on_progress=progress)
+        probabilities, truth, measured = measured_probabilities(
+            predictor, dataset, on_progress=progress
+        )
         progress.close()
         if not len(truth):
             raise Fer8Error(f"{name}: no face of a class the model has was found")
         parts.append(probabilities)
         truths.append(truth)
+        measures.append(measured)
         groups += [name] * len(truth)
     summary = calibrate_model_file(
         source,
@@ -108,8 +123,14 @@ def calibrate(
         np.concatenate(truths),
         groups,
         fitted_on=", ".join(name for name, _ in datasets),
+        measures=np.concatenate(measures),
+        by=by,
     )
     click.echo(_calibration_table(summary))
+    rule = summary.get("temperature_rule")
+    if rule is not None:
+        terms = " ".join(f"{w:+.4f} x {m}" for m, w in zip(rule["measures"], rule["weights"]))
+        click.echo(f"fer8: temperature rule 1/T = {rule['intercept']:.4f} {terms}", err=True)
     click.echo(f"fer8: temperature {summary['temperature']:.4f}; model: {out_path}", err=True)
 
 

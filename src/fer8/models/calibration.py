@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +44,16 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
 
 
-def apply_temperature(probabilities: ArrayLike, temperature: float) -> NDArray[np.float32]:
+def apply_temperature(
+    probabilities: ArrayLike, temperature: float | ArrayLike
+) -> NDArray[np.float32]:
     """``softmax(log p / T)`` of each row of ``probabilities`` (N, C), as float32.
 
     T > 1 softens the confidences, T < 1 sharpens them; the order of the classes in
-    each row never changes.
+    each row never changes. ``temperature`` is one number, or (N,) numbers, one per row
+    (a :class:`TemperatureRule`'s).
     """
-    logits = _log(probabilities) / temperature
+    logits = _log(probabilities) / _per_row(temperature)
     logits -= logits.max(axis=-1, keepdims=True)
     exp = np.exp(logits)
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -59,7 +62,7 @@ def apply_temperature(probabilities: ArrayLike, temperature: float) -> NDArray[n
 def negative_log_likelihood(
     probabilities: ArrayLike,
     truth: ArrayLike,
-    temperature: float = 1.0,
+    temperature: float | ArrayLike = 1.0,
     weights: ArrayLike | None = None,
 ) -> float:
     """Mean ``-log p[truth]`` after :func:`apply_temperature` (weighted by ``weights``).
@@ -67,10 +70,10 @@ def negative_log_likelihood(
     Args:
         probabilities: (N, C) probabilities.
         truth: (N,) index of each row's true class.
-        temperature: Applied first.
+        temperature: Applied first: one number, or (N,), one per row.
         weights: (N,) non-negative weight of each row; None weighs them equally.
     """
-    logits = _log(probabilities) / temperature
+    logits = _log(probabilities) / _per_row(temperature)
     peak = logits.max(axis=-1, keepdims=True)
     log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=-1))
     truth = np.asarray(truth, np.int64)
@@ -132,6 +135,12 @@ def fit_temperature(
             d = a + ratio * (b - a)
             loss_d = loss(d)
     return float(math.exp((a + b) / 2))
+
+
+def _per_row(temperature: float | ArrayLike) -> NDArray[np.float64]:
+    """A temperature that divides (N, C) logits: a number, or a column of N."""
+    temperature = np.asarray(temperature, np.float64)
+    return temperature[:, None] if temperature.ndim else temperature
 
 
 def _log(probabilities: ArrayLike) -> NDArray[np.float64]:
@@ -240,10 +249,10 @@ class Reliability:
 def calibration_summary(
     probabilities: ArrayLike,
     truth: ArrayLike,
-    temperature: float,
+    temperature: float | ArrayLike,
     groups: Sequence[str] | None = None,
     *,
-    before: float = 1.0,
+    before: float | ArrayLike = 1.0,
 ) -> dict[str, Any]:
     """ECE and likelihood before and after ``temperature``, overall and per group: what
     a model file's ``metadata["calibration"]`` records.
@@ -251,28 +260,37 @@ def calibration_summary(
     Args:
         probabilities: (N, C) uncalibrated probabilities (the network's, temperature 1).
         truth: (N,) true class indices.
-        temperature: The temperature after.
+        temperature: The temperature after: one, or (N,), one per row (a rule's).
         groups: (N,) the dataset each row came from, for per-dataset figures.
         before: The temperature before: the model's as it was given (1 for a model
-            that had none).
+            that had none); one, or (N,).
+
+    ``temperature`` and ``temperature_before`` are recorded where they are one number.
     """
     probabilities = np.asarray(probabilities, np.float64)
     truth = np.asarray(truth, np.int64)
     old = apply_temperature(probabilities, before)
     new = apply_temperature(probabilities, temperature)
+    before_rows, after_rows = (
+        np.broadcast_to(np.asarray(t, np.float64), (len(truth),)) for t in (before, temperature)
+    )
 
     def figures(mask) -> dict[str, Any]:
         return {
             "n": int(mask.sum()),
             "ece_before": Reliability.from_probabilities(old[mask], truth[mask]).ece,
             "ece_after": Reliability.from_probabilities(new[mask], truth[mask]).ece,
-            "nll_before": negative_log_likelihood(probabilities[mask], truth[mask], before),
-            "nll_after": negative_log_likelihood(probabilities[mask], truth[mask], temperature),
+            "nll_before": negative_log_likelihood(
+                probabilities[mask], truth[mask], before_rows[mask]
+            ),
+            "nll_after": negative_log_likelihood(
+                probabilities[mask], truth[mask], after_rows[mask]
+            ),
         }
 
     summary = {
-        "temperature": float(temperature),
-        "temperature_before": float(before),
+        **({"temperature": float(after_rows[0])} if np.ndim(temperature) == 0 else {}),
+        **({"temperature_before": float(before_rows[0])} if np.ndim(before) == 0 else {}),
         "bins": BINS,
         **figures(np.ones(len(truth), bool)),
     }
@@ -292,11 +310,17 @@ def calibrate_model_file(
     groups: Sequence[str],
     *,
     fitted_on: str,
+    measures: ArrayLike | None = None,
+    by: str = "temperature",
 ) -> dict[str, Any]:
     """Fit a temperature on a model's uncalibrated probabilities and write the model
     file again with it (:func:`~fer8.models.modelfile.rewrite_spec`): the network is
     copied unchanged, the spec gains ``temperature`` and ``metadata["calibration"]``
     (:func:`calibration_summary`, plus ``fitted_on`` and ``fitted_temperature``).
+
+    ``by="quality"`` fits a :class:`TemperatureRule` on each row's crop ``measures`` as
+    well and stores it as the spec's ``temperature_rule`` (``temperature`` is still the
+    one fitted number, for tools that apply one); the figures after are the rule's.
 
     Each group (dataset) weighs the same in the fit, whatever its size, as each
     validation source does in ``fer8 train``'s validation accuracy: a large set of one
@@ -317,10 +341,13 @@ def calibrate_model_file(
         truth: (N,) true class indices.
         groups: (N,) the dataset of each row.
         fitted_on: What the data was, for the record (``"validation"``, dataset names).
+        measures: (N, 3) :func:`crop_measures` of each row's crop: needed by
+            ``by="quality"``, and for the figures before of a model that has a rule.
+        by: ``"temperature"`` (one for every face) or ``"quality"`` (a rule).
 
     Returns:
         The summary stored in the metadata: figures before are the model's as given
-        (its temperature), after are the written model's.
+        (its temperature or rule), after are the written model's.
     """
     from dataclasses import replace
 
@@ -330,32 +357,231 @@ def calibrate_model_file(
     names = np.asarray(groups)
     sizes = {name: int((names == name).sum()) for name in dict.fromkeys(groups)}
     weights = np.array([1.0 / sizes[name] for name in groups])
+    if by not in ("temperature", "quality") or (by == "quality" and measures is None):
+        raise ValueError(f"by must be 'temperature' or 'quality' (with measures), got {by!r}")
     fitted = fit_temperature(probabilities, truth, weights=weights)
-    summary = calibration_summary(probabilities, truth, fitted, groups, before=spec.temperature)
+    temperature, rule = fitted, None
+    after: float | NDArray[np.float64] = fitted
+    if by == "quality" and measures is not None:
+        rule = fit_temperature_rule(probabilities, truth, measures, weights=weights)
+        after = rule.temperatures_of(measures)
+    before: float | NDArray[np.float64] = spec.temperature
+    if spec.temperature_rule is not None and measures is not None:
+        before = spec.temperature_rule.temperatures_of(measures)
+    summary = calibration_summary(probabilities, truth, after, groups, before=before)
     ece_before, ece_fitted = (
         float(np.mean([row[key] for row in summary["per_dataset"].values()]))
         for key in ("ece_before", "ece_after")
     )
-    temperature = fitted
     if ece_fitted > ece_before:
-        temperature = spec.temperature
+        kept = "rule" if spec.temperature_rule is not None else f"{spec.temperature:.3f}"
         logger.warning(
-            "%s: kept temperature %.3f (ECE %.1f%% on %s): the fitted %.3f would "
-            "raise it to %.1f%%",
+            "%s: kept temperature %s (ECE %.1f%% on %s): the fitted %s would raise it to %.1f%%",
             path,
-            temperature,
+            kept,
             100 * ece_before,
             fitted_on,
-            fitted,
+            "rule" if rule is not None else f"{fitted:.3f}",
             100 * ece_fitted,
         )
-        summary = calibration_summary(
-            probabilities, truth, temperature, groups, before=spec.temperature
-        )
-    summary = {**summary, "fitted_temperature": fitted, "fitted_on": fitted_on}
+        temperature, rule, after = spec.temperature, spec.temperature_rule, before
+        summary = calibration_summary(probabilities, truth, after, groups, before=before)
+    summary = {
+        **summary,
+        "temperature": temperature,
+        **({"temperature_rule": rule.to_dict()} if rule is not None else {}),
+        "fitted_temperature": fitted,
+        "fitted_on": fitted_on,
+    }
     rewrite_spec(
         path,
-        replace(spec, temperature=temperature, metadata={**spec.metadata, "calibration": summary}),
+        replace(
+            spec,
+            temperature=temperature,
+            temperature_rule=rule,
+            metadata={**spec.metadata, "calibration": summary},
+        ),
         out,
     )
     return summary
+
+
+#: What a :class:`TemperatureRule` may read from a crop. Both are measured on the batch
+#: the network takes (preprocessed), in the crop's central half (inside the face, clear
+#: of a mask's black surround), relative to that region's own deviation, so neither
+#: depends on the preprocessing's scale:
+#:
+#: * ``colour``: mean ``|R - G| + |G - B|`` of the channels, each brought to zero mean
+#:   and unit deviation: 0 for a gray face (FER2013, JAFFE), more for a colour one.
+#: * ``detail``: log10 of the mean square of the luma's 3x3 Laplacian over the
+#:   luma's variance: the finest detail in the crop. A face enlarged from few pixels
+#:   (FER2013's 48) has little (-1.8 on FER+ Valid, half the faces), a sharp posed
+#:   photo more (JAFFE -0.9); faces in web photos and film stills lie between and
+#:   across (-2.4 to -0.8).
+#: * ``small_gray``: 1 for a gray crop (``colour`` below :data:`GRAY_COLOUR`) with
+#:   little detail (below :data:`SMALL_DETAIL`), as a face enlarged from a small gray
+#:   picture (FER2013's 48 px); else 0.
+CROP_MEASURES = ("colour", "detail", "small_gray")
+#: ``colour`` below this is a gray crop (JPEG noise on a gray picture stays far below).
+GRAY_COLOUR = 0.05
+#: ``detail`` below this is little: FER+ Valid's 99th percentile through fer8's
+#: pipeline at 160 px (the bundled model's input).
+SMALL_DETAIL = -1.2
+#: The measures ``fer8 calibrate --by quality`` fits a rule on.
+QUALITY_MEASURES = ("small_gray",)
+
+
+def crop_measures(batch: ArrayLike) -> NDArray[np.float64]:
+    """The :data:`CROP_MEASURES` of each crop of a preprocessed batch (N, S, S, 3), as
+    (N, 3) in that order."""
+    batch = np.asarray(batch, np.float32)
+    side = batch.shape[1]
+    centre = batch[:, side // 4 : side - side // 4, side // 4 : side - side // 4, :]
+    centre = centre.astype(np.float64)
+    # Each channel to zero mean and unit deviation: a gray crop's channels are then the
+    # same whatever per-channel means and scales the preprocessing applied.
+    channels = centre - centre.mean(axis=(1, 2), keepdims=True)
+    channels /= channels.std(axis=(1, 2), keepdims=True) + 1e-6
+    colour = np.abs(np.diff(channels, axis=-1)).sum(axis=-1).mean(axis=(1, 2))
+    luma = centre.mean(axis=-1)
+    laplacian = (
+        4 * luma[:, 1:-1, 1:-1]
+        - luma[:, :-2, 1:-1]
+        - luma[:, 2:, 1:-1]
+        - luma[:, 1:-1, :-2]
+        - luma[:, 1:-1, 2:]
+    )
+    energy = (laplacian**2).mean(axis=(1, 2)) / (luma.var(axis=(1, 2)) + 1e-6)
+    detail = np.log10(np.maximum(energy, 1e-6))
+    small_gray = (colour < GRAY_COLOUR) & (detail < SMALL_DETAIL)
+    return np.stack([colour, detail, small_gray.astype(np.float64)], axis=1)
+
+
+@dataclass(frozen=True)
+class TemperatureRule:
+    """A temperature per crop, from what the crop looks like: ``1 / T = intercept +
+    sum(weights[k] * measure_k)`` over the named :data:`CROP_MEASURES`, T kept within
+    :data:`TEMPERATURE_BOUNDS`.
+
+    One temperature cannot suit faces the network is over-confident on (photos in the
+    wild) and faces it is under-confident on (FER2013's small gray crops) at once; a
+    rule on the crop's colour and detail can, and is still one number per face that
+    changes no label.
+
+    Attributes:
+        measures: Names from :data:`CROP_MEASURES`, in the order of ``weights``.
+        intercept: ``1 / T`` of a crop whose measures are all 0.
+        weights: Each measure's weight in ``1 / T``.
+    """
+
+    measures: tuple[str, ...]
+    intercept: float
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.measures if name not in CROP_MEASURES]
+        if unknown or len(self.weights) != len(self.measures):
+            raise ValueError(
+                f"a temperature rule needs one weight per measure of {CROP_MEASURES}, got "
+                f"measures {list(self.measures)} and weights {list(self.weights)}"
+            )
+        if not all(math.isfinite(v) for v in (self.intercept, *self.weights)):
+            raise ValueError("a temperature rule's numbers must be finite")
+
+    def temperatures(self, batch: ArrayLike) -> NDArray[np.float64]:
+        """(N,) temperature of each crop of a preprocessed batch (N, S, S, 3)."""
+        return self.temperatures_of(crop_measures(batch))
+
+    def temperatures_of(self, measures: ArrayLike) -> NDArray[np.float64]:
+        """(N,) temperatures from (N, len(CROP_MEASURES)) :func:`crop_measures`."""
+        columns = np.asarray(measures, np.float64)[
+            :, [CROP_MEASURES.index(m) for m in self.measures]
+        ]
+        inverse = self.intercept + columns @ np.asarray(self.weights, np.float64)
+        low, high = TEMPERATURE_BOUNDS
+        return 1.0 / np.clip(inverse, 1.0 / high, 1.0 / low)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inverse_temperature": "intercept + sum(weights * measures)",
+            "measures": list(self.measures),
+            "intercept": self.intercept,
+            "weights": list(self.weights),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TemperatureRule:
+        return cls(
+            measures=tuple(str(name) for name in data["measures"]),
+            intercept=float(data["intercept"]),
+            weights=tuple(float(w) for w in data["weights"]),
+        )
+
+
+def fit_temperature_rule(
+    probabilities: ArrayLike,
+    truth: ArrayLike,
+    measures: ArrayLike,
+    *,
+    names: Sequence[str] = QUALITY_MEASURES,
+    weights: ArrayLike | None = None,
+    iterations: int = 100,
+) -> TemperatureRule:
+    """The :class:`TemperatureRule` on ``names`` that minimises
+    :func:`negative_log_likelihood` on labelled rows.
+
+    With ``1 / T`` linear in the rule's numbers the likelihood is convex in them (each
+    row's is convex in its ``1 / T``), so Newton's method, halving a step that does not
+    lower it, finds the minimum (the bounds on T apply only when the rule is used, as
+    a minimum beyond them, e.g. faces the network answers at random, would otherwise
+    be flat and far): the gradient of a row's loss in ``1 / T`` is
+    ``E[log p] - log p[truth]`` under its calibrated probabilities, the curvature their
+    variance of ``log p``.
+
+    Args:
+        probabilities: (N, C) uncalibrated probabilities (temperature 1).
+        truth: (N,) index of each row's true class.
+        measures: (N, len(CROP_MEASURES)) :func:`crop_measures` of each row's crop.
+        names: The measures the rule uses (:data:`CROP_MEASURES`).
+        weights: (N,) weight of each row; None weighs rows equally.
+        iterations: At most this many Newton steps.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    logs = _log(probabilities)
+    truth = np.asarray(truth, np.int64)
+    columns = np.asarray(measures, np.float64)[:, [CROP_MEASURES.index(m) for m in names]]
+    design = np.concatenate([np.ones((len(logs), 1)), columns], axis=1)
+    row_weights = np.ones(len(logs)) if weights is None else np.asarray(weights, np.float64)
+    row_weights = row_weights / row_weights.sum()
+    picked = logs[np.arange(len(truth)), truth]
+
+    def calibrated(theta: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        inverse = design @ theta  # unclipped, so the likelihood stays convex
+        logits = logs * inverse[:, None]
+        peak = logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits - peak)
+        total = exp.sum(axis=1)
+        loss = float(row_weights @ (peak[:, 0] + np.log(total) - inverse * picked))
+        return loss, exp / total[:, None]
+
+    theta = np.zeros(design.shape[1])
+    theta[0] = 1.0 / fit_temperature(probabilities, truth, weights=row_weights)
+    loss, calibrated_p = calibrated(theta)
+    for _ in range(iterations):
+        mean = (calibrated_p * logs).sum(axis=1)
+        variance = (calibrated_p * logs**2).sum(axis=1) - mean**2
+        gradient = design.T @ (row_weights * (mean - picked))
+        hessian = (design * (row_weights * variance)[:, None]).T @ design
+        step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        scale = 1.0
+        while scale > 1e-6:
+            new_loss, new_p = calibrated(theta - scale * step)
+            if new_loss <= loss:
+                break
+            scale /= 2
+        else:
+            break
+        theta, loss, calibrated_p = theta - scale * step, new_loss, new_p
+        if np.abs(scale * step).max() < 1e-9:
+            break
+    return TemperatureRule(tuple(names), float(theta[0]), tuple(float(w) for w in theta[1:]))

@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ModelFormatError
+from fer8.models.calibration import TemperatureRule
 from fer8.models.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class ModelSpec:
             confidences match accuracy (:mod:`fer8.models.calibration`); every runtime
             applies it. 1 (the default, and what a file without one means) leaves the
             network's probabilities as they are.
+        temperature_rule: A temperature per crop, from its colour and detail
+            (:class:`~fer8.models.calibration.TemperatureRule`), applied instead of
+            ``temperature`` where set; None (the default, and what a file without one
+            means) applies ``temperature`` to every crop.
     """
 
     labels: tuple[str, ...]
@@ -81,6 +86,7 @@ class ModelSpec:
     name: str = "fer8-model"
     metadata: Mapping[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
+    temperature_rule: TemperatureRule | None = None
 
     def __post_init__(self) -> None:
         if not self.labels or len(set(self.labels)) != len(self.labels):
@@ -95,7 +101,11 @@ class ModelSpec:
 
         # Written only when set, so that the spec of an uncalibrated model (and the
         # bytes of its file) stays what it was before temperatures existed.
-        calibration = {"temperature": self.temperature} if self.temperature != 1.0 else {}
+        calibration: dict[str, Any] = (
+            {"temperature": self.temperature} if self.temperature != 1.0 else {}
+        )
+        if self.temperature_rule is not None:
+            calibration["temperature_rule"] = self.temperature_rule.to_dict()
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -126,6 +136,11 @@ class ModelSpec:
             name=str(data.get("name", "fer8-model")),
             metadata=dict(data.get("metadata", {})),
             temperature=float(data.get("temperature", 1.0)),
+            temperature_rule=(
+                TemperatureRule.from_dict(data["temperature_rule"])
+                if "temperature_rule" in data
+                else None
+            ),
         )
 
 
@@ -172,21 +187,29 @@ class ExpressionModel:
 
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Probabilities (N, C) for a preprocessed batch (N, S, S, 3), calibrated by the
-        spec's temperature. Both runtimes (ONNX Runtime and Keras) are wrapped in this
-        class, so this is the one place the temperature is applied."""
-        probabilities = np.asarray(self._run(batch), np.float32)
-        if self.spec.temperature != 1.0:
-            from fer8.models.calibration import apply_temperature
+        spec's temperature (or its temperature rule, per crop). Both runtimes (ONNX
+        Runtime and Keras) are wrapped in this class, so this is the one place the
+        temperature is applied."""
+        return self._calibrated(np.asarray(self._run(batch), np.float32), batch)
 
-            probabilities = apply_temperature(probabilities, self.spec.temperature)
+    def _calibrated(
+        self, probabilities: NDArray[np.float32], batch: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        from fer8.models.calibration import apply_temperature
+
+        if self.spec.temperature_rule is not None:
+            return apply_temperature(probabilities, self.spec.temperature_rule.temperatures(batch))
+        if self.spec.temperature != 1.0:
+            return apply_temperature(probabilities, self.spec.temperature)
         return probabilities
 
     def with_temperature(self, temperature: float) -> ExpressionModel:
-        """The same network with another temperature (1: its uncalibrated
-        probabilities, which calibration is fitted on)."""
+        """The same network with another temperature, the same for every crop (1: its
+        uncalibrated probabilities, which calibration is fitted on); a temperature
+        rule is dropped."""
         return ExpressionModel(
             self._run,
-            replace(self.spec, temperature=float(temperature)),
+            replace(self.spec, temperature=float(temperature), temperature_rule=None),
             runtime=self.runtime,
             source=self.source,
         )
@@ -212,11 +235,8 @@ class ExpressionModel:
                 "file whose head is global average pooling followed by dense layers"
             )
         probabilities, features = found
-        probabilities = np.asarray(probabilities, np.float32)
-        if self.spec.temperature != 1.0:  # the same probabilities as __call__ gives
-            from fer8.models.calibration import apply_temperature
-
-            probabilities = apply_temperature(probabilities, self.spec.temperature)
+        # The same probabilities as __call__ gives.
+        probabilities = self._calibrated(np.asarray(probabilities, np.float32), batch)
         return probabilities, np.asarray(features, np.float32)
 
     def __repr__(self) -> str:
@@ -343,13 +363,28 @@ def _fingerprint(path: Path) -> str | None:
 def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
     """What a standalone ONNX file needs to be used right, as ``metadata_props``:
     the labels in output order, the input size and the preprocessing (the graph's input
-    is the preprocessed NHWC batch), and the whole spec."""
+    is the preprocessed NHWC batch), and the whole spec. A model with a temperature
+    rule says that the graph does not apply it (the exported graph applies the one
+    ``fer8.temperature`` to every face), and how to."""
+    rule = spec.temperature_rule
     return {
         "fer8.labels": json.dumps(list(spec.labels)),
         "fer8.input_size": str(spec.input_size),
         "fer8.input_layout": "NHWC float32, preprocessed as fer8.preprocessing says",
         "fer8.preprocessing": json.dumps(spec.preprocessing.to_dict()),
         "fer8.spec": json.dumps(spec.to_dict()),
+        **(
+            {
+                "fer8.temperature_rule": json.dumps(rule.to_dict()),
+                "fer8.temperature_rule_applied": "no: the graph applies fer8.temperature "
+                "to every face; fer8 applies fer8.temperature_rule instead, per face: "
+                "T = 1 / (intercept + sum(weights * measures)) of the preprocessed crop "
+                "(fer8.models.calibration.crop_measures), clipped to 0.05-20, and "
+                "softmax(log(p) * fer8.temperature / T) of the graph's probabilities p",
+            }
+            if rule is not None
+            else {}
+        ),
     }
 
 

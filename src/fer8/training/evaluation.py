@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.labels import EXPRESSIONS
-from fer8.models.calibration import Reliability
+from fer8.models.calibration import CROP_MEASURES, Reliability
 from fer8.training.datasets import Dataset, Sample
 
 if TYPE_CHECKING:
@@ -166,7 +166,34 @@ def predicted_probabilities(
         (K, C) probabilities in ``predictor.labels`` order of the K faces that were
         found and whose class the model has, and (K,) the index of each one's true class.
     """
-    truth, faces, _ = _answers(predictor, dataset, on_progress)
+    probabilities, truth, _ = _judged(predictor, dataset, on_progress)
+    return probabilities, truth
+
+
+def measured_probabilities(
+    predictor, dataset: Dataset, *, on_progress: Callable[[int], None] | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float64]]:
+    """:func:`predicted_probabilities` and (K, M) the
+    :func:`~fer8.models.calibration.crop_measures` of each face's crop as the network
+    took it, for fitting a :class:`~fer8.models.calibration.TemperatureRule`.
+
+    ``predictor.model`` must be uncalibrated (temperature 1, no rule): each face is
+    found again by its probabilities, which are then the network's own.
+    """
+    return _judged(predictor, dataset, on_progress, measure=True)
+
+
+def _judged(
+    predictor, dataset: Dataset, on_progress: Callable[[int], None] | None, measure: bool = False
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float64]]:
+    model = predictor.model
+    measures: dict[bytes, NDArray[np.float64]] = {}
+    if measure:
+        predictor.model = _Measuring(model, measures, flip=predictor.flip)
+    try:
+        truth, faces, _ = _answers(predictor, dataset, on_progress)
+    finally:
+        predictor.model = model
     labels = list(predictor.labels)
     kept = [
         (labels.index(label), face)
@@ -176,7 +203,33 @@ def predicted_probabilities(
     probabilities = np.array(
         [[face.probabilities[label] for label in labels] for _, face in kept], np.float32
     ).reshape(-1, len(labels))
-    return probabilities, np.array([index for index, _ in kept], np.int64)
+    found = np.array(
+        [measures[row.tobytes()] for row in probabilities] if measure else [], np.float64
+    ).reshape(-1, len(CROP_MEASURES))
+    return probabilities, np.array([index for index, _ in kept], np.int64), found
+
+
+class _Measuring:
+    """A model that also notes the crop measures of each face it classifies, under the
+    face's probabilities (as classify averages them with ``flip``): the key by which
+    :func:`_judged` finds them again in the results."""
+
+    def __init__(self, model, measures: dict[bytes, NDArray[np.float64]], *, flip: bool):
+        self._model, self._measures, self._flip = model, measures, flip
+        self.spec, self.labels = model.spec, model.labels
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        from fer8.models.calibration import crop_measures
+
+        out = self._model(batch)
+        n = len(out) // 2 if self._flip else len(out)
+        rows = (out[:n] + out[n:]) / 2 if self._flip else out
+        for row, measure in zip(rows, crop_measures(batch[:n])):
+            self._measures[row.tobytes()] = measure
+        return out
 
 
 def _answers(
