@@ -159,6 +159,8 @@ class EdgePredictor:
     """Finds one face at the right edge of every photo, as a photo can have: a stand-in
     for the predictor that puts the label where the page must keep it inside."""
 
+    batch_size = 16  # the model runner takes a video's frames in turns of this many
+
     def __init__(self, model) -> None:
         self.model = model
 
