@@ -20,9 +20,15 @@ from fer8.models.modelfile import (
 )
 
 
-def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+def export_onnx(
+    model_path: str | os.PathLike, out: str | os.PathLike, *, precision: str = "auto"
+) -> Path:
     """Write the network of ``model_path`` as an ONNX file with the model's labels,
     input size and preprocessing in its metadata (``fer8.*`` keys).
+
+    The network is the one ``fer8 predict`` runs: the int8 one where the file has it
+    (``precision``: ``auto``, ``float`` or ``int8``, see
+    :func:`fer8.models.modelfile.network_precision`).
 
     The graph is the one ONNX Runtime runs in fer8: input ``input``, a float32 (N, S, S,
     3) batch preprocessed as ``fer8.preprocessing`` says; output ``probabilities``, and
@@ -36,7 +42,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
         ImportError: A calibrated model and no ``onnx`` package to edit its graph.
     """
     spec = read_spec(model_path)
-    graph = read_graph(model_path)
+    graph = read_graph(model_path, precision=precision)
     if spec.temperature != 1.0:
         graph = calibrated_graph(graph, spec)
     return _write_atomically(Path(out), graph)
