@@ -1,4 +1,4 @@
-"""fer8's network runtime against plain ONNX Runtime on the same graph, old and new settings.
+"""fer8's network runtime against plain ONNX Runtime on the same graph, float and int8.
 
     PYTHONPATH=src python scripts/bench_runtime.py [--model M] [--rounds 8] [--neighbour]
 
@@ -7,7 +7,8 @@ Times one forward pass (batch 1 and 16) of a model's float and int8 networks
 
 * ``fer8``: :func:`fer8.models.modelfile.read_model_file` as it is now (the optimised-
   graph cache, this version's session settings, the temperature);
-* ``fer8 old``: the settings fer8 had before issue 41 (threads never spin);
+* ``fer8 spinning``: the same graph with ONNX Runtime's default of threads that spin
+  while they wait (:data:`fer8.models.runtime.SESSION_CONFIG` has them sleep);
 * ``plain``: ``onnxruntime.InferenceSession`` with default settings on the graph
   ``fer8 export`` writes (the reference).
 
@@ -51,8 +52,9 @@ def main() -> None:
     for precision in precisions:
         model = read_model_file(path, precision=precision)
         runs[f"{precision} fer8"] = model
-        old = _session(read_graph(path, precision=precision), spinning=False)
-        runs[f"{precision} fer8 old"] = _runner(old, model.spec.temperature)
+        graph = read_graph(path, precision=precision)
+        spinning = _session(graph, {"session.intra_op.allow_spinning": "1"})
+        runs[f"{precision} fer8 spinning"] = _runner(spinning, model.spec.temperature)
         exported = folder / f"{precision}.onnx"
         export_onnx(path, exported, precision=precision)
         plain = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
@@ -94,12 +96,13 @@ def main() -> None:
         print(row)
 
 
-def _session(graph: bytes, *, spinning: bool):
+def _session(graph: bytes, config: dict[str, str]):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
