@@ -65,6 +65,13 @@ from fer8.progress import ProgressBar
     help="Layers left in float: the first convolution, the classifier (last); none quantizes both.",
 )
 @click.option(
+    "--reduce-range/--full-range",
+    default=True,
+    show_default=True,
+    help="Weights in 7 bits, so that CPUs without VNNI (AVX2 only) give the same answers; "
+    "--full-range uses all 8, safe only where every CPU that runs the file has VNNI or AMX.",
+)
+@click.option(
     "--cache",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -81,6 +88,7 @@ def quantize(
     method: str,
     percentile: float,
     keep_float: tuple[str, ...],
+    reduce_range: bool,
     cache: Path | None,
     detection: dict,
 ) -> None:
@@ -142,6 +150,7 @@ def quantize(
         method=method,
         percentile=percentile,
         keep_float=[k for k in keep_float if k != "none"],
+        reduce_range=reduce_range,
         described_as=", ".join(d.name for d in datasets),
     )
     click.echo(
