@@ -54,7 +54,7 @@ def test_the_int8_network_is_stored_beside_the_float_one(tiny_model_path, int8_p
     assert spec.labels == old_spec.labels and spec.preprocessing == old_spec.preprocessing
     summary = spec.metadata["int8"]
     assert summary["faces"] == 48 and summary["calibrated_on"] == "noise"
-    assert summary["float_layers"] == [] and "(7 bits)" in summary["weights"]
+    assert summary["float_layers"] == [] and "(8 bits)" in summary["weights"]
     assert spec.metadata["purpose"] == "tests"  # the rest of the metadata kept
 
 
@@ -159,14 +159,14 @@ def test_fer8_quantize_frames_the_faces_and_writes_the_file(
         str(tmp_path / "crops"),
         "--method",
         "minmax",
-        "--full-range",
+        "--reduce-range",
     ]
     done = CliRunner().invoke(cli, args)
     assert done.exit_code == 0, done.output
     assert done.stdout == ""  # ONNX Runtime's progress prints are not fer8's results
     summary = read_spec(out).metadata["int8"]
     assert summary["faces"] == 2 and summary["method"] == "minmax"
-    assert summary["float_layers"] == ["first", "last"] and "(8 bits)" in summary["weights"]
+    assert summary["float_layers"] == ["first", "last"] and "(7 bits)" in summary["weights"]
     assert read_model_file(out).runtime == "onnxruntime (int8)"
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "exists; add --force" in again.output

@@ -66,10 +66,10 @@ from fer8.progress import ProgressBar
 )
 @click.option(
     "--reduce-range/--full-range",
-    default=True,
+    default=False,
     show_default=True,
-    help="Weights in 7 bits, so that CPUs without VNNI (AVX2 only) give the same answers; "
-    "--full-range uses all 8, safe only where every CPU that runs the file has VNNI or AMX.",
+    help="Weights in 7 bits instead of 8: CPUs without VNNI (AVX2 only) then cannot "
+    "saturate a product, but every CPU answers further from the float network.",
 )
 @click.option(
     "--cache",
