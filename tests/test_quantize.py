@@ -40,7 +40,9 @@ def int8_path(tiny_model_path, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("int8") / "tiny-int8.fer8"
     # The tiny model has two convolutions and a classifier: quantize all three.
-    quantize_model_file(tiny_model_path, out, _faces(), keep_float=(), described_as="noise")
+    quantize_model_file(
+        tiny_model_path, out, _faces(), float_first=0, float_last=False, described_as="noise"
+    )
     return out
 
 
@@ -54,7 +56,8 @@ def test_the_int8_network_is_stored_beside_the_float_one(tiny_model_path, int8_p
     assert spec.labels == old_spec.labels and spec.preprocessing == old_spec.preprocessing
     summary = spec.metadata["int8"]
     assert summary["faces"] == 48 and summary["calibrated_on"] == "noise"
-    assert summary["float_layers"] == [] and "(8 bits)" in summary["weights"]
+    assert summary["float_layers"] == {"first": 0, "last": False}
+    assert "(8 bits)" in summary["weights"]
     assert spec.metadata["purpose"] == "tests"  # the rest of the metadata kept
 
 
@@ -160,13 +163,16 @@ def test_fer8_quantize_frames_the_faces_and_writes_the_file(
         "--method",
         "minmax",
         "--reduce-range",
+        "--float-first",
+        "1",
     ]
     done = CliRunner().invoke(cli, args)
     assert done.exit_code == 0, done.output
     assert done.stdout == ""  # ONNX Runtime's progress prints are not fer8's results
     summary = read_spec(out).metadata["int8"]
     assert summary["faces"] == 2 and summary["method"] == "minmax"
-    assert summary["float_layers"] == ["first", "last"] and "(7 bits)" in summary["weights"]
+    assert summary["float_layers"] == {"first": 1, "last": True}
+    assert "(7 bits)" in summary["weights"]
     assert read_model_file(out).runtime == "onnxruntime (int8)"
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "exists; add --force" in again.output

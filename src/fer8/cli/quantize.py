@@ -57,12 +57,17 @@ from fer8.progress import ProgressBar
     help="For --method percentile: the share of absolute values the range covers.",
 )
 @click.option(
-    "--keep-float",
-    type=click.Choice(["first", "last", "none"]),
-    multiple=True,
-    default=("first", "last"),
+    "--float-first",
+    type=click.IntRange(min=0),
+    default=6,
     show_default=True,
-    help="Layers left in float: the first convolution, the classifier (last); none quantizes both.",
+    help="Convolutions at the input left in float (6: FaceNet's stem); 0 quantizes all.",
+)
+@click.option(
+    "--float-last/--int8-last",
+    default=True,
+    show_default=True,
+    help="Leave the classifier (the last layer) in float.",
 )
 @click.option(
     "--reduce-range/--full-range",
@@ -87,7 +92,8 @@ def quantize(
     faces: int,
     method: str,
     percentile: float,
-    keep_float: tuple[str, ...],
+    float_first: int,
+    float_last: bool,
     reduce_range: bool,
     cache: Path | None,
     detection: dict,
@@ -149,7 +155,8 @@ def quantize(
         crops.rgb(),
         method=method,
         percentile=percentile,
-        keep_float=[k for k in keep_float if k != "none"],
+        float_first=float_first,
+        float_last=float_last,
         reduce_range=reduce_range,
         described_as=", ".join(d.name for d in datasets),
     )
