@@ -27,7 +27,8 @@
 # Each stage's epoch is chosen on the mean accuracy over FER+ Valid, ExpW@val, SFEW@val
 # and the set's @val. JAFFE and the set's test split are kept out: they are the held-out
 # tests. Then `fer8 calibrate` fits a temperature on the validation sets, the model is
-# packed with float16 kernels and given its feature bank (scripts/feature_bank.py).
+# packed with float16 kernels, `fer8 quantize` adds its int8 network and
+# scripts/feature_bank.py its feature bank.
 #
 # Run it again after an interruption: a finished run is skipped and an unfinished one
 # resumes at its next epoch. The work is one function, parsed whole before it runs, and
@@ -72,6 +73,13 @@ main() {
         --data "$data/affectnet_masked/train@val" --out "$run/calibrated.fer8" --force
     # pack_model.py also says whether the packed file is the one registered (bundled)
     python "$here/pack_model.py" "$run/calibrated.fer8" "$model_out"
+    # The int8 network beside the float one, calibrated on training faces only. It ships
+    # only if `fer8 evaluate` puts no validation row more than 0.5 points below the
+    # float network (docs/experiments.md, 2026-12-04); else ship "$run/float.fer8".
+    cp "$model_out" "$run/float.fer8"
+    fer8 quantize --model "$run/float.fer8" --data "$data/expw@train" \
+        --data "$data/affectnet_masked/train@train" --data "$data/FER2013Train" \
+        --data "$data/sfew/Train@train" --faces 1000 --out "$model_out" --force
     # The feature bank that `fer8 train --keep-classes` learns new classes against:
     # 200 training faces per class (40 held out), 2.3 MB; it changes the file's SHA-256,
     # which feature_bank.py prints for the registry.

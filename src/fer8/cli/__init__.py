@@ -5,7 +5,7 @@ Results go to stdout and everything else (errors, logs, progress) to stderr, so
 Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors.
 
 One module per command (:mod:`fer8.cli.predict`, ``live``, ``serve``, ``train``,
-``evaluate``, ``calibrate``, ``export``); what they share is in :mod:`fer8.cli.common`.
+``evaluate``, ``calibrate``, ``quantize``, ``export``); what they share is in :mod:`fer8.cli.common`.
 Importing a command's module adds it to the group, so this package imports them all.
 """
 
@@ -13,7 +13,16 @@ from __future__ import annotations
 
 # Each module registers its command on `cli` when imported (the order is help's order
 # only where click does not sort, which it does).
-from fer8.cli import calibrate, evaluate, export, live, predict, serve, train  # noqa: F401
+from fer8.cli import (  # noqa: F401
+    calibrate,
+    evaluate,
+    export,
+    live,
+    predict,
+    quantize,
+    serve,
+    train,
+)
 from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,

@@ -42,7 +42,8 @@ def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     probabilities (N, C); its metadata says how to frame a face (fer8.framing), prepare
     the input (fer8.input_size, fer8.preprocessing) and read the output (fer8.labels).
     A network whose head is global average pooling and dense layers also gives
-    "features", the last feature map (N, K, h, w), which class activation maps weight.
+    "features", the last feature map (N, K, h, w), which class activation maps weight. A model file
+    with an int8 network (fer8 quantize) gives that network, the one fer8 predict runs.
     """
     from fer8.models.export import export_fer8, export_onnx
     from fer8.models.modelfile import read_spec

@@ -33,9 +33,14 @@ def export_onnx(
     out: str | os.PathLike,
     *,
     metadata: Mapping[str, str] | None = None,
+    precision: str = "auto",
 ) -> Path:
     """Write the network of ``model_path`` as an ONNX file with the model's labels,
     input size and preprocessing in its metadata (``fer8.*`` keys).
+
+    The network is the one ``fer8 predict`` runs: the int8 one where the file has it
+    (``precision``: ``auto``, ``float`` or ``int8``, see
+    :func:`fer8.models.modelfile.network_precision`).
 
     The graph is the one ONNX Runtime runs in fer8: input ``input``, a float32 (N, S, S,
     3) batch preprocessed as ``fer8.preprocessing`` says; output ``probabilities``, and
@@ -54,7 +59,7 @@ def export_onnx(
             (:func:`fer8.pipeline.faces.framing`, which ``fer8 export`` adds).
     """
     spec = read_spec(model_path)
-    graph = read_graph(model_path)
+    graph = read_graph(model_path, precision=precision)
     if spec.temperature != 1.0:
         graph = calibrated_graph(graph, spec)
     props = wire_metadata(graph)

@@ -47,12 +47,12 @@ class RegisteredModel:
 
 
 #: Every named model. ``default`` ships inside the package (see MODEL_CARD.md); it is
-#: made by ``scripts/train_default.sh`` and packed by ``scripts/pack_model.py``, which
-#: prints the SHA-256 to put here.
+#: made by ``scripts/train_default.sh``, packed by ``scripts/pack_model.py`` and given its
+#: int8 network by ``fer8 quantize``; ``sha256sum`` of the result goes here.
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="89c717891645bbbd5c0c93a7b07125524eafbc2bb691c682103a5159d2f7288c",
+        sha256="099b242224a4f189aedeb208e8df66b9d3184f9dc981db127dc00789b01f9885",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW and SFEW; 7 classes, no worry; non-commercial "

@@ -34,6 +34,16 @@ logger = logging.getLogger(__name__)
 #: (``onnxruntime-gpu`` adds CUDA; the plain wheel has only the CPU).
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
+#: ONNX Runtime's session settings (its config keys). Idle threads sleep instead of
+#: spinning. ONNX Runtime's default (spinning) starts each of the network's operators a
+#: little sooner on an idle machine, but a spinning thread burns the core it waits on:
+#: fer8 shares the cores with its own detection threads (and often with other work),
+#: where spinning threads made a batch 20-40% slower (``scripts/bench_predict.py``), and
+#: on a 2-core machine busy with other work one face took 3 times as long
+#: (``scripts/bench_runtime.py``: 68 ms asleep, 205 spinning as plain ONNX Runtime does,
+#: 202 spinning only while a run goes on, ``session.force_spinning_stop``).
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
 #: Set to 0 to neither read nor write optimised graphs in the cache.
 GRAPH_CACHE_VARIABLE = "FER8_GRAPH_CACHE"
 
@@ -73,10 +83,8 @@ class OnnxNetwork:
             if optimize
             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
-        # Idle threads sleep instead of spinning: fer8 shares the cores with its own
-        # detection threads (and often with other work), where spinning threads took
-        # 20-40% longer per batch (scripts/bench_predict.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        for key, value in SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
         partial = None
         if save_optimized is not None:
             partial = save_optimized.with_name(f"{save_optimized.name}.{os.getpid()}.partial")
