@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fer8
+import fer8.models.modelfile
 from fer8.models.preprocessing import Preprocessing
 from fer8.pipeline.classification import model_batch
 from fer8.pipeline.faces import faces_in_photo
@@ -77,19 +78,46 @@ def test_the_exported_graph_gives_fer8s_probabilities(session, default_predictor
     assert np.abs(raw - probabilities).max() > 1e-3
 
 
+@pytest.fixture(scope="module")
+def float_session(tmp_path_factory):
+    """The bundled model's float network, exported as `fer8 export` does."""
+    import onnxruntime as ort
+
+    from fer8.models.export import export_onnx
+    from fer8.models.modelfile import read_spec
+    from fer8.models.registry import resolve_model
+    from fer8.pipeline.faces import framing
+
+    out = tmp_path_factory.mktemp("export") / "float.onnx"
+    source = resolve_model(None)
+    export_onnx(source, out, metadata=framing(read_spec(source)), precision="float")
+    return ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+
 @pytest.mark.parametrize("photo", ["astronaut", "hopper"])
+@pytest.mark.parametrize("precision", ["auto", "float"])
 def test_a_face_framed_as_the_metadata_says_gets_fers_probabilities(
-    session, default_predictor, photo, request
+    session, float_session, default_predictor, photo, precision, request
 ):
     """A user of another runtime frames the face from the metadata alone (here with
-    OpenCV and fer8's landmarks) and gets what fer8 reports; aligning straight at the
-    input size, which the metadata warns against, does not."""
+    OpenCV and fer8's landmarks) and gets what fer8 reports, with the network fer8
+    predicts with (int8) and with the float one; aligning straight at the input size,
+    which the metadata warns against, does not (seen on the float network: the int8
+    network's rounding is as large as the difference on one face)."""
     image = request.getfixturevalue(photo)
     (face,) = default_predictor.predict(image).faces
+    session = session if precision == "auto" else float_session
     metadata = session.get_modelmeta().custom_metadata_map
     framing = json.loads(metadata["fer8.framing_json"])
     preprocessing = Preprocessing.from_dict(json.loads(metadata["fer8.preprocessing"]))
-    reported = np.array(list(face.probabilities.values()))
+    if precision == "auto":
+        reported = np.array(list(face.probabilities.values()))
+    else:
+        model = fer8.models.modelfile.read_model_file(
+            default_predictor.model.source, precision="float"
+        )
+        crops = [crop for box, crop in faces_in_photo(image) if box == face.box]
+        reported = model(model.spec.preprocessing.apply(model_batch(crops, model)))[0]
 
     def probabilities(aligned_size):
         crop = _framed(image, np.asarray(face.landmarks, np.float64), framing, aligned_size)
@@ -97,8 +125,13 @@ def test_a_face_framed_as_the_metadata_says_gets_fers_probabilities(
         return out[0]
 
     framed = np.abs(probabilities(framing["aligned_size"]) - reported).max()
-    straight = np.abs(probabilities(framing["resize"]["to"]) - reported).max()
-    assert framed < 2e-4 and straight > 10 * framed  # 5e-5 against 1.3e-3 and 2.7e-2
+    # The int8 network rounds its activations, so the few pixels that OpenCV's warp puts
+    # differently from fer8's (which first shrinks a large face by area averaging) move
+    # its answer more: 7e-3 on Hopper's face, against 5e-5 for the float network.
+    assert framed < (2e-4 if precision == "float" else 1e-2)
+    if precision == "float":
+        straight = np.abs(probabilities(framing["resize"]["to"]) - reported).max()
+        assert straight > 10 * framed  # 5e-5 against 1.3e-3 and 2.7e-2
 
 
 def _framed(image, points, framing, aligned_size):
