@@ -59,7 +59,7 @@ def test_predict_downloads_a_photo_and_names_what_failed(site, tiny_model_path, 
     assert result.exit_code == 1  # the missing one
     found, failed = (json.loads(line) for line in result.stdout.splitlines())
     assert found["source"] == url and found["error"] is None
-    assert [face["box"] for face in found["faces"]] == [[178, 63, 90, 113]]
+    assert [face["box"] for face in found["faces"]] == [[179, 63, 89, 113]]
     assert failed == {
         "source": missing,
         "faces": [],
