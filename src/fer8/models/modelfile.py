@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -452,7 +452,7 @@ def write_model_file(
     the same bytes (the members carry a fixed date), so repacking a run reproduces its
     SHA-256. ``bank``: the ``feature_bank.npz`` member, if any."""
     with replaced_atomically(path) as partial, zipfile.ZipFile(partial, "w") as archive:
-        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
+        _write_member(archive, SPEC_MEMBER, _spec_bytes(spec))
         _write_member(archive, NETWORK_MEMBER, network_json.encode())
         # Stored, not deflated: ONNX Runtime then reads it at disk speed, and float
         # weights hardly compress.
@@ -470,23 +470,7 @@ def with_member(path: str | os.PathLike, name: str, data: bytes, out: str | os.P
     Raises:
         ModelFormatError: ``path`` is not a model file.
     """
-    path = Path(path)
-    read_spec(path)  # a clear error for anything that is not a model file
-    with (
-        zipfile.ZipFile(path) as source,
-        replaced_atomically(out) as partial,
-        zipfile.ZipFile(partial, "w") as archive,
-    ):
-        for info in source.infolist():
-            if info.filename != name:
-                _write_member(
-                    archive,
-                    info.filename,
-                    source.read(info),
-                    stored=info.compress_type == zipfile.ZIP_STORED,
-                )
-        _write_member(archive, name, data, stored=True)
-    return Path(out)
+    return _copy_with(path, out, last=[(name, data, True)])
 
 
 def rewrite_spec(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLike) -> Path:
@@ -497,23 +481,7 @@ def rewrite_spec(path: str | os.PathLike, spec: ModelSpec, out: str | os.PathLik
     Raises:
         ModelFormatError: ``path`` is not a model file.
     """
-    path = Path(path)
-    read_spec(path)  # a clear error for anything that is not a model file
-    with (
-        zipfile.ZipFile(path) as source,
-        replaced_atomically(out) as partial,
-        zipfile.ZipFile(partial, "w") as archive,
-    ):
-        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
-        for info in source.infolist():
-            if info.filename != SPEC_MEMBER:
-                _write_member(
-                    archive,
-                    info.filename,
-                    source.read(info),
-                    stored=info.compress_type == zipfile.ZIP_STORED,
-                )
-    return Path(out)
+    return _copy_with(path, out, first=[(SPEC_MEMBER, _spec_bytes(spec), False)])
 
 
 def with_int8_network(
@@ -526,24 +494,53 @@ def with_int8_network(
     Raises:
         ModelFormatError: ``path`` is not a model file.
     """
+    # Deflated: int8 weights, unlike float ones, compress by about a fifth.
+    return _copy_with(
+        path,
+        out,
+        first=[(SPEC_MEMBER, _spec_bytes(spec), False)],
+        last=[(INT8_MEMBER, graph, False)],
+    )
+
+
+def _spec_bytes(spec: ModelSpec) -> bytes:
+    return json.dumps(spec.to_dict(), indent=2).encode()
+
+
+def _copy_with(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    first: Sequence[tuple[str, bytes, bool]] = (),
+    last: Sequence[tuple[str, bytes, bool]] = (),
+) -> Path:
+    """A copy of the model file ``path`` at ``out`` (replaced atomically, so it may be
+    ``path``) with the members ``first`` before and ``last`` after the others, each a
+    (name, data, stored) triple; every other member is copied byte for byte, in order.
+
+    Raises:
+        ModelFormatError: ``path`` is not a model file.
+    """
     path = Path(path)
-    read_spec(path)
+    read_spec(path)  # a clear error for anything that is not a model file
+    replaced = {name for name, _, _ in (*first, *last)}
     with (
         zipfile.ZipFile(path) as source,
         replaced_atomically(out) as partial,
         zipfile.ZipFile(partial, "w") as archive,
     ):
-        _write_member(archive, SPEC_MEMBER, json.dumps(spec.to_dict(), indent=2).encode())
+        for name, data, stored in first:
+            _write_member(archive, name, data, stored=stored)
         for info in source.infolist():
-            if info.filename not in (SPEC_MEMBER, INT8_MEMBER):
+            if info.filename not in replaced:
                 _write_member(
                     archive,
                     info.filename,
                     source.read(info),
                     stored=info.compress_type == zipfile.ZIP_STORED,
                 )
-        # Deflated: int8 weights, unlike float ones, compress by about a fifth.
-        _write_member(archive, INT8_MEMBER, graph)
+        for name, data, stored in last:
+            _write_member(archive, name, data, stored=stored)
     return Path(out)
 
 
