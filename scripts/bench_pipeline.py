@@ -9,11 +9,16 @@ variants taking turns ``--repeats`` times:
 * **a folder**: ``Predictor.predict_many`` over ``--images`` photo files (the two
   example portraits, copied), in photos per second;
 * **where the time goes**: with ``--profile``, cProfile over 20 calls of
-  ``Predictor.predict``: the functions taking the most time of their own.
+  ``Predictor.predict``: the functions taking the most time of their own;
+* **OpenCV Zoo's pipeline**, with ``--zoo-model`` (its expression model's ONNX file):
+  the same photo through what a user of OpenCV Zoo runs (``cv2.FaceDetectorYN`` at the
+  photo's size, the five-point warp to 112x112, MobileFaceNet int8; ``peer_zoo.py``),
+  timed the same way, taking turns with the others.
 
 Usage:
     python scripts/bench_pipeline.py [--old-rev 998e0e7] [--repeats 3] [--images 100]
-        [--profile] [--json out.json]
+        [--profile] [--zoo-model ../shared/weights/opencv_zoo_fer_mobilefacenet_int8.onnx]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -66,6 +71,49 @@ print(json.dumps({"photo_ms": 1000 * statistics.median(blocks), "folder_per_s": 
 """
 
 
+ZOO_CHILD = """
+import json, statistics, sys, time
+sys.path.insert(0, %(scripts)r)
+import cv2
+import fer8
+from peer_zoo import ZooModel
+photo = cv2.cvtColor(fer8.load_image(%(astronaut)r), cv2.COLOR_RGB2BGR)  # as cv2.imread
+model = ZooModel(%(zoo)r)
+height, width = photo.shape[:2]
+detector = cv2.FaceDetectorYN.create(%(yunet)r, "", (width, height), 0.9, 0.3, 5000)
+
+def predict():
+    _, faces = detector.detect(photo)
+    rgb = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
+    return [model.on_keypoints(rgb, face[4:14].reshape(5, 2)) for face in faces]
+
+assert len(predict()) == 1
+for _ in range(3):
+    predict()
+blocks = []
+for _ in range(5):
+    start = time.perf_counter()
+    for _ in range(20):
+        predict()
+    blocks.append((time.perf_counter() - start) / 20)
+print(json.dumps({"photo_ms": 1000 * statistics.median(blocks)}))
+"""
+
+
+def run_zoo(zoo_model: str) -> dict:
+    code = ZOO_CHILD % {
+        "scripts": str(ROOT / "scripts"),
+        "astronaut": str(ROOT / "examples" / "astronaut.png"),
+        "zoo": zoo_model,
+        "yunet": str(ROOT / "src" / "fer8" / "models" / "face_detection_yunet_2023mar.onnx"),
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(src: Path, model: str | None, folder: Path, profile: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     code = CHILD % {"astronaut": str(ROOT / "examples" / "astronaut.png")}
@@ -86,6 +134,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--zoo-model", help="OpenCV Zoo's expression model (ONNX)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -103,6 +152,7 @@ def main() -> None:
         capture_output=True,
     )
     runs: dict[str, list[dict]] = {f"fer8 at {args.old_rev}": [], "this checkout": []}
+    zoo: list[dict] = []
     try:
         for repeat in range(args.repeats):
             for name, src in zip(runs, (old / "src", ROOT / "src")):
@@ -113,6 +163,9 @@ def main() -> None:
                     f"folder {result['folder_per_s']:.1f} photos/s",
                     file=sys.stderr,
                 )
+            if args.zoo_model:
+                zoo.append(run_zoo(args.zoo_model))
+                print(f"OpenCV Zoo: one photo {zoo[-1]['photo_ms']:.1f} ms", file=sys.stderr)
     finally:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
@@ -126,13 +179,19 @@ def main() -> None:
         photo = statistics.median(r["photo_ms"] for r in results)
         rate = statistics.median(r["folder_per_s"] for r in results)
         print(f"| {name} | {photo:.1f} | {rate:.1f} |")
+    if zoo:
+        zoo_ms = statistics.median(r["photo_ms"] for r in zoo)
+        print(f"| OpenCV Zoo's pipeline | {zoo_ms:.1f} | |")
+        for name, results in runs.items():
+            photo = statistics.median(r["photo_ms"] for r in results)
+            print(f"\n{name}: {photo / zoo_ms:.2f}x OpenCV Zoo's time for one photo")
     if args.profile:
         for name, results in runs.items():
             print(f"\n{name}, own time, ms per call of Predictor.predict:")
             for label, ms in results[0]["top"]:
                 print(f"  {ms:7.2f}  {label}")
     if args.json:
-        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+        args.json.write_text(json.dumps({**runs, "OpenCV Zoo": zoo}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
