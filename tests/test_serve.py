@@ -27,6 +27,7 @@ from servers import (  # noqa: E402
 
 import fer8  # noqa: E402
 from fer8.results import Box, Face, ImageResult  # noqa: E402
+from fer8.serving.limits import BodySizeLimit  # noqa: E402
 from fer8.serving.line import (  # noqa: E402
     NO_FACE_REPLY,
     UNREADABLE_REPLY,
@@ -34,7 +35,7 @@ from fer8.serving.line import (  # noqa: E402
     reply_text,
     usage_text,
 )
-from fer8.serving.server import BodySizeLimit, create_app  # noqa: E402
+from fer8.serving.server import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
