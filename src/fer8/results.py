@@ -7,11 +7,18 @@ users' scripts all share.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from fer8.pipeline.explain import Explanation
+    from fer8.pipeline.images import ImageSource
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,32 @@ class ImageResult:
             "error": self.error,
         }
 
+    def plot(
+        self,
+        image: ImageSource | None = None,
+        *,
+        landmarks: bool = False,
+        max_pixels: int | None = None,
+    ) -> NDArray[np.uint8]:
+        """The photo with every face's box, label and confidence drawn, as an RGB array
+        (:func:`fer8.drawing.plot`: the photo is read from ``source`` unless given)."""
+        from fer8.drawing import plot
+
+        return plot(self, image, landmarks=landmarks, max_pixels=max_pixels)
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        image: ImageSource | None = None,
+        *,
+        landmarks: bool = False,
+        max_pixels: int | None = None,
+    ) -> Path:
+        """Write :meth:`plot`'s picture to ``path`` (:func:`fer8.drawing.save`)."""
+        from fer8.drawing import save
+
+        return save(self, path, image, landmarks=landmarks, max_pixels=max_pixels)
+
 
 @dataclass(frozen=True, eq=False)
 class TrackedFace(Face):
@@ -177,3 +210,59 @@ class FrameResult(ImageResult):
             "faces": [face.to_dict() for face in self.faces],
             "error": self.error,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class ExplainedResult:
+    """A photo's result with where the evidence for each face's expression lies
+    (``fer8 predict --explain``, ``POST /v1/predict?explain=true``).
+
+    Attributes:
+        result: The photo's result; its ``error`` says why it could not be read.
+        explanations: One :class:`fer8.Explanation` per face, in the order of
+            ``result.faces``.
+    """
+
+    result: ImageResult
+    explanations: tuple[Explanation, ...] = ()
+
+    @classmethod
+    def of(cls, source: str, explanations: Sequence[Explanation]) -> ExplainedResult:
+        """The result of :meth:`fer8.Predictor.explain`'s explanations of one photo."""
+        return cls(
+            ImageResult(source, tuple(item.face for item in explanations)), tuple(explanations)
+        )
+
+    def to_dict(self, width: int, height: int) -> dict[str, Any]:
+        """The result's JSON object, each face with its ``explanation``
+        (:meth:`fer8.Explanation.to_dict`) for a ``width`` x ``height`` photo."""
+        answer = self.result.to_dict()
+        for face, item in zip(answer["faces"], self.explanations):
+            face["explanation"] = item.to_dict(width, height)
+        return answer
+
+    def plot(
+        self,
+        image: ImageSource | None = None,
+        *,
+        landmarks: bool = False,
+        max_pixels: int | None = None,
+    ) -> NDArray[np.uint8]:
+        """The photo with each face's heatmap laid over it, then its box and label drawn
+        (:func:`fer8.drawing.plot`)."""
+        from fer8.drawing import plot
+
+        return plot(self, image, landmarks=landmarks, max_pixels=max_pixels)
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        image: ImageSource | None = None,
+        *,
+        landmarks: bool = False,
+        max_pixels: int | None = None,
+    ) -> Path:
+        """Write :meth:`plot`'s picture to ``path`` (:func:`fer8.drawing.save`)."""
+        from fer8.drawing import save
+
+        return save(self, path, image, landmarks=landmarks, max_pixels=max_pixels)

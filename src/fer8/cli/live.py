@@ -151,10 +151,8 @@ def _show(name: str, image, result) -> bool:
     """Draw one frame's result in the window; False when no window can be shown."""
     import cv2
 
-    from fer8.pipeline.annotate import annotate
-
     try:
-        cv2.imshow(f"fer8 live: {name}", cv2.cvtColor(annotate(image, result), cv2.COLOR_RGB2BGR))
+        cv2.imshow(f"fer8 live: {name}", cv2.cvtColor(result.plot(image), cv2.COLOR_RGB2BGR))
     except cv2.error:  # a headless OpenCV, or no display after all
         return False
     return True

@@ -6,15 +6,15 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
+from fer8 import drawing
 from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
@@ -31,15 +31,14 @@ from fer8.cli.common import (
     install_command,
     logger,
 )
+from fer8.drawing import INDEX as ANNOTATION_INDEX  # noqa: F401  (fer8.cli exports it)
 from fer8.output import FORMATS
 from fer8.pipeline.images import MAX_PIXELS
 from fer8.progress import ProgressBar
+from fer8.results import ExplainedResult, FrameResult, ImageResult
 
 if TYPE_CHECKING:
-    from fer8.pipeline.annotate import AnnotatedVideo
-
-#: In an --annotate folder: which input each annotated picture came from.
-ANNOTATION_INDEX = "sources.csv"
+    from fer8.drawing import VideoAnnotation
 
 
 @cli.command()
@@ -194,9 +193,9 @@ def predict(
     if no_detect and any(item.video for item in inputs):
         raise click.UsageError("--no-detect takes pre-cropped photos, not videos")
     if annotate_dir is not None:
-        _check_annotations(inputs, annotate_dir)
+        _check_folder(inputs, annotate_dir, "annotate")
     if explain_dir is not None:
-        _check_annotations(inputs, explain_dir, explain=True)
+        _check_folder(inputs, explain_dir, "explain")
     predictor = Predictor(
         model,
         max_faces=max_faces,
@@ -237,42 +236,39 @@ def predict(
     failed = 0
     annotated: dict[str, str] = {}
     explained: dict[str, str] = {}
-    video_annotation = None
+    video: VideoAnnotation | None = None
     results = _results(
         predictor, inputs, detect=not no_detect, sampling=sampling, explain=explain_dir is not None
     )
     # One photo alone shows no bar: it is done before a bar could say anything.
     hidden = not show_progress or sum(steps) < 2
     with ProgressBar("predict", sum(steps), hidden=hidden) as bar:
-        for item, result, last in results:
+        for item, found, last in results:
+            result = found.result if isinstance(found, ExplainedResult) else found
             if result.error is not None:
                 failed += 1
                 if report_failures:
                     bar.echo(f"fer8: {result.source}: {result.error}")
             if annotate_dir is not None and item.video:
-                if video_annotation is None:
-                    video_annotation = _VideoAnnotation(item, annotate_dir, predictor.labels)
-                video_annotation.add(result)
+                if video is None:
+                    video = drawing.VideoAnnotation(
+                        item.source, annotate_dir / item.annotated, predictor.labels
+                    )
+                video.add(cast(FrameResult, result))  # a video's results are frames'
                 if last:
-                    annotated.update(video_annotation.close())
-                    video_annotation = None
+                    if video.close():  # nothing when no frame could be read
+                        names = (item.annotated, drawing.timeline_name(item.annotated))
+                        annotated.update(dict.fromkeys(names, item.source))
+                    video = None
             elif annotate_dir is not None and result.error is None:
-                _write_annotated(
-                    item.source,
-                    result,
-                    annotate_dir / item.annotated,
-                    max_pixels,
-                    landmarks=draw_landmarks,
-                )
+                path = annotate_dir / item.annotated
+                result.save(path, item.source, landmarks=draw_landmarks, max_pixels=max_pixels)
+                logger.info("annotated %s -> %s", result.source, path)
                 annotated[item.annotated] = result.source
-            if explain_dir is not None and not item.video and result.error is None:
-                _write_explained(
-                    item.source,
-                    result,
-                    explain_dir / item.explained,
-                    max_pixels,
-                    landmarks=draw_landmarks,
-                )
+            if explain_dir is not None and isinstance(found, ExplainedResult) and result.ok:
+                path = explain_dir / item.explained
+                found.save(path, item.source, landmarks=draw_landmarks, max_pixels=max_pixels)
+                logger.info("explained %s -> %s", result.source, path)
                 explained[item.explained] = result.source
             writer.write(result)
             # A video's frame count is its header's estimate: its last frame counts
@@ -285,9 +281,9 @@ def predict(
                 step -= 1
     writer.close()
     if annotated and annotate_dir is not None:
-        _write_annotation_index(annotate_dir, annotated)
+        drawing.write_index(annotate_dir, annotated)
     if explained and explain_dir is not None:
-        _write_annotation_index(explain_dir, explained)
+        drawing.write_index(explain_dir, explained)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
@@ -373,49 +369,23 @@ class _Input:
 
 
 def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
-    """Every input, with its path under --annotate.
-
-    Annotated pictures keep the inputs' folders, relative to the deepest folder that
-    holds every input (one folder given: that folder), so ``a/IMG_1.jpg`` and
-    ``b/IMG_1.jpg`` stay apart; a name that still repeats (the same file given twice)
-    gets ``-2``, ``-3`` before its extension. The --explain pictures are named the same
-    way from the names without their extensions, so ``a.jpg`` and ``a.png`` give
-    ``a.explain.png`` and ``a-2.explain.png``. Nothing a user gave is drawn over.
-    """
-    from urllib.parse import unquote, urlparse
-
+    """Every input, with its pictures' names under --annotate and --explain
+    (:class:`fer8.drawing.PictureNames`: nothing a user gave is drawn over)."""
     from fer8.pipeline.images import IMAGE_EXTENSIONS, is_url, iter_image_files
     from fer8.pipeline.video import VIDEO_EXTENSIONS, is_video
 
-    folders = [
-        os.path.abspath(arg if os.path.isdir(arg) else os.path.dirname(arg) or ".")
-        for arg in paths
-        if arg != "-" and not is_url(arg)
-    ]
-    base = os.path.commonpath(folders) if folders else os.getcwd()
-    taken: set[str] = set()
-    explained: set[str] = set()
-
-    def explain_name(name: str) -> str:
-        return _unique(str(Path(name).with_suffix("")), explained) + ".explain.png"
-
+    names = drawing.PictureNames(paths)
     for arg in paths:
         if arg == "-":
             stdin = io.BytesIO(sys.stdin.buffer.read())
             stdin.name = "-"
-            yield _Input(stdin, _unique("stdin.png", taken), explain_name("stdin.png"))
-            continue
-        if is_url(arg):  # a photo, downloaded when it is read
-            name = os.path.basename(unquote(urlparse(arg).path)) or "download.png"
-            yield _Input(arg, _unique(name, taken), explain_name(name))
-            continue
-        for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
-            name = os.path.relpath(os.path.abspath(path), base)
-            if is_video(path):
-                annotated = _unique(str(Path(name).with_suffix(".mp4")), taken)
-                yield _Input(str(path), annotated, explain_name(name), video=True)
-            else:
-                yield _Input(str(path), _unique(name, taken), explain_name(name))
+            yield _Input(stdin, *names.of("-"))
+        elif is_url(arg):  # a photo, downloaded when it is read
+            yield _Input(arg, *names.of(arg))
+        else:
+            for path in iter_image_files([Path(arg)], IMAGE_EXTENSIONS | VIDEO_EXTENSIONS):
+                video = is_video(path)
+                yield _Input(str(path), *names.of(path, video=video), video=video)
 
 
 def _progress_steps(inputs: list[_Input], sampling: dict) -> list[int]:
@@ -437,8 +407,7 @@ def _results(
     """(input, result, whether it is the input's last) for every photo and every sampled
     video frame, in the order of the inputs. Consecutive photos go through
     ``predict_many`` together, so their faces share batches. With ``explain`` each photo
-    goes through ``Predictor.explain`` instead, and its result carries the explanations
-    (``ExplainedResult``)."""
+    goes through ``Predictor.explain`` instead, and gives an ``ExplainedResult``."""
     for video, grouped in itertools.groupby(inputs, key=lambda item: item.video):
         group = list(grouped)
         if not video and explain:
@@ -459,161 +428,33 @@ def _results(
             yield item, previous, True
 
 
-class _VideoAnnotation:
-    """The --annotate files of one video: the video with results drawn (mp4) and the
-    timeline picture (``NAME.timeline.png``)."""
-
-    def __init__(self, item: _Input, annotate_dir: Path, labels: tuple[str, ...]) -> None:
-        from fer8.pipeline.timeline import Timeline
-
-        self.item = item
-        self.video_path = annotate_dir / item.annotated
-        self.timeline_name = str(Path(item.annotated).with_suffix(".timeline.png"))
-        self.timeline_path = annotate_dir / self.timeline_name
-        self.timeline = Timeline(labels)
-        self.video: AnnotatedVideo | None = None
-
-    def add(self, result) -> None:
-        from fer8.pipeline.annotate import AnnotatedVideo
-
-        if result.error is not None and result.frame is None:
-            return  # not a video at all: nothing to draw on
-        if self.video is None:
-            self.video = AnnotatedVideo(self.item.source, self.video_path)
-        self.video.add(result)
-        self.timeline.add(result)
-
-    def close(self) -> dict[str, str]:
-        """Finish both files; returns {annotated name: source} for sources.csv."""
-        if self.video is None:
-            return {}
-        self.video.close()
-        if self.video.frames_written == 0:  # no frame could be read: nothing to show
-            self.video.path.unlink(missing_ok=True)
-            return {}
-        self.timeline.plot(self.timeline_path, title=os.path.basename(self.item.source))
-        logger.info("annotated %s -> %s, %s", self.item.source, self.video_path, self.timeline_path)
-        return {self.item.annotated: self.item.source, self.timeline_name: self.item.source}
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    """``name``, or ``name`` with ``-2``, ``-3``... before its extension if taken (compared
-    case-insensitively, as some file systems do)."""
-    stem, suffix = os.path.splitext(name)
-    candidate, number = name, 1
-    while candidate.lower() in taken:
-        number += 1
-        candidate = f"{stem}-{number}{suffix}"
-    taken.add(candidate.lower())
-    return candidate
-
-
-def _check_annotations(inputs: list[_Input], annotate_dir: Path, *, explain: bool = False) -> None:
+def _check_folder(inputs: list[_Input], folder: Path, option: str) -> None:
     """Refuse an --annotate (or --explain) folder where a picture written there would
     replace an input."""
-    if explain:
-        written = {os.path.abspath(annotate_dir / item.explained) for item in inputs}
-    else:
-        written = {os.path.abspath(annotate_dir / item.annotated) for item in inputs}
-        written |= {
-            os.path.abspath(annotate_dir / Path(item.annotated).with_suffix(".timeline.png"))
-            for item in inputs
-            if item.video
-        }
+    pictures: dict[str, Any] = {}
     for item in inputs:
-        if (
-            isinstance(item.source, str)
-            and os.path.exists(item.source)
-            and os.path.abspath(item.source) in written
-        ):
-            click.echo(
-                f"fer8: error: --{'explain' if explain else 'annotate'} {annotate_dir} "
-                "would draw over the input "
-                f"{item.source}; choose another folder",
-                err=True,
-            )
-            sys.exit(EXIT_USAGE)
+        if option == "explain":
+            pictures[item.explained] = item.source
+            continue
+        pictures[item.annotated] = item.source
+        if item.video:
+            pictures[drawing.timeline_name(item.annotated)] = item.source
+    source = drawing.drawn_over(folder, pictures)
+    if source is not None:
+        click.echo(
+            f"fer8: error: --{option} {folder} would draw over the input {source}; "
+            "choose another folder",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
 
 
-def _write_annotation_index(annotate_dir: Path, annotated: dict[str, str]) -> None:
-    """Write (or update) ``sources.csv`` in the --annotate folder: which input each
-    annotated picture came from."""
-    import csv
-
-    index = annotate_dir / ANNOTATION_INDEX
-    rows: dict[str, str] = {}
-    if index.is_file():
-        with open(index, newline="") as handle:
-            rows = {
-                row["annotated"]: row["source"]
-                for row in csv.DictReader(handle)
-                if (annotate_dir / row.get("annotated", "")).is_file()
-            }
-    rows.update(annotated)
-    with open(index, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["annotated", "source"])
-        writer.writerows(sorted(rows.items()))
-    logger.info(
-        "wrote %d annotated pictures to %s; %s says where each came from",
-        len(annotated),
-        annotate_dir,
-        index,
-    )
-
-
-def _write_annotated(
-    source: Any, result, path: Path, max_pixels: int, *, landmarks: bool = False
-) -> None:
-    from fer8.pipeline.annotate import annotate, save_image
-    from fer8.pipeline.images import load_image
-
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    save_image(
-        annotate(load_image(source, max_pixels=max_pixels), result, landmarks=landmarks), path
-    )
-    logger.info("annotated %s -> %s", result.source, path)
-
-
-@dataclass(frozen=True, eq=False)
-class _ExplainedResult:
-    """An image's result with its faces' explanations, for ``--explain``; writers read
-    its ``result`` through the same attributes as an ``ImageResult``."""
-
-    result: Any
-    explanations: tuple = ()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.result, name)
-
-
-def _explained(predictor, source: Any, detect: bool) -> Any:
+def _explained(predictor, source: Any, detect: bool) -> ExplainedResult:
     from fer8.errors import InvalidImageError
     from fer8.pipeline.images import describe_source
-    from fer8.results import ImageResult
 
     name = describe_source(source)
     try:
-        explanations = predictor.explain(source, detect=detect)
+        return ExplainedResult.of(name, predictor.explain(source, detect=detect))
     except InvalidImageError as exc:
-        return ImageResult(name, (), exc.problem)
-    faces = tuple(item.face for item in explanations)
-    return _ExplainedResult(ImageResult(name, faces), tuple(explanations))
-
-
-def _write_explained(
-    source: Any, result, path: Path, max_pixels: int, *, landmarks: bool = False
-) -> None:
-    """The photo with each face's heatmap laid over it, then its box and label drawn."""
-    from fer8.pipeline.annotate import annotate, save_image
-    from fer8.pipeline.explain import overlay
-    from fer8.pipeline.images import load_image
-
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    image = load_image(source, max_pixels=max_pixels)
-    save_image(
-        annotate(overlay(image, result.explanations), result.result, landmarks=landmarks), path
-    )
-    logger.info("explained %s -> %s", result.source, path)
+        return ExplainedResult(ImageResult(name, (), exc.problem))
