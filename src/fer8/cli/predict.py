@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -305,42 +304,22 @@ def _predict_on_ray(
         )
     if fmt is not None or annotate_dir is not None or "-" in paths:
         raise click.UsageError("--engine ray takes neither --format, --annotate nor - (stdin)")
-    from importlib.util import find_spec
-
-    from fer8.distributed.inputs import list_inputs
-    from fer8.distributed.ray_data import connect, predict_files
-    from fer8.distributed.rows import row_format
-    from fer8.errors import InvalidVideoError
-    from fer8.models.registry import resolve_model
+    from fer8.distributed.job import RAY_PACKAGES, RayPrediction
+    from fer8.errors import Fer8Error
 
     try:
-        row_format(out_path)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    # Looked up, not imported: importing Ray takes seconds, and connect() does it.
-    missing = [name for name in ("ray", "pyarrow") if find_spec(name) is None]
-    if missing:
-        click.echo(
-            f"fer8: error: --engine ray needs the ray extra ({missing[0]} is "
-            f"missing): {install_command('ray')}",
-            err=True,
-        )
+        job = RayPrediction.prepare(paths, out_path, model, **options)
+    except ModuleNotFoundError as exc:
+        if exc.name not in RAY_PACKAGES:
+            raise
+        click.echo(f"fer8: error: {exc}: {install_command('ray')}", err=True)
         sys.exit(EXIT_USAGE)
-
-    resolve_model(model)  # a wrong --model is a usage error before the cluster starts
-    try:
-        files = list_inputs(paths)
-    except InvalidVideoError as exc:  # photos only, said before the cluster starts
+    except Fer8Error as exc:  # a video among the inputs, a broken model file
         _fail(exc, EXIT_USAGE)
-    # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
-    # an error about Ray Data's own actor arguments; -v shows them.
-    connect(
-        address,
-        ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO,
-        quiet_core=_verbosity() == 0,
-    )
+    except ValueError as exc:  # --out's extension
+        raise click.UsageError(str(exc)) from None
     show_progress = progress if progress is not None else sys.stderr.isatty()
-    with ProgressBar("predict", len(files), hidden=not show_progress) as bar:
+    with ProgressBar("predict", len(job.files), hidden=not show_progress) as bar:
 
         def on_image(row: dict) -> None:
             if row["error"] is not None:
@@ -348,11 +327,12 @@ def _predict_on_ray(
             bar.update(1)
 
         # The time left is timed from the first rows the actors send, not from their
-        # start-up (seconds, which made a 17 s run read 7 minutes at 2%).
-        failed = predict_files(
-            files, out_path, model, on_image=on_image, on_start=bar.restart_clock, **options
+        # start-up (seconds, which made a 17 s run read 7 minutes at 2%); -v shows
+        # Ray's own notices.
+        failed = job.run(
+            address, quiet=_verbosity() == 0, on_image=on_image, on_start=bar.restart_clock
         )
-    logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(files), failed)
+    logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(job.files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
