@@ -68,8 +68,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import fer8
-    from fer8.pipeline.annotate import annotate, save_image
-    from fer8.pipeline.explain import overlay
     from fer8.pipeline.timeline import Timeline
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,13 +75,12 @@ def main() -> None:
     photo = side_by_side()
 
     result = predictor.predict(photo)
-    save_image(annotate(photo, result), args.out / "faces.jpg")
+    result.save(args.out / "faces.jpg", photo)
     logger.info("faces.jpg: %s", ", ".join(f"{f.label} {f.confidence:.1%}" for f in result.faces))
 
-    explanations = predictor.explain(photo)
-    explained = annotate(overlay(photo, explanations), result)
-    save_image(explained, args.out / "explain.jpg")
-    logger.info("explain.jpg: %d heatmaps", len(explanations))
+    explained = fer8.ExplainedResult.of("two portraits", predictor.explain(photo))
+    explained.save(args.out / "explain.jpg", photo)
+    logger.info("explain.jpg: %d heatmaps", len(explained.explanations))
 
     with tempfile.TemporaryDirectory() as folder:
         clip = write_clip(Path(folder) / "clip.mp4", photo)

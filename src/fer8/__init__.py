@@ -52,6 +52,7 @@ _EXPORTS = {
     "Box": "fer8.results",
     "Face": "fer8.results",
     "ImageResult": "fer8.results",
+    "ExplainedResult": "fer8.results",
     "FrameResult": "fer8.results",
     "TrackedFace": "fer8.results",
     "read_frames": "fer8.pipeline.video",
@@ -107,5 +108,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from fer8.pipeline.pose import head_pose
     from fer8.pipeline.predictor import Predictor
     from fer8.pipeline.video import read_frames
-    from fer8.results import Box, Face, FrameResult, HeadPose, ImageResult, TrackedFace
+    from fer8.results import (
+        Box,
+        ExplainedResult,
+        Face,
+        FrameResult,
+        HeadPose,
+        ImageResult,
+        TrackedFace,
+    )
     from fer8.training.keras_models import save_model
