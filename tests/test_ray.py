@@ -511,3 +511,38 @@ def test_a_failed_run_leaves_no_results_file(tmp_path):
     assert not (tmp_path / "out.parquet").exists()  # only once every row is in
     writer.close()
     assert pq.read_table(tmp_path / "out.parquet").to_pylist() == table.to_pylist()
+
+
+def test_a_ray_run_is_checked_before_any_cluster(tmp_path, monkeypatch, tiny_model_path):
+    """RayPrediction.prepare makes the checks of ``fer8 predict --engine ray`` (the
+    output's extension, the extra, the model, the inputs) without joining a cluster."""
+    import importlib.util
+
+    from videos import blank, write_video
+
+    from fer8.distributed.job import RayPrediction
+    from fer8.errors import InvalidVideoError, ModelNotFoundError
+
+    photos = str(EXAMPLES)
+    job = RayPrediction.prepare([photos], tmp_path / "rows.parquet", str(tiny_model_path))
+    assert [f.source for f in job.files] == [
+        str(EXAMPLES / "astronaut.png"),
+        str(EXAMPLES / "grace_hopper.jpg"),
+    ]
+    assert job.out == tmp_path / "rows.parquet" and not job.out.exists()
+    with pytest.raises(ValueError, match=".parquet or .jsonl"):
+        RayPrediction.prepare([photos], tmp_path / "rows.csv")
+    with pytest.raises(ModelNotFoundError):
+        RayPrediction.prepare([photos], tmp_path / "rows.jsonl", "nope")
+    video = write_video(tmp_path / "clip.mp4", [blank() for _ in range(3)])
+    with pytest.raises(InvalidVideoError, match="is a video"):
+        RayPrediction.prepare([str(video)], tmp_path / "rows.jsonl")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pyarrow" else find_spec(name, *a),
+    )
+    with pytest.raises(ModuleNotFoundError, match=r"ray extra \(pyarrow is missing\)") as missing:
+        RayPrediction.prepare([photos], tmp_path / "rows.jsonl", "nope")  # before the model
+    assert missing.value.name == "pyarrow"
