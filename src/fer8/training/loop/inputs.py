@@ -33,7 +33,7 @@ RANDOM_MASK_CHANCE = 0.5
 
 
 @dataclass(frozen=True)
-class _Split:
+class Split:
     """Crops and targets of one side of the run (train or validation), from one or more
     sources.
 
@@ -59,7 +59,7 @@ class _Split:
     masks: NDArray[np.uint8] | None = None
 
 
-def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split off ``fraction`` of each class (at least one image) for validation."""
     rng = np.random.default_rng(seed)
     val_indices: set[int] = set()
@@ -75,14 +75,14 @@ def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Datas
     )
 
 
-def _sources(split: _Split) -> dict[str, dict[str, Any]]:
+def _sources(split: Split) -> dict[str, dict[str, Any]]:
     """Each source's summary (one source's is the split's own)."""
     return (
         split.summary["sources"] if "sources" in split.summary else {split.names[0]: split.summary}
     )
 
 
-def _per_class(split: _Split) -> Counter:
+def per_class_counts(split: Split) -> Counter:
     """Images per class in ``split``, all sources together."""
     counts: Counter = Counter()
     for summary in _sources(split).values():
@@ -90,7 +90,7 @@ def _per_class(split: _Split) -> Counter:
     return counts
 
 
-def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
+def summary_table(title: str, split: Split, labels: Sequence[str]) -> str:
     """The split's images per source and class, as a few aligned lines for the log."""
     from fer8.labels import display_name
 
@@ -108,7 +108,7 @@ def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
             row.append(f"{summary['weight']:g}")
         rows.append(row)
     if len(rows) > 2:
-        total = _per_class(split)
+        total = per_class_counts(split)
         rows.append(
             [
                 "all",
@@ -127,7 +127,7 @@ def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
     )
 
 
-def _cache_root(cache: str | os.PathLike | None) -> Path | None:
+def crop_cache_root(cache: str | os.PathLike | None) -> Path | None:
     if cache is not None:
         return Path(cache) if os.fspath(cache) else None
     from fer8.models.registry import cache_dir
@@ -135,7 +135,7 @@ def _cache_root(cache: str | os.PathLike | None) -> Path | None:
     return cache_dir() / "crops"
 
 
-def _prepare(
+def prepare_split(
     sources: Sequence[tuple[DataSource, Dataset]],
     labels: tuple[str, ...],
     config: TrainConfig,
@@ -146,8 +146,8 @@ def _prepare(
     *,
     for_validation: bool = False,
     teachers: Sequence = (),
-) -> _Split:
-    """Frame every source's images and put them in one :class:`_Split`; with
+) -> Split:
+    """Frame every source's images and put them in one :class:`Split`; with
     ``teachers`` (loaded models) their probabilities are blended into the targets."""
     from fer8.training.crops import PreparedCrops, prepare_crops
 
@@ -213,12 +213,12 @@ def _prepare(
     draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, _, w in parts])
     # Class weights from how often each class is drawn per pass, all sources together.
     drawn = np.bincount(truth, weights=draws, minlength=len(labels))
-    weights = _class_weights(drawn, "none" if for_validation else config.class_weighting)
+    weights = class_weights(drawn, "none" if for_validation else config.class_weighting)
     names = tuple(source.name for source, _ in sources)
     summary = (
         summaries[names[0]] if len(names) == 1 else {"sources": summaries, "images": len(images)}
     )
-    return _Split(
+    return Split(
         images,
         targets,
         weights[truth].astype(np.float32),
@@ -255,7 +255,7 @@ def _taught(
         detector=config.detector,
         detector_options=config.detector_options,
         workers=workers,
-        framed={(config.image_size, _mask(config)): crops},
+        framed={(config.image_size, mask_of(config)): crops},
     )
     read = ~np.isnan(taught).any(axis=1)
     agreement = (
@@ -274,7 +274,7 @@ def _taught(
     )
 
 
-def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
+def class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
     """Per-class loss weights, normalised to average 1 over the samples.
 
     ``sqrt`` is the default: FER+ has 54 neutral faces per disgusted one, and full
@@ -298,7 +298,7 @@ def _start_preprocessing(config: TrainConfig) -> Preprocessing | None:
     return read_spec(resolve_model(config.init_model)).preprocessing
 
 
-def _mask(config: TrainConfig) -> str | None:
+def mask_of(config: TrainConfig) -> str | None:
     """The model's mask, which prediction applies: as asked, else as its start's (see
     :attr:`TrainConfig.mask`); none for ``random``, whose model predicts unmasked."""
     if config.mask is not None:
@@ -314,10 +314,10 @@ def _framing(config: TrainConfig, for_validation: bool) -> str | None:
     model's faces are at prediction."""
     if config.mask == "random" and not for_validation:
         return "random"
-    return _mask(config)
+    return mask_of(config)
 
 
-def _grayscale(config: TrainConfig, split: _Split) -> bool:
+def use_grayscale(config: TrainConfig, split: Split) -> bool:
     if config.grayscale is not None:
         return config.grayscale
     start = _start_preprocessing(config)
@@ -326,7 +326,7 @@ def _grayscale(config: TrainConfig, split: _Split) -> bool:
     return split.images.shape[-1] == 1
 
 
-def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Preprocessing:
+def preprocessing_for(backbone: str, *, gray: bool, mask: str | None = None) -> Preprocessing:
     """The backbone's preprocessing; gray input too when every training face is gray,
     and the run's mask, which prediction must apply too."""
     from fer8.training.backbones import BACKBONES
@@ -334,8 +334,8 @@ def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Pre
     return replace(BACKBONES[backbone], grayscale=gray, mask=mask)
 
 
-def _dataset(
-    split: _Split,
+def make_dataset(
+    split: Split,
     config: TrainConfig,
     preprocessing: Preprocessing,
     *,
