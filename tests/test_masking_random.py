@@ -12,8 +12,9 @@ from fer8.models.preprocessing import Preprocessing
 from fer8.training.augment import Augmentation
 from fer8.training.crops import pack_masks, prepare_crops, settings_key, unpack_masks
 from fer8.training.datasets import Sample
-from fer8.training.loop.inputs import Split, make_dataset
+from fer8.training.loop.inputs import make_dataset
 from fer8.training.loop.run_folder import TrainConfig
+from fer8.training.loop.splits import Split
 
 SIZE = 16
 #: No augmentation and no scaling: the batches are the crops as they were masked.

@@ -585,7 +585,7 @@ def test_augmentation_keeps_shape_and_range():
 
 
 def test_class_weights_soften_imbalance():
-    from fer8.training.loop.inputs import class_weights
+    from fer8.training.loop.splits import class_weights
 
     counts = np.array([100, 25, 1])
     sqrt = class_weights(counts, "sqrt")

@@ -17,7 +17,8 @@ drives the learning-rate schedule) and continues at the next epoch.
 
 This module builds the model and runs the fit; the run folder is
 :mod:`fer8.training.loop.run_folder`, the data pipeline :mod:`fer8.training.loop.inputs`,
-the Keras callbacks :mod:`fer8.training.loop.callbacks`.
+its train and validation splits :mod:`fer8.training.loop.splits`, the Keras callbacks
+:mod:`fer8.training.loop.callbacks`.
 """
 
 from __future__ import annotations
@@ -46,13 +47,10 @@ from fer8.training.loop.callbacks import (
 from fer8.training.loop.inputs import (
     FEW_IMAGES,
     crop_cache_root,
-    hold_out,
     make_dataset,
     mask_of,
-    per_class_counts,
     prepare_split,
     preprocessing_for,
-    summary_table,
     use_grayscale,
 )
 from fer8.training.loop.run_folder import (
@@ -73,6 +71,7 @@ from fer8.training.loop.run_folder import (
     read_history,
     undo_begin,
 )
+from fer8.training.loop.splits import hold_out, per_class_counts, summary_table
 
 if TYPE_CHECKING:
     import keras  # untyped: Any to mypy; the names in annotations need a module

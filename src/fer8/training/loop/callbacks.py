@@ -18,7 +18,6 @@ import numpy as np
 
 from fer8.models.preprocessing import Preprocessing
 from fer8.training.backend import import_keras
-from fer8.training.loop.inputs import Split
 from fer8.training.loop.run_folder import (
     CHECKPOINT_FILE,
     CURVES_FILE,
@@ -31,6 +30,7 @@ from fer8.training.loop.run_folder import (
     save_atomically,
     write_json,
 )
+from fer8.training.loop.splits import Split
 
 if TYPE_CHECKING:
     import keras  # untyped: Any to mypy; the names in annotations need a module
