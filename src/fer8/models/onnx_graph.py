@@ -80,7 +80,7 @@ def split_weights(
     """
     by_layer: dict[str, dict[str, NDArray]] = {}
     index = 0
-    for layer in _layers(config):
+    for layer in config_layers(config):
         _check_supported(layer)
         names = weight_names(layer)
         if index + len(names) > len(weights):
@@ -125,12 +125,12 @@ def build_graph(
     from onnx import TensorProto, helper
 
     graph = _Graph(weights, half=half)
-    inputs, outputs = _refs(config["input_layers"]), _refs(config["output_layers"])
+    inputs, outputs = tensor_refs(config["input_layers"]), tensor_refs(config["output_layers"])
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelFormatError("only networks with one input and one output are supported")
-    for layer in _layers(config):
+    for layer in config_layers(config):
         graph.add_layer(layer)
-    output = graph.to_matrix(graph.tensor(_history(outputs[0])))
+    output = graph.to_matrix(graph.tensor(tensor_key(outputs[0])))
     graph.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME]))
     graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", None])]
     try:
@@ -164,20 +164,25 @@ def build_graph(
     return model
 
 
-def _layers(config: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+def config_layers(config: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The config's layers in order.
+
+    Raises:
+        ModelFormatError: A layer is shared (called on more than one input).
+    """
     for layer in config["layers"]:
         if len(layer.get("inbound_nodes", [])) > 1:
             raise ModelFormatError(f"layer {layer['name']!r} is shared; not supported")
         yield layer
 
 
-def _refs(refs: Sequence[Any]) -> list[Sequence[Any]]:
+def tensor_refs(refs: Sequence[Any]) -> list[Sequence[Any]]:
     """A model's input or output references: Keras writes one as a bare
     ``[layer, node, index]`` and several as a list of them."""
     return [refs] if refs and isinstance(refs[0], str) else list(refs)
 
 
-def _history(ref: Sequence[Any]) -> str:
+def tensor_key(ref: Sequence[Any]) -> str:
     """A tensor's key: ``(layer, node, index)`` as in Keras's ``keras_history``."""
     layer, node, index = ref
     if node != 0:
@@ -185,14 +190,14 @@ def _history(ref: Sequence[Any]) -> str:
     return f"{layer}:{index}"
 
 
-def _inputs(args: Any) -> list[str]:
+def inbound_tensors(args: Any) -> list[str]:
     """The input tensors of an inbound node, in order (they may be nested in lists)."""
     if isinstance(args, dict):
         if args.get("class_name") == "__keras_tensor__":
-            return [_history(args["config"]["keras_history"])]
-        return [key for value in args.values() for key in _inputs(value)]
+            return [tensor_key(args["config"]["keras_history"])]
+        return [key for value in args.values() for key in inbound_tensors(value)]
     if isinstance(args, (list, tuple)):
-        return [key for value in args for key in _inputs(value)]
+        return [key for value in args for key in inbound_tensors(value)]
     return []
 
 
@@ -246,7 +251,9 @@ class _Graph:
     def add_layer(self, layer: Mapping[str, Any]) -> None:
         kind, name, config = layer["class_name"], layer["name"], layer["config"]
         inbound = layer.get("inbound_nodes", [])
-        inputs = [self.tensor(key) for key in _inputs(inbound[0]["args"])] if inbound else []
+        inputs = (
+            [self.tensor(key) for key in inbound_tensors(inbound[0]["args"])] if inbound else []
+        )
         _check_supported(layer)
         output = getattr(self, f"_{kind}")(name, config, inputs)
         self.tensors[f"{name}:0"] = output
@@ -450,7 +457,7 @@ def keras_weights(model: onnx.ModelProto, config: Mapping[str, Any]) -> list[NDA
 
     stored = {tensor.name: tensor for tensor in model.graph.initializer}
     weights = []
-    for layer in _layers(config):
+    for layer in config_layers(config):
         for weight in weight_names(layer):
             key = f"{layer['name']}/{weight}"
             if key not in stored:
@@ -497,7 +504,7 @@ def classifier_head(config: Mapping[str, Any]) -> ClassifierHead:
         ExplanationError: The head is not of that form; the message names the layer.
     """
     by_name = {layer["name"]: layer for layer in config["layers"]}
-    outputs = _refs(config["output_layers"])
+    outputs = tensor_refs(config["output_layers"])
     if len(outputs) != 1:
         raise ExplanationError("class activation maps need a network with one output")
     name = outputs[0][0]
@@ -507,7 +514,9 @@ def classifier_head(config: Mapping[str, Any]) -> ClassifierHead:
         if layer is None:
             raise ExplanationError(f"the network's config has no layer {name!r}")
         kind, settings = layer["class_name"], layer["config"]
-        inbound = _inputs(layer["inbound_nodes"][0]["args"]) if layer.get("inbound_nodes") else []
+        inbound = (
+            inbound_tensors(layer["inbound_nodes"][0]["args"]) if layer.get("inbound_nodes") else []
+        )
         if kind == "GlobalAveragePooling2D" and not settings.get("keepdims") and layers:
             if not any(item["class_name"] == "Dense" for item in layers):
                 break  # no dense layer: refused below
