@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 
 import fer8
+from fer8.models.classifier_head import head_weights
 from fer8.models.feature_bank import pooled_features
 from fer8.models.modelfile import read_graph, read_network_config
-from fer8.models.onnx_graph import head_weights
 from fer8.training.crops import prepare_crops
 from fer8.training.datasets import FERPLUS_COLUMNS, Sample, parse_source
 

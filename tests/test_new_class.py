@@ -22,10 +22,10 @@ from conftest import LABELS, save
 import fer8
 from fer8.cli import cli
 from fer8.errors import ModelFormatError
+from fer8.models.classifier_head import add_classes as widen_graph
+from fer8.models.classifier_head import head_weights
 from fer8.models.feature_bank import FeatureBank, pooled_features, read_feature_bank
 from fer8.models.modelfile import BANK_MEMBER, read_graph, read_network_config, with_member
-from fer8.models.onnx_graph import add_classes as widen_graph
-from fer8.models.onnx_graph import head_weights
 from fer8.training.new_class import (
     NoFeatureBankError,
     add_classes,

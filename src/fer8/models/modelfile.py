@@ -336,8 +336,8 @@ def _read_parts(path: Path) -> tuple[ModelSpec, bytes]:
                 graph = archive.read(ONNX_MEMBER)
                 if NETWORK_MEMBER in members:
                     # Graphs written before the feature-map output get it here, from
-                    # the stored graph (see fer8.models.onnx_graph.add_feature_output).
-                    from fer8.models.onnx_graph import add_feature_output
+                    # the stored graph (see fer8.models.classifier_head.add_feature_output).
+                    from fer8.models.classifier_head import add_feature_output
 
                     config = json.loads(archive.read(NETWORK_MEMBER))
                     graph = add_feature_output(graph, config.get("config", config))

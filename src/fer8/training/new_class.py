@@ -204,6 +204,8 @@ def add_classes(
         RunFolderExistsError: ``out_dir`` exists and is not empty.
     """
     import fer8
+    from fer8.models.classifier_head import add_classes as widen_graph
+    from fer8.models.classifier_head import head_weights
     from fer8.models.modelfile import (
         NETWORK_MEMBER,
         read_graph,
@@ -211,8 +213,6 @@ def add_classes(
         read_spec,
         write_model_file,
     )
-    from fer8.models.onnx_graph import add_classes as widen_graph
-    from fer8.models.onnx_graph import head_weights
     from fer8.models.registry import resolve_model
     from fer8.training.datasets import parse_source, read_class_folders
 
