@@ -1,15 +1,19 @@
-"""An ONNX graph built from a stored Keras network's config and weights, without Keras.
+"""The ONNX graph of a Keras network, built from its functional config and weights
+without Keras.
 
-A ``.fer8`` file stores the network as Keras writes it: the functional config (JSON)
-and the weights. Prediction needs neither TensorFlow nor Keras: this module reads the
-config layer by layer and emits the same computation as ONNX operators, which ONNX
-Runtime then runs (:mod:`fer8.models.runtime`). So one file serves both worlds: Keras
-loads it to train further, ONNX Runtime to predict, and there is no second copy of the
-weights to keep in step. The graph is also what ``fer8 export`` writes.
+When fer8 saves a model (:func:`fer8.training.keras_models.save_model`) this module
+reads the network's config layer by layer and emits the same computation as ONNX
+operators; the graph is stored in the ``.fer8`` file (``model.onnx``) and is what ONNX
+Runtime runs to predict (:mod:`fer8.models.runtime`) and what ``fer8 export`` writes.
+The weights live only in the graph: :func:`keras_weights` reads them back in Keras's
+layout when Keras trains the network further, so there is no second copy to keep in
+step. The graph also outputs the feature map of a network whose head is global average
+pooling and dense layers (:mod:`fer8.models.classifier_head`), which explanations use.
 
-Only the layers fer8's networks are made of are translated (the two ResNet50 layouts,
-FaceNet's Inception-ResNet-v1, the classifier head, the small CNNs of the tests); any other layer is a
-:class:`~fer8.errors.ModelFormatError` naming it, never a silently different network.
+Only the layers fer8's networks are made of are translated (FaceNet's
+Inception-ResNet-v1, the two ResNet50 layouts, the classifier head, the small CNNs of the
+tests); any other layer is a :class:`~fer8.errors.ModelFormatError` naming it, never a
+silently different network.
 
 Layout: Keras computes channels-last (NHWC), ONNX's convolutions channels-first (NCHW).
 The graph takes the same NHWC batch as the Keras model, transposes it once, and
