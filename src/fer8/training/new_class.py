@@ -254,7 +254,9 @@ def add_classes(
     bank = bank.relabelled(labels)
 
     def features_of(samples: Sequence[Sample], title: str) -> tuple[_Faces, dict[str, int]]:
-        found, kept, gray, status = _features(model, samples, cache, workers, title, on_progress)
+        found, kept, gray, status = face_features(
+            model, samples, cache, workers, title, on_progress
+        )
         classes = np.array([labels.index(samples[i].label) for i in kept], np.int64)
         return _Faces(found, classes, gray), status
 
@@ -299,8 +301,8 @@ def add_classes(
     # Valid is 38% neutral, all gray), and a class learnt from gray photos takes gray
     # neutral faces over first.
     offset = guarded_offset(
-        _logits(guard.features, old_kernel, old_bias),
-        _logits(guard.features, kernel, bias),
+        linear_logits(guard.features, old_kernel, old_bias),
+        linear_logits(guard.features, kernel, bias),
         guard.classes,
         guard.gray,
         options.max_old_drop,
@@ -311,8 +313,8 @@ def add_classes(
 
     old_accuracy = {}
     for name, faces in old_sets.items():
-        before = _logits(faces.features, old_kernel, old_bias).argmax(1)
-        after = _logits(faces.features, full_kernel, full_bias).argmax(1)
+        before = linear_logits(faces.features, old_kernel, old_bias).argmax(1)
+        after = linear_logits(faces.features, full_kernel, full_bias).argmax(1)
         old_accuracy[name] = OldAccuracy(
             len(faces.classes),
             float((before == faces.classes).mean()) if len(faces.classes) else math.nan,
@@ -320,7 +322,7 @@ def add_classes(
         )
     # Positives: the new classes' @val photos; negatives: every old-class face held out.
     judged = _Faces.joined([held.subset(~own_old), guard])
-    predicted = _logits(judged.features, full_kernel, full_bias).argmax(1)
+    predicted = linear_logits(judged.features, full_kernel, full_bias).argmax(1)
     figures = {
         label: class_figures(predicted, judged.classes, labels.index(label)) for label in new_labels
     }
@@ -394,7 +396,7 @@ def fit_new_columns(
     counts = np.bincount(y, minlength=total).astype(np.float64)
     present = counts > 0
     weights = (1.0 / (counts[y] * present.sum()))[:, None]
-    old_logits = _logits(x, old_kernel, old_bias)
+    old_logits = linear_logits(x, old_kernel, old_bias)
     # Scale-free steps: features are centred and scaled for the fit, folded back after.
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
@@ -516,7 +518,9 @@ def build_bank(
             drawn.setdefault(name, {})[label] = int(n)
     if not chosen:
         raise DatasetError("no faces of the model's classes in the sources")
-    found, kept, gray, status = _features(model, chosen, cache, workers, "bank faces", on_progress)
+    found, kept, gray, status = face_features(
+        model, chosen, cache, workers, "bank faces", on_progress
+    )
     classes = np.array([labels.index(chosen[i].label) for i in kept], np.int64)
     flags = np.zeros(len(classes), bool)
     for index in range(len(labels)):
@@ -545,7 +549,7 @@ def _even_shares(total: int, available: Sequence[int]) -> list[int]:
     return shares
 
 
-def _features(
+def face_features(
     model: ExpressionModel,
     samples: Sequence[Sample],
     cache: str | os.PathLike | None,
@@ -609,9 +613,10 @@ class _Faces:
         )
 
 
-def _logits(
+def linear_logits(
     features: NDArray[np.floating], kernel: NDArray[np.floating], bias: NDArray[np.floating]
 ) -> NDArray[np.float64]:
+    """``features @ kernel + bias`` in float64 ((0, C) for no features)."""
     if not len(features):
         return np.zeros((0, kernel.shape[1]))
     return np.asarray(features, np.float64) @ kernel + bias
