@@ -53,7 +53,7 @@ def apply_temperature(
     each row never changes. ``temperature`` is one number, or (N,) numbers, one per row
     (a :class:`TemperatureRule`'s).
     """
-    logits = _log(probabilities) / _per_row(temperature)
+    logits = log_probabilities(probabilities) / _per_row(temperature)
     logits -= logits.max(axis=-1, keepdims=True)
     exp = np.exp(logits)
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -73,7 +73,7 @@ def negative_log_likelihood(
         temperature: Applied first: one number, or (N,), one per row.
         weights: (N,) non-negative weight of each row; None weighs them equally.
     """
-    logits = _log(probabilities) / _per_row(temperature)
+    logits = log_probabilities(probabilities) / _per_row(temperature)
     peak = logits.max(axis=-1, keepdims=True)
     log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=-1))
     truth = np.asarray(truth, np.int64)
@@ -143,7 +143,8 @@ def _per_row(temperature: float | ArrayLike) -> NDArray[np.float64]:
     return temperature[:, None] if temperature.ndim else temperature
 
 
-def _log(probabilities: ArrayLike) -> NDArray[np.float64]:
+def log_probabilities(probabilities: ArrayLike) -> NDArray[np.float64]:
+    """``log p`` in float64, a probability of 0 read as :data:`SMALLEST_PROBABILITY`."""
     return np.log(np.maximum(np.asarray(probabilities, np.float64), SMALLEST_PROBABILITY))
 
 
@@ -547,7 +548,7 @@ def fit_temperature_rule(
         iterations: At most this many Newton steps.
     """
     probabilities = np.asarray(probabilities, np.float64)
-    logs = _log(probabilities)
+    logs = log_probabilities(probabilities)
     truth = np.asarray(truth, np.int64)
     columns = np.asarray(measures, np.float64)[:, [CROP_MEASURES.index(m) for m in names]]
     design = np.concatenate([np.ones((len(logs), 1)), columns], axis=1)
