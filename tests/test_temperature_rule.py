@@ -14,14 +14,7 @@ from click.testing import CliRunner
 from conftest import save
 
 from fer8.cli import cli
-from fer8.models.calibration import (
-    CROP_MEASURES,
-    TemperatureRule,
-    apply_temperature,
-    calibrate_model_file,
-    crop_measures,
-    fit_temperature_rule,
-)
+from fer8.models.calibration import apply_temperature, calibrate_model_file
 from fer8.models.modelfile import (
     SPEC_MEMBER,
     ModelSpec,
@@ -32,6 +25,12 @@ from fer8.models.modelfile import (
 )
 from fer8.models.preprocessing import IMAGENET_CAFFE
 from fer8.models.runtime import OnnxNetwork
+from fer8.models.temperature_rule import (
+    CROP_MEASURES,
+    TemperatureRule,
+    crop_measures,
+    fit_temperature_rule,
+)
 
 RULE = TemperatureRule(("colour", "detail"), intercept=1.4, weights=(-0.3, 0.25))
 

@@ -43,8 +43,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ModelFormatError
-from fer8.models.calibration import TemperatureRule
 from fer8.models.preprocessing import Preprocessing
+from fer8.models.temperature_rule import TemperatureRule
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class ModelSpec:
             applies it. 1 (the default, and what a file without one means) leaves the
             network's probabilities as they are.
         temperature_rule: A temperature per crop, from its colour and detail
-            (:class:`~fer8.models.calibration.TemperatureRule`), applied instead of
+            (:class:`~fer8.models.temperature_rule.TemperatureRule`), applied instead of
             ``temperature`` where set; None (the default, and what a file without one
             means) applies ``temperature`` to every crop.
     """
@@ -430,7 +430,7 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
                 "fer8.temperature_rule_applied": "no: the graph applies fer8.temperature "
                 "to every face; fer8 applies fer8.temperature_rule instead, per face: "
                 "T = 1 / (intercept + sum(weights * measures)) of the preprocessed crop "
-                "(fer8.models.calibration.crop_measures), clipped to 0.05-20, and "
+                "(fer8.models.temperature_rule.crop_measures), clipped to 0.05-20, and "
                 "softmax(log(p) * fer8.temperature / T) of the graph's probabilities p",
             }
             if rule is not None
