@@ -90,7 +90,8 @@ def test_an_unknown_mask_is_refused():
 
 
 def test_a_run_masks_as_the_model_it_starts_from_unless_told(tmp_path, tiny_model_path):
-    from fer8.models.modelfile import read_spec, rewrite_spec
+    from fer8.models.modelfile import read_spec
+    from fer8.models.writer import rewrite_spec
     from fer8.training.loop import TrainConfig
     from fer8.training.loop.inputs import mask_of
 

@@ -316,7 +316,7 @@ def calibrate_model_file(
     by: str = "temperature",
 ) -> dict[str, Any]:
     """Fit a temperature on a model's uncalibrated probabilities and write the model
-    file again with it (:func:`~fer8.models.modelfile.rewrite_spec`): the network is
+    file again with it (:func:`~fer8.models.writer.rewrite_spec`): the network is
     copied unchanged, the spec gains ``temperature`` and ``metadata["calibration"]``
     (:func:`calibration_summary`, plus ``fitted_on`` and ``fitted_temperature``).
 
@@ -353,8 +353,9 @@ def calibrate_model_file(
     """
     from dataclasses import replace
 
-    from fer8.models.modelfile import read_spec, rewrite_spec
+    from fer8.models.modelfile import read_spec
     from fer8.models.temperature_rule import fit_temperature_rule
+    from fer8.models.writer import rewrite_spec
 
     spec = read_spec(path)
     names = np.asarray(groups)

@@ -206,14 +206,9 @@ def add_classes(
     import fer8
     from fer8.models.classifier_head import add_classes as widen_graph
     from fer8.models.classifier_head import head_weights
-    from fer8.models.modelfile import (
-        NETWORK_MEMBER,
-        read_graph,
-        read_network_config,
-        read_spec,
-        write_model_file,
-    )
+    from fer8.models.modelfile import NETWORK_MEMBER, read_graph, read_network_config, read_spec
     from fer8.models.registry import resolve_model
+    from fer8.models.writer import write_model_file
     from fer8.training.datasets import parse_source, read_class_folders
 
     started = time.monotonic()
