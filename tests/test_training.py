@@ -4,9 +4,10 @@ no overwriting, augmentation, compact model files.
 These tests are about what a run does (files, resuming, seeding, averaging), not about
 how well it learns, so the runs here train a stand-in backbone of a few layers named
 like ResNet50's (:func:`small_backbone`), at 32x32: a ResNet50 run holds 1.5-2.5 GB
-of memory in the test process and takes minutes on 2 cores. The real ResNet50 is
-trained by the README's training example (tests/test_readme.py, in its own process),
-starts from the bundled model below, and is built and checked in test_models.py.
+of memory in the test process and takes minutes on 2 cores. The real networks are
+trained by the README's training example (the bundled FaceNet, in tests/test_readme.py,
+in its own process), started from the bundled model below, and built and checked in
+test_facenet.py and test_models.py.
 """
 
 from __future__ import annotations

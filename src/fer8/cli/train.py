@@ -126,7 +126,8 @@ def _import_tensorflow_quietly() -> None:
     type=click.IntRange(0, 5),
     default=0,
     show_default=True,
-    help="Keep the first N ResNet stages frozen (faster, less overfitting).",
+    help="Keep the first N stages of the backbone frozen (ResNet50: 1-5; FaceNet: 1-4, "
+    "its parts; faster, less overfitting).",
 )
 @click.option(
     "--learning-rate",

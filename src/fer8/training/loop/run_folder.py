@@ -82,7 +82,7 @@ class TrainConfig:
             instead (any input size): to fine-tune the bundled model on one's own
             faces or new data, or at a higher resolution. Classes it shares with the
             data keep their output weights; other classes (say *worry*) start fresh.
-        freeze_stages: ResNet stages (1-5) kept frozen, from the input on.
+        freeze_stages: Backbone stages kept frozen, from the input on (ResNet50 1-5, FaceNet 1-4).
         learning_rate: Peak AdamW learning rate, reached after a warm-up and cosine-decayed.
         warmup_epochs: Length of the linear warm-up.
         weight_decay: AdamW decoupled weight decay.
