@@ -19,17 +19,17 @@ from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    _detector_options,
-    _fail,
-    _flip_option,
-    _handle_errors,
-    _same_terminal,
-    _verbosity,
-    _video_options,
-    _writer,
     cli,
+    detection_options,
+    fail,
+    flip_option,
+    handle_errors,
     install_command,
     logger,
+    result_writer,
+    same_terminal,
+    verbosity,
+    video_options,
 )
 from fer8.output import FORMATS
 from fer8.pipeline.images import MAX_PIXELS
@@ -93,7 +93,7 @@ ANNOTATION_INDEX = "sources.csv"
     show_default=True,
     help="Faces per forward pass of the model.",
 )
-@_flip_option
+@flip_option
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -106,7 +106,7 @@ ANNOTATION_INDEX = "sources.csv"
     show_default=True,
     help="Refuse larger images (raise it for panoramas).",
 )
-@_video_options
+@video_options
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -126,8 +126,8 @@ ANNOTATION_INDEX = "sources.csv"
     type=click.Path(dir_okay=False, path_type=Path),
     help="--engine ray: write one row per face to this .parquet or .jsonl file.",
 )
-@_detector_options
-@_handle_errors
+@detection_options
+@handle_errors
 def predict(
     paths: tuple[str, ...],
     fmt: str | None,
@@ -213,8 +213,8 @@ def predict(
         try:
             head(predictor.model)  # a model without an exact map fails before any photo
         except ExplanationError as exc:
-            _fail(exc, EXIT_USAGE)
-    writer = _writer(
+            fail(exc, EXIT_USAGE)
+    writer = result_writer(
         fmt,
         predictor.labels,
         [describe_source(item.source) for item in inputs],
@@ -223,7 +223,7 @@ def predict(
     )
     # Each failure is in the results too; on a terminal that shows both streams, a line
     # on stderr would report it twice.
-    report_failures = not _same_terminal()
+    report_failures = not same_terminal()
     # By default the bar shows only when results go elsewhere than the terminal
     # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
     # on the same screen would be drawn through them.
@@ -335,13 +335,13 @@ def _predict_on_ray(
     try:
         files = list_inputs(paths)
     except InvalidVideoError as exc:  # photos only, said before the cluster starts
-        _fail(exc, EXIT_USAGE)
+        fail(exc, EXIT_USAGE)
     # Ray logs each run's plan and its own notices at INFO and WARNING, and its C++ core
     # an error about Ray Data's own actor arguments; -v shows them.
     connect(
         address,
-        ray_log_level=logging.ERROR if _verbosity() == 0 else logging.INFO,
-        quiet_core=_verbosity() == 0,
+        ray_log_level=logging.ERROR if verbosity() == 0 else logging.INFO,
+        quiet_core=verbosity() == 0,
     )
     show_progress = progress if progress is not None else sys.stderr.isatty()
     with ProgressBar("predict", len(files), hidden=not show_progress) as bar:
