@@ -5,17 +5,20 @@
 expensive stages would cost if they were made cheaper in the two obvious ways, to show
 whether the foundation's 40 ms target is within reach on this hardware:
 
-* the network: a ResNet50 (random weights, BatchNorm folded, as ``fer8`` runs it) at
-  batch 1 for each of ``--sizes`` input sides (the bundled model uses 112);
-* detection: ``fer8.detect`` on the astronaut with each of ``--min-sizes`` as the
-  smallest face searched for (the default is 48 px, FER2013's face size).
+* the network: the bundled model's architecture, FaceNet's Inception-ResNet-v1
+  (``--backbone resnet50`` for the earlier ResNet50), with random weights and BatchNorm
+  folded as ``fer8`` runs it, at batch 1 for each of ``--sizes`` input sides (the
+  bundled model uses 160);
+* detection: ``fer8.detect`` (YuNet, the default detector) on the astronaut with each
+  of ``--min-sizes`` as the smallest face searched for (YuNet's default is 20 px).
 
 The CPU stages that do not change (load, landmarks, align) are timed once, and each
 combination's sum of medians is printed: a lower bound for end to end, since it leaves
 out the Python glue between stages.
 
 Usage:
-    python scripts/bench_latency_floor.py [--sizes 112,96,80] [--min-sizes 48,64] [--repeats 100]
+    python scripts/bench_latency_floor.py [--backbone facenet] [--sizes 160,128,112] \\
+        [--min-sizes 20,48] [--repeats 100]
 """
 
 from __future__ import annotations
@@ -44,21 +47,24 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(seconds)
 
 
-def network_ms(size: int, repeats: int) -> float:
+def network_ms(backbone: str, size: int, repeats: int) -> float:
     import numpy as np
 
     from fer8.training.backbones import build_backbone, build_classifier
     from fer8.training.inference import inference_function
 
-    run = inference_function(build_classifier(build_backbone("resnet50", size), 7), size)
+    run = inference_function(build_classifier(build_backbone(backbone, size), 7), size)
     batch = np.random.default_rng(0).uniform(-100, 100, (1, size, size, 3)).astype(np.float32)
     return median_ms(lambda: run(batch), repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="112,96,80", help="network input sides")
-    parser.add_argument("--min-sizes", default="48,64", help="smallest faces searched for")
+    parser.add_argument(
+        "--backbone", default="facenet", help="network: facenet (the bundled one) or resnet50"
+    )
+    parser.add_argument("--sizes", default="160,128,112", help="network input sides")
+    parser.add_argument("--min-sizes", default="20,48", help="smallest faces searched for")
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
 
@@ -82,7 +88,9 @@ def main() -> None:
         m: median_ms(lambda m=m: fer8.detect(image, min_size=m), args.repeats)
         for m in map(int, args.min_sizes.split(","))
     }
-    network = {s: network_ms(s, args.repeats) for s in map(int, args.sizes.split(","))}
+    network = {
+        s: network_ms(args.backbone, s, args.repeats) for s in map(int, args.sizes.split(","))
+    }
 
     print("| fixed stage | p50 ms |\n| --- | --- |")
     for name, ms in fixed.items():

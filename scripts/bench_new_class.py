@@ -41,11 +41,12 @@ from pathlib import Path
 import numpy as np
 
 import fer8
+from fer8.models.classifier_head import head_weights
 from fer8.models.feature_bank import pooled_features
 from fer8.models.modelfile import read_graph, read_network_config
-from fer8.models.onnx_graph import head_weights
 from fer8.training.crops import prepare_crops
-from fer8.training.datasets import FERPLUS_COLUMNS, Sample, parse_source
+from fer8.training.dataset_layouts import FERPLUS_COLUMNS
+from fer8.training.datasets import Sample, parse_source
 
 logger = logging.getLogger("bench_new_class")
 
@@ -54,7 +55,7 @@ VALIDATION = ("FER2013Valid", "expw@val", "sfew/Train@val", "jaffe")
 
 def contempt_faces(ferplus: Path) -> list[Path]:
     """FER+ faces whose majority vote is contempt (ties to the earlier column, as
-    :func:`fer8.training.datasets.read_ferplus` breaks them)."""
+    :func:`fer8.training.dataset_layouts.read_ferplus` breaks them)."""
     faces = []
     with (ferplus / "label.csv").open(newline="") as handle:
         for row in csv.reader(handle):

@@ -80,7 +80,7 @@ def run_bare(args) -> dict:
     import keras
     import numpy as np
 
-    from fer8.training.loop import TrainConfig, _build_model, _set_precision
+    from fer8.training.loop import TrainConfig, build_model, set_precision
 
     config = TrainConfig(
         data=args.data,
@@ -90,8 +90,8 @@ def run_bare(args) -> dict:
         freeze_stages=args.freeze_stages,
         precision=args.precision,
     )
-    _set_precision(config.precision)
-    model = _build_model(config, tuple(f"class{i}" for i in range(7)), args.steps)
+    set_precision(config.precision)
+    model = build_model(config, tuple(f"class{i}" for i in range(7)), args.steps)
     rng = np.random.default_rng(0)
     x = rng.uniform(-120, 150, (args.batch_size, args.image_size, args.image_size, 3))
     y = keras.utils.to_categorical(rng.integers(0, 7, args.batch_size), 7)

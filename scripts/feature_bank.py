@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from fer8.models.feature_bank import read_feature_bank
-from fer8.models.modelfile import BANK_MEMBER, with_member
+from fer8.models.modelfile import BANK_MEMBER
 from fer8.models.registry import sha256_file
+from fer8.models.writer import with_member
 from fer8.progress import ProgressBar
-from fer8.training.new_class import HELD_OUT_SHARE, build_bank
+from fer8.training.bank import HELD_OUT_SHARE, build_bank
 
 logger = logging.getLogger("feature_bank")
 

@@ -1,8 +1,9 @@
 """Shared fixtures: the public-domain example photos and a tiny random-weight model.
 
 The model is a small CNN in the real ``.fer8`` format, so every pipeline and CLI test
-exercises the real loading and inference code in seconds; the ResNet50 builders have
-their own tests in ``test_backbones.py``.
+exercises the real loading and inference code in seconds; the backbone builders have
+their own tests: FaceNet's in ``test_facenet.py``, the ResNet50s' in ``test_models.py``
+and ``test_training.py``.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from fer8.models.modelfile import (
     read_graph,
     read_model_file,
     read_spec,
-    rewrite_spec,
 )
 from fer8.models.onnx_wire import with_metadata
 from fer8.models.preprocessing import IMAGENET_CAFFE
 from fer8.models.runtime import OnnxNetwork
+from fer8.models.writer import rewrite_spec
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

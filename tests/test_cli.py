@@ -437,13 +437,13 @@ def test_help_and_the_package_name_the_bundled_network():
     """Both called it a ResNet50 after the bundled model became a FaceNet."""
     import re
 
-    from fer8.cli.common import _NETWORKS
+    from fer8.cli.common import NETWORKS
     from fer8.models.modelfile import read_spec
     from fer8.models.registry import resolve_model
 
     spec = read_spec(resolve_model(None))
     help_text = " ".join(run("--help").stdout.split())
-    network = f"{_NETWORKS[spec.backbone]} at {spec.input_size} pixels"
+    network = f"{NETWORKS[spec.backbone]} at {spec.input_size} pixels"
     assert f"The bundled model (used without --model) is {network}" in help_text
     assert spec.backbone == "facenet" and "ResNet50" not in help_text
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()

@@ -305,10 +305,10 @@ def test_regression_unexpected_errors_are_reported_on_one_line(predictor, monkey
 
 
 def test_jpeg_scan_count_follows_the_markers():
-    from fer8.pipeline.images import _jpeg_scans
+    from fer8.pipeline.images import jpeg_scans
 
-    assert _jpeg_scans(SEEDS["jpeg"]) == 1
-    assert _jpeg_scans(SEEDS["jpeg-progressive-exif"]) == 10
+    assert jpeg_scans(SEEDS["jpeg"]) == 1
+    assert jpeg_scans(SEEDS["jpeg-progressive-exif"]) == 10
     # A scan marker inside an APP segment (an EXIF thumbnail) is skipped with the segment.
-    assert _jpeg_scans(fuzzing.jpeg_with_app1(SEEDS["jpeg"], b"\xff\xda" * 500)) == 1
-    assert _jpeg_scans(fuzzing.progressive_jpeg_scans(50)) == 6 + 50
+    assert jpeg_scans(fuzzing.jpeg_with_app1(SEEDS["jpeg"], b"\xff\xda" * 500)) == 1
+    assert jpeg_scans(fuzzing.progressive_jpeg_scans(50)) == 6 + 50

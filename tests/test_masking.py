@@ -90,8 +90,10 @@ def test_an_unknown_mask_is_refused():
 
 
 def test_a_run_masks_as_the_model_it_starts_from_unless_told(tmp_path, tiny_model_path):
-    from fer8.models.modelfile import read_spec, rewrite_spec
-    from fer8.training.loop import TrainConfig, _mask
+    from fer8.models.modelfile import read_spec
+    from fer8.models.writer import rewrite_spec
+    from fer8.training.loop import TrainConfig
+    from fer8.training.loop.inputs import mask_of
 
     spec = read_spec(tiny_model_path)
     masked = rewrite_spec(
@@ -99,10 +101,10 @@ def test_a_run_masks_as_the_model_it_starts_from_unless_told(tmp_path, tiny_mode
         replace(spec, preprocessing=replace(spec.preprocessing, mask="contour")),
         tmp_path / "masked.fer8",
     )
-    assert _mask(TrainConfig(data="faces", init_model=str(masked))) == "contour"
-    assert _mask(TrainConfig(data="faces", init_model=str(masked), mask="none")) is None
-    assert _mask(TrainConfig(data="faces", init_model=str(tiny_model_path))) is None
-    assert _mask(TrainConfig(data="faces", backbone_weights="none", mask="contour")) == "contour"
+    assert mask_of(TrainConfig(data="faces", init_model=str(masked))) == "contour"
+    assert mask_of(TrainConfig(data="faces", init_model=str(masked), mask="none")) is None
+    assert mask_of(TrainConfig(data="faces", init_model=str(tiny_model_path))) is None
+    assert mask_of(TrainConfig(data="faces", backbone_weights="none", mask="contour")) == "contour"
     # The start's backbone is the run's when none is named.
     assert TrainConfig(data="faces", init_model=str(masked)).backbone == "test-cnn"
     assert TrainConfig(data="faces", backbone_weights="none").backbone == "resnet50"

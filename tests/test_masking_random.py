@@ -12,8 +12,9 @@ from fer8.models.preprocessing import Preprocessing
 from fer8.training.augment import Augmentation
 from fer8.training.crops import pack_masks, prepare_crops, settings_key, unpack_masks
 from fer8.training.datasets import Sample
-from fer8.training.loop.inputs import _dataset, _Split
+from fer8.training.loop.inputs import make_dataset
 from fer8.training.loop.run_folder import TrainConfig
+from fer8.training.loop.splits import Split
 
 SIZE = 16
 #: No augmentation and no scaling: the batches are the crops as they were masked.
@@ -21,9 +22,9 @@ NO_AUGMENTATION = Augmentation(0, 0, 0, 0, 0, 0, 0, 0, 0)
 IDENTITY = Preprocessing("RGB", (0.0, 0.0, 0.0))
 
 
-def _split(images: np.ndarray, masks: np.ndarray | None) -> _Split:
+def _split(images: np.ndarray, masks: np.ndarray | None) -> Split:
     n = len(images)
-    return _Split(
+    return Split(
         images,
         np.eye(2, dtype=np.float32)[np.arange(n) % 2],
         np.ones(n, np.float32),
@@ -67,7 +68,7 @@ def _which(row: np.ndarray, images: np.ndarray, masks: np.ndarray) -> int:
 def test_training_batches_hold_each_face_masked_and_unmasked_over_draws(faces):
     images, masks = faces
     config = _config()
-    rows = _seen(_dataset(_split(images, masks), config, IDENTITY, training=True), 40)
+    rows = _seen(make_dataset(_split(images, masks), config, IDENTITY, training=True), 40)
     framings: dict[int, set[str]] = {i: set() for i in range(len(images))}
     for row in rows:
         i = _which(row, images, masks)
@@ -84,9 +85,9 @@ def test_training_batches_hold_each_face_masked_and_unmasked_over_draws(faces):
     # The crop without landmarks has nothing to cut along: never black.
     assert framings[3] == {"as aligned"}
     # Drawn from (seed, step): the same run draws the same; another seed otherwise.
-    again = _seen(_dataset(_split(images, masks), config, IDENTITY, training=True), 40)
+    again = _seen(make_dataset(_split(images, masks), config, IDENTITY, training=True), 40)
     np.testing.assert_array_equal(np.stack(rows), np.stack(again))
-    other = _dataset(_split(images, masks), _config(seed=1), IDENTITY, training=True)
+    other = make_dataset(_split(images, masks), _config(seed=1), IDENTITY, training=True)
     assert not np.array_equal(np.stack(rows), np.stack(_seen(other, 40)))
 
 
@@ -97,7 +98,7 @@ def test_masks_move_with_the_face_under_augmentation(faces):
     masks = np.asarray(masks)
     masks[:3, :, : SIZE // 2 + 2] = False  # left-heavy masks: a flip moves the black
     flipped_masked = 0
-    for row in _seen(_dataset(_split(images, masks), config, IDENTITY, training=True), 20):
+    for row in _seen(make_dataset(_split(images, masks), config, IDENTITY, training=True), 20):
         row = row[:, ::-1]
         i = _which(row, images, masks)
         if not np.array_equal(row, images[i]):
@@ -108,10 +109,10 @@ def test_masks_move_with_the_face_under_augmentation(faces):
 
 def test_validation_and_splits_without_masks_are_never_masked(faces):
     images, masks = faces
-    validation = _dataset(_split(images, masks), _config(), IDENTITY, training=False)
+    validation = make_dataset(_split(images, masks), _config(), IDENTITY, training=False)
     np.testing.assert_array_equal(np.stack(_seen(validation, 1)), images)
     # contour and none runs have no masks: their training batches are the crops.
-    unmasked = _dataset(_split(images, None), _config(), IDENTITY, training=True)
+    unmasked = make_dataset(_split(images, None), _config(), IDENTITY, training=True)
     for row in _seen(unmasked, 10):
         assert any(np.array_equal(row, image) for image in images)
 

@@ -28,6 +28,7 @@ from fer8.models.modelfile import (
     ONNX_MEMBER,
     SPEC_MEMBER,
     WEIGHTS_MEMBER,
+    read_spec,
 )
 from fer8.models.registry import resolve_model
 from fer8.training.keras_models import keras_expression_model, load_keras_model
@@ -306,6 +307,23 @@ def test_older_model_files_load_and_convert(tmp_path, tiny_model_path, tiny_mode
     np.testing.assert_allclose(
         fer8.classify(crops, fer8.load_model(new)), expected, atol=2e-3 if compact else 1e-6
     )
+
+
+def test_a_fresh_process_opens_an_older_file_without_importing_training_first(
+    tmp_path, tiny_model_path
+):
+    """``import fer8`` leaves fer8.training out; the format-1 reader is looked up when
+    such a file is opened (fer8.models.legacy), so fer8.load_model still reads it."""
+    old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=True)
+    code = (
+        "import sys, fer8\n"
+        "assert 'fer8.training' not in sys.modules, 'imported by import fer8'\n"
+        f"print(fer8.load_model({str(old)!r}).labels)\n"
+        "assert 'fer8.training' in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(read_spec(tiny_model_path).labels)
 
 
 def test_older_model_files_without_the_train_extra_say_how_to_convert(

@@ -14,24 +14,17 @@ from click.testing import CliRunner
 from conftest import save
 
 from fer8.cli import cli
-from fer8.models.calibration import (
+from fer8.models.calibration import apply_temperature, calibrate_model_file
+from fer8.models.modelfile import SPEC_MEMBER, ModelSpec, read_graph, read_model_file, read_spec
+from fer8.models.preprocessing import IMAGENET_CAFFE
+from fer8.models.runtime import OnnxNetwork
+from fer8.models.temperature_rule import (
     CROP_MEASURES,
     TemperatureRule,
-    apply_temperature,
-    calibrate_model_file,
     crop_measures,
     fit_temperature_rule,
 )
-from fer8.models.modelfile import (
-    SPEC_MEMBER,
-    ModelSpec,
-    read_graph,
-    read_model_file,
-    read_spec,
-    rewrite_spec,
-)
-from fer8.models.preprocessing import IMAGENET_CAFFE
-from fer8.models.runtime import OnnxNetwork
+from fer8.models.writer import rewrite_spec
 
 RULE = TemperatureRule(("colour", "detail"), intercept=1.4, weights=(-0.3, 0.25))
 
@@ -179,7 +172,7 @@ def test_calibrate_by_quality_writes_a_rule(tiny_model_path, labelled_crops, tmp
 
 
 def test_an_exported_graph_says_it_applies_the_one_temperature(tiny_model_path):
-    from fer8.models.modelfile import onnx_metadata
+    from fer8.models.writer import onnx_metadata
 
     spec = replace(read_spec(tiny_model_path), temperature=1.5)
     assert not any("rule" in key for key in onnx_metadata(spec))

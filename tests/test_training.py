@@ -4,9 +4,10 @@ no overwriting, augmentation, compact model files.
 These tests are about what a run does (files, resuming, seeding, averaging), not about
 how well it learns, so the runs here train a stand-in backbone of a few layers named
 like ResNet50's (:func:`small_backbone`), at 32x32: a ResNet50 run holds 1.5-2.5 GB
-of memory in the test process and takes minutes on 2 cores. The real ResNet50 is
-trained by the README's training example (tests/test_readme.py, in its own process),
-starts from the bundled model below, and is built and checked in test_models.py.
+of memory in the test process and takes minutes on 2 cores. The real networks are
+trained by the README's training example (the bundled FaceNet, in tests/test_readme.py,
+in its own process), started from the bundled model below, and built and checked in
+test_facenet.py and test_models.py.
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def test_without_the_network_imagenet_weights_fail_in_one_line(tmp_path, tiny_da
 def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, monkeypatch):
     """No download: a run of the bundled model's backbone starts from its weights; on
     other classes the shared ones keep their outputs and new ones start fresh."""
-    from fer8.training.loop import TrainConfig, _build_model, _starting_weights
+    from fer8.training.loop import TrainConfig, build_model, starting_weights
 
     monkeypatch.setattr(backbones, "build_backbone", RESNET50)
     from fer8.models.registry import resolve_model
@@ -310,8 +311,8 @@ def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, 
     assert config.init_model == "default" and config.backbone_weights == "none"
     assert config.backbone == bundled_spec.backbone
     assert TrainConfig(data="faces", backbone="vggface-resnet50").init_model is None
-    assert _starting_weights(config, labels) is None
-    network = _build_model(config, labels, steps_per_epoch=1)
+    assert starting_weights(config, labels) is None
+    network = build_model(config, labels, steps_per_epoch=1)
     weighted = [layer.name for layer in bundled.layers if layer.weights]
     for layer in (weighted[0], weighted[len(weighted) // 2], "logits"):
         for ours, theirs in zip(
@@ -319,7 +320,7 @@ def test_by_default_training_starts_from_the_bundled_model(tmp_path, tiny_data, 
         ):
             np.testing.assert_array_equal(ours, theirs)
 
-    network = _build_model(config, ("happy", "sad", "worry"), steps_per_epoch=1)
+    network = build_model(config, ("happy", "sad", "worry"), steps_per_epoch=1)
     kernel, bias = network.get_layer("logits").get_weights()
     old_kernel, old_bias = bundled.get_layer("logits").get_weights()
     for new, old in ((0, labels.index("happy")), (1, labels.index("sad"))):
@@ -385,14 +386,14 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_continues_at_the_next_epoch(
     cache = first_run[1]
 
     # Continue to 3 epochs, but press Ctrl-C as epoch 3 starts.
-    real_begin = training._RunRecorder.on_epoch_begin
+    real_begin = training.RunRecorder.on_epoch_begin
 
     def interrupt_third(self, epoch, logs=None):
         if epoch == 2:
             raise KeyboardInterrupt
         real_begin(self, epoch, logs)
 
-    monkeypatch.setattr(training._RunRecorder, "on_epoch_begin", interrupt_third)
+    monkeypatch.setattr(training.RunRecorder, "on_epoch_begin", interrupt_third)
     config = training.TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     progress: dict[str, list[int]] = {}  # one progress display per epoch, step by step
 
@@ -489,7 +490,7 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
 
     straight = run("straight", *TRAIN_ARGS, *recipe)
 
-    real_begin = training._RunRecorder.on_epoch_begin
+    real_begin = training.RunRecorder.on_epoch_begin
 
     def stop_before_second(self, epoch, logs=None):
         if epoch == 1:
@@ -497,7 +498,7 @@ def test_a_resumed_run_ends_bit_for_bit_where_an_uninterrupted_one_does(
         real_begin(self, epoch, logs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training._RunRecorder, "on_epoch_begin", stop_before_second)
+        patch.setattr(training.RunRecorder, "on_epoch_begin", stop_before_second)
         run("resumed", *TRAIN_ARGS, *recipe, exit_code=130)
     assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 1
     resumed = run("resumed", "--resume")
@@ -585,16 +586,16 @@ def test_augmentation_keeps_shape_and_range():
 
 
 def test_class_weights_soften_imbalance():
-    from fer8.training.loop import _class_weights
+    from fer8.training.loop.splits import class_weights
 
     counts = np.array([100, 25, 1])
-    sqrt = _class_weights(counts, "sqrt")
+    sqrt = class_weights(counts, "sqrt")
     assert sqrt[2] / sqrt[0] == pytest.approx(10.0)
     assert (sqrt * counts).sum() / counts.sum() == pytest.approx(1.0)
-    assert _class_weights(counts, "balanced")[1] / _class_weights(counts, "balanced")[
+    assert class_weights(counts, "balanced")[1] / class_weights(counts, "balanced")[
         0
     ] == pytest.approx(4.0)
-    assert (_class_weights(counts, "none") == 1).all()
+    assert (class_weights(counts, "none") == 1).all()
 
 
 def test_the_training_step_is_compiled_on_jax_but_not_on_tensorflow(monkeypatch):
@@ -602,9 +603,9 @@ def test_the_training_step_is_compiled_on_jax_but_not_on_tensorflow(monkeypatch)
 
     from fer8.training import loop as training
 
-    assert training._jit_compile() is False  # XLA makes CPU training slower on TensorFlow
+    assert training.jit_compile() is False  # XLA makes CPU training slower on TensorFlow
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    assert training._jit_compile() == "auto"  # uncompiled JAX runs op by op
+    assert training.jit_compile() == "auto"  # uncompiled JAX runs op by op
 
 
 def test_compact_model_file_is_smaller_and_predicts_the_same(first_run, tmp_path):
@@ -647,7 +648,7 @@ def test_tf_data_preprocessing_matches_prediction_preprocessing():
     import tensorflow as tf
 
     from fer8.models.preprocessing import IMAGENET_CAFFE, VGGFACE2
-    from fer8.training.loop import preprocess_tensor
+    from fer8.training.loop.inputs import preprocess_tensor
 
     crops = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
     for preprocessing in (IMAGENET_CAFFE, VGGFACE2, replace(IMAGENET_CAFFE, grayscale=True)):
@@ -659,10 +660,10 @@ def test_a_model_trained_on_gray_faces_sees_colour_faces_in_gray():
     import cv2
 
     from fer8.models.preprocessing import IMAGENET_CAFFE
-    from fer8.training.loop import _preprocessing
+    from fer8.training.loop.inputs import preprocessing_for
 
-    assert _preprocessing("resnet50", gray=False) == IMAGENET_CAFFE
-    gray_model = _preprocessing("resnet50", gray=True)
+    assert preprocessing_for("resnet50", gray=False) == IMAGENET_CAFFE
+    gray_model = preprocessing_for("resnet50", gray=True)
     assert gray_model.grayscale and gray_model.mean == IMAGENET_CAFFE.mean
     colour = np.random.default_rng(4).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
     gray = np.stack(
@@ -749,7 +750,7 @@ def test_an_added_class_starts_fresh_and_shared_classes_keep_their_outputs(
     config = training.TrainConfig(
         data=str(data), image_size=32, init_model=str(first_run[0] / "model.fer8")
     )
-    model = training._from_model_file(config, ("happy", "sad", "worry"))
+    model = training.model_from_file(config, ("happy", "sad", "worry"))
     kernel, bias = model.get_layer("logits").get_weights()
     old_kernel, old_bias = old.get_layer("logits").get_weights()
     np.testing.assert_array_equal(kernel[:, :2], old_kernel)
@@ -805,8 +806,10 @@ def test_teachers_probabilities_are_blended_into_the_training_targets(
     sources = [(source, source.read())]
     labels = ("happy", "sad")
     teachers = load_teachers(config.teachers, labels)
-    taught = training._prepare(sources, labels, config, cache, 1, None, "train", teachers=teachers)
-    plain = training._prepare(
+    taught = training.prepare_split(
+        sources, labels, config, cache, 1, None, "train", teachers=teachers
+    )
+    plain = training.prepare_split(
         sources, labels, replace(config, teachers=()), cache, 1, None, "train"
     )
     assert plain.images.shape[-1] == (3 if faces == "colour" else 1)
@@ -993,13 +996,13 @@ def test_a_random_masked_run_masks_training_faces_only_and_its_model_does_not_ma
     from fer8.training.crops import unpack_masks
 
     splits = {}
-    dataset = loop._dataset
+    dataset = loop.make_dataset
 
     def recording(split, config, preprocessing, *, training, **kwargs):
         splits["train" if training else "val"] = split
         return dataset(split, config, preprocessing, training=training, **kwargs)
 
-    monkeypatch.setattr(loop, "_dataset", recording)
+    monkeypatch.setattr(loop, "make_dataset", recording)
     cache = tmp_path / "cache"
     model = _train_masked(tiny_data, tmp_path, cache, "random")
     assert model.spec.preprocessing.mask is None

@@ -31,7 +31,7 @@ from videos import (
 import fer8
 from fer8.cli import cli
 from fer8.errors import InvalidVideoError
-from fer8.pipeline.predictor import READ_AHEAD
+from fer8.pipeline.prefetch import READ_AHEAD
 from fer8.pipeline.timeline import Timeline
 from fer8.pipeline.tracking import Smoother, Tracker
 from fer8.pipeline.video import Frame, frame_signature, is_cut, read_frames
@@ -276,7 +276,7 @@ def test_smoothing_averages_the_track_over_the_window(predictor, clips):
 
 
 def test_faces_of_several_frames_share_forward_passes(predictor, clips, monkeypatch):
-    import fer8.pipeline.predictor as module
+    import fer8.pipeline.batching as module
 
     sizes = []
     real = module.classify

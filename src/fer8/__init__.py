@@ -24,10 +24,6 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-# fer8.training registers its reader of format-1 (Keras) model files with fer8.models when
-# imported (see fer8.models.legacy); the package itself imports no TensorFlow.
-import_module("fer8.training")
-
 # Public name -> module defining it; resolved on first access (PEP 562), so that
 # `import fer8` and `fer8 --help` stay instant.
 _EXPORTS = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from fer8.cli.common import _detector_options, _flip_option, _handle_errors, cli
+from fer8.cli.common import cli, detection_options, flip_option, handle_errors
 from fer8.errors import (
     Fer8Error,
 )
@@ -57,9 +57,9 @@ from fer8.progress import ProgressBar
     "(an older fer8 applies the one temperature).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@_flip_option
-@_detector_options
-@_handle_errors
+@flip_option
+@detection_options
+@handle_errors
 def calibrate(
     model: str | None,
     sources: tuple[str, ...],

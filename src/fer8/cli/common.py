@@ -41,7 +41,7 @@ EXIT_BROKEN_PIPE = 141
 
 
 # Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
-_flip_option = click.option(
+flip_option = click.option(
     "--flip",
     is_flag=True,
     help="Also classify each face mirrored and average: slightly more accurate, "
@@ -49,7 +49,7 @@ _flip_option = click.option(
 )
 
 
-def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--detector and the detection settings a user needs, for every command that
     finds faces; the command receives them as one ``detection`` dict argument
     (``{"detector": name, "detector_options": {...}}``)."""
@@ -124,7 +124,7 @@ def _detector_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def video_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--fps, --every-frame and --smooth, for the commands that read video; the command
     receives them as one ``sampling`` dict of :meth:`Predictor.predict_video` arguments."""
 
@@ -157,7 +157,7 @@ def _video_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
+def handle_errors(command: Callable[..., T]) -> Callable[..., T]:
     """Turn fer8's errors into one line on stderr (a traceback too with -v); end
     quietly when the reader of stdout goes away."""
 
@@ -179,9 +179,9 @@ def _handle_errors(command: Callable[..., T]) -> Callable[..., T]:
             FileNotFoundError,
             FileExistsError,
         ) as exc:
-            _fail(exc, EXIT_USAGE)
+            fail(exc, EXIT_USAGE)
         except (Fer8Error, OSError) as exc:
-            _fail(exc, EXIT_INPUT_FAILED)
+            fail(exc, EXIT_INPUT_FAILED)
 
     return wrapper
 
@@ -200,14 +200,14 @@ def _stdout_gone() -> NoReturn:
     sys.exit(EXIT_BROKEN_PIPE)
 
 
-def _fail(exc: BaseException, code: int) -> NoReturn:
-    if _verbosity() > 0:
+def fail(exc: BaseException, code: int) -> NoReturn:
+    if verbosity() > 0:
         click.echo(traceback.format_exc().rstrip(), err=True)
     click.echo(f"fer8: error: {exc}", err=True)
     sys.exit(code)
 
 
-def _verbosity() -> int:
+def verbosity() -> int:
     ctx = click.get_current_context(silent=True)
     return (ctx.obj or {}).get("verbose", 0) if ctx is not None else 0
 
@@ -227,7 +227,7 @@ class _Group(click.Group):
 
 
 #: How help names the networks of ``fer8 train --backbone``.
-_NETWORKS = {
+NETWORKS = {
     "facenet": "FaceNet's Inception-ResNet-v1",
     "resnet50": "a ResNet50",
     "vggface-resnet50": "a VGGFace2 ResNet50",
@@ -246,7 +246,7 @@ def _bundled_model(template: str) -> str:
         return template.replace("{network}", "(no bundled model is installed)").replace(
             "{classes}", "nothing"
         )
-    network = f"{_NETWORKS.get(spec.backbone, spec.backbone)} at {spec.input_size} pixels"
+    network = f"{NETWORKS.get(spec.backbone, spec.backbone)} at {spec.input_size} pixels"
     classes = ", ".join(display_name(label) for label in spec.labels)
     return template.replace("{network}", network).replace("{classes}", classes)
 
@@ -268,11 +268,11 @@ def cli(ctx: click.Context, verbose: int) -> None:
     model trained with fer8 train predicts the classes of its data.
     """
     level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format=_log_format(verbose))
+    logging.basicConfig(level=level, stream=sys.stderr, format=log_line_format(verbose))
     ctx.obj = {"verbose": verbose}
 
 
-def _log_format(verbose: int) -> str:
+def log_line_format(verbose: int) -> str:
     return "fer8: %(message)s" if verbose < 2 else "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
@@ -306,7 +306,7 @@ def install_command(extra: str) -> str:
     return f"{pip} 'fer8[{extra}]'"
 
 
-def _writer(
+def result_writer(
     fmt: str | None,
     labels: tuple[str, ...],
     sources: list[str],
@@ -320,7 +320,7 @@ def _writer(
     return make_writer(fmt, sys.stdout, labels, sources=sources, video=video, landmarks=landmarks)
 
 
-def _same_terminal() -> bool:
+def same_terminal() -> bool:
     """Whether stdout and stderr are the same terminal."""
     try:
         return (

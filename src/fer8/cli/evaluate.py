@@ -13,10 +13,10 @@ import click
 from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
-    _detector_options,
-    _flip_option,
-    _handle_errors,
     cli,
+    detection_options,
+    flip_option,
+    handle_errors,
     logger,
 )
 from fer8.output import to_json
@@ -63,14 +63,14 @@ from fer8.progress import ProgressBar
     help="Which rows of a fer2013.csv to evaluate.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@_flip_option
+@flip_option
 @click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bars on stderr (default: when stderr is a terminal).",
 )
-@_detector_options
-@_handle_errors
+@detection_options
+@handle_errors
 def evaluate(
     sources: tuple[str, ...],
     model: str | None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fer8.cli.common import EXIT_USAGE, _handle_errors, cli, install_command
+from fer8.cli.common import EXIT_USAGE, cli, handle_errors, install_command
 
 
 @cli.command()
@@ -34,7 +34,7 @@ from fer8.cli.common import EXIT_USAGE, _handle_errors, cli, install_command
     help="File to write (a new one; its folder is made if missing).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
-@_handle_errors
+@handle_errors
 def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
     """Write a model for other runtimes, or convert an older model file.
 

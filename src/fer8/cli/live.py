@@ -12,14 +12,14 @@ from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    _detector_options,
-    _fail,
-    _handle_errors,
-    _same_terminal,
-    _video_options,
-    _writer,
     cli,
+    detection_options,
+    fail,
+    handle_errors,
     logger,
+    result_writer,
+    same_terminal,
+    video_options,
 )
 from fer8.errors import (
     InvalidVideoError,
@@ -55,9 +55,9 @@ from fer8.output import FORMATS
     help="Model name or .fer8 file (default: the bundled model).",
 )
 @click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces.")
-@_video_options
-@_detector_options
-@_handle_errors
+@video_options
+@detection_options
+@handle_errors
 def live(
     camera: str,
     fmt: str | None,
@@ -86,13 +86,13 @@ def live(
         frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
     except InvalidVideoError as exc:
         # A camera index that opens nothing is a wrong argument, like a wrong --model.
-        _fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
+        fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
     name = describe_video(source)
     show = _display_available() if window is None else window
     print_rows = not show or not sys.stdout.isatty()
     # As in predict: on a terminal that shows both streams, the table's row is the report.
-    report_failures = not (print_rows and _same_terminal())
-    writer = _writer(fmt, predictor.labels, [name], video=True)
+    report_failures = not (print_rows and same_terminal())
+    writer = result_writer(fmt, predictor.labels, [name], video=True)
     waiting: deque = deque()  # frames read, until their results come, to draw them
 
     def remember(frames):

@@ -18,17 +18,17 @@ from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    _detector_options,
-    _fail,
-    _flip_option,
-    _handle_errors,
-    _same_terminal,
-    _verbosity,
-    _video_options,
-    _writer,
     cli,
+    detection_options,
+    fail,
+    flip_option,
+    handle_errors,
     install_command,
     logger,
+    result_writer,
+    same_terminal,
+    verbosity,
+    video_options,
 )
 from fer8.drawing import INDEX as ANNOTATION_INDEX  # noqa: F401  (fer8.cli exports it)
 from fer8.output import FORMATS
@@ -91,7 +91,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="Faces per forward pass of the model.",
 )
-@_flip_option
+@flip_option
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -104,7 +104,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="Refuse larger images (raise it for panoramas).",
 )
-@_video_options
+@video_options
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -124,8 +124,8 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False, path_type=Path),
     help="--engine ray: write one row per face to this .parquet or .jsonl file.",
 )
-@_detector_options
-@_handle_errors
+@detection_options
+@handle_errors
 def predict(
     paths: tuple[str, ...],
     fmt: str | None,
@@ -211,8 +211,8 @@ def predict(
         try:
             head(predictor.model)  # a model without an exact map fails before any photo
         except ExplanationError as exc:
-            _fail(exc, EXIT_USAGE)
-    writer = _writer(
+            fail(exc, EXIT_USAGE)
+    writer = result_writer(
         fmt,
         predictor.labels,
         [describe_source(item.source) for item in inputs],
@@ -221,7 +221,7 @@ def predict(
     )
     # Each failure is in the results too; on a terminal that shows both streams, a line
     # on stderr would report it twice.
-    report_failures = not _same_terminal()
+    report_failures = not same_terminal()
     # By default the bar shows only when results go elsewhere than the terminal
     # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
     # on the same screen would be drawn through them.
@@ -315,7 +315,7 @@ def _predict_on_ray(
         click.echo(f"fer8: error: {exc}: {install_command('ray')}", err=True)
         sys.exit(EXIT_USAGE)
     except Fer8Error as exc:  # a video among the inputs, a broken model file
-        _fail(exc, EXIT_USAGE)
+        fail(exc, EXIT_USAGE)
     except ValueError as exc:  # --out's extension
         raise click.UsageError(str(exc)) from None
     show_progress = progress if progress is not None else sys.stderr.isatty()
@@ -330,7 +330,7 @@ def _predict_on_ray(
         # start-up (seconds, which made a 17 s run read 7 minutes at 2%); -v shows
         # Ray's own notices.
         failed = job.run(
-            address, quiet=_verbosity() == 0, on_image=on_image, on_start=bar.restart_clock
+            address, quiet=verbosity() == 0, on_image=on_image, on_start=bar.restart_clock
         )
     logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(job.files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fer8.cli.common import _detector_options, _handle_errors, cli, install_command
+from fer8.cli.common import cli, detection_options, handle_errors, install_command
 from fer8.progress import ProgressBar
 
 
@@ -82,8 +82,8 @@ from fer8.progress import ProgressBar
     default=None,
     help="Crop cache folder, shared with fer8 train (default: crops/ in the fer8 cache).",
 )
-@_detector_options
-@_handle_errors
+@detection_options
+@handle_errors
 def quantize(
     model: str | None,
     sources: tuple[str, ...],

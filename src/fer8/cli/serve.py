@@ -10,12 +10,12 @@ import click
 
 from fer8.cli.common import (
     EXIT_USAGE,
-    _detector_options,
-    _handle_errors,
-    _log_format,
-    _verbosity,
     cli,
+    detection_options,
+    handle_errors,
     install_command,
+    log_line_format,
+    verbosity,
 )
 from fer8.pipeline.images import MAX_PIXELS
 
@@ -82,8 +82,8 @@ from fer8.pipeline.images import MAX_PIXELS
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The certificate's private key (PEM), if not in --ssl-certfile.",
 )
-@_detector_options
-@_handle_errors
+@detection_options
+@handle_errors
 def serve(
     host: str,
     port: int,
@@ -143,8 +143,8 @@ def serve(
             shutdown_timeout=shutdown_timeout,
             ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
             ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
-            log_level="debug" if _verbosity() > 1 else "info",
-            log_format=_log_format(_verbosity()),
+            log_level="debug" if verbosity() > 1 else "info",
+            log_format=log_line_format(verbosity()),
         )
     )
 

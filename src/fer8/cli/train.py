@@ -13,12 +13,12 @@ from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    _detector_options,
-    _fail,
-    _handle_errors,
-    _verbosity,
     cli,
+    detection_options,
+    fail,
+    handle_errors,
     install_command,
+    verbosity,
 )
 from fer8.progress import ProgressBar
 
@@ -29,7 +29,7 @@ def _import_tensorflow_quietly() -> None:
     ``-vv`` keeps the chatter. Without the train extra, exits with a one-line message
     saying what to install.
     """
-    if _verbosity() < 2:
+    if verbosity() < 2:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from fer8.training.backend import import_keras
 
@@ -126,7 +126,8 @@ def _import_tensorflow_quietly() -> None:
     type=click.IntRange(0, 5),
     default=0,
     show_default=True,
-    help="Keep the first N ResNet stages frozen (faster, less overfitting).",
+    help="Keep the first N stages of the backbone frozen (ResNet50: 1-5; FaceNet: 1-4, "
+    "its parts; faster, less overfitting).",
 )
 @click.option(
     "--learning-rate",
@@ -244,8 +245,8 @@ def _import_tensorflow_quietly() -> None:
     "new classifier row is learnt against the feature bank in the model file. "
     "Uses --init-model, --val, --cache and --workers only; see docs/training.md.",
 )
-@_detector_options
-@_handle_errors
+@detection_options
+@handle_errors
 def train(
     sources: tuple[str, ...],
     run_dir: Path,
@@ -327,8 +328,8 @@ def train(
     try:  # a usage error, found before anything is read or written
         check_image_size(config)
     except StartError as exc:
-        _fail(exc, EXIT_USAGE)
-    if _verbosity() == 0:  # the per-epoch summary lines are the command's progress report
+        fail(exc, EXIT_USAGE)
+    if verbosity() == 0:  # the per-epoch summary lines are the command's progress report
         logging.getLogger("fer8.training.loop").setLevel(logging.INFO)
     result = run_training(
         config,

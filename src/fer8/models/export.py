@@ -10,15 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer8.models.modelfile import (
-    ONNX_MEMBER,
-    WEIGHTS_MEMBER,
-    ModelSpec,
-    onnx_metadata,
-    read_graph,
-    read_spec,
-    replaced_atomically,
-)
+from fer8.models.modelfile import ONNX_MEMBER, WEIGHTS_MEMBER, ModelSpec, read_graph, read_spec
 from fer8.models.onnx_wire import (
     Node,
     with_metadata,
@@ -26,6 +18,7 @@ from fer8.models.onnx_wire import (
     with_renamed_outputs,
 )
 from fer8.models.onnx_wire import metadata as wire_metadata
+from fer8.models.writer import onnx_metadata, replaced_atomically
 
 
 def export_onnx(

@@ -2,15 +2,17 @@
 
 Reading one needs Keras, which lives in the training package (the ``train`` extra), and
 ``fer8.models`` must not depend on training: training imports models, never the other way.
-So the training package registers its reader here when imported (``import fer8`` imports
-it, which costs nothing: the package itself imports no TensorFlow), and this module hands
-the reader out when a format-1 file turns up.
+So the training package registers its reader here when it is imported, and
+:func:`legacy_reader` imports that package by name only when a format-1 file turns up
+and no reader is registered yet (the way :mod:`codecs` finds an encoding): ``import fer8``
+and reading a current file import neither ``fer8.training`` nor TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +32,9 @@ class LegacyReader(Protocol):
         ...
 
 
+#: The package that registers the reader when imported (fer8.training's __init__).
+READER_PACKAGE = "fer8.training"
+
 # A function, not the reader itself: it imports Keras only when a format-1 file is read.
 _factory: Callable[[], LegacyReader] | None = None
 
@@ -42,11 +47,13 @@ def register_legacy_reader(factory: Callable[[], LegacyReader]) -> None:
 
 
 def legacy_reader() -> LegacyReader:
-    """The registered reader.
+    """The registered reader, importing :data:`READER_PACKAGE` first when none is.
 
     Raises:
         ImportError: None is registered, or its packages (the ``train`` extra) are missing.
     """
+    if _factory is None:
+        import_module(READER_PACKAGE)  # registers it
     if _factory is None:
         raise ImportError("no reader of format-1 model files is registered")
     return _factory()

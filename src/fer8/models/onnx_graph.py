@@ -1,15 +1,19 @@
-"""An ONNX graph built from a stored Keras network's config and weights, without Keras.
+"""The ONNX graph of a Keras network, built from its functional config and weights
+without Keras.
 
-A ``.fer8`` file stores the network as Keras writes it: the functional config (JSON)
-and the weights. Prediction needs neither TensorFlow nor Keras: this module reads the
-config layer by layer and emits the same computation as ONNX operators, which ONNX
-Runtime then runs (:mod:`fer8.models.runtime`). So one file serves both worlds: Keras
-loads it to train further, ONNX Runtime to predict, and there is no second copy of the
-weights to keep in step. The graph is also what ``fer8 export`` writes.
+When fer8 saves a model (:func:`fer8.training.keras_models.save_model`) this module
+reads the network's config layer by layer and emits the same computation as ONNX
+operators; the graph is stored in the ``.fer8`` file (``model.onnx``) and is what ONNX
+Runtime runs to predict (:mod:`fer8.models.runtime`) and what ``fer8 export`` writes.
+The weights live only in the graph: :func:`keras_weights` reads them back in Keras's
+layout when Keras trains the network further, so there is no second copy to keep in
+step. The graph also outputs the feature map of a network whose head is global average
+pooling and dense layers (:mod:`fer8.models.classifier_head`), which explanations use.
 
-Only the layers fer8's networks are made of are translated (the two ResNet50 layouts,
-FaceNet's Inception-ResNet-v1, the classifier head, the small CNNs of the tests); any other layer is a
-:class:`~fer8.errors.ModelFormatError` naming it, never a silently different network.
+Only the layers fer8's networks are made of are translated (FaceNet's
+Inception-ResNet-v1, the two ResNet50 layouts, the classifier head, the small CNNs of the
+tests); any other layer is a :class:`~fer8.errors.ModelFormatError` naming it, never a
+silently different network.
 
 Layout: Keras computes channels-last (NHWC), ONNX's convolutions channels-first (NCHW).
 The graph takes the same NHWC batch as the Keras model, transposes it once, and
@@ -20,14 +24,21 @@ features reach a Dense layer in Keras's order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ExplanationError, ModelFormatError
+from fer8.models.classifier_head import classifier_head
+from fer8.models.keras_config import (
+    config_layers,
+    inbound_tensors,
+    tensor_key,
+    tensor_refs,
+    weight_names,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -43,31 +54,7 @@ OUTPUT_NAME = "probabilities"
 #: (:mod:`fer8.pipeline.explain`). Only networks with such a head have it.
 FEATURES_NAME = "features"
 
-#: Weights per layer class, in the order Keras stores them (``layer.weights``).
-_WEIGHT_NAMES = {
-    "Conv2D": ("kernel", "bias"),
-    "Dense": ("kernel", "bias"),
-    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
-}
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "linear": None}
-
-
-def weight_names(layer: Mapping[str, Any]) -> tuple[str, ...]:
-    """The names of one layer's stored weights, in Keras's order (empty for layers
-    without weights). Optional weights (a bias, BatchNorm's scale and centre) are left
-    out when the layer's config switches them off."""
-    names = _WEIGHT_NAMES.get(layer["class_name"], ())
-    config = layer["config"]
-    if "bias" in names and not config.get("use_bias", True):
-        names = tuple(n for n in names if n != "bias")
-    if layer["class_name"] == "BatchNormalization":
-        names = tuple(
-            n
-            for n in names
-            if (n != "gamma" or config.get("scale", True))
-            and (n != "beta" or config.get("center", True))
-        )
-    return names
 
 
 def split_weights(
@@ -80,7 +67,7 @@ def split_weights(
     """
     by_layer: dict[str, dict[str, NDArray]] = {}
     index = 0
-    for layer in _layers(config):
+    for layer in config_layers(config):
         _check_supported(layer)
         names = weight_names(layer)
         if index + len(names) > len(weights):
@@ -125,12 +112,12 @@ def build_graph(
     from onnx import TensorProto, helper
 
     graph = _Graph(weights, half=half)
-    inputs, outputs = _refs(config["input_layers"]), _refs(config["output_layers"])
+    inputs, outputs = tensor_refs(config["input_layers"]), tensor_refs(config["output_layers"])
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelFormatError("only networks with one input and one output are supported")
-    for layer in _layers(config):
+    for layer in config_layers(config):
         graph.add_layer(layer)
-    output = graph.to_matrix(graph.tensor(_history(outputs[0])))
+    output = graph.to_matrix(graph.tensor(tensor_key(outputs[0])))
     graph.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME]))
     graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", None])]
     try:
@@ -162,38 +149,6 @@ def build_graph(
     model.ir_version = 8  # what ONNX Runtime 1.16+ reads, whatever onnx version built it
     helper.set_model_props(model, dict(metadata or {}))
     return model
-
-
-def _layers(config: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    for layer in config["layers"]:
-        if len(layer.get("inbound_nodes", [])) > 1:
-            raise ModelFormatError(f"layer {layer['name']!r} is shared; not supported")
-        yield layer
-
-
-def _refs(refs: Sequence[Any]) -> list[Sequence[Any]]:
-    """A model's input or output references: Keras writes one as a bare
-    ``[layer, node, index]`` and several as a list of them."""
-    return [refs] if refs and isinstance(refs[0], str) else list(refs)
-
-
-def _history(ref: Sequence[Any]) -> str:
-    """A tensor's key: ``(layer, node, index)`` as in Keras's ``keras_history``."""
-    layer, node, index = ref
-    if node != 0:
-        raise ModelFormatError(f"layer {layer!r} is called more than once; not supported")
-    return f"{layer}:{index}"
-
-
-def _inputs(args: Any) -> list[str]:
-    """The input tensors of an inbound node, in order (they may be nested in lists)."""
-    if isinstance(args, dict):
-        if args.get("class_name") == "__keras_tensor__":
-            return [_history(args["config"]["keras_history"])]
-        return [key for value in args.values() for key in _inputs(value)]
-    if isinstance(args, (list, tuple)):
-        return [key for value in args for key in _inputs(value)]
-    return []
 
 
 class _Graph:
@@ -246,7 +201,9 @@ class _Graph:
     def add_layer(self, layer: Mapping[str, Any]) -> None:
         kind, name, config = layer["class_name"], layer["name"], layer["config"]
         inbound = layer.get("inbound_nodes", [])
-        inputs = [self.tensor(key) for key in _inputs(inbound[0]["args"])] if inbound else []
+        inputs = (
+            [self.tensor(key) for key in inbound_tensors(inbound[0]["args"])] if inbound else []
+        )
         _check_supported(layer)
         output = getattr(self, f"_{kind}")(name, config, inputs)
         self.tensors[f"{name}:0"] = output
@@ -450,7 +407,7 @@ def keras_weights(model: onnx.ModelProto, config: Mapping[str, Any]) -> list[NDA
 
     stored = {tensor.name: tensor for tensor in model.graph.initializer}
     weights = []
-    for layer in _layers(config):
+    for layer in config_layers(config):
         for weight in weight_names(layer):
             key = f"{layer['name']}/{weight}"
             if key not in stored:
@@ -460,233 +417,3 @@ def keras_weights(model: onnx.ModelProto, config: Mapping[str, Any]) -> list[NDA
                 array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
             weights.append(array)
     return weights
-
-
-#: Layers that may lie between global average pooling and the output for the head to be
-#: affine (so that a class activation map sums exactly to the class's logit).
-_HEAD_LAYERS = ("Dense", "Dropout", "BatchNormalization", "Activation")
-
-
-@dataclass(frozen=True)
-class ClassifierHead:
-    """The head of a network ending in global average pooling and dense layers.
-
-    Attributes:
-        pool: The GlobalAveragePooling2D layer's name.
-        features: The Keras tensor key of its input, the last feature map.
-        layers: The layers from the pooling to the output, in order (Dense,
-            BatchNormalization, Dropout, and linear or a final softmax Activation).
-    """
-
-    pool: str
-    features: str
-    layers: tuple[Mapping[str, Any], ...]
-
-
-def classifier_head(config: Mapping[str, Any]) -> ClassifierHead:
-    """Find the global average pooling that feeds the output through dense layers only.
-
-    The class activation map (Zhou et al., 2016) of such a network is exact: every layer
-    after the pooling is affine (a softmax at the end only turns logits into
-    probabilities), so weighting the feature map's channels by the head's composed
-    weights gives a map whose mean, plus a bias, is the class's logit. Any other layer
-    there (a ReLU, a Flatten of the map, a second branch) would make that map a
-    different function from the network's, so it is refused.
-
-    Raises:
-        ExplanationError: The head is not of that form; the message names the layer.
-    """
-    by_name = {layer["name"]: layer for layer in config["layers"]}
-    outputs = _refs(config["output_layers"])
-    if len(outputs) != 1:
-        raise ExplanationError("class activation maps need a network with one output")
-    name = outputs[0][0]
-    layers: list[Mapping[str, Any]] = []
-    while True:
-        layer = by_name.get(name)
-        if layer is None:
-            raise ExplanationError(f"the network's config has no layer {name!r}")
-        kind, settings = layer["class_name"], layer["config"]
-        inbound = _inputs(layer["inbound_nodes"][0]["args"]) if layer.get("inbound_nodes") else []
-        if kind == "GlobalAveragePooling2D" and not settings.get("keepdims") and layers:
-            if not any(item["class_name"] == "Dense" for item in layers):
-                break  # no dense layer: refused below
-            return ClassifierHead(name, inbound[0], tuple(reversed(layers)))
-        activation = settings.get("activation", "linear")
-        final = not layers  # the output layer itself may end in a softmax
-        if (
-            kind not in _HEAD_LAYERS
-            or len(inbound) != 1
-            or activation not in (("linear", "softmax") if final else ("linear",))
-        ):
-            what = (
-                kind
-                if activation in ("linear", None) or kind not in _HEAD_LAYERS
-                else f"{kind} with {activation}"
-            )
-            raise ExplanationError(
-                f"layer {name!r} ({what}) lies between the network's last feature map and "
-                "its output; class activation maps are exact only for global average "
-                "pooling followed by dense layers"
-            )
-        layers.append(layer)
-        name = inbound[0].rsplit(":", 1)[0]
-    raise ExplanationError(
-        "the network has no dense layer after its global average "
-        "pooling; class activation maps need one"
-    )
-
-
-def add_feature_output(data: bytes, config: Mapping[str, Any]) -> bytes:
-    """A stored graph with the ``features`` output, for graphs written before fer8 gave
-    them one (the bundled model's among them). The output is taken from the stored graph
-    itself: the input of the GlobalAveragePool node that :func:`build_graph` made for
-    the head's pooling layer. A graph that has the output already, or whose network has
-    no such head, is returned as it is.
-    """
-    from fer8.models.onnx_wire import Node, read_graph_index, with_nodes_and_outputs
-
-    index = read_graph_index(data)
-    if FEATURES_NAME in index.outputs:
-        return data
-    try:
-        head = classifier_head(config)
-    except ExplanationError:
-        return data
-    pool = index.producer(f"{head.pool}/pool")
-    if pool is None or pool.op_type != "GlobalAveragePool":
-        # Not a graph fer8 built: it still predicts; explaining it says it cannot.
-        logger.debug("no pooling node for layer %r: no feature-map output", head.pool)
-        return data
-    return with_nodes_and_outputs(
-        data, [Node("Identity", (pool.inputs[0],), (FEATURES_NAME,))], [FEATURES_NAME]
-    )
-
-
-def head_weights(
-    data: bytes, config: Mapping[str, Any]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The head after the pooling as one affine map: ``logits = pooled @ W + b``.
-
-    Args:
-        data: The serialized graph (weights are read from its initializers).
-        config: The Keras config of the network.
-
-    Returns:
-        ``W`` (K, C) and ``b`` (C,), in float64.
-
-    Raises:
-        ExplanationError: The head is not global average pooling and dense layers.
-    """
-    from fer8.models.onnx_wire import read_graph_index
-
-    head = classifier_head(config)
-    index = read_graph_index(data)
-    matrix: NDArray[np.float64] | None = None
-    bias: NDArray[np.float64] | None = None
-
-    def weight(layer: str, name: str) -> NDArray[np.float64]:
-        return index.array(f"{layer}/{name}").astype(np.float64)
-
-    for layer in head.layers:
-        kind, name, settings = layer["class_name"], layer["name"], layer["config"]
-        if kind == "Dense":
-            scale = weight(name, "kernel")
-            shift = (
-                weight(name, "bias") if settings.get("use_bias", True) else np.zeros(scale.shape[1])
-            )
-        elif kind == "BatchNormalization":
-            variance = weight(name, "moving_variance")
-            gamma = weight(name, "gamma") if settings.get("scale", True) else np.ones_like(variance)
-            beta = weight(name, "beta") if settings.get("center", True) else np.zeros_like(variance)
-            factor = gamma / np.sqrt(variance + float(settings["epsilon"]))
-            scale = np.diag(factor)
-            shift = beta - weight(name, "moving_mean") * factor
-        else:  # Dropout, a linear or the final softmax Activation
-            continue
-        matrix = scale if matrix is None else matrix @ scale
-        bias = shift if bias is None else bias @ scale + shift
-    assert matrix is not None and bias is not None  # classifier_head found a Dense
-    return matrix, bias
-
-
-def add_classes(
-    data: bytes,
-    config: Mapping[str, Any],
-    kernel: NDArray[np.floating],
-    bias: NDArray[np.floating],
-) -> tuple[bytes, dict[str, Any]]:
-    """The graph and Keras config of the network with more classes: its classifier's
-    dense layer gains the columns ``kernel`` (K, M) and ``bias`` (M,) after its own, so
-    the old classes keep their outputs, in their order, and the new ones follow.
-
-    The weights change in the graph itself (stored in the type the layer's are, float16
-    in a compact file), and the config's layer gets the new number of units, so that
-    ONNX Runtime, Keras (``fer8 train --init-model``) and anything made from the graph
-    (an exported or quantised copy) all compute the new network.
-
-    Raises:
-        ModelFormatError: The head is not global average pooling, dropout and one dense
-            layer (a softmax after it allowed), or the shapes do not fit it.
-    """
-    import copy
-
-    from fer8.models.onnx_wire import read_graph_index, with_initializers
-
-    try:
-        head = classifier_head(config)
-    except ExplanationError as exc:
-        raise ModelFormatError(f"cannot add a class to this network: {exc}") from None
-    dense = [layer for layer in head.layers if layer["class_name"] == "Dense"]
-    if len(dense) != 1 or head.layers[-1]["class_name"] not in ("Dense", "Activation"):
-        raise ModelFormatError(
-            "cannot add a class to this network: its head after the pooling is not "
-            "one dense layer (with dropout before it and a softmax after it)"
-        )
-    name = dense[0]["name"]
-    if any(
-        layer["class_name"] not in ("Dense", "Dropout", "Activation") for layer in head.layers
-    ) or not dense[0]["config"].get("use_bias", True):
-        raise ModelFormatError(
-            f"cannot add a class to this network: layer {name!r} is not the only affine "
-            "layer after the pooling, or has no bias"
-        )
-    index = read_graph_index(data)
-    old_kernel, old_bias = index.array(f"{name}/kernel"), index.array(f"{name}/bias")
-    kernel, bias = np.atleast_2d(kernel), np.atleast_1d(bias)
-    if kernel.shape[0] != old_kernel.shape[0] or kernel.shape[1] != len(bias):
-        raise ModelFormatError(
-            f"new columns {kernel.shape} and bias {bias.shape} do not fit the layer "
-            f"{name!r}'s kernel {old_kernel.shape}"
-        )
-    graph = with_initializers(
-        data,
-        {
-            f"{name}/kernel": np.concatenate([old_kernel, kernel.astype(old_kernel.dtype)], 1),
-            f"{name}/bias": np.concatenate([old_bias, bias.astype(old_bias.dtype)]),
-        },
-    )
-    units = old_kernel.shape[1] + kernel.shape[1]
-    widened = copy.deepcopy(dict(config))
-    for layer in widened["layers"]:
-        if layer["name"] == name:
-            layer["config"]["units"] = units
-        for node in layer.get("inbound_nodes", []):
-            _set_last_dim(node, name, units)
-    return graph, widened
-
-
-def _set_last_dim(value: Any, layer: str, size: int) -> None:
-    """Give Keras tensors that ``layer`` outputs, in an inbound node, ``size`` as their
-    last dimension (Keras checks a config's recorded shapes when it rebuilds it)."""
-    if isinstance(value, dict):
-        settings = value.get("config")
-        if value.get("class_name") == "__keras_tensor__" and isinstance(settings, dict):
-            if settings.get("keras_history", [None])[0] == layer and settings.get("shape"):
-                settings["shape"] = [*settings["shape"][:-1], size]
-            return
-        for item in value.values():
-            _set_last_dim(item, layer, size)
-    elif isinstance(value, list):
-        for item in value:
-            _set_last_dim(item, layer, size)

@@ -198,13 +198,9 @@ def quantize_model_file(
     """
     from dataclasses import replace
 
-    from fer8.models.modelfile import (
-        read_graph,
-        read_model_file,
-        read_spec,
-        with_int8_network,
-    )
+    from fer8.models.modelfile import read_graph, read_model_file, read_spec
     from fer8.models.runtime import OnnxNetwork
+    from fer8.models.writer import with_int8_network
     from fer8.pipeline.classification import model_batch
 
     spec = read_spec(path)

@@ -210,8 +210,8 @@ def head(model: ExpressionModel) -> tuple[NDArray[np.float64], NDArray[np.float6
     """
     found = _heads.get(model)
     if found is None:
+        from fer8.models.classifier_head import head_weights
         from fer8.models.modelfile import read_graph, read_network_config
-        from fer8.models.onnx_graph import head_weights
 
         if model.source is None:
             raise ExplanationError(

@@ -223,7 +223,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
                 )
             if width == 0 or height == 0:
                 raise InvalidImageError(name, "image has no pixels")
-            if image.format in ("JPEG", "MPO") and _jpeg_scans(data) > MAX_JPEG_SCANS:
+            if image.format in ("JPEG", "MPO") and jpeg_scans(data) > MAX_JPEG_SCANS:
                 raise InvalidImageError(
                     name,
                     f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
@@ -273,7 +273,7 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
 
 
-def _jpeg_scans(data: bytes) -> int:
+def jpeg_scans(data: bytes) -> int:
     """How many scans (SOS markers) the first image of a JPEG file has.
 
     Walks the markers as libjpeg does: segments are skipped by their length, and after

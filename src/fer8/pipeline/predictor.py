@@ -2,17 +2,17 @@
 
 It holds no logic of its own beyond ordering and batching: every step is the public
 stage function of its module, so a crop made here is framed exactly like one made by
-training or by a user calling the stages by hand.
+training or by a user calling the stages by hand. Faces of several inputs share the
+network's batches (:mod:`fer8.pipeline.batching`), and the CPU stages run ahead of the
+network in threads (:mod:`fer8.pipeline.prefetch`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, Union, cast
 
 import numpy as np
@@ -22,6 +22,7 @@ from fer8.errors import Fer8Error, InvalidImageError, InvalidVideoError
 from fer8.models.modelfile import ExpressionModel
 from fer8.models.registry import load_model
 from fer8.pipeline.alignment import AlignedFace
+from fer8.pipeline.batching import Prepared, classified
 from fer8.pipeline.classification import classify
 from fer8.pipeline.detection import (
     DEFAULT_DETECTOR,
@@ -34,6 +35,7 @@ from fer8.pipeline.faces import face_from_crop, faces_in_photo
 from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_image
 from fer8.pipeline.landmarking import load_landmark_model
 from fer8.pipeline.pose import head_pose
+from fer8.pipeline.prefetch import READ_AHEAD, prefetch, read_ahead
 from fer8.pipeline.tracking import Smoother, Tracker
 from fer8.pipeline.video import (
     DEFAULT_FPS,
@@ -44,6 +46,7 @@ from fer8.pipeline.video import (
     frame_signature,
     is_cut,
     read_frames,
+    until_broken,
 )
 from fer8.results import Box, Face, FrameResult, HeadPose, ImageResult, TrackedFace
 
@@ -55,28 +58,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Face)
-
-
-@dataclass
-class _Prepared:
-    """One input after the CPU stages, waiting for the classifier."""
-
-    source: str
-    boxes: list[Box] = field(default_factory=list)
-    crops: list[AlignedFace] = field(default_factory=list)
-    error: str | None = None
-    poses: list[HeadPose | None] = field(default_factory=list)
-    # (faces, labels), filled by the classifier; stays empty for an input with an error.
-    probabilities: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    filled: int = 0
-    frame: int | None = None  # a video frame's index and time
-    time: float | None = None
-    signature: FrameSignature | None = None  # a video frame's, to see scene cuts
-    picture: tuple[int, int] | None = None  # a video frame's width and height
-
-    @property
-    def complete(self) -> bool:
-        return self.error is not None or self.filled == len(self.crops)
 
 
 class Predictor:
@@ -248,10 +229,10 @@ class Predictor:
         (OpenCV, Pillow and ONNX Runtime release the GIL), and at most a few batches are
         held at once, so memory does not grow with the number of images.
         """
-        prepared = _prefetch(
+        prepared = prefetch(
             lambda s: self._prepare(s, detect), images, self._pool, self._look_ahead
         )
-        for item in self._classified(prepared):
+        for item in classified(prepared, self.model, batch_size=self.batch_size, flip=self.flip):
             yield self._result(item)
 
     def predict_video(
@@ -346,9 +327,9 @@ class Predictor:
                     boxes = None
                 yield frame, signature, boxes
 
-        def prepare(item: _Found) -> _Prepared:
+        def prepare(item: _Found) -> Prepared:
             if isinstance(item, InvalidVideoError):
-                return _Prepared(source, error=item.problem, frame=item.frame)
+                return Prepared(source, error=item.problem, frame=item.frame)
             frame, signature, boxes = item
             prepared = self._prepare(frame.image, detect=True, boxes=boxes)
             prepared.source, prepared.frame, prepared.time = source, frame.index, frame.time
@@ -359,12 +340,12 @@ class Predictor:
         # Frames are decoded and their faces found in a thread of their own, so that this
         # overlaps both the landmarks and alignment (in the pool) and the network (here):
         # FFmpeg, OpenCV, dlib and ONNX Runtime release the GIL.
-        read = found(_until_broken(frames))
+        read = found(until_broken(frames))
         if self._pool is not None:
-            read = _read_ahead(read, READ_AHEAD)
-        prepared = _prefetch(prepare, read, self._pool, self._look_ahead)
+            read = read_ahead(read, READ_AHEAD)
+        prepared = prefetch(prepare, read, self._pool, self._look_ahead)
         before: FrameSignature | None = None
-        for item in self._classified(prepared):
+        for item in classified(prepared, self.model, batch_size=self.batch_size, flip=self.flip):
             if item.error is not None:
                 yield FrameResult(source, (), item.error, frame=item.frame, time=item.time)
                 continue
@@ -393,30 +374,9 @@ class Predictor:
         """Inputs prepared ahead of the classifier: enough to fill two batches."""
         return max(2, 2 * self.batch_size)
 
-    def _classified(self, inputs: Iterable[_Prepared]) -> Iterator[_Prepared]:
-        """The inputs again, in order, each with its faces' probabilities, the faces of
-        several inputs going through the network together."""
-        pending: deque[_Prepared] = deque()
-        queued: list[tuple[_Prepared, int]] = []  # faces waiting for a forward pass
-        for prepared in inputs:
-            pending.append(prepared)
-            if prepared.error is None:
-                prepared.probabilities = np.zeros(
-                    (len(prepared.crops), len(self.labels)), np.float32
-                )
-                queued.extend((prepared, i) for i in range(len(prepared.crops)))
-            while len(queued) >= self.batch_size:
-                self._run_batch(queued[: self.batch_size])
-                del queued[: self.batch_size]
-            while pending and pending[0].complete:
-                yield pending.popleft()
-        if queued:
-            self._run_batch(queued)
-        yield from pending
-
     def _prepare(
         self, source: ImageSource, detect: bool, boxes: list[Box] | None = None
-    ) -> _Prepared:
+    ) -> Prepared:
         """The CPU stages for one input; errors are recorded, never raised. ``boxes``:
         the faces when they were found already (a video's follower)."""
         name = describe_source(source)
@@ -434,30 +394,22 @@ class Predictor:
             else:
                 found = [face_from_crop(image, landmark_model=self.landmark_model)]
         except InvalidImageError as exc:
-            return _Prepared(name, error=exc.problem)
+            return Prepared(name, error=exc.problem)
         except Fer8Error as exc:
-            return _Prepared(name, error=str(exc))
+            return Prepared(name, error=str(exc))
         except Exception as exc:  # one unreadable input must not stop a folder run
             logger.debug("failed on %s", name, exc_info=True)
             # On one line: OpenCV's messages end with a newline, and results and the
             # CLI give one line per error.
-            return _Prepared(name, error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            return Prepared(name, error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         size = (image.shape[1], image.shape[0])
         # Pose here, in the preparing threads: solvePnP is a fraction of a millisecond.
         poses = [
             None if crop.landmarks is None else head_pose(crop.landmarks, size) for _, crop in found
         ]
-        return _Prepared(name, [box for box, _ in found], [crop for _, crop in found], poses=poses)
+        return Prepared(name, [box for box, _ in found], [crop for _, crop in found], poses=poses)
 
-    def _run_batch(self, faces: list[tuple[_Prepared, int]]) -> None:
-        probabilities = classify(
-            [p.crops[i] for p, i in faces], self.model, batch_size=self.batch_size, flip=self.flip
-        )
-        for (prepared, index), row in zip(faces, probabilities):
-            prepared.probabilities[index] = row
-            prepared.filled += 1
-
-    def _result(self, prepared: _Prepared) -> ImageResult:
+    def _result(self, prepared: Prepared) -> ImageResult:
         if prepared.error is not None:
             return ImageResult(prepared.source, (), prepared.error)
         faces: tuple[Face, ...] = tuple(
@@ -493,82 +445,3 @@ class Predictor:
 
 #: A video frame with its signature and face boxes, or the error that ended the video.
 _Found = Union[tuple[Frame, FrameSignature, list[Box] | None], InvalidVideoError]
-
-
-def _until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError]:
-    """The frames, then the error that ended them, if any, as a last item: raised inside
-    :func:`_prefetch` it would drop the frames already read but not yet classified."""
-    try:
-        yield from frames
-    except InvalidVideoError as exc:
-        yield exc
-
-
-#: Video frames decoded ahead of their preparation, in a thread of their own.
-READ_AHEAD = 2
-
-
-def _read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
-    """``items`` again, in order, taken from ``items`` up to ``depth`` ahead in a thread of
-    their own. An exception raised by ``items`` is raised here, after the items before
-    it; stopping early stops the thread."""
-    import queue
-    import threading
-
-    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
-    stop = threading.Event()
-    done = object()
-
-    def read() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put((True, done))
-        except BaseException as exc:  # handed over to the caller's thread
-            ready.put((False, exc))
-
-    thread = threading.Thread(target=read, name="fer8-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = ready.get()
-            if not ok:
-                raise item
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # let it out of a full queue
-            try:
-                ready.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
-
-
-def _prefetch(
-    fn: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor | None, depth: int
-) -> Iterator[R]:
-    """``map(fn, items)`` computed up to ``depth`` items ahead in ``pool``, in order."""
-    if pool is None:
-        yield from map(fn, items)
-        return
-    futures: deque[Future[R]] = deque()
-    try:
-        for item in items:
-            futures.append(pool.submit(fn, item))
-            if len(futures) >= depth:
-                yield futures.popleft().result()
-        while futures:
-            yield futures.popleft().result()
-    finally:
-        for future in futures:  # the caller stopped early: drop what is still queued
-            future.cancel()

@@ -379,3 +379,13 @@ def _frames(
             index + 1,
         )
     logger.debug("%s: %d frames read", name, index + 1)
+
+
+def until_broken(frames: Iterable[Frame]) -> Iterator[Frame | InvalidVideoError]:
+    """The frames, then the error that ended them, if any, as a last item: raised inside
+    :func:`~fer8.pipeline.prefetch.prefetch` it would drop the frames already read but
+    not yet classified."""
+    try:
+        yield from frames
+    except InvalidVideoError as exc:
+        yield exc

@@ -1,9 +1,13 @@
 """Training and evaluation: the only subpackage that imports TensorFlow or Keras.
 
 ``backend``, ``backbones``, ``keras_models``, ``inference``, ``augment`` and ``loop``
-need the ``train`` extra. ``datasets``, ``crops``, ``evaluation``, ``plots`` and
-``new_class`` are TensorFlow-free: ``fer8 evaluate`` and ``fer8 train --keep-classes``
-use them on the plain install.
+need the ``train`` extra. ``datasets``, ``dataset_layouts``, ``archives``, ``crops``,
+``evaluation``, ``plots``, ``new_class``, ``new_columns`` and ``bank`` are
+TensorFlow-free: ``fer8 evaluate`` and ``fer8 train --keep-classes`` use them on the
+plain install.
+
+Importing this package registers the reader of format-1 model files with
+:mod:`fer8.models.legacy`, which imports it when such a file is first opened.
 """
 
 from fer8.models.legacy import register_legacy_reader

@@ -22,7 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.labels import EXPRESSIONS
-from fer8.models.calibration import CROP_MEASURES, Reliability
+from fer8.models.calibration import Reliability
+from fer8.models.temperature_rule import CROP_MEASURES
 from fer8.training.datasets import Dataset, Sample
 
 if TYPE_CHECKING:
@@ -174,8 +175,8 @@ def measured_probabilities(
     predictor, dataset: Dataset, *, on_progress: Callable[[int], None] | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float64]]:
     """:func:`predicted_probabilities` and (K, M) the
-    :func:`~fer8.models.calibration.crop_measures` of each face's crop as the network
-    took it, for fitting a :class:`~fer8.models.calibration.TemperatureRule`.
+    :func:`~fer8.models.temperature_rule.crop_measures` of each face's crop as the network
+    took it, for fitting a :class:`~fer8.models.temperature_rule.TemperatureRule`.
 
     ``predictor.model`` must be uncalibrated (temperature 1, no rule): each face is
     found again by its probabilities, which are then the network's own.
@@ -222,7 +223,7 @@ class _Measuring:
         return getattr(self._model, name)
 
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        from fer8.models.calibration import crop_measures
+        from fer8.models.temperature_rule import crop_measures
 
         out = self._model(batch)
         n = len(out) // 2 if self._flip else len(out)

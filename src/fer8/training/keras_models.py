@@ -26,11 +26,10 @@ from fer8.models.modelfile import (
     WEIGHTS_MEMBER,
     ExpressionModel,
     ModelSpec,
-    onnx_metadata,
     read_spec,
-    write_model_file,
 )
 from fer8.models.onnx_graph import build_graph, keras_weights, split_weights
+from fer8.models.writer import onnx_metadata, write_model_file
 from fer8.training.backend import import_keras
 
 if TYPE_CHECKING:

@@ -22,7 +22,9 @@ theirs that its file carries (:mod:`fer8.models.feature_bank`), never their imag
    an ordinary model file; the new classes' features join its bank, so that a further
    class can be learnt against them too.
 
-The report (``report.json`` in the run folder) gives the new classes' precision and
+The fit and the offset are :mod:`fer8.training.new_columns`; the bank of a model's
+own classes is built by :mod:`fer8.training.bank`. The report (``report.json`` in the
+run folder) gives the new classes' precision and
 recall on the ``@val`` part of the photos (:func:`fer8.training.datasets.split_of`), and
 the old classes' accuracy before and after on their held-out faces.
 """
@@ -43,14 +45,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error
-from fer8.models.feature_bank import FeatureBank, pooled_features, read_feature_bank
-from fer8.models.modelfile import ExpressionModel
+from fer8.models.feature_bank import read_feature_bank
+from fer8.training.bank import face_features
 from fer8.training.datasets import Dataset, DatasetError, Sample
+from fer8.training.new_columns import fit_new_columns, guarded_offset, linear_logits
 
 logger = logging.getLogger(__name__)
-
-#: Held-out faces per class of a bank that :func:`build_bank` makes, as a share.
-HELD_OUT_SHARE = 0.2
 
 
 class NoFeatureBankError(Fer8Error, ValueError):
@@ -204,16 +204,11 @@ def add_classes(
         RunFolderExistsError: ``out_dir`` exists and is not empty.
     """
     import fer8
-    from fer8.models.modelfile import (
-        NETWORK_MEMBER,
-        read_graph,
-        read_network_config,
-        read_spec,
-        write_model_file,
-    )
-    from fer8.models.onnx_graph import add_classes as widen_graph
-    from fer8.models.onnx_graph import head_weights
+    from fer8.models.classifier_head import add_classes as widen_graph
+    from fer8.models.classifier_head import head_weights
+    from fer8.models.modelfile import NETWORK_MEMBER, read_graph, read_network_config, read_spec
     from fer8.models.registry import resolve_model
+    from fer8.models.writer import write_model_file
     from fer8.training.datasets import parse_source, read_class_folders
 
     started = time.monotonic()
@@ -254,7 +249,9 @@ def add_classes(
     bank = bank.relabelled(labels)
 
     def features_of(samples: Sequence[Sample], title: str) -> tuple[_Faces, dict[str, int]]:
-        found, kept, gray, status = _features(model, samples, cache, workers, title, on_progress)
+        found, kept, gray, status = face_features(
+            model, samples, cache, workers, title, on_progress
+        )
         classes = np.array([labels.index(samples[i].label) for i in kept], np.int64)
         return _Faces(found, classes, gray), status
 
@@ -299,8 +296,8 @@ def add_classes(
     # Valid is 38% neutral, all gray), and a class learnt from gray photos takes gray
     # neutral faces over first.
     offset = guarded_offset(
-        _logits(guard.features, old_kernel, old_bias),
-        _logits(guard.features, kernel, bias),
+        linear_logits(guard.features, old_kernel, old_bias),
+        linear_logits(guard.features, kernel, bias),
         guard.classes,
         guard.gray,
         options.max_old_drop,
@@ -311,8 +308,8 @@ def add_classes(
 
     old_accuracy = {}
     for name, faces in old_sets.items():
-        before = _logits(faces.features, old_kernel, old_bias).argmax(1)
-        after = _logits(faces.features, full_kernel, full_bias).argmax(1)
+        before = linear_logits(faces.features, old_kernel, old_bias).argmax(1)
+        after = linear_logits(faces.features, full_kernel, full_bias).argmax(1)
         old_accuracy[name] = OldAccuracy(
             len(faces.classes),
             float((before == faces.classes).mean()) if len(faces.classes) else math.nan,
@@ -320,7 +317,7 @@ def add_classes(
         )
     # Positives: the new classes' @val photos; negatives: every old-class face held out.
     judged = _Faces.joined([held.subset(~own_old), guard])
-    predicted = _logits(judged.features, full_kernel, full_bias).argmax(1)
+    predicted = linear_logits(judged.features, full_kernel, full_bias).argmax(1)
     figures = {
         label: class_figures(predicted, judged.classes, labels.index(label)) for label in new_labels
     }
@@ -362,109 +359,6 @@ def add_classes(
     return path, report
 
 
-def fit_new_columns(
-    features: NDArray[np.floating],
-    classes: NDArray[np.int64],
-    old_kernel: NDArray[np.floating],
-    old_bias: NDArray[np.floating],
-    new: int,
-    *,
-    l2: float = 1e-3,
-    steps: int = 300,
-    learning_rate: float = 0.05,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """New classifier columns (K, new) and biases (new,) by softmax regression over all
-    classes, the old columns fixed, each class weighted equally (a class of 20 photos
-    counts as much as one of 200 faces).
-
-    Args:
-        features: (N, K) pooled features.
-        classes: (N,) class indices; the new classes follow the old ones.
-        old_kernel: (K, C) the classifier's kernel; ``old_bias`` (C,) its bias.
-        new: How many classes are added.
-        l2: Weight decay of the new columns.
-        steps: Full-batch Adam steps.
-
-    Returns:
-        The kernel columns and biases of the new classes.
-    """
-    x = np.asarray(features, np.float64)
-    y = np.asarray(classes, np.int64)
-    total = old_kernel.shape[1] + new
-    counts = np.bincount(y, minlength=total).astype(np.float64)
-    present = counts > 0
-    weights = (1.0 / (counts[y] * present.sum()))[:, None]
-    old_logits = _logits(x, old_kernel, old_bias)
-    # Scale-free steps: features are centred and scaled for the fit, folded back after.
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / scale
-    kernel = np.zeros((x.shape[1], new))
-    bias = np.zeros(new)
-    target = np.zeros((len(y), total))
-    target[np.arange(len(y)), y] = 1.0
-    moments = [np.zeros_like(kernel), np.zeros_like(bias)]
-    squares = [np.zeros_like(kernel), np.zeros_like(bias)]
-    for step in range(1, steps + 1):
-        logits = np.concatenate([old_logits, z @ kernel + bias], 1)
-        logits -= logits.max(1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(1, keepdims=True)
-        error = (probabilities - target)[:, -new:] * weights
-        grads = [z.T @ error + 2 * l2 * kernel, error.sum(0)]
-        for i, (param, grad) in enumerate(zip((kernel, bias), grads)):
-            moments[i] = 0.9 * moments[i] + 0.1 * grad
-            squares[i] = 0.999 * squares[i] + 0.001 * grad**2
-            corrected = moments[i] / (1 - 0.9**step)
-            param -= learning_rate * corrected / (np.sqrt(squares[i] / (1 - 0.999**step)) + 1e-8)
-    # z @ k + b == x @ (k / scale) + (b - mean / scale @ k)
-    unscaled = kernel / scale[:, None]
-    return unscaled, bias - mean @ unscaled
-
-
-def guarded_offset(
-    old_logits: NDArray[np.floating],
-    new_logits: NDArray[np.floating],
-    classes: NDArray[np.int64],
-    gray: NDArray[np.bool_],
-    max_drop: float,
-) -> float:
-    """The largest offset of the new logits that costs no old class more than
-    ``max_drop`` points of recall, on its gray crops and on its colour photos each
-    (:func:`choose_offset` per group; 0 without faces)."""
-    offsets = [
-        choose_offset(old_logits[rows], new_logits[rows], classes[rows], max_drop)
-        for index in np.unique(classes)
-        for kind in (True, False)
-        if (rows := (classes == index) & (gray == kind)).any()
-    ]
-    return min(offsets, default=0.0)
-
-
-def choose_offset(
-    old_logits: NDArray[np.floating],
-    new_logits: NDArray[np.floating],
-    classes: NDArray[np.int64],
-    max_drop: float,
-) -> float:
-    """The largest number that, added to the new classes' logits, costs at most
-    ``max_drop`` points of accuracy on faces of the old classes.
-
-    A face of an old class that the model read right is lost once its best new logit
-    passes its best old one, i.e. when the offset passes the gap between the two; the
-    offset is the gap of the ``k``-th face lost, ``k`` the faces ``max_drop`` allows.
-    Faces the model read wrong stay wrong whatever the offset.
-    """
-    if not len(classes):
-        return 0.0
-    right = old_logits.argmax(1) == classes
-    gaps = np.sort(old_logits.max(1)[right] - new_logits.max(1)[right])
-    allowed = int(math.floor(max_drop / 100 * len(classes) + 1e-9))
-    if allowed >= len(gaps):
-        return float(gaps[-1]) + 1.0 if len(gaps) else 0.0
-    # Just under the gap of the first face not allowed to change.
-    return float(gaps[allowed]) - 1e-3
-
-
 def class_figures(
     predicted: NDArray[np.int64], classes: NDArray[np.int64], index: int
 ) -> ClassFigures:
@@ -478,112 +372,6 @@ def class_figures(
         positives=positives,
         predicted=chosen,
     )
-
-
-def build_bank(
-    model_path: str | os.PathLike,
-    sources: Sequence[str],
-    *,
-    per_class: int = 200,
-    held_out: float = HELD_OUT_SHARE,
-    cache: str | os.PathLike | None = None,
-    workers: int = 2,
-    seed: int = 0,
-    on_progress: Callable[[str, int], Callable[[int], None]] | None = None,
-) -> FeatureBank:
-    """A feature bank for a model from its training data: up to ``per_class`` faces of
-    each of its classes, drawn evenly from ``sources`` (``PATH[@SPLIT]``), framed as the
-    model frames faces; ``held_out`` of each class's rows are kept for validation.
-
-    Raises:
-        DatasetError: A source cannot be read, or a class has no faces in any.
-    """
-    import fer8
-    from fer8.training.datasets import parse_source
-
-    model = fer8.load_model(model_path)
-    labels = model.labels
-    random = np.random.default_rng(seed)
-    datasets = [(parse_source(text).name, parse_source(text).read()) for text in sources]
-    chosen: list[Sample] = []
-    drawn: dict[str, dict[str, int]] = {}
-    for label in labels:
-        pools = [[s for s in dataset.samples if s.label == label] for _, dataset in datasets]
-        quota = _even_shares(per_class, [len(pool) for pool in pools])
-        for (name, _), pool, n in zip(datasets, pools, quota):
-            picks = random.choice(len(pool), n, replace=False)
-            chosen.extend(pool[i] for i in sorted(picks.tolist()))
-            drawn.setdefault(name, {})[label] = int(n)
-    if not chosen:
-        raise DatasetError("no faces of the model's classes in the sources")
-    found, kept, gray, status = _features(model, chosen, cache, workers, "bank faces", on_progress)
-    classes = np.array([labels.index(chosen[i].label) for i in kept], np.int64)
-    flags = np.zeros(len(classes), bool)
-    for index in range(len(labels)):
-        rows = np.flatnonzero(classes == index)
-        flags[random.choice(rows, int(round(held_out * len(rows))), replace=False)] = True
-    about = {"sources": list(sources), "drawn": drawn, "crops": status, "seed": seed}
-    return FeatureBank(tuple(labels), found, classes, flags, gray, about)
-
-
-def _even_shares(total: int, available: Sequence[int]) -> list[int]:
-    """Split ``total`` over pools as evenly as their sizes allow (a small pool gives
-    all it has, the others make up for it)."""
-    shares = [0] * len(available)
-    left = total
-    open_pools = [i for i, n in enumerate(available) if n]
-    while left > 0 and open_pools:
-        each = max(1, left // len(open_pools))
-        for i in list(open_pools):
-            take = min(each, available[i] - shares[i], left)
-            shares[i] += take
-            left -= take
-            if shares[i] == available[i]:
-                open_pools.remove(i)
-            if left == 0:
-                break
-    return shares
-
-
-def _features(
-    model: ExpressionModel,
-    samples: Sequence[Sample],
-    cache: str | os.PathLike | None,
-    workers: int,
-    title: str,
-    on_progress: Callable[[str, int], Callable[[int], None]] | None,
-) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.bool_], dict[str, int]]:
-    """Pooled features of the samples that gave a face, their indices, whether each
-    crop is gray, and the crops' statuses."""
-    from fer8.training.crops import prepare_crops
-
-    if not samples:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), {}
-    cache_root = None
-    if cache is None or os.fspath(cache):
-        from fer8.models.registry import cache_dir
-
-        cache_root = Path(cache) if cache is not None else cache_dir() / "crops"
-    prepared = prepare_crops(
-        samples,
-        cache_root,
-        image_size=model.spec.input_size,
-        workers=workers,
-        mask=model.spec.preprocessing.mask,
-        on_progress=on_progress(title, len(samples)) if on_progress else None,
-    )
-    found = pooled_features(
-        model,
-        prepared.rgb(),
-        on_progress=on_progress("features", len(prepared.kept)) if on_progress else None,
-    )
-    crops = prepared.images
-    gray = (
-        np.ones(len(crops), bool)
-        if crops.shape[-1] == 1
-        else ((crops[..., 0] == crops[..., 1]) & (crops[..., 0] == crops[..., 2])).all((1, 2))
-    )
-    return found, prepared.kept, gray, dict(prepared.status)
 
 
 @dataclass(frozen=True)
@@ -607,14 +395,6 @@ class _Faces:
             np.concatenate([part.classes for part in parts]),
             np.concatenate([part.gray for part in parts]),
         )
-
-
-def _logits(
-    features: NDArray[np.floating], kernel: NDArray[np.floating], bias: NDArray[np.floating]
-) -> NDArray[np.float64]:
-    if not len(features):
-        return np.zeros((0, kernel.shape[1]))
-    return np.asarray(features, np.float64) @ kernel + bias
 
 
 def _network_json(path: Path) -> str:

@@ -17,7 +17,8 @@ drives the learning-rate schedule) and continues at the next epoch.
 
 This module builds the model and runs the fit; the run folder is
 :mod:`fer8.training.loop.run_folder`, the data pipeline :mod:`fer8.training.loop.inputs`,
-the Keras callbacks :mod:`fer8.training.loop.callbacks`.
+its train and validation splits :mod:`fer8.training.loop.splits`, the Keras callbacks
+:mod:`fer8.training.loop.callbacks`.
 """
 
 from __future__ import annotations
@@ -37,27 +38,22 @@ from fer8.labels import EXPRESSIONS
 from fer8.training.backend import import_keras
 from fer8.training.datasets import parse_source
 from fer8.training.loop.callbacks import (
-    _calibrate,
-    _EpochProgress,
-    _RepeatableDropout,
-    _RunRecorder,
-    _Validation,
+    EpochProgress,
+    RepeatableDropout,
+    RunRecorder,
+    Validation,
+    calibrate_run,
 )
-from fer8.training.loop.inputs import (  # noqa: F401
+from fer8.training.loop.inputs import (
     FEW_IMAGES,
-    _cache_root,
-    _class_weights,
-    _dataset,
-    _grayscale,
-    _hold_out,
-    _mask,
-    _per_class,
-    _prepare,
-    _preprocessing,
-    _summary_table,
-    preprocess_tensor,
+    crop_cache_root,
+    make_dataset,
+    mask_of,
+    prepare_split,
+    preprocessing_for,
+    use_grayscale,
 )
-from fer8.training.loop.run_folder import (  # noqa: F401
+from fer8.training.loop.run_folder import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     CURVES_FILE,
@@ -69,12 +65,13 @@ from fer8.training.loop.run_folder import (  # noqa: F401
     StartError,
     TrainConfig,
     TrainResult,
-    _begin_run,
-    _open_run,
-    _undo_begin,
+    begin_run,
     check_image_size,
+    open_run,
     read_history,
+    undo_begin,
 )
+from fer8.training.loop.splits import hold_out, per_class_counts, summary_table
 
 if TYPE_CHECKING:
     import keras  # untyped: Any to mypy; the names in annotations need a module
@@ -82,6 +79,28 @@ else:
     keras = import_keras()
 
 logger = logging.getLogger(__name__)
+
+#: The package's API: the fit, its recipe and result, and the run folder's files.
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "CURVES_FILE",
+    "HISTORY_COLUMNS",
+    "HISTORY_FILE",
+    "MODEL_FILE",
+    "STATE_FILE",
+    "RunFolderError",
+    "StartError",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "check_image_size",
+    "cpu_has_bfloat16",
+    "read_history",
+    "set_precision",
+    "starting_weights",
+    "train",
+]
 
 
 def train(
@@ -133,9 +152,9 @@ def train(
             image size below what the backbone takes.
     """
     run_dir = Path(run_dir)
-    config, state = _open_run(config, run_dir, resume)
+    config, state = open_run(config, run_dir, resume)
     check_image_size(config)
-    _set_precision(config.precision)
+    set_precision(config.precision)
     # The seed fixes the new layers' initial weights; the data order, augmentation and
     # dropout are seeded by (seed, epoch or step), so a resumed run goes on exactly as
     # an uninterrupted one would have.
@@ -154,7 +173,7 @@ def train(
         )
     if config.val is None:
         held_out = [
-            (source, *_hold_out(dataset, config.val_fraction, config.seed))
+            (source, *hold_out(dataset, config.val_fraction, config.seed))
             for source, dataset in train_sets
         ]
         train_sets = [(source, train_part) for source, train_part, _ in held_out]
@@ -163,24 +182,24 @@ def train(
         val_sets = [
             (source, source.read(fer2013_split="val")) for source in map(parse_source, config.val)
         ]
-    weights = None if resume else _starting_weights(config, labels)
+    weights = None if resume else starting_weights(config, labels)
     teachers = []
     if config.teachers:  # before the crops, which may take minutes to prepare
         from fer8.training.distillation import load_teachers
 
         teachers = load_teachers(config.teachers, labels)
-    cache_root = _cache_root(cache)
-    train_split = _prepare(
+    cache_root = crop_cache_root(cache)
+    train_split = prepare_split(
         train_sets, labels, config, cache_root, workers, on_prepare, "train", teachers=teachers
     )
-    val_split = _prepare(
+    val_split = prepare_split(
         val_sets, labels, config, cache_root, workers, on_prepare, "val", for_validation=True
     )
-    logger.info("%s", _summary_table("train", train_split, labels))
-    logger.info("%s", _summary_table("val", val_split, labels))
+    logger.info("%s", summary_table("train", train_split, labels))
+    logger.info("%s", summary_table("val", val_split, labels))
     # Counted on what is trained on: after the validation share is held out and the
     # images without a face are left out (the data's own counts were larger).
-    trained = _per_class(train_split)
+    trained = per_class_counts(train_split)
     few = [
         f"{label} {trained.get(label, 0)}" for label in labels if trained.get(label, 0) < FEW_IMAGES
     ]
@@ -200,24 +219,24 @@ def train(
         model = keras.saving.load_model(run_dir / CHECKPOINT_FILE)
         logger.info("resuming %s after epoch %d", run_dir, state["epochs_done"])
     else:
-        model = _build_model(config, labels, steps, weights)
+        model = build_model(config, labels, steps, weights)
     created = not run_dir.exists()
     if not resume:
-        _begin_run(run_dir, config, state)
+        begin_run(run_dir, config, state)
     # A model that only ever saw gray faces turns colour input gray too (Preprocessing).
-    preprocessing = _preprocessing(
-        cast(str, config.backbone), gray=_grayscale(config, train_split), mask=_mask(config)
+    preprocessing = preprocessing_for(
+        cast(str, config.backbone), gray=use_grayscale(config, train_split), mask=mask_of(config)
     )
-    train_ds = _dataset(
+    train_ds = make_dataset(
         train_split, config, preprocessing, training=True, start_step=state["epochs_done"] * steps
     )
-    val_ds = _dataset(val_split, config, preprocessing, training=False)
+    val_ds = make_dataset(val_split, config, preprocessing, training=False)
 
-    recorder = _RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
-    validation = _Validation(val_ds, val_split, averaged=bool(config.ema_momentum))
-    callbacks = [validation, recorder, _RepeatableDropout(config.seed, steps), *callbacks]
+    recorder = RunRecorder(run_dir, config, labels, state, train_split, val_split, preprocessing)
+    validation = Validation(val_ds, val_split, averaged=bool(config.ema_momentum))
+    callbacks = [validation, recorder, RepeatableDropout(config.seed, steps), *callbacks]
     if on_epoch is not None:  # first, so its bar is finished before the epoch's line
-        callbacks.insert(0, _EpochProgress(on_epoch, config.epochs, steps))
+        callbacks.insert(0, EpochProgress(on_epoch, config.epochs, steps))
     interrupted = False
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras draws its bars on stdout
@@ -240,10 +259,10 @@ def train(
             )
     finally:
         for callback in callbacks:
-            if isinstance(callback, _EpochProgress):
+            if isinstance(callback, EpochProgress):
                 callback.on_train_end()  # a bar cut short by Ctrl-C ends its line
         if not resume and recorder.state["epochs_done"] == 0:
-            _undo_begin(run_dir, created)  # no epoch ended: leave --out as it was
+            undo_begin(run_dir, created)  # no epoch ended: leave --out as it was
     state = recorder.state
     finished = state["epochs_done"] >= config.epochs or recorder.stopped_early
     if finished and not interrupted and not keep_checkpoint:
@@ -256,7 +275,7 @@ def train(
         )
     model_path = run_dir / MODEL_FILE
     if finished and not interrupted and model_path.exists():
-        _calibrate(model_path, val_split, preprocessing, config.batch_size)
+        calibrate_run(model_path, val_split, preprocessing, config.batch_size)
     return TrainResult(
         run_dir,
         model_path if model_path.exists() else None,
@@ -268,7 +287,7 @@ def train(
     )
 
 
-def _set_precision(precision: str) -> None:
+def set_precision(precision: str) -> None:
     if precision == "auto":
         precision = "bfloat16" if cpu_has_bfloat16() else "float32"
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
@@ -300,7 +319,7 @@ def cpu_has_bfloat16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | None:
+def starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | None:
     """The backbone's weight file, fetched and checked before any data is prepared or
     anything written (None: an ``init_model`` or random weights).
 
@@ -327,13 +346,13 @@ def _starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | Non
     return config.backbone_weights
 
 
-def _build_model(
+def build_model(
     config: TrainConfig, labels: tuple[str, ...], steps_per_epoch: int, weights: str | None = None
 ):
     from fer8.training.backbones import build_backbone, build_classifier
 
     if config.init_model:
-        model = _from_model_file(config, labels)
+        model = model_from_file(config, labels)
     else:
         backbone = build_backbone(cast(str, config.backbone), config.image_size, weights)
         model = build_classifier(backbone, len(labels))
@@ -365,12 +384,12 @@ def _build_model(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=_jit_compile(),
+        jit_compile=jit_compile(),
     )
     return model
 
 
-def _jit_compile() -> bool | str:
+def jit_compile() -> bool | str:
     """Whether Keras compiles the training step: not on TensorFlow, where XLA on CPU
     trains ResNet50 at 17 img/s instead of 26 (112 px, bf16) and takes 36 s to compile
     instead of 24; Keras's own choice elsewhere, because JAX (``KERAS_BACKEND=jax``, the
@@ -378,7 +397,7 @@ def _jit_compile() -> bool | str:
     return False if keras.backend.backend() == "tensorflow" else "auto"
 
 
-def _from_model_file(config: TrainConfig, labels: tuple[str, ...]):
+def model_from_file(config: TrainConfig, labels: tuple[str, ...]):
     """A trained fer8 model rebuilt at ``config.image_size`` with its weights."""
     from fer8.models.registry import resolve_model
     from fer8.training.backbones import build_backbone, build_classifier

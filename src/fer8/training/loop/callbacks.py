@@ -18,7 +18,6 @@ import numpy as np
 
 from fer8.models.preprocessing import Preprocessing
 from fer8.training.backend import import_keras
-from fer8.training.loop.inputs import _Split
 from fer8.training.loop.run_folder import (
     CHECKPOINT_FILE,
     CURVES_FILE,
@@ -26,11 +25,12 @@ from fer8.training.loop.run_folder import (
     MODEL_FILE,
     STATE_FILE,
     TrainConfig,
-    _append_history,
-    _save_atomically,
-    _write_json,
+    append_history,
     read_history,
+    save_atomically,
+    write_json,
 )
+from fer8.training.loop.splits import Split
 
 if TYPE_CHECKING:
     import keras  # untyped: Any to mypy; the names in annotations need a module
@@ -40,7 +40,7 @@ else:
 logger = logging.getLogger(__name__)
 
 
-class _RepeatableDropout(keras.callbacks.Callback):
+class RepeatableDropout(keras.callbacks.Callback):
     """Sets each dropout seed generator to where an uninterrupted run has it.
 
     Keras does not store seed generators in checkpoints, so a resumed run would
@@ -79,7 +79,7 @@ def _swap_in_average(model) -> None:
         average.assign(value)
 
 
-class _EpochProgress(keras.callbacks.Callback):
+class EpochProgress(keras.callbacks.Callback):
     """Reports each training step to a progress callback made per epoch (``on_epoch``)."""
 
     def __init__(
@@ -111,7 +111,7 @@ class _EpochProgress(keras.callbacks.Callback):
         self._progress = None
 
 
-class _Validation(keras.callbacks.Callback):
+class Validation(keras.callbacks.Callback):
     """Validates after every epoch, on each validation source separately.
 
     ``val_accuracy`` (what selects the best epoch and stops early) is the mean of the
@@ -121,7 +121,7 @@ class _Validation(keras.callbacks.Callback):
     (``ema_momentum``) is validated instead of the weights.
     """
 
-    def __init__(self, dataset, split: _Split, *, averaged: bool) -> None:
+    def __init__(self, dataset, split: Split, *, averaged: bool) -> None:
         super().__init__()
         self.dataset = dataset
         self.split = split
@@ -149,7 +149,7 @@ class _Validation(keras.callbacks.Callback):
                 logs.update({f"val_accuracy_{name}": value for name, value in accuracies.items()})
 
 
-class _RunRecorder(keras.callbacks.Callback):
+class RunRecorder(keras.callbacks.Callback):
     """Every epoch: history row, checkpoint, best model, curves, early stopping."""
 
     def __init__(
@@ -158,8 +158,8 @@ class _RunRecorder(keras.callbacks.Callback):
         config: TrainConfig,
         labels: tuple[str, ...],
         state: dict,
-        train_split: _Split,
-        val_split: _Split,
+        train_split: Split,
+        val_split: Split,
         preprocessing: Preprocessing,
     ) -> None:
         super().__init__()
@@ -200,9 +200,9 @@ class _RunRecorder(keras.callbacks.Callback):
         else:
             self.state["epochs_without_improvement"] += 1
         self.state["epochs_done"] = done
-        _save_atomically(self.model, self.run_dir / CHECKPOINT_FILE)
-        _append_history(self.run_dir / HISTORY_FILE, row)
-        _write_json(self.run_dir / STATE_FILE, self.state)
+        save_atomically(self.model, self.run_dir / CHECKPOINT_FILE)
+        append_history(self.run_dir / HISTORY_FILE, row)
+        write_json(self.run_dir / STATE_FILE, self.state)
         try:
             from fer8.training.plots import plot_curves
 
@@ -266,8 +266,8 @@ class _RunRecorder(keras.callbacks.Callback):
                 _swap_in_average(self.model)
 
 
-def _calibrate(
-    model_path: Path, split: _Split, preprocessing: Preprocessing, batch_size: int
+def calibrate_run(
+    model_path: Path, split: Split, preprocessing: Preprocessing, batch_size: int
 ) -> None:
     """Fit the temperature of the run's best model on the validation crops, and store
     it with the ECE and likelihood before and after in the model's metadata

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from fer8.labels import EXPRESSIONS
 from fer8.models.preprocessing import Preprocessing
 from fer8.training.datasets import Dataset, DataSource
 from fer8.training.loop.run_folder import TrainConfig
+from fer8.training.loop.splits import Split, class_weights
 
 logger = logging.getLogger(__name__)
 
@@ -32,102 +32,7 @@ FEW_IMAGES = 50
 RANDOM_MASK_CHANCE = 0.5
 
 
-@dataclass(frozen=True)
-class _Split:
-    """Crops and targets of one side of the run (train or validation), from one or more
-    sources.
-
-    Attributes:
-        images: uint8 (N, S, S, C) crops.
-        targets: (N, classes) target distributions.
-        weights: (N,) loss weights against class imbalance.
-        draws: (N,) how often each image is drawn per pass (its source's weight).
-        source: (N,) index into ``names`` of each image's source.
-        names: The sources' short names.
-        summary: What was read and kept, per source.
-        masks: Packed contour masks of ``images`` (:attr:`PreparedCrops.masks`) for
-            training that masks faces at random (``--mask random``); else None.
-    """
-
-    images: NDArray[np.uint8]
-    targets: NDArray[np.float32]
-    weights: NDArray[np.float32]
-    draws: NDArray[np.float32]
-    source: NDArray[np.int32]
-    names: tuple[str, ...]
-    summary: dict[str, Any]
-    masks: NDArray[np.uint8] | None = None
-
-
-def _hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Split off ``fraction`` of each class (at least one image) for validation."""
-    rng = np.random.default_rng(seed)
-    val_indices: set[int] = set()
-    for label in data.labels:
-        members = [i for i, s in enumerate(data.samples) if s.label == label]
-        take = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
-        val_indices.update(rng.choice(members, take, replace=False).tolist())
-    train = [s for i, s in enumerate(data.samples) if i not in val_indices]
-    val = [s for i, s in enumerate(data.samples) if i in val_indices]
-    return (
-        replace(data, samples=tuple(train)),
-        replace(data, samples=tuple(val), skipped={}, kind=f"{data.kind} (held out)"),
-    )
-
-
-def _sources(split: _Split) -> dict[str, dict[str, Any]]:
-    """Each source's summary (one source's is the split's own)."""
-    return (
-        split.summary["sources"] if "sources" in split.summary else {split.names[0]: split.summary}
-    )
-
-
-def _per_class(split: _Split) -> Counter:
-    """Images per class in ``split``, all sources together."""
-    counts: Counter = Counter()
-    for summary in _sources(split).values():
-        counts.update(summary["per_class"])
-    return counts
-
-
-def _summary_table(title: str, split: _Split, labels: Sequence[str]) -> str:
-    """The split's images per source and class, as a few aligned lines for the log."""
-    from fer8.labels import display_name
-
-    header = [f"{title} data", "images", *map(display_name, labels)]
-    if title == "train":
-        header.append("weight")
-    rows = [header]
-    for name, summary in _sources(split).items():
-        row = [
-            name,
-            str(summary["images"]),
-            *(str(summary["per_class"].get(label, 0)) for label in labels),
-        ]
-        if title == "train":
-            row.append(f"{summary['weight']:g}")
-        rows.append(row)
-    if len(rows) > 2:
-        total = _per_class(split)
-        rows.append(
-            [
-                "all",
-                str(sum(total.values())),
-                *(str(total[label]) for label in labels),
-                *([""] if title == "train" else []),
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths))
-        ).rstrip()
-        for row in rows
-    )
-
-
-def _cache_root(cache: str | os.PathLike | None) -> Path | None:
+def crop_cache_root(cache: str | os.PathLike | None) -> Path | None:
     if cache is not None:
         return Path(cache) if os.fspath(cache) else None
     from fer8.models.registry import cache_dir
@@ -135,7 +40,7 @@ def _cache_root(cache: str | os.PathLike | None) -> Path | None:
     return cache_dir() / "crops"
 
 
-def _prepare(
+def prepare_split(
     sources: Sequence[tuple[DataSource, Dataset]],
     labels: tuple[str, ...],
     config: TrainConfig,
@@ -146,8 +51,8 @@ def _prepare(
     *,
     for_validation: bool = False,
     teachers: Sequence = (),
-) -> _Split:
-    """Frame every source's images and put them in one :class:`_Split`; with
+) -> Split:
+    """Frame every source's images and put them in one :class:`Split`; with
     ``teachers`` (loaded models) their probabilities are blended into the targets."""
     from fer8.training.crops import PreparedCrops, prepare_crops
 
@@ -213,12 +118,12 @@ def _prepare(
     draws = np.concatenate([np.full(len(t), w, np.float32) for _, t, _, _, w in parts])
     # Class weights from how often each class is drawn per pass, all sources together.
     drawn = np.bincount(truth, weights=draws, minlength=len(labels))
-    weights = _class_weights(drawn, "none" if for_validation else config.class_weighting)
+    weights = class_weights(drawn, "none" if for_validation else config.class_weighting)
     names = tuple(source.name for source, _ in sources)
     summary = (
         summaries[names[0]] if len(names) == 1 else {"sources": summaries, "images": len(images)}
     )
-    return _Split(
+    return Split(
         images,
         targets,
         weights[truth].astype(np.float32),
@@ -255,7 +160,7 @@ def _taught(
         detector=config.detector,
         detector_options=config.detector_options,
         workers=workers,
-        framed={(config.image_size, _mask(config)): crops},
+        framed={(config.image_size, mask_of(config)): crops},
     )
     read = ~np.isnan(taught).any(axis=1)
     agreement = (
@@ -274,19 +179,6 @@ def _taught(
     )
 
 
-def _class_weights(counts: NDArray[np.int64], mode: str) -> NDArray[np.float64]:
-    """Per-class loss weights, normalised to average 1 over the samples.
-
-    ``sqrt`` is the default: FER+ has 54 neutral faces per disgusted one, and full
-    ``balanced`` weighting makes the rare classes' few faces dominate the gradient.
-    """
-    counts = np.maximum(np.asarray(counts, np.float64), 1)
-    if mode == "none":
-        return np.ones_like(counts)
-    weights = (counts.max() / counts) ** (0.5 if mode == "sqrt" else 1.0)
-    return weights * counts.sum() / (weights * counts).sum()
-
-
 def _start_preprocessing(config: TrainConfig) -> Preprocessing | None:
     """The preprocessing of the model the run starts from (None: no ``init_model``),
     whose framing and colour a fine-tuned model keeps unless told otherwise."""
@@ -298,7 +190,7 @@ def _start_preprocessing(config: TrainConfig) -> Preprocessing | None:
     return read_spec(resolve_model(config.init_model)).preprocessing
 
 
-def _mask(config: TrainConfig) -> str | None:
+def mask_of(config: TrainConfig) -> str | None:
     """The model's mask, which prediction applies: as asked, else as its start's (see
     :attr:`TrainConfig.mask`); none for ``random``, whose model predicts unmasked."""
     if config.mask is not None:
@@ -314,10 +206,10 @@ def _framing(config: TrainConfig, for_validation: bool) -> str | None:
     model's faces are at prediction."""
     if config.mask == "random" and not for_validation:
         return "random"
-    return _mask(config)
+    return mask_of(config)
 
 
-def _grayscale(config: TrainConfig, split: _Split) -> bool:
+def use_grayscale(config: TrainConfig, split: Split) -> bool:
     if config.grayscale is not None:
         return config.grayscale
     start = _start_preprocessing(config)
@@ -326,7 +218,7 @@ def _grayscale(config: TrainConfig, split: _Split) -> bool:
     return split.images.shape[-1] == 1
 
 
-def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Preprocessing:
+def preprocessing_for(backbone: str, *, gray: bool, mask: str | None = None) -> Preprocessing:
     """The backbone's preprocessing; gray input too when every training face is gray,
     and the run's mask, which prediction must apply too."""
     from fer8.training.backbones import BACKBONES
@@ -334,8 +226,8 @@ def _preprocessing(backbone: str, *, gray: bool, mask: str | None = None) -> Pre
     return replace(BACKBONES[backbone], grayscale=gray, mask=mask)
 
 
-def _dataset(
-    split: _Split,
+def make_dataset(
+    split: Split,
     config: TrainConfig,
     preprocessing: Preprocessing,
     *,

@@ -82,7 +82,7 @@ class TrainConfig:
             instead (any input size): to fine-tune the bundled model on one's own
             faces or new data, or at a higher resolution. Classes it shares with the
             data keep their output weights; other classes (say *worry*) start fresh.
-        freeze_stages: ResNet stages (1-5) kept frozen, from the input on.
+        freeze_stages: Backbone stages kept frozen, from the input on (ResNet50 1-5, FaceNet 1-4).
         learning_rate: Peak AdamW learning rate, reached after a warm-up and cosine-decayed.
         warmup_epochs: Length of the linear warm-up.
         weight_decay: AdamW decoupled weight decay.
@@ -231,7 +231,7 @@ class TrainResult:
     interrupted: bool
 
 
-def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainConfig, dict]:
+def open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainConfig, dict]:
     """Check the run folder against ``resume``; return the config and state to go on with."""
     config_path = run_dir / CONFIG_FILE
     if not resume:
@@ -246,7 +246,7 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
             "best_epoch": None,
             "epochs_without_improvement": 0,
         }
-        return config, state  # written by _begin_run once the run can start
+        return config, state  # written by begin_run once the run can start
     if (
         config_path.exists()
         and (run_dir / MODEL_FILE).exists()
@@ -272,7 +272,7 @@ def _open_run(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainCo
             )
     if config.epochs != stored.epochs:  # the one setting a resumed run may change
         stored = replace(stored, epochs=config.epochs)
-        _write_json(config_path, stored.to_dict())
+        write_json(config_path, stored.to_dict())
     return stored, json.loads((run_dir / STATE_FILE).read_text())
 
 
@@ -282,15 +282,15 @@ def _resolved(spec: str) -> str:
     return str(replace(source, path=source.path.resolve()))
 
 
-def _begin_run(run_dir: Path, config: TrainConfig, state: dict) -> None:
+def begin_run(run_dir: Path, config: TrainConfig, state: dict) -> None:
     """Create the run folder with its recipe and state, when the run is about to start."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / CONFIG_FILE, config.to_dict())
-    _write_json(run_dir / STATE_FILE, state)
+    write_json(run_dir / CONFIG_FILE, config.to_dict())
+    write_json(run_dir / STATE_FILE, state)
 
 
-def _undo_begin(run_dir: Path, created: bool) -> None:
-    """Remove what :func:`_begin_run` wrote (and the folder, if this run made it)."""
+def undo_begin(run_dir: Path, created: bool) -> None:
+    """Remove what :func:`begin_run` wrote (and the folder, if this run made it)."""
     for name in (CONFIG_FILE, STATE_FILE):
         (run_dir / name).unlink(missing_ok=True)
     if created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -326,7 +326,7 @@ def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
         ]
 
 
-def _append_history(path: Path, row: Mapping[str, Any]) -> None:
+def append_history(path: Path, row: Mapping[str, Any]) -> None:
     rows = []
     if path.exists():  # a resumed run drops rows of epochs it is redoing
         rows = [r for r in read_history(path) if r["epoch"] < row["epoch"]]
@@ -348,13 +348,13 @@ def _format(value: Any) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e9 else f"{value:.6g}"
 
 
-def _save_atomically(model, path: Path) -> None:
+def save_atomically(model, path: Path) -> None:
     partial = path.with_name(path.stem + ".partial.keras")
     model.save(partial)
     os.replace(partial, path)
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, default=_json_default))
     os.replace(partial, path)
