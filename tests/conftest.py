@@ -3,6 +3,9 @@
 The model is a small CNN in the real ``.fer8`` format (``tiny_model_asset.py``), so every
 pipeline and CLI test exercises the real loading and inference code in seconds; the
 backbone builders have their own tests in ``test_models.py`` and ``test_facenet.py``.
+
+Tests come in two tiers (``tiers.py``): ``pytest -m "not slow"`` runs those that need no
+TensorFlow, Chromium or Ray and take under 10 s each.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiers
 import tiny_model_asset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED = ROOT.parent / "shared"
 LABELS = tiny_model_asset.LABELS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(tiers, "fer8-tiers")
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,7 @@ def test_confusion_matrix_and_figures_by_hand():
     assert evaluation.macro_f1 == pytest.approx((4 / 7 + 0 + 1 / 2) / 3)
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, tmp_path, caplog):
     out = tmp_path / "report"
     result = CliRunner().invoke(
@@ -103,6 +104,7 @@ def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, t
     assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_evaluate_table(labelled, brightness_model):
     result = CliRunner().invoke(
         cli,
@@ -134,6 +136,7 @@ def test_evaluate_table(labelled, brightness_model):
     assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "42.9%", "1", "1"]
 
 
+@pytest.mark.slow
 def test_evaluate_shows_progress_when_asked(labelled, brightness_model):
     def evaluate(*args):
         return CliRunner().invoke(
@@ -177,6 +180,7 @@ def expw_layout(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_labelled_boxes_and_the_full_pipeline_are_both_reported(
     expw_layout, labelled, brightness_model, tmp_path
 ):
@@ -243,6 +247,7 @@ def test_labelled_boxes_and_the_full_pipeline_are_both_reported(
     ]
 
 
+@pytest.mark.slow
 def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(
     tmp_path, astronaut, hopper, brightness_model
 ):

@@ -15,6 +15,8 @@ from fer8.training.datasets import Sample
 from fer8.training.loop.inputs import _dataset, _Split
 from fer8.training.loop.run_folder import TrainConfig
 
+pytestmark = pytest.mark.slow  # tf.data input pipelines (TensorFlow)
+
 SIZE = 16
 #: No augmentation and no scaling: the batches are the crops as they were masked.
 NO_AUGMENTATION = Augmentation(0, 0, 0, 0, 0, 0, 0, 0, 0)
