@@ -67,7 +67,7 @@ def two_faces(astronaut, hopper) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """The tiny model (``tiny_model_asset.py``), a copy of the kept file: no TensorFlow needed."""
-    return tiny_model_asset.copy_asset(tmp_path_factory.mktemp("models") / "tiny.fer8")
+    return tiny_model_asset.copy_asset("tiny", tmp_path_factory.mktemp("models") / "tiny.fer8")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tiny_model_asset
 from click.testing import CliRunner
 from conftest import save
 
@@ -15,21 +16,11 @@ from fer8.training.evaluation import confusion
 
 @pytest.fixture(scope="module")
 def brightness_model(tmp_path_factory):
-    """A model whose answer is known: bright crops are 'happy', dark ones 'sad'."""
-    import keras
-
-    from fer8.models.modelfile import ModelSpec
-    from fer8.models.preprocessing import IMAGENET_CAFFE
-    from fer8.training.keras_models import save_model
-
-    inputs = keras.Input((48, 48, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)  # about brightness - 115 per channel
-    logits = keras.layers.Dense(2, name="logits")(x)
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    model = keras.Model(inputs, outputs)
-    model.get_layer("logits").set_weights([np.array([[1.0, -1.0]] * 3), np.zeros(2)])
-    spec = ModelSpec(("happy", "sad"), 48, IMAGENET_CAFFE, "test-brightness")
-    return save_model(model, spec, tmp_path_factory.mktemp("models") / "brightness.fer8")
+    """A model whose answer is known: bright crops are 'happy', dark ones 'sad'
+    (``tiny_model_asset.py``)."""
+    return tiny_model_asset.copy_asset(
+        "brightness", tmp_path_factory.mktemp("models") / "brightness.fer8"
+    )
 
 
 @pytest.fixture()
@@ -64,7 +55,6 @@ def test_confusion_matrix_and_figures_by_hand():
     assert evaluation.macro_f1 == pytest.approx((4 / 7 + 0 + 1 / 2) / 3)
 
 
-@pytest.mark.slow
 def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, tmp_path, caplog):
     out = tmp_path / "report"
     result = CliRunner().invoke(
@@ -104,7 +94,6 @@ def test_evaluate_gives_the_exact_confusion_matrix(labelled, brightness_model, t
     assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
 def test_evaluate_table(labelled, brightness_model):
     result = CliRunner().invoke(
         cli,
@@ -136,7 +125,6 @@ def test_evaluate_table(labelled, brightness_model):
     assert lines[-1].split()[1:] == ["detected", "8", "50.0%", "0.413", "42.9%", "1", "1"]
 
 
-@pytest.mark.slow
 def test_evaluate_shows_progress_when_asked(labelled, brightness_model):
     def evaluate(*args):
         return CliRunner().invoke(
@@ -180,7 +168,6 @@ def expw_layout(tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow
 def test_labelled_boxes_and_the_full_pipeline_are_both_reported(
     expw_layout, labelled, brightness_model, tmp_path
 ):
@@ -247,7 +234,6 @@ def test_labelled_boxes_and_the_full_pipeline_are_both_reported(
     ]
 
 
-@pytest.mark.slow
 def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(
     tmp_path, astronaut, hopper, brightness_model
 ):

@@ -25,10 +25,12 @@ def test_fast_tier_imports_no_heavy_module(request):
 
 
 @pytest.mark.slow
-def test_kept_tiny_model_is_what_keras_builds(tiny_model_path, tmp_path):
-    built = tiny_model_asset.build(tmp_path / "tiny.fer8")
-    assert built.read_bytes() == tiny_model_path.read_bytes(), (
-        "tests/assets/tiny.fer8 is not what tests/tiny_model_asset.py builds today: "
+@pytest.mark.parametrize("name", tiny_model_asset.BUILDERS)
+def test_kept_tiny_models_are_what_keras_builds(name, tmp_path):
+    built = tiny_model_asset.build(name, tmp_path / "built.fer8")
+    kept = tiny_model_asset.copy_asset(name, tmp_path / "kept.fer8")
+    assert built.read_bytes() == kept.read_bytes(), (
+        f"tests/assets/{name}.fer8 is not what tests/tiny_model_asset.py builds today: "
         "run `python tests/tiny_model_asset.py` to write it again"
     )
 

@@ -1,8 +1,9 @@
-"""The tests' tiny random-weight model: a small CNN in the real ``.fer8`` format.
+"""The tests' tiny models in the real ``.fer8`` format: ``tiny``, a small random-weight CNN
+(most tests), and ``brightness``, whose answer is known (``test_evaluation.py``).
 
-Built with Keras once and kept as ``tests/assets/tiny.fer8`` (about 10 KB), so that the
-inference tests need no TensorFlow. ``python tests/tiny_model_asset.py`` rebuilds the asset
-(with the ``train`` extra); ``test_tiers.py`` checks that it matches what :func:`build`
+Built with Keras once and kept in ``tests/assets/`` (9 KB and 2 KB), so that the
+inference tests need no TensorFlow. ``python tests/tiny_model_asset.py`` rebuilds them
+(with the ``train`` extra); ``test_tiers.py`` checks that they match what :func:`build`
 gives today.
 
 The spec's ``fer8.json`` and the graph's metadata carry the fer8 version that wrote them,
@@ -15,13 +16,17 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-ASSET = Path(__file__).resolve().parent / "assets" / "tiny.fer8"
+ASSETS = Path(__file__).resolve().parent / "assets"
 LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 
 
-def build(path: Path) -> Path:
-    """Build the tiny model with Keras (seeded, so always the same weights) and save it
-    to ``path``."""
+def build(name: str, path: Path) -> Path:
+    """Build the model ``name`` with Keras and save it to ``path``."""
+    return BUILDERS[name](path)
+
+
+def build_tiny(path: Path) -> Path:
+    """The tiny CNN (seeded, so always the same weights)."""
     import keras
 
     from fer8.models.modelfile import ModelSpec
@@ -43,8 +48,30 @@ def build(path: Path) -> Path:
     return save_model(model, spec, path)
 
 
-def copy_asset(path: Path) -> Path:
-    """Write the kept model to ``path`` as today's fer8 writes it (no TensorFlow)."""
+def build_brightness(path: Path) -> Path:
+    """A model whose answer is known: bright crops are 'happy', dark ones 'sad'."""
+    import keras
+    import numpy as np
+
+    from fer8.models.modelfile import ModelSpec
+    from fer8.models.preprocessing import IMAGENET_CAFFE
+    from fer8.training.keras_models import save_model
+
+    inputs = keras.Input((48, 48, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)  # about brightness - 115 per channel
+    logits = keras.layers.Dense(2, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("logits").set_weights([np.array([[1.0, -1.0]] * 3), np.zeros(2)])
+    spec = ModelSpec(("happy", "sad"), 48, IMAGENET_CAFFE, "test-brightness")
+    return save_model(model, spec, path)
+
+
+BUILDERS = {"tiny": build_tiny, "brightness": build_brightness}
+
+
+def copy_asset(name: str, path: Path) -> Path:
+    """Write the kept model ``name`` to ``path`` as today's fer8 writes it (no TensorFlow)."""
     from fer8.models.modelfile import (
         NETWORK_MEMBER,
         ONNX_MEMBER,
@@ -54,13 +81,15 @@ def copy_asset(path: Path) -> Path:
     )
     from fer8.models.onnx_wire import with_metadata
 
-    spec = read_spec(ASSET)
-    with zipfile.ZipFile(ASSET) as archive:
+    asset = ASSETS / f"{name}.fer8"
+    spec = read_spec(asset)
+    with zipfile.ZipFile(asset) as archive:
         network_json = archive.read(NETWORK_MEMBER).decode()
         graph = archive.read(ONNX_MEMBER)
     return write_model_file(path, spec, network_json, with_metadata(graph, onnx_metadata(spec)))
 
 
 if __name__ == "__main__":
-    ASSET.parent.mkdir(exist_ok=True)
-    print(build(ASSET))
+    ASSETS.mkdir(exist_ok=True)
+    for name in BUILDERS:
+        print(build(name, ASSETS / f"{name}.fer8"))
