@@ -1,9 +1,12 @@
 """Shared fixtures: the public-domain example photos and a tiny random-weight model.
 
-The model is a small CNN in the real ``.fer8`` format, so every pipeline and CLI test
-exercises the real loading and inference code in seconds; the backbone builders have
-their own tests: FaceNet's in ``test_facenet.py``, the ResNet50s' in ``test_models.py``
-and ``test_training.py``.
+The model is a small CNN in the real ``.fer8`` format (``tiny_model_asset.py``), so every
+pipeline and CLI test exercises the real loading and inference code in seconds; the
+backbone builders have their own tests: FaceNet's in ``test_facenet.py``, the ResNet50s'
+in ``test_models.py`` and ``test_training.py``.
+
+Tests come in two tiers (``tiers.py``): ``pytest -m "not slow"`` runs those that need no
+TensorFlow, Chromium or Ray and take under 10 s each.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiers
+import tiny_model_asset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # fer8's cache (downloads, crops, optimised ONNX graphs) in a folder of this test run,
@@ -23,7 +28,11 @@ os.environ["FER8_HOME"] = tempfile.mkdtemp(prefix="fer8-tests-")
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED = ROOT.parent / "shared"
-LABELS = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
+LABELS = tiny_model_asset.LABELS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(tiers, "fer8-tiers")
 
 
 @pytest.fixture(scope="session")
@@ -58,25 +67,8 @@ def two_faces(astronaut, hopper) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
-    import keras
-
-    from fer8.models.modelfile import ModelSpec
-    from fer8.models.preprocessing import IMAGENET_CAFFE
-    from fer8.training.keras_models import save_model
-
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((48, 48, 3))
-    x = keras.layers.Rescaling(1 / 64.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(len(LABELS), name="logits")(x)
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    model = keras.Model(inputs, outputs)
-    spec = ModelSpec(
-        LABELS, 48, IMAGENET_CAFFE, "test-cnn", name="tiny", metadata={"purpose": "tests"}
-    )
-    return save_model(model, spec, tmp_path_factory.mktemp("models") / "tiny.fer8")
+    """The tiny model (``tiny_model_asset.py``), a copy of the kept file: no TensorFlow needed."""
+    return tiny_model_asset.copy_asset("tiny", tmp_path_factory.mktemp("models") / "tiny.fer8")
 
 
 @pytest.fixture(scope="session")

@@ -110,6 +110,7 @@ def test_apply_temperature_is_softmax_of_scaled_logits():
     assert np.isfinite(apply_temperature(np.array([[1.0, 0.0, 0.0]]), 2.0)).all()
 
 
+@pytest.mark.slow
 def test_a_temperature_is_applied_by_onnx_runtime_and_keras(tiny_model_path, calibrated_path):
     from fer8.training.keras_models import keras_expression_model, load_keras_model
 

@@ -561,6 +561,7 @@ def test_explain_keeps_apart_pictures_that_share_a_name(
     assert fer8.load_image(out / "a-2.explain.png").shape == hopper.shape
 
 
+@pytest.mark.slow
 def test_explain_refuses_a_model_without_an_exact_map(photos, tmp_path):
     import keras
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tiny_model_asset
 from click.testing import CliRunner
 from conftest import save
 
@@ -15,21 +16,11 @@ from fer8.training.evaluation import confusion
 
 @pytest.fixture(scope="module")
 def brightness_model(tmp_path_factory):
-    """A model whose answer is known: bright crops are 'happy', dark ones 'sad'."""
-    import keras
-
-    from fer8.models.modelfile import ModelSpec
-    from fer8.models.preprocessing import IMAGENET_CAFFE
-    from fer8.training.keras_models import save_model
-
-    inputs = keras.Input((48, 48, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)  # about brightness - 115 per channel
-    logits = keras.layers.Dense(2, name="logits")(x)
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    model = keras.Model(inputs, outputs)
-    model.get_layer("logits").set_weights([np.array([[1.0, -1.0]] * 3), np.zeros(2)])
-    spec = ModelSpec(("happy", "sad"), 48, IMAGENET_CAFFE, "test-brightness")
-    return save_model(model, spec, tmp_path_factory.mktemp("models") / "brightness.fer8")
+    """A model whose answer is known: bright crops are 'happy', dark ones 'sad'
+    (``tiny_model_asset.py``)."""
+    return tiny_model_asset.copy_asset(
+        "brightness", tmp_path_factory.mktemp("models") / "brightness.fer8"
+    )
 
 
 @pytest.fixture()

@@ -107,6 +107,7 @@ def _saved(keras_model, tmp_path, name):
 
 
 @pytest.mark.parametrize("head_kind", ["flatten", "relu"])
+@pytest.mark.slow
 def test_another_head_predicts_but_is_refused_an_explanation(head_kind, tmp_path, astronaut_path):
     import keras
 
@@ -126,6 +127,7 @@ def test_another_head_predicts_but_is_refused_an_explanation(head_kind, tmp_path
         predictor.explain(astronaut_path)
 
 
+@pytest.mark.slow
 def test_a_linear_head_after_the_pooling_is_composed_exactly(tmp_path, astronaut):
     """Dropout, Dense and BatchNormalization between the pooling and the output (as in
     FaceNet's bottleneck) are affine, so the map is still exact."""
@@ -286,6 +288,7 @@ def test_explain_with_flip_gives_the_probabilities_predict_gives(tiny_model, ast
     assert not np.allclose(item.activation, plain.activation)  # the mirror's map is in
 
 
+@pytest.mark.slow
 def test_facenet_and_masked_models_are_explained_on_the_input_they_classify(tmp_path, astronaut):
     """The FaceNet backbone (Inception-ResNet-v1, its own layer names) ends in global
     average pooling too: its maps are exact, on the contour-masked crops the model

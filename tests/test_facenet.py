@@ -17,6 +17,8 @@ from fer8.training.backbones import BACKBONES, MIN_INPUT_SIZE, build_backbone, b
 from fer8.training.facenet import inception_resnet_v1, stage
 from fer8.training.keras_models import load_keras_model, save_model
 
+pytestmark = pytest.mark.slow  # builds FaceNet with TensorFlow and trains it
+
 LABELS = ("angry", "happy", "sad")
 
 

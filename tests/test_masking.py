@@ -89,6 +89,7 @@ def test_an_unknown_mask_is_refused():
     )
 
 
+@pytest.mark.slow
 def test_a_run_masks_as_the_model_it_starts_from_unless_told(tmp_path, tiny_model_path):
     from fer8.models.modelfile import read_spec
     from fer8.models.writer import rewrite_spec

@@ -16,6 +16,8 @@ from fer8.training.loop.inputs import make_dataset
 from fer8.training.loop.run_folder import TrainConfig
 from fer8.training.loop.splits import Split
 
+pytestmark = pytest.mark.slow  # tf.data input pipelines (TensorFlow)
+
 SIZE = 16
 #: No augmentation and no scaling: the batches are the crops as they were masked.
 NO_AUGMENTATION = Augmentation(0, 0, 0, 0, 0, 0, 0, 0, 0)

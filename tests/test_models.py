@@ -35,9 +35,10 @@ from fer8.training.keras_models import (
 def release_networks():
     """Each test's ResNet50s (95 MB of weights each, and their graphs) go when it ends."""
     yield
-    import keras
+    import sys
 
-    keras.backend.clear_session()
+    if "keras" in sys.modules:  # only the slow tests build networks
+        sys.modules["keras"].backend.clear_session()
 
 
 def crops(n: int = 3, size: int = 48) -> np.ndarray:
@@ -89,6 +90,7 @@ def test_classify_resizes_crops_and_accepts_aligned_faces(tiny_model, astronaut)
         fer8.classify([np.zeros((48, 48), np.uint8)], tiny_model)
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(tmp_path, tiny_model_path, tiny_model):
     network, spec = load_keras_model(tiny_model_path)
     path = save_model(network, spec, tmp_path / "copy.fer8")
@@ -100,6 +102,7 @@ def test_save_and_load_round_trip(tmp_path, tiny_model_path, tiny_model):
     assert path.read_bytes() == save_model(network, spec, tmp_path / "again.fer8").read_bytes()
 
 
+@pytest.mark.slow
 def test_onnx_runtime_computes_what_keras_computes(tiny_model_path, tiny_model):
     network, spec = load_keras_model(tiny_model_path)
     on_keras = keras_expression_model(network, spec)
@@ -231,6 +234,7 @@ def test_each_backbone_has_its_own_preprocessing():
     )
 
 
+@pytest.mark.slow
 def test_vggface_resnet50_matches_keras_vggface():
     model = vggface_resnet50(224)
     # keras-vggface's RESNET50(include_top=False) reports 23,561,152 parameters.
@@ -274,6 +278,7 @@ def _write_keras2_weights(model, path, *, skip=(), extra=True):
     return original
 
 
+@pytest.mark.slow
 def test_keras_vggface_weight_files_load_by_layer_name(tmp_path):
     model = vggface_resnet50(32)
     original = _write_keras2_weights(model, tmp_path / "rcmalli_vggface_tf_notop_resnet50.h5")
@@ -289,6 +294,7 @@ def test_keras_vggface_weight_files_load_by_layer_name(tmp_path):
     np.testing.assert_allclose(built.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_incomplete_or_foreign_weight_files_are_refused(tmp_path):
     model = vggface_resnet50(32)
     _write_keras2_weights(model, tmp_path / "partial.h5", skip={"conv5_3_3x3"})
@@ -300,6 +306,7 @@ def test_incomplete_or_foreign_weight_files_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "vggface-resnet50"])
+@pytest.mark.slow
 def test_both_resnet50_layouts_run_on_onnx_runtime_as_on_keras(tmp_path, backbone):
     """The model file's ONNX graph computes what Keras computes, for either weight layout
     (their padding, strides and biases differ), with trained-looking BatchNorm."""
@@ -338,6 +345,7 @@ def _with_trained_statistics(network):
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "vggface-resnet50"])
+@pytest.mark.slow
 def test_folded_batch_norms_give_the_same_outputs(backbone):
     import keras
 
@@ -358,6 +366,7 @@ def test_folded_batch_norms_give_the_same_outputs(backbone):
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in network.layers) == 53
 
 
+@pytest.mark.slow
 def test_batch_norm_is_folded_only_where_that_is_exact():
     import keras
 
@@ -387,6 +396,7 @@ def test_batch_norm_is_folded_only_where_that_is_exact():
     not (SHARED / "weights/resnet50_imagenet_notop.h5").is_file(),
     reason="../shared/weights/resnet50_imagenet_notop.h5 is absent",
 )
+@pytest.mark.slow
 def test_imagenet_weights_load_from_a_local_file():
     path = SHARED / "weights/resnet50_imagenet_notop.h5"
     pretrained = build_backbone("resnet50", 64, path)

@@ -141,6 +141,7 @@ def test_new_model_runs_everywhere(worry_run, astronaut_path, tmp_path):
     assert read_feature_bank(calibrated) is not None  # a ninth class can follow
 
 
+@pytest.mark.slow
 def test_keras_reads_the_widened_network(worry_run):
     from fer8.training.keras_models import load_keras_model
 

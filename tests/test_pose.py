@@ -119,6 +119,7 @@ def test_a_face_from_the_fallback_crop_has_no_landmarks_or_pose(default_predicto
 
 @pytest.mark.shared
 @pytest.mark.skipif(not JAFFE.is_file(), reason="needs ../shared/data/jaffe.tar.gz")
+@pytest.mark.slow
 def test_frontal_jaffe_faces_have_small_yaw(default_predictor):
     """JAFFE's posed faces look into the camera. One of its 213 (NM.DI3.109, a wrinkled
     nose) is estimated at 18 degrees, so the bar is 99% of the faces, median under 5."""

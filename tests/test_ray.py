@@ -34,6 +34,8 @@ from fer8.results import Box, Face, ImageResult
 pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
+pytestmark = pytest.mark.slow  # a Ray cluster
+
 #: Ray's settings for every process of these tests: no token written to ~/.ray, no
 #: usage report, a small object store.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}

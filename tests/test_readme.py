@@ -113,7 +113,8 @@ def _tiny_dataset(folder: Path, astronaut: np.ndarray, per_class: int = 2) -> No
 
 @pytest.mark.parametrize(
     "code, data, settings",
-    BLOCKS,
+    # A block that reads data you supply trains on it (TensorFlow): slow.
+    [pytest.param(*block, marks=[pytest.mark.slow] if block[1] else []) for block in BLOCKS],
     ids=[f"{document}-block{i}" for i, (document, _, _) in enumerate(_FOUND)],
 )
 def test_python_block_runs_as_written(code, data, settings, tmp_path, astronaut):

@@ -61,6 +61,7 @@ def _ferplus_valid_faces(count: int) -> list[np.ndarray]:
     return faces
 
 
+@pytest.mark.slow
 def test_bundled_model_on_onnx_runtime_equals_keras_on_the_example_photos(
     default_predictor, bundled_float, bundled_on_keras, astronaut, hopper, two_faces
 ):
@@ -79,6 +80,7 @@ def test_bundled_model_on_onnx_runtime_equals_keras_on_the_example_photos(
 
 @pytest.mark.shared
 @pytest.mark.skipif(not FERPLUS.is_file(), reason="needs ../shared/data/ferplus.tar.gz")
+@pytest.mark.slow
 def test_bundled_model_on_onnx_runtime_equals_keras_on_200_ferplus_faces(
     bundled_float, bundled_on_keras
 ):
@@ -288,6 +290,7 @@ def _version_1_file(tiny_model_path, path, *, compact: bool):
 
 
 @pytest.mark.parametrize("compact", [True, False])
+@pytest.mark.slow
 def test_older_model_files_load_and_convert(tmp_path, tiny_model_path, tiny_model, compact, caplog):
     old = _version_1_file(tiny_model_path, tmp_path / "old.fer8", compact=compact)
     crops = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
@@ -309,6 +312,7 @@ def test_older_model_files_load_and_convert(tmp_path, tiny_model_path, tiny_mode
     )
 
 
+@pytest.mark.slow
 def test_a_fresh_process_opens_an_older_file_without_importing_training_first(
     tmp_path, tiny_model_path
 ):
@@ -326,6 +330,7 @@ def test_a_fresh_process_opens_an_older_file_without_importing_training_first(
     assert out.stdout.strip() == str(read_spec(tiny_model_path).labels)
 
 
+@pytest.mark.slow
 def test_older_model_files_without_the_train_extra_say_how_to_convert(
     tmp_path, tiny_model_path, monkeypatch
 ):
@@ -338,6 +343,7 @@ def test_older_model_files_without_the_train_extra_say_how_to_convert(
     assert result.stderr.count("\n") == 1 and "fer8 export" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_graph_fer8_cannot_translate_is_named(tmp_path):
     import keras
 
@@ -353,6 +359,7 @@ def test_a_graph_fer8_cannot_translate_is_named(tmp_path):
         build_graph(config, split_weights(config, network.get_weights()))
 
 
+@pytest.mark.slow
 def test_converting_an_older_file_prints_no_tensorflow_lines(tmp_path, tiny_model_path):
     """A real process, as a user runs it: the new file's path alone, no TensorFlow
     start-up lines on stderr (they were there when fer8's layers imported Keras first)."""

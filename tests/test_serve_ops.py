@@ -391,6 +391,7 @@ def _read_response(connection: socket.socket, timeout: float) -> bytes:
         data += chunk
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_requests_in_flight_then_exits_0(
     tiny_model_path, astronaut_path, tmp_path
 ):
@@ -455,6 +456,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_two_workers_each_load_the_model_and_share_metrics(
     tiny_model_path, astronaut_path, tmp_path
 ):

@@ -14,6 +14,8 @@ pytest.importorskip("prometheus_client")
 from conftest import ROOT  # noqa: E402
 from servers import ServeProcess  # noqa: E402
 
+pytestmark = pytest.mark.slow  # 30 s of traffic
+
 sys.path.insert(0, str(ROOT / "scripts"))
 import soak_serve  # noqa: E402
 

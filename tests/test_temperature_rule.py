@@ -97,6 +97,7 @@ def test_a_rule_round_trips_and_a_spec_without_one_is_written_as_before(tiny_mod
         TemperatureRule(("colour",), 1.0, (0.1, 0.2))
 
 
+@pytest.mark.slow
 def test_a_rule_is_applied_per_crop(tiny_model_path, tmp_path):
     from fer8.training.keras_models import keras_expression_model, load_keras_model
 

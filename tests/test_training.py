@@ -28,6 +28,8 @@ from fer8.cli import cli
 from fer8.training import backbones
 from fer8.training.keras_models import load_keras_model
 
+pytestmark = pytest.mark.slow  # trains with TensorFlow
+
 TRAIN_ARGS = [
     "--image-size",
     "32",

@@ -29,6 +29,8 @@ from fer8.labels import display_name, percent  # noqa: E402
 from fer8.results import Box, Face, ImageResult  # noqa: E402
 from fer8.serving.server import create_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Chromium
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
