@@ -13,11 +13,13 @@ from fer8.pipeline.video import DEFAULT_FPS
 
 @dataclass(frozen=True, kw_only=True)
 class ModelOptions(Options):
-    """Which model runs."""
+    """Which model runs.
 
-    model: str | None = setting(
-        None, "Model name or .fer8 file (default: the bundled model).", metavar="NAME|PATH"
-    )
+    Attributes:
+        model: Model name or .fer8 file (default: the bundled model).
+    """
+
+    model: str | None = setting(None, metavar="NAME|PATH")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,33 +29,23 @@ class DetectionOptions(Options):
 
     Raises:
         ValueError: A Haar-only setting given for YuNet.
+
+    Attributes:
+        detector: Face detector: yunet (finds turned, tilted, dark faces) or haar (the original Haar
+            cascade with a HOG check).
+        min_face: Smallest face searched for, in pixels of the photo (default: yunet 20, haar 48);
+            larger is faster.
+        detect_threshold: yunet: smallest face score kept, 0-1 (default 0.6); haar: the score dlib's
+            HOG check needs to confirm a face (default 0).
+        haar_scale_factor: haar: search window growth per step (default 1.2).
+        haar_min_neighbors: haar: overlapping hits that make a face (default 5).
     """
 
-    detector: str = setting(
-        DEFAULT_DETECTOR,
-        "Face detector: yunet (finds turned, tilted, dark faces) or haar "
-        "(the original Haar cascade with a HOG check).",
-        choices=DETECTORS,
-    )
-    min_face: int | None = setting(
-        None,
-        "Smallest face searched for, in pixels of the photo (default: yunet 20, "
-        "haar 48); larger is faster.",
-        min=8,
-        metavar="PIXELS",
-    )
-    detect_threshold: float | None = setting(
-        None,
-        "yunet: smallest face score kept, 0-1 (default 0.6); haar: the "
-        "score dlib's HOG check needs to confirm a face (default 0).",
-        metavar="SCORE",
-    )
-    haar_scale_factor: float | None = setting(
-        None, "haar: search window growth per step (default 1.2).", min=1, min_open=True
-    )
-    haar_min_neighbors: int | None = setting(
-        None, "haar: overlapping hits that make a face (default 5).", min=1
-    )
+    detector: str = setting(DEFAULT_DETECTOR, choices=DETECTORS)
+    min_face: int | None = setting(None, min=8, metavar="PIXELS")
+    detect_threshold: float | None = setting(None, metavar="SCORE")
+    haar_scale_factor: float | None = setting(None, min=1, min_open=True)
+    haar_min_neighbors: int | None = setting(None, min=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,31 +69,30 @@ class DetectionOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierOptions(Options):
-    """How the faces found are put through the network."""
+    """How the faces found are put through the network.
 
-    batch_size: int = setting(16, "Faces per forward pass of the model.", min=1)
-    flip: bool = setting(
-        False,
-        "Also classify each face mirrored and average: slightly more accurate, "
-        "twice the network's work.",
-    )
+    Attributes:
+        batch_size: Faces per forward pass of the model.
+        flip: Also classify each face mirrored and average: slightly more accurate, twice the
+            network's work.
+    """
+
+    batch_size: int = setting(16, min=1)
+    flip: bool = setting(False)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingOptions(Options):
     """Which frames of a video are analysed, and how labels are steadied
-    (:meth:`~fer8.pipeline.predictor.Predictor.predict_video`'s keyword arguments)."""
+    (:meth:`~fer8.pipeline.predictor.Predictor.predict_video`'s keyword arguments).
 
-    fps: float = setting(
-        DEFAULT_FPS, "Video frames analysed per second of video.", min=0, min_open=True, max=1000
-    )
-    every_frame: bool = setting(False, "Analyse every frame of a video.")
-    smooth: float = setting(
-        0.0,
-        "Average each face's probabilities over this many seconds of "
-        "video (that frame and those before), for steadier labels.",
-        min=0,
-        max=3600,
-        metavar="SECONDS",
-        show_default=False,
-    )
+    Attributes:
+        fps: Video frames analysed per second of video.
+        every_frame: Analyse every frame of a video.
+        smooth: Average each face's probabilities over this many seconds of video (that frame and
+            those before), for steadier labels.
+    """
+
+    fps: float = setting(DEFAULT_FPS, min=0, max=1000, min_open=True)
+    every_frame: bool = setting(False)
+    smooth: float = setting(0.0, min=0, max=3600, metavar="SECONDS", show_default=False)

@@ -5,6 +5,8 @@ every value when an options object is made."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,15 +97,41 @@ class SettingField:
 
 
 def settings_of(cls: type) -> Iterator[SettingField]:
-    """Every setting of an options dataclass, in the order of its fields."""
+    """Every setting of an options dataclass, in the order of its fields. A setting's help,
+    unless given to :func:`setting`, is its entry in the ``Attributes:`` section of the
+    class's docstring (or a base class's): the library's documentation and ``--help`` are
+    one text."""
     hints = typing.get_type_hints(cls)
+    documented = documented_attributes(cls)
     for item in dataclasses.fields(cls):
         if "setting" not in item.metadata:
             continue
         kind, multiple, optional = _unwrap(hints[item.name])
-        yield SettingField(
-            item.name, kind, multiple, optional, item.default, item.metadata["setting"]
-        )
+        spec = item.metadata["setting"]
+        if not spec.help and item.name in documented:
+            spec = dataclasses.replace(spec, help=documented[item.name])
+        yield SettingField(item.name, kind, multiple, optional, item.default, spec)
+
+
+@functools.cache
+def documented_attributes(cls: type) -> dict[str, str]:
+    """Each attribute's text in the Google-style ``Attributes:`` sections of the
+    docstrings of ``cls`` and its bases (a subclass's text wins), on one line."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines()
+        if "Attributes:" not in lines:
+            continue
+        name = ""
+        for line in lines[lines.index("Attributes:") + 1 :]:
+            if not line.startswith("    "):  # a blank line or the next section ends it
+                break
+            if line.startswith("        ") and name:
+                found[name] += " " + line.strip()
+            else:
+                name, _, text = line.strip().partition(":")
+                found[name] = text.strip()
+    return found
 
 
 def _unwrap(hint: Any) -> tuple[type, bool, bool]:
