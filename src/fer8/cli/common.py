@@ -190,6 +190,17 @@ def install_command(extra: str) -> str:
     return f"{pip} 'fer8[{extra}]'"
 
 
+def exit_missing_extra(what: str, extra: str, missing: str | None) -> NoReturn:
+    """Say that ``what`` needs ``extra`` (``missing`` is the package not installed) and the
+    pip command that adds it; exit with the usage code."""
+    click.echo(
+        f"fer8: error: {what} needs the {extra} extra ({missing} is missing): "
+        f"{install_command(extra)}",
+        err=True,
+    )
+    sys.exit(EXIT_USAGE)
+
+
 def _writer(
     fmt: str | None,
     labels: tuple[str, ...],

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from fer8.cli.common import EXIT_USAGE, _handle_errors, cli, install_command
+from fer8.cli.common import _handle_errors, cli, exit_missing_extra
 from fer8.cli.options import tailored, with_options
 from fer8.options import ModelOptions
 from fer8.options.commands import ExportOptions
@@ -45,10 +43,5 @@ def export(model: ModelOptions, options: ExportOptions) -> None:
         try:
             export_fer8(source, out_path)
         except ImportError as exc:
-            click.echo(
-                f"fer8: error: converting a model file needs the train extra "
-                f"({exc.name} is missing): {install_command('train')}",
-                err=True,
-            )
-            sys.exit(EXIT_USAGE)
+            exit_missing_extra("converting a model file", "train", exc.name)
     click.echo(out_path)

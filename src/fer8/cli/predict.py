@@ -25,7 +25,7 @@ from fer8.cli.common import (
     _verbosity,
     _writer,
     cli,
-    install_command,
+    exit_missing_extra,
     logger,
 )
 from fer8.cli.options import with_options
@@ -247,12 +247,7 @@ def _predict_on_ray(
     # Looked up, not imported: importing Ray takes seconds, and connect() does it.
     missing = [name for name in ("ray", "pyarrow") if find_spec(name) is None]
     if missing:
-        click.echo(
-            f"fer8: error: --engine ray needs the ray extra ({missing[0]} is "
-            f"missing): {install_command('ray')}",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
+        exit_missing_extra("--engine ray", "ray", missing[0])
 
     resolve_model(model)  # a wrong --model is a usage error before the cluster starts
     try:

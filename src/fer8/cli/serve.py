@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
 
 from fer8.cli.common import (
-    EXIT_USAGE,
     _handle_errors,
     _log_format,
     _verbosity,
     cli,
-    install_command,
+    exit_missing_extra,
 )
 from fer8.cli.options import with_options
 from fer8.options import DetectionOptions, ModelOptions
@@ -39,12 +37,7 @@ def serve(options: ServerOptions, model: ModelOptions, detection: DetectionOptio
 
         require_extra()
     except ImportError as exc:
-        click.echo(
-            f"fer8: error: fer8 serve needs the serve extra ({_missing_serve_package(exc)} "
-            f"is missing): {install_command('serve')}",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
+        exit_missing_extra("fer8 serve", "serve", _missing_serve_package(exc))
 
     try:
         keys = load_api_keys(options.api_key_file)

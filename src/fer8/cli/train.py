@@ -17,7 +17,7 @@ from fer8.cli.common import (
     _handle_errors,
     _verbosity,
     cli,
-    install_command,
+    exit_missing_extra,
 )
 from fer8.cli.options import with_options
 from fer8.options import DetectionOptions
@@ -39,12 +39,7 @@ def _import_tensorflow_quietly() -> None:
         import_keras()
         import onnx  # noqa: F401  (model files are written as ONNX graphs)
     except ImportError as exc:
-        click.echo(
-            f"fer8: error: fer8 train needs the train extra ({exc.name} is missing): "
-            f"{install_command('train')}",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
+        exit_missing_extra("fer8 train", "train", exc.name)
 
 
 @cli.command()
