@@ -8,29 +8,16 @@ from typing import Any
 import click
 
 from fer8.cli.common import _handle_errors, cli
-from fer8.cli.options import tailored, with_options
+from fer8.cli.options import with_options
 from fer8.errors import Fer8Error
-from fer8.options import ClassifierOptions, DetectionOptions, ModelOptions
 from fer8.options.commands import CalibrateOptions
 from fer8.progress import ProgressBar
 
-_MODEL_HELP = "Model name or .fer8 file to calibrate (default: the bundled model)."
-
 
 @cli.command()
-@with_options(
-    model=tailored(ModelOptions, help={"model": _MODEL_HELP}),
-    options=CalibrateOptions,
-    classifier=tailored(ClassifierOptions, default={"batch_size": 32}),
-    detection=DetectionOptions,
-)
+@with_options(CalibrateOptions)
 @_handle_errors
-def calibrate(
-    model: ModelOptions,
-    options: CalibrateOptions,
-    classifier: ClassifierOptions,
-    detection: DetectionOptions,
-) -> None:
+def calibrate(options: CalibrateOptions) -> None:
     """Fit the temperature that makes a model's confidences match its accuracy.
 
     Every image goes through the fer8 predict pipeline, as in fer8 evaluate; the
@@ -58,7 +45,7 @@ def calibrate(
         raise click.BadParameter(
             f"{out_path} exists; add --force to replace it", param_hint="--out"
         )
-    source = resolve_model(model.model)
+    source = resolve_model(options.model.name)
     datasets = [
         (spec.name, spec.read(fer2013_split=options.split))
         for spec in map(parse_source, options.data)
@@ -66,7 +53,9 @@ def calibrate(
     # Fitted on the network's own probabilities: a model that already has a temperature
     # gets a new one, not one on top of it.
     network = read_model_file(source).with_temperature(1.0)
-    predictor = Predictor(network, **classifier.to_kwargs(), **detection.detector_kwargs())
+    predictor = Predictor(
+        network, **options.classifier.to_kwargs(), **options.detection.detector_kwargs()
+    )
     parts, truths, measures, groups = [], [], [], []
     for name, dataset in datasets:
         progress = ProgressBar(f"calibrate on {name}", len(dataset.samples))

@@ -16,27 +16,16 @@ from fer8.cli.common import (
     cli,
     logger,
 )
-from fer8.cli.options import tailored, with_options
-from fer8.options import ClassifierOptions, DetectionOptions, ModelOptions
+from fer8.cli.options import with_options
 from fer8.options.commands import EvaluateOptions
 from fer8.output import to_json
 from fer8.progress import ProgressBar
 
 
 @cli.command()
-@with_options(
-    options=EvaluateOptions,
-    model=ModelOptions,
-    classifier=tailored(ClassifierOptions, default={"batch_size": 32}),
-    detection=DetectionOptions,
-)
+@with_options(EvaluateOptions)
 @_handle_errors
-def evaluate(
-    options: EvaluateOptions,
-    model: ModelOptions,
-    classifier: ClassifierOptions,
-    detection: DetectionOptions,
-) -> None:
+def evaluate(options: EvaluateOptions) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
     Each image goes through the full fer8 predict pipeline and its largest face (or
@@ -53,7 +42,11 @@ def evaluate(
         (source, source.read(fer2013_split=options.split))
         for source in map(parse_source, options.data)
     ]
-    predictor = Predictor(model.model, **classifier.to_kwargs(), **detection.detector_kwargs())
+    predictor = Predictor(
+        options.model.name,
+        **options.classifier.to_kwargs(),
+        **options.detection.detector_kwargs(),
+    )
     rows = []  # (dataset name, framing, Evaluation, data summary)
     hidden = None if options.progress is None else not options.progress
     for source, dataset in datasets:
@@ -91,7 +84,7 @@ def evaluate(
         if len(reports) == 1
         else {
             "model": predictor.model.spec.name,
-            "detector": detection.detector,
+            "detector": options.detection.detector,
             "datasets": reports,
         }
     )

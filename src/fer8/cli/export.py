@@ -5,17 +5,14 @@ from __future__ import annotations
 import click
 
 from fer8.cli.common import _handle_errors, cli, exit_missing_extra
-from fer8.cli.options import tailored, with_options
-from fer8.options import ModelOptions
+from fer8.cli.options import with_options
 from fer8.options.commands import ExportOptions
-
-_MODEL_HELP = "Model name, .fer8 file or run folder (default: the bundled model)."
 
 
 @cli.command()
-@with_options(model=tailored(ModelOptions, help={"model": _MODEL_HELP}), options=ExportOptions)
+@with_options(ExportOptions)
 @_handle_errors
-def export(model: ModelOptions, options: ExportOptions) -> None:
+def export(options: ExportOptions) -> None:
     """Write a model for other runtimes, or convert an older model file.
 
     The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
@@ -34,7 +31,7 @@ def export(model: ModelOptions, options: ExportOptions) -> None:
     out_path = options.out
     if not options.force and out_path.exists():
         raise click.UsageError(f"--out {out_path} exists; pass --force to replace it")
-    source = resolve_model(model.model)
+    source = resolve_model(options.model.name)
     if options.format == "onnx":
         from fer8.pipeline.faces import framing
 

@@ -19,30 +19,15 @@ from fer8.cli.common import (
     cli,
     logger,
 )
-from fer8.cli.options import tailored, with_options
+from fer8.cli.options import with_options
 from fer8.errors import InvalidVideoError
-from fer8.options import DetectionOptions, ModelOptions, SamplingOptions
-from fer8.options.commands import LiveOptions, OutputOptions
-
-_FORMAT_HELP = "Format of the printed rows. Default: table on a terminal, jsonl otherwise."
+from fer8.options.commands import LiveOptions
 
 
 @cli.command()
-@with_options(
-    options=LiveOptions,
-    output=tailored(OutputOptions, help={"format": _FORMAT_HELP}),
-    model=ModelOptions,
-    sampling=SamplingOptions,
-    detection=DetectionOptions,
-)
+@with_options(LiveOptions)
 @_handle_errors
-def live(
-    options: LiveOptions,
-    output: OutputOptions,
-    model: ModelOptions,
-    sampling: SamplingOptions,
-    detection: DetectionOptions,
-) -> None:
+def live(options: LiveOptions) -> None:
     """Classify the faces of a camera's picture as it comes, following each face.
 
     Draws into a window where there is a display (q or Esc closes it), and prints a row
@@ -54,12 +39,15 @@ def live(
     from fer8.pipeline.predictor import Predictor
     from fer8.pipeline.video import describe_video, newest, read_frames
 
-    camera = options.camera
+    camera, sampling = options.camera, options.sampling
     source: int | str = int(camera) if camera.isdigit() else camera
     # Small batches: frames are read ahead by two batches, and on a camera each frame
     # read ahead is that much delay between the picture and its result.
     predictor = Predictor(
-        model.model, max_faces=options.max_faces, batch_size=2, **detection.detector_kwargs()
+        options.model.name,
+        max_faces=options.max_faces,
+        batch_size=2,
+        **options.detection.detector_kwargs(),
     )
     try:
         frames = read_frames(source, fps=sampling.fps, every_frame=sampling.every_frame)
@@ -71,7 +59,7 @@ def live(
     print_rows = not show or not sys.stdout.isatty()
     # As in predict: on a terminal that shows both streams, the table's row is the report.
     report_failures = not (print_rows and _same_terminal())
-    writer = _writer(output.format, predictor.labels, [name], video=True)
+    writer = _writer(options.format, predictor.labels, [name], video=True)
     waiting: deque = deque()  # frames read, until their results come, to draw them
 
     def remember(frames):

@@ -29,8 +29,8 @@ from fer8.cli.common import (
     logger,
 )
 from fer8.cli.options import with_options
-from fer8.options import ClassifierOptions, DetectionOptions, ModelOptions, SamplingOptions
-from fer8.options.commands import OutputOptions, PredictOptions
+from fer8.options import SamplingOptions
+from fer8.options.commands import PredictOptions
 from fer8.progress import ProgressBar
 
 if TYPE_CHECKING:
@@ -42,24 +42,9 @@ ANNOTATION_INDEX = "sources.csv"
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@with_options(
-    output=OutputOptions,
-    options=PredictOptions,
-    model=ModelOptions,
-    classifier=ClassifierOptions,
-    sampling=SamplingOptions,
-    detection=DetectionOptions,
-)
+@with_options(PredictOptions)
 @_handle_errors
-def predict(
-    paths: tuple[str, ...],
-    output: OutputOptions,
-    options: PredictOptions,
-    model: ModelOptions,
-    classifier: ClassifierOptions,
-    sampling: SamplingOptions,
-    detection: DetectionOptions,
-) -> int:
+def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
@@ -70,18 +55,11 @@ def predict(
     """
     from fer8.pipeline.landmarking import LandmarkProcess
 
-    fmt, annotate_dir, explain_dir, engine = (
-        output.format,
-        options.annotate,
-        options.explain,
-        options.engine,
-    )
-    show_landmarks, draw_landmarks, progress = (
-        options.landmarks,
-        options.draw_landmarks,
-        options.progress,
-    )
+    # The names the steps below read.
+    fmt, annotate_dir, explain_dir = options.format, options.annotate, options.explain
+    show_landmarks, draw_landmarks = options.landmarks, options.draw_landmarks
     max_faces, no_detect, max_pixels = options.max_faces, options.no_detect, options.max_pixels
+    progress, engine, sampling = options.progress, options.engine, options.sampling
     out_path, ray_address = options.out, options.ray_address
     # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
     # its own, on a free core, while the expression model loads and the photos are read.
@@ -102,12 +80,12 @@ def predict(
             fmt=fmt,
             annotate_dir=annotate_dir,
             progress=progress,
-            model=model.model,
+            model=options.model.name,
             detect=not no_detect,
             max_faces=max_faces,
-            **classifier.to_kwargs(),
+            **options.classifier.to_kwargs(),
             max_pixels=max_pixels,
-            **detection.detector_kwargs(),
+            **options.detection.detector_kwargs(),
         )
     if out_path is not None or ray_address is not None:
         raise click.UsageError("--out and --ray-address go with --engine ray")
@@ -122,12 +100,12 @@ def predict(
     if explain_dir is not None:
         _check_annotations(inputs, explain_dir, explain=True)
     predictor = Predictor(
-        model.model,
+        options.model.name,
         max_faces=max_faces,
-        **classifier.to_kwargs(),
+        **options.classifier.to_kwargs(),
         max_pixels=max_pixels,
         landmark_model=landmark_model,
-        **detection.detector_kwargs(),
+        **options.detection.detector_kwargs(),
     )
     if explain_dir is not None:
         from fer8.errors import ExplanationError

@@ -5,22 +5,15 @@ from __future__ import annotations
 import click
 
 from fer8.cli.common import _handle_errors, cli, install_command
-from fer8.cli.options import tailored, with_options
-from fer8.options import DetectionOptions, ModelOptions
+from fer8.cli.options import with_options
 from fer8.options.commands import QuantizeOptions
 from fer8.progress import ProgressBar
 
-_MODEL_HELP = "Model name or .fer8 file to quantize (default: the bundled model)."
-
 
 @cli.command()
-@with_options(
-    model=tailored(ModelOptions, help={"model": _MODEL_HELP}),
-    options=QuantizeOptions,
-    detection=DetectionOptions,
-)
+@with_options(QuantizeOptions)
 @_handle_errors
-def quantize(model: ModelOptions, options: QuantizeOptions, detection: DetectionOptions) -> None:
+def quantize(options: QuantizeOptions) -> None:
     """Add an int8 network to a copy of a model file; fer8 predict then runs it.
 
     Faces are framed by fer8's own pipeline, as fer8 train and fer8 predict frame
@@ -51,7 +44,7 @@ def quantize(model: ModelOptions, options: QuantizeOptions, detection: Detection
         raise click.BadParameter(
             f"{out_path} exists; add --force to replace it", param_hint="--out"
         )
-    source = resolve_model(model.model)
+    source = resolve_model(options.model.name)
     spec = read_spec(source)
     datasets = [parse_source(s) for s in options.data]
     # An equal share of faces from each dataset, each share drawn at random.
@@ -68,7 +61,7 @@ def quantize(model: ModelOptions, options: QuantizeOptions, detection: Detection
         options.cache if options.cache is not None else cache_dir() / "crops",
         image_size=spec.input_size,
         on_progress=progress,
-        **detection.detector_kwargs(),
+        **options.detection.detector_kwargs(),
         mask=spec.preprocessing.mask,
     )
     progress.close()

@@ -15,14 +15,13 @@ from fer8.cli.common import (
     exit_missing_extra,
 )
 from fer8.cli.options import with_options
-from fer8.options import DetectionOptions, ModelOptions
 from fer8.options.commands import ServerOptions
 
 
 @cli.command()
-@with_options(options=ServerOptions, model=ModelOptions, detection=DetectionOptions)
+@with_options(ServerOptions)
 @_handle_errors
-def serve(options: ServerOptions, model: ModelOptions, detection: DetectionOptions) -> None:
+def serve(options: ServerOptions) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 
     The LINE webhook (/line/callback) is on when LINE_CHANNEL_SECRET and
@@ -51,8 +50,8 @@ def serve(options: ServerOptions, model: ModelOptions, detection: DetectionOptio
     logging.getLogger("fer8").setLevel(logging.INFO)  # the startup lines say what is on
     run_server(
         ServeOptions(
-            model=model.model,
-            detection=detection.detector_kwargs(),
+            model=options.model.name,
+            detection=options.detection.detector_kwargs(),
             max_upload_bytes=int(options.max_upload_mb * 1024 * 1024),
             max_video_bytes=int(options.max_video_mb * 1024 * 1024),
             max_pixels=options.max_pixels,

@@ -20,8 +20,7 @@ from fer8.cli.common import (
     exit_missing_extra,
 )
 from fer8.cli.options import with_options
-from fer8.options import DetectionOptions
-from fer8.options.training import RunOptions, TrainOptions
+from fer8.options.training import RunOptions
 from fer8.progress import ProgressBar
 
 
@@ -43,9 +42,9 @@ def _import_tensorflow_quietly() -> None:
 
 
 @cli.command()
-@with_options(run=RunOptions, options=TrainOptions, detection=DetectionOptions)
+@with_options(RunOptions, "run")
 @_handle_errors
-def train(run: RunOptions, options: TrainOptions, detection: DetectionOptions) -> None:
+def train(run: RunOptions) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
     Photos go through the same detect -> landmarks -> align steps as fer8 predict;
@@ -55,13 +54,14 @@ def train(run: RunOptions, options: TrainOptions, detection: DetectionOptions) -
     if run.keep_classes:
         from fer8.cli.keep_classes import keep_classes as run_keep_classes
 
-        init_model = None if options.init_model is None else Path(options.init_model)
+        init_model = None if run.training.init_model is None else Path(run.training.init_model)
         run_keep_classes(run.data, run.out, init_model, run.val, run.cache, run.workers)
         return
     _import_tensorflow_quietly()
     from fer8.training.loop import StartError, TrainConfig, check_image_size
     from fer8.training.loop import train as run_training
 
+    options = run.training
     # Absolute paths: a resumed run may be started from another folder.
     absolute = {
         "teachers": tuple(map(_teacher, options.teachers)),
@@ -73,7 +73,7 @@ def train(run: RunOptions, options: TrainOptions, detection: DetectionOptions) -
         **{**options.to_kwargs(), **absolute},
         data=tuple(map(_absolute, run.data)),
         val=tuple(map(_absolute, run.val)) or None,
-        **detection.detector_kwargs(),
+        **run.detection.detector_kwargs(),
     )
     try:  # a usage error, found before anything is read or written
         check_image_size(config)

@@ -10,7 +10,8 @@ or a range changes in one line; :class:`Options` checks every value against it.
 Settings are grouped by what reads them: :class:`DetectionOptions` (finding faces),
 :class:`SamplingOptions` (which video frames), :class:`ClassifierOptions` and
 :class:`ModelOptions`, shared by several commands; :mod:`fer8.options.commands` and
-:mod:`fer8.options.training` hold each command's own.
+:mod:`fer8.options.training` hold each command's settings, the shared groups among them
+(:func:`group`).
 
 Example:
     >>> from fer8.options import SamplingOptions
@@ -26,7 +27,15 @@ from fer8.options.pipeline import (
     ModelOptions,
     SamplingOptions,
 )
-from fer8.options.settings import Options, Setting, SettingField, setting, settings_of
+from fer8.options.settings import (
+    Options,
+    Setting,
+    SettingField,
+    group,
+    groups_of,
+    setting,
+    settings_of,
+)
 
 __all__ = [
     "ClassifierOptions",
@@ -36,6 +45,8 @@ __all__ = [
     "SamplingOptions",
     "Setting",
     "SettingField",
+    "group",
+    "groups_of",
     "setting",
     "settings_of",
 ]

@@ -16,10 +16,10 @@ class ModelOptions(Options):
     """Which model runs.
 
     Attributes:
-        model: Model name or .fer8 file (default: the bundled model).
+        name: Model name or .fer8 file (default: the bundled model).
     """
 
-    model: str | None = setting(None, metavar="NAME|PATH")
+    name: str | None = setting(None, flag="--model", metavar="NAME|PATH")
 
 
 @dataclass(frozen=True, kw_only=True)

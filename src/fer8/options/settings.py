@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,26 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", **details: Any) 
     """A dataclass field that is a setting: ``default`` (none: required), ``help``, and the
     rest of :class:`Setting` (``min=1``, ``choices=(...)``, ``flag="--out"``...)."""
     return dataclasses.field(default=default, metadata={"setting": Setting(help=help, **details)})
+
+
+def group(cls: type, *, help: Mapping[str, str] | None = None, **defaults: Any) -> Any:
+    """A dataclass field that holds a group of settings (an :class:`Options` of its own,
+    shared by several commands): ``defaults`` and ``help`` replace the group's own for
+    the settings they name, where this command wants others (``batch_size=32``)."""
+    return dataclasses.field(
+        default_factory=functools.partial(cls, **defaults),
+        metadata={"group": dict(help or {})},
+    )
+
+
+def groups_of(cls: type) -> Iterator[tuple[str, type, Any, Mapping[str, str]]]:
+    """Every group of settings in an options dataclass: its field's name, its class, its
+    default object (whose values are this command's defaults) and the help replaced."""
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if "group" in item.metadata:
+            default = item.default_factory()  # type: ignore[operator]
+            yield item.name, hints[item.name], default, item.metadata["group"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +180,7 @@ class Options:
                 item.setting.check(item.name, one)
 
     def to_kwargs(self) -> dict[str, Any]:
-        """The settings by name (not copied, unlike :func:`dataclasses.asdict`)."""
+        """The settings (and groups) by name, not copied (unlike :func:`dataclasses.asdict`)."""
         return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
 
 

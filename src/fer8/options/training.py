@@ -1,6 +1,6 @@
 """The settings of a training run: :class:`TrainOptions` decides what is learnt (it is the
 base of :class:`fer8.training.loop.TrainConfig`, stored in ``config.json``);
-:class:`RunOptions` says what is read and where the run is kept."""
+:class:`RunOptions`, ``fer8 train``'s, adds what is read and where the run is kept."""
 
 from __future__ import annotations
 
@@ -8,45 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer8.models.preprocessing import MASKS
-from fer8.options.settings import Options, setting
+from fer8.options.pipeline import DetectionOptions
+from fer8.options.settings import Options, group, setting
 
 #: The networks ``fer8 train --backbone`` builds.
 BACKBONES = ("resnet50", "vggface-resnet50", "facenet")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions(Options):
-    """What a run reads, where it is kept, and how it goes about it (the arguments of
-    :func:`fer8.training.loop.train` beside its config).
-
-    Attributes:
-        data: Training data: class folders, a FER+ folder (label.csv), an ExpW folder (label.lst) or
-            fer2013.csv, or an archive of one (.tar.gz, .zip; ARCHIVE/FOLDER for one of several
-            inside). Repeat for several sources; @train or @val takes one side of the fixed split
-            (by photo, film or subject); :WEIGHT draws each image that many times per epoch (e.g.
-            expw@train:3).
-        out: Run folder: checkpoints, model.fer8, history.csv, curves.png.
-        val: Validation data; repeat for several (the best epoch has the best mean accuracy over
-            them). Default: --val-fraction of each --data, per class.
-        resume: Continue the run in --out at its next epoch.
-        cache: Crop cache folder (default: crops/ in the fer8 cache, see FER8_HOME).
-        workers: Threads detecting and aligning faces while preparing crops.
-        keep_checkpoint: Keep checkpoint.keras when the run ends, to extend it later with --resume
-            --epochs N (by default only model.fer8 is kept).
-        keep_classes: Add the classes of --data (one folder of class folders, e.g. DATA/worry/) to
-            the start model's, in minutes and without TensorFlow: the network stays, a new
-            classifier row is learnt against the feature bank in the model file. Uses --init-model,
-            --val, --cache and --workers only; see docs/training.md.
-    """
-
-    data: tuple[str, ...] = setting(metavar="PATH[@SPLIT][:WEIGHT]")
-    out: Path = setting(path="dir")
-    val: tuple[str, ...] = setting((), metavar="PATH[@SPLIT]")
-    resume: bool = setting(False)
-    cache: Path | None = setting(None, path="dir")
-    workers: int = setting(2, min=1)
-    keep_checkpoint: bool = setting(False)
-    keep_classes: bool = setting(False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,3 +80,43 @@ class TrainOptions(Options):
     teachers: tuple[str, ...] = setting((), flag="--teacher", metavar="NAME|PATH")
     teacher_weight: float = setting(0.5, min=0, max=1)
     mask: str | None = setting(None, choices=(*(mask for mask in MASKS if mask), "random", "none"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(Options):
+    """``fer8 train``'s settings: what a run reads, what it learns (``training``, stored in
+    its config), where it is kept, and how it goes about it (the arguments of
+    :func:`fer8.training.loop.train` beside its config).
+
+    Attributes:
+        data: Training data: class folders, a FER+ folder (label.csv), an ExpW folder (label.lst) or
+            fer2013.csv, or an archive of one (.tar.gz, .zip; ARCHIVE/FOLDER for one of several
+            inside). Repeat for several sources; @train or @val takes one side of the fixed split
+            (by photo, film or subject); :WEIGHT draws each image that many times per epoch (e.g.
+            expw@train:3).
+        out: Run folder: checkpoints, model.fer8, history.csv, curves.png.
+        val: Validation data; repeat for several (the best epoch has the best mean accuracy over
+            them). Default: --val-fraction of each --data, per class.
+        training: What the run learns.
+        resume: Continue the run in --out at its next epoch.
+        cache: Crop cache folder (default: crops/ in the fer8 cache, see FER8_HOME).
+        workers: Threads detecting and aligning faces while preparing crops.
+        keep_checkpoint: Keep checkpoint.keras when the run ends, to extend it later with --resume
+            --epochs N (by default only model.fer8 is kept).
+        keep_classes: Add the classes of --data (one folder of class folders, e.g. DATA/worry/) to
+            the start model's, in minutes and without TensorFlow: the network stays, a new
+            classifier row is learnt against the feature bank in the model file. Uses --init-model,
+            --val, --cache and --workers only; see docs/training.md.
+        detection: How faces are found in photos.
+    """
+
+    data: tuple[str, ...] = setting(metavar="PATH[@SPLIT][:WEIGHT]")
+    out: Path = setting(path="dir")
+    val: tuple[str, ...] = setting((), metavar="PATH[@SPLIT]")
+    training: TrainOptions = group(TrainOptions)
+    resume: bool = setting(False)
+    cache: Path | None = setting(None, path="dir")
+    workers: int = setting(2, min=1)
+    keep_checkpoint: bool = setting(False)
+    keep_classes: bool = setting(False)
+    detection: DetectionOptions = group(DetectionOptions)
