@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from fer8 import __version__
 from fer8.options import SamplingOptions
+from fer8.options.commands import ServerOptions
 from fer8.pipeline.video import VIDEO_EXTENSIONS, looks_like_video
 from fer8.results import ImageResult
 from fer8.serving.auth import ApiKeyAuth, document_keys
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD_MB = 10
-DEFAULT_MAX_VIDEO_MB = 100
+DEFAULT_MAX_UPLOAD_MB = ServerOptions.max_upload_mb  # fer8 serve's defaults
+DEFAULT_MAX_VIDEO_MB = ServerOptions.max_video_mb
 #: A video's ``fps``, ``every_frame`` and ``smooth``: fer8 predict's options, as a query.
 _SAMPLING = Depends(query_options(SamplingOptions))
 WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
@@ -256,8 +257,8 @@ _VIDEO_PART = re.compile(
 def create_app(
     predictor: Predictor,
     *,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024,
-    max_video_bytes: int = DEFAULT_MAX_VIDEO_MB * 1024 * 1024,
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024),
+    max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * 1024 * 1024),
     line: LineSettings | None = None,
     api_keys: Sequence[str] = (),
     model_load_seconds: float | None = None,
