@@ -1,11 +1,14 @@
 """Every setting a front end offers, defined once.
 
 A setting is a field of a frozen dataclass, declared with :func:`setting`: its type (the
-annotation), its default, its range or choices and its help. The command line
-(:mod:`fer8.cli.options` turns the fields into click options), the HTTP API's query
-parameters, ``config.json`` of a training run (:class:`~fer8.training.loop.TrainConfig`
-extends :class:`TrainOptions`) and library callers all read the same field, so a default
-or a range changes in one line; :class:`Options` checks every value against it.
+annotation), its default, its range or choices, and its help (the field's entry in the
+class docstring's ``Attributes:``, so the library's documentation is ``--help``). The
+command line (:mod:`fer8.cli.options` turns the fields into click options), the HTTP
+API's query parameters (:mod:`fer8.serving.query`), ``config.json`` of a training run
+(:class:`~fer8.training.loop.TrainConfig` extends
+:class:`~fer8.options.training.TrainOptions`) and library callers all read the same
+field, so a default or a range changes in one line; :class:`Options` checks every value
+against it.
 
 Settings are grouped by what reads them: :class:`DetectionOptions` (finding faces),
 :class:`SamplingOptions` (which video frames), :class:`ClassifierOptions` and

@@ -1,6 +1,7 @@
-"""The machinery of a setting: :func:`setting` declares a field with its help, range and
-choices; :func:`settings_of` reads them back for a front end; :class:`Options` checks
-every value when an options object is made."""
+"""The machinery of a setting: :func:`setting` declares a field with its range and
+choices, :func:`group` a field that holds a group of settings; :func:`settings_of` reads
+them back for a front end, with the help the class's docstring gives each; :class:`Options`
+checks every value when an options object is made."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class Setting:
     """What a field says beyond its type and default.
 
     Attributes:
-        help: One or two sentences for ``--help`` and the API's documentation.
+        help: One or two sentences for ``--help`` and the API's documentation; left
+            empty, the field's entry in its class docstring's ``Attributes:`` section.
         flag: The command line's spelling when it is not ``--NAME`` (``--out``), or a
             pair of switches (``--grayscale/--colour``).
         choices: The values allowed, for a string.
