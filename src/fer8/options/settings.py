@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,14 +89,16 @@ def group(cls: type, *, help: Mapping[str, str] | None = None, **defaults: Any) 
     )
 
 
-def groups_of(cls: type) -> Iterator[tuple[str, type, Any, Mapping[str, str]]]:
+@functools.cache
+def groups_of(cls: type) -> tuple[tuple[str, type, Any, Mapping[str, str]], ...]:
     """Every group of settings in an options dataclass: its field's name, its class, its
     default object (whose values are this command's defaults) and the help replaced."""
     hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        if "group" in item.metadata:
-            default = item.default_factory()  # type: ignore[operator]
-            yield item.name, hints[item.name], default, item.metadata["group"]
+    return tuple(
+        (item.name, hints[item.name], item.default_factory(), item.metadata["group"])  # type: ignore[operator]
+        for item in dataclasses.fields(cls)
+        if "group" in item.metadata
+    )
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,19 @@ class SettingField:
         return self.default is dataclasses.MISSING
 
 
-def settings_of(cls: type) -> Iterator[SettingField]:
+def settings_of(cls: type) -> tuple[SettingField, ...]:
     """Every setting of an options dataclass, in the order of its fields. A setting's help,
     unless given to :func:`setting`, is its entry in the ``Attributes:`` section of the
     class's docstring (or a base class's): the library's documentation and ``--help`` are
     one text."""
+    return _settings_of(cls)
+
+
+@functools.cache
+def _settings_of(cls: type) -> tuple[SettingField, ...]:
     hints = typing.get_type_hints(cls)
     documented = documented_attributes(cls)
+    found = []
     for item in dataclasses.fields(cls):
         if "setting" not in item.metadata:
             continue
@@ -132,7 +140,8 @@ def settings_of(cls: type) -> Iterator[SettingField]:
         spec = item.metadata["setting"]
         if not spec.help and item.name in documented:
             spec = dataclasses.replace(spec, help=documented[item.name])
-        yield SettingField(item.name, kind, multiple, optional, item.default, spec)
+        found.append(SettingField(item.name, kind, multiple, optional, item.default, spec))
+    return tuple(found)
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from fer8.options import SettingField, settings_of
 T = TypeVar("T")
 
 
-def query_options(cls: Callable[..., T]) -> Callable[..., T]:
+def query_options(cls: type[T]) -> Callable[..., T]:
     """A FastAPI dependency (``Depends(query_options(SamplingOptions))``) that reads each
     setting of ``cls`` from the query string and gives one ``cls`` object; a value out
     of range is a 422, as FastAPI answers any query it cannot read."""
@@ -33,7 +33,7 @@ def query_options(cls: Callable[..., T]) -> Callable[..., T]:
             default=query_parameter(item),
             annotation=_annotation(item),
         )
-        for item in settings_of(cls)  # type: ignore[arg-type]
+        for item in settings_of(cls)
     ]
     dependency.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return dependency
