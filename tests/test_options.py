@@ -112,6 +112,7 @@ def test_the_library_checks_what_click_checks():
     with pytest.raises(FrozenInstanceError):
         _Sizes().count = 3  # type: ignore[misc]
     assert SamplingOptions(fps=2.0).to_kwargs() == {"fps": 2.0, "every_frame": False, "smooth": 0}
+    assert dict(**SamplingOptions(smooth=1.0)) == {"fps": 5.0, "every_frame": False, "smooth": 1}
     assert DetectionOptions(detector="haar", haar_min_neighbors=3).detector_kwargs() == {
         "detector": "haar",
         "detector_options": {"min_neighbors": 3},

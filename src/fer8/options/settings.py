@@ -190,6 +190,16 @@ class Options:
             for one in value if item.multiple else (value,):
                 item.setting.check(item.name, one)
 
+    def keys(self) -> tuple[str, ...]:
+        """The settings' names: an options object unpacks as keyword arguments
+        (``predictor.predict_video(path, **sampling)``)."""
+        return tuple(item.name for item in dataclasses.fields(self))
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.keys():
+            raise KeyError(name)
+        return getattr(self, name)
+
     def to_kwargs(self) -> dict[str, Any]:
         """The settings (and groups) by name, not copied (unlike :func:`dataclasses.asdict`)."""
         return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}

@@ -412,9 +412,7 @@ def create_app(
                 raise HTTPException(
                     400, detail=f"{asked} takes photos; for a video, use fer8 predict --annotate"
                 )
-            frames = await asyncio.wrap_future(
-                runner.submit_video(data, source, sampling.to_kwargs())
-            )
+            frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
             if len(frames) == 1 and frames[0].frame is None:
                 raise HTTPException(400, detail=f"{source}: {frames[0].error}")
             request.state.faces = sum(len(frame.faces) for frame in frames)  # access log
