@@ -55,7 +55,7 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     """
     from fer8.pipeline.landmarking import LandmarkProcess
 
-    # The names the steps below read.
+    # The settings the steps below read, by the names they had as parameters.
     fmt, annotate_dir, explain_dir = options.format, options.annotate, options.explain
     show_landmarks, draw_landmarks = options.landmarks, options.draw_landmarks
     max_faces, no_detect, max_pixels = options.max_faces, options.no_detect, options.max_pixels

@@ -30,8 +30,9 @@ class Setting:
         show_default: Whether ``--help`` shows the default; None: when there is one.
         path: For a :class:`~pathlib.Path`: ``"file"``, ``"dir"`` or ``"existing file"``.
         cli: False for a setting the command line does not offer.
-        strict: False where ``choices`` are what the command line offers, and the
-            library takes other values too (a model's own backbone).
+        strict: False where the choices or the range are what the command line
+            offers, and the library takes other values too (a model's own backbone, a
+            test's tiny input).
     """
 
     help: str = ""
@@ -49,7 +50,9 @@ class Setting:
 
     def check(self, name: str, value: Any) -> None:
         """Raise ValueError naming ``name`` if ``value`` is outside the choices or range."""
-        if self.choices is not None and self.strict and value not in self.choices:
+        if not self.strict:
+            return
+        if self.choices is not None and value not in self.choices:
             raise ValueError(f"{name} must be {_either(self.choices)}, not {value!r}")
         low = self.min is not None and (value <= self.min if self.min_open else value < self.min)
         high = self.max is not None and (value >= self.max if self.max_open else value > self.max)

@@ -60,7 +60,8 @@ class TrainOptions(Options):
     val_fraction: float = setting(0.1, min=0, max=1, min_open=True, max_open=True)
     epochs: int = setting(30, min=1)
     batch_size: int = setting(32, min=1)
-    image_size: int = setting(224, min=32)
+    # The backbone's own minimum is checked when the run starts (check_image_size).
+    image_size: int = setting(224, min=32, strict=False)
     backbone: str | None = setting(None, choices=BACKBONES, strict=False)
     backbone_weights: str | None = setting(None, metavar="imagenet|PATH|none")
     init_model: str | None = setting(None, path="existing file")

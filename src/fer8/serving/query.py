@@ -52,7 +52,7 @@ def query_parameter(item: SettingField) -> Any:
 
 def _annotation(item: SettingField) -> Any:
     kind: Any = item.type
-    if item.setting.choices is not None and item.setting.strict:
+    if item.setting.choices is not None:
         kind = Literal[item.setting.choices]
     if item.multiple:
         kind = list[kind]
