@@ -7,16 +7,13 @@ from typing import Any
 
 import click
 
-from fer8.cli.common import _handle_errors, cli
-from fer8.cli.options import with_options
+from fer8.cli.common import command
 from fer8.errors import Fer8Error
 from fer8.options.commands import CalibrateOptions
 from fer8.progress import ProgressBar
 
 
-@cli.command()
-@with_options(CalibrateOptions)
-@_handle_errors
+@command(CalibrateOptions)
 def calibrate(options: CalibrateOptions) -> None:
     """Fit the temperature that makes a model's confidences match its accuracy.
 

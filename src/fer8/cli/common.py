@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from fer8 import __version__
+from fer8.cli.options import with_options
 from fer8.errors import (
     ChecksumMismatchError,
     Fer8Error,
@@ -154,6 +155,18 @@ def cli(ctx: click.Context, verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format=_log_format(verbose))
     ctx.obj = {"verbose": verbose}
+
+
+def command(options: type, name: str = "options") -> Callable[[Callable[..., Any]], click.Command]:
+    """A ``fer8`` subcommand whose function takes one options object of the class
+    ``options`` (:mod:`fer8.options`) as its keyword ``name``, one click option per
+    setting (:func:`fer8.cli.options.with_options`), and whose fer8 errors become one
+    line and an exit code."""
+
+    def decorate(function: Callable[..., Any]) -> click.Command:
+        return cli.command()(with_options(options, name)(_handle_errors(function)))
+
+    return decorate
 
 
 def _log_format(verbose: int) -> str:

@@ -9,22 +9,13 @@ from typing import Any
 
 import click
 
-from fer8.cli.common import (
-    EXIT_INPUT_FAILED,
-    EXIT_OK,
-    _handle_errors,
-    cli,
-    logger,
-)
-from fer8.cli.options import with_options
+from fer8.cli.common import EXIT_INPUT_FAILED, EXIT_OK, command, logger
 from fer8.options.commands import EvaluateOptions
 from fer8.output import to_json
 from fer8.progress import ProgressBar
 
 
-@cli.command()
-@with_options(EvaluateOptions)
-@_handle_errors
+@command(EvaluateOptions)
 def evaluate(options: EvaluateOptions) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 

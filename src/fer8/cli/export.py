@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import click
 
-from fer8.cli.common import _handle_errors, cli, exit_missing_extra
-from fer8.cli.options import with_options
+from fer8.cli.common import command, exit_missing_extra
 from fer8.options.commands import ExportOptions
 
 
-@cli.command()
-@with_options(ExportOptions)
-@_handle_errors
+@command(ExportOptions)
 def export(options: ExportOptions) -> None:
     """Write a model for other runtimes, or convert an older model file.
 

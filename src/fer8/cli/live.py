@@ -13,20 +13,16 @@ from fer8.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     _fail,
-    _handle_errors,
     _same_terminal,
     _writer,
-    cli,
+    command,
     logger,
 )
-from fer8.cli.options import with_options
 from fer8.errors import InvalidVideoError
 from fer8.options.commands import LiveOptions
 
 
-@cli.command()
-@with_options(LiveOptions)
-@_handle_errors
+@command(LiveOptions)
 def live(options: LiveOptions) -> None:
     """Classify the faces of a camera's picture as it comes, following each face.
 

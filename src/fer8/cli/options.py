@@ -3,8 +3,8 @@ options dataclass, and of the groups it holds (:func:`fer8.options.group`), beco
 option (``--NAME``, its type, default, range or choices, and its help), and the command
 receives one options object instead of a parameter per option.
 
-Example:
-    >>> @cli.command()
+Example (:func:`fer8.cli.common.command` does this for each ``fer8`` command):
+    >>> @click.command()
     ... @with_options(ExportOptions)
     ... def export(options: ExportOptions) -> None: ...
 """

@@ -20,15 +20,13 @@ from fer8.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     _fail,
-    _handle_errors,
     _same_terminal,
     _verbosity,
     _writer,
-    cli,
+    command,
     exit_missing_extra,
     logger,
 )
-from fer8.cli.options import with_options
 from fer8.options import SamplingOptions
 from fer8.options.commands import PredictOptions
 from fer8.progress import ProgressBar
@@ -40,10 +38,8 @@ if TYPE_CHECKING:
 ANNOTATION_INDEX = "sources.csv"
 
 
-@cli.command()
+@command(PredictOptions)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@with_options(PredictOptions)
-@_handle_errors
 def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     """Classify the expression of every face in images and videos.
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import click
 
-from fer8.cli.common import _handle_errors, cli, install_command
-from fer8.cli.options import with_options
+from fer8.cli.common import command, install_command
 from fer8.options.commands import QuantizeOptions
 from fer8.progress import ProgressBar
 
 
-@cli.command()
-@with_options(QuantizeOptions)
-@_handle_errors
+@command(QuantizeOptions)
 def quantize(options: QuantizeOptions) -> None:
     """Add an int8 network to a copy of a model file; fer8 predict then runs it.
 

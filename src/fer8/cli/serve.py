@@ -7,20 +7,11 @@ from pathlib import Path
 
 import click
 
-from fer8.cli.common import (
-    _handle_errors,
-    _log_format,
-    _verbosity,
-    cli,
-    exit_missing_extra,
-)
-from fer8.cli.options import with_options
+from fer8.cli.common import _log_format, _verbosity, command, exit_missing_extra
 from fer8.options.commands import ServerOptions
 
 
-@cli.command()
-@with_options(ServerOptions)
-@_handle_errors
+@command(ServerOptions)
 def serve(options: ServerOptions) -> None:
     """Serve the HTTP API, the web page and (when configured) the LINE bot.
 

@@ -14,12 +14,10 @@ from fer8.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     _fail,
-    _handle_errors,
     _verbosity,
-    cli,
+    command,
     exit_missing_extra,
 )
-from fer8.cli.options import with_options
 from fer8.options.training import RunOptions
 from fer8.progress import ProgressBar
 
@@ -41,9 +39,7 @@ def _import_tensorflow_quietly() -> None:
         exit_missing_extra("fer8 train", "train", exc.name)
 
 
-@cli.command()
-@with_options(RunOptions, "run")
-@_handle_errors
+@command(RunOptions, "run")
 def train(run: RunOptions) -> None:
     """Train a model on labelled faces; the best epoch is saved as OUT/model.fer8.
 
