@@ -5,7 +5,9 @@ Results go to stdout and everything else (errors, logs, progress) to stderr, so
 Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors.
 
 One module per command (:mod:`fer8.cli.predict`, ``live``, ``serve``, ``train``,
-``evaluate``, ``calibrate``, ``quantize``, ``export``); what they share is in :mod:`fer8.cli.common`.
+``evaluate``, ``calibrate``, ``quantize``, ``export``); what they share is in
+:mod:`fer8.cli.common`. Their options are the settings of :mod:`fer8.options`, made click
+options by :mod:`fer8.cli.options`.
 Importing a command's module adds it to the group, so this package imports them all.
 """
 

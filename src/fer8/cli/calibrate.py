@@ -3,74 +3,18 @@ copy of the model file."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
-from fer8.cli.common import cli, detection_options, flip_option, handle_errors
-from fer8.errors import (
-    Fer8Error,
-)
+from fer8.cli.common import command
+from fer8.errors import Fer8Error
+from fer8.options.commands import CalibrateOptions
 from fer8.progress import ProgressBar
 
 
-@cli.command()
-@click.option(
-    "--model",
-    "model",
-    metavar="NAME|PATH",
-    help="Model name or .fer8 file to calibrate (default: the bundled model).",
-)
-@click.option(
-    "--data",
-    "sources",
-    required=True,
-    multiple=True,
-    metavar="PATH[@SPLIT]",
-    help="Labelled data to fit the temperature on, as for fer8 evaluate; data the "
-    "model was not trained on (its validation sets). Repeat for several "
-    "datasets: each weighs the same in the fit.",
-)
-@click.option(
-    "--out",
-    "out_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The calibrated model file to write.",
-)
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
-@click.option(
-    "--split",
-    type=click.Choice(["train", "val", "test"]),
-    default="val",
-    show_default=True,
-    help="Which rows of a fer2013.csv to use.",
-)
-@click.option(
-    "--by",
-    type=click.Choice(["temperature", "quality"]),
-    default="temperature",
-    show_default=True,
-    help="temperature: one for every face. quality: also a rule that gives each face "
-    "its own temperature from its crop's colour and detail, which fer8 then applies "
-    "(an older fer8 applies the one temperature).",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@flip_option
-@detection_options
-@handle_errors
-def calibrate(
-    model: str | None,
-    sources: tuple[str, ...],
-    out_path: Path,
-    force: bool,
-    split: str,
-    by: str,
-    batch_size: int,
-    flip: bool,
-    detection: dict,
-) -> None:
+@command(CalibrateOptions)
+def calibrate(options: CalibrateOptions) -> None:
     """Fit the temperature that makes a model's confidences match its accuracy.
 
     Every image goes through the fer8 predict pipeline, as in fer8 evaluate; the
@@ -93,16 +37,22 @@ def calibrate(
     from fer8.training.datasets import parse_source
     from fer8.training.evaluation import measured_probabilities
 
-    if out_path.exists() and not force:
+    out_path = options.out
+    if out_path.exists() and not options.force:
         raise click.BadParameter(
             f"{out_path} exists; add --force to replace it", param_hint="--out"
         )
-    source = resolve_model(model)
-    datasets = [(spec.name, spec.read(fer2013_split=split)) for spec in map(parse_source, sources)]
+    source = resolve_model(options.model.name)
+    datasets = [
+        (spec.name, spec.read(fer2013_split=options.split))
+        for spec in map(parse_source, options.data)
+    ]
     # Fitted on the network's own probabilities: a model that already has a temperature
     # gets a new one, not one on top of it.
     network = read_model_file(source).with_temperature(1.0)
-    predictor = Predictor(network, batch_size=batch_size, flip=flip, **detection)
+    predictor = Predictor(
+        network, **options.classifier.to_kwargs(), **options.detection.detector_kwargs()
+    )
     parts, truths, measures, groups = [], [], [], []
     for name, dataset in datasets:
         progress = ProgressBar(f"calibrate on {name}", len(dataset.samples))
@@ -124,7 +74,7 @@ def calibrate(
         groups,
         fitted_on=", ".join(name for name, _ in datasets),
         measures=np.concatenate(measures),
-        by=by,
+        by=options.by,
     )
     click.echo(_calibration_table(summary))
     rule = summary.get("temperature_rule")

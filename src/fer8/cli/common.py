@@ -1,6 +1,7 @@
-"""What every ``fer8`` command shares: the command group and its -v, the options for
-detection, videos and mirroring, turning fer8's errors into one line and an exit code, and
-the pip command that adds an extra to this installation.
+"""What every ``fer8`` command shares: the command group and its -v, turning fer8's errors
+into one line and an exit code, and the pip command that adds an extra to this
+installation. The options shared by several commands are settings of :mod:`fer8.options`,
+made click options by :mod:`fer8.cli.options`.
 
 Exit codes: 0 every input read, 1 some input failed, 2 usage or model errors, 141 the
 reader of stdout went away (``| head``), quietly, as Unix tools end.
@@ -21,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from fer8 import __version__
+from fer8.cli.options import with_options
 from fer8.errors import (
     ChecksumMismatchError,
     Fer8Error,
@@ -38,123 +40,6 @@ EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 #: The reader of stdout went away (``fer8 predict long.mp4 | head -2``): what a shell
 #: reports for a Unix tool that SIGPIPE ended, 128 + 13.
 EXIT_BROKEN_PIPE = 141
-
-
-# Test-time mirror averaging, shared by `predict` and `evaluate` (see fer8.classify).
-flip_option = click.option(
-    "--flip",
-    is_flag=True,
-    help="Also classify each face mirrored and average: slightly more accurate, "
-    "twice the network's work.",
-)
-
-
-def detection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--detector and the detection settings a user needs, for every command that
-    finds faces; the command receives them as one ``detection`` dict argument
-    (``{"detector": name, "detector_options": {...}}``)."""
-    from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS
-
-    @functools.wraps(command)
-    def wrapper(
-        *args: Any,
-        detector: str,
-        min_face: int | None,
-        detect_threshold: float | None,
-        haar_scale_factor: float | None,
-        haar_min_neighbors: int | None,
-        **kwargs: Any,
-    ) -> Any:
-        from fer8.pipeline.detection import detector_options
-
-        try:
-            options = detector_options(
-                detector,
-                min_face=min_face,
-                threshold=detect_threshold,
-                scale_factor=haar_scale_factor,
-                min_neighbors=haar_min_neighbors,
-            )
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        return command(
-            *args, detection={"detector": detector, "detector_options": options}, **kwargs
-        )
-
-    options = [
-        click.option(
-            "--detector",
-            type=click.Choice(DETECTORS),
-            default=DEFAULT_DETECTOR,
-            show_default=True,
-            help="Face detector: yunet (finds turned, tilted, dark faces) or haar "
-            "(the original Haar cascade with a HOG check).",
-        ),
-        click.option(
-            "--min-face",
-            type=click.IntRange(min=8),
-            default=None,
-            metavar="PIXELS",
-            help="Smallest face searched for, in pixels of the photo (default: yunet 20, "
-            "haar 48); larger is faster.",
-        ),
-        click.option(
-            "--detect-threshold",
-            type=float,
-            default=None,
-            metavar="SCORE",
-            help="yunet: smallest face score kept, 0-1 (default 0.6); haar: the "
-            "score dlib's HOG check needs to confirm a face (default 0).",
-        ),
-        click.option(
-            "--haar-scale-factor",
-            type=click.FloatRange(min=1, min_open=True),
-            default=None,
-            help="haar: search window growth per step (default 1.2).",
-        ),
-        click.option(
-            "--haar-min-neighbors",
-            type=click.IntRange(min=1),
-            default=None,
-            help="haar: overlapping hits that make a face (default 5).",
-        ),
-    ]
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
-
-
-def video_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--fps, --every-frame and --smooth, for the commands that read video; the command
-    receives them as one ``sampling`` dict of :meth:`Predictor.predict_video` arguments."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, fps: float, every_frame: bool, smooth: float, **kwargs: Any) -> Any:
-        return command(
-            *args, sampling={"fps": fps, "every_frame": every_frame, "smooth": smooth}, **kwargs
-        )
-
-    options = [
-        click.option(
-            "--fps",
-            type=click.FloatRange(min=0, min_open=True),
-            default=5.0,
-            show_default=True,
-            help="Video frames analysed per second of video.",
-        ),
-        click.option("--every-frame", is_flag=True, help="Analyse every frame of a video."),
-        click.option(
-            "--smooth",
-            type=click.FloatRange(min=0),
-            default=0.0,
-            metavar="SECONDS",
-            help="Average each face's probabilities over this many seconds of "
-            "video (that frame and those before), for steadier labels.",
-        ),
-    ]
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
 
 
 def handle_errors(command: Callable[..., T]) -> Callable[..., T]:
@@ -272,6 +157,18 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
+def command(options: type, name: str = "options") -> Callable[[Callable[..., Any]], click.Command]:
+    """A ``fer8`` subcommand whose function takes one options object of the class
+    ``options`` (:mod:`fer8.options`) as its keyword ``name``, one click option per
+    setting (:func:`fer8.cli.options.with_options`), and whose fer8 errors become one
+    line and an exit code."""
+
+    def decorate(function: Callable[..., Any]) -> click.Command:
+        return cli.command()(with_options(options, name)(handle_errors(function)))
+
+    return decorate
+
+
 def log_line_format(verbose: int) -> str:
     return "fer8: %(message)s" if verbose < 2 else "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
@@ -304,6 +201,17 @@ def install_command(extra: str) -> str:
         if url.startswith("file://") and Path(unquote(urlparse(url).path)).is_dir():
             return f"{pip} {shlex.quote(f'{unquote(urlparse(url).path)}[{extra}]')}"
     return f"{pip} 'fer8[{extra}]'"
+
+
+def exit_missing_extra(what: str, extra: str, missing: str | None) -> NoReturn:
+    """Say that ``what`` needs ``extra`` (``missing`` is the package not installed) and the
+    pip command that adds it; exit with the usage code."""
+    click.echo(
+        f"fer8: error: {what} needs the {extra} extra ({missing} is missing): "
+        f"{install_command(extra)}",
+        err=True,
+    )
+    sys.exit(EXIT_USAGE)
 
 
 def result_writer(

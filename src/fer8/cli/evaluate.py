@@ -5,83 +5,18 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from fer8.cli.common import (
-    EXIT_INPUT_FAILED,
-    EXIT_OK,
-    cli,
-    detection_options,
-    flip_option,
-    handle_errors,
-    logger,
-)
+from fer8.cli.common import EXIT_INPUT_FAILED, EXIT_OK, command, logger
+from fer8.options.commands import EvaluateOptions
 from fer8.output import to_json
 from fer8.progress import ProgressBar
 
 
-@cli.command()
-@click.option(
-    "--data",
-    "sources",
-    required=True,
-    multiple=True,
-    metavar="PATH[@SPLIT]",
-    help="Labelled data: class folders, a FER+ folder (label.csv), an ExpW folder "
-    "(label.lst) or fer2013.csv, or an archive of one (.tar.gz, .zip; "
-    "ARCHIVE/FOLDER for one of several inside); @train or @val for one side of the fixed "
-    "split (by photo, film or subject). Repeat for several datasets.",
-)
-@click.option(
-    "--model",
-    "model",
-    metavar="NAME|PATH",
-    help="Model name or .fer8 file (default: the bundled model).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write evaluation.json, and a confusion-matrix picture and a "
-    "reliability diagram per dataset, here.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default=None,
-    help="Default: table on a terminal, json otherwise.",
-)
-@click.option(
-    "--split",
-    type=click.Choice(["train", "val", "test"]),
-    default="test",
-    show_default=True,
-    help="Which rows of a fer2013.csv to evaluate.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@flip_option
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bars on stderr (default: when stderr is a terminal).",
-)
-@detection_options
-@handle_errors
-def evaluate(
-    sources: tuple[str, ...],
-    model: str | None,
-    out_dir: Path | None,
-    fmt: str | None,
-    split: str,
-    batch_size: int,
-    flip: bool,
-    progress: bool | None,
-    detection: dict,
-) -> None:
+@command(EvaluateOptions)
+def evaluate(options: EvaluateOptions) -> None:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
     Each image goes through the full fer8 predict pipeline and its largest face (or
@@ -94,10 +29,17 @@ def evaluate(
     from fer8.training.evaluation import evaluate as run_evaluation
     from fer8.training.evaluation import evaluate_labelled_boxes
 
-    datasets = [(source, source.read(fer2013_split=split)) for source in map(parse_source, sources)]
-    predictor = Predictor(model, batch_size=batch_size, flip=flip, **detection)
+    datasets = [
+        (source, source.read(fer2013_split=options.split))
+        for source in map(parse_source, options.data)
+    ]
+    predictor = Predictor(
+        options.model.name,
+        **options.classifier.to_kwargs(),
+        **options.detection.detector_kwargs(),
+    )
     rows = []  # (dataset name, framing, Evaluation, data summary)
-    hidden = None if progress is None else not progress
+    hidden = None if options.progress is None else not options.progress
     for source, dataset in datasets:
         bar = ProgressBar(f"evaluate {source.name}", len(dataset.samples), hidden=hidden)
         rows.append(
@@ -133,10 +75,11 @@ def evaluate(
         if len(reports) == 1
         else {
             "model": predictor.model.spec.name,
-            "detector": detection["detector"],
+            "detector": options.detection.detector,
             "datasets": reports,
         }
     )
+    out_dir = options.out
     if out_dir is not None:
         from fer8.training.plots import plot_confusion, plot_reliability
 
@@ -166,7 +109,7 @@ def evaluate(
             out_dir / "evaluation.json",
             len(rows),
         )
-    fmt = fmt or ("table" if sys.stdout.isatty() else "json")
+    fmt = options.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         click.echo(to_json(report))
     else:

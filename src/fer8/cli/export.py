@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import click
 
-from fer8.cli.common import EXIT_USAGE, cli, handle_errors, install_command
+from fer8.cli.common import command, exit_missing_extra
+from fer8.options.commands import ExportOptions
 
 
-@cli.command()
-@click.option(
-    "--model",
-    "model",
-    metavar="NAME|PATH",
-    help="Model name, .fer8 file or run folder (default: the bundled model).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["onnx", "fer8"]),
-    default="onnx",
-    show_default=True,
-    help="onnx: the network alone, for other runtimes; fer8: a model file in "
-    "this fer8's format (converts files from older versions).",
-)
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="File to write (a new one; its folder is made if missing).",
-)
-@click.option("--force", is_flag=True, help="Replace an existing --out file.")
-@handle_errors
-def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
+@command(ExportOptions)
+def export(options: ExportOptions) -> None:
     """Write a model for other runtimes, or convert an older model file.
 
     The ONNX file takes a float32 batch (N, S, S, 3) already preprocessed and gives the
@@ -51,10 +25,11 @@ def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
 
     # Like fer8 train's run folder and --annotate's inputs: nothing is replaced unless
     # asked. A missing folder is made, as by any tool that writes a file.
-    if not force and out_path.exists():
+    out_path = options.out
+    if not options.force and out_path.exists():
         raise click.UsageError(f"--out {out_path} exists; pass --force to replace it")
-    source = resolve_model(model)
-    if fmt == "onnx":
+    source = resolve_model(options.model.name)
+    if options.format == "onnx":
         from fer8.pipeline.faces import framing
 
         export_onnx(source, out_path, metadata=framing(read_spec(source)))
@@ -62,10 +37,5 @@ def export(model: str | None, fmt: str, out_path: Path, force: bool) -> None:
         try:
             export_fer8(source, out_path)
         except ImportError as exc:
-            click.echo(
-                f"fer8: error: converting a model file needs the train extra "
-                f"({exc.name} is missing): {install_command('train')}",
-                err=True,
-            )
-            sys.exit(EXIT_USAGE)
+            exit_missing_extra("converting a model file", "train", exc.name)
     click.echo(out_path)

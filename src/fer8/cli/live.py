@@ -12,61 +12,18 @@ from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    cli,
-    detection_options,
+    command,
     fail,
-    handle_errors,
     logger,
     result_writer,
     same_terminal,
-    video_options,
 )
-from fer8.errors import (
-    InvalidVideoError,
-)
-from fer8.output import FORMATS
+from fer8.errors import InvalidVideoError
+from fer8.options.commands import LiveOptions
 
 
-@cli.command()
-@click.option(
-    "--camera",
-    default="0",
-    show_default=True,
-    metavar="INDEX|FILE|URL",
-    help="A camera's index, or a video file or stream URL (anything FFmpeg opens).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default=None,
-    help="Format of the printed rows. Default: table on a terminal, jsonl otherwise.",
-)
-@click.option(
-    "--window/--no-window",
-    default=None,
-    help="Show the frames with boxes and labels in a window (default: when there "
-    "is a display). Without one, rows are printed.",
-)
-@click.option(
-    "--model",
-    "model",
-    metavar="NAME|PATH",
-    help="Model name or .fer8 file (default: the bundled model).",
-)
-@click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces.")
-@video_options
-@detection_options
-@handle_errors
-def live(
-    camera: str,
-    fmt: str | None,
-    window: bool | None,
-    model: str | None,
-    max_faces: int | None,
-    sampling: dict,
-    detection: dict,
-) -> None:
+@command(LiveOptions)
+def live(options: LiveOptions) -> None:
     """Classify the faces of a camera's picture as it comes, following each face.
 
     Draws into a window where there is a display (q or Esc closes it), and prints a row
@@ -78,21 +35,27 @@ def live(
     from fer8.pipeline.predictor import Predictor
     from fer8.pipeline.video import describe_video, newest, read_frames
 
+    camera, sampling = options.camera, options.sampling
     source: int | str = int(camera) if camera.isdigit() else camera
     # Small batches: frames are read ahead by two batches, and on a camera each frame
     # read ahead is that much delay between the picture and its result.
-    predictor = Predictor(model, max_faces=max_faces, batch_size=2, **detection)
+    predictor = Predictor(
+        options.model.name,
+        max_faces=options.max_faces,
+        batch_size=2,
+        **options.detection.detector_kwargs(),
+    )
     try:
-        frames = read_frames(source, fps=sampling["fps"], every_frame=sampling["every_frame"])
+        frames = read_frames(source, fps=sampling.fps, every_frame=sampling.every_frame)
     except InvalidVideoError as exc:
         # A camera index that opens nothing is a wrong argument, like a wrong --model.
         fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
     name = describe_video(source)
-    show = _display_available() if window is None else window
+    show = _display_available() if options.window is None else options.window
     print_rows = not show or not sys.stdout.isatty()
     # As in predict: on a terminal that shows both streams, the table's row is the report.
     report_failures = not (print_rows and same_terminal())
-    writer = result_writer(fmt, predictor.labels, [name], video=True)
+    writer = result_writer(options.format, predictor.labels, [name], video=True)
     waiting: deque = deque()  # frames read, until their results come, to draw them
 
     def remember(frames):
@@ -109,7 +72,7 @@ def live(
     failed = False
     try:
         for result in predictor.predict_frames(
-            remember(dropping or frames), name, smooth=sampling["smooth"]
+            remember(dropping or frames), name, smooth=sampling.smooth
         ):
             if result.error is not None:
                 failed = True

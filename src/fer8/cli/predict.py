@@ -18,21 +18,17 @@ from fer8.cli.common import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    cli,
-    detection_options,
+    command,
+    exit_missing_extra,
     fail,
-    flip_option,
-    handle_errors,
-    install_command,
     logger,
     result_writer,
     same_terminal,
     verbosity,
-    video_options,
 )
 from fer8.drawing import INDEX as ANNOTATION_INDEX  # noqa: F401  (fer8.cli exports it)
-from fer8.output import FORMATS
-from fer8.pipeline.images import MAX_PIXELS
+from fer8.options import SamplingOptions
+from fer8.options.commands import PredictOptions
 from fer8.progress import ProgressBar
 from fer8.results import ExplainedResult, FrameResult, ImageResult
 
@@ -40,112 +36,9 @@ if TYPE_CHECKING:
     from fer8.drawing import VideoAnnotation
 
 
-@cli.command()
+@command(PredictOptions)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default=None,
-    help="Output format. Default: table on a terminal, jsonl otherwise.",
-)
-@click.option(
-    "--annotate",
-    "annotate_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write each image with boxes, labels and confidence drawn into this folder.",
-)
-@click.option(
-    "--landmarks",
-    "show_landmarks",
-    is_flag=True,
-    help="Add each face's 68 landmarks to the table and the CSV (x_0..x_67, "
-    "y_0..y_67), and its head pose to the table. JSON always has both.",
-)
-@click.option(
-    "--draw-landmarks",
-    is_flag=True,
-    help="With --annotate (or --explain): draw each face's landmarks too.",
-)
-@click.option(
-    "--explain",
-    "explain_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write each photo with a heatmap over every face of where the evidence "
-    "for its expression lies (NAME.explain.png) into this folder.",
-)
-@click.option(
-    "--model",
-    "model",
-    metavar="NAME|PATH",
-    help="Model name or .fer8 file (default: the bundled model).",
-)
-@click.option("--max-faces", type=click.IntRange(min=1), help="Keep the N largest faces per image.")
-@click.option(
-    "--no-detect", is_flag=True, help="Take each whole image as one face (pre-cropped faces)."
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Faces per forward pass of the model.",
-)
-@flip_option
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr (default: when stderr is a terminal and stdout is not).",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=MAX_PIXELS,
-    show_default=True,
-    help="Refuse larger images (raise it for panoramas).",
-)
-@video_options
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: this process; ray: a Ray cluster (the ray extra; photos only), writing --out.",
-)
-@click.option(
-    "--ray-address",
-    metavar="ADDRESS",
-    help="--engine ray: the cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
-    "default: start a local Ray instance.",
-)
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="--engine ray: write one row per face to this .parquet or .jsonl file.",
-)
-@detection_options
-@handle_errors
-def predict(
-    paths: tuple[str, ...],
-    fmt: str | None,
-    annotate_dir: Path | None,
-    show_landmarks: bool,
-    draw_landmarks: bool,
-    explain_dir: Path | None,
-    model: str | None,
-    max_faces: int | None,
-    no_detect: bool,
-    batch_size: int,
-    flip: bool,
-    progress: bool | None,
-    max_pixels: int,
-    sampling: dict,
-    engine: str,
-    ray_address: str | None,
-    out_path: Path | None,
-    detection: dict,
-) -> int:
+def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
@@ -156,6 +49,12 @@ def predict(
     """
     from fer8.pipeline.landmarking import LandmarkProcess
 
+    # The settings the steps below read, by the names they had as parameters.
+    fmt, annotate_dir, explain_dir = options.format, options.annotate, options.explain
+    show_landmarks, draw_landmarks = options.landmarks, options.draw_landmarks
+    max_faces, no_detect, max_pixels = options.max_faces, options.no_detect, options.max_pixels
+    progress, engine, sampling = options.progress, options.engine, options.sampling
+    out_path, ray_address = options.out, options.ray_address
     # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
     # its own, on a free core, while the expression model loads and the photos are read.
     landmark_model = LandmarkProcess() if engine != "ray" and LandmarkProcess.has_a_core() else None
@@ -175,13 +74,12 @@ def predict(
             fmt=fmt,
             annotate_dir=annotate_dir,
             progress=progress,
-            model=model,
+            model=options.model.name,
             detect=not no_detect,
             max_faces=max_faces,
-            batch_size=batch_size,
-            flip=flip,
+            **options.classifier.to_kwargs(),
             max_pixels=max_pixels,
-            **detection,
+            **options.detection.detector_kwargs(),
         )
     if out_path is not None or ray_address is not None:
         raise click.UsageError("--out and --ray-address go with --engine ray")
@@ -196,13 +94,12 @@ def predict(
     if explain_dir is not None:
         _check_folder(inputs, explain_dir, "explain")
     predictor = Predictor(
-        model,
+        options.model.name,
         max_faces=max_faces,
-        batch_size=batch_size,
-        flip=flip,
+        **options.classifier.to_kwargs(),
         max_pixels=max_pixels,
         landmark_model=landmark_model,
-        **detection,
+        **options.detection.detector_kwargs(),
     )
     if explain_dir is not None:
         from fer8.errors import ExplanationError
@@ -312,8 +209,7 @@ def _predict_on_ray(
     except ModuleNotFoundError as exc:
         if exc.name not in RAY_PACKAGES:
             raise
-        click.echo(f"fer8: error: {exc}: {install_command('ray')}", err=True)
-        sys.exit(EXIT_USAGE)
+        exit_missing_extra("--engine ray", "ray", exc.name)
     except Fer8Error as exc:  # a video among the inputs, a broken model file
         fail(exc, EXIT_USAGE)
     except ValueError as exc:  # --out's extension
@@ -368,13 +264,13 @@ def _expand(paths: tuple[str, ...]) -> Iterator[_Input]:
                 yield _Input(str(path), *names.of(path, video=video), video=video)
 
 
-def _progress_steps(inputs: list[_Input], sampling: dict) -> list[int]:
+def _progress_steps(inputs: list[_Input], sampling: SamplingOptions) -> list[int]:
     """The progress bar's steps for each input: 1 for a photo, the frames a video will
     give (as its header says; 1 when it does not)."""
     from fer8.pipeline.video import sampled_count
 
     return [
-        (sampled_count(item.source, fps=sampling["fps"], every_frame=sampling["every_frame"]) or 1)
+        (sampled_count(item.source, fps=sampling.fps, every_frame=sampling.every_frame) or 1)
         if item.video
         else 1
         for item in inputs
@@ -382,7 +278,12 @@ def _progress_steps(inputs: list[_Input], sampling: dict) -> list[int]:
 
 
 def _results(
-    predictor, inputs: list[_Input], *, detect: bool, sampling: dict, explain: bool = False
+    predictor,
+    inputs: list[_Input],
+    *,
+    detect: bool,
+    sampling: SamplingOptions,
+    explain: bool = False,
 ) -> Iterator[tuple[_Input, Any, bool]]:
     """(input, result, whether it is the input's last) for every photo and every sampled
     video frame, in the order of the inputs. Consecutive photos go through
@@ -401,7 +302,7 @@ def _results(
             continue
         for item in group:
             previous = None
-            for result in predictor.predict_video(item.source, **sampling):
+            for result in predictor.predict_video(item.source, **sampling.to_kwargs()):
                 if previous is not None:
                     yield item, previous, False
                 previous = result

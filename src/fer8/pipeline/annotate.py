@@ -157,7 +157,7 @@ class AnnotatedVideo:
 
         self.path = Path(path)
         self._frames = read_frames(source, every_frame=True)
-        self._writer: Any = None  # a cv2.VideoWriter, opened at the first frame
+        self.result_writer: Any = None  # a cv2.VideoWriter, opened at the first frame
         self._last: ImageResult | None = None
         self.frames_written = 0
 
@@ -174,8 +174,8 @@ class AnnotatedVideo:
         """Write the frames after the last result and finish the file."""
         self._write_until(None)
         self._frames.close()
-        if self._writer is not None:
-            self._writer.release()
+        if self.result_writer is not None:
+            self.result_writer.release()
         return self.path
 
     def _write_until(self, stop: int | None) -> None:
@@ -191,9 +191,9 @@ class AnnotatedVideo:
             image = frame.image if self._last is None else annotate(frame.image, self._last)
             if image.shape != frame.image.shape:  # a small video, enlarged to draw on
                 image = cv2.resize(image, frame.image.shape[1::-1], interpolation=cv2.INTER_AREA)
-            if self._writer is None:
-                self._writer = self._open(frame.image.shape, self._frames.rate or 25.0)
-            self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            if self.result_writer is None:
+                self.result_writer = self._open(frame.image.shape, self._frames.rate or 25.0)
+            self.result_writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             self.frames_written += 1
 
     def _open(self, shape: tuple[int, ...], rate: float):

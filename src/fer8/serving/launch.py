@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from fer8.pipeline.images import MAX_PIXELS
+from fer8.options.commands import ServerOptions
 from fer8.serving.metrics import MULTIPROC_ENV
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 #: Where a worker process finds its options.
 OPTIONS_ENV = "FER8_SERVE_OPTIONS"
-DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+DEFAULT_SHUTDOWN_TIMEOUT = ServerOptions.shutdown_timeout
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,13 @@ class ServeOptions:
 
     model: str | None = None
     detection: dict[str, Any] = field(default_factory=dict)
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_video_bytes: int = 100 * 1024 * 1024
-    max_pixels: int = MAX_PIXELS
+    max_upload_bytes: int = int(ServerOptions.max_upload_mb * 1024 * 1024)
+    max_video_bytes: int = int(ServerOptions.max_video_mb * 1024 * 1024)
+    max_pixels: int = ServerOptions.max_pixels
     api_key_file: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
+    host: str = ServerOptions.host
+    port: int = ServerOptions.port
+    workers: int = ServerOptions.workers
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     log_level: str = "info"
     log_format: str = "fer8: %(message)s"

@@ -41,6 +41,7 @@ from linebot.v3.webhooks import ImageMessageContent, MessageEvent, VideoMessageC
 
 from fer8.errors import InvalidImageError
 from fer8.labels import display_name, percent
+from fer8.options import SamplingOptions
 from fer8.results import FrameResult, ImageResult
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ NO_FACE_IN_VIDEO_REPLY = (
 UNREADABLE_VIDEO_REPLY = "Sorry, I couldn't read that video. Please send an MP4 video."
 #: How the bot samples a video: every 0.2 s, each face's probabilities averaged over half
 #: a second, so that a blink is not a change of expression.
-VIDEO_SAMPLING = {"fps": 5.0, "every_frame": False, "smooth": 0.5}
+VIDEO_SAMPLING = SamplingOptions(fps=5.0, smooth=0.5)
 #: Faces described in a video reply, at most (in order of appearance).
 MAX_VIDEO_FACES = 5
 # Images fetched from an external content provider are refused past this size.

@@ -13,11 +13,12 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
+from fer8.options import SamplingOptions
 from fer8.results import FrameResult, ImageResult
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class _VideoJob:
 
     data: bytes
     source: str
-    sampling: dict[str, Any]
+    sampling: SamplingOptions
     future: Future[list[FrameResult]]
     file: IO[bytes] | None = None  # the upload, written out for FFmpeg at its first turn
     frames: Iterator[FrameResult] | None = None
@@ -108,13 +109,16 @@ class ModelRunner:
         return future
 
     def submit_video(
-        self, data: bytes, source: str, sampling: dict[str, Any]
+        self, data: bytes, source: str, sampling: SamplingOptions | Mapping[str, Any]
     ) -> Future[list[FrameResult]]:
         """Queue one video; the future's result is every sampled frame's result (see
-        :meth:`Predictor.predict_video`, which ``sampling`` is passed to). It runs in
-        turns of ``video_frames`` frames, between the other callers' work."""
+        :meth:`Predictor.predict_video`, which ``sampling``'s settings are passed to;
+        a mapping of some of them is checked here, a ValueError). It runs in turns of
+        ``video_frames`` frames, between the other callers' work."""
+        if not isinstance(sampling, SamplingOptions):
+            sampling = SamplingOptions(**sampling)
         future: Future[list[FrameResult]] = Future()
-        self._queue.put(_VideoJob(data, source, dict(sampling), future))
+        self._queue.put(_VideoJob(data, source, sampling, future))
         return future
 
     def call(self, function: Callable[[], T]) -> Future[T]:
@@ -172,7 +176,7 @@ class ModelRunner:
                 job.file.write(job.data)
                 job.file.flush()
                 job.data = b""  # the file holds it now
-                job.frames = self.predictor.predict_video(job.file.name, **job.sampling)
+                job.frames = self.predictor.predict_video(job.file.name, **job.sampling.to_kwargs())
             for _ in range(self.video_frames):
                 result = next(job.frames, None)
                 if result is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -29,11 +29,14 @@ from starlette.requests import ClientDisconnect
 
 from fer8 import __version__
 from fer8.drawing import to_jpeg
-from fer8.pipeline.video import DEFAULT_FPS, VIDEO_EXTENSIONS, looks_like_video
+from fer8.options import SamplingOptions
+from fer8.options.commands import ServerOptions
+from fer8.pipeline.video import VIDEO_EXTENSIONS, looks_like_video
 from fer8.results import ExplainedResult
 from fer8.serving.auth import ApiKeyAuth, document_keys
 from fer8.serving.limits import BodySizeLimit, too_large
 from fer8.serving.metrics import RequestMetrics, ServerMetrics
+from fer8.serving.query import query_options
 from fer8.serving.runner import ModelRunner
 
 if TYPE_CHECKING:
@@ -42,8 +45,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD_MB = 10
-DEFAULT_MAX_VIDEO_MB = 100
+DEFAULT_MAX_UPLOAD_MB = ServerOptions.max_upload_mb  # fer8 serve's defaults
+DEFAULT_MAX_VIDEO_MB = ServerOptions.max_video_mb
+#: A video's ``fps``, ``every_frame`` and ``smooth``: fer8 predict's options, as a query.
+_SAMPLING = Depends(query_options(SamplingOptions))
 WEB_DIR = Path(str(resources.files("fer8") / "serving" / "web"))
 
 
@@ -66,8 +71,8 @@ def _explained(
 def create_app(
     predictor: Predictor,
     *,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024,
-    max_video_bytes: int = DEFAULT_MAX_VIDEO_MB * 1024 * 1024,
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024),
+    max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * 1024 * 1024),
     line: LineSettings | None = None,
     api_keys: Sequence[str] = (),
     model_load_seconds: float | None = None,
@@ -206,9 +211,7 @@ def create_app(
         request: Request,
         annotate: bool = Query(False),
         explain: bool = Query(False),
-        fps: float = Query(DEFAULT_FPS, gt=0, le=1000),
-        every_frame: bool = Query(False),
-        smooth: float = Query(0.0, ge=0, le=3600),
+        sampling: SamplingOptions = _SAMPLING,
     ):
         try:
             data, source, declared_video = await _read_upload(request)
@@ -223,7 +226,6 @@ def create_app(
                 raise HTTPException(
                     400, detail=f"{asked} takes photos; for a video, use fer8 predict --annotate"
                 )
-            sampling = {"fps": fps, "every_frame": every_frame, "smooth": smooth}
             frames = await asyncio.wrap_future(runner.submit_video(data, source, sampling))
             if len(frames) == 1 and frames[0].frame is None:
                 raise HTTPException(400, detail=f"{source}: {frames[0].error}")

@@ -19,7 +19,8 @@ from typing import Any, cast
 import numpy as np
 
 from fer8.errors import Fer8Error
-from fer8.models.preprocessing import MASKS
+from fer8.options.training import TrainOptions
+from fer8.pipeline.detection import DEFAULT_DETECTOR
 from fer8.training.augment import Augmentation
 from fer8.training.datasets import parse_source
 
@@ -52,9 +53,11 @@ class StartError(Fer8Error, ValueError):
     """The starting weights or model do not fit the backbone or the data."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run (stored in ``config.json``).
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(TrainOptions):
+    """Everything that decides a training run (stored in ``config.json``): the settings
+    of :class:`~fer8.options.training.TrainOptions` (their defaults, ranges and help are
+    there), its data and its detector.
 
     Attributes:
         data: Training sources, each ``PATH[@SPLIT][:WEIGHT]``
@@ -121,32 +124,9 @@ class TrainConfig:
 
     data: tuple[str, ...]
     val: tuple[str, ...] | None = None
-    epochs: int = 30
-    batch_size: int = 32
-    image_size: int = 224
-    backbone: str | None = None  # None: the start's, set in __post_init__
-    backbone_weights: str | None = None
-    init_model: str | None = None
-    freeze_stages: int = 0
-    learning_rate: float = 3e-4
-    warmup_epochs: float = 1.0
-    weight_decay: float = 1e-4
-    ema_momentum: float = 0.0
-    label_smoothing: float = 0.1
-    soft_labels: bool = False
-    class_weighting: str = "sqrt"
-    patience: int = 5
-    steps_per_epoch: int | None = None
-    val_fraction: float = 0.1
-    precision: str = "auto"
-    seed: int = 0
     augmentation: Augmentation = field(default_factory=Augmentation)
-    detector: str = "yunet"
+    detector: str = DEFAULT_DETECTOR
     detector_options: Mapping[str, Any] = field(default_factory=dict)
-    grayscale: bool | None = None
-    teachers: tuple[str, ...] = ()
-    teacher_weight: float = 0.5
-    mask: str | None = None
 
     def __post_init__(self) -> None:
         # One source may be given as a plain string (and was, in runs before 0.2).
@@ -159,22 +139,7 @@ class TrainConfig:
         object.__setattr__(self, "teachers", tuple(map(os.fspath, self.teachers)))
         if not self.data:
             raise ValueError("data needs at least one source")
-        if self.mask not in (*MASKS, "none", "random"):
-            raise ValueError(f"mask must be one of {(*MASKS, 'none', 'random')}, not {self.mask!r}")
-        if not 0 <= self.teacher_weight <= 1:
-            raise ValueError("teacher_weight must be between 0 and 1")
-        if self.class_weighting not in ("sqrt", "balanced", "none"):
-            raise ValueError(
-                f"class_weighting must be sqrt, balanced or none, not {self.class_weighting!r}"
-            )
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"precision must be auto, float32 or bfloat16, not {self.precision!r}")
-        if not 0 <= self.ema_momentum < 1:
-            raise ValueError("ema_momentum must be at least 0 and below 1")
-        if not 0 <= self.freeze_stages <= 5:
-            raise ValueError("freeze_stages must be between 0 and 5")
-        if self.val is None and not 0 < self.val_fraction < 1:
-            raise ValueError("val_fraction must be between 0 and 1")
+        super().__post_init__()  # each setting's range and choices (fer8.options.training)
         # The default start and backbone, spelled out in config.json.
         from fer8.models.registry import DEFAULT_MODEL
 
