@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -119,8 +119,53 @@ class Face:
         }
 
 
+class Drawable:
+    """What every result that can be drawn shares: :meth:`plot` and :meth:`save`, which
+    hand the result to :mod:`fer8.drawing` (it draws each kind its own way: boxes and
+    labels, or heatmaps under them for an :class:`ExplainedResult`)."""
+
+    __slots__ = ()
+
+    def plot(
+        self,
+        image: ImageSource | None = None,
+        *,
+        landmarks: bool = False,
+        max_pixels: int | None = None,
+    ) -> NDArray[np.uint8]:
+        """The photo with the result drawn on it, as an RGB array (:func:`fer8.drawing.plot`:
+        the photo is read from the result's ``source`` unless given)."""
+        from fer8.drawing import plot
+
+        return plot(
+            cast("ImageResult | ExplainedResult", self),
+            image,
+            landmarks=landmarks,
+            max_pixels=max_pixels,
+        )
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        image: ImageSource | None = None,
+        *,
+        landmarks: bool = False,
+        max_pixels: int | None = None,
+    ) -> Path:
+        """Write :meth:`plot`'s picture to ``path`` (:func:`fer8.drawing.save`)."""
+        from fer8.drawing import save
+
+        return save(
+            cast("ImageResult | ExplainedResult", self),
+            path,
+            image,
+            landmarks=landmarks,
+            max_pixels=max_pixels,
+        )
+
+
 @dataclass(frozen=True, eq=False)
-class ImageResult:
+class ImageResult(Drawable):
     """Everything found in one image; an image without faces has an empty ``faces``.
 
     Attributes:
@@ -144,32 +189,6 @@ class ImageResult:
             "faces": [face.to_dict() for face in self.faces],
             "error": self.error,
         }
-
-    def plot(
-        self,
-        image: ImageSource | None = None,
-        *,
-        landmarks: bool = False,
-        max_pixels: int | None = None,
-    ) -> NDArray[np.uint8]:
-        """The photo with every face's box, label and confidence drawn, as an RGB array
-        (:func:`fer8.drawing.plot`: the photo is read from ``source`` unless given)."""
-        from fer8.drawing import plot
-
-        return plot(self, image, landmarks=landmarks, max_pixels=max_pixels)
-
-    def save(
-        self,
-        path: str | os.PathLike,
-        image: ImageSource | None = None,
-        *,
-        landmarks: bool = False,
-        max_pixels: int | None = None,
-    ) -> Path:
-        """Write :meth:`plot`'s picture to ``path`` (:func:`fer8.drawing.save`)."""
-        from fer8.drawing import save
-
-        return save(self, path, image, landmarks=landmarks, max_pixels=max_pixels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,7 +232,7 @@ class FrameResult(ImageResult):
 
 
 @dataclass(frozen=True, eq=False)
-class ExplainedResult:
+class ExplainedResult(Drawable):
     """A photo's result with where the evidence for each face's expression lies
     (``fer8 predict --explain``, ``POST /v1/predict?explain=true``).
 
@@ -240,29 +259,3 @@ class ExplainedResult:
         for face, item in zip(answer["faces"], self.explanations):
             face["explanation"] = item.to_dict(width, height)
         return answer
-
-    def plot(
-        self,
-        image: ImageSource | None = None,
-        *,
-        landmarks: bool = False,
-        max_pixels: int | None = None,
-    ) -> NDArray[np.uint8]:
-        """The photo with each face's heatmap laid over it, then its box and label drawn
-        (:func:`fer8.drawing.plot`)."""
-        from fer8.drawing import plot
-
-        return plot(self, image, landmarks=landmarks, max_pixels=max_pixels)
-
-    def save(
-        self,
-        path: str | os.PathLike,
-        image: ImageSource | None = None,
-        *,
-        landmarks: bool = False,
-        max_pixels: int | None = None,
-    ) -> Path:
-        """Write :meth:`plot`'s picture to ``path`` (:func:`fer8.drawing.save`)."""
-        from fer8.drawing import save
-
-        return save(self, path, image, landmarks=landmarks, max_pixels=max_pixels)

@@ -6,11 +6,11 @@ and :mod:`~fer8.serving.metrics`).
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from fer8.pipeline.video import VIDEO_EXTENSIONS
+from fer8.serving.asgi import send_error
 
 
 class BodySizeLimit:
@@ -135,19 +135,7 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Any, limit: int) -> None:
         video = limit > self.max_bytes
-        body = json.dumps({"detail": too_large(limit, video=video)}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, too_large(limit, video=video))
 
 
 class _BodyTooLarge(Exception):

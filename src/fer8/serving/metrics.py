@@ -24,12 +24,13 @@ an upload's bytes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from fer8.serving.asgi import send_error
 
 access_logger = logging.getLogger("fer8.access")
 
@@ -207,19 +208,7 @@ class RequestMetrics:
 
 
 async def _stopping(send: Any) -> None:
-    body = json.dumps({"detail": "the server is stopping; send the request again"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 503, "the server is stopping; send the request again")
 
 
 def _printable(path: str, limit: int = 200) -> str:
