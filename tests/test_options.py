@@ -168,6 +168,7 @@ def test_the_api_query_takes_the_same_settings_as_the_command_line():
     assert described["fps"] == "Video frames analysed per second of video."
 
 
+@pytest.mark.slow  # fer8 train imports TensorFlow
 def test_train_hands_its_options_to_the_training_config(tmp_path, monkeypatch):
     """fer8 train builds TrainConfig from its options: the values given, the
     defaults of TrainOptions for the rest, paths made absolute, the detector's settings."""
