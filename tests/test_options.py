@@ -218,3 +218,23 @@ def test_train_hands_its_options_to_the_training_config(tmp_path, monkeypatch):
     assert loop.TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="ema_momentum must be at least 0 and below 1"):
         loop.TrainConfig(data="faces", ema_momentum=1.0)
+
+
+def test_predict_hands_the_predictor_every_setting_by_its_parameter_name():
+    """``PredictOptions.predictor_kwargs`` is what a local run and a Ray run build their
+    predictors from: each key is one of Predictor's parameters, with the option's value."""
+    import inspect
+
+    from fer8.pipeline.predictor import Predictor
+
+    options = PredictOptions(
+        max_faces=2,
+        max_pixels=1000,
+        classifier=ClassifierOptions(batch_size=4, flip=True),
+        detection=DetectionOptions(detector="haar", min_face=30),
+    )
+    kwargs = options.predictor_kwargs()
+    assert set(kwargs) <= set(inspect.signature(Predictor).parameters)
+    assert kwargs["max_faces"] == 2 and kwargs["max_pixels"] == 1000
+    assert kwargs["batch_size"] == 4 and kwargs["flip"] is True
+    assert kwargs["detector"] == "haar" and kwargs["detector_options"]["min_size"] == 30

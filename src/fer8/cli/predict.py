@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 @command(PredictOptions)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
-def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
+def predict(paths: tuple[str, ...], options: PredictOptions) -> NoReturn:
     """Classify the expression of every face in images and videos.
 
     PATHS are image or video files, folders (searched recursively for images and
@@ -49,59 +49,36 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     """
     from fer8.pipeline.landmarking import LandmarkProcess
 
-    # The settings the steps below read, by the names they had as parameters.
-    fmt, annotate_dir, explain_dir = options.format, options.annotate, options.explain
-    show_landmarks, draw_landmarks = options.landmarks, options.draw_landmarks
-    max_faces, no_detect, max_pixels = options.max_faces, options.no_detect, options.max_pixels
-    progress, engine, sampling = options.progress, options.engine, options.sampling
-    out_path, ray_address = options.out, options.ray_address
     # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
     # its own, on a free core, while the expression model loads and the photos are read.
-    landmark_model = LandmarkProcess() if engine != "ray" and LandmarkProcess.has_a_core() else None
+    on_ray = options.engine == "ray"
+    landmark_model = LandmarkProcess() if not on_ray and LandmarkProcess.has_a_core() else None
 
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
 
-    if engine == "ray" and (explain_dir is not None or show_landmarks or draw_landmarks):
+    if on_ray and (options.explain is not None or options.landmarks or options.draw_landmarks):
         raise click.UsageError("--engine ray takes neither --explain nor --landmarks")
-    if draw_landmarks and annotate_dir is None and explain_dir is None:
+    if options.draw_landmarks and options.annotate is None and options.explain is None:
         raise click.UsageError("--draw-landmarks draws on the --annotate or --explain pictures")
-    if engine == "ray":
-        _predict_on_ray(
-            paths,
-            out_path,
-            ray_address,
-            fmt=fmt,
-            annotate_dir=annotate_dir,
-            progress=progress,
-            model=options.model.name,
-            detect=not no_detect,
-            max_faces=max_faces,
-            **options.classifier.to_kwargs(),
-            max_pixels=max_pixels,
-            **options.detection.detector_kwargs(),
-        )
-    if out_path is not None or ray_address is not None:
+    if on_ray:
+        _predict_on_ray(paths, options)
+    if options.out is not None or options.ray_address is not None:
         raise click.UsageError("--out and --ray-address go with --engine ray")
     inputs = list(_expand(paths))
     if not inputs:
         click.echo("fer8: error: no image or video files found in " + ", ".join(paths), err=True)
         sys.exit(EXIT_INPUT_FAILED)
-    if no_detect and any(item.video for item in inputs):
+    if options.no_detect and any(item.video for item in inputs):
         raise click.UsageError("--no-detect takes pre-cropped photos, not videos")
-    if annotate_dir is not None:
-        _check_folder(inputs, annotate_dir, "annotate")
-    if explain_dir is not None:
-        _check_folder(inputs, explain_dir, "explain")
+    if options.annotate is not None:
+        _check_folder(inputs, options.annotate, "annotate")
+    if options.explain is not None:
+        _check_folder(inputs, options.explain, "explain")
     predictor = Predictor(
-        options.model.name,
-        max_faces=max_faces,
-        **options.classifier.to_kwargs(),
-        max_pixels=max_pixels,
-        landmark_model=landmark_model,
-        **options.detection.detector_kwargs(),
+        options.model.name, landmark_model=landmark_model, **options.predictor_kwargs()
     )
-    if explain_dir is not None:
+    if options.explain is not None:
         from fer8.errors import ExplanationError
         from fer8.pipeline.explain import head
 
@@ -110,11 +87,11 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
         except ExplanationError as exc:
             fail(exc, EXIT_USAGE)
     writer = result_writer(
-        fmt,
+        options.format,
         predictor.labels,
         [describe_source(item.source) for item in inputs],
         video=any(item.video for item in inputs),
-        landmarks=show_landmarks,
+        landmarks=options.landmarks,
     )
     # Each failure is in the results too; on a terminal that shows both streams, a line
     # on stderr would report it twice.
@@ -123,10 +100,12 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     # (`> out.jsonl`): on a terminal the rows themselves show progress, and a bar
     # on the same screen would be drawn through them.
     show_progress = (
-        progress if progress is not None else (sys.stderr.isatty() and not sys.stdout.isatty())
+        options.progress
+        if options.progress is not None
+        else (sys.stderr.isatty() and not sys.stdout.isatty())
     )
     # A step per photo, and per sampled frame of a video: a long video moves the bar too.
-    steps = _progress_steps(inputs, sampling) if show_progress else [1] * len(inputs)
+    steps = _progress_steps(inputs, options.sampling) if show_progress else [1] * len(inputs)
     left = iter(steps)
     step = next(left, 0)  # the current input's steps not yet counted
     failed = 0
@@ -134,7 +113,11 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     explained: dict[str, str] = {}
     video: VideoAnnotation | None = None
     results = _results(
-        predictor, inputs, detect=not no_detect, sampling=sampling, explain=explain_dir is not None
+        predictor,
+        inputs,
+        detect=not options.no_detect,
+        sampling=options.sampling,
+        explain=options.explain is not None,
     )
     # One photo alone shows no bar: it is done before a bar could say anything.
     hidden = not show_progress or sum(steps) < 2
@@ -145,10 +128,10 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
                 failed += 1
                 if report_failures:
                     bar.echo(f"fer8: {result.source}: {result.error}")
-            if annotate_dir is not None and item.video:
+            if options.annotate is not None and item.video:
                 if video is None:
                     video = drawing.VideoAnnotation(
-                        item.source, annotate_dir / item.annotated, predictor.labels
+                        item.source, options.annotate / item.annotated, predictor.labels
                     )
                 video.add(cast(FrameResult, result))  # a video's results are frames'
                 if last:
@@ -156,14 +139,24 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
                         names = (item.annotated, drawing.timeline_name(item.annotated))
                         annotated.update(dict.fromkeys(names, item.source))
                     video = None
-            elif annotate_dir is not None and result.error is None:
-                path = annotate_dir / item.annotated
-                result.save(path, item.source, landmarks=draw_landmarks, max_pixels=max_pixels)
+            elif options.annotate is not None and result.error is None:
+                path = options.annotate / item.annotated
+                result.save(
+                    path,
+                    item.source,
+                    landmarks=options.draw_landmarks,
+                    max_pixels=options.max_pixels,
+                )
                 logger.info("annotated %s -> %s", result.source, path)
                 annotated[item.annotated] = result.source
-            if explain_dir is not None and isinstance(found, ExplainedResult) and result.ok:
-                path = explain_dir / item.explained
-                found.save(path, item.source, landmarks=draw_landmarks, max_pixels=max_pixels)
+            if options.explain is not None and isinstance(found, ExplainedResult) and result.ok:
+                path = options.explain / item.explained
+                found.save(
+                    path,
+                    item.source,
+                    landmarks=options.draw_landmarks,
+                    max_pixels=options.max_pixels,
+                )
                 logger.info("explained %s -> %s", result.source, path)
                 explained[item.explained] = result.source
             writer.write(result)
@@ -176,36 +169,32 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
                 bar.update(1)
                 step -= 1
     writer.close()
-    if annotated and annotate_dir is not None:
-        drawing.write_index(annotate_dir, annotated)
-    if explained and explain_dir is not None:
-        drawing.write_index(explain_dir, explained)
+    if annotated and options.annotate is not None:
+        drawing.write_index(options.annotate, annotated)
+    if explained and options.explain is not None:
+        drawing.write_index(options.explain, explained)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 
-def _predict_on_ray(
-    paths: tuple[str, ...],
-    out_path: Path | None,
-    address: str | None,
-    *,
-    fmt: str | None,
-    annotate_dir: Path | None,
-    progress: bool | None,
-    model: str | None,
-    **options: Any,
-) -> None:
+def _predict_on_ray(paths: tuple[str, ...], options: PredictOptions) -> NoReturn:
     """``fer8 predict --engine ray``: the rows go to ``--out``; exits like plain predict."""
-    if out_path is None:
+    if options.out is None:
         raise click.UsageError(
             "--engine ray writes its rows to a file: give --out results.parquet (or .jsonl)"
         )
-    if fmt is not None or annotate_dir is not None or "-" in paths:
+    if options.format is not None or options.annotate is not None or "-" in paths:
         raise click.UsageError("--engine ray takes neither --format, --annotate nor - (stdin)")
     from fer8.distributed.job import RAY_PACKAGES, RayPrediction
     from fer8.errors import Fer8Error
 
     try:
-        job = RayPrediction.prepare(paths, out_path, model, **options)
+        job = RayPrediction.prepare(
+            paths,
+            options.out,
+            options.model.name,
+            detect=not options.no_detect,
+            **options.predictor_kwargs(),
+        )
     except ModuleNotFoundError as exc:
         if exc.name not in RAY_PACKAGES:
             raise
@@ -214,7 +203,7 @@ def _predict_on_ray(
         fail(exc, EXIT_USAGE)
     except ValueError as exc:  # --out's extension
         raise click.UsageError(str(exc)) from None
-    show_progress = progress if progress is not None else sys.stderr.isatty()
+    show_progress = options.progress if options.progress is not None else sys.stderr.isatty()
     with ProgressBar("predict", len(job.files), hidden=not show_progress) as bar:
 
         def on_image(row: dict) -> None:
@@ -226,9 +215,12 @@ def _predict_on_ray(
         # start-up (seconds, which made a 17 s run read 7 minutes at 2%); -v shows
         # Ray's own notices.
         failed = job.run(
-            address, quiet=verbosity() == 0, on_image=on_image, on_start=bar.restart_clock
+            options.ray_address,
+            quiet=verbosity() == 0,
+            on_image=on_image,
+            on_start=bar.restart_clock,
         )
-    logger.info("wrote %s (%d inputs, %d unreadable)", out_path, len(job.files), failed)
+    logger.info("wrote %s (%d inputs, %d unreadable)", options.out, len(job.files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
 

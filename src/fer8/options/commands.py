@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fer8.options.pipeline import ClassifierOptions, DetectionOptions, ModelOptions, SamplingOptions
 from fer8.options.settings import Options, group, setting
@@ -63,6 +64,17 @@ class PredictOptions(Options):
     ray_address: str | None = setting(None, metavar="ADDRESS")
     out: Path | None = setting(None, path="file")
     detection: DetectionOptions = group(DetectionOptions)
+
+    def predictor_kwargs(self) -> dict[str, Any]:
+        """:class:`~fer8.pipeline.predictor.Predictor`'s keyword arguments but the model
+        (``max_faces``, ``batch_size``, ``flip``, ``max_pixels``, the detector): what a
+        local run builds its predictor from, and a Ray run its actors'."""
+        return {
+            "max_faces": self.max_faces,
+            **self.classifier.to_kwargs(),
+            "max_pixels": self.max_pixels,
+            **self.detection.detector_kwargs(),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
