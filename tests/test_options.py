@@ -220,6 +220,24 @@ def test_train_hands_its_options_to_the_training_config(tmp_path, monkeypatch):
         loop.TrainConfig(data="faces", ema_momentum=1.0)
 
 
+def test_the_library_and_the_options_share_each_default():
+    """A default is written once: the library's functions and the options fields read the
+    same constant, so ``Predictor()`` and ``fer8 predict`` without options agree."""
+    import inspect
+
+    from fer8.pipeline.predictor import Predictor
+
+    predictor = inspect.signature(Predictor).parameters
+    assert predictor["batch_size"].default == ClassifierOptions().batch_size
+    assert predictor["flip"].default == ClassifierOptions().flip
+    assert predictor["detector"].default == DetectionOptions().detector
+    for method in (Predictor.predict_video, Predictor.predict_frames):
+        parameters = inspect.signature(method).parameters
+        for name, default in SamplingOptions().to_kwargs().items():
+            if name in parameters:
+                assert parameters[name].default == default, (method.__name__, name)
+
+
 def test_predict_hands_the_predictor_every_setting_by_its_parameter_name():
     """``PredictOptions.predictor_kwargs`` is what a local run and a Ray run build their
     predictors from: each key is one of Predictor's parameters, with the option's value."""

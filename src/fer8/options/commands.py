@@ -14,6 +14,9 @@ from fer8.options.settings import Options, group, setting
 from fer8.output import FORMATS
 from fer8.pipeline.images import MAX_PIXELS
 
+#: Faces per forward pass where a command reads whole datasets (evaluate, calibrate):
+#: nothing waits on one photo's result, so larger batches keep the network busier.
+DATASET_BATCH_SIZE = 32
 #: The fixed split's sides a fer2013.csv is read by.
 SPLITS = ("train", "val", "test")
 #: --model's help where a command makes a new model file of it.
@@ -161,7 +164,7 @@ class EvaluateOptions(Options):
     out: Path | None = setting(None, path="dir")
     format: str | None = setting(None, choices=("table", "json"))
     split: str = setting("test", choices=SPLITS)
-    classifier: ClassifierOptions = group(ClassifierOptions, batch_size=32)
+    classifier: ClassifierOptions = group(ClassifierOptions, batch_size=DATASET_BATCH_SIZE)
     progress: bool | None = setting(None, flag="--progress/--no-progress")
     detection: DetectionOptions = group(DetectionOptions)
 
@@ -192,7 +195,7 @@ class CalibrateOptions(Options):
     force: bool = setting(False)
     split: str = setting("val", choices=SPLITS)
     by: str = setting("temperature", choices=("temperature", "quality"))
-    classifier: ClassifierOptions = group(ClassifierOptions, batch_size=32)
+    classifier: ClassifierOptions = group(ClassifierOptions, batch_size=DATASET_BATCH_SIZE)
     detection: DetectionOptions = group(DetectionOptions)
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fer8.options.settings import Options, setting
+from fer8.pipeline.batching import DEFAULT_BATCH_SIZE
 from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS, detector_options
+from fer8.pipeline.tracking import DEFAULT_SMOOTHING
 from fer8.pipeline.video import DEFAULT_FPS
 
 
@@ -77,7 +79,7 @@ class ClassifierOptions(Options):
             network's work.
     """
 
-    batch_size: int = setting(16, min=1)
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, min=1)
     flip: bool = setting(False)
 
 
@@ -95,4 +97,6 @@ class SamplingOptions(Options):
 
     fps: float = setting(DEFAULT_FPS, min=0, max=1000, min_open=True)
     every_frame: bool = setting(False)
-    smooth: float = setting(0.0, min=0, max=3600, metavar="SECONDS", show_default=False)
+    smooth: float = setting(
+        DEFAULT_SMOOTHING, min=0, max=3600, metavar="SECONDS", show_default=False
+    )

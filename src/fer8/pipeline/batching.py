@@ -19,6 +19,11 @@ from fer8.pipeline.classification import classify
 from fer8.pipeline.video import FrameSignature
 from fer8.results import Box, HeadPose
 
+#: Faces per forward pass when a caller does not say (:class:`~fer8.pipeline.predictor.
+#: Predictor`, ``--batch-size``): the batch fills across inputs, so a few photos or
+#: video frames fill it, and its results wait for no more than that.
+DEFAULT_BATCH_SIZE = 16
+
 
 @dataclass
 class Prepared:

@@ -22,7 +22,7 @@ from fer8.errors import Fer8Error, InvalidImageError, InvalidVideoError
 from fer8.models.modelfile import ExpressionModel
 from fer8.models.registry import load_model
 from fer8.pipeline.alignment import AlignedFace
-from fer8.pipeline.batching import Prepared, classified
+from fer8.pipeline.batching import DEFAULT_BATCH_SIZE, Prepared, classified
 from fer8.pipeline.classification import classify
 from fer8.pipeline.detection import (
     DEFAULT_DETECTOR,
@@ -36,7 +36,7 @@ from fer8.pipeline.images import MAX_PIXELS, ImageSource, describe_source, load_
 from fer8.pipeline.landmarking import load_landmark_model
 from fer8.pipeline.pose import head_pose
 from fer8.pipeline.prefetch import READ_AHEAD, prefetch, read_ahead
-from fer8.pipeline.tracking import Smoother, Tracker
+from fer8.pipeline.tracking import DEFAULT_SMOOTHING, Smoother, Tracker
 from fer8.pipeline.video import (
     DEFAULT_FPS,
     Frame,
@@ -95,7 +95,7 @@ class Predictor:
         model: ExpressionModel | str | os.PathLike | None = None,
         *,
         max_faces: int | None = None,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         flip: bool = False,
         workers: int = 1,
         detector: str = DEFAULT_DETECTOR,
@@ -241,7 +241,7 @@ class Predictor:
         *,
         fps: float | None = DEFAULT_FPS,
         every_frame: bool = False,
-        smooth: float = 0.0,
+        smooth: float = DEFAULT_SMOOTHING,
         search_every: float = SEARCH_EVERY,
     ) -> Iterator[FrameResult]:
         """Classify every face of a video's sampled frames, following each face with a
@@ -295,7 +295,7 @@ class Predictor:
         frames: Iterable[Frame],
         source: str,
         *,
-        smooth: float = 0.0,
+        smooth: float = DEFAULT_SMOOTHING,
         search_every: float = SEARCH_EVERY,
     ) -> Iterator[FrameResult]:
         """:meth:`predict_video` for frames read elsewhere (a camera loop that also

@@ -22,6 +22,10 @@ from numpy.typing import NDArray
 
 from fer8.results import Box
 
+#: Seconds of each track's probabilities averaged when a caller does not say
+#: (``--smooth``): none, each frame keeps its own.
+DEFAULT_SMOOTHING = 0.0
+
 #: Boxes in consecutive samples overlapping at least this much are the same face.
 MIN_IOU = 0.3
 #: Boxes overlapping less are still the same face when their centres are within this
