@@ -260,3 +260,30 @@ def test_a_detected_face_answers_for_the_labelled_box_it_overlaps(
     for evaluation in (evaluate(predictor, data), evaluate_labelled_boxes(predictor, data)):
         assert evaluation.n == 2 and evaluation.no_face == 0
         assert int(np.trace(evaluation.counts)) == expected
+
+
+def test_the_report_is_the_library_s_and_names_each_row_s_pictures(tmp_path):
+    """fer8.training.evaluation_report makes evaluate's report and folder without the
+    command: one row's entry with the model, several rows under ``datasets``."""
+    from fer8.training.evaluation_report import (
+        DETECTED,
+        LABELLED_BOXES,
+        DatasetEvaluation,
+        evaluation_report,
+        write_report,
+    )
+
+    evaluation = confusion(["happy", "sad"], ["happy", "happy"], ("happy", "sad"))
+    one = DatasetEvaluation("raf@val", DETECTED, evaluation, {"images": 2})
+    assert evaluation_report([one], "tiny", "yunet") == {**one.to_dict(), "model": "tiny"}
+    assert one.to_dict()["dataset"] == "raf@val" and one.to_dict()["accuracy"] == 0.5
+    boxes = DatasetEvaluation("expw", LABELLED_BOXES, evaluation, {"images": 2})
+    report = evaluation_report([one, boxes], "tiny", "haar")
+    assert report["model"] == "tiny" and report["detector"] == "haar"
+    assert [row["faces"] for row in report["datasets"]] == ["detected", "labelled boxes"]
+    path = write_report(tmp_path / "new", [one, boxes], report)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    assert sorted(p.name for p in path.parent.glob("*.png")) == [
+        "confusion_expw_labelled_boxes.png",
+        "confusion_raf@val_detected.png",
+    ]  # no reliability diagram: these answers came without probabilities

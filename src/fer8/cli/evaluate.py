@@ -3,20 +3,23 @@ of a model on labelled data."""
 
 from __future__ import annotations
 
-import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from fer8.cli.common import EXIT_INPUT_FAILED, EXIT_OK, command, logger
+from fer8.cli.common import EXIT_INPUT_FAILED, EXIT_OK, command
 from fer8.options.commands import EvaluateOptions
 from fer8.output import to_json
 from fer8.progress import ProgressBar
 
+if TYPE_CHECKING:
+    from fer8.training.evaluation import Evaluation
+    from fer8.training.evaluation_report import DatasetEvaluation
+
 
 @command(EvaluateOptions)
-def evaluate(options: EvaluateOptions) -> None:
+def evaluate(options: EvaluateOptions) -> NoReturn:
     """Accuracy, macro-F1, per-class figures and a confusion matrix on labelled data.
 
     Each image goes through the full fer8 predict pipeline and its largest face (or
@@ -28,6 +31,13 @@ def evaluate(options: EvaluateOptions) -> None:
     from fer8.training.datasets import parse_source
     from fer8.training.evaluation import evaluate as run_evaluation
     from fer8.training.evaluation import evaluate_labelled_boxes
+    from fer8.training.evaluation_report import (
+        DETECTED,
+        LABELLED_BOXES,
+        DatasetEvaluation,
+        evaluation_report,
+        write_report,
+    )
 
     datasets = [
         (source, source.read(fer2013_split=options.split))
@@ -38,92 +48,35 @@ def evaluate(options: EvaluateOptions) -> None:
         **options.classifier.to_kwargs(),
         **options.detection.detector_kwargs(),
     )
-    rows = []  # (dataset name, framing, Evaluation, data summary)
+    rows: list[DatasetEvaluation] = []
     hidden = None if options.progress is None else not options.progress
     for source, dataset in datasets:
         bar = ProgressBar(f"evaluate {source.name}", len(dataset.samples), hidden=hidden)
-        rows.append(
-            (
-                source.name,
-                "detected",
-                run_evaluation(predictor, dataset, on_progress=bar),
-                dataset.summary(),
-            )
-        )
+        evaluation = run_evaluation(predictor, dataset, on_progress=bar)
+        rows.append(DatasetEvaluation(source.name, DETECTED, evaluation, dataset.summary()))
         bar.close()
-        if any(s.box is not None for s in dataset.samples):
-            bar = ProgressBar(
-                f"evaluate {source.name} (labelled boxes)",
-                sum(s.box is not None for s in dataset.samples),
-                hidden=hidden,
-            )
+        boxed = sum(s.box is not None for s in dataset.samples)
+        if boxed:
+            bar = ProgressBar(f"evaluate {source.name} (labelled boxes)", boxed, hidden=hidden)
+            evaluation = evaluate_labelled_boxes(predictor, dataset, on_progress=bar)
             rows.append(
-                (
-                    source.name,
-                    "labelled boxes",
-                    evaluate_labelled_boxes(predictor, dataset, on_progress=bar),
-                    dataset.summary(),
-                )
+                DatasetEvaluation(source.name, LABELLED_BOXES, evaluation, dataset.summary())
             )
             bar.close()
-    reports = [
-        {"dataset": name, "faces": framing, **evaluation.to_dict(), "data": summary}
-        for name, framing, evaluation, summary in rows
-    ]
-    report: dict[str, Any] = (
-        {**reports[0], "model": predictor.model.spec.name}
-        if len(reports) == 1
-        else {
-            "model": predictor.model.spec.name,
-            "detector": options.detection.detector,
-            "datasets": reports,
-        }
-    )
-    out_dir = options.out
-    if out_dir is not None:
-        from fer8.training.plots import plot_confusion, plot_reliability
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "evaluation.json").write_text(to_json(report) + "\n")
-        for name, framing, evaluation, _ in rows:
-            picture = out_dir / (
-                "confusion_matrix.png"
-                if len(rows) == 1
-                else f"confusion_{_file_name(name, framing)}.png"
-            )
-            plot_confusion(evaluation, picture, title=f"{name} ({framing})")
-            if evaluation.reliability is None:  # evaluate() always measures it
-                continue
-            plot_reliability(
-                evaluation.reliability,
-                out_dir
-                / (
-                    "reliability.png"
-                    if len(rows) == 1
-                    else f"reliability_{_file_name(name, framing)}.png"
-                ),
-                title=f"{name} ({framing})",
-            )
-        logger.info(
-            "wrote %s, %d confusion-matrix pictures and as many reliability diagrams",
-            out_dir / "evaluation.json",
-            len(rows),
-        )
+    report = evaluation_report(rows, predictor.model.spec.name, detector=options.detection.detector)
+    if options.out is not None:
+        write_report(options.out, rows, report)
     fmt = options.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         click.echo(to_json(report))
     else:
         if len(rows) == 1:
-            click.echo(_per_class_table(rows[0][2]))
+            click.echo(_per_class_table(rows[0].evaluation))
         click.echo(_datasets_table(rows))
-    sys.exit(EXIT_INPUT_FAILED if any(row[2].unreadable for row in rows) else EXIT_OK)
+    sys.exit(EXIT_INPUT_FAILED if any(row.evaluation.unreadable for row in rows) else EXIT_OK)
 
 
-def _file_name(name: str, framing: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.@-]+", "_", f"{name}_{framing}").strip("_")
-
-
-def _per_class_table(evaluation) -> str:
+def _per_class_table(evaluation: Evaluation) -> str:
     from fer8.labels import display_name
 
     lines = [f"{'class':<11} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
@@ -135,19 +88,20 @@ def _per_class_table(evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _datasets_table(rows) -> str:
+def _datasets_table(rows: list[DatasetEvaluation]) -> str:
     """One row per dataset and framing: the model's headline figures.
 
     ``accuracy`` counts a face that was not found as wrong (``accuracy_all``); ``ECE``
     is the expected calibration error of the faces found (15 confidence bins)."""
-    width = max(len("dataset"), *(len(name) for name, *_ in rows))
+    width = max(len("dataset"), *(len(row.dataset) for row in rows))
     lines = [
         f"{'dataset':<{width}}  {'faces':<14} {'n':>6} {'accuracy':>8} {'macro-F1':>8} "
         f"{'ECE':>6} {'missed':>6} {'unreadable':>10}"
     ]
-    for name, framing, evaluation, _ in rows:
+    for row in rows:
+        evaluation = row.evaluation
         lines.append(
-            f"{name:<{width}}  {framing:<14} {evaluation.n:>6d} "
+            f"{row.dataset:<{width}}  {row.faces:<14} {evaluation.n:>6d} "
             f"{evaluation.accuracy_all:>8.1%} {evaluation.macro_f1:>8.3f} "
             f"{evaluation.ece:>6.1%} "
             f"{evaluation.no_face:>6d} {evaluation.unreadable:>10d}"
