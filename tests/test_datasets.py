@@ -330,3 +330,27 @@ def test_photo_crops_are_cached_per_detector_and_box(tmp_path):
     assert len({cache.path(crop, content) for cache in (yunet, haar, stricter)}) == 1
     assert yunet.path(boxed, content).name.endswith("-photo-1_2_30_40.png")
     assert yunet.path(boxed, content) != yunet.path(photo, content)
+
+
+def test_drawn_samples_take_an_equal_share_of_each_dataset_the_same_each_time():
+    """fer8 quantize's calibration faces: ``draw_samples`` takes count // n from each
+    dataset (all of a smaller one), at random but the same for the same seed, each
+    share in its dataset's order."""
+    from fer8.training.datasets import Dataset, Sample, draw_samples
+
+    def dataset(name: str, size: int) -> Dataset:
+        samples = tuple(Sample(f"{name}/{i}.png", "happy", True) for i in range(size))
+        return Dataset(Path(name), "folders", samples)
+
+    big, small = dataset("big", 50), dataset("small", 2)
+    drawn = draw_samples([big, small], 9)
+    assert [s.source for s in drawn if s.source.startswith("small")] == [
+        "small/0.png",
+        "small/1.png",
+    ]
+    from_big = [s.source for s in drawn if s.source.startswith("big")]
+    assert len(from_big) == 5  # 9 // 2 + 1: the first dataset takes the odd one
+    assert from_big == sorted(from_big, key=lambda source: int(source[4:-4]))
+    assert draw_samples([big, small], 9) == drawn
+    assert draw_samples([big, small], 9, seed=1) != drawn
+    assert len(draw_samples([big], 100)) == 50

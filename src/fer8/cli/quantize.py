@@ -21,12 +21,10 @@ def quantize(options: QuantizeOptions) -> None:
     the float network's label on the calibration faces; measure accuracy with
     fer8 evaluate --model OUT.
     """
-    import numpy as np
-
     from fer8.models.modelfile import read_spec
     from fer8.models.registry import cache_dir, resolve_model
     from fer8.training.crops import prepare_crops
-    from fer8.training.datasets import parse_source
+    from fer8.training.datasets import draw_samples, parse_source
 
     try:
         import onnx  # noqa: F401
@@ -36,22 +34,14 @@ def quantize(options: QuantizeOptions) -> None:
         ) from None
     from fer8.models.quantize import quantize_model_file
 
-    out_path, faces = options.out, options.faces
-    if out_path.exists() and not options.force:
+    if options.out.exists() and not options.force:
         raise click.BadParameter(
-            f"{out_path} exists; add --force to replace it", param_hint="--out"
+            f"{options.out} exists; add --force to replace it", param_hint="--out"
         )
     source = resolve_model(options.model.name)
     spec = read_spec(source)
     datasets = [parse_source(s) for s in options.data]
-    # An equal share of faces from each dataset, each share drawn at random.
-    rng = np.random.default_rng(0)
-    samples = []
-    for index, data in enumerate(datasets):
-        found = data.read().samples
-        share = faces // len(datasets) + (index < faces % len(datasets))
-        chosen = rng.choice(len(found), min(share, len(found)), replace=False)
-        samples += [found[i] for i in sorted(chosen)]
+    samples = draw_samples([data.read() for data in datasets], options.faces)
     progress = ProgressBar("frame calibration faces", len(samples))
     crops = prepare_crops(
         samples,
@@ -64,7 +54,7 @@ def quantize(options: QuantizeOptions) -> None:
     progress.close()
     summary = quantize_model_file(
         source,
-        out_path,
+        options.out,
         crops.rgb(),
         method=options.method,
         percentile=options.percentile,
@@ -75,6 +65,6 @@ def quantize(options: QuantizeOptions) -> None:
     )
     click.echo(
         f"fer8: int8 network calibrated on {summary['faces']} faces; the float "
-        f"network's label on {summary['same_label']:.1%} of them; model: {out_path}",
+        f"network's label on {summary['same_label']:.1%} of them; model: {options.out}",
         err=True,
     )

@@ -32,7 +32,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -330,6 +330,25 @@ def parse_source(spec: str | os.PathLike) -> DataSource:
     if split not in ("train", "val", "test"):
         raise DatasetError(f"{text}: unknown split {split!r} after '@'; use train or val")
     return DataSource(Path(path), split, weight)
+
+
+def draw_samples(datasets: Sequence[Dataset], count: int, *, seed: int = 0) -> list[Sample]:
+    """``count`` samples drawn at random across ``datasets``, an equal share from each
+    (all of a dataset smaller than its share), each share in its dataset's order: the
+    same faces every time for the same data and ``seed``.
+
+    Args:
+        datasets: What to draw from; each weighs the same, whatever its size.
+        count: How many samples at most.
+        seed: The random generator's seed.
+    """
+    rng = np.random.default_rng(seed)
+    drawn: list[Sample] = []
+    for index, dataset in enumerate(datasets):
+        share = count // len(datasets) + (index < count % len(datasets))
+        chosen = rng.choice(len(dataset.samples), min(share, len(dataset.samples)), replace=False)
+        drawn += [dataset.samples[i] for i in sorted(chosen)]
+    return drawn
 
 
 def group_of(sample: Sample) -> str:
