@@ -333,3 +333,33 @@ def test_a_fitted_temperature_that_raises_the_error_is_not_kept(tiny_model_path,
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "kept temperature 1.000 (ECE 0.0% on faces)" in warning
     assert f"the fitted {fitted:.3f} would raise it to" in warning and "\n" not in warning
+
+
+def test_pooled_answers_name_each_face_s_dataset_and_refuse_one_without_faces(
+    tiny_model_path, labelled_crops, tmp_path
+):
+    """fer8 calibrate's faces come from the library (training.evaluation.pooled_answers):
+    every dataset's faces pooled, each named by its dataset, progress per dataset, and a
+    dataset with no face of the model's classes an error naming it."""
+    from fer8.errors import Fer8Error
+    from fer8.training.datasets import read_dataset
+    from fer8.training.evaluation import pooled_answers
+
+    predictor = fer8.Predictor(tiny_model_path)
+    faces = read_dataset(labelled_crops)
+    counted: dict[str, list[int]] = {}
+
+    def on_progress(name: str, total: int):
+        counted[name] = [total, 0]
+        return lambda steps: counted[name].__setitem__(1, counted[name][1] + steps)
+
+    answers = pooled_answers(predictor, [("a", faces), ("b", faces)], on_progress=on_progress)
+    assert answers.groups == ["a"] * 36 + ["b"] * 36
+    assert answers.probabilities.shape == (72, len(predictor.labels))
+    assert len(answers.truth) == len(answers.measures) == 72
+    assert counted == {"a": [36, 36], "b": [36, 36]}
+    (tmp_path / "broken" / "happy").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "broken" / "happy" / f"{i}.png").write_bytes(b"\x89PNG\r\n broken")
+    with pytest.raises(Fer8Error, match="^none: no face of a class the model has"):
+        pooled_answers(predictor, [("a", faces), ("none", read_dataset(tmp_path / "broken"))])

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from fer8.cli.common import command
-from fer8.errors import Fer8Error
 from fer8.options.commands import CalibrateOptions
 from fer8.progress import ProgressBar
 
@@ -28,19 +27,16 @@ def calibrate(options: CalibrateOptions) -> None:
     (averaged over the datasets) is not kept: the model's own stays, and a warning
     gives both figures.
     """
-    import numpy as np
-
     from fer8.models.calibration import calibrate_model_file
     from fer8.models.modelfile import read_model_file
     from fer8.models.registry import resolve_model
     from fer8.pipeline.predictor import Predictor
     from fer8.training.datasets import parse_source
-    from fer8.training.evaluation import measured_probabilities
+    from fer8.training.evaluation import pooled_answers
 
-    out_path = options.out
-    if out_path.exists() and not options.force:
+    if options.out.exists() and not options.force:
         raise click.BadParameter(
-            f"{out_path} exists; add --force to replace it", param_hint="--out"
+            f"{options.out} exists; add --force to replace it", param_hint="--out"
         )
     source = resolve_model(options.model.name)
     datasets = [
@@ -53,27 +49,19 @@ def calibrate(options: CalibrateOptions) -> None:
     predictor = Predictor(
         network, **options.classifier.to_kwargs(), **options.detection.detector_kwargs()
     )
-    parts, truths, measures, groups = [], [], [], []
-    for name, dataset in datasets:
-        progress = ProgressBar(f"calibrate on {name}", len(dataset.samples))
-        probabilities, truth, measured = measured_probabilities(
-            predictor, dataset, on_progress=progress
-        )
-        progress.close()
-        if not len(truth):
-            raise Fer8Error(f"{name}: no face of a class the model has was found")
-        parts.append(probabilities)
-        truths.append(truth)
-        measures.append(measured)
-        groups += [name] * len(truth)
+    answers = pooled_answers(
+        predictor,
+        datasets,
+        on_progress=lambda name, total: ProgressBar(f"calibrate on {name}", total),
+    )
     summary = calibrate_model_file(
         source,
-        out_path,
-        np.concatenate(parts),
-        np.concatenate(truths),
-        groups,
+        options.out,
+        answers.probabilities,
+        answers.truth,
+        answers.groups,
         fitted_on=", ".join(name for name, _ in datasets),
-        measures=np.concatenate(measures),
+        measures=answers.measures,
         by=options.by,
     )
     click.echo(_calibration_table(summary))
@@ -81,7 +69,7 @@ def calibrate(options: CalibrateOptions) -> None:
     if rule is not None:
         terms = " ".join(f"{w:+.4f} x {m}" for m, w in zip(rule["measures"], rule["weights"]))
         click.echo(f"fer8: temperature rule 1/T = {rule['intercept']:.4f} {terms}", err=True)
-    click.echo(f"fer8: temperature {summary['temperature']:.4f}; model: {out_path}", err=True)
+    click.echo(f"fer8: temperature {summary['temperature']:.4f}; model: {options.out}", err=True)
 
 
 def _calibration_table(summary: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from fer8.errors import Fer8Error
 from fer8.labels import EXPRESSIONS
 from fer8.models.calibration import Reliability
 from fer8.models.temperature_rule import CROP_MEASURES
@@ -182,6 +183,59 @@ def measured_probabilities(
     found again by its probabilities, which are then the network's own.
     """
     return _judged(predictor, dataset, on_progress, measure=True)
+
+
+@dataclass(frozen=True, eq=False)
+class PooledAnswers:
+    """The faces of several datasets, pooled, as ``fer8 calibrate`` fits a temperature on
+    them (:func:`fer8.models.calibration.calibrate_model_file`'s arguments).
+
+    Attributes:
+        probabilities: (K, C) the network's probabilities of each face found.
+        truth: (K,) each face's true class, an index into the model's labels.
+        measures: (K, M) each face's crop measures (:func:`measured_probabilities`).
+        groups: (K) the name of each face's dataset.
+    """
+
+    probabilities: NDArray[np.float32]
+    truth: NDArray[np.int64]
+    measures: NDArray[np.float64]
+    groups: list[str]
+
+
+def pooled_answers(
+    predictor,
+    datasets: Sequence[tuple[str, Dataset]],
+    *,
+    on_progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> PooledAnswers:
+    """:func:`measured_probabilities` of every named dataset, pooled.
+
+    Args:
+        predictor: A predictor whose model is uncalibrated (see
+            :func:`measured_probabilities`).
+        datasets: (name, dataset) pairs.
+        on_progress: ``on_progress(name, total)`` returns a callback that takes the
+            number of that dataset's samples done.
+
+    Raises:
+        Fer8Error: A dataset gave no face of a class the model has.
+    """
+    parts, truths, measures, groups = [], [], [], []
+    for name, dataset in datasets:
+        progress = on_progress(name, len(dataset.samples)) if on_progress else None
+        probabilities, truth, measured = measured_probabilities(
+            predictor, dataset, on_progress=progress
+        )
+        if not len(truth):
+            raise Fer8Error(f"{name}: no face of a class the model has was found")
+        parts.append(probabilities)
+        truths.append(truth)
+        measures.append(measured)
+        groups += [name] * len(truth)
+    return PooledAnswers(
+        np.concatenate(parts), np.concatenate(truths), np.concatenate(measures), groups
+    )
 
 
 def _judged(
