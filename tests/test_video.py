@@ -529,6 +529,24 @@ def test_annotate_writes_the_video_and_a_timeline(folder, tiny_model_path, tmp_p
 # --- fer8 live ---------------------------------------------------------------------------
 
 
+def test_a_live_video_gives_each_result_with_its_frame_s_picture(clips, predictor):
+    """fer8.pipeline.live.LiveVideo: what fer8 live draws, each result beside the picture
+    of its own frame, without the command."""
+    from fer8.pipeline.live import LiveVideo, camera_source
+
+    expected = {frame.index: frame.image for frame in read_frames(clips["moving"], fps=5)}
+    with LiveVideo(predictor, str(clips["moving"]), fps=5) as video:
+        pairs = list(video)
+    assert video.name == str(clips["moving"])
+    assert [result.frame for _, result in pairs] == sorted(expected)
+    for picture, result in pairs:
+        assert picture is not None and (picture == expected[result.frame]).all()
+    with LiveVideo(predictor, str(clips["truncated"]), every_frame=True) as video:
+        *_, (picture, last) = video
+    assert last.error is not None and picture is None  # the frame that could not be read
+    assert camera_source("0") == 0 and camera_source("rtsp://cam/1") == "rtsp://cam/1"
+
+
 def test_live_on_a_video_file_without_a_display_prints_rows(clips, tiny_model_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

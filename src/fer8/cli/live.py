@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -21,22 +22,25 @@ from fer8.cli.common import (
 from fer8.errors import InvalidVideoError
 from fer8.options.commands import LiveOptions
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from fer8.results import FrameResult
+
 
 @command(LiveOptions)
-def live(options: LiveOptions) -> None:
+def live(options: LiveOptions) -> NoReturn:
     """Classify the faces of a camera's picture as it comes, following each face.
 
     Draws into a window where there is a display (q or Esc closes it), and prints a row
     per face per analysed frame otherwise, or when stdout is not a terminal. Ends with
     the video, the stream, or Ctrl-C.
     """
-    from collections import deque
-
+    from fer8.pipeline.live import LiveVideo, camera_source
     from fer8.pipeline.predictor import Predictor
-    from fer8.pipeline.video import describe_video, newest, read_frames
 
-    camera, sampling = options.camera, options.sampling
-    source: int | str = int(camera) if camera.isdigit() else camera
+    source = camera_source(options.camera)
     # Small batches: frames are read ahead by two batches, and on a camera each frame
     # read ahead is that much delay between the picture and its result.
     predictor = Predictor(
@@ -46,57 +50,37 @@ def live(options: LiveOptions) -> None:
         **options.detection.detector_kwargs(),
     )
     try:
-        frames = read_frames(source, fps=sampling.fps, every_frame=sampling.every_frame)
+        video = LiveVideo(predictor, source, **options.sampling)
     except InvalidVideoError as exc:
         # A camera index that opens nothing is a wrong argument, like a wrong --model.
         fail(exc, EXIT_USAGE if isinstance(source, int) else EXIT_INPUT_FAILED)
-    name = describe_video(source)
     show = _display_available() if options.window is None else options.window
     print_rows = not show or not sys.stdout.isatty()
     # As in predict: on a terminal that shows both streams, the table's row is the report.
     report_failures = not (print_rows and same_terminal())
-    writer = result_writer(options.format, predictor.labels, [name], video=True)
-    waiting: deque = deque()  # frames read, until their results come, to draw them
-
-    def remember(frames):
-        for frame in frames:
-            if show:
-                waiting.append(frame)
-            yield frame
-
-    # A camera or a stream goes on at its own pace: when the analysis is slower, the
-    # frames that came meanwhile are dropped, so each result is of the latest picture
-    # rather than of one that waited in a growing queue. A file's frames are all taken.
-    live_source = isinstance(source, int) or "://" in source
-    dropping = newest(frames) if live_source else None
+    writer = result_writer(options.format, predictor.labels, [video.name], video=True)
     failed = False
     try:
-        for result in predictor.predict_frames(
-            remember(dropping or frames), name, smooth=sampling.smooth
-        ):
-            if result.error is not None:
-                failed = True
-                if report_failures:
-                    click.echo(f"fer8: {result.source}: {result.error}", err=True)
-            if print_rows:
-                writer.write(result)
-            while show and waiting and waiting[0].index != result.frame:
-                waiting.popleft()
-            if show and waiting:
-                if not _show(name, waiting.popleft().image, result):
+        with video:
+            for picture, result in video:
+                if result.error is not None:
+                    failed = True
+                    if report_failures:
+                        click.echo(f"fer8: {result.source}: {result.error}", err=True)
+                if print_rows:
+                    writer.write(result)
+                if not show or picture is None:
+                    continue
+                if not _show(video.name, picture, result):
                     logger.warning("no window can be opened here; printing rows instead")
                     if not print_rows:
                         writer.write(result)
                     show, print_rows = False, True
-                    waiting.clear()
                 elif _closed():
                     break
     except KeyboardInterrupt:
         pass
     finally:
-        if dropping is not None:
-            dropping.close()  # stops its reading thread before the video is released
-        frames.close()
         writer.close()
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
 
@@ -110,7 +94,7 @@ def _display_available() -> bool:
     return True
 
 
-def _show(name: str, image, result) -> bool:
+def _show(name: str, image: NDArray[np.uint8], result: FrameResult) -> bool:
     """Draw one frame's result in the window; False when no window can be shown."""
     import cv2
 
