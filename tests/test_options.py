@@ -256,3 +256,15 @@ def test_predict_hands_the_predictor_every_setting_by_its_parameter_name():
     assert kwargs["max_faces"] == 2 and kwargs["max_pixels"] == 1000
     assert kwargs["batch_size"] == 4 and kwargs["flip"] is True
     assert kwargs["detector"] == "haar" and kwargs["detector_options"]["min_size"] == 30
+
+
+def test_a_group_is_described_by_a_typed_record():
+    """groups_of gives each group's field name, class, this command's default object and
+    the help it replaces, as named attributes."""
+    from fer8.options import SettingGroup, groups_of
+
+    (sizes,) = groups_of(_Command)
+    assert isinstance(sizes, SettingGroup)
+    assert (sizes.name, sizes.type) == ("sizes", _Sizes)
+    assert sizes.default == _Sizes(count=6)
+    assert sizes.help == {"scale": "Growth, for this command."}

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
-from fer8.options import SettingField, groups_of, settings_of
+from fer8.options import SettingField, SettingGroup, groups_of, settings_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,28 +47,30 @@ def with_options(cls: type, name: str = "options") -> Callable[[F], F]:
     return decorate
 
 
-def _leaves(cls: type, prefix: str, tailoring: Any = None) -> Iterator[tuple[str, SettingField]]:
+def _leaves(
+    cls: type, prefix: str, within: SettingGroup | None = None
+) -> Iterator[tuple[str, SettingField]]:
     """(parameter name, setting) for every setting of ``cls`` the command line offers,
-    the settings of its groups in their place, with the group's defaults and help."""
+    the settings of its groups in their place (``classifier__batch_size``), with the
+    defaults and help the group ``within`` gives them."""
     settings = {item.name: item for item in settings_of(cls)}
-    groups = {name: (kind, default, help) for name, kind, default, help in groups_of(cls)}
+    groups = {group.name: group for group in groups_of(cls)}
     for field in dataclasses.fields(cls):
         if field.name in groups:
-            kind, default, help = groups[field.name]
-            yield from _leaves(kind, f"{prefix}{field.name}__", (default, help))
+            group = groups[field.name]
+            yield from _leaves(group.type, f"{prefix}{field.name}__", group)
         elif field.name in settings and settings[field.name].setting.cli:
-            yield f"{prefix}{field.name}", _tailor(settings[field.name], tailoring)
+            yield f"{prefix}{field.name}", _tailor(settings[field.name], within)
 
 
-def _tailor(item: SettingField, tailoring: tuple[Any, Mapping[str, str]] | None) -> SettingField:
-    """The setting with the default and help its group's field gives it."""
-    if tailoring is None:
+def _tailor(item: SettingField, within: SettingGroup | None) -> SettingField:
+    """The setting with the default and help that the group holding it gives it."""
+    if within is None:
         return item
-    default, help = tailoring
     spec = item.setting
-    if item.name in help:
-        spec = dataclasses.replace(spec, help=help[item.name])
-    return dataclasses.replace(item, default=getattr(default, item.name), setting=spec)
+    if item.name in within.help:
+        spec = dataclasses.replace(spec, help=within.help[item.name])
+    return dataclasses.replace(item, default=getattr(within.default, item.name), setting=spec)
 
 
 def _build(cls: type, kwargs: dict[str, Any], prefix: str) -> Any:
@@ -79,8 +81,8 @@ def _build(cls: type, kwargs: dict[str, Any], prefix: str) -> Any:
         for item in settings_of(cls)
         if prefix + item.name in kwargs
     }
-    for name, kind, _, _ in groups_of(cls):
-        values[name] = _build(kind, kwargs, f"{prefix}{name}__")
+    for group in groups_of(cls):
+        values[group.name] = _build(group.type, kwargs, f"{prefix}{group.name}__")
     return cls(**values)
 
 

@@ -11,7 +11,10 @@ import inspect
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+#: What a :class:`~pathlib.Path` setting names (:attr:`Setting.path`).
+PathKind = Literal["file", "dir", "existing file"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Setting:
         max: The largest value allowed (``max_open``: only values below it).
         metavar: How ``--help`` names the value (``SECONDS``).
         show_default: Whether ``--help`` shows the default; None: when there is one.
-        path: For a :class:`~pathlib.Path`: ``"file"``, ``"dir"`` or ``"existing file"``.
+        path: For a :class:`~pathlib.Path`, what it must name: ``"file"`` or ``"dir"``
+            (either may not exist yet), or ``"existing file"``.
         cli: False for a setting the command line does not offer.
         strict: False where the choices or the range are what the command line
             offers, and the library takes other values too (a model's own backbone, a
@@ -44,7 +48,7 @@ class Setting:
     max_open: bool = False
     metavar: str | None = None
     show_default: bool | None = None
-    path: str | None = None
+    path: PathKind | None = None
     cli: bool = True
     strict: bool = True
 
@@ -92,13 +96,29 @@ def group(cls: type, *, help: Mapping[str, str] | None = None, **defaults: Any) 
     )
 
 
+@dataclass(frozen=True)
+class SettingGroup:
+    """A field of an options dataclass that holds a group of settings (:func:`group`).
+
+    Attributes:
+        name: The field's name (``classifier``).
+        type: The group's options class (:class:`~fer8.options.ClassifierOptions`).
+        default: The group's default object: its values are this command's defaults.
+        help: The help this command gives some of the group's settings instead of theirs.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: Mapping[str, str]
+
+
 @functools.cache
-def groups_of(cls: type) -> tuple[tuple[str, type, Any, Mapping[str, str]], ...]:
-    """Every group of settings in an options dataclass: its field's name, its class, its
-    default object (whose values are this command's defaults) and the help replaced."""
+def groups_of(cls: type) -> tuple[SettingGroup, ...]:
+    """Every group of settings in an options dataclass, in the order of its fields."""
     hints = typing.get_type_hints(cls)
     return tuple(
-        (item.name, hints[item.name], item.default_factory(), item.metadata["group"])  # type: ignore[operator]
+        SettingGroup(item.name, hints[item.name], item.default_factory(), item.metadata["group"])  # type: ignore[operator]
         for item in dataclasses.fields(cls)
         if "group" in item.metadata
     )
@@ -120,6 +140,7 @@ class SettingField:
 
     @property
     def required(self) -> bool:
+        """Whether the setting has no default (the command line requires it)."""
         return self.default is dataclasses.MISSING
 
 
@@ -128,6 +149,8 @@ def settings_of(cls: type) -> tuple[SettingField, ...]:
     unless given to :func:`setting`, is its entry in the ``Attributes:`` section of the
     class's docstring (or a base class's): the library's documentation and ``--help`` are
     one text."""
+    # Cached behind a plain function: mypy takes a frozen dataclass's class for
+    # unhashable, and would refuse it as the cache's key at every caller.
     return _settings_of(cls)
 
 
