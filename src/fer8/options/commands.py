@@ -111,6 +111,7 @@ class ServerOptions(Options):
 
     Attributes:
         host: Address to listen on.
+        port: Port to listen on.
         model: The model.
         max_upload_mb: Larger uploads are refused with 413.
         max_video_mb: The same for videos (a video/* body, or a file declared a video).

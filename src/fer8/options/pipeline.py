@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fer8.options.settings import Options, setting
+from fer8.pipeline import detection
 from fer8.pipeline.batching import DEFAULT_BATCH_SIZE
-from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS, detector_options
+from fer8.pipeline.detection import DEFAULT_DETECTOR, DETECTORS
 from fer8.pipeline.tracking import DEFAULT_SMOOTHING
 from fer8.pipeline.video import DEFAULT_FPS
 
@@ -51,11 +52,12 @@ class DetectionOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.settings()  # a Haar-only setting for YuNet is refused here
+        self.detector_options()  # a Haar-only setting for YuNet is refused here
 
-    def settings(self) -> dict[str, Any]:
-        """The detector function's keyword arguments (``min_size=...``)."""
-        return detector_options(
+    def detector_options(self) -> dict[str, Any]:
+        """The detector's own settings, as its function takes them (``min_size=...``):
+        the ``detector_options`` of :meth:`detector_kwargs`."""
+        return detection.detector_options(
             self.detector,
             min_face=self.min_face,
             threshold=self.detect_threshold,
@@ -66,7 +68,7 @@ class DetectionOptions(Options):
     def detector_kwargs(self) -> dict[str, Any]:
         """``detector`` and ``detector_options``, as :class:`~fer8.pipeline.predictor.Predictor`,
         :func:`~fer8.training.crops.prepare_crops` and a training run take them."""
-        return {"detector": self.detector, "detector_options": self.settings()}
+        return {"detector": self.detector, "detector_options": self.detector_options()}
 
 
 @dataclass(frozen=True, kw_only=True)

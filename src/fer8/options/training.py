@@ -21,8 +21,11 @@ class TrainOptions(Options):
     :class:`fer8.training.loop.TrainConfig`, whose docstring says each in full).
 
     Attributes:
+        val_fraction: Share of each --data held out for validation, per class, when no --val
+            is given.
         epochs: Epochs at most. With --resume a larger value extends the run (the learning-rate
             schedule fixed at its start is kept).
+        batch_size: Images per training step.
         image_size: Side of the model input; 112 trains about 4x faster on CPUs. At least 75 for
             facenet, 32 for resnet50.
         backbone: facenet: FaceNet's Inception-ResNet-v1, trained to recognise faces (start it from
@@ -39,6 +42,8 @@ class TrainOptions(Options):
         learning_rate: Peak AdamW learning rate (warm-up, then cosine decay).
         warmup_epochs: Epochs of linear learning-rate warm-up.
         weight_decay: AdamW decoupled weight decay.
+        label_smoothing: Share of each one-hot target spread evenly over all classes (Keras'
+            label_smoothing); not used with --soft-labels.
         ema_momentum: Validate and save an exponential moving average of the weights with this
             momentum (e.g. 0.999; 0: the weights themselves).
         soft_labels: Train on FER+ vote distributions instead of majority labels.
@@ -46,6 +51,8 @@ class TrainOptions(Options):
         patience: Stop after N epochs without a better validation accuracy.
         steps_per_epoch: Steps per epoch (default: one pass over the training data).
         precision: auto: mixed bfloat16 where the CPU has AVX512-BF16/AMX.
+        seed: Seed of the validation split, the shuffling, the augmentation and the new layers'
+            starting weights.
         grayscale: Whether the model sees faces in gray (default: gray when every training face is
             gray or --init-model's model is gray).
         teachers: A trained model whose probabilities on each training face are blended into its
