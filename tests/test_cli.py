@@ -483,6 +483,20 @@ def test_serve_without_its_extra_names_the_extra_s_package_not_a_dependency(monk
     assert "anyio" not in result.stderr
 
 
+def test_the_library_names_the_serve_extra_s_missing_package(monkeypatch):
+    """fer8.serving.launch.require_extra says which of the extra's packages to install
+    (pip's name), not the dependency of theirs whose import failed first."""
+    from fer8.serving.launch import require_extra
+
+    for module in ("anyio", "fastapi"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for module in ("fer8.serving.server", "fer8.serving.line"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(ModuleNotFoundError) as raised:
+        require_extra()
+    assert raised.value.name == "fastapi"
+
+
 def test_install_command_follows_how_fer8_was_installed(monkeypatch, tmp_path):
     from importlib import metadata
 

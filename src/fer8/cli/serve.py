@@ -27,7 +27,7 @@ def serve(options: ServerOptions) -> None:
 
         require_extra()
     except ImportError as exc:
-        exit_missing_extra("fer8 serve", "serve", _missing_serve_package(exc))
+        exit_missing_extra("fer8 serve", "serve", exc.name)
 
     try:
         keys = load_api_keys(options.api_key_file)
@@ -61,28 +61,3 @@ def serve(options: ServerOptions) -> None:
 
 def _text(path: Path | None) -> str | None:
     return None if path is None else str(path)
-
-
-#: The serve extra's packages (pip's names) by the module each installs.
-_SERVE_PACKAGES = {
-    "fastapi": "fastapi",
-    "uvicorn": "uvicorn",
-    "multipart": "python-multipart",
-    "linebot": "line-bot-sdk",
-    "fastapi_offline": "fastapi-offline",
-}
-
-
-def _missing_serve_package(exc: ImportError) -> str:
-    """The first package of the serve extra that is not installed, by pip's name; the
-    import that failed first is often one of theirs (anyio, FastAPI's), which says
-    nothing about what to install."""
-    from importlib.util import find_spec
-
-    for module, package in _SERVE_PACKAGES.items():
-        try:
-            if find_spec(module) is None:
-                return package
-        except (ImportError, ValueError):
-            return package
-    return exc.name or str(exc)

@@ -88,14 +88,48 @@ class ServeOptions:
         return cls(**json.loads(text))
 
 
-def require_extra() -> None:
-    """Import what the ``serve`` extra brings, so that a missing part is an ImportError
-    (naming it) at once, not after a model has been loaded."""
-    import prometheus_client  # noqa: F401
-    import uvicorn  # noqa: F401
+#: The serve extra's packages (pip's names) by the module each installs.
+SERVE_PACKAGES = {
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "multipart": "python-multipart",
+    "linebot": "line-bot-sdk",
+    "fastapi_offline": "fastapi-offline",
+}
 
-    import fer8.serving.line  # noqa: F401  (line-bot-sdk)
-    import fer8.serving.server  # noqa: F401  (fastapi, python-multipart)
+
+def require_extra() -> None:
+    """Import what the ``serve`` extra brings, so that a missing part is said at once,
+    not after a model has been loaded.
+
+    Raises:
+        ModuleNotFoundError: A part is missing; its ``name`` is the first package of
+            :data:`SERVE_PACKAGES` not installed, by pip's name.
+    """
+    try:
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        import fer8.serving.line  # noqa: F401  (line-bot-sdk)
+        import fer8.serving.server  # noqa: F401  (fastapi, python-multipart)
+    except ImportError as exc:
+        missing = _missing_package(exc)
+        raise ModuleNotFoundError(f"{missing} is missing", name=missing) from exc
+
+
+def _missing_package(exc: ImportError) -> str:
+    """The first package of the serve extra that is not installed, by pip's name; the
+    import that failed first is often one of theirs (anyio, FastAPI's), which says
+    nothing about what to install."""
+    from importlib.util import find_spec
+
+    for module, package in SERVE_PACKAGES.items():
+        try:
+            if find_spec(module) is None:
+                return package
+        except (ImportError, ValueError):  # ValueError: a module set to None (tests)
+            return package
+    return exc.name or str(exc)
 
 
 def build_app(options: ServeOptions) -> FastAPI:
