@@ -57,16 +57,16 @@ def train(run: RunOptions) -> None:
     from fer8.training.loop import StartError, TrainConfig, check_image_size
     from fer8.training.loop import train as run_training
 
-    options = run.training
+    training = run.training
     # Absolute paths: a resumed run may be started from another folder.
     absolute = {
-        "teachers": tuple(map(_teacher, options.teachers)),
-        "init_model": options.init_model and str(Path(options.init_model).resolve()),
+        "teachers": tuple(map(_teacher, training.teachers)),
+        "init_model": training.init_model and str(Path(training.init_model).resolve()),
     }
-    if options.backbone_weights not in (None, "imagenet", "none"):
-        absolute["backbone_weights"] = str(Path(options.backbone_weights).resolve())
+    if training.backbone_weights not in (None, "imagenet", "none"):
+        absolute["backbone_weights"] = str(Path(training.backbone_weights).resolve())
     config = TrainConfig(
-        **{**options.to_kwargs(), **absolute},
+        **{**training.to_kwargs(), **absolute},
         data=tuple(map(_absolute, run.data)),
         val=tuple(map(_absolute, run.val)) or None,
         **run.detection.detector_kwargs(),
