@@ -141,22 +141,12 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> NoReturn:
                     video = None
             elif options.annotate is not None and result.error is None:
                 path = options.annotate / item.annotated
-                result.save(
-                    path,
-                    item.source,
-                    landmarks=options.draw_landmarks,
-                    max_pixels=options.max_pixels,
-                )
+                _save(result, path, item.source, options)
                 logger.info("annotated %s -> %s", result.source, path)
                 annotated[item.annotated] = result.source
             if options.explain is not None and isinstance(found, ExplainedResult) and result.ok:
                 path = options.explain / item.explained
-                found.save(
-                    path,
-                    item.source,
-                    landmarks=options.draw_landmarks,
-                    max_pixels=options.max_pixels,
-                )
+                _save(found, path, item.source, options)
                 logger.info("explained %s -> %s", result.source, path)
                 explained[item.explained] = result.source
             writer.write(result)
@@ -222,6 +212,14 @@ def _predict_on_ray(paths: tuple[str, ...], options: PredictOptions) -> NoReturn
         )
     logger.info("wrote %s (%d inputs, %d unreadable)", options.out, len(job.files), failed)
     sys.exit(EXIT_INPUT_FAILED if failed else EXIT_OK)
+
+
+def _save(
+    picture: ImageResult | ExplainedResult, path: Path, source: Any, options: PredictOptions
+) -> None:
+    """Draw a photo's result (:func:`fer8.drawing.save`) as --draw-landmarks asks, the
+    photo read again from ``source`` within --max-pixels."""
+    picture.save(path, source, landmarks=options.draw_landmarks, max_pixels=options.max_pixels)
 
 
 @dataclass(frozen=True)
