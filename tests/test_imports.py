@@ -1,5 +1,6 @@
 """How the package's modules depend on each other: no upward import when fer8 is
-imported, and a leading underscore means the name stays in its own module."""
+imported, a leading underscore means the name stays in its own module, and no module
+grows past what a newcomer reads at once."""
 
 from __future__ import annotations
 
@@ -63,3 +64,30 @@ def test_the_private_import_check_sees_multi_line_and_relative_imports(tmp_path)
         "sample.py:1: fer8.cli.common._writer",
         "sample.py:5: .inputs._Split",
     ]
+
+
+#: The most lines a module of src/fer8 has (issue 44): past it, a module does more than
+#: one job and is split by job.
+MAX_MODULE_LINES = 450
+
+
+def long_modules(package: Path, limit: int = MAX_MODULE_LINES) -> list[str]:
+    """Each module of ``package`` longer than ``limit`` lines, as ``path: N lines``."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        lines = len(path.read_text().splitlines())
+        if lines > limit:
+            found.append(f"{path.relative_to(package.parent)}: {lines} lines")
+    return found
+
+
+def test_no_module_is_over_450_lines():
+    assert long_modules(ROOT / "src" / "fer8") == []
+
+
+def test_the_length_check_counts_lines_of_every_module(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "short.py").write_text("x = 1\n" * 450)
+    (package / "sub" / "long.py").write_text("x = 1\n" * 451)
+    assert long_modules(package) == ["pkg/sub/long.py: 451 lines"]
