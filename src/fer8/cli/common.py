@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -29,6 +29,9 @@ from fer8.errors import (
     ModelFormatError,
     ModelNotFoundError,
 )
+
+if TYPE_CHECKING:
+    from fer8.output import Writer
 
 logger = logging.getLogger("fer8")
 
@@ -86,6 +89,8 @@ def _stdout_gone() -> NoReturn:
 
 
 def fail(exc: BaseException, code: int) -> NoReturn:
+    """Exit with ``code`` after one line on stderr saying ``exc`` (and, with -v, the
+    traceback before it)."""
     if verbosity() > 0:
         click.echo(traceback.format_exc().rstrip(), err=True)
     click.echo(f"fer8: error: {exc}", err=True)
@@ -93,6 +98,7 @@ def fail(exc: BaseException, code: int) -> NoReturn:
 
 
 def verbosity() -> int:
+    """How many -v were given (0 outside a command)."""
     ctx = click.get_current_context(silent=True)
     return (ctx.obj or {}).get("verbose", 0) if ctx is not None else 0
 
@@ -221,7 +227,9 @@ def result_writer(
     *,
     video: bool = False,
     landmarks: bool = False,
-):
+) -> Writer:
+    """The writer of a command's results on stdout (:func:`fer8.output.make_writer`): in
+    ``fmt``, or by default a table on a terminal and JSON Lines otherwise."""
     from fer8.output import make_writer
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")

@@ -34,6 +34,7 @@ from fer8.results import ExplainedResult, FrameResult, ImageResult
 
 if TYPE_CHECKING:
     from fer8.drawing import VideoAnnotation
+    from fer8.pipeline.predictor import Predictor
 
 
 @command(PredictOptions)
@@ -268,7 +269,7 @@ def _progress_steps(inputs: list[_Input], sampling: SamplingOptions) -> list[int
 
 
 def _results(
-    predictor,
+    predictor: Predictor,
     inputs: list[_Input],
     *,
     detect: bool,
@@ -320,7 +321,8 @@ def _check_folder(inputs: list[_Input], folder: Path, option: str) -> None:
         sys.exit(EXIT_USAGE)
 
 
-def _explained(predictor, source: Any, detect: bool) -> ExplainedResult:
+def _explained(predictor: Predictor, source: Any, detect: bool) -> ExplainedResult:
+    """The photo's result with each face's heatmap; an unreadable photo's, without."""
     from fer8.errors import InvalidImageError
     from fer8.pipeline.images import describe_source
 
