@@ -47,6 +47,7 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     id. With --engine ray (photos) they can also be globs and URIs that pyarrow reads
     (s3://bucket/photos/, gs://...).
     """
+    from fer8.pipeline import landmark_worker
     from fer8.pipeline.landmarking import LandmarkProcess
 
     # The settings the steps below read, by the names they had as parameters.
@@ -56,8 +57,10 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
     progress, engine, sampling = options.progress, options.engine, options.sampling
     out_path, ray_address = options.out, options.ray_address
     # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
-    # its own, on a free core, while the expression model loads and the photos are read.
-    landmark_model = LandmarkProcess() if engine != "ray" and LandmarkProcess.has_a_core() else None
+    # its own, on a free core, while the expression model loads and the photos are read;
+    # `fer8` (fer8.console) started it before its imports.
+    separate = landmark_worker.prestarted() or LandmarkProcess.has_a_core()
+    landmark_model = LandmarkProcess() if engine != "ray" and separate else None
 
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor

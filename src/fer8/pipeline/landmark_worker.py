@@ -8,8 +8,12 @@ process before it imports anything heavy (:mod:`fer8.console`);
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from fer8.errors import ModelNotFoundError
@@ -78,3 +82,54 @@ while True:
     points = np.array([(p.x, p.y) for p in shape.parts()], np.int32)
     write.write(b"ok\\0\\0" + points.tobytes()); write.flush()
 """
+
+
+_lock = threading.Lock()
+_prestarted: dict[Path, subprocess.Popen] = {}  # started early, not yet taken, by model
+
+
+def start(path: Path) -> subprocess.Popen:
+    """Start a landmark process for the model file ``path`` (it loads the model at once)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def prestart() -> None:
+    """Start a landmark process for the default model now, for a
+    :class:`~fer8.pipeline.landmarking.LandmarkProcess` made later in this process to
+    take (:func:`take`): the model then loads while this process imports the rest of
+    fer8. Nothing happens when no model file is found (the later load reports it)."""
+    try:
+        path = landmark_model_path()
+    except ModelNotFoundError:
+        return
+    with _lock:
+        if path not in _prestarted:
+            _prestarted[path] = start(path)
+            if len(_prestarted) == 1:
+                atexit.register(_end_untaken)
+
+
+def prestarted() -> bool:
+    """Whether a process started by :func:`prestart` waits to be taken."""
+    return bool(_prestarted)
+
+
+def take(path: Path) -> subprocess.Popen | None:
+    """The process :func:`prestart` started for ``path``, once; None if none was."""
+    with _lock:
+        return _prestarted.pop(path, None)
+
+
+def _end_untaken() -> None:
+    """End the processes no one took (a usage error, ``--help``), loading or not."""
+    with _lock:
+        processes = list(_prestarted.values())
+        _prestarted.clear()
+    for process in processes:
+        process.kill()
+        process.wait()

@@ -18,11 +18,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ModelNotFoundError
+from fer8.pipeline import landmark_worker
 from fer8.pipeline.detection import DEFAULT_DETECTOR, landmark_box
 from fer8.pipeline.landmark_worker import (  # noqa: F401  (landmark_model_path: public here too)
     LANDMARK_MODEL_FILE,
     OK,
-    WORKER,
     has_a_core,
     landmark_model_path,
 )
@@ -60,8 +60,10 @@ class LandmarkProcess:
 
     Loading the 68-point model takes about 0.3 s, all of it holding the GIL, so no
     thread can overlap it; a process can. ``fer8 predict`` starts one first thing when a
-    core is free for it (:meth:`has_a_core`), and the model loads on that core while the
-    expression model loads and the photo is decoded and searched. :func:`landmarks` sends it the part of the image around each
+    core is free for it (:meth:`has_a_core`; :mod:`fer8.console` starts it before the
+    command's imports), and the model loads on that core while the rest of fer8 is
+    imported, the expression model loads and the photo is decoded and searched.
+    :func:`landmarks` sends it the part of the image around each
     face (the points are the same: dlib's features lie well inside that part) and gets
     the 68 points back. The process ends when this one does, or on :meth:`close`.
 
@@ -74,16 +76,9 @@ class LandmarkProcess:
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        import subprocess
-        import sys
-
         self.path = Path(path) if path is not None else landmark_model_path()
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(self.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        # One started first thing by the fer8 command (fer8.console), or a new one.
+        self._process = landmark_worker.take(self.path) or landmark_worker.start(self.path)
         self._lock = threading.Lock()
         self._ready = False
         # Ended when this object goes (its end of the pipe closed, the child's input ends).
