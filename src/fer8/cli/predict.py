@@ -102,6 +102,10 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> int:
         **options.classifier.to_kwargs(),
         max_pixels=max_pixels,
         landmark_model=landmark_model,
+        # No warm-up run: the command's first photo is its warm-up, and the loaded model
+        # has already run once (ExpressionModel checks its output); warming up would add
+        # a forward pass and a second detector (this thread's) to a one-photo run.
+        warmup=False,
         **options.detection.detector_kwargs(),
     )
     if explain_dir is not None:
