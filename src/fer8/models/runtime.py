@@ -142,6 +142,12 @@ class OnnxNetwork:
         """The input's shape without the batch axis, e.g. (112, 112, 3)."""
         return tuple(self._input.shape[1:])
 
+    @property
+    def output_shape(self) -> tuple[int | str | None, ...]:
+        """The probabilities' shape without the batch axis, as the graph declares it,
+        e.g. (7,)."""
+        return tuple(self._session.get_outputs()[0].shape[1:])
+
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         batch = np.ascontiguousarray(batch, np.float32)
         # Only the first output: a graph may also give its feature map (see features).
