@@ -201,7 +201,9 @@ def _cpu_signature() -> str:
             flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
     except OSError:
         flags = ""
-    return f"{platform.machine()}|{platform.processor()}|{flags.strip()}"
+    if flags:  # Linux: no need of platform.processor(), which runs `uname -p` there
+        return f"{platform.machine()}|{flags.strip()}"
+    return f"{platform.machine()}|{platform.processor()}"
 
 
 def _publish(partial: Path, path: Path) -> None:
