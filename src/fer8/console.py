@@ -27,12 +27,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 def starts_landmark_process(args: Sequence[str]) -> bool:
     """Whether the command ``args`` will run dlib's model in a process of its own, as
     ``fer8 predict`` does when a core is free, and not on Ray (help: no)."""
-    from fer8.pipeline.landmark_worker import has_a_core
-
     command = next((arg for arg in args if not arg.startswith("-")), None)
     if command != "predict" or {"-h", "--help"} & set(args):
         return False
     engine = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--engine"]
     if "ray" in engine or "--engine=ray" in args:
         return False
+    from fer8.pipeline.landmark_worker import has_a_core  # not for the other commands
+
     return has_a_core()
