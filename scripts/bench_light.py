@@ -3,21 +3,21 @@
 whole ``fer8 predict examples/astronaut.png`` process, this checkout against an earlier
 fer8 (``--old-rev``), in the same run.
 
-fer8 caches ONNX Runtime's optimised graph after the first load (``fer8.models.runtime``),
-so this checkout is measured both ways: with the graph cached, as every run after a
-machine's first, and with an empty cache; and with dlib's landmark model loaded in a
-process of its own (what ``fer8 predict`` does when a core is free) and in process.
-Peak memory is the process's own, and beside
-it the sum of its child processes' peaks (``fer8 predict`` runs dlib's landmark model in
-one, see ``fer8.pipeline.landmarking.LandmarkProcess``).
+Each fer8 is measured with dlib's landmark model loaded in a process of its own (what
+``fer8 predict`` does when a core is free, ``fer8.pipeline.landmarking.LandmarkProcess``)
+and in process (a busy machine). fer8 caches ONNX Runtime's optimised graph and the
+bundled model's checksum after the first load, so this checkout is also measured with
+an empty cache (a machine's first run). Peak memory is the process's own, and beside it
+the sum of its child processes' peaks (the landmark process).
 
-The old fer8 is checked out from git (``--old-rev``, default ``998e0e7``, before the
-landmark process) into a temporary worktree and run with this interpreter. The variants
-take turns, ``--repeats`` times each, so all see the same machine; the medians are
-reported.
+The old fer8 is checked out from git (``--old-rev``) into a temporary worktree and run
+with this interpreter. Both checkouts' modules are compiled first, as an installed
+package's are (with ``PYTHONDONTWRITEBYTECODE=1`` a checkout would compile them again
+in every run). The variants take turns, ``--repeats`` times each, so all see the same
+machine; the medians are reported, and each one's ratio to the old fer8's.
 
 Usage:
-    python scripts/bench_light.py [--repeats 7] [--old-rev 998e0e7] [--json out.json]
+    python scripts/bench_light.py [--repeats 7] [--old-rev 55a2b0d] [--json out.json]
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def run_once(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--old-rev", default="998e0e7")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--old-rev", default="55a2b0d")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -105,17 +105,27 @@ def main() -> None:
             capture_output=True,
         )
         try:
-            # name: (checkout, whether each run starts with an empty fer8 cache)
+            for root in (ROOT, old):  # as an installed package is: compiled
+                subprocess.run(
+                    [sys.executable, "-m", "compileall", "-q", str(root / "src")],
+                    check=True,
+                    capture_output=True,
+                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+                )
+            old_name = f"fer8 at {args.old_rev}"
+            # name: (checkout, whether each run starts with an empty fer8 cache, whether
+            # dlib's model loads in a process of its own)
             variants = {
-                "this checkout": (ROOT, False, "1"),
+                f"{old_name}, landmark process": (old, False, "1"),
+                "this checkout, landmark process": (ROOT, False, "1"),
+                f"{old_name}, landmarks in process": (old, False, "0"),
                 "this checkout, landmarks in process": (ROOT, False, "0"),
-                "this checkout, empty cache (a machine's first run)": (ROOT, True, "1"),
-                f"fer8 at {args.old_rev}": (old, False, "0"),
+                "this checkout, landmark process, empty cache": (ROOT, True, "1"),
             }
-            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
             home = Path(tmp) / "home"
-            for root, _, _ in variants.values():
-                run_once(root / "src", root, home)  # warm the page cache and fer8's cache
+            for root, _, separate in variants.values():
+                run_once(root / "src", root, home, separate)  # warm the caches
             for repeat in range(args.repeats):
                 for name, (root, empty, separate) in variants.items():
                     run_home = Path(tempfile.mkdtemp(dir=tmp)) if empty else home
@@ -143,13 +153,16 @@ def main() -> None:
         for name, values in runs.items()
     }
     print(f"`fer8 predict {PHOTO}`, a whole process, median of {args.repeats}:\n")
-    print("| fer8 | wall s | peak RSS MB | its child processes' peak RSS MB |")
-    print("| --- | --- | --- | --- |")
+    print("| fer8 | wall s | / old | peak RSS MB | its child processes' peak RSS MB |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, row in report.items():
+        landmarks = name.split(", ")[1]
+        reference = report[f"{old_name}, {landmarks}"]["wall_s_median"]
         print(
-            f"| {name} | {row['wall_s_median']:.2f} | {row['peak_rss_mb_median']:.0f} | "
-            f"{row['children_peak_rss_mb_median']:.0f} |"
+            f"| {name} | {row['wall_s_median']:.2f} | {row['wall_s_median'] / reference:.2f} | "
+            f"{row['peak_rss_mb_median']:.0f} | {row['children_peak_rss_mb_median']:.0f} |"
         )
+    print(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

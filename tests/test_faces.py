@@ -282,3 +282,41 @@ def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(
         assert result.exit_code == 0, result.output
         outputs.append(json.loads(result.output))
     assert outputs[0] == outputs[1] and len(outputs[0][0]["faces"]) == 1
+
+
+def test_fer8_command_starts_the_landmark_process_before_its_imports(
+    astronaut_path, tiny_model_path, monkeypatch, capsys
+):
+    import json
+
+    from fer8 import console
+    from fer8.pipeline import landmark_worker
+
+    monkeypatch.setenv("FER8_LANDMARK_PROCESS", "1")
+    assert console.starts_landmark_process(["-v", "predict", "a.jpg"])
+    for args in (
+        ["predict", "--help"],
+        ["train", "data"],
+        ["predict", "--engine", "ray", "a.jpg"],
+        ["predict", "--engine=ray", "a.jpg"],
+    ):
+        assert not console.starts_landmark_process(args), args
+    started = []
+    start = landmark_worker.start
+    monkeypatch.setattr(landmark_worker, "start", lambda path: started.append(path) or start(path))
+    outputs = []
+    for separate in ("1", "0"):
+        monkeypatch.setenv("FER8_LANDMARK_PROCESS", separate)
+        args = ["predict", str(astronaut_path), "--model", str(tiny_model_path), "--landmarks"]
+        with pytest.raises(SystemExit) as exit:
+            console.main([*args, "--format", "json"])
+        assert exit.value.code == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    # One process, started before the imports and taken by `fer8 predict`: not a second.
+    assert len(started) == 1 and not landmark_worker.prestarted()
+    assert outputs[0] == outputs[1] and len(outputs[0][0]["faces"]) == 1
+
+    landmark_worker.prestart()  # not taken (a usage error): ended when fer8 ends
+    (untaken,) = landmark_worker._prestarted.values()
+    landmark_worker._end_untaken()
+    assert untaken.poll() is not None and not landmark_worker.prestarted()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zipfile
 
 import h5py
@@ -220,6 +221,54 @@ def test_bundled_model_is_checked_at_load(tmp_path, monkeypatch, tiny_model_path
     bad = RegisteredModel("default", "cd" * 32, bundled="tiny.fer8")
     with pytest.raises(ChecksumMismatchError):
         resolve_model(None, registry={"default": bad})
+
+
+def _bundled_tiny(tmp_path, monkeypatch, tiny_model_path):
+    """A registry whose default is a copy of the tiny model, bundled, and a count of the
+    times a file is hashed."""
+    import fer8.models.registry as registry_module
+
+    models = tmp_path / "fer8" / "models"
+    models.mkdir(parents=True)
+    (models / "tiny.fer8").write_bytes(tiny_model_path.read_bytes())
+    monkeypatch.setattr(registry_module.resources, "files", lambda package: tmp_path / "fer8")
+    good = hashlib.sha256(tiny_model_path.read_bytes()).hexdigest()
+    hashed = []
+    real = registry_module.sha256_file
+    monkeypatch.setattr(registry_module, "sha256_file", lambda p: hashed.append(p) or real(p))
+    registry = {"default": RegisteredModel("default", good, bundled="tiny.fer8")}
+    return models / "tiny.fer8", registry, hashed
+
+
+def test_bundled_model_is_hashed_once_until_it_changes(tmp_path, monkeypatch, tiny_model_path):
+    path, registry, hashed = _bundled_tiny(tmp_path, monkeypatch, tiny_model_path)
+    cache = tmp_path / "home"
+    assert resolve_model(None, registry=registry, cache=cache) == path
+    assert resolve_model(None, registry=registry, cache=cache) == path
+    assert len(hashed) == 1  # the second load trusts the stamp the first one left
+    assert len(list((cache / "verified").iterdir())) == 1
+
+    path.write_bytes(path.read_bytes())  # the same bytes, written again: hashed again
+    assert resolve_model(None, registry=registry, cache=cache) == path
+    assert len(hashed) == 2
+    path.write_bytes(path.read_bytes()[:-1] + b"!")  # changed: caught
+    with pytest.raises(ChecksumMismatchError):
+        resolve_model(None, registry=registry, cache=cache)
+
+
+def test_damaged_checksum_stamp_is_ignored_with_a_warning(
+    tmp_path, monkeypatch, tiny_model_path, caplog
+):
+    path, registry, hashed = _bundled_tiny(tmp_path, monkeypatch, tiny_model_path)
+    cache = tmp_path / "home"
+    resolve_model(None, registry=registry, cache=cache)
+    (stamp,) = (cache / "verified").iterdir()
+    stamp.write_bytes(b"\x00{not json")
+    with caplog.at_level(logging.WARNING, logger="fer8.models.registry"):
+        assert resolve_model(None, registry=registry, cache=cache) == path
+    assert "damaged checksum stamp" in caplog.text and len(hashed) == 2
+    resolve_model(None, registry=registry, cache=cache)  # the stamp was written anew
+    assert len(hashed) == 2
 
 
 # --- backbones ---------------------------------------------------------------------------

@@ -112,3 +112,19 @@ def test_arguments_are_checked(tiny_model):
         fer8.Predictor(tiny_model, max_faces=0)
     with pytest.raises(ValueError):
         fer8.Predictor(tiny_model, batch_size=0)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_a_broken_detector_file_fails_the_predictor_not_its_threads(
+    tiny_model, monkeypatch, warmup
+):
+    """Without a warm-up the preparation threads build their detectors on first use; a
+    detector file that is not fer8's is still an error of the constructor."""
+    from fer8.errors import ChecksumMismatchError
+    from fer8.pipeline.detection import yunet
+
+    monkeypatch.setattr(yunet, "MODEL_SHA256", "0" * 64)
+    monkeypatch.setattr(yunet, "_verified", set())
+    monkeypatch.setattr(yunet, "_local", __import__("threading").local())
+    with pytest.raises(ChecksumMismatchError, match="YuNet"):
+        fer8.Predictor(tiny_model, warmup=warmup)

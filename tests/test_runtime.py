@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,3 +380,43 @@ def test_converting_an_older_file_prints_no_tensorflow_lines(tmp_path, tiny_mode
     )
     assert process.returncode == 0, process.stderr
     assert process.stdout == f"{new}\n" and process.stderr == ""
+
+
+def test_a_spec_with_other_classes_than_the_network_is_refused_without_a_forward_pass(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    from fer8.models.runtime import OnnxNetwork
+
+    calls = []
+    run = OnnxNetwork.__call__
+    monkeypatch.setattr(OnnxNetwork, "__call__", lambda self, b: calls.append(b) or run(self, b))
+    fer8.load_model(tiny_model_path)
+    assert calls == []  # the graph declares its classes: loading runs no forward pass
+
+    odd = tmp_path / "odd.fer8"
+    with zipfile.ZipFile(tiny_model_path) as source, zipfile.ZipFile(odd, "w") as archive:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == SPEC_MEMBER:
+                spec = json.loads(data)
+                data = json.dumps({**spec, "labels": [*spec["labels"], "bored"]}).encode()
+            archive.writestr(item, data)
+    with pytest.raises(ModelFormatError, match=r"gives 7 outputs.*spec has 8 labels"):
+        fer8.load_model(odd)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="Linux's /proc/cpuinfo")
+def test_the_graph_cache_names_the_cpu_without_running_a_program(monkeypatch):
+    """platform.processor() runs `uname -p` on Linux: a fork and an exec in every
+    fer8 predict, for nothing /proc/cpuinfo's flags do not already say."""
+    import platform
+
+    from fer8.models.runtime import optimized_graph_file
+
+    def no_program(*args, **kwargs):
+        raise AssertionError("ran a program")
+
+    monkeypatch.setattr(subprocess, "Popen", no_program)
+    monkeypatch.setattr(platform, "processor", no_program)
+    first, second = optimized_graph_file("abc"), optimized_graph_file("abd")
+    assert first is not None and first.parent == second.parent and first != second

@@ -1,5 +1,5 @@
 """``python -m fer8`` is the ``fer8`` command."""
 
-from fer8.cli import main
+from fer8.console import main
 
 main()

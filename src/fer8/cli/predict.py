@@ -48,12 +48,15 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> NoReturn:
     id. With --engine ray (photos) they can also be globs and URIs that pyarrow reads
     (s3://bucket/photos/, gs://...).
     """
+    from fer8.pipeline import landmark_worker
     from fer8.pipeline.landmarking import LandmarkProcess
 
     # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
-    # its own, on a free core, while the expression model loads and the photos are read.
+    # its own, on a free core, while the expression model loads and the photos are read;
+    # `fer8` (fer8.console) started it before its imports.
     on_ray = options.engine == "ray"
-    landmark_model = LandmarkProcess() if not on_ray and LandmarkProcess.has_a_core() else None
+    separate = landmark_worker.prestarted() or LandmarkProcess.has_a_core()
+    landmark_model = LandmarkProcess() if not on_ray and separate else None
 
     from fer8.pipeline.images import describe_source
     from fer8.pipeline.predictor import Predictor
@@ -77,7 +80,13 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> NoReturn:
     if options.explain is not None:
         _check_folder(inputs, options.explain, "explain")
     predictor = Predictor(
-        options.model.name, landmark_model=landmark_model, **options.predictor_kwargs()
+        options.model.name,
+        landmark_model=landmark_model,
+        # No warm-up run: the command's first photo is its warm-up, and the loaded model
+        # has already run once (ExpressionModel checks its output); warming up would add
+        # a forward pass and a second detector (this thread's) to a one-photo run.
+        warmup=False,
+        **options.predictor_kwargs(),
     )
     if options.explain is not None:
         from fer8.errors import ExplanationError

@@ -181,10 +181,15 @@ class ExpressionModel:
         shape = tuple(getattr(network, "input_shape", None) or (size, size, 3))
         if shape != (size, size, 3):
             raise ValueError(f"network input {shape} does not match input_size {size}")
-        probe = self(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
-        if probe.shape != (1, len(spec.labels)):
+        # A network that declares its classes (ONNX Runtime's) is checked without a
+        # forward pass, which would cost a one-photo `fer8 predict` a second run of it.
+        classes = (getattr(network, "output_shape", None) or (None,))[-1]
+        if not isinstance(classes, int):
+            probe = self(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
+            classes = probe.shape[-1] if probe.shape[:-1] == (1,) else None
+        if classes != len(spec.labels):
             raise ValueError(
-                f"network gives {probe.shape[-1]} outputs for an input of "
+                f"network gives {classes} outputs for an input of "
                 f"{spec.input_size} px, but the spec has {len(spec.labels)} labels"
             )
 

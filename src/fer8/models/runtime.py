@@ -142,6 +142,12 @@ class OnnxNetwork:
         """The input's shape without the batch axis, e.g. (112, 112, 3)."""
         return tuple(self._input.shape[1:])
 
+    @property
+    def output_shape(self) -> tuple[int | str | None, ...]:
+        """The probabilities' shape without the batch axis, as the graph declares it,
+        e.g. (7,)."""
+        return tuple(self._session.get_outputs()[0].shape[1:])
+
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         batch = np.ascontiguousarray(batch, np.float32)
         # Only the first output: a graph may also give its feature map (see features).
@@ -195,7 +201,9 @@ def _cpu_signature() -> str:
             flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
     except OSError:
         flags = ""
-    return f"{platform.machine()}|{platform.processor()}|{flags.strip()}"
+    if flags:  # Linux: no need of platform.processor(), which runs `uname -p` there
+        return f"{platform.machine()}|{flags.strip()}"
+    return f"{platform.machine()}|{platform.processor()}"
 
 
 def _publish(partial: Path, path: Path) -> None:

@@ -7,7 +7,6 @@ located through the import system without importing the package.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import threading
@@ -19,12 +18,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ModelNotFoundError
+from fer8.pipeline import landmark_worker
 from fer8.pipeline.detection import DEFAULT_DETECTOR, landmark_box
+from fer8.pipeline.landmark_worker import (  # noqa: F401  (landmark_model_path: public here too)
+    LANDMARK_MODEL_FILE,
+    OK,
+    has_a_core,
+    landmark_model_path,
+)
 from fer8.results import Box
 
 logger = logging.getLogger(__name__)
-
-LANDMARK_MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
 
 # iBUG 300-W indices of the eye contours, as seen in the image (subject's right eye first).
 LEFT_EYE = slice(36, 42)
@@ -36,30 +40,6 @@ _MIN_FACE_WIDTH = 128
 
 _lock = threading.Lock()
 _predictors: dict[Path, Any] = {}  # dlib.shape_predictor, by path
-
-
-def landmark_model_path() -> Path:
-    """Locate dlib's 68-point model: ``$FER8_LANDMARK_MODEL`` or face-recognition-models.
-
-    Raises:
-        ModelNotFoundError: Neither is available.
-    """
-    override = os.environ.get("FER8_LANDMARK_MODEL")
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise ModelNotFoundError(f"FER8_LANDMARK_MODEL={override}: no such file")
-        return path
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            path = Path(folder) / "models" / LANDMARK_MODEL_FILE
-            if path.is_file():
-                return path
-    raise ModelNotFoundError(
-        f"dlib's landmark model {LANDMARK_MODEL_FILE} was not found: "
-        "pip install face-recognition-models, or set FER8_LANDMARK_MODEL to the file"
-    )
 
 
 def load_landmark_model(path: str | os.PathLike | None = None):
@@ -80,8 +60,10 @@ class LandmarkProcess:
 
     Loading the 68-point model takes about 0.3 s, all of it holding the GIL, so no
     thread can overlap it; a process can. ``fer8 predict`` starts one first thing when a
-    core is free for it (:meth:`has_a_core`), and the model loads on that core while the
-    expression model loads and the photo is decoded and searched. :func:`landmarks` sends it the part of the image around each
+    core is free for it (:meth:`has_a_core`; :mod:`fer8.console` starts it before the
+    command's imports), and the model loads on that core while the rest of fer8 is
+    imported, the expression model loads and the photo is decoded and searched.
+    :func:`landmarks` sends it the part of the image around each
     face (the points are the same: dlib's features lie well inside that part) and gets
     the 68 points back. The process ends when this one does, or on :meth:`close`.
 
@@ -94,16 +76,9 @@ class LandmarkProcess:
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        import subprocess
-        import sys
-
         self.path = Path(path) if path is not None else landmark_model_path()
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(self.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        # One started first thing by the fer8 command (fer8.console), or a new one.
+        self._process = landmark_worker.take(self.path) or landmark_worker.start(self.path)
         self._lock = threading.Lock()
         self._ready = False
         # Ended when this object goes (its end of the pipe closed, the child's input ends).
@@ -143,21 +118,7 @@ class LandmarkProcess:
                 self._died()
         return points.reshape(68, 2).astype(np.float32) + np.array([x0, y0], np.float32)
 
-    @staticmethod
-    def has_a_core() -> bool:
-        """Whether a core looks free for the process (Linux: at least two usable cores and
-        a load average below their number less one). On a busy machine the process would
-        only add its start-up to the work: there the model is better loaded in process.
-        ``$FER8_LANDMARK_PROCESS`` set to 1 or 0 decides instead (benchmarks)."""
-        forced = os.environ.get("FER8_LANDMARK_PROCESS")
-        if forced in ("0", "1"):
-            return forced == "1"
-        try:
-            cores = len(os.sched_getaffinity(0))
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # not Linux: no cheap way to tell
-            return False
-        return cores >= 2 and load <= cores - 1
+    has_a_core = staticmethod(has_a_core)
 
     def close(self) -> None:
         """End the process (it also ends when this process does)."""
@@ -165,7 +126,7 @@ class LandmarkProcess:
             self._end()
 
     def _check(self, status: bytes) -> None:
-        if status != _OK:
+        if status != OK:
             self._died()
 
     def _died(self) -> None:
@@ -189,29 +150,6 @@ def _end_process(process: Any) -> None:
     except Exception:  # a stuck child must not keep this process from ending
         process.kill()
         process.wait()
-
-
-_OK = b"ok\0\0"
-# The landmark process: loads the model, says ok, then for each face reads a header
-# (height, width, left, top, right, bottom as int32) and the RGB pixels, and writes ok
-# and 68 x, y int32 points; it ends at the end of its input.
-_WORKER = """
-import sys
-import numpy as np
-import dlib
-predictor = dlib.shape_predictor(sys.argv[1])
-read, write = sys.stdin.buffer, sys.stdout.buffer
-write.write(b"ok\\0\\0"); write.flush()
-while True:
-    header = read.read(24)
-    if len(header) < 24:
-        break
-    height, width, left, top, right, bottom = np.frombuffer(header, np.int32).tolist()
-    image = np.frombuffer(read.read(height * width * 3), np.uint8).reshape(height, width, 3)
-    shape = predictor(image, dlib.rectangle(left, top, right, bottom))
-    points = np.array([(p.x, p.y) for p in shape.parts()], np.int32)
-    write.write(b"ok\\0\\0" + points.tobytes()); write.flush()
-"""
 
 
 def landmarks(

@@ -28,6 +28,7 @@ from fer8.pipeline.detection import (
     DEFAULT_DETECTOR,
     SEARCH_EVERY,
     Follower,
+    check_detector,
     load_detectors,
     settings,
 )
@@ -136,6 +137,8 @@ class Predictor:
             if self._pool is not None:
                 for future in [self._pool.submit(int) for _ in range(workers)]:
                     future.result()  # starts the workers, which load their detectors
+        else:  # detectors are built on first use; a broken file is an error here, not there
+            check_detector(detector)
 
     def close(self) -> None:
         """Stop the preparation threads (they also stop when the process exits)."""

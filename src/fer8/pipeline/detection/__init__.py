@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_DETECTOR",
     "SEARCH_EVERY",
     "Follower",
+    "check_detector",
     "detect",
     "detector_options",
     "landmark_box",
@@ -170,6 +171,20 @@ def landmark_box(box: Box, detector: str | None = DEFAULT_DETECTOR) -> Box:
     if detector == "yunet":
         return yunet.landmark_box(box)
     return box
+
+
+def check_detector(detector: str = DEFAULT_DETECTOR) -> None:
+    """Check that ``detector`` is known and that its model file is the published one,
+    without building it (a detector is built per thread, on first use).
+
+    Raises:
+        ValueError: An unknown detector.
+        ModelNotFoundError: YuNet's file is missing.
+        ChecksumMismatchError: YuNet's file is not the published model.
+    """
+    _module(detector)
+    if detector == "yunet":
+        yunet.model_path()
 
 
 def load_detectors(detector: str = DEFAULT_DETECTOR) -> None:
