@@ -193,16 +193,23 @@ def _providers() -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in available] or available
 
 
+def cpu_flags() -> str:
+    """The CPU's instruction-set flags as Linux lists them (``/proc/cpuinfo``'s first
+    ``flags`` or ``Features`` line, space-separated); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            line = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+    return line.partition(":")[2].strip()
+
+
 def _cpu_signature() -> str:
     """The CPU's architecture and instruction-set flags: what ONNX Runtime's kernel
     choice and weight layout depend on."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        flags = ""
+    flags = cpu_flags()
     if flags:  # Linux: no need of platform.processor(), which runs `uname -p` there
-        return f"{platform.machine()}|{flags.strip()}"
+        return f"{platform.machine()}|{flags}"
     return f"{platform.machine()}|{platform.processor()}"
 
 

@@ -312,11 +312,10 @@ def _use_deterministic_kernels() -> None:
 def cpu_has_bfloat16() -> bool:
     """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX), which makes
     mixed-precision training ~1.5x faster; elsewhere it is emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    from fer8.models.runtime import cpu_flags
+
+    flags = cpu_flags().split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def starting_weights(config: TrainConfig, labels: tuple[str, ...]) -> str | None:
