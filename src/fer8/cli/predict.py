@@ -51,11 +51,12 @@ def predict(paths: tuple[str, ...], options: PredictOptions) -> NoReturn:
     from fer8.pipeline import landmark_worker
     from fer8.pipeline.landmarking import LandmarkProcess
 
-    # First thing: dlib's landmark model loads (0.3 s, holding the GIL) in a process of
-    # its own, on a free core, while the expression model loads and the photos are read;
-    # `fer8` (fer8.console) started it before its imports.
+    # A first run (no converted copy of dlib's landmark model yet): dlib's model loads
+    # (0.3-0.5 s, holding the GIL) in a process of its own, on a free core, while the
+    # expression model loads and the photos are read; `fer8` (fer8.console) started it
+    # before its imports. Later runs map the copy in process.
     on_ray = options.engine == "ray"
-    separate = landmark_worker.prestarted() or LandmarkProcess.has_a_core()
+    separate = landmark_worker.prestarted() or landmark_worker.wants_process()
     landmark_model = LandmarkProcess() if not on_ray and separate else None
 
     from fer8.pipeline.images import describe_source

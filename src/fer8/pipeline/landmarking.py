@@ -3,6 +3,13 @@
 The model file ships in the PyPI package ``face-recognition-models``. Its ``__init__``
 imports ``pkg_resources``, which current setuptools no longer provides, so the file is
 located through the import system without importing the package.
+
+dlib takes 0.3-0.5 s to load that 99 MB file, in every process. fer8 converts it once to
+arrays in its cache (:mod:`fer8.pipeline.shape_cache`) and evaluates dlib's algorithm on
+them with numpy (:class:`~fer8.pipeline.shape_predictor.ShapePredictor`: the same
+points, mapped in milliseconds). Until that copy exists (a first run), dlib's own
+predictor is used, in process or in ``fer8 predict``'s landmark process
+(:class:`LandmarkProcess`), and the copy is made in the background.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from fer8.pipeline.landmark_worker import (  # noqa: F401  (landmark_model_path:
     has_a_core,
     landmark_model_path,
 )
+from fer8.pipeline.shape_predictor import ShapePredictor
 from fer8.results import Box
 
 logger = logging.getLogger(__name__)
@@ -42,27 +50,45 @@ _lock = threading.Lock()
 _predictors: dict[Path, Any] = {}  # dlib.shape_predictor, by path
 
 
-def load_landmark_model(path: str | os.PathLike | None = None):
-    """Load (once per process) and return dlib's shape predictor."""
+def load_landmark_model(path: str | os.PathLike | None = None) -> Any:
+    """Load (once per process) and return the 68-point shape predictor of ``path`` (the
+    default model when None): a :class:`ShapePredictor` on fer8's converted copy when
+    it is current; otherwise dlib's own, and the copy is made in the background for
+    the processes after this one (:func:`fer8.pipeline.shape_cache.convert_in_background`).
+
+    Raises:
+        ModelNotFoundError: No model file is found.
+    """
+    from fer8.pipeline import shape_cache
+
     path = Path(path) if path is not None else landmark_model_path()
     with _lock:
         predictor = _predictors.get(path)
         if predictor is None:
-            import dlib
+            model = shape_cache.load(path)
+            if model is not None:
+                predictor = ShapePredictor(model)
+            else:
+                import dlib
 
-            logger.debug("loading landmark model %s", path)
-            predictor = _predictors[path] = dlib.shape_predictor(str(path))
+                logger.debug("loading landmark model %s with dlib", path)
+                predictor = dlib.shape_predictor(str(path))
+                shape_cache.convert_in_background(path)
+            _predictors[path] = predictor
     return predictor
 
 
 class LandmarkProcess:
-    """dlib's shape predictor, loaded and run in a Python process of its own.
+    """dlib's shape predictor, loaded and run in a Python process of its own: a first
+    run's (before fer8's converted copy of the model exists).
 
-    Loading the 68-point model takes about 0.3 s, all of it holding the GIL, so no
-    thread can overlap it; a process can. ``fer8 predict`` starts one first thing when a
-    core is free for it (:meth:`has_a_core`; :mod:`fer8.console` starts it before the
-    command's imports), and the model loads on that core while the rest of fer8 is
-    imported, the expression model loads and the photo is decoded and searched.
+    Loading the 68-point model with dlib takes 0.3-0.5 s, all of it holding the GIL, so
+    no thread can overlap it; a process can. ``fer8 predict`` starts one first thing
+    when a core is free for it and no converted copy exists (:meth:`has_a_core`;
+    :mod:`fer8.console` starts it before the command's imports), and the model loads
+    on that core while the rest of fer8 is imported, the expression model loads and the
+    photo is decoded and searched. When its input ends, the process converts the model
+    (:mod:`fer8.pipeline.shape_cache`) for the runs after, which need no process.
     :func:`landmarks` sends it the part of the image around each
     face (the points are the same: dlib's features lie well inside that part) and gets
     the 68 points back. The process ends when this one does, or on :meth:`close`.
@@ -139,17 +165,16 @@ class LandmarkProcess:
 
 
 def _end_process(process: Any) -> None:
-    """Close a landmark process's input, which ends it, and reap it."""
+    """Close a landmark process's input, which ends it once it has converted the model
+    (see :mod:`fer8.pipeline.landmark_worker`); not waited for, so that a first run
+    ends when its own work does (an ended child is reaped by a later ``subprocess``
+    call, or by the system when this process ends)."""
     if process.stdin is not None and not process.stdin.closed:
         try:
             process.stdin.close()
         except OSError:  # it ended already, with input still buffered
             pass
-    try:
-        process.wait(timeout=5)
-    except Exception:  # a stuck child must not keep this process from ending
-        process.kill()
-        process.wait()
+    process.poll()
 
 
 def landmarks(
@@ -169,11 +194,13 @@ def landmarks(
             detector's boxes; a YuNet box is first mapped to one of those
             (:func:`fer8.pipeline.detection.landmark_box`), which keeps the fit as good as on
             Haar's boxes.
-        predictor: A loaded shape predictor, or a :class:`LandmarkProcess`; the
+        predictor: A loaded shape predictor (:func:`load_landmark_model`'s: a
+            :class:`ShapePredictor` or dlib's), or a :class:`LandmarkProcess`; the
             default model when omitted.
 
     Returns:
-        A (68, 2) float32 array of (x, y) points in original-image pixels.
+        A (68, 2) float32 array of (x, y) points in original-image pixels (each
+        dlib's whole pixel in the image it fitted, undone by the upscaling).
     """
     import cv2
 
@@ -202,6 +229,8 @@ def landmarks(
     )
     if isinstance(predictor, LandmarkProcess):
         points = predictor.fit(region, rect)
+    elif isinstance(predictor, ShapePredictor):
+        points = predictor(np.ascontiguousarray(region), rect)
     else:
         import dlib
 
