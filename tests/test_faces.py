@@ -263,8 +263,19 @@ def test_landmarks_in_a_process_of_their_own_are_the_same_points(astronaut, two_
     process.close()
 
 
+@pytest.fixture
+def first_run(tmp_path, monkeypatch):
+    """An empty fer8 cache (no converted landmark model: a first run), and nothing
+    converted in the background by this process."""
+    from fer8.pipeline import landmarking, shape_cache
+
+    monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(landmarking, "_predictors", {})
+    monkeypatch.setattr(shape_cache, "convert_in_background", lambda path: None)
+
+
 def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(
-    astronaut_path, tiny_model_path, monkeypatch
+    astronaut_path, tiny_model_path, monkeypatch, first_run
 ):
     import json
 
@@ -285,7 +296,7 @@ def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(
 
 
 def test_fer8_command_starts_the_landmark_process_before_its_imports(
-    astronaut_path, tiny_model_path, monkeypatch, capsys
+    astronaut_path, tiny_model_path, monkeypatch, capsys, first_run
 ):
     import json
 

@@ -51,18 +51,26 @@ _ALIGN = 64
 
 def load(model_path: str | os.PathLike) -> ShapeModel | None:
     """The arrays of the model file ``model_path`` from fer8's cache, mapped; None when
-    there is no current copy (never made, made from another version of the file, or
-    damaged: that one is reported in one line and removed, to be made again)."""
+    there is no current copy (never made, or made from another version of the file), or
+    when the copy cannot be used (damaged, or written by another version of fer8): that
+    is reported in one line and the file removed, to be made again."""
     model_path = Path(model_path)
     path = cache_file(model_path)
-    header = read_cache_header(path)
-    if header is None or header.get("source") != source_key(model_path):
+    if not path.is_file():
         return None
     try:
+        header = read_cache_header(path)
+        if header is None:
+            raise ModelFormatError("not a copy this version of fer8 reads")
+        if header.get("source") != source_key(model_path):
+            logger.debug("%s was made from another version of %s", path, model_path)
+            return None
         return _load(path, header)
     except (ModelFormatError, OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning(
-            "fer8's copy of the landmark model %s is damaged (%s): made again", path, exc
+            "fer8's copy of the landmark model, %s, cannot be used (%s): it is made again",
+            path,
+            exc,
         )
         path.unlink(missing_ok=True)
         return None
