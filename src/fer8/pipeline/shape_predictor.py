@@ -33,10 +33,17 @@ class ShapePredictor:
         self.model = model
         cascades, trees, splits = model.split_thresh.shape
         self.splits = splits
-        self.depth = (splits + 1).bit_length() - 1
-        # Each tree's first split and first leaf in the cascade's flattened arrays.
+        # Per cascade, in the layouts the evaluation reads (contiguous, native indices).
+        self.idx1 = model.split_idx[..., 0].reshape(cascades, -1).astype(np.intp)
+        self.idx2 = model.split_idx[..., 1].reshape(cascades, -1).astype(np.intp)
+        self.thresh = model.split_thresh.reshape(cascades, -1)
+        self.leaf_rows = model.leaf_values.reshape(cascades, trees * (splits + 1), -1)
+        self.anchors = model.anchor_idx.astype(np.intp)
+        self.deltas = np.ascontiguousarray(model.deltas.transpose(0, 2, 1)[..., None])
         self.first_split = np.arange(trees) * splits
         self.first_leaf = np.arange(trees) * (splits + 1)
+        self.leaf_of = _leaf_table(splits)
+        self.bit_values = (1 << np.arange(splits)).astype(np.float32)
         self.initial_shape = model.initial_shape.reshape(-1, 2)
         # The mean shape centred, for every cascade's similarity transform.
         reference = self.initial_shape.astype(np.float64)
@@ -60,39 +67,38 @@ class ShapePredictor:
         Returns:
             (parts, 2) float32 (x, y), whole pixels as dlib gives them.
         """
-        model = self.model
         height, width = image.shape[:2]
         pixels = image.reshape(height * width, -1)
+        channels = pixels.shape[1]
         left, top, right, bottom = (float(v) for v in rect)
         scale = np.array([right - left, bottom - top])
-        origin = np.array([left, top])
-        cascades, trees, leaves, size = model.leaf_values.shape
+        # dlib maps a point to the image in double (exact here: a float times a whole
+        # width, plus a whole offset), then rounds it: floor(x + 0.5).
+        offset = np.array([left + 0.5, top + 0.5])
+        limit = np.array([width, height])
+        trees = len(self.first_leaf)
         # Row 0: the shape; then each tree's leaf, added in this order (dlib's).
-        stack = np.empty((trees + 1, size), np.float32)
-        stack[0] = model.initial_shape
-        for cascade in range(cascades):
+        stack = np.empty((trees + 1, self.leaf_rows.shape[2]), np.float32)
+        stack[0] = self.model.initial_shape
+        for cascade in range(len(self.thresh)):
             shape = stack[0].reshape(-1, 2)
             tform = self._similarity(shape)
-            deltas = model.deltas[cascade]
+            dx, dy = self.deltas[cascade]
             # dlib: tform * delta + anchor, in float, each product and sum rounded.
-            placed = tform[:, 0] * deltas[:, :1] + tform[:, 1] * deltas[:, 1:]
-            placed += shape[model.anchor_idx[cascade]]
-            x, y = _round(placed.astype(np.float64) * scale + origin).T
-            inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+            placed = tform[:, 0] * dx + tform[:, 1] * dy
+            placed += shape.take(self.anchors[cascade], axis=0)
+            pixel = np.floor(placed * scale + offset).astype(np.intp)
+            inside = np.all((pixel >= 0) & (pixel < limit), axis=1)
+            at = pixel[:, 1] * width + pixel[:, 0]
             # dlib's grey level of an RGB pixel, (r + g + b) / 3; 0 outside the image.
-            grey = pixels[(y * width + x)[inside]].astype(np.int32).sum(axis=1) // pixels.shape[1]
-            features = np.zeros(len(x), np.float32)
-            features[inside] = grey
+            grey = pixels.take(np.where(inside, at, 0), axis=0).sum(axis=1, dtype=np.int32)
+            grey //= channels
+            features = np.where(inside, grey, 0).astype(np.float32)
             leaf = self._leaves(cascade, features)
-            np.take(
-                model.leaf_values[cascade].reshape(-1, size),
-                self.first_leaf + leaf,
-                axis=0,
-                out=stack[1:],
-            )
+            np.take(self.leaf_rows[cascade], self.first_leaf + leaf, axis=0, out=stack[1:])
             stack[0] = np.add.reduce(stack, axis=0)
-        points = stack[0].reshape(-1, 2).astype(np.float64) * scale + origin
-        return _round(points).astype(np.float32)
+        points = stack[0].reshape(-1, 2) * scale + offset
+        return np.floor(points).astype(np.float32)
 
     def _similarity(self, shape: NDArray[np.float32]) -> NDArray[np.float32]:
         """dlib's ``find_similarity_transform`` from the mean shape to ``shape`` (its
@@ -111,17 +117,29 @@ class ShapePredictor:
         m = np.array([[a + d, b - c], [c - b, a + d]]) / self.reference_spread
         return m.astype(np.float32)
 
-    def _leaves(self, cascade: int, features: NDArray[np.float32]) -> NDArray[np.int64]:
-        """The leaf each tree of ``cascade`` ends in: every split is decided at once,
-        then the trees are walked down together, a level at a time."""
-        idx = self.model.split_idx[cascade].reshape(-1, 2)
-        left = features[idx[:, 0]] - features[idx[:, 1]] > self.model.split_thresh[cascade].ravel()
-        node = np.zeros(len(self.first_split), np.int64)
-        for _ in range(self.depth):
+    def _leaves(self, cascade: int, features: NDArray[np.float32]) -> NDArray[np.intp]:
+        """The leaf each tree of ``cascade`` ends in: every split decided at once, then
+        each tree's decisions read as a number, which a table turns into its leaf (or,
+        for deep trees, the trees walked down together a level at a time)."""
+        left = features.take(self.idx1[cascade]) - features.take(self.idx2[cascade])
+        left = left > self.thresh[cascade]
+        if self.leaf_of is not None:
+            # Sums of distinct powers of two below 2**15: exact in float (and fast).
+            code = left.reshape(len(self.first_split), -1).astype(np.float32) @ self.bit_values
+            return self.leaf_of.take(code.astype(np.intp))
+        node = np.zeros(len(self.first_split), np.intp)
+        while node[0] < self.splits:  # every tree is as deep as the others
             node = 2 * node + 2 - left[self.first_split + node]
         return node - self.splits
 
 
-def _round(points: NDArray[np.float64]) -> NDArray[np.int64]:
-    """dlib's conversion of a point to whole pixels: ``floor(x + 0.5)``."""
-    return np.floor(points + 0.5).astype(np.int64)
+def _leaf_table(splits: int) -> NDArray[np.intp] | None:
+    """For trees of at most 15 splits, the leaf reached for each combination of the
+    splits' decisions (bit i: split i goes left); None for deeper trees."""
+    if splits > 15:
+        return None
+    codes = np.arange(1 << 16)
+    node = np.zeros(len(codes), np.intp)
+    while node[0] < splits:
+        node = 2 * node + 2 - ((codes >> node) & 1)
+    return node - splits
