@@ -271,7 +271,7 @@ def first_run(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(landmarking, "_predictors", {})
-    monkeypatch.setattr(shape_cache, "convert_in_background", lambda path: None)
+    monkeypatch.setattr(shape_cache, "convert_later", lambda path: None)
 
 
 def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(

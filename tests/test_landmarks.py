@@ -201,7 +201,7 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FER8_HOME", str(home))
     monkeypatch.setattr(landmarking, "_predictors", {})
     started: list = []
-    monkeypatch.setattr(shape_cache, "convert_in_background", started.append)
+    monkeypatch.setattr(shape_cache, "convert_later", started.append)
     return home, started
 
 
@@ -319,3 +319,21 @@ def test_leaves_are_added_in_the_trees_order():
         expected += row
     np.testing.assert_array_equal(np.add.reduce(stack, axis=0), expected)
     assert not np.array_equal(np.sum(stack, axis=0, dtype=np.float64).astype(np.float32), expected)
+
+
+def test_the_background_conversion_makes_the_copy_once_per_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
+    dat = tmp_path / "model.dat"
+    write_shape_predictor(dat, random_model(6))
+    registered = []
+    monkeypatch.setattr(shape_cache.atexit, "register", lambda *args: registered.append(args))
+    monkeypatch.setattr(shape_cache, "_later", set())
+    shape_cache.convert_later(dat)
+    shape_cache.convert_later(dat)
+    assert registered == [(shape_cache.convert_in_background, str(dat))]  # at exit, once
+    process = shape_cache.convert_in_background(dat)
+    assert process is not None and process.wait(timeout=60) == 0
+    assert landmark_worker.cache_is_current(dat)
+    model = shape_cache.load(dat)
+    assert model is not None
+    np.testing.assert_array_equal(model.deltas, random_model(6)["deltas"])

@@ -54,7 +54,7 @@ def load_landmark_model(path: str | os.PathLike | None = None) -> Any:
     """Load (once per process) and return the 68-point shape predictor of ``path`` (the
     default model when None): a :class:`ShapePredictor` on fer8's converted copy when
     it is current; otherwise dlib's own, and the copy is made in the background for
-    the processes after this one (:func:`fer8.pipeline.shape_cache.convert_in_background`).
+    the processes after this one (:func:`fer8.pipeline.shape_cache.convert_later`).
 
     Raises:
         ModelNotFoundError: No model file is found.
@@ -73,7 +73,7 @@ def load_landmark_model(path: str | os.PathLike | None = None) -> Any:
 
                 logger.debug("loading landmark model %s with dlib", path)
                 predictor = dlib.shape_predictor(str(path))
-                shape_cache.convert_in_background(path)
+                shape_cache.convert_later(path)
             _predictors[path] = predictor
     return predictor
 

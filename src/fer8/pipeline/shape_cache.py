@@ -12,8 +12,8 @@ file is reported in one line and made again, never used.
 
 The first process that needs the model converts it: ``fer8 predict``'s landmark process
 after it has served (see :mod:`fer8.pipeline.landmark_worker`), or a process of its own
-started in the background at low priority (:func:`convert_in_background`), so the first
-run is no slower than dlib's load. ``python -m fer8.pipeline.shape_cache MODEL`` converts
+started at the lowest priority when the process that used dlib ends
+(:func:`convert_later`), so the first run is no slower than dlib's load. ``python -m fer8.pipeline.shape_cache MODEL`` converts
 ``MODEL`` now.
 
 File layout: the magic line, a 4-byte little-endian header length, the JSON header
@@ -23,12 +23,14 @@ CRC-32), then the arrays, each at an offset that is a multiple of 64.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import mmap
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -47,6 +49,8 @@ from fer8.pipeline.shape_model import ShapeModel, read_shape_predictor
 logger = logging.getLogger(__name__)
 
 _ALIGN = 64
+_lock = threading.Lock()
+_later: set[str] = set()  # model files this process converts when it ends
 
 
 def load(model_path: str | os.PathLike) -> ShapeModel | None:
@@ -159,16 +163,35 @@ def convert(model_path: str | os.PathLike) -> ShapeModel:
     return model
 
 
+def convert_later(model_path: str | os.PathLike) -> None:
+    """Convert ``model_path`` in a process of its own, at the lowest priority, started
+    when this process ends (so that it takes no CPU from this one's work) and outliving
+    it. Once per model file and process."""
+    path = str(model_path)
+    with _lock:
+        if path in _later:
+            return
+        _later.add(path)
+    atexit.register(convert_in_background, path)
+
+
 def convert_in_background(model_path: str | os.PathLike) -> subprocess.Popen | None:
-    """Start converting ``model_path`` in a process of its own, at the lowest priority,
-    which outlives this one if need be (None if it could not start)."""
+    """Start converting ``model_path`` now in a process of its own, at the lowest
+    priority from its first import on, not ended with this one or by this terminal's
+    Ctrl-C (None if it could not start)."""
+    code = (
+        "import os, sys\n"
+        "os.nice(19) if hasattr(os, 'nice') else None\n"
+        "from fer8.pipeline.shape_cache import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "fer8.pipeline.shape_cache", str(model_path)],
+            [sys.executable, "-c", code, str(model_path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # not ended by this terminal's Ctrl-C
+            start_new_session=True,
         )
     except OSError as exc:
         logger.debug("could not start converting the landmark model: %s", exc)
