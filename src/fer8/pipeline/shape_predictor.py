@@ -70,6 +70,7 @@ class ShapePredictor:
         height, width = image.shape[:2]
         pixels = image.reshape(height * width, -1)
         channels = pixels.shape[1]
+        ones = np.ones(channels, np.float32)
         left, top, right, bottom = (float(v) for v in rect)
         scale = np.array([right - left, bottom - top])
         # dlib maps a point to the image in double (exact here: a float times a whole
@@ -88,12 +89,13 @@ class ShapePredictor:
             placed = tform[:, 0] * dx + tform[:, 1] * dy
             placed += shape.take(self.anchors[cascade], axis=0)
             pixel = np.floor(placed * scale + offset).astype(np.intp)
-            inside = np.all((pixel >= 0) & (pixel < limit), axis=1)
-            at = pixel[:, 1] * width + pixel[:, 0]
-            # dlib's grey level of an RGB pixel, (r + g + b) / 3; 0 outside the image.
-            grey = pixels.take(np.where(inside, at, 0), axis=0).sum(axis=1, dtype=np.int32)
-            grey //= channels
-            features = np.where(inside, grey, 0).astype(np.float32)
+            within = pixel.astype(np.uintp) < limit  # a negative one wraps to a large one
+            inside = within[:, 0] & within[:, 1]
+            at = np.where(inside, pixel[:, 1] * width + pixel[:, 0], 0)
+            # dlib's grey level of an RGB pixel, (r + g + b) / 3 rounded down (a sum of at
+            # most 765 and its third are exact in float); 0 outside the image.
+            grey = np.floor(pixels.take(at, axis=0).astype(np.float32) @ ones / channels)
+            features = np.where(inside, grey, np.float32(0))
             leaf = self._leaves(cascade, features)
             np.take(self.leaf_rows[cascade], self.first_leaf + leaf, axis=0, out=stack[1:])
             stack[0] = np.add.reduce(stack, axis=0)
