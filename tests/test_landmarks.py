@@ -337,3 +337,17 @@ def test_the_background_conversion_makes_the_copy_once_per_process(tmp_path, mon
     model = shape_cache.load(dat)
     assert model is not None
     np.testing.assert_array_equal(model.deltas, random_model(6)["deltas"])
+
+
+def test_the_cache_folder_is_the_one_fer8_keeps_its_models_in(tmp_path, monkeypatch):
+    """landmark_worker finds fer8's cache without importing the model registry (the
+    fer8 command decides before its imports): the same folder, however it is set."""
+    from fer8.models.registry import cache_dir
+
+    for home, xdg in ((str(tmp_path / "a"), None), (None, str(tmp_path / "b")), (None, None)):
+        for name, value in (("FER8_HOME", home), ("XDG_CACHE_HOME", xdg)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        assert landmark_worker.cache_root() == cache_dir()

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def save(model: ShapeModel, model_path: str | os.PathLike, source: dict | None =
     if len(head) > room:
         raise AssertionError("the header outgrew its room")  # the 200 bytes of slack
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{path.name}.*.partial"):  # a writer killed an hour ago
+        if time.time() - stale.stat().st_mtime > 3600:
+            stale.unlink(missing_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         with open(partial, "wb") as file:
