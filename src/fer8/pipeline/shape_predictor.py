@@ -110,14 +110,12 @@ class ShapePredictor:
         cross-covariance ``[[a, b], [c, d]]``, the transform is ``[[a + d, b - c],
         [c - b, a + d]]`` over the mean shape's spread (its singular values' sum, or
         their difference when the determinant is negative, is the length of ``(a + d,
-        c - b)``)."""
-        current = shape.astype(np.float64)
-        current -= current.sum(axis=0) / len(current)
-        (a, b), (c, d) = current.T @ self.reference / len(current)
+        c - b)``). The mean shape is centred, so ``shape`` need not be."""
         if not self.reference_spread:
             return np.eye(2, dtype=np.float32)
-        m = np.array([[a + d, b - c], [c - b, a + d]]) / self.reference_spread
-        return m.astype(np.float32)
+        a, b, c, d = (shape.T.astype(np.float64) @ self.reference).ravel().tolist()
+        scale = len(shape) * self.reference_spread
+        return (np.array([[a + d, b - c], [c - b, a + d]]) / scale).astype(np.float32)
 
     def _leaves(self, cascade: int, features: NDArray[np.float32]) -> NDArray[np.intp]:
         """The leaf each tree of ``cascade`` ends in: every split decided at once, then
