@@ -197,6 +197,19 @@ class ExpressionModel:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    def concurrent(self) -> ExpressionModel | None:
+        """The same model on a network that runs each call in the calling thread alone
+        (ONNX Runtime's :meth:`~fer8.models.runtime.OnnxNetwork.single_threaded`), for
+        running several batches at once in threads of their own; None when its network
+        has no such form (Keras, a GPU). The same answers as this model's."""
+        single = getattr(self._run, "single_threaded", None)
+        network = single() if single is not None else None
+        if network is None:
+            return None
+        if network is self._run:
+            return self
+        return ExpressionModel(network, self.spec, runtime=self.runtime, source=self.source)
+
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Probabilities (N, C) for a preprocessed batch (N, S, S, 3), calibrated by the
         spec's temperature (or its temperature rule, per crop). Both runtimes (ONNX

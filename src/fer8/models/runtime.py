@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import platform
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +101,16 @@ class OnnxNetwork:
             ) from None
         if partial is not None and save_optimized is not None:
             _publish(partial, save_optimized)
+        # Where single_threaded() reads the graph again: a file, never bytes, which
+        # would be held for the session's life.
+        self._file: tuple[str, bool] | None = None
+        if isinstance(graph, str):
+            self._file = (graph, optimize)
+        elif save_optimized is not None and save_optimized.is_file():
+            self._file = (str(save_optimized), False)
+        self._threads, self._source = threads, source
+        self._single: OnnxNetwork | None = None
+        self._single_lock = threading.Lock()
         (self._input,) = self._session.get_inputs()
         self.outputs = tuple(output.name for output in self._session.get_outputs())
         self.provider = self._session.get_providers()[0]
@@ -136,6 +147,35 @@ class OnnxNetwork:
             logger.debug("not caching the optimised graph: %s", exc)
             return cls(read_graph(), threads=threads, source=source)
         return cls(read_graph(), threads=threads, source=source, save_optimized=path)
+
+    def single_threaded(self) -> OnnxNetwork | None:
+        """This network in a session of one thread per operator, for a caller that runs
+        several batches at once, each in a thread of its own (ONNX Runtime runs one
+        session from several threads at a time). On two busy cores that keeps both
+        cores working: the operators of a two-thread session each wait for their
+        slower half, and a core taken by another stage (detection, decoding) leaves
+        the other idle (``docs/benchmarks.md``, Video). Built on the first call (the
+        cached graph, 0.1 s), then kept; the answers are the same, bit for bit.
+
+        Returns:
+            Itself when it has one thread already; None where the graph cannot be read
+            again (given as bytes and not cached) or runs on a GPU.
+        """
+        if self._threads == 1:
+            return self
+        if self._file is None or self.provider != "CPUExecutionProvider":
+            return None
+        with self._single_lock:
+            if self._single is None and self._file is not None:
+                graph, optimize = self._file
+                try:
+                    self._single = OnnxNetwork(
+                        graph, threads=1, source=self._source, optimize=optimize
+                    )
+                except ModelFormatError as exc:  # the cached file went since
+                    logger.debug("no single-threaded session: %s", exc)
+                    self._file = None
+        return self._single
 
     @property
     def input_shape(self) -> tuple[int | str | None, ...]:
