@@ -48,9 +48,9 @@ def test_batches_in_threads_give_the_answers_of_batches_one_by_one(tiny_model, r
 def test_the_first_batch_runs_on_the_model_and_the_next_on_its_concurrent_form(
     tiny_model, monkeypatch
 ):
-    concurrent = tiny_model.concurrent()
-    assert concurrent is not None and concurrent is not tiny_model
-    monkeypatch.setattr(tiny_model, "concurrent", lambda: concurrent)
+    concurrent = tiny_model.concurrent(2)
+    assert concurrent is not None
+    monkeypatch.setattr(tiny_model, "concurrent", lambda runners: concurrent)
     ran = []
     real = batching.classify
 
@@ -69,7 +69,7 @@ def test_the_first_batch_runs_on_the_model_and_the_next_on_its_concurrent_form(
 def test_one_batch_does_not_build_the_concurrent_session(tiny_model, monkeypatch):
     """A one-photo `fer8 predict` would otherwise wait for a second session."""
 
-    def refuse():
+    def refuse(runners):
         raise AssertionError("concurrent() called for a single batch")
 
     monkeypatch.setattr(tiny_model, "concurrent", refuse)
@@ -79,7 +79,7 @@ def test_one_batch_does_not_build_the_concurrent_session(tiny_model, monkeypatch
 
 def test_a_model_without_a_concurrent_form_runs_one_batch_at_a_time(tiny_model, monkeypatch):
     expected = _run(tiny_model, runners=0)
-    monkeypatch.setattr(tiny_model, "concurrent", lambda: None)
+    monkeypatch.setattr(tiny_model, "concurrent", lambda runners: None)
     running, most = [0], [0]
     lock = threading.Lock()
     real = batching.classify

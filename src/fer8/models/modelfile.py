@@ -197,13 +197,13 @@ class ExpressionModel:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
-    def concurrent(self) -> ExpressionModel | None:
-        """The same model on a network that runs each call in the calling thread alone
-        (ONNX Runtime's :meth:`~fer8.models.runtime.OnnxNetwork.single_threaded`), for
-        running several batches at once in threads of their own; None when its network
-        has no such form (Keras, a GPU). The same answers as this model's."""
-        single = getattr(self._run, "single_threaded", None)
-        network = single() if single is not None else None
+    def concurrent(self, runners: int) -> ExpressionModel | None:
+        """The same model for ``runners`` batches run at once in threads of their own,
+        sharing the cores its network was given (ONNX Runtime's
+        :meth:`~fer8.models.runtime.OnnxNetwork.for_runners`), with the same answers;
+        None when its network has no such form (one thread, Keras, a GPU)."""
+        split = getattr(self._run, "for_runners", None)
+        network = split(runners) if split is not None else None
         if network is None:
             return None
         if network is self._run:

@@ -101,16 +101,18 @@ class OnnxNetwork:
             ) from None
         if partial is not None and save_optimized is not None:
             _publish(partial, save_optimized)
-        # Where single_threaded() reads the graph again: a file, never bytes, which
+        # Where for_runners() reads the graph again: a file, never bytes, which
         # would be held for the session's life.
         self._file: tuple[str, bool] | None = None
         if isinstance(graph, str):
             self._file = (graph, optimize)
         elif save_optimized is not None and save_optimized.is_file():
             self._file = (str(save_optimized), False)
-        self._threads, self._source = threads, source
-        self._single: OnnxNetwork | None = None
-        self._single_lock = threading.Lock()
+        #: Threads per operator, as asked (0: ONNX Runtime's choice, every core).
+        self.threads = threads
+        self._source = source
+        self._siblings: dict[int, OnnxNetwork] = {}  # for_runners(), by thread count
+        self._lock = threading.Lock()
         (self._input,) = self._session.get_inputs()
         self.outputs = tuple(output.name for output in self._session.get_outputs())
         self.provider = self._session.get_providers()[0]
@@ -148,34 +150,39 @@ class OnnxNetwork:
             return cls(read_graph(), threads=threads, source=source)
         return cls(read_graph(), threads=threads, source=source, save_optimized=path)
 
-    def single_threaded(self) -> OnnxNetwork | None:
-        """This network in a session of one thread per operator, for a caller that runs
-        several batches at once, each in a thread of its own (ONNX Runtime runs one
-        session from several threads at a time). On two busy cores that keeps both
-        cores working: the operators of a two-thread session each wait for their
-        slower half, and a core taken by another stage (detection, decoding) leaves
-        the other idle (``docs/benchmarks.md``, Video). Built on the first call (the
-        cached graph, 0.1 s), then kept; the answers are the same, bit for bit.
+    def for_runners(self, runners: int) -> OnnxNetwork | None:
+        """This network in a session of its threads divided by ``runners`` (at least
+        one each), for a caller that runs ``runners`` batches at once, each in a thread
+        of its own (ONNX Runtime runs one session from several threads at a time). On
+        two busy cores, two one-thread runs keep both cores working, where a two-thread
+        session's operators each wait for their slower half while another stage
+        (detection, decoding) holds a core (``docs/benchmarks.md``, Video). Built on
+        the first call (from the cached graph: 0.1 s), then kept; the answers are the
+        same, bit for bit.
 
         Returns:
-            Itself when it has one thread already; None where the graph cannot be read
-            again (given as bytes and not cached) or runs on a GPU.
+            Itself where the division leaves its own thread count; None where this
+            session has one thread (its caller gave it one core: one batch at a
+            time), the graph cannot be read again (given as bytes and not cached), or
+            it runs on a GPU.
         """
-        if self._threads == 1:
-            return self
-        if self._file is None or self.provider != "CPUExecutionProvider":
+        cores = self.threads or _cores()
+        if cores <= 1 or self._file is None or self.provider != "CPUExecutionProvider":
             return None
-        with self._single_lock:
-            if self._single is None and self._file is not None:
+        threads = max(1, cores // runners)
+        if threads == cores:
+            return self
+        with self._lock:
+            if threads not in self._siblings and self._file is not None:
                 graph, optimize = self._file
                 try:
-                    self._single = OnnxNetwork(
-                        graph, threads=1, source=self._source, optimize=optimize
+                    self._siblings[threads] = OnnxNetwork(
+                        graph, threads=threads, source=self._source, optimize=optimize
                     )
                 except ModelFormatError as exc:  # the cached file went since
-                    logger.debug("no single-threaded session: %s", exc)
+                    logger.debug("no session of %d threads: %s", threads, exc)
                     self._file = None
-        return self._single
+        return self._siblings.get(threads)
 
     @property
     def input_shape(self) -> tuple[int | str | None, ...]:
@@ -224,6 +231,13 @@ def optimized_graph_file(fingerprint: str | None) -> Path | None:
 
     machine = hashlib.sha256(f"{ort.__version__}|{_cpu_signature()}".encode()).hexdigest()
     return cache_dir() / "onnx" / f"{fingerprint}-{machine[:16]}.onnx"
+
+
+def _cores() -> int:
+    """The cores this process may run on (ONNX Runtime's threads for ``threads=0``)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux: a container's or taskset's share
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _providers() -> list[str]:

@@ -74,11 +74,11 @@ def classified(
 
     Args:
         runners: Batches run at once, each in a thread of its own. The first batch
-            runs on ``model``, the next ones on ``model.concurrent()`` (one core
-            each), so that a single photo's batch neither waits for that second
+            runs on ``model``, the next ones on ``model.concurrent(runners)`` (a
+            share of its cores each: one on two cores), so that a single photo's batch neither waits for that second
             session to be built nor builds it. 0 runs batches in the calling thread,
             one at a time; 1 in a thread of their own, one at a time (also the case
-            for a model without a concurrent form). The answers do not depend on it.
+            for a model without a concurrent form, such as one given one thread). The answers do not depend on it.
     """
     pending: deque[Prepared] = deque()
     queued: list[tuple[Prepared, int]] = []  # faces waiting for a forward pass
@@ -132,7 +132,7 @@ class _Network:
             self._take_oldest()
         model = self.model
         if self.started and self.concurrent is None and self.runners > 1:
-            self.concurrent = self.model.concurrent()
+            self.concurrent = self.model.concurrent(self.runners)
             if self.concurrent is None:  # no concurrent form: one batch at a time
                 self.runners = 1
                 self.collect(wait=True)
