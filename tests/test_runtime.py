@@ -440,6 +440,9 @@ def test_the_session_for_two_runners_gives_the_same_answers_built_once(
     concurrent = model.concurrent(2)
     assert concurrent is not None and concurrent is not model
     assert concurrent._run.threads == 1 and concurrent.labels == model.labels
+    # Run from two threads at once: no memory pattern, which each run would hold a copy of.
+    assert not concurrent._run._session.get_session_options().enable_mem_pattern
+    assert model._run._session.get_session_options().enable_mem_pattern
     size = model.spec.input_size
     crops = np.random.default_rng(3).integers(0, 256, (12, size, size, 3), np.uint8)
     expected = fer8.classify(crops, model)
