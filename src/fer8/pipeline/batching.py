@@ -4,9 +4,8 @@ fixed size across inputs, and the inputs come back in their order, each with its
 faces' probabilities, as soon as all of its faces are classified.
 
 Batches run in threads of their own (:data:`RUNNERS`), so that the caller's thread
-takes the next inputs while the network runs, and two batches run at once on the
-model's single-threaded session when the inputs come faster than one batch goes
-through.
+takes the next inputs while the network runs, two at once, each on a share of the
+network's cores.
 """
 
 from __future__ import annotations
@@ -33,9 +32,9 @@ DEFAULT_BATCH_SIZE = 16
 #: Batches through the network at once (:func:`classified`). Two, each on one core
 #: (:meth:`~fer8.models.modelfile.ExpressionModel.concurrent`), rather than one at a
 #: time on two: a two-thread session's operators each wait for their slower half,
-#: and while detection or decoding holds one core the other then idles. On two cores
-#: with video's stages beside it this took 1280x720 video from about 28 to 31 frames/s
-#: and a folder from about 40 to 48 photos/s (docs/benchmarks.md).
+#: and while detection or decoding holds one core the other then idles. On two cores,
+#: with two preparing threads, this took 1280x720 video from 24.0 to 27.2 frames/s and
+#: a folder from 40.6 to 48.2 photos/s (docs/benchmarks.md).
 RUNNERS = 2
 
 
@@ -75,10 +74,11 @@ def classified(
     Args:
         runners: Batches run at once, each in a thread of its own. The first batch
             runs on ``model``, the next ones on ``model.concurrent(runners)`` (a
-            share of its cores each: one on two cores), so that a single photo's batch neither waits for that second
-            session to be built nor builds it. 0 runs batches in the calling thread,
-            one at a time; 1 in a thread of their own, one at a time (also the case
-            for a model without a concurrent form, such as one given one thread). The answers do not depend on it.
+            share of its cores each: one on two cores), so that a single photo's
+            batch neither waits for that second session nor builds it. 0 runs
+            batches in the calling thread, one at a time; 1 in a thread of their
+            own, one at a time (also the case for a model without a concurrent
+            form, such as one given one thread). The answers do not depend on it.
     """
     pending: deque[Prepared] = deque()
     queued: list[tuple[Prepared, int]] = []  # faces waiting for a forward pass
@@ -123,7 +123,8 @@ class _Network:
         )
 
     def run(self, faces: list[tuple[Prepared, int]]) -> None:
-        """Start a batch; wait first for the oldest when ``runners`` are running."""
+        """Start a batch; wait first for the oldest when ``runners`` are running.
+        Batches after the first go on the concurrent model."""
         crops = [p.crops[i] for p, i in faces]
         if self.pool is None:
             _fill(faces, classify(crops, self.model, batch_size=self.batch_size, flip=self.flip))
