@@ -98,6 +98,27 @@ def test_many_images_with_any_number_of_workers(tiny_model, astronaut, workers):
         assert result.faces[0].probabilities == pytest.approx(first, abs=1e-5)
 
 
+def test_two_images_are_prepared_at_once_by_default(tiny_model, astronaut, monkeypatch):
+    """Preparing (decoding, detecting, aligning) is most of a folder's work on two
+    cores: two threads do it, beside the network's."""
+    import threading
+
+    import fer8.pipeline.predictor as module
+
+    both = threading.Barrier(2, timeout=10)
+    real = module.load_image
+
+    def together(source, **kwargs):
+        both.wait()  # broken, and the image an error, unless two are loaded at once
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(module, "load_image", together)
+    predictor = fer8.Predictor(tiny_model, warmup=False)
+    results = list(predictor.predict_many([astronaut] * 4))
+    predictor.close()
+    assert [r.error for r in results] == [None] * 4
+
+
 def test_results_serialise_to_the_documented_shape(predictor, astronaut):
     data = predictor.predict(astronaut).to_dict()
     assert set(data) == {"source", "faces", "error"}

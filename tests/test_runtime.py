@@ -420,3 +420,51 @@ def test_the_graph_cache_names_the_cpu_without_running_a_program(monkeypatch):
     monkeypatch.setattr(platform, "processor", no_program)
     first, second = optimized_graph_file("abc"), optimized_graph_file("abd")
     assert first is not None and first.parent == second.parent and first != second
+
+
+def test_the_session_for_two_runners_gives_the_same_answers_built_once(
+    tmp_path, monkeypatch, tiny_model_path
+):
+    """The session that runs batches side by side (``ExpressionModel.concurrent``) has
+    half the cores' threads and gives the answers of the model's own, bit for bit, also
+    from two threads at once; it is built once, and not at all for a one-thread model
+    or where the graph could only be kept in memory."""
+    import os
+    import threading
+
+    from fer8.models.modelfile import read_model_file
+
+    monkeypatch.setenv("FER8_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FER8_GRAPH_CACHE", raising=False)
+    model = read_model_file(tiny_model_path, threads=2)
+    concurrent = model.concurrent(2)
+    assert concurrent is not None and concurrent is not model
+    assert concurrent._run.threads == 1 and concurrent.labels == model.labels
+    # Run from two threads at once: no memory pattern, which each run would hold a copy of.
+    assert not concurrent._run._session.get_session_options().enable_mem_pattern
+    assert model._run._session.get_session_options().enable_mem_pattern
+    size = model.spec.input_size
+    crops = np.random.default_rng(3).integers(0, 256, (12, size, size, 3), np.uint8)
+    expected = fer8.classify(crops, model)
+    np.testing.assert_array_equal(fer8.classify(crops, concurrent), expected)
+    halves: dict[int, np.ndarray] = {}
+
+    def run(half: int) -> None:
+        halves[half] = fer8.classify(crops[6 * half : 6 * half + 6], concurrent)
+
+    threads = [threading.Thread(target=run, args=(half,)) for half in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    np.testing.assert_array_equal(np.concatenate([halves[0], halves[1]]), expected)
+    assert model.concurrent(2)._run is concurrent._run  # kept
+    assert model.concurrent(1) is model
+
+    cores = len(os.sched_getaffinity(0))  # threads=0: every core
+    every = read_model_file(tiny_model_path).concurrent(2)
+    if cores > 1:
+        assert every is not None and every._run.threads == cores // 2
+    assert read_model_file(tiny_model_path, threads=1).concurrent(2) is None
+    monkeypatch.setenv("FER8_GRAPH_CACHE", "0")  # the graph as bytes: no second copy
+    assert read_model_file(tiny_model_path, threads=2).concurrent(2) is None

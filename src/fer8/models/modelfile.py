@@ -197,6 +197,19 @@ class ExpressionModel:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    def concurrent(self, runners: int) -> ExpressionModel | None:
+        """The same model for ``runners`` batches run at once in threads of their own,
+        sharing the cores its network was given (ONNX Runtime's
+        :meth:`~fer8.models.runtime.OnnxNetwork.for_runners`), with the same answers;
+        None when its network has no such form (one thread, Keras, a GPU)."""
+        split = getattr(self._run, "for_runners", None)
+        network = split(runners) if split is not None else None
+        if network is None:
+            return None
+        if network is self._run:
+            return self
+        return ExpressionModel(network, self.spec, runtime=self.runtime, source=self.source)
+
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Probabilities (N, C) for a preprocessed batch (N, S, S, 3), calibrated by the
         spec's temperature (or its temperature rule, per crop). Both runtimes (ONNX

@@ -77,8 +77,8 @@ class Predictor:
         batch_size: Faces per forward pass in :meth:`predict_many`.
         flip: Average each face's probabilities with its mirror image's (see
             :func:`fer8.classify`): a little more accurate, twice the network's work.
-        workers: Threads preparing images (decode, detect, align) while the model runs;
-            0 prepares them in the calling thread.
+        workers: Threads preparing images (decode, detect, align) while the model runs
+            (one cannot keep up on two cores); 0 prepares them in the calling thread.
         detector: ``"yunet"`` (default) or ``"haar"`` (see :func:`fer8.detect`).
         detector_options: That detector's settings, e.g. ``{"min_size": 64}``.
         cache: Folder for downloaded models.
@@ -98,7 +98,7 @@ class Predictor:
         max_faces: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         flip: bool = False,
-        workers: int = 1,
+        workers: int = 2,
         detector: str = DEFAULT_DETECTOR,
         detector_options: Mapping[str, Any] | None = None,
         cache: str | os.PathLike | None = None,

@@ -276,6 +276,13 @@ class _Measuring:
     def __getattr__(self, name: str):
         return getattr(self._model, name)
 
+    def concurrent(self, runners: int) -> _Measuring | None:
+        """The model's concurrent form (see :func:`fer8.pipeline.batching.classified`),
+        noting its crops' measures in the same dict: without this, the batches run on it
+        would go unmeasured."""
+        inner = self._model.concurrent(runners)
+        return None if inner is None else _Measuring(inner, self._measures, flip=self._flip)
+
     def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         from fer8.models.temperature_rule import crop_measures
 
