@@ -282,12 +282,12 @@ def test_fer8_predict_gives_the_same_answer_with_the_landmark_process(
     from click.testing import CliRunner
 
     from fer8.cli import cli
-    from fer8.pipeline.landmarking import LandmarkProcess
+    from fer8.pipeline.landmark_worker import has_a_core
 
     outputs = []
     for separate in ("1", "0"):
         monkeypatch.setenv("FER8_LANDMARK_PROCESS", separate)
-        assert LandmarkProcess.has_a_core() is (separate == "1")
+        assert has_a_core() is (separate == "1")
         args = ["predict", str(astronaut_path), "--model", str(tiny_model_path)]
         result = CliRunner().invoke(cli, [*args, "--format", "json", "--landmarks"])
         assert result.exit_code == 0, result.output

@@ -350,4 +350,4 @@ def test_the_cache_folder_is_the_one_fer8_keeps_its_models_in(tmp_path, monkeypa
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        assert landmark_worker.cache_root() == cache_dir()
+        assert landmark_worker.cache_file(tmp_path / "m.dat").parent == cache_dir() / "landmarks"

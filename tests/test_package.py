@@ -19,6 +19,17 @@ def test_import_loads_no_model_and_no_heavy_library():
     assert out.stdout.strip() == "[]" and out.stderr == ""
 
 
+def test_the_pre_import_decisions_need_only_the_standard_library():
+    """fer8's command decides on a landmark process before its imports
+    (fer8.console): that module and the cache folder's rule import nothing third-party."""
+    code = (
+        "import sys; from fer8.pipeline import landmark_worker; import fer8.paths; "
+        "print(sorted(m for m in ('numpy', 'cv2', 'onnxruntime', 'click') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_help_does_not_import_tensorflow():
     code = (
         "import sys\nfrom fer8.cli import main\ntry:\n    main(['--help'])\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fer8.errors import ChecksumMismatchError, ModelNotFoundError
 from fer8.models.modelfile import ExpressionModel, read_model_file
+from fer8.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,6 @@ MODELS: dict[str, RegisteredModel] = {
         "research use (see MODEL_CARD.md)",
     ),
 }
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """Where downloaded models live: the argument, ``$FER8_HOME``, or ``$XDG_CACHE_HOME/fer8``."""
-    if override is not None:
-        return Path(override)
-    if os.environ.get("FER8_HOME"):
-        return Path(os.environ["FER8_HOME"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "fer8"
 
 
 def resolve_model(

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 from fer8.errors import ModelNotFoundError
+from fer8.paths import cache_dir
 
 LANDMARK_MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
 
@@ -56,21 +57,12 @@ CACHE_MAGIC = b"fer8 landmark arrays\n"
 CACHE_FORMAT = 1
 
 
-def cache_root() -> Path:
-    """fer8's cache folder: ``$FER8_HOME``, or ``$XDG_CACHE_HOME/fer8`` (the folder of
-    :func:`fer8.models.registry.cache_dir`, found without importing it)."""
-    if os.environ.get("FER8_HOME"):
-        return Path(os.environ["FER8_HOME"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "fer8"
-
-
 def cache_file(model_path: str | os.PathLike) -> Path:
     """Where fer8 keeps the converted copy of the landmark model ``model_path``: a file
     per model path (``$FER8_LANDMARK_MODEL`` may name another)."""
     resolved = str(Path(model_path).resolve())
     digest = hashlib.sha256(resolved.encode()).hexdigest()[:12]
-    return cache_root() / "landmarks" / f"{Path(model_path).stem}-{digest}.shapes"
+    return cache_dir() / "landmarks" / f"{Path(model_path).stem}-{digest}.shapes"
 
 
 def source_key(model_path: str | os.PathLike) -> dict[str, int]:

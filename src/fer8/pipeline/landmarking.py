@@ -30,7 +30,6 @@ from fer8.pipeline.detection import DEFAULT_DETECTOR, landmark_box
 from fer8.pipeline.landmark_worker import (  # noqa: F401  (landmark_model_path: public here too)
     LANDMARK_MODEL_FILE,
     OK,
-    has_a_core,
     landmark_model_path,
 )
 from fer8.pipeline.shape_predictor import ShapePredictor
@@ -84,7 +83,8 @@ class LandmarkProcess:
 
     Loading the 68-point model with dlib takes 0.3-0.5 s, all of it holding the GIL, so
     no thread can overlap it; a process can. ``fer8 predict`` starts one first thing
-    when a core is free for it and no converted copy exists (:meth:`has_a_core`;
+    when a core is free for it and no converted copy exists
+    (:func:`~fer8.pipeline.landmark_worker.wants_process`;
     :mod:`fer8.console` starts it before the command's imports), and the model loads
     on that core while the rest of fer8 is imported, the expression model loads and the
     photo is decoded and searched. When its input ends, the process converts the model
@@ -143,8 +143,6 @@ class LandmarkProcess:
             if points.size != 68 * 2:
                 self._died()
         return points.reshape(68, 2).astype(np.float32) + np.array([x0, y0], np.float32)
-
-    has_a_core = staticmethod(has_a_core)
 
     def close(self) -> None:
         """End the process (it also ends when this process does)."""
