@@ -53,7 +53,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="099b242224a4f189aedeb208e8df66b9d3184f9dc981db127dc00789b01f9885",
+        sha256="2fc6831b417c5281857558b4465e98150c70a39c790464145f61ec5a6f6f7f33",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW and SFEW; 7 classes, no worry; non-commercial "
