@@ -38,13 +38,22 @@ def _crops(predictor, *images):
 @pytest.mark.parametrize("which", ["predictor", "default_predictor"])
 def test_each_map_averages_to_its_class_logit(which, request, astronaut, hopper):
     """The maps are the network's own: softmax((mean of each class's map + bias) / T) is
-    the probability the model gives (T its calibration temperature), for the tiny test
-    CNN and the bundled model (whose stored graph gains the feature-map output when read)."""
+    the probability the model gives (T its calibration temperature, or its temperature
+    rule's for each crop), for the tiny test CNN and the bundled model (whose stored
+    graph gains the feature-map output when read)."""
+    from fer8.pipeline.classification import model_batch
+
     predictor = request.getfixturevalue(which)
     crops = _crops(predictor, astronaut, hopper)
     probabilities, maps = class_maps(crops, predictor.model)
     _, bias = head(predictor.model)
-    logits = (maps.mean(axis=(2, 3)) + bias) / predictor.model.spec.temperature
+    spec = predictor.model.spec
+    if spec.temperature_rule is None:
+        temperature = np.full(len(crops), spec.temperature)
+    else:
+        batch = spec.preprocessing.apply(model_batch(crops, predictor.model))
+        temperature = spec.temperature_rule.temperatures(batch)
+    logits = (maps.mean(axis=(2, 3)) + bias) / temperature[:, None]
     np.testing.assert_allclose(_softmax(logits), probabilities, atol=1e-5)
     np.testing.assert_allclose(probabilities, fer8.classify(crops, predictor.model), atol=1e-5)
 
