@@ -56,8 +56,8 @@ MODELS: dict[str, RegisteredModel] = {
         sha256="2fc6831b417c5281857558b4465e98150c70a39c790464145f61ec5a6f6f7f33",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
-        "AffectNet-like set, FER+, ExpW and SFEW; 7 classes, no worry; non-commercial "
-        "research use (see MODEL_CARD.md)",
+        "AffectNet-like set, FER+, ExpW, SFEW and JAFFE, taught by two earlier models; "
+        "7 classes, no worry; non-commercial research use (see MODEL_CARD.md)",
     ),
 }
 
