@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""How far can one new classifier column read contempt, by what features it reads?
+
+A probe for issue 43 (``--keep-classes``), not a feature of fer8: it measures whether
+features other than the pooled ones that ``fer8 train --keep-classes`` fits its new
+column on would separate a new class better, before anything is built on them.
+
+Contempt is a one-sided expression (one lip corner), and global average pooling keeps
+no side. So beside the pooled features ``P`` (what the classifier reads), the probe
+tries, from the same last feature map ``M`` (K x 3 x 3 for FaceNet at 160 px):
+
+* ``lr``: ``|mean of M's left column - mean of its right column|`` (one forward pass);
+* ``flip``: ``|M - M of the mirrored crop|``, pooled (a second pass);
+* ``map``: all of ``M``, flattened.
+
+For each, a new column over ``P`` and that feature (standardised) is fitted as
+``--keep-classes`` fits it (softmax regression, the old columns fixed, both sides
+weighted equally) on FER+ Train's contempt faces against 4,000 FER+ Train faces of the
+seven classes, then, on FER+ Valid, the offset of the new logit is the largest that
+turns at most ``budget`` faces the model read right into contempt (an *oracle* offset,
+chosen on the faces it is measured on: an upper bound, the same for every feature set).
+
+    python scripts/probe_new_class_features.py --data-root DATA [--model M] [--work W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+import fer8
+from fer8.models.classifier_head import head_weights
+from fer8.models.modelfile import read_graph, read_network_config
+from fer8.training.crops import prepare_crops
+from fer8.training.dataset_layouts import FERPLUS_COLUMNS
+from fer8.training.datasets import Sample
+
+NOT_CLASSES = ("unknown", "not_a_face")
+
+
+def majority(folder: Path) -> list[tuple[Path, str]]:
+    """FER+ faces and their majority label (ties to the earlier column)."""
+    with (folder / "label.csv").open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    return [
+        (folder / row[0], FERPLUS_COLUMNS[int(np.argmax([float(v) for v in row[2:12]]))])
+        for row in rows
+    ]
+
+
+def maps(model, samples: list[Sample], cache: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Last feature maps of each face and of its mirror image, and the faces' labels."""
+    prepared = prepare_crops(
+        samples, cache, image_size=model.spec.input_size, mask=model.spec.preprocessing.mask
+    )
+    rgb = prepared.rgb()
+    plain, mirrored = [], []
+    for start in range(0, len(rgb), 32):
+        chunk = rgb[start : start + 32]
+        plain.append(model.features(model.spec.preprocessing.apply(chunk))[1])
+        flipped = np.ascontiguousarray(chunk[:, :, ::-1])
+        mirrored.append(model.features(model.spec.preprocessing.apply(flipped))[1])
+    return (
+        np.concatenate(plain),
+        np.concatenate(mirrored),
+        [samples[i].label for i in prepared.kept],
+    )
+
+
+def feature_sets(plain: np.ndarray, mirrored: np.ndarray) -> dict[str, np.ndarray]:
+    pooled = plain.mean(axis=(2, 3))
+    extra = {
+        "lr": np.abs(plain[..., 0].mean(2) - plain[..., -1].mean(2)),
+        "flip": np.abs(plain - mirrored).mean(axis=(2, 3)),
+        "map": plain.reshape(len(plain), -1),
+    }
+    return {"P": pooled} | {f"P+{name}": np.hstack([pooled, x]) for name, x in extra.items()}
+
+
+def fit_column(x, old_logits, is_new, l2: float, steps: int = 400, rate: float = 0.05):
+    """A new logit ``standardised(x) @ w + c`` by softmax regression (Adam)."""
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    weights = np.where(is_new, 0.5 / is_new.sum(), 0.5 / (~is_new).sum())
+    theta = np.zeros(z.shape[1] + 1)
+    first, second = np.zeros_like(theta), np.zeros_like(theta)
+    for step in range(1, steps + 1):
+        logits = np.hstack([old_logits, (z @ theta[:-1] + theta[-1])[:, None]])
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(1, keepdims=True)
+        error = (p[:, -1] - is_new) * weights
+        gradient = np.append(z.T @ error + l2 * theta[:-1], error.sum())
+        first = 0.9 * first + 0.1 * gradient
+        second = 0.999 * second + 0.001 * gradient**2
+        theta -= rate * (first / (1 - 0.9**step)) / (np.sqrt(second / (1 - 0.999**step)) + 1e-8)
+    return lambda y: (y - mean) / scale @ theta[:-1] + theta[-1]
+
+
+def at_budget(margin, right_before, is_new, budget: int) -> tuple[float, float]:
+    """Recall and precision of the new class at the largest offset that turns at most
+    ``budget`` faces read right into the new class."""
+    best = (0.0, 0.0)
+    for offset in np.linspace(-20, 20, 4001):
+        said = margin + offset > 0
+        if (said & right_before).sum() <= budget:
+            hits = (said & is_new).sum()
+            best = (hits / is_new.sum(), hits / max(said.sum(), 1))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/fer8-probe"))
+    args = parser.parse_args()
+    model_path = args.model or Path(fer8.__file__).parent / "models" / "default.fer8"
+    model = fer8.load_model(model_path)
+    kernel, bias = head_weights(read_graph(model_path), read_network_config(model_path) or {})
+    labels = list(model.labels)
+
+    train = majority(args.data_root / "FER2013Train")
+    others = [(p, label) for p, label in train if label in labels]
+    picks = np.random.default_rng(0).choice(len(others), 4000, replace=False)
+    fit_faces = [Sample(str(p), "contempt", True) for p, label in train if label == "contempt"]
+    fit_faces += [Sample(str(others[i][0]), others[i][1], True) for i in picks]
+    valid = [
+        Sample(str(p), label, True)
+        for p, label in majority(args.data_root / "FER2013Valid")
+        if label not in NOT_CLASSES
+    ]
+    fit_maps = maps(model, fit_faces, args.work / "crops")
+    valid_maps = maps(model, valid, args.work / "crops")
+    fit_sets, valid_sets = feature_sets(*fit_maps[:2]), feature_sets(*valid_maps[:2])
+    fit_new = np.array([label == "contempt" for label in fit_maps[2]])
+    valid_new = np.array([label == "contempt" for label in valid_maps[2]])
+    old_fit = fit_sets["P"] @ kernel + bias
+    old_valid = valid_sets["P"] @ kernel + bias
+    truth = np.array([labels.index(x) if x in labels else -1 for x in valid_maps[2]])
+    right_before = old_valid.argmax(1) == truth
+    print(f"FER+ Valid: {valid_new.sum()} contempt faces, {(truth >= 0).sum()} of the seven")
+    print("| features | l2 | recall at 18 faces (0.5 pt) | at 35 faces (1 pt) |")
+    print("| --- | --- | --- | --- |")
+    for name in fit_sets:
+        for l2 in (1e-3, 1e-1, 1.0):
+            column = fit_column(fit_sets[name], old_fit, fit_new, l2)
+            margin = column(valid_sets[name]) - old_valid.max(1)
+            cells = [at_budget(margin, right_before, valid_new, b) for b in (18, 35)]
+            text = " | ".join(f"{100 * r:.0f}% (precision {100 * p:.0f}%)" for r, p in cells)
+            print(f"| {name} | {l2:g} | {text} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
