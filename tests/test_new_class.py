@@ -194,6 +194,27 @@ def test_offset_costs_at_most_the_allowed_drop():
     assert choose_offset(old, new, classes, 0.0) < choose_offset(old, new, classes, 1.0)
 
 
+def test_too_few_faces_to_see_the_rate_keep_the_offset_below_the_normal_tail():
+    """40 faces cannot show 0.5 points: besides no face changing, the offset stays
+    under their gaps' mean less 2.58 deviations, so that of 20,000 more faces like
+    them about 0.5% or fewer change."""
+    random = np.random.default_rng(1)
+    old = np.zeros((20040, 2))
+    old[:, 0] = 5.0
+    new = random.normal(0.0, 1.0, (20040, 1))
+    classes = np.zeros(20040, np.int64)
+    offset = choose_offset(old[:40], new[:40], classes[:40], 0.5)
+    gaps = 5.0 - new[:40, 0]
+    assert offset < gaps.min()
+    assert offset <= gaps.mean() - 2.57 * gaps.std(ddof=1)
+    lost = (np.concatenate([old, new + offset], 1)[40:].argmax(1) != 0).mean()
+    assert lost < 0.01
+    # Enough faces to see the rate: the empirical guard alone, as before.
+    many = choose_offset(old, new, classes, 0.5)
+    changed = (np.concatenate([old, new + many], 1).argmax(1) != 0).sum()
+    assert 95 <= changed <= 100  # just under the 101st gap (a gap within 0.001 may go too)
+
+
 def test_each_class_and_kind_of_face_is_guarded_on_its_own():
     """900 faces of class 0 and 100 of class 1, all read right; the new logit comes
     closest on class 1's gray faces. Guarded as one set, 1 point would let 10 faces go,
