@@ -26,30 +26,18 @@ chosen on the faces it is measured on: an upper bound, the same for every featur
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+from bench_new_class import contempt_faces  # scripts/, beside this one
 
 import fer8
 from fer8.models.classifier_head import head_weights
 from fer8.models.modelfile import read_graph, read_network_config
 from fer8.training.crops import prepare_crops
-from fer8.training.dataset_layouts import FERPLUS_COLUMNS
+from fer8.training.dataset_layouts import read_ferplus
 from fer8.training.datasets import Sample
 from fer8.training.new_columns import fit_new_columns
-
-NOT_CLASSES = ("unknown", "not_a_face")
-
-
-def majority(folder: Path) -> list[tuple[Path, str]]:
-    """FER+ faces and their majority label (ties to the earlier column)."""
-    with (folder / "label.csv").open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row]
-    return [
-        (folder / row[0], FERPLUS_COLUMNS[int(np.argmax([float(v) for v in row[2:12]]))])
-        for row in rows
-    ]
 
 
 def maps(model, samples: list[Sample], cache: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -112,16 +100,14 @@ def main() -> None:
     kernel, bias = head_weights(read_graph(model_path), read_network_config(model_path) or {})
     labels = list(model.labels)
 
-    train = majority(args.data_root / "FER2013Train")
-    others = [(p, label) for p, label in train if label in labels]
+    # The seven classes as fer8 reads FER+, and contempt as bench_new_class.py finds it.
+    train, valid_root = args.data_root / "FER2013Train", args.data_root / "FER2013Valid"
+    others = list(read_ferplus(train).samples)
     picks = np.random.default_rng(0).choice(len(others), 4000, replace=False)
-    fit_faces = [Sample(str(p), "contempt", True) for p, label in train if label == "contempt"]
-    fit_faces += [Sample(str(others[i][0]), others[i][1], True) for i in picks]
-    valid = [
-        Sample(str(p), label, True)
-        for p, label in majority(args.data_root / "FER2013Valid")
-        if label not in NOT_CLASSES
-    ]
+    fit_faces = [Sample(str(p), "contempt", True) for p in contempt_faces(train)]
+    fit_faces += [others[i] for i in picks]
+    valid = list(read_ferplus(valid_root).samples)
+    valid += [Sample(str(p), "contempt", True) for p in contempt_faces(valid_root)]
     fit_maps = maps(model, fit_faces, args.work / "crops")
     valid_maps = maps(model, valid, args.work / "crops")
     fit_sets, valid_sets = feature_sets(*fit_maps[:2]), feature_sets(*valid_maps[:2])
