@@ -23,6 +23,7 @@ ONNX Runtime on a sample of faces). ``--size 200`` adds a timing run on 200 phot
 
     python scripts/bench_new_class.py --data-root ../shared --work /tmp/fer8-contempt \\
         [--model src/fer8/models/default.fer8] [--size 25 --size 50 --size all --size 200]
+        [--max-old-drop 0.5 --max-old-drop 2]  (a run per size and value)
 """
 
 from __future__ import annotations
@@ -187,6 +188,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/fer8-contempt"))
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--size", action="append", choices=["25", "50", "all", "200"])
+    parser.add_argument(
+        "--max-old-drop",
+        type=float,
+        action="append",
+        help="--keep-classes' --max-old-drop; repeat for a run of each size at each",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model_path = args.model or Path(fer8.__file__).parent / "models" / "default.fer8"
@@ -197,25 +204,28 @@ def main() -> None:
     evaluation = evaluation_features(model_path, args.data_root, args.work)
     seven = fer8.load_model(model_path).labels
     results = {"start": figures(model_path, evaluation, seven), "runs": {}}
-    for size in args.size or ["25", "50", "all"]:
+    drops = args.max_old_drop or [None]
+    for size, drop in [(size, drop) for size in args.size or ["25", "50", "all"] for drop in drops]:
         folder = class_folder(args.work, size, faces)
-        run = args.work / f"run{size}"
+        name = size if drop is None else f"{size}, max drop {drop:g}"
+        run = args.work / (f"run{size}" if drop is None else f"run{size}-drop{drop:g}")
         shutil.rmtree(run, ignore_errors=True)
         command = [sys.executable, "-m", "fer8", "train", "--data", str(folder)]
         command += ["--keep-classes", "--out", str(run), "--cache", str(run / "crops")]
         command += ["--init-model", str(model_path)]
+        command += [] if drop is None else ["--max-old-drop", str(drop)]
         started = time.monotonic()
         subprocess.run(command, check=True, env=os.environ.copy())
         minutes = (time.monotonic() - started) / 60
         photos = len(list((folder / "contempt").iterdir()))
-        results["runs"][size] = {
+        results["runs"][name] = {
             "photos": photos,
             "minutes": round(minutes, 2),
             "figures": figures(run / "model.fer8", evaluation, seven),
             "report": json.loads((run / "report.json").read_text()),
         }
         logger.info("%s photos: %.2f min", photos, minutes)
-    last = args.work / f"run{(args.size or ['all'])[-1]}" / "model.fer8"
+    last = run / "model.fer8"
     results["runtime_agreement"] = check_runtime(last, args.data_root, evaluation)
     (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)

@@ -11,6 +11,7 @@ whole picture is the crop).
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 
 import numpy as np
@@ -141,6 +142,26 @@ def test_new_model_runs_everywhere(worry_run, astronaut_path, tmp_path):
     assert read_feature_bank(calibrated) is not None  # a ninth class can follow
 
 
+def test_the_new_model_gets_an_int8_network(worry_run, astronaut):
+    """fer8 quantize takes a model made by --keep-classes, and the int8 network it adds
+    reads the new class too."""
+    pytest.importorskip("onnx")
+    import cv2
+
+    from fer8.models.quantize import quantize_model_file
+
+    model = worry_run[0] / "model.fer8"
+    out = worry_run[0].parent / "worry-int8.fer8"
+    crops = np.stack([cv2.resize(v, (48, 48)) for v in variants(astronaut, 16, seed=5)])
+    summary = quantize_model_file(model, out, crops, float_first=0, float_last=False)
+    assert summary["faces"] == 16
+    int8 = fer8.load_model(out)
+    assert int8.runtime == "onnxruntime (int8)" and int8.labels == fer8.load_model(model).labels
+    face = fer8.Predictor(out).predict(astronaut).faces[0]
+    assert list(face.probabilities)[-1] == "worry"
+    assert math.isclose(sum(face.probabilities.values()), 1.0, abs_tol=1e-4)
+
+
 @pytest.mark.slow
 def test_keras_reads_the_widened_network(worry_run):
     from fer8.training.keras_models import load_keras_model
@@ -234,6 +255,17 @@ def test_each_class_and_kind_of_face_is_guarded_on_its_own():
     assert ((np.concatenate([old, new + pooled], 1).argmax(1) != classes) & (classes == 1)).sum()
 
 
+def test_a_class_never_read_right_limits_nothing():
+    """Faces read wrong stay wrong whatever the offset: a group with no face read right
+    does not hold the offset down; with none anywhere, there is no offset."""
+    old = np.array([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0]])
+    new = np.full((3, 1), -5.0)
+    classes, gray = np.array([0, 0, 1]), np.zeros(3, bool)
+    assert choose_offset(old[2:], new[2:], classes[2:], 0.5) == np.inf
+    assert guarded_offset(old, new, classes, gray, 100.0) == 11.0  # class 0's: all may go
+    assert guarded_offset(old[2:], new[2:], classes[2:], gray[2:], 0.5) == 0.0
+
+
 def test_errors_are_one_clear_line(tiny_model_path, banked_model, worry_data, tmp_path):
     with pytest.raises(NoFeatureBankError, match="no feature bank"):
         add_classes(worry_data, tmp_path / "a", init_model=tiny_model_path, cache="")
@@ -256,6 +288,27 @@ def test_errors_are_one_clear_line(tiny_model_path, banked_model, worry_data, tm
     )
     assert result.exit_code == 2 and "not empty" in result.output
     assert (tmp_path / "c" / "model.fer8").read_bytes() == b"mine"
+
+
+def test_max_old_drop_lets_the_new_class_take_more(worry_run, banked_model, worry_data, tmp_path):
+    """--max-old-drop reaches the offset: allowing every old face to go gives a larger
+    offset than the default half point; a negative allowance is a usage error."""
+    base = ["train", "--data", worry_data, "--keep-classes", "--init-model", banked_model]
+    base += ["--cache", tmp_path / "crops"]
+    loose = tmp_path / "loose"
+    result = CliRunner().invoke(
+        cli, list(map(str, [*base, "--out", loose, "--max-old-drop", "100"]))
+    )
+    assert result.exit_code == 0, result.output
+    assert "may lose 100 points" in result.output
+    strict = json.loads((worry_run[0] / "report.json").read_text())
+    report = json.loads((loose / "report.json").read_text())
+    assert (strict["max_old_drop"], report["max_old_drop"]) == (0.5, 100.0)
+    assert report["offset"] > strict["offset"]
+    result = CliRunner().invoke(
+        cli, list(map(str, [*base, "--out", tmp_path / "bad", "--max-old-drop", "-1"]))
+    )
+    assert result.exit_code == 2 and "max-old-drop" in result.output
 
 
 def test_widening_refuses_a_head_it_cannot_extend(banked_model):

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fer8.cli.common import EXIT_OK, EXIT_USAGE
+from fer8.options.training import KeepClassesOptions
 from fer8.progress import ProgressBar
 
 
@@ -19,6 +20,7 @@ def keep_classes(
     val_sources: Sequence[str],
     cache: Path | None,
     workers: int,
+    options: KeepClassesOptions,
 ) -> None:
     """Run :func:`fer8.training.new_class.add_classes` and print its report on stderr."""
     from fer8.training.new_class import add_classes
@@ -35,6 +37,7 @@ def keep_classes(
         val=val_sources,
         cache=cache,
         workers=workers,
+        options=options,
         on_progress=ProgressBar,
     )
     for line in report.lines():

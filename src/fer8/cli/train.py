@@ -51,7 +51,7 @@ def train(run: RunOptions) -> None:
         from fer8.cli.keep_classes import keep_classes as run_keep_classes
 
         init_model = None if run.training.init_model is None else Path(run.training.init_model)
-        run_keep_classes(run.data, run.out, init_model, run.val, run.cache, run.workers)
+        run_keep_classes(run.data, run.out, init_model, run.val, run.cache, run.workers, run.keep)
         return
     _import_tensorflow_quietly()
     from fer8.training.loop import StartError, TrainConfig, check_image_size

@@ -92,6 +92,24 @@ class TrainOptions(Options):
 
 
 @dataclass(frozen=True, kw_only=True)
+class KeepClassesOptions(Options):
+    """How ``fer8 train --keep-classes`` fits the new classes
+    (:func:`fer8.training.new_class.add_classes`).
+
+    Attributes:
+        max_old_drop: With --keep-classes: points of recall that the new classes may cost each
+            old class on its held-out faces (gray and colour apart). Larger reads the new
+            class more often, and old faces as it more often too; the report gives both.
+        l2: Weight decay of the new columns (times their squared norm).
+        steps: Gradient steps (Adam) of the fit.
+    """
+
+    max_old_drop: float = setting(0.5, min=0, max=100, metavar="POINTS")
+    l2: float = setting(1e-3, min=0, cli=False)
+    steps: int = setting(300, min=1, cli=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunOptions(Options):
     """``fer8 train``'s settings: what a run reads, what it learns (``training``, stored in
     its config), where it is kept, and how it goes about it (the arguments of
@@ -115,7 +133,8 @@ class RunOptions(Options):
         keep_classes: Add the classes of --data (one folder of class folders, e.g. DATA/worry/) to
             the start model's, in minutes and without TensorFlow: the network stays, a new
             classifier row is learnt against the feature bank in the model file. Uses --init-model,
-            --val, --cache and --workers only; see docs/training.md.
+            --val, --cache, --workers and --max-old-drop only; see docs/training.md.
+        keep: How --keep-classes fits the new classes.
         detection: How faces are found in photos.
     """
 
@@ -128,4 +147,5 @@ class RunOptions(Options):
     workers: int = setting(2, min=1)
     keep_checkpoint: bool = setting(False)
     keep_classes: bool = setting(False)
+    keep: KeepClassesOptions = group(KeepClassesOptions)
     detection: DetectionOptions = group(DetectionOptions)

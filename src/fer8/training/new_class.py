@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error
 from fer8.models.feature_bank import read_feature_bank
+from fer8.options.training import KeepClassesOptions
 from fer8.training.bank import face_features
 from fer8.training.datasets import Dataset, DatasetError, Sample
 from fer8.training.new_columns import fit_new_columns, guarded_offset, linear_logits
@@ -60,23 +61,6 @@ class NoFeatureBankError(Fer8Error, ValueError):
 
 class RunFolderExistsError(Fer8Error, FileExistsError):
     """The run folder holds something already (a run is never overwritten)."""
-
-
-@dataclass(frozen=True)
-class KeepClassesOptions:
-    """Settings of :func:`add_classes`.
-
-    Attributes:
-        max_old_drop: Points of recall on each old class's held-out faces (gray and
-            colour apart) that the new classes may cost (the offset of their logits is
-            the largest within it).
-        l2: Weight decay of the new columns (times their squared norm).
-        steps: Gradient steps (Adam) of the fit.
-    """
-
-    max_old_drop: float = 0.5
-    l2: float = 1e-3
-    steps: int = 300
 
 
 @dataclass(frozen=True)
@@ -126,6 +110,7 @@ class KeepClassesReport:
         old_accuracy: Per validation set of the old classes (``held-out bank``, each
             ``--val``, the ``@val`` photos of old classes in ``DATA``).
         offset: What was added to the new classes' logits.
+        max_old_drop: The allowance it was chosen within (:class:`KeepClassesOptions`).
         seconds: Wall time of the whole call, crops included.
     """
 
@@ -135,6 +120,7 @@ class KeepClassesReport:
     new_classes: Mapping[str, ClassFigures]
     old_accuracy: Mapping[str, OldAccuracy]
     offset: float
+    max_old_drop: float
     seconds: float
     crops: Mapping[str, int] = field(default_factory=dict)
 
@@ -147,6 +133,7 @@ class KeepClassesReport:
             "new_classes": {k: v.to_dict() for k, v in self.new_classes.items()},
             "old_accuracy": {k: v.to_dict() for k, v in self.old_accuracy.items()},
             "offset": float(self.offset),
+            "max_old_drop": float(self.max_old_drop),
             "seconds": round(float(self.seconds), 1),
         }
 
@@ -164,7 +151,10 @@ class KeepClassesReport:
                 f"old classes on {name} ({old.faces} faces): accuracy "
                 f"{_percent(old.before)} before, {_percent(old.after)} after"
             )
-        out.append(f"offset of the new logits {self.offset:+.2f}; {self.seconds / 60:.1f} min")
+        out.append(
+            f"offset of the new logits {self.offset:+.2f} (each old class may lose "
+            f"{self.max_old_drop:g} points: --max-old-drop); {self.seconds / 60:.1f} min"
+        )
         return out
 
 
@@ -338,6 +328,7 @@ def add_classes(
         new_classes=figures,
         old_accuracy=old_accuracy,
         offset=float(offset),
+        max_old_drop=options.max_old_drop,
         seconds=time.monotonic() - started,
         crops=crops,
     )

@@ -82,14 +82,15 @@ def guarded_offset(
 ) -> float:
     """The largest offset of the new logits that costs no old class more than
     ``max_drop`` points of recall, on its gray crops and on its colour photos each
-    (:func:`choose_offset` per group; 0 without faces)."""
+    (:func:`choose_offset` per group). A group with no face read right limits nothing;
+    where none has one, no offset (0)."""
     offsets = [
         choose_offset(old_logits[rows], new_logits[rows], classes[rows], max_drop)
         for index in np.unique(classes)
         for kind in (True, False)
         if (rows := (classes == index) & (gray == kind)).any()
     ]
-    return min(offsets, default=0.0)
+    return min((offset for offset in offsets if math.isfinite(offset)), default=0.0)
 
 
 def choose_offset(
@@ -111,14 +112,16 @@ def choose_offset(
     thousands would go (a column taught from 25 photos, offset just under it, took 6%
     of FER+ Valid). Then the offset stays also below the gaps' normal tail at that
     rate (their mean less ``z`` deviations).
+
+    Infinite where no face was read right: none can be lost.
     """
-    if not len(classes):
-        return 0.0
     right = old_logits.argmax(1) == classes
     gaps = np.sort(old_logits.max(1)[right] - new_logits.max(1)[right])
+    if not len(gaps):
+        return math.inf
     allowed = int(math.floor(max_drop / 100 * len(classes) + 1e-9))
     if allowed >= len(gaps):
-        return float(gaps[-1]) + 1.0 if len(gaps) else 0.0
+        return float(gaps[-1]) + 1.0
     # Just under the gap of the first face not allowed to change.
     offset = float(gaps[allowed]) - 1e-3
     if allowed == 0 and len(gaps) > 1 and 0 < max_drop < 100:
