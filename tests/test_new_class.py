@@ -309,6 +309,11 @@ def test_max_old_drop_lets_the_new_class_take_more(worry_run, banked_model, worr
         cli, list(map(str, [*base, "--out", tmp_path / "bad", "--max-old-drop", "-1"]))
     )
     assert result.exit_code == 2 and "max-old-drop" in result.output
+    # Without --keep-classes it would do nothing: said, not ignored.
+    args = ["train", "--data", worry_data, "--out", tmp_path / "full", "--max-old-drop", "2"]
+    result = CliRunner().invoke(cli, list(map(str, args)))
+    assert result.exit_code == 2
+    assert "--max-old-drop applies to --keep-classes only" in result.output
 
 
 def test_widening_refuses_a_head_it_cannot_extend(banked_model):

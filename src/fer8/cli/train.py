@@ -18,7 +18,7 @@ from fer8.cli.common import (
     fail,
     verbosity,
 )
-from fer8.options.training import RunOptions
+from fer8.options.training import KeepClassesOptions, RunOptions
 from fer8.progress import ProgressBar
 
 
@@ -53,6 +53,9 @@ def train(run: RunOptions) -> None:
         init_model = None if run.training.init_model is None else Path(run.training.init_model)
         run_keep_classes(run.data, run.out, init_model, run.val, run.cache, run.workers, run.keep)
         return
+    if run.keep != KeepClassesOptions():
+        click.echo("fer8: error: --max-old-drop applies to --keep-classes only", err=True)
+        sys.exit(EXIT_USAGE)
     _import_tensorflow_quietly()
     from fer8.training.loop import StartError, TrainConfig, check_image_size
     from fer8.training.loop import train as run_training
