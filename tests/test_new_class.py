@@ -162,6 +162,39 @@ def test_the_new_model_gets_an_int8_network(worry_run, astronaut):
     assert math.isclose(sum(face.probabilities.values()), 1.0, abs_tol=1e-4)
 
 
+@pytest.mark.parametrize("float_last", [True, False])
+def test_an_int8_start_model_keeps_its_int8_network(
+    banked_model, worry_data, astronaut, tmp_path, caplog, float_last
+):
+    """The columns were fitted on the int8 network's features, so its int8 network gains
+    them too: the new model runs int8, its old classes' probabilities keep their ratios,
+    and no shape recorded in the graph says the old number of classes. An int8 network
+    whose classifier is quantized too cannot be widened: it is left out, with a warning."""
+    onnx = pytest.importorskip("onnx")
+    import cv2
+
+    from fer8.models.modelfile import INT8_MEMBER
+    from fer8.models.quantize import quantize_model_file
+
+    start = tmp_path / "start-int8.fer8"
+    crops = np.stack([cv2.resize(v, (48, 48)) for v in variants(astronaut, 16, seed=5)])
+    quantize_model_file(banked_model, start, crops, float_first=0, float_last=float_last)
+    path, _ = add_classes(worry_data, tmp_path / "run", init_model=start, cache="")
+    new, old = fer8.load_model(path), fer8.load_model(start)
+    if not float_last:
+        assert new.runtime == "onnxruntime" and "int8 network is not carried over" in caplog.text
+        return
+    assert INT8_MEMBER in zipfile.ZipFile(path).namelist()
+    assert new.runtime == "onnxruntime (int8)" and new.labels[-1] == "worry"
+    batch = new.spec.preprocessing.apply(crops)
+    after, before = new(batch), old(batch)
+    assert np.allclose(after[:, :-1] / after[:, :-1].sum(1, keepdims=True), before, atol=1e-5)
+    graph = onnx.load_from_string(read_graph(path, precision="int8")).graph
+    for value in [*graph.output, *graph.value_info]:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        assert dims[1:2] != [len(LABELS)], value.name
+
+
 @pytest.mark.slow
 def test_keras_reads_the_widened_network(worry_run):
     from fer8.training.keras_models import load_keras_model

@@ -187,7 +187,10 @@ def add_classes(
     The weights change in the graph itself (stored in the type the layer's are, float16
     in a compact file), and the config's layer gets the new number of units, so that
     ONNX Runtime, Keras (``fer8 train --init-model``) and anything made from the graph
-    (an exported or quantised copy) all compute the new network.
+    (an exported or quantised copy) all compute the new network. A quantized graph
+    (:mod:`fer8.models.quantize`, its classifier left in float) is widened the same way:
+    its kernel is stored under its cast's name, and the shapes recorded after it for
+    the old number of classes are dropped.
 
     Raises:
         ModelFormatError: The head is not global average pooling, dropout and one dense
@@ -195,7 +198,7 @@ def add_classes(
     """
     import copy
 
-    from fer8.models.onnx_wire import read_graph_index, with_initializers
+    from fer8.models.onnx_wire import read_graph_index, with_initializers, with_shapes_dropped
 
     try:
         head = classifier_head(config)
@@ -216,7 +219,10 @@ def add_classes(
             "layer after the pooling, or has no bias"
         )
     index = read_graph_index(data)
-    old_kernel, old_bias = index.array(f"{name}/kernel"), index.array(f"{name}/bias")
+    kernel_name = f"{name}/kernel"
+    if kernel_name not in index.initializers:  # a quantized graph's: the cast folded in
+        kernel_name = f"{name}/kernel/float"
+    old_kernel, old_bias = index.array(kernel_name), index.array(f"{name}/bias")
     kernel, bias = np.atleast_2d(kernel), np.atleast_1d(bias)
     if kernel.shape[0] != old_kernel.shape[0] or kernel.shape[1] != len(bias):
         raise ModelFormatError(
@@ -226,9 +232,13 @@ def add_classes(
     graph = with_initializers(
         data,
         {
-            f"{name}/kernel": np.concatenate([old_kernel, kernel.astype(old_kernel.dtype)], 1),
+            kernel_name: np.concatenate([old_kernel, kernel.astype(old_kernel.dtype)], 1),
             f"{name}/bias": np.concatenate([old_bias, bias.astype(old_bias.dtype)]),
         },
+    )
+    first = next(i for i, node in enumerate(index.nodes) if kernel_name in node.inputs)
+    graph = with_shapes_dropped(
+        graph, {tensor for node in index.nodes[first:] for tensor in node.outputs}
     )
     units = old_kernel.shape[1] + kernel.shape[1]
     widened = copy.deepcopy(dict(config))

@@ -29,7 +29,7 @@ from fer8.errors import ModelFormatError
 
 # onnx.proto field numbers used here.
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
-_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_OUTPUT = 1, 5, 12
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO = 1, 5, 12, 13
 _NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 1, 2, 3, 4, 5
 _ATTRIBUTE_NAME, _ATTRIBUTE_INT, _ATTRIBUTE_TYPE = 1, 3, 20
 _ATTRIBUTE_TYPE_INT = 2
@@ -216,6 +216,16 @@ def with_renamed_outputs(data: bytes, renamed: Mapping[str, str]) -> bytes:
     )
 
 
+def with_shapes_dropped(data: bytes, names: set[str]) -> bytes:
+    """The model with the recorded shapes of the tensors ``names`` (graph outputs and
+    inferred ``value_info``) dropped, their element types kept: after a layer gains
+    outputs, a shape recorded for its old width (a quantized graph's ``[batch, 7]``)
+    would contradict the new one, and ONNX Runtime warns at every load."""
+    return _rewritten(
+        data, _MODEL_GRAPH, lambda start, end: _graph_without_shapes(data, start, end, names)
+    )
+
+
 def metadata(data: bytes) -> dict[str, str]:
     """The model's ``metadata_props``, key -> value (a later entry wins)."""
     props: dict[str, str] = {}
@@ -274,6 +284,39 @@ def _renamed_graph(data: bytes, start: int, end: int, renamed: Mapping[str, str]
             parts.append(_message(_GRAPH_NODE, body))
         else:
             parts.append(data[begin:stop])
+    return b"".join(parts)
+
+
+def _graph_without_shapes(data: bytes, start: int, end: int, names: set[str]) -> bytes:
+    parts: list[bytes] = []
+    for number, wire, value, begin, stop in _spans(data, start, end):
+        if number not in (_GRAPH_OUTPUT, _GRAPH_VALUE_INFO) or wire != _BYTES:
+            parts.append(data[begin:stop])
+            continue
+        fields = list(_spans(data, *value))
+        name = next((_text(data, v) for n, _, v, _, _ in fields if n == _VALUE_NAME), None)
+        if name not in names:
+            parts.append(data[begin:stop])
+            continue
+        body = b""
+        for inner, inner_wire, inner_value, inner_begin, inner_stop in fields:
+            if inner != _VALUE_TYPE or inner_wire != _BYTES:
+                body += data[inner_begin:inner_stop]
+                continue
+            # TypeProto.tensor_type keeps its element type, not its shape.
+            kept = b""
+            for kind, kind_wire, kind_value, kind_begin, kind_stop in _spans(data, *inner_value):
+                if kind == _TYPE_TENSOR and kind_wire == _BYTES:
+                    elements = b"".join(
+                        data[b:e]
+                        for n, _, _, b, e in _spans(data, *kind_value)
+                        if n == _TENSOR_TYPE_ELEM
+                    )
+                    kept += _message(_TYPE_TENSOR, elements)
+                else:
+                    kept += data[kind_begin:kind_stop]
+            body += _message(_VALUE_TYPE, kept)
+        parts.append(_message(number, body))
     return b"".join(parts)
 
 

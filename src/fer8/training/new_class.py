@@ -19,8 +19,10 @@ theirs that its file carries (:mod:`fer8.models.feature_bank`), never their imag
    as a new one. With the bank alone (about 40 held-out faces a class) that is: no
    held-out face that the model read right changes its answer, and the offset stays
    under the normal tail of their margins at that rate (40 faces cannot show it).
-4. The columns are written into the ONNX graph (and the Keras config), so the result is
-   an ordinary model file; the new classes' features join its bank, so that a further
+4. The columns are written into the ONNX graph (and the Keras config, and the int8
+   network where the start model has one: the features were computed by the network
+   prediction runs, so prediction reads them as they were fitted), so the result is an
+   ordinary model file; the new classes' features join its bank, so that a further
    class can be learnt against them too.
 
 The fit and the offset are :mod:`fer8.training.new_columns`; the bank of a model's
@@ -45,7 +47,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fer8.errors import Fer8Error
+from fer8.errors import Fer8Error, ModelFormatError
 from fer8.models.feature_bank import read_feature_bank
 from fer8.options.training import KeepClassesOptions
 from fer8.training.bank import face_features
@@ -197,9 +199,15 @@ def add_classes(
     import fer8
     from fer8.models.classifier_head import add_classes as widen_graph
     from fer8.models.classifier_head import head_weights
-    from fer8.models.modelfile import NETWORK_MEMBER, read_graph, read_network_config, read_spec
+    from fer8.models.modelfile import (
+        NETWORK_MEMBER,
+        network_precision,
+        read_graph,
+        read_network_config,
+        read_spec,
+    )
     from fer8.models.registry import resolve_model
-    from fer8.models.writer import write_model_file
+    from fer8.models.writer import with_int8_network, write_model_file
     from fer8.training.datasets import parse_source, read_class_folders
 
     started = time.monotonic()
@@ -314,6 +322,19 @@ def add_classes(
     }
 
     new_graph, new_config = widen_graph(graph, config, kernel, bias)
+    # The int8 network, whose features the columns were fitted on, gains them too.
+    new_int8 = None
+    if network_precision(source, "auto") == "int8":
+        try:
+            new_int8, _ = widen_graph(read_graph(source, precision="int8"), config, kernel, bias)
+        except ModelFormatError as exc:  # its classifier quantized too: no float kernel
+            logger.warning(
+                "%s: the int8 network is not carried over (%s); make it again with "
+                "fer8 quantize --model %s",
+                source,
+                exc,
+                out / "model.fer8",
+            )
     new_bank = bank.extended(
         np.concatenate([fit.features, held.features]),
         np.concatenate([fit.classes, held.classes]),
@@ -346,6 +367,8 @@ def add_classes(
     path = write_model_file(
         out / "model.fer8", new_spec, json.dumps(network), new_graph, bank=new_bank.to_bytes()
     )
+    if new_int8 is not None:
+        with_int8_network(path, new_spec, new_int8, path)
     report = replace(report, seconds=time.monotonic() - started)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return path, report
@@ -391,13 +414,21 @@ class _Faces:
 
 def _network_json(path: Path) -> str:
     """The start model's ``network.json``; warns about members the new file will lack
-    (an int8 copy of the graph, say: made from the old network, it must be made again)."""
+    (any made from the old network that fer8 does not know how to widen: they must be
+    made again; the int8 network is widened with the float one)."""
     import zipfile
 
-    from fer8.models.modelfile import BANK_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, SPEC_MEMBER
+    from fer8.models.modelfile import (
+        BANK_MEMBER,
+        INT8_MEMBER,
+        NETWORK_MEMBER,
+        ONNX_MEMBER,
+        SPEC_MEMBER,
+    )
 
+    carried = {SPEC_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, BANK_MEMBER, INT8_MEMBER}
     with zipfile.ZipFile(path) as archive:
-        left = set(archive.namelist()) - {SPEC_MEMBER, NETWORK_MEMBER, ONNX_MEMBER, BANK_MEMBER}
+        left = set(archive.namelist()) - carried
         if left:
             logger.warning(
                 "%s: %s not carried over to the new model (made from the old network); "
