@@ -48,7 +48,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import Fer8Error, ModelFormatError
-from fer8.models.feature_bank import read_feature_bank
+from fer8.models.feature_bank import FeatureBank, read_feature_bank
+from fer8.models.modelfile import ModelSpec
 from fer8.options.training import KeepClassesOptions
 from fer8.training.bank import face_features
 from fer8.training.datasets import Dataset, DatasetError, Sample
@@ -197,17 +198,9 @@ def add_classes(
         RunFolderExistsError: ``out_dir`` exists and is not empty.
     """
     import fer8
-    from fer8.models.classifier_head import add_classes as widen_graph
     from fer8.models.classifier_head import head_weights
-    from fer8.models.modelfile import (
-        NETWORK_MEMBER,
-        network_precision,
-        read_graph,
-        read_network_config,
-        read_spec,
-    )
+    from fer8.models.modelfile import NETWORK_MEMBER, read_graph, read_network_config, read_spec
     from fer8.models.registry import resolve_model
-    from fer8.models.writer import with_int8_network, write_model_file
     from fer8.training.datasets import parse_source, read_class_folders
 
     started = time.monotonic()
@@ -305,15 +298,10 @@ def add_classes(
     full_kernel = np.concatenate([old_kernel, kernel], 1)
     full_bias = np.concatenate([old_bias, bias])
 
-    old_accuracy = {}
-    for name, faces in old_sets.items():
-        before = linear_logits(faces.features, old_kernel, old_bias).argmax(1)
-        after = linear_logits(faces.features, full_kernel, full_bias).argmax(1)
-        old_accuracy[name] = OldAccuracy(
-            len(faces.classes),
-            float((before == faces.classes).mean()) if len(faces.classes) else math.nan,
-            float((after == faces.classes).mean()) if len(faces.classes) else math.nan,
-        )
+    old_accuracy = {
+        name: _old_accuracy(faces, (old_kernel, old_bias), (full_kernel, full_bias))
+        for name, faces in old_sets.items()
+    }
     # Positives: the new classes' @val photos; negatives: every old-class face held out.
     judged = _Faces.joined([held.subset(~own_old), guard])
     predicted = linear_logits(judged.features, full_kernel, full_bias).argmax(1)
@@ -321,20 +309,6 @@ def add_classes(
         label: class_figures(predicted, judged.classes, labels.index(label)) for label in new_labels
     }
 
-    new_graph, new_config = widen_graph(graph, config, kernel, bias)
-    # The int8 network, whose features the columns were fitted on, gains them too.
-    new_int8 = None
-    if network_precision(source, "auto") == "int8":
-        try:
-            new_int8, _ = widen_graph(read_graph(source, precision="int8"), config, kernel, bias)
-        except ModelFormatError as exc:  # its classifier quantized too: no float kernel
-            logger.warning(
-                "%s: the int8 network is not carried over (%s); make it again with "
-                "fer8 quantize --model %s",
-                source,
-                exc,
-                out / "model.fer8",
-            )
     new_bank = bank.extended(
         np.concatenate([fit.features, held.features]),
         np.concatenate([fit.classes, held.classes]),
@@ -359,19 +333,68 @@ def add_classes(
         spec, labels=labels, name=f"{spec.name}+{'+'.join(new_labels)}", metadata=metadata
     )
     out.mkdir(parents=True, exist_ok=True)
-    network = json.loads(_network_json(source))
-    if "config" in network:
-        network["config"] = new_config
-    else:
-        network = new_config
-    path = write_model_file(
-        out / "model.fer8", new_spec, json.dumps(network), new_graph, bank=new_bank.to_bytes()
+    path = _write_widened(
+        source, out / "model.fer8", new_spec, (graph, config), (kernel, bias), new_bank
     )
-    if new_int8 is not None:
-        with_int8_network(path, new_spec, new_int8, path)
     report = replace(report, seconds=time.monotonic() - started)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return path, report
+
+
+def _write_widened(
+    source: Path,
+    path: Path,
+    spec: ModelSpec,
+    network: tuple[bytes, dict[str, Any]],
+    columns: tuple[NDArray[np.floating], NDArray[np.floating]],
+    bank: FeatureBank,
+) -> Path:
+    """Write the start model ``source`` (its float graph and Keras config: ``network``)
+    with the new ``columns`` (kernel and bias) in its classifier as ``path``: the graph,
+    the config and, where it has one, its int8 network (whose features the columns were
+    fitted on) all widened."""
+    from fer8.models.classifier_head import add_classes as widen_graph
+    from fer8.models.modelfile import network_precision, read_graph
+    from fer8.models.writer import with_int8_network, write_model_file
+
+    graph, config = network
+    graph, new_config = widen_graph(graph, config, *columns)
+    stored = json.loads(_network_json(source))
+    if "config" in stored:
+        stored["config"] = new_config
+    else:
+        stored = new_config
+    write_model_file(path, spec, json.dumps(stored), graph, bank=bank.to_bytes())
+    if network_precision(source, "auto") == "int8":
+        try:
+            int8, _ = widen_graph(read_graph(source, precision="int8"), config, *columns)
+        except ModelFormatError as exc:  # its classifier quantized too: no float kernel
+            logger.warning(
+                "%s: the int8 network is not carried over (%s); make it again with "
+                "fer8 quantize --model %s",
+                source,
+                exc,
+                path,
+            )
+        else:
+            with_int8_network(path, spec, int8, path)
+    return path
+
+
+def _old_accuracy(
+    faces: _Faces,
+    before: tuple[NDArray[np.floating], NDArray[np.floating]],
+    after: tuple[NDArray[np.floating], NDArray[np.floating]],
+) -> OldAccuracy:
+    """The old classes' accuracy on ``faces`` by the head ``before`` and ``after``
+    (kernel and bias each)."""
+    if not len(faces.classes):
+        return OldAccuracy(0, math.nan, math.nan)
+    return OldAccuracy(
+        len(faces.classes),
+        float((linear_logits(faces.features, *before).argmax(1) == faces.classes).mean()),
+        float((linear_logits(faces.features, *after).argmax(1) == faces.classes).mean()),
+    )
 
 
 def class_figures(
