@@ -2,8 +2,8 @@
 
 ``backend``, ``backbones``, ``keras_models``, ``inference``, ``augment`` and ``loop``
 need the ``train`` extra. ``datasets``, ``dataset_layouts``, ``archives``, ``crops``,
-``evaluation``, ``plots``, ``new_class``, ``new_columns`` and ``bank`` are
-TensorFlow-free: ``fer8 evaluate`` and ``fer8 train --keep-classes`` use them on the
+``evaluation``, ``plots``, ``new_class``, ``new_class_report``, ``new_columns`` and
+``bank`` are TensorFlow-free: ``fer8 evaluate`` and ``fer8 train --keep-classes`` use them on the
 plain install.
 
 Importing this package registers the reader of format-1 model files with
