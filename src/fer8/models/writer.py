@@ -59,11 +59,13 @@ def write_model_file(
     graph: bytes,
     *,
     bank: bytes | None = None,
+    int8: bytes | None = None,
 ) -> Path:
     """Write a ``.fer8`` file from its parts (to a temporary name first, so an
     interrupted save never leaves a truncated model behind). The same parts always make
     the same bytes (the members carry a fixed date), so repacking a run reproduces its
-    SHA-256. ``bank``: the ``feature_bank.npz`` member, if any."""
+    SHA-256. ``bank``: the ``feature_bank.npz`` member, if any; ``int8``: the int8
+    network, if any (last, as :func:`with_int8_network` adds it)."""
     with replaced_atomically(path) as partial, zipfile.ZipFile(partial, "w") as archive:
         _write_member(archive, SPEC_MEMBER, _spec_bytes(spec))
         _write_member(archive, NETWORK_MEMBER, network_json.encode())
@@ -72,6 +74,8 @@ def write_model_file(
         _write_member(archive, ONNX_MEMBER, graph, stored=True)
         if bank is not None:  # already compressed (npz)
             _write_member(archive, BANK_MEMBER, bank, stored=True)
+        if int8 is not None:  # deflated, as with_int8_network writes it
+            _write_member(archive, INT8_MEMBER, int8)
     return Path(path)
 
 

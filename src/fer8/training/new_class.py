@@ -266,7 +266,7 @@ def _write_widened(
     fitted on) all widened."""
     from fer8.models.classifier_head import add_classes as widen_graph
     from fer8.models.modelfile import network_precision, read_graph
-    from fer8.models.writer import with_int8_network, write_model_file
+    from fer8.models.writer import write_model_file
 
     graph, config = network
     graph, new_config = widen_graph(graph, config, *columns)
@@ -275,7 +275,7 @@ def _write_widened(
         stored["config"] = new_config
     else:
         stored = new_config
-    write_model_file(path, spec, json.dumps(stored), graph, bank=bank.to_bytes())
+    int8 = None
     if network_precision(source, "auto") == "int8":
         try:
             int8, _ = widen_graph(read_graph(source, precision="int8"), config, *columns)
@@ -287,9 +287,7 @@ def _write_widened(
                 exc,
                 path,
             )
-        else:
-            with_int8_network(path, spec, int8, path)
-    return path
+    return write_model_file(path, spec, json.dumps(stored), graph, bank=bank.to_bytes(), int8=int8)
 
 
 def _old_accuracy(
