@@ -11,11 +11,16 @@ and the Haar cascade with its HOG check):
 * **time**: p50 of ``fer8.detect`` on the 512x512 astronaut, on a 1280x720 frame with
   two faces (``bench_video.py``'s), and over the ExpW photos;
 * with ``--scale 2``, recall and time again on ExpW's photos at twice their size (up to
-  512 px), where YuNet's coarse pass runs (ExpW's own photos are at most 256 px).
+  512 px), where YuNet's coarse pass runs (ExpW's own photos are at most 256 px);
+* with ``--compare-opencv``, YuNet's faces as fer8 finds them on ONNX Runtime
+  (:mod:`fer8.pipeline.detection.yunet_network`) against OpenCV's ``FaceDetectorYN`` on
+  every picture above, at the scores 0.6 (the default) and 0.3 (the coarse pass's), with
+  the CPU time each takes.
 
 Usage::
 
     python scripts/bench_detect.py --expw EXPW_DIR --jaffe JAFFE_DIR [--limit N] [--scale 2]
+        [--compare-opencv]
 
 (the folders of ``../shared/data/expw.tar.gz`` and ``jaffe.tar.gz``, extracted).
 """
@@ -97,6 +102,7 @@ def main() -> None:
         "YuNet's coarse pass runs)",
     )
     parser.add_argument("--detectors", default="yunet,yunet-full,haar")
+    parser.add_argument("--compare-opencv", action="store_true")
     args = parser.parse_args()
 
     expw = read_dataset(args.expw).samples
@@ -129,6 +135,9 @@ def main() -> None:
         face = cv2_resize(face, 300)
         frame[180:480, x : x + face.shape[1]] = face
     print(f"ExpW faces: {len(expw)}; face-free pictures: {len(free)}; JAFFE photos: {len(jaffe)}")
+    if args.compare_opencv:
+        pictures = [image for image, _ in photos] + [*free.values(), *portraits.values(), frame]
+        compare_opencv(pictures + jaffe)
     for name in args.detectors.split(","):
         detector, options = CONFIGURATIONS[name]
         load_detectors(detector)
@@ -169,6 +178,40 @@ def main() -> None:
             f"  faces on the portraits: {portraits_found}; JAFFE photos with exactly one "
             f"face: {jaffe_found} of {len(jaffe)}"
         )
+
+
+def compare_opencv(pictures: list[np.ndarray]) -> None:
+    """YuNet's rows from fer8's ONNX Runtime session against ``cv2.FaceDetectorYN``'s on
+    each picture at its own size: how many pictures give the same number of faces, the
+    largest difference in a row (pixels, or score), and the CPU time of each."""
+    import cv2
+
+    from fer8.pipeline.detection import yunet, yunet_network
+
+    model = yunet.model_path()
+    opencv = cv2.FaceDetectorYN.create(str(model), "", (320, 320), 0.6, 0.3, 5000)
+    same, largest, cpu = 0, 0.0, {"onnxruntime": 0.0, "opencv": 0.0}
+    for threshold in (0.6, 0.3):
+        opencv.setScoreThreshold(threshold)
+        for picture in pictures:
+            start = time.process_time()
+            ours = yunet_network.detect_rows(picture, model, threshold, 0.3)
+            cpu["onnxruntime"] += time.process_time() - start
+            start = time.process_time()
+            opencv.setInputSize((picture.shape[1], picture.shape[0]))
+            _, theirs = opencv.detect(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            cpu["opencv"] += time.process_time() - start
+            theirs = np.zeros((0, 15), np.float32) if theirs is None else theirs
+            if ours.shape == theirs.shape:
+                same += 1
+                largest = max(largest, float(np.abs(ours - theirs).max(initial=0.0)))
+    calls = 2 * len(pictures)
+    print(
+        f"YuNet on ONNX Runtime against OpenCV's FaceDetectorYN, {len(pictures)} pictures at "
+        f"scores 0.6 and 0.3: the same faces in {same} of {calls}, rows within {largest:.2g}; "
+        f"CPU ms a picture: ONNX Runtime {1000 * cpu['onnxruntime'] / calls:.2f}, "
+        f"OpenCV {1000 * cpu['opencv'] / calls:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -324,7 +324,7 @@ def test_a_broken_detector_model_is_a_one_line_error(photos, tiny_model_path, mo
 
     monkeypatch.setattr(yunet, "MODEL_SHA256", "0" * 64)
     monkeypatch.setattr(yunet, "_verified", set())
-    monkeypatch.setattr(yunet, "_local", __import__("threading").local())
+    monkeypatch.setattr(yunet.yunet_network, "_sessions", {})
     result = run("predict", photos / "astronaut.png", "--model", tiny_model_path)
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()

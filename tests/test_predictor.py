@@ -146,6 +146,6 @@ def test_a_broken_detector_file_fails_the_predictor_not_its_threads(
 
     monkeypatch.setattr(yunet, "MODEL_SHA256", "0" * 64)
     monkeypatch.setattr(yunet, "_verified", set())
-    monkeypatch.setattr(yunet, "_local", __import__("threading").local())
+    monkeypatch.setattr(yunet.yunet_network, "_sessions", {})
     with pytest.raises(ChecksumMismatchError, match="YuNet"):
         fer8.Predictor(tiny_model, warmup=warmup)

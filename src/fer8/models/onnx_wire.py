@@ -29,7 +29,7 @@ from fer8.errors import ModelFormatError
 
 # onnx.proto field numbers used here.
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
-_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO = 1, 5, 12, 13
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO = 1, 5, 11, 12, 13
 _NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 1, 2, 3, 4, 5
 _ATTRIBUTE_NAME, _ATTRIBUTE_INT, _ATTRIBUTE_TYPE = 1, 3, 20
 _ATTRIBUTE_TYPE_INT = 2
@@ -217,10 +217,11 @@ def with_renamed_outputs(data: bytes, renamed: Mapping[str, str]) -> bytes:
 
 
 def with_shapes_dropped(data: bytes, names: set[str]) -> bytes:
-    """The model with the recorded shapes of the tensors ``names`` (graph outputs and
-    inferred ``value_info``) dropped, their element types kept: after a layer gains
-    outputs, a shape recorded for its old width (a quantized graph's ``[batch, 7]``)
-    would contradict the new one, and ONNX Runtime warns at every load."""
+    """The model with the recorded shapes of the tensors ``names`` (graph inputs and
+    outputs, inferred ``value_info``) dropped, their element types kept: after a layer
+    gains outputs, a shape recorded for its old width (a quantized graph's ``[batch, 7]``)
+    would contradict the new one, and ONNX Runtime warns at every load; a graph exported
+    for one input size (YuNet's 640x640) takes any size once its input's shape is gone."""
     return _rewritten(
         data, _MODEL_GRAPH, lambda start, end: _graph_without_shapes(data, start, end, names)
     )
@@ -290,7 +291,7 @@ def _renamed_graph(data: bytes, start: int, end: int, renamed: Mapping[str, str]
 def _graph_without_shapes(data: bytes, start: int, end: int, names: set[str]) -> bytes:
     parts: list[bytes] = []
     for number, wire, value, begin, stop in _spans(data, start, end):
-        if number not in (_GRAPH_OUTPUT, _GRAPH_VALUE_INFO) or wire != _BYTES:
+        if number not in (_GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO) or wire != _BYTES:
             parts.append(data[begin:stop])
             continue
         fields = list(_spans(data, *value))

@@ -1,10 +1,12 @@
-"""Face detection with YuNet (``cv2.FaceDetectorYN``), fer8's default detector.
+"""Face detection with YuNet, fer8's default detector.
 
 YuNet is a small CNN (Wu, Peng & Yu, 2023; 0.2 MB) that finds frontal, turned, tilted,
 dark and partly covered faces that Haar cascades miss: on ExpW's web photos it finds
 the labelled face in 97.5% of them, against 43% for the Haar cascade, in
 about half the time. Its model file ships inside fer8 (Apache-2.0, licence beside it)
-and its SHA-256 is checked before OpenCV reads it.
+and its SHA-256 is checked before it is read; it runs on ONNX Runtime
+(:mod:`fer8.pipeline.detection.yunet_network`: OpenCV's ``FaceDetectorYN``'s faces, for
+a third of its CPU time).
 
 YuNet frames a face from the hairline to the chin, taller and higher than the boxes
 dlib's 68-point landmark model was fitted on; :func:`landmark_box` maps one to the other.
@@ -23,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import ChecksumMismatchError, ModelNotFoundError
+from fer8.pipeline.detection import yunet_network
 from fer8.results import Box
 
 logger = logging.getLogger(__name__)
@@ -59,7 +62,6 @@ _COARSE_MIN_SIDE = 160
 # refind(): a face is found again where a box overlaps its old one at least this much.
 _REFOUND_IOU = 0.3
 
-_local = threading.local()  # cv2.FaceDetectorYN keeps per-call state: one per thread
 _verified: set[Path] = set()
 _verify_lock = threading.Lock()
 
@@ -298,12 +300,9 @@ def _search(
     search = image
     if scale < 1.0:
         search = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    search = cv2.cvtColor(search, cv2.COLOR_RGB2BGR)  # YuNet was trained on BGR input
-    detector = _detector(score_threshold, nms_threshold)
-    detector.setInputSize((search.shape[1], search.shape[0]))
-    _, found = detector.detect(search)
+    found = yunet_network.detect_rows(search, model_path(), score_threshold, nms_threshold)
     detections = []
-    for row in found if found is not None else ():
+    for row in found:
         x0, y0, x1, y1 = (
             int(round(float(v) / scale)) for v in (row[0], row[1], row[0] + row[2], row[1] + row[3])
         )
@@ -353,18 +352,6 @@ def model_path() -> Path:
 
 
 def load_detector() -> None:
-    """Build this thread's YuNet now rather than on first use."""
-    _detector(0.6, 0.3)
-
-
-def _detector(score_threshold: float, nms_threshold: float):
-    import cv2
-
-    detector = getattr(_local, "yunet", None)
-    if detector is None:
-        detector = _local.yunet = cv2.FaceDetectorYN.create(
-            str(model_path()), "", (320, 320), score_threshold, nms_threshold, 5000
-        )
-    detector.setScoreThreshold(score_threshold)
-    detector.setNMSThreshold(nms_threshold)
-    return detector
+    """Load YuNet's network now rather than on first use (one session serves every
+    thread)."""
+    yunet_network.session(model_path())
