@@ -43,6 +43,62 @@ def test_exif_orientation_is_applied():
     assert image[:20, :, 0].mean() > 200 and image[20:, :, 0].mean() < 60  # red on top
 
 
+def pillows_pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture
+def opencv_decodes(monkeypatch) -> list[int]:
+    """The sizes of the files cv2.imdecode was given (fer8's quick way for plain PNGs)."""
+    import cv2
+
+    calls: list[int] = []
+    imdecode = cv2.imdecode
+
+    def counted(buffer, flags):
+        calls.append(len(buffer))
+        return imdecode(buffer, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", counted)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_plain_pngs_are_decoded_by_opencv_to_pillows_pixels(astronaut, mode, opencv_decodes):
+    data = encode(Image.fromarray(astronaut).convert(mode), "PNG")
+    image = fer8.load_image(data)
+    assert opencv_decodes == [len(data)]
+    assert image.dtype == np.uint8 and image.flags.c_contiguous
+    np.testing.assert_array_equal(image, pillows_pixels(data))
+
+
+def test_pngs_opencv_could_misread_and_jpegs_are_left_to_pillow(astronaut, opencv_decodes):
+    """16 bits, a palette, transparency, EXIF (an orientation), a file cut before its end
+    (Pillow says "truncated", OpenCV would fill it in), two frames, and JPEGs (OpenCV's
+    libjpeg prints its warnings to stderr)."""
+    picture = Image.fromarray(astronaut[:64, :48])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frames = io.BytesIO()
+    picture.save(frames, format="PNG", save_all=True, append_images=[picture.rotate(90)])
+    plain = encode(picture, "PNG")
+    others = {
+        "16 bits": encode(Image.fromarray(np.full((8, 8), 40000, np.uint16)), "PNG"),
+        "palette": encode(picture.convert("P"), "PNG"),
+        "transparency": encode(picture, "PNG", transparency=(0, 0, 0)),
+        "orientation": encode(picture, "PNG", exif=exif.tobytes()),
+        "cut": plain[:-12],
+        "two frames": frames.getvalue(),
+        "jpeg": encode(picture, "JPEG"),
+    }
+    for name, data in others.items():
+        fer8.load_image(data)
+        assert opencv_decodes == [], name
+    assert fer8.load_image(others["orientation"]).shape == (48, 64, 3)  # turned by Pillow
+    fer8.load_image(plain)
+    assert opencv_decodes == [len(plain)]
+
+
 @pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "LA"])
 def test_other_modes_become_rgb(mode, astronaut):
     source = Image.fromarray(astronaut).convert(mode)

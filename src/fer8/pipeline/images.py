@@ -229,8 +229,12 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
                     f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
                     "them could take minutes",
                 )
+            plain = _decoded_by_opencv(image, data)
+            if plain is not None:
+                return plain
             image.load()  # decodes the first frame of animations
-            return _to_rgb(ImageOps.exif_transpose(image), name)
+            ImageOps.exif_transpose(image, in_place=True)  # a copy otherwise, even if upright
+            return _to_rgb(image, name)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:
@@ -322,6 +326,42 @@ def _pillow_limit(max_pixels: int):
             yield
         finally:
             Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decoded_by_opencv(image, data: bytes) -> NDArray[np.uint8] | None:
+    """The pixels of a plain PNG (8-bit RGB or grey, opaque, one frame, no EXIF),
+    decoded by OpenCV once Pillow has read and checked its header, or None for Pillow
+    to decode.
+
+    OpenCV's PNG decoder gives the same pixels (PNG is lossless) in about 60% of
+    Pillow's CPU time (the astronaut 3.7 against 6.2 ms; a folder's photos spent more
+    time decoding than finding landmarks), and like Pillow refuses a file whose
+    checksums fail. Anything else takes Pillow's way, which knows it: EXIF (an
+    orientation), transparency, 16 bits ("RGB;16B" to Pillow), a palette, an animation, and a
+    file that does not end where a PNG ends (Pillow reports a truncated file; OpenCV
+    would fill it with black). JPEGs too: OpenCV's libjpeg prints its warnings about
+    corrupt data to stderr, and decodes some files that Pillow reports as corrupt.
+    """
+    import cv2
+
+    if (
+        image.format != "PNG"
+        or image.mode not in ("RGB", "L")
+        or not image.tile
+        or image.tile[0][3] != image.mode
+        or "transparency" in image.info
+        or getattr(image, "n_frames", 1) != 1
+        or not data.endswith(b"IEND\xaeB`\x82")
+        # EXIF (an orientation) may follow the pixels, where Pillow finds it only by
+        # decoding them: a file with the chunk's name anywhere is Pillow's.
+        or b"eXIf" in data
+    ):
+        return None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if pixels is None or pixels.shape[:2] != (image.height, image.width):
+        return None
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels)  # in place
 
 
 def _to_rgb(image, name: str) -> NDArray[np.uint8]:
