@@ -61,6 +61,45 @@ def test_the_int8_network_is_stored_beside_the_float_one(tiny_model_path, int8_p
     assert spec.metadata["purpose"] == "tests"  # the rest of the metadata kept
 
 
+def test_int8_layers_are_quantized_among_the_float_first(tiny_model_path, tmp_path):
+    """--float-first 2 --int8-layer 1: the first convolution int8, the second float."""
+    onnx = pytest.importorskip("onnx")
+    from fer8.models.quantize import quantize_model_file
+
+    out = tmp_path / "first-int8.fer8"
+    summary = quantize_model_file(
+        tiny_model_path, out, _faces(), float_first=2, int8_layers=[1], float_last=False
+    )
+    assert summary["float_layers"] == {"first": 2, "but": [1], "last": False}
+    graph = onnx.load_from_string(read_graph(out, precision="int8")).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convolutions = [n for n in graph.node if n.op_type == "Conv"]
+    assert [n.input[1] in dequantized for n in convolutions] == [True, False]
+
+
+def test_an_int8_layer_outside_the_float_first_is_a_usage_error(tiny_model_path, tmp_path):
+    pytest.importorskip("onnx")
+    done = CliRunner().invoke(
+        cli,
+        [
+            "quantize",
+            "--model",
+            str(tiny_model_path),
+            "--data",
+            str(tmp_path),
+            "--float-first",
+            "2",
+            "--int8-layer",
+            "3",
+            "--out",
+            str(tmp_path / "out.fer8"),
+        ],
+    )
+    assert done.exit_code == 2
+    assert "3 is not among the first 2 convolutions" in done.stderr
+    assert not (tmp_path / "out.fer8").exists()
+
+
 def test_predict_runs_int8_when_the_file_has_it_and_float_when_not(tiny_model_path, int8_path):
     assert read_model_file(int8_path).runtime == "onnxruntime (int8)"
     assert read_model_file(int8_path, precision="float").runtime == "onnxruntime"

@@ -34,6 +34,13 @@ def quantize(options: QuantizeOptions) -> None:
         ) from None
     from fer8.models.quantize import quantize_model_file
 
+    outside = [n for n in options.int8_layer if not 1 <= n <= options.float_first]
+    if outside:
+        raise click.BadParameter(
+            f"{', '.join(map(str, outside))} is not among the first {options.float_first} "
+            "convolutions that --float-first leaves in float",
+            param_hint="--int8-layer",
+        )
     if options.out.exists() and not options.force:
         raise click.BadParameter(
             f"{options.out} exists; add --force to replace it", param_hint="--out"
@@ -59,6 +66,7 @@ def quantize(options: QuantizeOptions) -> None:
         method=options.method,
         percentile=options.percentile,
         float_first=options.float_first,
+        int8_layers=options.int8_layer,
         float_last=options.float_last,
         reduce_range=options.reduce_range,
         described_as=", ".join(d.name for d in datasets),

@@ -28,7 +28,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ def quantize_graph(
     method: str = "percentile",
     percentile: float = 99.999,
     float_first: int = FLOAT_FIRST,
+    int8_layers: Collection[int] = (),
     float_last: bool = True,
     reduce_range: bool = False,
 ) -> bytes:
@@ -69,6 +70,10 @@ def quantize_graph(
         percentile: For ``method="percentile"``.
         float_first: Leave this many of the first convolutions in float: the layers
             nearest the pixels, whose errors every later layer carries.
+        int8_layers: Among those first ``float_first``, the ones (1: the first) to
+            quantize all the same: a float convolution costs several times its int8
+            form, and the costliest of them need not be the sensitive ones (the
+            bundled FaceNet's sixth, docs/experiments.md).
         float_last: Leave the classifier (the last matrix product) in float too.
         reduce_range: Weights in 7 bits, so that no CPU's int8 kernel saturates (see
             the module's docstring), further from the float network everywhere.
@@ -93,6 +98,11 @@ def quantize_graph(
         raise ValueError("no calibration faces")
     if float_first < 0:
         raise ValueError(f"float_first must be 0 or more, got {float_first}")
+    if any(not 1 <= layer <= float_first for layer in int8_layers):
+        raise ValueError(
+            f"int8_layers must be among the first {float_first} convolutions (1 to "
+            f"{float_first}), got {sorted(int8_layers)}"
+        )
     model = onnx.load_from_string(graph)
     input_name = model.graph.input[0].name
 
@@ -127,7 +137,11 @@ def quantize_graph(
             node.name = node.name or f"{node.op_type}_{number}"
         onnx.save(prepared, work / "prepared.onnx")
         nodes = [n for n in prepared.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
-        excluded = [node.name for node in nodes[:float_first]]
+        excluded = [
+            node.name
+            for number, node in enumerate(nodes[:float_first], 1)
+            if number not in int8_layers
+        ]
         if float_last and nodes[float_first:]:
             excluded.append(nodes[-1].name)
         calibrate_method = {
@@ -173,6 +187,7 @@ def quantize_model_file(
     method: str = "percentile",
     percentile: float = 99.999,
     float_first: int = FLOAT_FIRST,
+    int8_layers: Collection[int] = (),
     float_last: bool = True,
     reduce_range: bool = False,
     batch_size: int = 16,
@@ -215,6 +230,7 @@ def quantize_model_file(
         method=method,
         percentile=percentile,
         float_first=float_first,
+        int8_layers=int8_layers,
         float_last=float_last,
         reduce_range=reduce_range,
     )
@@ -226,7 +242,11 @@ def quantize_model_file(
         "faces": int(len(inputs)),
         "calibrated_on": described_as,
         "method": method if method != "percentile" else f"percentile {percentile}",
-        "float_layers": {"first": float_first, "last": float_last},
+        "float_layers": {
+            "first": float_first,
+            **({"but": sorted(int8_layers)} if int8_layers else {}),
+            "last": float_last,
+        },
         "weights": f"int8 per channel ({7 if reduce_range else 8} bits), activations uint8",
         "same_label": round(float(np.mean(expected.argmax(1) == got.argmax(1))), 4),
         "largest_difference": round(float(np.abs(expected - got).max()), 4),

@@ -216,6 +216,8 @@ class QuantizeOptions(Options):
         method: How each activation's range is chosen from the calibration faces.
         percentile: For --method percentile: the share of absolute values the range covers.
         float_first: Convolutions at the input left in float (6: FaceNet's stem); 0 quantizes all.
+        int8_layer: One of those --float-first convolutions to quantize all the same (1: the
+            first; repeat for several): the costliest float ones need not be the sensitive ones.
         float_last: Leave the classifier (the last layer) in float.
         reduce_range: Weights in 7 bits instead of 8: CPUs without VNNI (AVX2 only) then cannot
             saturate a product, but every CPU answers further from the float network.
@@ -231,6 +233,7 @@ class QuantizeOptions(Options):
     method: str = setting("percentile", choices=("minmax", "percentile", "entropy"))
     percentile: float = setting(99.999, min=90, max=100)
     float_first: int = setting(6, min=0)
+    int8_layer: tuple[int, ...] = setting((), metavar="N")
     float_last: bool = setting(True, flag="--float-last/--int8-last")
     reduce_range: bool = setting(False, flag="--reduce-range/--full-range")
     cache: Path | None = setting(None, path="dir")
