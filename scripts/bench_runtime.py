@@ -1,6 +1,7 @@
 """fer8's network runtime against plain ONNX Runtime on the same graph, float and int8.
 
     PYTHONPATH=src python scripts/bench_runtime.py [--model M] [--rounds 8] [--neighbour]
+    PYTHONPATH=src python scripts/bench_runtime.py --model A --model B [--rounds 8]
 
 Times one forward pass (batch 1 and 16) of a model's float and int8 networks
 (the int8 one when the file has it) through:
@@ -12,7 +13,9 @@ Times one forward pass (batch 1 and 16) of a model's float and int8 networks
 * ``plain``: ``onnxruntime.InferenceSession`` with default settings on the graph
   ``fer8 export`` writes (the reference).
 
-Every configuration runs in each round, in turn, so a busy machine slows them alike;
+With several ``--model`` files, only ``fer8`` runs, for each model's networks (two
+quantizations of one network, say), taking turns. Every configuration runs in each
+round, in turn, so a busy machine slows them alike;
 the table gives the median over rounds of each round's mean. ``--neighbour`` also runs a
 thread of OpenCV work (as fer8's detection threads are) beside the network, and reports
 how much of it got done: spinning threads that are fast alone can starve it.
@@ -33,7 +36,9 @@ import numpy as np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model name or file (default: bundled)")
+    parser.add_argument(
+        "--model", action="append", help="model name or file (default: bundled); repeatable"
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=10, help="calls per round at batch 1")
     parser.add_argument("--neighbour", action="store_true")
@@ -45,20 +50,25 @@ def main() -> None:
     from fer8.models.modelfile import network_precision, read_graph, read_model_file
     from fer8.models.registry import resolve_model
 
-    path = resolve_model(args.model)
-    precisions = ["float"] + (["int8"] if network_precision(path) == "int8" else [])
+    paths = [resolve_model(name) for name in args.model or [None]]
     folder = Path(tempfile.mkdtemp(prefix="fer8-bench-runtime-"))
     runs: dict[str, Callable[[np.ndarray], object]] = {}
-    for precision in precisions:
-        model = read_model_file(path, precision=precision)
-        runs[f"{precision} fer8"] = model
-        graph = read_graph(path, precision=precision)
-        spinning = _session(graph, {"session.intra_op.allow_spinning": "1"})
-        runs[f"{precision} fer8 spinning"] = _runner(spinning, model.spec.temperature)
-        exported = folder / f"{precision}.onnx"
-        export_onnx(path, exported, precision=precision)
-        plain = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-        runs[f"{precision} plain"] = _runner(plain, 1.0)
+    for path in paths:
+        precisions = ["float"] + (["int8"] if network_precision(path) == "int8" else [])
+        for precision in precisions:
+            model = read_model_file(path, precision=precision)
+            prefix = f"{path.name} {precision}" if len(paths) > 1 else precision
+            runs[f"{prefix} fer8"] = model
+            if len(paths) > 1:
+                continue
+            graph = read_graph(path, precision=precision)
+            spinning = _session(graph, {"session.intra_op.allow_spinning": "1"})
+            runs[f"{precision} fer8 spinning"] = _runner(spinning, model.spec.temperature)
+            exported = folder / f"{precision}.onnx"
+            export_onnx(path, exported, precision=precision)
+            plain = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+            runs[f"{precision} plain"] = _runner(plain, 1.0)
+    path = paths[0]
     size = read_model_file(path, precision="float").spec.input_size
     rng = np.random.default_rng(0)
     batches = {n: rng.normal(0, 1, (n, size, size, 3)).astype(np.float32) for n in (1, 16)}
@@ -81,7 +91,8 @@ def main() -> None:
                     neighbour[name].append(done.stop() / elapsed)
                 times[name, n].append(elapsed / calls * 1000)
 
-    print(f"model {path.name}, {os.cpu_count()} CPUs, ONNX Runtime {ort.__version__}, ", end="")
+    names = ", ".join(p.name for p in paths)
+    print(f"model {names}, {os.cpu_count()} CPUs, ONNX Runtime {ort.__version__}, ", end="")
     print(f"{args.rounds} rounds, median of round means")
     header = "| network | batch 1 (ms) | batch 16 (ms) | batch 16 (faces/s) |"
     if args.neighbour:

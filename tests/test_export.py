@@ -132,8 +132,9 @@ def test_a_face_framed_as_the_metadata_says_gets_fers_probabilities(
     framed = np.abs(probabilities(framing["aligned_size"]) - reported).max()
     # The int8 network rounds its activations, so the few pixels that OpenCV's warp puts
     # differently from fer8's (which first shrinks a large face by area averaging) move
-    # its answer more: 7e-3 on Hopper's face, against 5e-5 for the float network.
-    assert framed < (2e-4 if precision == "float" else 1e-2)
+    # its answer more: 1.0e-2 on Hopper's face (7e-3 before FaceNet's sixth convolution
+    # was quantized too), against 5e-5 for the float network.
+    assert framed < (2e-4 if precision == "float" else 2e-2)
     if precision == "float":
         straight = np.abs(probabilities(framing["resize"]["to"]) - reported).max()
         assert straight > 10 * framed  # 5e-5 against 1.3e-3 and 2.7e-2

@@ -53,7 +53,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="2fc6831b417c5281857558b4465e98150c70a39c790464145f61ec5a6f6f7f33",
+        sha256="4791e167ff78f95c842b095066b946be476e5e9d85900141120751335811bea3",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW, SFEW and JAFFE, taught by two earlier models; "
