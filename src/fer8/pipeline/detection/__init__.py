@@ -175,7 +175,7 @@ def landmark_box(box: Box, detector: str | None = DEFAULT_DETECTOR) -> Box:
 
 def check_detector(detector: str = DEFAULT_DETECTOR) -> None:
     """Check that ``detector`` is known and that its model file is the published one,
-    without building it (a detector is built per thread, on first use).
+    without loading it (that happens on first use).
 
     Raises:
         ValueError: An unknown detector.
@@ -188,10 +188,10 @@ def check_detector(detector: str = DEFAULT_DETECTOR) -> None:
 
 
 def load_detectors(detector: str = DEFAULT_DETECTOR) -> None:
-    """Build this thread's detectors now rather than on first use.
-
-    Each thread keeps its own (neither OpenCV's nor dlib's detectors are documented as
-    thread-safe). With YuNet, dlib's HOG detector, which only checks pre-cropped faces
+    """Load the detector now rather than on first use: YuNet's network (one ONNX Runtime
+    session for every thread), or this thread's Haar cascade and HOG detector (neither
+    OpenCV's cascade nor dlib's detector is documented as thread-safe, so each thread
+    keeps its own). With YuNet, dlib's HOG detector, which only checks pre-cropped faces
     (:func:`verify_face`), is left to be built on first use: it takes about half a
     second, most of a one-photo run's detection set-up.
     """
