@@ -80,17 +80,7 @@ class OnnxNetwork:
     ):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only; no start-up notices on stderr
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if optimize
-            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        options.enable_mem_pattern = memory_pattern
-        for key, value in SESSION_CONFIG.items():
-            options.add_session_config_entry(key, value)
+        options = session_options(threads, optimize=optimize, memory_pattern=memory_pattern)
         partial = None
         if save_optimized is not None:
             partial = save_optimized.with_name(f"{save_optimized.name}.{os.getpid()}.partial")
@@ -224,6 +214,28 @@ class OnnxNetwork:
             [self.outputs[0], FEATURES_NAME], {self._input.name: batch}
         )
         return probabilities, features
+
+
+def session_options(threads: int, *, optimize: bool = True, memory_pattern: bool = True):
+    """fer8's ONNX Runtime session settings: errors only on stderr, ``threads`` per
+    operator (0: every core), idle threads asleep (:data:`SESSION_CONFIG`), the graph
+    optimised while loading or not (a graph saved already optimised), and the memory
+    pattern (one block for a run's tensors; off where runs of one session overlap or
+    change size)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only; no start-up notices on stderr
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.enable_mem_pattern = memory_pattern
+    for key, value in SESSION_CONFIG.items():
+        options.add_session_config_entry(key, value)
+    return options
 
 
 def optimized_graph_file(fingerprint: str | None) -> Path | None:

@@ -123,18 +123,14 @@ def _load(model: Path):
     import onnxruntime as ort
 
     from fer8.models import onnx_wire
-    from fer8.models.runtime import SESSION_CONFIG
+    from fer8.models.runtime import session_options
 
     data = model.read_bytes()
     index = onnx_wire.read_graph_index(data)
     tensors = {"input", *index.outputs, *(name for node in index.nodes for name in node.outputs)}
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1  # each caller's thread runs its own picture
-    options.inter_op_num_threads = 1
-    options.enable_mem_pattern = False  # each picture has its own size
-    for key, value in SESSION_CONFIG.items():
-        options.add_session_config_entry(key, value)
+    # One thread: each caller's thread runs its own picture; no memory pattern: each
+    # picture has its own size.
+    options = session_options(1, memory_pattern=False)
     # The CPU: a GPU provider would tune its convolutions again for every new size.
     return ort.InferenceSession(
         onnx_wire.with_shapes_dropped(data, tensors), options, providers=["CPUExecutionProvider"]
