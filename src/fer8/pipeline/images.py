@@ -223,7 +223,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
                 )
             if width == 0 or height == 0:
                 raise InvalidImageError(name, "image has no pixels")
-            if image.format in ("JPEG", "MPO") and jpeg_scans(data) > MAX_JPEG_SCANS:
+            if image.format in ("JPEG", "MPO") and _too_many_scans(data):
                 raise InvalidImageError(
                     name,
                     f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
@@ -300,6 +300,41 @@ def jpeg_scans(data: bytes) -> int:
     return scans
 
 
+def _too_many_scans(data: bytes) -> bool:
+    """Whether a JPEG file has more than :data:`MAX_JPEG_SCANS` scans.
+
+    Every scan starts with the bytes FF DA, which entropy-coded data never holds (an FF
+    there is followed by 00 or a restart code), so a file with few of them anywhere
+    needs no walk of its markers: counting them takes a tenth of the walk's time (0.07
+    against 0.54 ms for Grace Hopper's 61 kB)."""
+    return data.count(b"\xff\xda") > MAX_JPEG_SCANS and jpeg_scans(data) > MAX_JPEG_SCANS
+
+
+#: A PNG's chunks are walked (:func:`_png_has_exif`) up to this many; a file of more is
+#: searched whole.
+_PNG_CHUNKS = 4096
+
+
+def _png_has_exif(data: bytes) -> bool:
+    """Whether a PNG file holds an eXIf chunk, read from its chunk headers as Pillow
+    reads them: a walk over a hundred headers instead of a search through every byte
+    (0.5 ms for the astronaut's 790 kB). A file whose chunks do not end exactly at its
+    end, or that has very many, is searched whole for the chunk's name."""
+    position = 8  # the signature
+    for _ in range(_PNG_CHUNKS):
+        if position + 8 > len(data):
+            break
+        kind = data[position + 4 : position + 8]
+        if kind == b"eXIf":
+            return True
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+        if kind == b"IEND":
+            if position == len(data):
+                return False
+            break
+    return b"eXIf" in data
+
+
 #: Pixels converted at a time. The RGB array is filled band by band, so a 100-megapixel
 #: image costs Pillow's decoded copy plus the result (7 bytes a pixel, 700 MB), not also
 #: a converted copy and the bytes numpy reads it from (11 bytes a pixel).
@@ -353,8 +388,8 @@ def _decoded_by_opencv(image, data: bytes) -> NDArray[np.uint8] | None:
         or getattr(image, "n_frames", 1) != 1
         or not data.endswith(b"IEND\xaeB`\x82")
         # EXIF (an orientation) may follow the pixels, where Pillow finds it only by
-        # decoding them: a file with the chunk's name anywhere is Pillow's.
-        or b"eXIf" in data
+        # decoding them: a file with such a chunk anywhere is Pillow's.
+        or _png_has_exif(data)
     ):
         return None
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
