@@ -26,7 +26,8 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import fer8  # noqa: E402
 from fer8.errors import InvalidImageError  # noqa: E402
-from fer8.pipeline.images import MAX_JPEG_SCANS, MAX_PIXELS, MAX_SIDE  # noqa: E402
+from fer8.pipeline.image_headers import MAX_JPEG_SCANS  # noqa: E402
+from fer8.pipeline.images import MAX_PIXELS, MAX_SIDE  # noqa: E402
 
 SEEDS = fuzzing.make_seeds()
 HOSTILE = fuzzing.hostile_files()
@@ -305,7 +306,7 @@ def test_regression_unexpected_errors_are_reported_on_one_line(predictor, monkey
 
 
 def test_jpeg_scan_count_follows_the_markers():
-    from fer8.pipeline.images import jpeg_scans
+    from fer8.pipeline.image_headers import jpeg_scans
 
     assert jpeg_scans(SEEDS["jpeg"]) == 1
     assert jpeg_scans(SEEDS["jpeg-progressive-exif"]) == 10

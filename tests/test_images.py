@@ -120,30 +120,30 @@ def _with_chunk_before_end(png: bytes, kind: bytes, payload: bytes) -> bytes:
 
 
 def test_exif_is_found_from_the_chunk_headers_or_by_a_search_of_the_whole_file(astronaut):
-    from fer8.pipeline.images import _png_has_exif
+    from fer8.pipeline.image_headers import png_has_exif
 
     plain = encode(Image.fromarray(astronaut[:32, :32]), "PNG")
     text = _with_chunk_before_end(plain, b"tEXt", b"Comment\x00eXIf in a text chunk")
-    assert not _png_has_exif(plain) and not _png_has_exif(text)  # headers walked to the end
-    assert _png_has_exif(_with_chunk_before_end(plain, b"eXIf", b"MM\x00*"))
+    assert not png_has_exif(plain) and not png_has_exif(text)  # headers walked to the end
+    assert png_has_exif(_with_chunk_before_end(plain, b"eXIf", b"MM\x00*"))
     # A chunk length that overruns the file: the walk stops, and the search decides.
     broken = bytearray(text)
     broken[33:37] = struct.pack(">I", 1 << 30)
-    assert _png_has_exif(bytes(broken))
-    assert not _png_has_exif(bytes(broken).replace(b"eXIf", b"note"))
+    assert png_has_exif(bytes(broken))
+    assert not png_has_exif(bytes(broken).replace(b"eXIf", b"note"))
 
 
 def test_jpeg_scans_are_walked_only_when_the_file_could_hold_too_many(monkeypatch, astronaut):
     """FF DA starts every scan and never occurs in entropy-coded data: a file with few of
     those bytes has few scans; one with many in its metadata is walked, and read."""
-    from fer8.pipeline import images
+    from fer8.pipeline import image_headers
 
     walked: list[int] = []
-    walk = images.jpeg_scans
-    monkeypatch.setattr(images, "jpeg_scans", lambda data: walked.append(1) or walk(data))
+    walk = image_headers.jpeg_scans
+    monkeypatch.setattr(image_headers, "jpeg_scans", lambda data: walked.append(1) or walk(data))
     plain = encode(Image.fromarray(astronaut[:32, :32]), "JPEG")
     assert fer8.load_image(plain).shape == (32, 32, 3) and walked == []
-    comment = b"\xff\xda" * (images.MAX_JPEG_SCANS + 1)
+    comment = b"\xff\xda" * (image_headers.MAX_JPEG_SCANS + 1)
     noted = plain[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + plain[2:]
     assert fer8.load_image(noted).shape == (32, 32, 3) and walked == [1]
 

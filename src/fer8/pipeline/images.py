@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fer8.errors import InvalidImageError
+from fer8.pipeline.image_headers import MAX_JPEG_SCANS, png_has_exif, too_many_jpeg_scans
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,6 @@ MAX_SIDE = 65_535
 #: Pillow has forty more, each more code reading strangers' bytes, and one (EPS) hands
 #: the file to Ghostscript; a file in any other format is "not an image" to fer8.
 FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP", "PPM")
-
-#: Most scans a JPEG may have. A progressive JPEG is decoded scan by scan over the whole
-#: image, and a scan of nothing but end-of-band runs takes 14 bytes whatever the image
-#: size, so a 440 kB file of 2,000 such scans over 8000 x 8000 pixels decoded for 33 s
-#: (libjpeg-turbo's "LJT-01-003"; the library leaves the limit to its callers). libjpeg's
-#: own progressive scripts use 10 scans (6 for gray), optimisers a few dozen at most.
-MAX_JPEG_SCANS = 100
 
 #: A string starting with one of these is a URL that :func:`load_image` downloads, not
 #: a path.
@@ -223,7 +217,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> NDArray[np.uint8]:
                 )
             if width == 0 or height == 0:
                 raise InvalidImageError(name, "image has no pixels")
-            if image.format in ("JPEG", "MPO") and _too_many_scans(data):
+            if image.format in ("JPEG", "MPO") and too_many_jpeg_scans(data):
                 raise InvalidImageError(
                     name,
                     f"JPEG has more than {MAX_JPEG_SCANS} scans; refused, as decoding "
@@ -271,68 +265,6 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, cut to ``limit`` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-#: A JPEG marker: 0xFF (and fill bytes) then a code that is neither a stuffed zero nor 0xFF.
-_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
-
-
-def jpeg_scans(data: bytes) -> int:
-    """How many scans (SOS markers) the first image of a JPEG file has.
-
-    Walks the markers as libjpeg does: segments are skipped by their length, and after
-    each scan the entropy-coded data is searched for the next marker (stuffed 0xFF00
-    bytes and restart markers are part of the data). Counting stops past the limit.
-    """
-    scans, position = 0, 2
-    while scans <= MAX_JPEG_SCANS:
-        marker = _JPEG_MARKER.search(data, position)
-        if marker is None:
-            break
-        code, position = marker.group(1)[0], marker.end()
-        if code == 0xD9:  # end of image
-            break
-        if code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:  # markers without a segment
-            continue
-        if code == 0xDA:
-            scans += 1
-        position += int.from_bytes(data[position : position + 2], "big")
-    return scans
-
-
-def _too_many_scans(data: bytes) -> bool:
-    """Whether a JPEG file has more than :data:`MAX_JPEG_SCANS` scans.
-
-    Every scan starts with the bytes FF DA, which entropy-coded data never holds (an FF
-    there is followed by 00 or a restart code), so a file with few of them anywhere
-    needs no walk of its markers: counting them takes a tenth of the walk's time (0.07
-    against 0.54 ms for Grace Hopper's 61 kB)."""
-    return data.count(b"\xff\xda") > MAX_JPEG_SCANS and jpeg_scans(data) > MAX_JPEG_SCANS
-
-
-#: A PNG's chunks are walked (:func:`_png_has_exif`) up to this many; a file of more is
-#: searched whole.
-_PNG_CHUNKS = 4096
-
-
-def _png_has_exif(data: bytes) -> bool:
-    """Whether a PNG file holds an eXIf chunk, read from its chunk headers as Pillow
-    reads them: a walk over a hundred headers instead of a search through every byte
-    (0.5 ms for the astronaut's 790 kB). A file whose chunks do not end exactly at its
-    end, or that has very many, is searched whole for the chunk's name."""
-    position = 8  # the signature
-    for _ in range(_PNG_CHUNKS):
-        if position + 8 > len(data):
-            break
-        kind = data[position + 4 : position + 8]
-        if kind == b"eXIf":
-            return True
-        position += 12 + int.from_bytes(data[position : position + 4], "big")
-        if kind == b"IEND":
-            if position == len(data):
-                return False
-            break
-    return b"eXIf" in data
 
 
 #: Pixels converted at a time. The RGB array is filled band by band, so a 100-megapixel
@@ -389,7 +321,7 @@ def _decoded_by_opencv(image, data: bytes) -> NDArray[np.uint8] | None:
         or not data.endswith(b"IEND\xaeB`\x82")
         # EXIF (an orientation) may follow the pixels, where Pillow finds it only by
         # decoding them: a file with such a chunk anywhere is Pillow's.
-        or _png_has_exif(data)
+        or png_has_exif(data)
     ):
         return None
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
