@@ -53,34 +53,42 @@ def main() -> None:
     paths = [resolve_model(name) for name in args.model or [None]]
     folder = Path(tempfile.mkdtemp(prefix="fer8-bench-runtime-"))
     runs: dict[str, Callable[[np.ndarray], object]] = {}
+    sizes: dict[str, int] = {}  # each run's input side (models may differ)
+    # Files of the same name (two runs' default.fer8) are told apart by their folder.
+    names = [p.name for p in paths]
+    labels = {p: p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}" for p in paths}
     for path in paths:
         precisions = ["float"] + (["int8"] if network_precision(path) == "int8" else [])
         for precision in precisions:
             model = read_model_file(path, precision=precision)
-            prefix = f"{path.name} {precision}" if len(paths) > 1 else precision
+            prefix = f"{labels[path]} {precision}" if len(paths) > 1 else precision
             runs[f"{prefix} fer8"] = model
+            sizes[f"{prefix} fer8"] = model.spec.input_size
             if len(paths) > 1:
                 continue
             graph = read_graph(path, precision=precision)
             spinning = _session(graph, {"session.intra_op.allow_spinning": "1"})
             runs[f"{precision} fer8 spinning"] = _runner(spinning, model.spec.temperature)
+            sizes[f"{precision} fer8 spinning"] = model.spec.input_size
             exported = folder / f"{precision}.onnx"
             export_onnx(path, exported, precision=precision)
             plain = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
             runs[f"{precision} plain"] = _runner(plain, 1.0)
-    path = paths[0]
-    size = read_model_file(path, precision="float").spec.input_size
+            sizes[f"{precision} plain"] = model.spec.input_size
     rng = np.random.default_rng(0)
-    batches = {n: rng.normal(0, 1, (n, size, size, 3)).astype(np.float32) for n in (1, 16)}
-    for run in runs.values():  # first calls allocate
-        run(batches[16])
-        run(batches[1])
+    inputs = {
+        size: {n: rng.normal(0, 1, (n, size, size, 3)).astype(np.float32) for n in (1, 16)}
+        for size in sorted(set(sizes.values()))
+    }
+    for name, run in runs.items():  # first calls allocate
+        run(inputs[sizes[name]][16])
+        run(inputs[sizes[name]][1])
 
-    times: dict[tuple[str, int], list[float]] = {(k, n): [] for k in runs for n in batches}
+    times: dict[tuple[str, int], list[float]] = {(k, n): [] for k in runs for n in (1, 16)}
     neighbour: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
-            for n, batch in batches.items():
+            for n, batch in inputs[sizes[name]].items():
                 calls = args.calls if n == 1 else max(1, args.calls // 8)
                 done = _Neighbour() if args.neighbour else None
                 start = time.perf_counter()
@@ -91,8 +99,10 @@ def main() -> None:
                     neighbour[name].append(done.stop() / elapsed)
                 times[name, n].append(elapsed / calls * 1000)
 
-    names = ", ".join(p.name for p in paths)
-    print(f"model {names}, {os.cpu_count()} CPUs, ONNX Runtime {ort.__version__}, ", end="")
+    print(
+        f"model {', '.join(labels.values())}, {os.cpu_count()} CPUs, ONNX Runtime {ort.__version__}, ",
+        end="",
+    )
     print(f"{args.rounds} rounds, median of round means")
     header = "| network | batch 1 (ms) | batch 16 (ms) | batch 16 (faces/s) |"
     if args.neighbour:
@@ -101,7 +111,7 @@ def main() -> None:
     print("|" + " --- |" * (header.count("|") - 1))
     for name in runs:
         one, sixteen = (float(np.median(times[name, n])) for n in (1, 16))
-        row = f"| {name} | {one:.1f} | {sixteen:.1f} | {16000 / sixteen:.0f} |"
+        row = f"| {name} ({sizes[name]} px) | {one:.1f} | {sixteen:.1f} | {16000 / sixteen:.0f} |"
         if args.neighbour:
             row += f" {np.median(neighbour[name]):.0f} |"
         print(row)
