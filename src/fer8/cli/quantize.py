@@ -32,15 +32,12 @@ def quantize(options: QuantizeOptions) -> None:
         raise click.ClickException(
             f"quantizing needs the onnx package: {install_command('train')}"
         ) from None
-    from fer8.models.quantize import quantize_model_file
+    from fer8.models.quantize import check_int8_layers, quantize_model_file
 
-    outside = [n for n in options.int8_layer if not 1 <= n <= options.float_first]
-    if outside:
-        raise click.BadParameter(
-            f"{', '.join(map(str, outside))} is not among the first {options.float_first} "
-            "convolutions that --float-first leaves in float",
-            param_hint="--int8-layer",
-        )
+    try:
+        check_int8_layers(options.int8_layer, options.float_first)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (--float-first)", param_hint="--int8-layer") from None
     if options.out.exists() and not options.force:
         raise click.BadParameter(
             f"{options.out} exists; add --force to replace it", param_hint="--out"

@@ -47,6 +47,22 @@ METHODS = ("minmax", "percentile", "entropy")
 FLOAT_FIRST = 6
 
 
+def check_int8_layers(int8_layers: Collection[int], float_first: int) -> None:
+    """Check that each of ``int8_layers`` (1: the first convolution) is among the first
+    ``float_first``, the only ones it can make int8 again; ``fer8 quantize`` checks this
+    before it frames any calibration face.
+
+    Raises:
+        ValueError: A layer outside them, named in the message.
+    """
+    outside = sorted(layer for layer in int8_layers if not 1 <= layer <= float_first)
+    if outside:
+        raise ValueError(
+            f"{', '.join(map(str, outside))} is not among the first {float_first} "
+            "convolutions left in float"
+        )
+
+
 def quantize_graph(
     graph: bytes,
     batches: Sequence[NDArray[np.float32]],
@@ -98,11 +114,7 @@ def quantize_graph(
         raise ValueError("no calibration faces")
     if float_first < 0:
         raise ValueError(f"float_first must be 0 or more, got {float_first}")
-    if any(not 1 <= layer <= float_first for layer in int8_layers):
-        raise ValueError(
-            f"int8_layers must be among the first {float_first} convolutions (1 to "
-            f"{float_first}), got {sorted(int8_layers)}"
-        )
+    check_int8_layers(int8_layers, float_first)
     model = onnx.load_from_string(graph)
     input_name = model.graph.input[0].name
 
