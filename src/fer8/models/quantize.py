@@ -58,8 +58,8 @@ def check_int8_layers(int8_layers: Collection[int], float_first: int) -> None:
     outside = sorted(layer for layer in int8_layers if not 1 <= layer <= float_first)
     if outside:
         raise ValueError(
-            f"{', '.join(map(str, outside))} is not among the first {float_first} "
-            "convolutions left in float"
+            f"{', '.join(map(str, outside))} {'is' if len(outside) == 1 else 'are'} not "
+            f"among the first {float_first} convolutions left in float"
         )
 
 
