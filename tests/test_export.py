@@ -59,9 +59,9 @@ def test_a_light_install_exports_the_calibrated_model_with_its_framing(session):
     assert [o.name for o in session.get_outputs()] == ["probabilities", "features"]
     framing = json.loads(metadata["fer8.framing_json"])
     assert framing["aligned_size"] == 224 and framing["mask"] == "contour"
-    assert framing["resize"] == {"to": 160, "interpolation": "area"}
+    assert framing["resize"] == {"to": 144, "interpolation": "area"}
     words = metadata["fer8.framing"]
-    assert "224x224 crop" in words and "to 160x160 with area averaging" in words
+    assert "224x224 crop" in words and "to 144x144 with area averaging" in words
     assert "convex hull of the jaw" in words
 
 

@@ -53,7 +53,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="4791e167ff78f95c842b095066b946be476e5e9d85900141120751335811bea3",
+        sha256="ffaed7ad5de50a72aac357b0513248cf87865efe57fd24784aa2e9b4a37a69ad",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW, SFEW and JAFFE, taught by two earlier models; "

@@ -43,7 +43,8 @@ GRAY_COLOUR = 0.05
 
 
 #: ``detail`` below this is little: FER+ Valid's 99th percentile through fer8's
-#: pipeline at 160 px (the bundled model's input).
+#: pipeline at 160 px (the bundled model's input when it was set). The 144-pixel model's
+#: rule was fitted with this threshold as it is; a new value would need new rules.
 SMALL_DETAIL = -1.2
 
 
