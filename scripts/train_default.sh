@@ -123,6 +123,8 @@ main() {
 finish() {
     local data=$1 model=$2 prefix=$3 out=$4
     shift 4
+    local here
+    here=$(cd "$(dirname "$0")" && pwd)
     # A temperature per face, fitted on the five validation sets through the full
     # pipeline: 1/T = a + b x small_gray (FER2013-style crops are under-confident, the
     # other faces slightly over-confident); docs/training.md, "Calibration".
