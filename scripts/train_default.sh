@@ -54,14 +54,14 @@ FACENET_H5_SHA256=6acdd8fb3a3fb2b54257abdd1879246a3fcbe18fbe53a41c751e141abe63a0
 # The ResNet50 that stage 3 learns from: fer8's bundled model until 2026-12-01.
 RESNET50_REV=5afd46f
 RESNET50_SHA256=5cf60c82e47492d3ee4184ac9bc8fb34c3376356939a90a722cc9e4166bd7a92
+# This script's folder: pack_model.py and feature_bank.py lie beside it.
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 main() {
     local usage="usage: scripts/train_default.sh DATA_DIR [RUN_DIR [MODEL_OUT]]"
     local data=${1:?$usage}
     local run=${2:-runs/default}
     local model_out=${3:-src/fer8/models/default.fer8}
-    local here
-    here=$(cd "$(dirname "$0")" && pwd)
 
     mkdir -p "$run"
     local weights="$run/facenet_keras.h5"
@@ -88,10 +88,10 @@ main() {
         fer8 calibrate --model "$run/stage2/model.fer8" --data "$data/FER2013Valid" \
             --data "$data/expw@val" --data "$data/sfew/Train@val" \
             --data "$data/affectnet_masked/train@val" --out "$run/stage2-calibrated.fer8" --force
-        python "$here/pack_model.py" "$run/stage2-calibrated.fer8" "$run/stage2.fer8"
+        python "$HERE/pack_model.py" "$run/stage2-calibrated.fer8" "$run/stage2.fer8"
     fi
     if [[ ! -f "$run/resnet50.fer8" ]]; then
-        git -C "$here" show "$RESNET50_REV:src/fer8/models/default.fer8" > "$run/resnet50.fer8"
+        git -C "$HERE" show "$RESNET50_REV:src/fer8/models/default.fer8" > "$run/resnet50.fer8"
         echo "$RESNET50_SHA256  $run/resnet50.fer8" | sha256sum --check --quiet
     fi
     train_stage "$run/stage3" --init-model "$run/stage2.fer8" "${common[@]}" "${at160[@]}" \
@@ -123,8 +123,6 @@ main() {
 finish() {
     local data=$1 model=$2 prefix=$3 out=$4
     shift 4
-    local here
-    here=$(cd "$(dirname "$0")" && pwd)
     # A temperature per face, fitted on the five validation sets through the full
     # pipeline: 1/T = a + b x small_gray (FER2013-style crops are under-confident, the
     # other faces slightly over-confident); docs/training.md, "Calibration".
@@ -133,7 +131,7 @@ finish() {
         --data "$data/affectnet_masked/train@val" --data "$data/jaffe@val" --by quality \
         --out "${prefix}calibrated.fer8" --force
     # pack_model.py also says whether the packed file is the one registered (bundled)
-    python "$here/pack_model.py" "${prefix}calibrated.fer8" "$out"
+    python "$HERE/pack_model.py" "${prefix}calibrated.fer8" "$out"
     # The int8 network beside the float one, calibrated on training faces only (JAFFE's
     # @train subjects among them).
     cp "$out" "${prefix}float.fer8"
@@ -144,7 +142,7 @@ finish() {
     # The feature bank that `fer8 train --keep-classes` learns new classes against:
     # 200 training faces per class (40 held out), 2.3 MB; it changes the file's SHA-256,
     # which feature_bank.py prints for the registry.
-    python "$here/feature_bank.py" "$out" --data "$data/affectnet_masked/train@train" \
+    python "$HERE/feature_bank.py" "$out" --data "$data/affectnet_masked/train@train" \
         --data "$data/FER2013Train" --data "$data/expw@train" --data "$data/sfew/Train@train"
 }
 
