@@ -54,6 +54,10 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="fer8-bench-runtime-"))
     runs: dict[str, Callable[[np.ndarray], object]] = {}
     sizes: dict[str, int] = {}  # each run's input side (models may differ)
+
+    def add(name: str, run: Callable[[np.ndarray], object], size: int) -> None:
+        runs[name], sizes[name] = run, size
+
     # Files of the same name (two runs' default.fer8) are told apart by their folder.
     names = [p.name for p in paths]
     labels = {p: p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}" for p in paths}
@@ -62,19 +66,17 @@ def main() -> None:
         for precision in precisions:
             model = read_model_file(path, precision=precision)
             prefix = f"{labels[path]} {precision}" if len(paths) > 1 else precision
-            runs[f"{prefix} fer8"] = model
-            sizes[f"{prefix} fer8"] = model.spec.input_size
+            size = model.spec.input_size
+            add(f"{prefix} fer8", model, size)
             if len(paths) > 1:
                 continue
             graph = read_graph(path, precision=precision)
             spinning = _session(graph, {"session.intra_op.allow_spinning": "1"})
-            runs[f"{precision} fer8 spinning"] = _runner(spinning, model.spec.temperature)
-            sizes[f"{precision} fer8 spinning"] = model.spec.input_size
+            add(f"{precision} fer8 spinning", _runner(spinning, model.spec.temperature), size)
             exported = folder / f"{precision}.onnx"
             export_onnx(path, exported, precision=precision)
             plain = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-            runs[f"{precision} plain"] = _runner(plain, 1.0)
-            sizes[f"{precision} plain"] = model.spec.input_size
+            add(f"{precision} plain", _runner(plain, 1.0), size)
     rng = np.random.default_rng(0)
     inputs = {
         size: {n: rng.normal(0, 1, (n, size, size, 3)).astype(np.float32) for n in (1, 16)}
