@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES, LABELS, SHARED
+from conftest import EXAMPLES, LABELS, ROOT, SHARED
 
 import fer8
 from fer8.cli import cli
@@ -141,6 +143,57 @@ def test_the_optimised_graph_is_cached_and_predicts_the_same(
     monkeypatch.setenv("FER8_GRAPH_CACHE", "0")
     modelfile.read_model_file(path)
     assert not (tmp_path / "off").exists()
+
+
+def _can_hide_avx512() -> bool:
+    """Whether scripts/avx2_only.sh can run here: an AVX-512 CPU that faults on CPUID
+    when asked, and gcc to build the library."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return {"cpuid_fault", "avx512f"} <= flags and shutil.which("gcc") is not None
+
+
+_AVX512_AND_ANSWER = """
+import json, sys, fer8
+from numpy._core._multiarray_umath import __cpu_features__ as features
+face = fer8.Predictor().predict(fer8.load_image(sys.argv[1])).faces[0]
+print(json.dumps([features["AVX512F"], list(face.probabilities.values())]))
+"""
+
+
+@pytest.mark.skipif(not _can_hide_avx512(), reason="needs CPUID faulting on an AVX-512 CPU, gcc")
+def test_a_graph_optimised_for_avx512_is_not_reused_where_onnx_runtime_runs_avx2(tmp_path):
+    """ONNX Runtime's optimised graph holds float convolution weights laid out for the
+    CPU's vector width. Saved where CPUID reports AVX-512 and read where it reports AVX2
+    alone, it called the astronaut Neutral (39%) instead of Happy (99%): the cache is
+    kept by what CPUID tells the process, not only by /proc/cpuinfo's flags. The AVX2
+    path runs the int8 network's products in 16-bit sums, which can saturate; the
+    answers stay within a point of the VNNI path's."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FER8_GRAPH_CACHE", "PYTHONFAULTHANDLER")
+    }
+    env["FER8_HOME"] = str(tmp_path)
+
+    def answer(*wrapper: str) -> tuple[bool, list[float]]:
+        command = [
+            *wrapper,
+            sys.executable,
+            "-c",
+            _AVX512_AND_ANSWER,
+            str(EXAMPLES / "astronaut.png"),
+        ]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        avx512, probabilities = json.loads(done.stdout.splitlines()[-1])
+        return avx512, probabilities
+
+    native = answer()
+    masked = answer("bash", str(ROOT / "scripts" / "avx2_only.sh"))
+    assert native[0] and not masked[0]  # the mask took effect
+    assert len(list((tmp_path / "onnx").iterdir())) == 2  # a graph for each
+    np.testing.assert_allclose(masked[1], native[1], atol=0.01)
 
 
 def test_predicting_imports_neither_tensorflow_nor_keras(astronaut_path):

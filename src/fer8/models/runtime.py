@@ -17,6 +17,7 @@ and read only by this ONNX Runtime version, so both are part of its name.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import platform
@@ -280,12 +281,29 @@ def cpu_flags() -> str:
 
 
 def _cpu_signature() -> str:
-    """The CPU's architecture and instruction-set flags: what ONNX Runtime's kernel
-    choice and weight layout depend on."""
+    """The CPU's architecture and instruction sets: what ONNX Runtime's kernel choice and
+    the optimised graph depend on (its float convolutions hold weights laid out for one
+    vector width, so a graph optimised with AVX-512 answers wrongly where ONNX Runtime
+    runs AVX2). Both the kernel's list of flags and what CPUID tells this process (numpy's
+    run-time detection): they differ where CPUID is masked, as under a hypervisor, an
+    emulator or ``scripts/avx2_only.sh``."""
     flags = cpu_flags()
-    if flags:  # Linux: no need of platform.processor(), which runs `uname -p` there
-        return f"{platform.machine()}|{flags}"
-    return f"{platform.machine()}|{platform.processor()}"
+    if not flags:  # not Linux: no need of platform.processor() there, which runs `uname -p`
+        flags = platform.processor()
+    return f"{platform.machine()}|{flags}|{_cpuid_features()}"
+
+
+def _cpuid_features() -> str:
+    """The instruction sets that CPUID reports to this process, as numpy detected them
+    when it loaded; empty where this numpy does not say."""
+    features: dict[str, bool] = {}
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # 2.x, 1.x
+        try:
+            features = getattr(importlib.import_module(module), "__cpu_features__", {})
+            break
+        except ImportError:
+            continue
+    return " ".join(sorted(name for name, present in features.items() if present))
 
 
 def _publish(partial: Path, path: Path) -> None:
