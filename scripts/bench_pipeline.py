@@ -15,12 +15,16 @@ variants taking turns ``--repeats`` times:
 * **OpenCV Zoo's pipeline**, with ``--zoo-model`` (its expression model's ONNX file):
   the same photo through what a user of OpenCV Zoo runs (``cv2.FaceDetectorYN`` at the
   photo's size, the five-point warp to 112x112, MobileFaceNet int8; ``peer_zoo.py``),
-  timed the same way, taking turns with the others.
+  timed the same way, taking turns with the others;
+* with ``--avx2``, this checkout and OpenCV Zoo's pipeline again as on a CPU with AVX2
+  alone (``scripts/avx2_only.sh``: AVX-512, AMX and AVX-VNNI hidden from CPUID, so
+  ONNX Runtime, OpenCV and numpy take their AVX2 kernels), taking turns with the rest,
+  each compared with the zoo's pipeline on the same kernels.
 
 Usage:
     python scripts/bench_pipeline.py [--old-rev 998e0e7] [--repeats 3] [--images 100]
         [--profile] [--zoo-model ../shared/weights/opencv_zoo_fer_mobilefacenet_int8.onnx]
-        [--json out.json]
+        [--avx2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -105,7 +109,10 @@ print(json.dumps({"photo_ms": 1000 * statistics.median(blocks)}))
 """
 
 
-def run_zoo(zoo_model: str) -> dict:
+AVX2_ONLY = ("bash", str(ROOT / "scripts" / "avx2_only.sh"))
+
+
+def run_zoo(zoo_model: str, wrapper: tuple[str, ...] = ()) -> dict:
     code = ZOO_CHILD % {
         "scripts": str(ROOT / "scripts"),
         "astronaut": str(ROOT / "examples" / "astronaut.png"),
@@ -114,16 +121,18 @@ def run_zoo(zoo_model: str) -> dict:
     }
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        [*wrapper, sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(src: Path, model: str | None, folder: Path, profile: bool) -> dict:
+def run(
+    src: Path, model: str | None, folder: Path, profile: bool, wrapper: tuple[str, ...] = ()
+) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     code = CHILD % {"astronaut": str(ROOT / "examples" / "astronaut.png")}
     out = subprocess.run(
-        [sys.executable, "-c", code, model or "", str(folder), "1" if profile else "0"],
+        [*wrapper, sys.executable, "-c", code, model or "", str(folder), "1" if profile else "0"],
         capture_output=True,
         text=True,
         check=True,
@@ -140,6 +149,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--zoo-model", help="OpenCV Zoo's expression model (ONNX)")
+    parser.add_argument("--avx2", action="store_true", help="also as on a CPU with AVX2 alone")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -156,12 +166,21 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
-    runs: dict[str, list[dict]] = {f"fer8 at {args.old_rev}": [], "this checkout": []}
-    zoo: list[dict] = []
+    # Each fer8 variant: its source, how it runs (a wrapper command) and its zoo turn.
+    variants: dict[str, tuple[Path, tuple[str, ...], str]] = {
+        f"fer8 at {args.old_rev}": (old / "src", (), "OpenCV Zoo"),
+        "this checkout": (ROOT / "src", (), "OpenCV Zoo"),
+    }
+    zoo_variants = {"OpenCV Zoo": ()}
+    if args.avx2:
+        variants["this checkout, AVX2 alone"] = (ROOT / "src", AVX2_ONLY, "OpenCV Zoo, AVX2 alone")
+        zoo_variants["OpenCV Zoo, AVX2 alone"] = AVX2_ONLY
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    zoos: dict[str, list[dict]] = {name: [] for name in zoo_variants}
     try:
         for repeat in range(args.repeats):
-            for name, src in zip(runs, (old / "src", ROOT / "src")):
-                result = run(src, args.model, folder, args.profile and repeat == 0)
+            for name, (src, wrapper, _) in variants.items():
+                result = run(src, args.model, folder, args.profile and repeat == 0, wrapper)
                 runs[name].append(result)
                 print(
                     f"{name}: one photo {result['photo_ms']:.1f} ms, "
@@ -169,9 +188,9 @@ def main() -> None:
                     f"{result['folder_cpu_ms']:.1f} CPU ms a photo",
                     file=sys.stderr,
                 )
-            if args.zoo_model:
-                zoo.append(run_zoo(args.zoo_model))
-                print(f"OpenCV Zoo: one photo {zoo[-1]['photo_ms']:.1f} ms", file=sys.stderr)
+            for name, wrapper in zoo_variants.items() if args.zoo_model else ():
+                zoos[name].append(run_zoo(args.zoo_model, wrapper))
+                print(f"{name}: one photo {zoos[name][-1]['photo_ms']:.1f} ms", file=sys.stderr)
     finally:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)],
@@ -189,16 +208,19 @@ def main() -> None:
         rate = statistics.median(r["folder_per_s"] for r in results)
         cpu = statistics.median(r["folder_cpu_ms"] for r in results)
         print(f"| {name} | {photo:.1f} | {rate:.1f} | {cpu:.1f} |")
-    if zoo:
-        zoo_ms = statistics.median(r["photo_ms"] for r in zoo)
-        print(f"| OpenCV Zoo's pipeline | {zoo_ms:.1f} | | |")
+    if args.zoo_model:
+        for name, results in zoos.items():
+            zoo_ms = statistics.median(r["photo_ms"] for r in results)
+            print(f"| {name} | {zoo_ms:.1f} | | |")
         for name, results in runs.items():
             # Each turn against the zoo's turn of the same repeat: the machine's speed
             # drifts between repeats more than between neighbouring runs.
+            zoo = zoos[variants[name][2]]
             ratios = [r["photo_ms"] / z["photo_ms"] for r, z in zip(results, zoo)]
             print(
                 f"\n{name}: {statistics.median(ratios):.2f}x OpenCV Zoo's time for one photo "
-                f"(median of the repeats' ratios; {min(ratios):.2f}-{max(ratios):.2f})"
+                f"on the same kernels (median of the repeats' ratios; "
+                f"{min(ratios):.2f}-{max(ratios):.2f})"
             )
     if args.profile:
         for name, results in runs.items():
@@ -206,7 +228,7 @@ def main() -> None:
             for label, ms in results[0]["top"]:
                 print(f"  {ms:7.2f}  {label}")
     if args.json:
-        args.json.write_text(json.dumps({**runs, "OpenCV Zoo": zoo}, indent=2) + "\n")
+        args.json.write_text(json.dumps({**runs, **zoos}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

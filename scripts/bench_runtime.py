@@ -11,7 +11,14 @@ Times one forward pass (batch 1 and 16) of a model's float and int8 networks
 * ``fer8 spinning``: the same graph with ONNX Runtime's default of threads that spin
   while they wait (:data:`fer8.models.runtime.SESSION_CONFIG` has them sleep);
 * ``plain``: ``onnxruntime.InferenceSession`` with default settings on the graph
-  ``fer8 export`` writes (the reference).
+  ``fer8 export`` writes (the reference);
+* ``int8 fer8 exact sums``: the int8 graph with ONNX Runtime's
+  ``session.x64quantprecision``, its weights made uint8 so that x86 CPUs without VNNI
+  sum products exactly (they saturate 16-bit pair sums otherwise; on any x86 CPU it
+  takes the slower uint8 x uint8 kernels).
+
+``bash scripts/avx2_only.sh python scripts/bench_runtime.py`` measures the kernels of a
+CPU with AVX2 alone on one with more.
 
 With several ``--model`` files, only ``fer8`` runs, for each model's networks (two
 quantizations of one network, say), taking turns. Every configuration runs in each
@@ -49,6 +56,7 @@ def main() -> None:
     from fer8.models.export import export_onnx
     from fer8.models.modelfile import network_precision, read_graph, read_model_file
     from fer8.models.registry import resolve_model
+    from fer8.models.runtime import SESSION_CONFIG
 
     paths = [resolve_model(name) for name in args.model or [None]]
     folder = Path(tempfile.mkdtemp(prefix="fer8-bench-runtime-"))
@@ -73,6 +81,9 @@ def main() -> None:
             graph = read_graph(path, precision=precision)
             spinning = _session(graph, {"session.intra_op.allow_spinning": "1"})
             add(f"{precision} fer8 spinning", _runner(spinning, model.spec.temperature), size)
+            if precision == "int8":  # ONNX Runtime's remedy for AVX2's saturating sums
+                exact = _session(graph, {**SESSION_CONFIG, "session.x64quantprecision": "1"})
+                add("int8 fer8 exact sums", _runner(exact, model.spec.temperature), size)
             exported = folder / f"{precision}.onnx"
             export_onnx(path, exported, precision=precision)
             plain = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
@@ -105,7 +116,7 @@ def main() -> None:
         f"model {', '.join(labels.values())}, {os.cpu_count()} CPUs, ONNX Runtime {ort.__version__}, ",
         end="",
     )
-    print(f"{args.rounds} rounds, median of round means")
+    print(f"{args.rounds} rounds, median of round means; CPUID: {_instruction_sets()}")
     header = "| network | batch 1 (ms) | batch 16 (ms) | batch 16 (faces/s) |"
     if args.neighbour:
         header += " neighbour's work (resizes/s) |"
@@ -117,6 +128,15 @@ def main() -> None:
         if args.neighbour:
             row += f" {np.median(neighbour[name]):.0f} |"
         print(row)
+
+
+def _instruction_sets() -> str:
+    """What CPUID tells this process (numpy's detection), which picks ONNX Runtime's
+    kernels: a run under scripts/avx2_only.sh says AVX2 alone."""
+    from numpy._core._multiarray_umath import __cpu_features__ as features
+
+    names = ("AVX2", "AVX512F", "AVX512VNNI")
+    return ", ".join(f"{name} {'yes' if features.get(name) else 'no'}" for name in names)
 
 
 def _session(graph: bytes, config: dict[str, str]):
