@@ -131,12 +131,13 @@ def main() -> None:
 
 
 def _instruction_sets() -> str:
-    """What CPUID tells this process (numpy's detection), which picks ONNX Runtime's
-    kernels: a run under scripts/avx2_only.sh says AVX2 alone."""
-    from numpy._core._multiarray_umath import __cpu_features__ as features
+    """What CPUID tells this process, which picks ONNX Runtime's kernels: a run under
+    scripts/avx2_only.sh says AVX2 alone."""
+    from fer8.models.runtime import cpuid_features
 
+    present = set(cpuid_features().split())
     names = ("AVX2", "AVX512F", "AVX512VNNI")
-    return ", ".join(f"{name} {'yes' if features.get(name) else 'no'}" for name in names)
+    return ", ".join(f"{name} {'yes' if name in present else 'no'}" for name in names)
 
 
 def _session(graph: bytes, config: dict[str, str]):

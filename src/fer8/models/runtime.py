@@ -290,12 +290,14 @@ def _cpu_signature() -> str:
     flags = cpu_flags()
     if not flags:  # not Linux: no need of platform.processor() there, which runs `uname -p`
         flags = platform.processor()
-    return f"{platform.machine()}|{flags}|{_cpuid_features()}"
+    return f"{platform.machine()}|{flags}|{cpuid_features()}"
 
 
-def _cpuid_features() -> str:
-    """The instruction sets that CPUID reports to this process, as numpy detected them
-    when it loaded; empty where this numpy does not say."""
+def cpuid_features() -> str:
+    """The instruction sets that CPUID reports to this process (space-separated, numpy's
+    names: ``AVX2``, ``AVX512F``, ``AVX512VNNI``...), as numpy detected them when it
+    loaded; empty where this numpy does not say. They pick ONNX Runtime's kernels, and
+    differ from :func:`cpu_flags` where CPUID is masked."""
     features: dict[str, bool] = {}
     for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # 2.x, 1.x
         try:
