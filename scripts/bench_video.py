@@ -13,11 +13,12 @@ long, then, each in a fresh process (the bundled model unless ``--model``):
 
 With ``--old-rev REV`` it instead analyses every frame of one ``--seconds`` long video
 with this checkout and with fer8 at ``REV`` (a temporary git worktree), taking turns,
-and reports the median frames per second and CPU time a frame of each.
+and reports the median frames per second and CPU time a frame of each; ``--avx2`` adds
+this checkout as on a CPU with AVX2 alone (``scripts/avx2_only.sh``) to the turns.
 
 Usage:
     python scripts/bench_video.py [--model PATH] [--rate 10] [--json out.json]
-    python scripts/bench_video.py --old-rev 998e0e7 --seconds 10 --rate 25 [--repeats 2]
+    python scripts/bench_video.py --old-rev 998e0e7 --seconds 10 --rate 25 [--repeats 2] [--avx2]
 """
 
 from __future__ import annotations
@@ -68,9 +69,15 @@ def make_video(path: Path, seconds: float, rate: float) -> Path:
     return path
 
 
-def run_child(video: Path, model: str | None, sampling: dict, src: Path = ROOT / "src") -> dict:
-    """Analyse one video in a fresh process (fer8 from ``src``): frames, faces, seconds,
-    CPU seconds, peak memory."""
+def run_child(
+    video: Path,
+    model: str | None,
+    sampling: dict,
+    src: Path = ROOT / "src",
+    wrapper: tuple[str, ...] = (),
+) -> dict:
+    """Analyse one video in a fresh process (fer8 from ``src``, its command run through
+    ``wrapper``): frames, faces, seconds, CPU seconds, peak memory."""
     code = (
         "import json, os, sys, time\n"
         "import fer8\n"
@@ -92,7 +99,7 @@ def run_child(video: Path, model: str | None, sampling: dict, src: Path = ROOT /
         "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
     }
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        [*wrapper, sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -117,6 +124,9 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="with --old-rev")
     parser.add_argument("--repeats", type=int, default=2, help="with --old-rev")
+    parser.add_argument(
+        "--avx2", action="store_true", help="with --old-rev: also as on a CPU with AVX2 alone"
+    )
     args = parser.parse_args()
     if args.old_rev:
         compare(args)
@@ -181,11 +191,18 @@ def compare(args: argparse.Namespace) -> None:
         check=True,
         capture_output=True,
     )
-    runs: dict[str, list[dict]] = {f"fer8 at {args.old_rev}": [], "this checkout": []}
+    variants: dict[str, tuple[Path, tuple[str, ...]]] = {
+        f"fer8 at {args.old_rev}": (old / "src", ()),
+        "this checkout": (ROOT / "src", ()),
+    }
+    if args.avx2:
+        avx2_only = ("bash", str(ROOT / "scripts" / "avx2_only.sh"))
+        variants["this checkout, AVX2 alone"] = (ROOT / "src", avx2_only)
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
     try:
         for _ in range(args.repeats):
-            for name, src in zip(runs, (old / "src", ROOT / "src")):
-                result = run_child(video, args.model, {"every_frame": True}, src)
+            for name, (src, wrapper) in variants.items():
+                result = run_child(video, args.model, {"every_frame": True}, src, wrapper)
                 runs[name].append(result)
                 print(
                     f"{name}: {result['frames']} frames ({result['faces']} faces) in "
