@@ -16,7 +16,7 @@ variants taking turns ``--repeats`` times:
   the same photo through what a user of OpenCV Zoo runs (``cv2.FaceDetectorYN`` at the
   photo's size, the five-point warp to 112x112, MobileFaceNet int8; ``peer_zoo.py``),
   timed the same way, taking turns with the others;
-* with ``--avx2``, this checkout and OpenCV Zoo's pipeline again as on a CPU with AVX2
+* with ``--avx2``, both fer8s and OpenCV Zoo's pipeline again as on a CPU with AVX2
   alone (``scripts/avx2_only.sh``: AVX-512, AMX and AVX-VNNI hidden from CPUID, so
   ONNX Runtime, OpenCV and numpy take their AVX2 kernels), taking turns with the rest,
   each compared with the zoo's pipeline on the same kernels.
@@ -173,7 +173,9 @@ def main() -> None:
     }
     zoo_variants = {"OpenCV Zoo": ()}
     if args.avx2:
-        variants["this checkout, AVX2 alone"] = (ROOT / "src", AVX2_ONLY, "OpenCV Zoo, AVX2 alone")
+        zoo = "OpenCV Zoo, AVX2 alone"
+        variants[f"fer8 at {args.old_rev}, AVX2 alone"] = (old / "src", AVX2_ONLY, zoo)
+        variants["this checkout, AVX2 alone"] = (ROOT / "src", AVX2_ONLY, zoo)
         zoo_variants["OpenCV Zoo, AVX2 alone"] = AVX2_ONLY
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     zoos: dict[str, list[dict]] = {name: [] for name in zoo_variants}

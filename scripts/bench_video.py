@@ -14,7 +14,7 @@ long, then, each in a fresh process (the bundled model unless ``--model``):
 With ``--old-rev REV`` it instead analyses every frame of one ``--seconds`` long video
 with this checkout and with fer8 at ``REV`` (a temporary git worktree), taking turns,
 and reports the median frames per second and CPU time a frame of each; ``--avx2`` adds
-this checkout as on a CPU with AVX2 alone (``scripts/avx2_only.sh``) to the turns.
+both as on a CPU with AVX2 alone (``scripts/avx2_only.sh``) to the turns.
 
 Usage:
     python scripts/bench_video.py [--model PATH] [--rate 10] [--json out.json]
@@ -197,6 +197,7 @@ def compare(args: argparse.Namespace) -> None:
     }
     if args.avx2:
         avx2_only = ("bash", str(ROOT / "scripts" / "avx2_only.sh"))
+        variants[f"fer8 at {args.old_rev}, AVX2 alone"] = (old / "src", avx2_only)
         variants["this checkout, AVX2 alone"] = (ROOT / "src", avx2_only)
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     try:

@@ -25,15 +25,15 @@ def test_default_model_ships_in_the_package_and_matches_its_checksum():
 
 def test_default_model_predicts_with_its_int8_network(default_predictor):
     """The bundled file holds both networks; prediction runs the int8 one (within 0.5
-    points of the float one on every held-out row of the model card), with FaceNet's
-    first 12 convolutions in float."""
+    points of the float one on every row of the model card), with FaceNet's first four
+    convolutions in float."""
     from fer8.models.modelfile import read_model_file
 
     assert default_predictor.model.runtime == "onnxruntime (int8)"
     source = default_predictor.model.source
     assert read_model_file(source, precision="float").runtime == "onnxruntime"
     float_layers = default_predictor.model.spec.metadata["int8"]["float_layers"]
-    assert float_layers == {"first": 12, "last": True}
+    assert float_layers == {"first": 4, "last": True}
 
 
 def test_default_model_knows_the_seven_classes_with_data(default_predictor):

@@ -132,8 +132,8 @@ def test_a_face_framed_as_the_metadata_says_gets_fers_probabilities(
     framed = np.abs(probabilities(framing["aligned_size"]) - reported).max()
     # The int8 network rounds its activations, so the few pixels that OpenCV's warp puts
     # differently from fer8's (which first shrinks a large face by area averaging) move
-    # its answer more: 1.0e-2 on Hopper's face (7e-3 before FaceNet's sixth convolution
-    # was quantized too), against 5e-5 for the float network.
+    # its answer more: 7.8e-3 on Hopper's face (1.0e-2 with the int8 network bundled
+    # before, 12 float convolutions), against 4e-5 for the float network.
     assert framed < (2e-4 if precision == "float" else 2e-2)
     if precision == "float":
         straight = np.abs(probabilities(framing["resize"]["to"]) - reported).max()

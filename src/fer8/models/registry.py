@@ -53,7 +53,7 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "default": RegisteredModel(
         name="default",
-        sha256="ffaed7ad5de50a72aac357b0513248cf87865efe57fd24784aa2e9b4a37a69ad",
+        sha256="8b8507e11e119644eed8729d589c94d8a8b97d3487dc4dff328a542646fceb89",
         bundled="default.fer8",
         description="FaceNet (Inception-ResNet-v1) trained by fer8 train on an "
         "AffectNet-like set, FER+, ExpW, SFEW and JAFFE, taught by two earlier models; "
