@@ -25,8 +25,8 @@ def test_default_model_ships_in_the_package_and_matches_its_checksum():
 
 def test_default_model_predicts_with_its_int8_network(default_predictor):
     """The bundled file holds both networks; prediction runs the int8 one (within 0.5
-    points of the float one on every row of the model card), with FaceNet's first four
-    convolutions in float."""
+    points of the float one on every row of the model card with VNNI or AMX, on every
+    held-out row with AVX2 alone), with FaceNet's first four convolutions in float."""
     from fer8.models.modelfile import read_model_file
 
     assert default_predictor.model.runtime == "onnxruntime (int8)"
