@@ -176,7 +176,7 @@ def main() -> None:
         zoo = "OpenCV Zoo, AVX2 alone"
         variants[f"fer8 at {args.old_rev}, AVX2 alone"] = (old / "src", AVX2_ONLY, zoo)
         variants["this checkout, AVX2 alone"] = (ROOT / "src", AVX2_ONLY, zoo)
-        zoo_variants["OpenCV Zoo, AVX2 alone"] = AVX2_ONLY
+        zoo_variants[zoo] = AVX2_ONLY
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     zoos: dict[str, list[dict]] = {name: [] for name in zoo_variants}
     try:
